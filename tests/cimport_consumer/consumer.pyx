@@ -1,0 +1,150 @@
+# cython: language_level=3, boundscheck=False, wraparound=False
+"""A downstream extension of csoftmax, as a user writes one.
+
+It cimports every function of the public Cython API (csoftmax/kernels.pxd) and
+calls it from inside a nogil prange of its own, with num_threads=1 so that the
+kernel starts no threads of its own. tests/test_cimport.py builds this file
+against the installed csoftmax and compares the results with the Python API.
+"""
+from cython.parallel cimport prange, threadid
+
+from csoftmax.kernels cimport (
+    log_softmax_backward_f32, log_softmax_backward_f64,
+    log_softmax_f32, log_softmax_f64,
+    softmax_backward_f32, softmax_backward_f64,
+    softmax_f32, softmax_f64,
+    softmax_jacobian_f32, softmax_jacobian_f64,
+)
+# The fused convenience layer: one generic name for float and double.
+from csoftmax.kernels cimport real
+from csoftmax.kernels cimport softmax as softmax_real
+from csoftmax.kernels cimport log_softmax as log_softmax_real
+from csoftmax.kernels cimport softmax_backward as softmax_backward_real
+from csoftmax.kernels cimport log_softmax_backward as log_softmax_backward_real
+from csoftmax.kernels cimport softmax_jacobian as softmax_jacobian_real
+
+cdef extern from *:
+    """
+    #ifdef _OPENMP
+    #define CONSUMER_OPENMP 1
+    #else
+    #define CONSUMER_OPENMP 0
+    #endif
+    """
+    int CONSUMER_OPENMP
+
+# Whether this module was compiled with OpenMP, i.e. whether prange below
+# really runs on several threads (without OpenMP it runs serially).
+OPENMP = bool(CONSUMER_OPENMP)
+
+OPS = ("softmax", "log_softmax", "softmax_backward", "log_softmax_backward",
+       "softmax_jacobian")
+
+
+cdef int _call_f32(int op, const float* a, const float* b, float* out,
+                   Py_ssize_t n, Py_ssize_t k, int nt) noexcept nogil:
+    if op == 0:
+        return softmax_f32(a, out, n, k, nt)
+    if op == 1:
+        return log_softmax_f32(a, out, n, k, nt)
+    if op == 2:
+        return softmax_backward_f32(a, b, out, n, k, nt)
+    if op == 3:
+        return log_softmax_backward_f32(a, b, out, n, k, nt)
+    return softmax_jacobian_f32(a, out, n, k, nt)
+
+
+cdef int _call_f64(int op, const double* a, const double* b, double* out,
+                   Py_ssize_t n, Py_ssize_t k, int nt) noexcept nogil:
+    if op == 0:
+        return softmax_f64(a, out, n, k, nt)
+    if op == 1:
+        return log_softmax_f64(a, out, n, k, nt)
+    if op == 2:
+        return softmax_backward_f64(a, b, out, n, k, nt)
+    if op == 3:
+        return log_softmax_backward_f64(a, b, out, n, k, nt)
+    return softmax_jacobian_f64(a, out, n, k, nt)
+
+
+cdef int _call_real(int op, const real* a, const real* b, real* out,
+                    Py_ssize_t n, Py_ssize_t k, int nt) noexcept nogil:
+    if op == 0:
+        return softmax_real(a, out, n, k, nt)
+    if op == 1:
+        return log_softmax_real(a, out, n, k, nt)
+    if op == 2:
+        return softmax_backward_real(a, b, out, n, k, nt)
+    if op == 3:
+        return log_softmax_backward_real(a, b, out, n, k, nt)
+    return softmax_jacobian_real(a, out, n, k, nt)
+
+
+def run_f32(str op, const float[:, ::1] a, const float[:, ::1] b, float[::1] out,
+            int[::1] rcs, int[::1] tids, int num_threads, bint fused=False):
+    """out <- op(a[, b]) for the (n, k) rows of a, split into len(rcs) tasks of
+    consecutive rows; the tasks run in a prange on num_threads threads and call
+    the kernel with num_threads=1. rcs[t] is task t's return code, tids[t] the
+    thread that ran it. out is flat: n*k elements, n*k*k for the Jacobian."""
+    cdef int code = OPS.index(op)
+    cdef Py_ssize_t n = a.shape[0], k = a.shape[1], n_tasks = rcs.shape[0]
+    cdef Py_ssize_t per_task = (n + n_tasks - 1) // n_tasks
+    cdef Py_ssize_t ldo = k * k if code == 4 else k
+    cdef Py_ssize_t t, r0, nr
+    for t in prange(n_tasks, nogil=True, num_threads=num_threads,
+                    schedule="static", chunksize=1):
+        r0 = t * per_task
+        nr = n - r0 if n - r0 < per_task else per_task
+        if nr <= 0:
+            rcs[t] = 0
+        elif fused:
+            rcs[t] = _call_real(code, &a[r0, 0], &b[r0, 0], &out[r0 * ldo], nr, k, 1)
+        else:
+            rcs[t] = _call_f32(code, &a[r0, 0], &b[r0, 0], &out[r0 * ldo], nr, k, 1)
+        tids[t] = threadid()
+
+
+def run_f64(str op, const double[:, ::1] a, const double[:, ::1] b, double[::1] out,
+            int[::1] rcs, int[::1] tids, int num_threads, bint fused=False):
+    """run_f32 for float64."""
+    cdef int code = OPS.index(op)
+    cdef Py_ssize_t n = a.shape[0], k = a.shape[1], n_tasks = rcs.shape[0]
+    cdef Py_ssize_t per_task = (n + n_tasks - 1) // n_tasks
+    cdef Py_ssize_t ldo = k * k if code == 4 else k
+    cdef Py_ssize_t t, r0, nr
+    for t in prange(n_tasks, nogil=True, num_threads=num_threads,
+                    schedule="static", chunksize=1):
+        r0 = t * per_task
+        nr = n - r0 if n - r0 < per_task else per_task
+        if nr <= 0:
+            rcs[t] = 0
+        elif fused:
+            rcs[t] = _call_real(code, &a[r0, 0], &b[r0, 0], &out[r0 * ldo], nr, k, 1)
+        else:
+            rcs[t] = _call_f64(code, &a[r0, 0], &b[r0, 0], &out[r0 * ldo], nr, k, 1)
+        tids[t] = threadid()
+
+
+def call_with_sizes(str op, str dtype, Py_ssize_t n_rows, Py_ssize_t n_cols,
+                    buf_a, buf_b, buf_out):
+    """One nogil call of op with the given sizes on the given (flat, C-contiguous)
+    buffers, whatever their length; returns the kernel's return code."""
+    cdef int code = OPS.index(op)
+    cdef const float[::1] af, bf
+    cdef float[::1] of
+    cdef const double[::1] ad, bd
+    cdef double[::1] od
+    cdef int rc
+    if dtype == "float32":
+        af = buf_a
+        bf = buf_b
+        of = buf_out
+        with nogil:
+            rc = _call_f32(code, &af[0], &bf[0], &of[0], n_rows, n_cols, 1)
+    else:
+        ad = buf_a
+        bd = buf_b
+        od = buf_out
+        with nogil:
+            rc = _call_f64(code, &ad[0], &bd[0], &od[0], n_rows, n_cols, 1)
+    return rc

@@ -1,0 +1,149 @@
+"""The public Cython API (csoftmax/kernels.pxd), used the way a downstream project does.
+
+A consumer extension kept in tests/cimport_consumer/ is copied into a temporary
+directory and built there with Cython against the *installed* csoftmax: the
+build runs in a subprocess whose working directory is that temporary
+directory, without PYTHONPATH, so the repository root is not on its sys.path
+and the .pxd files come from wherever `import csoftmax` finds the package
+(site-packages for a wheel, the source tree for an editable install). The
+consumer calls every kernel from inside its own nogil prange and the results
+must equal, bit for bit, what the Python API returns: one implementation, two
+doors.
+
+Needs a C compiler, Cython and setuptools (the `test` extra); the build takes
+about 10 s on the 2-core CI machine.
+"""
+import importlib.machinery
+import importlib.util
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+import csoftmax
+
+CONSUMER_SRC = Path(__file__).parent / "cimport_consumer"
+OPS = ("softmax", "log_softmax", "softmax_backward", "log_softmax_backward",
+       "softmax_jacobian")
+DTYPES = ("float32", "float64")
+
+
+@pytest.fixture(scope="module")
+def consumer(tmp_path_factory):
+    build_dir = tmp_path_factory.mktemp("cimport_consumer")
+    for name in ("consumer.pyx", "setup.py"):
+        shutil.copy(CONSUMER_SRC / name, build_dir / name)
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
+    proc = subprocess.run(
+        [sys.executable, "setup.py", "build_ext", "--inplace"],
+        cwd=build_dir, env=env, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, (
+        f"building the consumer failed:\n{proc.stdout[-4000:]}\n{proc.stderr[-4000:]}")
+    built = [p for suffix in importlib.machinery.EXTENSION_SUFFIXES
+             for p in build_dir.glob("consumer" + suffix)]
+    assert len(built) == 1, f"expected one built consumer module, found {built}"
+    spec = importlib.util.spec_from_file_location("consumer", built[0])
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    module.BUILD_DIR = build_dir
+    return module
+
+
+def test_consumer_compiles_against_the_pxd_of_the_imported_package(consumer):
+    # Cython's dependency file names every .pxd the consumer cimported, relative
+    # to the build directory; it must be the kernels.pxd of the csoftmax this
+    # process imports, not some other copy (e.g. a source tree on sys.path).
+    dep = (consumer.BUILD_DIR / "consumer.c.dep").read_text()
+    pxds = {os.path.realpath(consumer.BUILD_DIR / tok)
+            for tok in dep.replace("\\\n", " ").split() if tok.endswith(".pxd")}
+    installed = os.path.realpath(Path(csoftmax.__file__).parent / "kernels.pxd")
+    assert pxds == {installed}
+
+
+def _inputs(op, shape, dtype, rng):
+    x = (3 * rng.standard_normal(shape)).astype(dtype)
+    if op == "softmax_backward":
+        return csoftmax.softmax(x), rng.standard_normal(shape).astype(dtype)
+    if op == "log_softmax_backward":
+        return csoftmax.log_softmax(x), rng.standard_normal(shape).astype(dtype)
+    return x, x  # the second operand is ignored by the forward ops
+
+
+def _python_api(op, a, b):
+    if op in ("softmax_backward", "log_softmax_backward"):
+        return getattr(csoftmax, op)(a, b)
+    return getattr(csoftmax, op)(a)
+
+
+# K = 37 leaves a vector tail for every ISA; K = 300 spans several vectors.
+# Task counts: the whole batch in one call, uneven chunks, one row per task.
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("op", OPS)
+def test_consumer_built_against_installed_package_matches_python_api(consumer, op, dtype):
+    rng = np.random.default_rng(5)
+    run = consumer.run_f32 if dtype == "float32" else consumer.run_f64
+    for shape in [(23, 37), (6, 300)]:
+        a, b = _inputs(op, shape, dtype, rng)
+        expected = _python_api(op, a, b)
+        for n_tasks in (1, 4, shape[0]):
+            for fused in (False, True):
+                out = np.full(expected.size, np.nan, dtype=dtype)
+                rcs = np.full(n_tasks, -7, dtype=np.intc)
+                tids = np.full(n_tasks, -1, dtype=np.intc)
+                run(op, a, b, out, rcs, tids, 2, fused)
+                assert (rcs == 0).all(), (shape, n_tasks, fused, rcs)
+                np.testing.assert_array_equal(
+                    out.reshape(expected.shape), expected,
+                    err_msg=f"{op} {dtype} {shape} tasks={n_tasks} fused={fused}")
+
+
+def test_kernels_called_with_one_thread_run_inside_the_callers_parallel_region(consumer):
+    # num_threads=1 must be safe on the caller's OpenMP threads: run 8 tasks on
+    # 2 threads of the consumer's own prange and check that both threads
+    # computed correct rows.
+    if not consumer.OPENMP:
+        pytest.skip("the consumer was compiled without OpenMP (Apple clang)")
+    rng = np.random.default_rng(6)
+    x = rng.standard_normal((64, 50))
+    out = np.empty(x.size)
+    rcs = np.full(8, -7, dtype=np.intc)
+    tids = np.full(8, -1, dtype=np.intc)
+    consumer.run_f64("log_softmax", x, x, out, rcs, tids, 2)
+    assert sorted(set(tids.tolist())) == [0, 1]
+    assert (rcs == 0).all()
+    np.testing.assert_array_equal(out.reshape(x.shape), csoftmax.log_softmax(x))
+
+
+def _sizes_that_overflow_the_jacobian():
+    # n_cols * n_cols exceeds Py_ssize_t, so no caller can have such a buffer.
+    k = int(sys.maxsize ** 0.5) + 1
+    return 2, k
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("op", OPS)
+def test_kernels_return_nonzero_for_invalid_sizes_and_write_nothing(consumer, op, dtype):
+    invalid = [(-1, 4), (4, -1), (-3, -3)]
+    if op == "softmax_jacobian":
+        invalid.append(_sizes_that_overflow_the_jacobian())
+    a = np.ones(16, dtype=dtype)
+    b = np.ones(16, dtype=dtype)
+    for n_rows, n_cols in invalid:
+        out = np.full(16, 42, dtype=dtype)
+        rc = consumer.call_with_sizes(op, dtype, n_rows, n_cols, a, b, out)
+        assert rc != 0, (op, dtype, n_rows, n_cols)
+        assert (out == 42).all(), "a refused call wrote into its output"
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("op", OPS)
+def test_kernels_accept_empty_sizes_and_write_nothing(consumer, op, dtype):
+    a = np.ones(16, dtype=dtype)
+    for n_rows, n_cols in [(0, 4), (4, 0), (0, 0)]:
+        out = np.full(16, 42, dtype=dtype)
+        assert consumer.call_with_sizes(op, dtype, n_rows, n_cols, a, a, out) == 0
+        assert (out == 42).all()
