@@ -23,9 +23,10 @@ Steps, each timed:
 
 PYTEST_ARGS default to the whole suite except tests marked slow or gpu: the
 cimport test (a consumer built against the installed wheel) and the packaging
-tests are always in it. The whole script takes about 2-3 minutes on the
-2-core CI machine; it needs the network only for PyPI (build requirements,
-test dependencies).
+tests are always in it. On the 2-core CI machine the whole script took 79 s
+with a warm pip cache and 168 s with a cold one, with 45 tests (the cimport and
+packaging tests); the rest of the non-slow suite adds its own time. It needs
+the network only for PyPI (build requirements, test dependencies).
 """
 import argparse
 import os
