@@ -40,7 +40,10 @@ enum {
     CSM_OP_SOFTMAX_BACKWARD = 2,
     CSM_OP_LOG_SOFTMAX_BACKWARD = 3,
     CSM_OP_JACOBIAN = 4,
-    CSM_N_OPS = 5
+    /* The vectorised exp and log alone, for the accuracy tests. */
+    CSM_OP_EXP = 5,
+    CSM_OP_LOG = 6,
+    CSM_N_OPS = 7
 };
 
 /* Instruction sets, narrowest first. */
@@ -130,7 +133,7 @@ typedef void (*csm_rows_f64_t)(const double *, ptrdiff_t, const double *, ptrdif
 
 #define CSM_TABLE(T, isa) { csm_softmax_rows_##T##_##isa, csm_log_softmax_rows_##T##_##isa, \
     csm_softmax_backward_rows_##T##_##isa, csm_log_softmax_backward_rows_##T##_##isa,       \
-    csm_jacobian_rows_##T##_##isa }
+    csm_jacobian_rows_##T##_##isa, csm_exp_rows_##T##_##isa, csm_log_rows_##T##_##isa }
 
 static const csm_rows_f32_t csm_all_f32[CSM_N_ISA][CSM_N_OPS] = {
     CSM_TABLE(f32, baseline),
