@@ -33,6 +33,13 @@
 
 #define CSM_INF_T ((CSM_T)INFINITY)
 
+/* Rows this short take the cross-row path (csm_small_rows): at K = 16 the
+ * row path fills two AVX2 float vectors with no remainder, and measured as
+ * fast as the cross-row path. */
+#define CSM_SMALL_K 16
+/* Rows per cross-row group: one AVX-512 float vector, two AVX2 ones. */
+#define CSM_LANES 16
+
 /* Operation codes; the order of the dispatch tables. */
 enum {
     CSM_OP_SOFTMAX = 0,
