@@ -220,3 +220,24 @@ def test_thread_count_does_not_change_nan_rows():
     a, b = csoftmax.softmax(x, num_threads=1), csoftmax.softmax(x, num_threads=2)
     assert np.array_equal(a, b, equal_nan=True)
     assert np.isnan(a[::7]).all() and not np.isnan(a[1::7]).any()
+
+
+@pytest.mark.parametrize("dtype", FLOATS)
+@pytest.mark.parametrize("fn", UNARY + ["softmax_jacobian"])
+def test_fast_path_and_general_path_agree_bitwise(fn, dtype):
+    # axis=1 takes the C-level fast path; the list axis goes through _api.
+    x = np.random.default_rng(15).standard_normal((40, 23)).astype(dtype)
+    f = getattr(csoftmax, fn)
+    general = f(x[:, :], axis=1) if fn == "softmax_jacobian" else f(x, axis=[1])
+    fast = f(x, axis=1)
+    if fn == "softmax_jacobian":  # force the general path: a Fortran-ordered input
+        general = f(np.asfortranarray(x), axis=1)
+    np.testing.assert_array_equal(fast, general)
+
+
+@pytest.mark.parametrize("fn", ["softmax_backward", "log_softmax_backward"])
+def test_backward_fast_and_general_paths_agree_bitwise(fn):
+    rng = np.random.default_rng(16)
+    y, g = csoftmax.softmax(rng.standard_normal((30, 17))), rng.standard_normal((30, 17))
+    f = getattr(csoftmax, fn)
+    np.testing.assert_array_equal(f(y, g), f(y, g, axis=[1]))
