@@ -21,6 +21,13 @@
 #include <omp.h>
 #endif
 
+#if defined(__x86_64__) && (defined(__GNUC__) || defined(__clang__))
+#include <immintrin.h> /* streaming stores; usable inside target("...") functions */
+#define CSM_STREAM_FENCE() _mm_sfence()
+#else
+#define CSM_STREAM_FENCE() ((void)0)
+#endif
+
 #if defined(__GNUC__)
   #define CSM_INLINE inline __attribute__((always_inline))
 #else
@@ -37,6 +44,10 @@
  * row path fills two AVX2 float vectors with no remainder, and measured as
  * fast as the cross-row path. */
 #define CSM_SMALL_K 16
+/* Elements of the per-row stack scratch used when streaming (32 KiB of
+ * float32: an L1 data cache); longer rows are written with regular stores. */
+#define CSM_SCRATCH 8192
+
 /* Rows per cross-row group: one AVX-512 float vector, two AVX2 ones. */
 #define CSM_LANES 16
 
@@ -57,10 +68,11 @@ enum {
 enum { CSM_ISA_BASELINE = 0, CSM_ISA_AVX2 = 1, CSM_ISA_AVX512 = 2, CSM_N_ISA = 3 };
 static const char *const csm_isa_names[CSM_N_ISA] = {"baseline", "avx2", "avx512"};
 
+/* (a, lda, b, ldb, out, ldo, rows, K, stream): see _rows_impl.h. */
 typedef void (*csm_rows_f32_t)(const float *, ptrdiff_t, const float *, ptrdiff_t,
-                               float *, ptrdiff_t, ptrdiff_t, ptrdiff_t);
+                               float *, ptrdiff_t, ptrdiff_t, ptrdiff_t, int);
 typedef void (*csm_rows_f64_t)(const double *, ptrdiff_t, const double *, ptrdiff_t,
-                               double *, ptrdiff_t, ptrdiff_t, ptrdiff_t);
+                               double *, ptrdiff_t, ptrdiff_t, ptrdiff_t, int);
 
 #if (defined(__x86_64__) || defined(__i386__)) && (defined(__GNUC__) || defined(__clang__))
   #define CSM_X86_DISPATCH 1
@@ -72,6 +84,7 @@ typedef void (*csm_rows_f64_t)(const double *, ptrdiff_t, const double *, ptrdif
  * log_softmax widens its sums and uses the double log of the same ISA. */
 
 #define CSM_ISA baseline
+#define CSM_ISA_ID 0
 #define CSM_TARGET
 #define CSM_T double
 #define CSM_F32 0
@@ -89,6 +102,7 @@ typedef void (*csm_rows_f64_t)(const double *, ptrdiff_t, const double *, ptrdif
 #undef CSM_SFX
 #undef CSM_TARGET
 #undef CSM_ISA
+#undef CSM_ISA_ID
 
 #if CSM_X86_DISPATCH
   #if defined(__clang__)
@@ -100,6 +114,7 @@ typedef void (*csm_rows_f64_t)(const double *, ptrdiff_t, const double *, ptrdif
   #define CSM_TARGET_AVX2 __attribute__((target("avx2,fma")))
 
   #define CSM_ISA avx2
+  #define CSM_ISA_ID 1
   #define CSM_TARGET CSM_TARGET_AVX2
   #define CSM_T double
   #define CSM_F32 0
@@ -117,8 +132,10 @@ typedef void (*csm_rows_f64_t)(const double *, ptrdiff_t, const double *, ptrdif
   #undef CSM_SFX
   #undef CSM_TARGET
   #undef CSM_ISA
+#undef CSM_ISA_ID
 
   #define CSM_ISA avx512
+  #define CSM_ISA_ID 2
   #define CSM_TARGET CSM_TARGET_AVX512
   #define CSM_T double
   #define CSM_F32 0
@@ -136,6 +153,7 @@ typedef void (*csm_rows_f64_t)(const double *, ptrdiff_t, const double *, ptrdif
   #undef CSM_SFX
   #undef CSM_TARGET
   #undef CSM_ISA
+#undef CSM_ISA_ID
 #endif
 
 #define CSM_TABLE(T, isa) { csm_softmax_rows_##T##_##isa, csm_log_softmax_rows_##T##_##isa, \

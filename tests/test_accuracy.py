@@ -189,3 +189,21 @@ def test_jacobian_equals_diag_s_minus_outer(isa, dtype):
     want = np.einsum("ni,ij->nij", s, np.eye(9)) - np.einsum("ni,nj->nij", s, s)
     np.testing.assert_allclose(csoftmax.softmax_jacobian(x), want,
                                rtol=RTOL[dtype] * 4, atol=np.finfo(dtype).eps)
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("fn", ["softmax", "log_softmax", "softmax_backward",
+                                "log_softmax_backward", "softmax_jacobian"])
+def test_streaming_stores_give_identical_bits(isa, fn, dtype):
+    # Outputs of 8 MiB or more are written with streaming stores; slices of
+    # the same rows stay below that and take the regular stores.
+    shape = (48, 300) if fn == "softmax_jacobian" else (1100, 2001)
+    x = logits(shape, dtype)
+    f = getattr(csoftmax, fn)
+    args = (csoftmax.softmax(x), logits(shape, dtype, seed=4)) if "backward" in fn else (x,)
+    whole = f(*args)
+    assert whole.nbytes >= 8 << 20
+    step = 4 if fn == "softmax_jacobian" else 100
+    parts = np.concatenate([f(*(a[i:i + step] for a in args)) for a in [args[0]]
+                            for i in range(0, shape[0], step)])
+    np.testing.assert_array_equal(whole, parts)
