@@ -216,6 +216,15 @@ static int csm_openmp_enabled(void)
 #endif
 }
 
+static int csm_num_procs(void)
+{
+#ifdef _OPENMP
+    return omp_get_num_procs();
+#else
+    return 1;
+#endif
+}
+
 static int csm_max_threads(void)
 {
 #ifdef _OPENMP

@@ -24,6 +24,7 @@ cdef extern from "_rows.h" nogil:
     int csm_select_isa(int isa)
     int csm_openmp_enabled()
     int csm_max_threads()
+    int csm_num_procs()
 
 # Rows are processed in blocks of about this many input elements (64 KiB of
 # float32). Block boundaries depend on n_cols only, never on the thread count,
@@ -79,6 +80,12 @@ cdef int _run(int op, const real_t* a, Py_ssize_t lda, const real_t* b, Py_ssize
     stream = work >= STREAM_BYTES // <Py_ssize_t>sizeof(real_t)
     if num_threads <= 0:
         num_threads = csm_max_threads()
+    # A thread without a block would idle, and a huge request must not spawn
+    # a huge team: 16 threads per processor is past any useful oversubscription.
+    if num_threads > n_blocks:
+        num_threads = <int>n_blocks
+    if num_threads > 16 * csm_num_procs():
+        num_threads = 16 * csm_num_procs()
     if num_threads == 1 or n_blocks == 1 or work < PARALLEL_GRAIN:
         for c in range(n_blocks):
             r0 = c * block

@@ -121,3 +121,14 @@ def test_mixing_numpy_and_gpu_arrays_is_a_type_error():
     FakeCupyArray.__module__ = "cupy._core.core"
     with pytest.raises(TypeError, match="softmax_backward: y and grad must all be CuPy arrays"):
         csoftmax.softmax_backward(np.ones((2, 3)), FakeCupyArray())
+
+
+def test_huge_axis_is_an_axis_error():
+    with pytest.raises(np.exceptions.AxisError, match="softmax: axis"):
+        csoftmax.softmax(np.ones((2, 3)), axis=2**70)
+
+
+def test_huge_thread_count_is_capped_not_spawned():
+    x = np.random.default_rng(0).standard_normal((3000, 50))
+    np.testing.assert_array_equal(csoftmax.softmax(x, num_threads=2**40),
+                                  csoftmax.softmax(x, num_threads=1))
