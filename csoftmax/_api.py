@@ -41,7 +41,7 @@ def _threads(num_threads, fname):
                         f"not {type(num_threads).__name__}") from None
     if nt < 1:
         raise ValueError(f"{fname}: num_threads must be >= 1, got {nt}")
-    # OpenMP takes an int; more threads than that is never meaningful.
+    # The kernels cap the team (see kernels.pyx); this keeps it a C int.
     return min(nt, 2**31 - 1)
 
 
@@ -107,6 +107,9 @@ def _axes(axis, ndim, fname, single=False):
                         f"not {axis!r}") from None
     except np.exceptions.AxisError as exc:
         raise np.exceptions.AxisError(f"{fname}: {exc}") from None
+    except OverflowError:
+        raise np.exceptions.AxisError(f"{fname}: axis {axis!r} is out of bounds for "
+                                      f"an array of dimension {ndim}") from None
     except ValueError as exc:  # repeated axes
         raise ValueError(f"{fname}: axis {axis!r}: {exc}") from None
 

@@ -2,9 +2,9 @@
 """The CPU backend: validated NumPy arrays in, the nogil kernels run.
 
 The wrapper (_api.py) guarantees what the kernels need, so nothing here
-validates: 2-D operands of one dtype (float32 or float64), aligned, in native
-byte order, with unit column stride and a row stride that is a whole number of
-elements; a C-contiguous (N, K) or (N, K, K) output.
+validates: 2-D operands and output of one dtype (float32 or float64), aligned,
+in native byte order, with unit column stride and a row stride that is a whole
+number of elements; the Jacobian's (N, K, K) output is C-contiguous.
 """
 cimport numpy as cnp
 
@@ -13,7 +13,8 @@ from csoftmax.kernels cimport rows_f32, rows_f64
 cnp.import_array()
 
 # Operation names, in the order of the kernels' op codes.
-OPS = ("softmax", "log_softmax", "softmax_backward", "log_softmax_backward", "softmax_jacobian")
+OPS = ("softmax", "log_softmax", "softmax_backward", "log_softmax_backward", "softmax_jacobian",
+       "exp", "log")
 
 # The dtypes the kernels compute natively; others are converted by the wrapper.
 NATIVE_DTYPES = ("float32", "float64")
@@ -32,7 +33,8 @@ def run(str op, cnp.ndarray a, b, cnp.ndarray out, int num_threads):
     cdef cnp.ndarray bb = a if b is None else b
     cdef Py_ssize_t n = cnp.PyArray_DIM(a, 0), k = cnp.PyArray_DIM(a, 1)
     cdef Py_ssize_t lda = _ld(a), ldb = _ld(bb)
-    cdef Py_ssize_t ldo = k * k if code == 4 else k
+    # The Jacobian output is C-contiguous (N, K, K); a row output may be strided.
+    cdef Py_ssize_t ldo = k * k if code == 4 else _ld(out)
     cdef void* pa = cnp.PyArray_DATA(a)
     cdef void* pb = cnp.PyArray_DATA(bb)
     cdef void* po = cnp.PyArray_DATA(out)

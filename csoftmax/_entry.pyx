@@ -1,9 +1,10 @@
 # cython: language_level=3, boundscheck=False, wraparound=False
 """The public entry points, with a C-level fast path for the core contract.
 
-A call whose arguments are exactly the core contract (a C-contiguous, aligned,
-native float32/float64 2-D NumPy array, the last axis, no out=, default
-threads) is validated, allocated and computed here without touching Python
+A call whose arguments are exactly the core contract (C-contiguous, aligned,
+native float32/float64 2-D NumPy arrays, the last axis, an `out` of the same
+kind that is an input itself or disjoint from them, a plain int or None for
+num_threads) is validated, allocated and computed here without touching Python
 code: that is what keeps a 1x10 softmax under a microsecond. Every other call
 goes to _api, which implements the full semantics; both reach the same
 kernels, so they give identical results.
@@ -38,30 +39,92 @@ cdef inline bint _last_axis(object axis):
     return type(axis) is int and (axis == -1 or axis == 1)
 
 
-cdef object _compute(int op, cnp.ndarray a, cnp.ndarray b, bint jacobian):
+cdef inline int _threads(object num_threads):
+    # 0 for the default, the count for a plain positive int, -1: let _api decide.
+    if num_threads is None:
+        return 0
+    if type(num_threads) is int and 1 <= num_threads <= 65536:
+        return <int>num_threads
+    return -1
+
+
+cdef inline bint _disjoint(cnp.ndarray a, cnp.ndarray b):
+    cdef char* pa = <char*>cnp.PyArray_DATA(a)
+    cdef char* pb = <char*>cnp.PyArray_DATA(b)
+    return (pa + cnp.PyArray_NBYTES(a) <= pb) or (pb + cnp.PyArray_NBYTES(b) <= pa)
+
+
+cdef inline bint _fast_out(object out, cnp.ndarray a, cnp.ndarray b, bint jacobian):
+    """`out` can take the result directly: same dtype, C order, the result's
+    shape, writeable, and either an input itself (not for the Jacobian) or
+    disjoint from the inputs."""
+    if type(out) is not cnp.ndarray:
+        return False
+    cdef cnp.ndarray o = <cnp.ndarray>out
+    if not (cnp.PyArray_TYPE(o) == cnp.PyArray_TYPE(a) and cnp.PyArray_IS_C_CONTIGUOUS(o)
+            and cnp.PyArray_ISBEHAVED(o) and cnp.PyArray_NDIM(o) == (3 if jacobian else 2)
+            and cnp.PyArray_DIM(o, 0) == cnp.PyArray_DIM(a, 0)
+            and cnp.PyArray_DIM(o, 1) == cnp.PyArray_DIM(a, 1)):
+        return False
+    if jacobian:
+        return cnp.PyArray_DIM(o, 2) == cnp.PyArray_DIM(a, 1) and _disjoint(o, a)
+    return ((o is a or _disjoint(o, a)) and (o is b or _disjoint(o, b)))
+
+
+cdef object _compute(int op, cnp.ndarray a, cnp.ndarray b, object out, int nt, bint jacobian):
     cdef cnp.npy_intp dims[3]
+    cdef cnp.ndarray o
     dims[0] = cnp.PyArray_DIM(a, 0)
     dims[1] = cnp.PyArray_DIM(a, 1)
     dims[2] = dims[1]
     cdef int t = cnp.PyArray_TYPE(a)
-    cdef cnp.ndarray out = cnp.PyArray_EMPTY(3 if jacobian else 2, dims, t, 0)
+    if out is None:
+        o = cnp.PyArray_EMPTY(3 if jacobian else 2, dims, t, 0)
+    else:
+        o = <cnp.ndarray>out
     cdef Py_ssize_t n = dims[0], k = dims[1]
     cdef Py_ssize_t ldo = k * k if jacobian else k
     cdef void* pa = cnp.PyArray_DATA(a)
     cdef void* pb = cnp.PyArray_DATA(b)
-    cdef void* po = cnp.PyArray_DATA(out)
-    if cnp.PyArray_SIZE(out) < NOGIL_ELEMS:
+    cdef void* po = cnp.PyArray_DATA(o)
+    if cnp.PyArray_SIZE(o) < NOGIL_ELEMS:
         if t == cnp.NPY_FLOAT:
-            rows_f32(op, <const float*>pa, k, <const float*>pb, k, <float*>po, ldo, n, k, 0)
+            rows_f32(op, <const float*>pa, k, <const float*>pb, k, <float*>po, ldo, n, k, nt)
         else:
-            rows_f64(op, <const double*>pa, k, <const double*>pb, k, <double*>po, ldo, n, k, 0)
+            rows_f64(op, <const double*>pa, k, <const double*>pb, k, <double*>po, ldo, n, k, nt)
     else:
         with nogil:
             if t == cnp.NPY_FLOAT:
-                rows_f32(op, <const float*>pa, k, <const float*>pb, k, <float*>po, ldo, n, k, 0)
+                rows_f32(op, <const float*>pa, k, <const float*>pb, k, <float*>po, ldo, n, k, nt)
             else:
-                rows_f64(op, <const double*>pa, k, <const double*>pb, k, <double*>po, ldo, n, k, 0)
-    return out
+                rows_f64(op, <const double*>pa, k, <const double*>pb, k, <double*>po, ldo, n, k, nt)
+    return o
+
+
+cdef inline object _unary(int op, object x, object axis, object out, object num_threads):
+    """The fast path of softmax/log_softmax, or None when the call is not the
+    core contract."""
+    cdef int nt = _threads(num_threads)
+    if nt < 0 or not _last_axis(axis) or not _is_fast(x):
+        return None
+    cdef cnp.ndarray a = <cnp.ndarray>x
+    if out is not None and not _fast_out(out, a, a, False):
+        return None
+    return _compute(op, a, a, out, nt, False)
+
+
+cdef inline object _binary(int op, object y, object g, object axis, object out, object num_threads):
+    cdef int nt = _threads(num_threads)
+    if nt < 0 or not _last_axis(axis) or not _is_fast(y) or not _is_fast(g):
+        return None
+    cdef cnp.ndarray a = <cnp.ndarray>y, b = <cnp.ndarray>g
+    if not (cnp.PyArray_TYPE(a) == cnp.PyArray_TYPE(b)
+            and cnp.PyArray_DIM(a, 0) == cnp.PyArray_DIM(b, 0)
+            and cnp.PyArray_DIM(a, 1) == cnp.PyArray_DIM(b, 1)):
+        return None
+    if out is not None and not _fast_out(out, a, b, False):
+        return None
+    return _compute(op, a, b, out, nt, False)
 
 
 def softmax(x, axis=-1, *, out=None, num_threads=None):
@@ -73,9 +136,8 @@ def softmax(x, axis=-1, *, out=None, num_threads=None):
     out: optional array of the result's shape and dtype (may be x itself).
     num_threads: None for OpenMP's default, or a positive int for this call.
     """
-    if out is None and num_threads is None and _last_axis(axis) and _is_fast(x):
-        return _compute(0, <cnp.ndarray>x, <cnp.ndarray>x, False)
-    return _api.softmax(x, axis, out=out, num_threads=num_threads)
+    r = _unary(0, x, axis, out, num_threads)
+    return r if r is not None else _api.softmax(x, axis, out=out, num_threads=num_threads)
 
 
 def log_softmax(x, axis=-1, *, out=None, num_threads=None):
@@ -83,16 +145,8 @@ def log_softmax(x, axis=-1, *, out=None, num_threads=None):
 
     Arguments as for softmax().
     """
-    if out is None and num_threads is None and _last_axis(axis) and _is_fast(x):
-        return _compute(1, <cnp.ndarray>x, <cnp.ndarray>x, False)
-    return _api.log_softmax(x, axis, out=out, num_threads=num_threads)
-
-
-cdef inline bint _same_layout(object y, object g):
-    cdef cnp.ndarray a = <cnp.ndarray>y, b = <cnp.ndarray>g
-    return (cnp.PyArray_TYPE(a) == cnp.PyArray_TYPE(b)
-            and cnp.PyArray_DIM(a, 0) == cnp.PyArray_DIM(b, 0)
-            and cnp.PyArray_DIM(a, 1) == cnp.PyArray_DIM(b, 1))
+    r = _unary(1, x, axis, out, num_threads)
+    return r if r is not None else _api.log_softmax(x, axis, out=out, num_threads=num_threads)
 
 
 def softmax_backward(y, grad, axis=-1, *, out=None, num_threads=None):
@@ -100,10 +154,8 @@ def softmax_backward(y, grad, axis=-1, *, out=None, num_threads=None):
 
     y: softmax(x) along `axis`; grad: dL/dy, the same shape. Returns dL/dx.
     """
-    if (out is None and num_threads is None and _last_axis(axis) and _is_fast(y)
-            and _is_fast(grad) and _same_layout(y, grad)):
-        return _compute(2, <cnp.ndarray>y, <cnp.ndarray>grad, False)
-    return _api.softmax_backward(y, grad, axis, out=out, num_threads=num_threads)
+    r = _binary(2, y, grad, axis, out, num_threads)
+    return r if r is not None else _api.softmax_backward(y, grad, axis, out=out, num_threads=num_threads)
 
 
 def log_softmax_backward(y, grad, axis=-1, *, out=None, num_threads=None):
@@ -111,10 +163,8 @@ def log_softmax_backward(y, grad, axis=-1, *, out=None, num_threads=None):
 
     y: log_softmax(x) along `axis`; grad: dL/dy, the same shape. Returns dL/dx.
     """
-    if (out is None and num_threads is None and _last_axis(axis) and _is_fast(y)
-            and _is_fast(grad) and _same_layout(y, grad)):
-        return _compute(3, <cnp.ndarray>y, <cnp.ndarray>grad, False)
-    return _api.log_softmax_backward(y, grad, axis, out=out, num_threads=num_threads)
+    r = _binary(3, y, grad, axis, out, num_threads)
+    return r if r is not None else _api.log_softmax_backward(y, grad, axis, out=out, num_threads=num_threads)
 
 
 def softmax_jacobian(x, axis=-1, *, out=None, num_threads=None):
@@ -126,11 +176,16 @@ def softmax_jacobian(x, axis=-1, *, out=None, num_threads=None):
     """
     cdef cnp.ndarray a
     cdef Py_ssize_t n, k
-    if out is None and num_threads is None and _last_axis(axis) and _is_fast(x):
+    cdef int nt = _threads(num_threads)
+    if nt >= 0 and _last_axis(axis) and _is_fast(x):
         a = <cnp.ndarray>x
-        n = cnp.PyArray_DIM(a, 0)
-        k = cnp.PyArray_DIM(a, 1)
-        # k < 2^14 keeps k * k from overflowing; the rest bounds the bytes.
-        if 0 < k < 16384 and n <= (FAST_JACOBIAN_BYTES // cnp.PyArray_ITEMSIZE(a)) // (k * k):
-            return _compute(4, a, a, True)
+        if out is not None:
+            if _fast_out(out, a, a, True):
+                return _compute(4, a, a, out, nt, True)
+        else:
+            n = cnp.PyArray_DIM(a, 0)
+            k = cnp.PyArray_DIM(a, 1)
+            # k < 2^14 keeps k * k from overflowing; the rest bounds the bytes.
+            if 0 < k < 16384 and n <= (FAST_JACOBIAN_BYTES // cnp.PyArray_ITEMSIZE(a)) // (k * k):
+                return _compute(4, a, a, None, nt, True)
     return _api.softmax_jacobian(x, axis, out=out, num_threads=num_threads)

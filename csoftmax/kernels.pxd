@@ -37,6 +37,8 @@ cdef enum:
     OP_SOFTMAX_BACKWARD = 2
     OP_LOG_SOFTMAX_BACKWARD = 3
     OP_SOFTMAX_JACOBIAN = 4
+    OP_EXP = 5          # y = exp(x), the kernels' vectorised exp (for tests)
+    OP_LOG = 6          # y = log(x), the kernels' vectorised log (for tests)
 
 cdef int rows_f32(int op, const float* a, Py_ssize_t lda, const float* b, Py_ssize_t ldb,
                   float* out, Py_ssize_t ldo, Py_ssize_t n_rows, Py_ssize_t n_cols,

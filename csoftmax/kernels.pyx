@@ -11,9 +11,9 @@ from cython.parallel cimport prange
 
 cdef extern from "_rows.h" nogil:
     ctypedef void (*csm_rows_f32_t)(const float*, Py_ssize_t, const float*, Py_ssize_t,
-                                    float*, Py_ssize_t, Py_ssize_t, Py_ssize_t)
+                                    float*, Py_ssize_t, Py_ssize_t, Py_ssize_t, int)
     ctypedef void (*csm_rows_f64_t)(const double*, Py_ssize_t, const double*, Py_ssize_t,
-                                    double*, Py_ssize_t, Py_ssize_t, Py_ssize_t)
+                                    double*, Py_ssize_t, Py_ssize_t, Py_ssize_t, int)
     const csm_rows_f32_t* csm_rows_f32
     const csm_rows_f64_t* csm_rows_f64
     int csm_isa_in_use
@@ -24,6 +24,7 @@ cdef extern from "_rows.h" nogil:
     int csm_select_isa(int isa)
     int csm_openmp_enabled()
     int csm_max_threads()
+    int csm_num_procs()
 
 # Rows are processed in blocks of about this many input elements (64 KiB of
 # float32). Block boundaries depend on n_cols only, never on the thread count,
@@ -37,22 +38,30 @@ cdef enum:
 cdef enum:
     PARALLEL_GRAIN = 32768
 
+# Outputs of at least this many bytes are written with streaming stores (no
+# read-for-ownership). Above the caches they cost DRAM one write instead of a
+# read and a write; below, a cached result is what the caller reads next.
+# 8 MiB is past this machine's L2s (1 MiB per core) and a quarter of its L3.
+cdef enum:
+    STREAM_BYTES = 8 << 20
+
 ctypedef fused real_t:
     float
     double
 
 
 cdef inline void _rows(int op, const real_t* a, Py_ssize_t lda, const real_t* b, Py_ssize_t ldb,
-                       real_t* out, Py_ssize_t ldo, Py_ssize_t n, Py_ssize_t k) noexcept nogil:
+                       real_t* out, Py_ssize_t ldo, Py_ssize_t n, Py_ssize_t k, int stream) noexcept nogil:
     if real_t is float:
-        csm_rows_f32[op](a, lda, b, ldb, out, ldo, n, k)
+        csm_rows_f32[op](a, lda, b, ldb, out, ldo, n, k, stream)
     else:
-        csm_rows_f64[op](a, lda, b, ldb, out, ldo, n, k)
+        csm_rows_f64[op](a, lda, b, ldb, out, ldo, n, k, stream)
 
 
 cdef int _run(int op, const real_t* a, Py_ssize_t lda, const real_t* b, Py_ssize_t ldb,
               real_t* out, Py_ssize_t ldo, Py_ssize_t n, Py_ssize_t k, int num_threads) noexcept nogil:
     cdef Py_ssize_t block, n_blocks, c, r0, nr, work
+    cdef int stream
     if op < 0 or op >= CSM_N_OPS or n < 0 or k < 0:
         return -1
     if n == 0 or k == 0:
@@ -67,18 +76,26 @@ cdef int _run(int op, const real_t* a, Py_ssize_t lda, const real_t* b, Py_ssize
     work = n * k
     if op == OP_SOFTMAX_JACOBIAN:
         work = work * k
+    # Streaming never changes a value, only how it reaches memory.
+    stream = work >= STREAM_BYTES // <Py_ssize_t>sizeof(real_t)
     if num_threads <= 0:
         num_threads = csm_max_threads()
+    # A thread without a block would idle, and a huge request must not spawn
+    # a huge team: 16 threads per processor is past any useful oversubscription.
+    if num_threads > n_blocks:
+        num_threads = <int>n_blocks
+    if num_threads > 16 * csm_num_procs():
+        num_threads = 16 * csm_num_procs()
     if num_threads == 1 or n_blocks == 1 or work < PARALLEL_GRAIN:
         for c in range(n_blocks):
             r0 = c * block
             nr = n - r0 if n - r0 < block else block
-            _rows(op, a + r0 * lda, lda, b + r0 * ldb, ldb, out + r0 * ldo, ldo, nr, k)
+            _rows(op, a + r0 * lda, lda, b + r0 * ldb, ldb, out + r0 * ldo, ldo, nr, k, stream)
     else:
         for c in prange(n_blocks, schedule='static', num_threads=num_threads):
             r0 = c * block
             nr = n - r0 if n - r0 < block else block
-            _rows(op, a + r0 * lda, lda, b + r0 * ldb, ldb, out + r0 * ldo, ldo, nr, k)
+            _rows(op, a + r0 * lda, lda, b + r0 * ldb, ldb, out + r0 * ldo, ldo, nr, k, stream)
     return 0
 
 
