@@ -1,0 +1,1 @@
+# Makes `csoftmax` a Cython package, so `from csoftmax.kernels cimport ...` works.

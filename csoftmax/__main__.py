@@ -1,0 +1,104 @@
+"""python -m csoftmax: the configuration, the classic example and a short benchmark."""
+import argparse
+import sys
+import time
+
+import numpy as np
+
+import csoftmax
+from csoftmax._tutorial import softmax_grad_numpy, softmax_numpy
+
+# (operation, shape) pairs of the short benchmark: small, medium and large
+# batches, as a network from scratch meets them (10 classes, 1000 classes).
+SHAPES = {
+    "softmax": [(64, 10), (1024, 10), (4096, 128), (16384, 1000)],
+    "jacobian": [(64, 10), (1000, 100), (10000, 32)],
+}
+BUDGET_S = 0.4  # per timed entry: the whole run stays well under 30 s
+
+
+def _time(fn, budget):
+    """Median seconds per call, over repeats filling about `budget` seconds."""
+    fn()  # warm-up (first-touch allocation, thread start)
+    t0 = time.perf_counter()
+    fn()
+    once = max(time.perf_counter() - t0, 1e-7)
+    inner = max(1, int(0.01 / once))  # batch tiny calls to ~10 ms per sample
+    samples = []
+    deadline = time.perf_counter() + budget
+    while len(samples) < 5 or (time.perf_counter() < deadline and len(samples) < 200):
+        t0 = time.perf_counter()
+        for _ in range(inner):
+            fn()
+        samples.append((time.perf_counter() - t0) / inner)
+    return float(np.median(samples))
+
+
+def _progress(i, n, label):
+    width = 30
+    done = int(width * i / n)
+    sys.stderr.write(f"\r[{'#' * done}{'.' * (width - done)}] {i}/{n} {label:<40}")
+    sys.stderr.flush()
+
+
+def example():
+    labels = ["cat", "dog", "tiger", "none"]
+    logits = np.array([[1.25, 2.44, 0.78, 0.12]])
+    probs = csoftmax.softmax(logits)[0]
+    print("\nClassic example: softmax of logits", logits[0].tolist())
+    for name, z, p in zip(labels, logits[0], probs):
+        print(f"  {name:<6} logit {z:5.2f}  ->  p = {p:.3f}")
+    print(f"  sum = {probs.sum():.6f}")
+    return probs
+
+
+def benchmark(budget=BUDGET_S, dtype=np.float32):
+    rng = np.random.default_rng(0)
+    entries = []
+    for shape in SHAPES["softmax"]:
+        entries.append(("softmax", shape, softmax_numpy, csoftmax.softmax))
+    for shape in SHAPES["jacobian"]:
+        entries.append(("Softmax_grad", shape, softmax_grad_numpy, csoftmax.softmax_jacobian))
+    rows = []
+    for i, (name, shape, ref, fast) in enumerate(entries):
+        _progress(i, len(entries), f"{name} {shape}")
+        x = rng.standard_normal(shape).astype(dtype)
+        if not np.allclose(fast(x), ref(x), rtol=1e-4, atol=1e-6):
+            raise AssertionError(f"csoftmax disagrees with the tutorial on {name} {shape}")
+        t_ref = _time(lambda: ref(x), budget)
+        t_fast = _time(lambda: fast(x), budget)
+        rows.append((name, shape, t_ref, t_fast))
+    _progress(len(entries), len(entries), "done")
+    sys.stderr.write("\n")
+
+    print(f"\nBenchmark ({np.dtype(dtype).name}, default threads: "
+          f"{csoftmax.show_config(print_=False)['threads']}): tutorial NumPy vs csoftmax")
+    print(f"| {'operation':<12} | {'shape':>12} | {'NumPy tutorial':>14} | {'csoftmax':>10} | {'speed-up':>8} |")
+    print(f"|{'-' * 14}|{'-' * 14}|{'-' * 16}|{'-' * 12}|{'-' * 10}|")
+    for name, shape, t_ref, t_fast in rows:
+        print(f"| {name:<12} | {str(shape):>12} | {_fmt(t_ref):>14} | {_fmt(t_fast):>10} "
+              f"| {t_ref / t_fast:>7.1f}x |")
+    return rows
+
+
+def _fmt(seconds):
+    if seconds < 1e-3:
+        return f"{seconds * 1e6:.1f} us"
+    return f"{seconds * 1e3:.2f} ms"
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(prog="python -m csoftmax", description=__doc__)
+    parser.add_argument("--no-bench", action="store_true", help="skip the benchmark")
+    parser.add_argument("--budget", type=float, default=BUDGET_S,
+                        help="seconds per timed entry (default %(default)s)")
+    args = parser.parse_args(argv)
+    csoftmax.show_config()
+    example()
+    if not args.no_bench:
+        benchmark(args.budget)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

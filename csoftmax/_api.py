@@ -1,0 +1,289 @@
+"""The thin wrapper: validate, normalise, pick the backend, call it.
+
+Every public function reduces its input to the core contract of the kernels,
+a batch of rows (N, K) computed row by row, and maps the result back:
+
+* array type picks the backend: CuPy arrays go to the GPU (_gpu), everything
+  else becomes a NumPy array for the CPU (_cpu);
+* dtype: float32/float64 compute natively, float16 in float32 (returned as
+  float16) unless the backend takes it natively, ints and bools as float64;
+  anything else is a TypeError;
+* axis (int, tuple of ints, or None for all axes) is moved last and flattened
+  into K; the other axes flatten into N;
+* out= is checked completely before anything is written.
+
+Nothing here computes softmax; the kernels never validate.
+"""
+import operator
+import os
+
+import numpy as np
+from numpy.lib.array_utils import normalize_axis_tuple
+
+from . import _cpu
+
+_UNARY = ("softmax", "log_softmax")
+_BACKWARD = ("softmax_backward", "log_softmax_backward")
+
+
+# ---- argument checks --------------------------------------------------------
+
+def _threads(num_threads, fname):
+    """None -> 0 (the OpenMP default); otherwise a positive int."""
+    if num_threads is None:
+        return 0
+    if isinstance(num_threads, (bool, np.bool_)):
+        raise TypeError(f"{fname}: num_threads must be None or a positive int, not bool")
+    try:
+        nt = operator.index(num_threads)
+    except TypeError:
+        raise TypeError(f"{fname}: num_threads must be None or a positive int, "
+                        f"not {type(num_threads).__name__}") from None
+    if nt < 1:
+        raise ValueError(f"{fname}: num_threads must be >= 1, got {nt}")
+    # OpenMP takes an int; more threads than that is never meaningful.
+    return min(nt, 2**31 - 1)
+
+
+def _is_gpu(a):
+    # CuPy is optional: recognise its arrays without importing it.
+    return type(a).__module__.split(".", 1)[0] == "cupy"
+
+
+def _backend(arrays, fname, names):
+    gpu = [_is_gpu(a) for a in arrays]
+    if any(gpu):
+        if not all(gpu):
+            raise TypeError(f"{fname}: {' and '.join(names)} must all be CuPy arrays "
+                            "or all be NumPy arrays, not a mix")
+        from . import _gpu
+        import cupy
+        return _gpu, cupy
+    return _cpu, np
+
+
+def _as_array(a, name, fname, xp):
+    if xp is np and not isinstance(a, np.ndarray):
+        try:
+            a = np.asarray(a)
+        except (ValueError, TypeError) as exc:
+            raise TypeError(f"{fname}: {name} cannot be converted to an array: {exc}") from None
+    return a
+
+
+def _result_dtype(dtype, name, fname):
+    """The dtype a result has for an input of `dtype`."""
+    dtype = np.dtype(dtype)
+    if dtype.kind == "f" and dtype.itemsize in (2, 4, 8):
+        return np.dtype(dtype.type)  # native byte order
+    if dtype.kind in "iub":
+        return np.dtype(np.float64)
+    if dtype.kind == "f":
+        raise TypeError(f"{fname}: {name} has dtype {dtype}, which is not supported; "
+                        "convert it to float64")
+    raise TypeError(f"{fname}: {name} has dtype {dtype}; expected a real floating "
+                    "point, integer or bool array")
+
+
+def _compute_dtype(result_dtype, backend):
+    # float16 is computed in float32 where the backend has no half kernels.
+    if str(result_dtype) in backend.NATIVE_DTYPES:
+        return result_dtype
+    return np.dtype(np.float32)
+
+
+def _axes(axis, ndim, fname, single=False):
+    if single:
+        if axis is None or isinstance(axis, tuple):
+            raise TypeError(f"{fname}: axis must be a single int, not {axis!r}")
+    if axis is None:
+        return tuple(range(ndim))
+    if isinstance(axis, (bool, np.bool_)):
+        raise TypeError(f"{fname}: axis must be an int, a tuple of ints or None, not bool")
+    try:
+        return normalize_axis_tuple(axis, ndim, argname="axis")
+    except TypeError:
+        raise TypeError(f"{fname}: axis must be an int, a tuple of ints or None, "
+                        f"not {axis!r}") from None
+    except np.exceptions.AxisError as exc:
+        raise np.exceptions.AxisError(f"{fname}: {exc}") from None
+    except ValueError as exc:  # repeated axes
+        raise ValueError(f"{fname}: axis {axis!r}: {exc}") from None
+
+
+# ---- reduction to rows -------------------------------------------------------
+
+class _Rows:
+    """How an N-D array maps onto a batch of rows (N, K) and back."""
+
+    def __init__(self, shape, axes):
+        ndim = len(shape)
+        axes = tuple(sorted(axes))
+        self.batch_axes = tuple(d for d in range(ndim) if d not in axes)
+        self.perm = self.batch_axes + axes
+        self.inverse = tuple(int(i) for i in np.argsort(self.perm))
+        self.batch_shape = tuple(shape[d] for d in self.batch_axes)
+        self.row_shape = tuple(shape[d] for d in axes)
+        self.n = int(np.prod(self.batch_shape, dtype=np.int64)) if self.batch_shape else 1
+        self.k = int(np.prod(self.row_shape, dtype=np.int64)) if self.row_shape else 1
+        self.identity = self.perm == tuple(range(ndim))
+
+    def to_rows(self, a, xp):
+        a = a if self.identity else a.transpose(self.perm)
+        return a.reshape(self.n, self.k)
+
+    def from_rows(self, r):
+        r = r.reshape(self.batch_shape + self.row_shape)
+        return r if self.identity else r.transpose(self.inverse)
+
+
+def _kernel_ready(a, dtype, xp):
+    """`a` (2-D) as the kernels take it: dtype, aligned, native, unit column
+    stride. Copies only when `a` is not already so."""
+    if xp is not np:
+        return xp.ascontiguousarray(a, dtype=dtype)
+    if (a.dtype == dtype and a.flags.aligned and a.dtype.isnative
+            and (a.shape[1] <= 1 or a.strides[1] == a.itemsize)
+            and (a.shape[0] <= 1 or a.strides[0] % a.itemsize == 0)):
+        return a
+    return np.ascontiguousarray(a, dtype=dtype)
+
+
+def _rows_view(out, rows, xp):
+    """A 2-D view of `out` the kernels can write into directly, or None."""
+    if xp is not np:
+        return None
+    v = out if rows.identity else out.transpose(rows.perm)
+    try:
+        v = np.reshape(v, (rows.n, rows.k), copy=False)
+    except ValueError:
+        return None
+    if v.shape[0] > 1 and v.strides[0] % v.itemsize:
+        return None
+    if v.shape[1] > 1 and v.strides[1] != v.itemsize:
+        return None
+    if not (v.flags.aligned and v.dtype.isnative):
+        return None
+    return v
+
+
+def _same_memory(a, b):
+    """True when a and b are the same elements in the same order."""
+    return (a.__array_interface__["data"][0] == b.__array_interface__["data"][0]
+            and a.shape == b.shape and a.strides == b.strides)
+
+
+def _check_out(out, shape, dtype, fname, xp):
+    kind = "NumPy" if xp is np else "CuPy"
+    if not isinstance(out, xp.ndarray):
+        raise TypeError(f"{fname}: out must be a {kind} array, not {type(out).__name__}")
+    if out.shape != tuple(shape):
+        raise ValueError(f"{fname}: out has shape {out.shape}, expected {tuple(shape)}")
+    if out.dtype != dtype:
+        raise ValueError(f"{fname}: out has dtype {out.dtype}, expected {dtype}")
+    if xp is np and not out.flags.writeable:
+        raise ValueError(f"{fname}: out is read-only")
+
+
+# ---- the operations ----------------------------------------------------------
+
+def _elementwise(op, inputs, names, axis, out, num_threads):
+    """softmax, log_softmax and both backward passes: result shaped like the input."""
+    nt = _threads(num_threads, op)
+    backend, xp = _backend(inputs, op, names)
+    arrays = [_as_array(a, n, op, xp) for a, n in zip(inputs, names)]
+    if len(arrays) == 2 and arrays[0].shape != arrays[1].shape:
+        raise ValueError(f"{op}: {names[0]} has shape {arrays[0].shape} but "
+                         f"{names[1]} has shape {arrays[1].shape}; they must match")
+    dtypes = [_result_dtype(a.dtype, n, op) for a, n in zip(arrays, names)]
+    rdtype = np.result_type(*dtypes)
+    cdtype = _compute_dtype(rdtype, backend)
+    shape = arrays[0].shape
+    rows = _Rows(shape, _axes(axis, len(shape), op))
+    if out is not None:
+        _check_out(out, shape, rdtype, op, xp)
+    if rows.n == 0 or rows.k == 0:
+        res = xp.empty(shape, dtype=rdtype)
+        return res if out is None else out
+
+    srcs = [_kernel_ready(rows.to_rows(a, xp), cdtype, xp) for a in arrays]
+    target = None
+    if out is not None and rdtype == cdtype:
+        target = _rows_view(out, rows, xp)
+        # Writing in place is safe only onto an input's very own elements.
+        if target is not None and any(
+                np.may_share_memory(target, a) and not _same_memory(target, s)
+                for a, s in zip(arrays, srcs)):
+            target = None
+    res2 = target if target is not None else xp.empty((rows.n, rows.k), dtype=cdtype)
+    backend.run(op, srcs[0], srcs[1] if len(srcs) > 1 else None, res2, nt)
+    if target is not None:
+        return out
+    res = rows.from_rows(res2)
+    if out is not None:
+        out[...] = res
+        return out
+    return res.astype(rdtype, copy=False)
+
+
+def softmax(x, axis=-1, *, out=None, num_threads=None):
+    return _elementwise("softmax", (x,), ("x",), axis, out, num_threads)
+
+
+def log_softmax(x, axis=-1, *, out=None, num_threads=None):
+    return _elementwise("log_softmax", (x,), ("x",), axis, out, num_threads)
+
+
+def softmax_backward(y, grad, axis=-1, *, out=None, num_threads=None):
+    return _elementwise("softmax_backward", (y, grad), ("y", "grad"), axis, out, num_threads)
+
+
+def log_softmax_backward(y, grad, axis=-1, *, out=None, num_threads=None):
+    return _elementwise("log_softmax_backward", (y, grad), ("y", "grad"), axis, out, num_threads)
+
+
+def _memory_bytes():
+    try:
+        return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    except (ValueError, OSError, AttributeError):
+        return None
+
+
+def softmax_jacobian(x, axis=-1, *, out=None, num_threads=None):
+    fname = "softmax_jacobian"
+    nt = _threads(num_threads, fname)
+    backend, xp = _backend((x,), fname, ("x",))
+    x = _as_array(x, "x", fname, xp)
+    rdtype = _result_dtype(x.dtype, "x", fname)
+    cdtype = _compute_dtype(rdtype, backend)
+    rows = _Rows(x.shape, _axes(axis, x.ndim, fname, single=True))
+    shape = rows.batch_shape + (rows.k, rows.k)
+    if out is not None:
+        _check_out(out, shape, rdtype, fname, xp)
+    else:
+        # N * K^2 grows fast: refuse, before allocating, what cannot exist.
+        nbytes = rows.n * rows.k * rows.k * rdtype.itemsize
+        if rows.n * rows.k * rows.k > np.iinfo(np.intp).max // max(rdtype.itemsize, 1):
+            raise MemoryError(f"{fname}: a result of shape {shape} ({rdtype}) has more "
+                              "elements than an array can index")
+        mem = _memory_bytes() if xp is np else None
+        if mem is not None and nbytes > mem:
+            raise MemoryError(f"{fname}: a result of shape {shape} ({rdtype}) needs "
+                              f"{nbytes / 2**30:.1f} GiB, more than this machine's "
+                              f"{mem / 2**30:.1f} GiB of memory")
+    if rows.n == 0 or rows.k == 0:
+        return xp.empty(shape, dtype=rdtype) if out is None else out
+
+    src = _kernel_ready(rows.to_rows(x, xp), cdtype, xp)
+    direct = (out is not None and xp is np and rdtype == cdtype and out.flags.c_contiguous
+              and out.flags.aligned and out.dtype.isnative
+              and not np.may_share_memory(out, x))
+    res = out if direct else xp.empty((rows.n, rows.k, rows.k), dtype=cdtype)
+    backend.run(fname, src, None, res.reshape(rows.n, rows.k, rows.k), nt)
+    if direct:
+        return out
+    res = res.reshape(shape)
+    if out is not None:
+        out[...] = res
+        return out
+    return res.astype(rdtype, copy=False)

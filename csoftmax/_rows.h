@@ -1,0 +1,203 @@
+/*
+ * The row kernels of csoftmax, compiled for several instruction sets in one
+ * translation unit, and the run-time choice between them.
+ *
+ * Wheels are built for baseline x86-64, so _rows_impl.h is instantiated three
+ * times per dtype: baseline, AVX2+FMA and AVX-512 (function `target`
+ * attributes, GCC and Clang). csm_select_isa() picks the widest one the CPU
+ * supports, once, at import; CSOFTMAX_ISA can force a narrower one, which is
+ * how the tests cover every ISA on one machine. Other compilers and other
+ * architectures get the portable baseline only.
+ */
+#ifndef CSOFTMAX_ROWS_H
+#define CSOFTMAX_ROWS_H
+
+#include <math.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <string.h>
+
+#ifdef _OPENMP
+#include <omp.h>
+#endif
+
+#if defined(__GNUC__)
+  #define CSM_INLINE inline __attribute__((always_inline))
+#else
+  #define CSM_INLINE inline
+#endif
+
+/* Rows per vectorised log in log_softmax: enough lanes to fill an AVX-512
+ * register 8 times over, small enough to stay on the stack. */
+#define CSM_LOG_CHUNK 64
+
+#define CSM_INF_T ((CSM_T)INFINITY)
+
+/* Operation codes; the order of the dispatch tables. */
+enum {
+    CSM_OP_SOFTMAX = 0,
+    CSM_OP_LOG_SOFTMAX = 1,
+    CSM_OP_SOFTMAX_BACKWARD = 2,
+    CSM_OP_LOG_SOFTMAX_BACKWARD = 3,
+    CSM_OP_JACOBIAN = 4,
+    /* The vectorised exp and log alone, for the accuracy tests. */
+    CSM_OP_EXP = 5,
+    CSM_OP_LOG = 6,
+    CSM_N_OPS = 7
+};
+
+/* Instruction sets, narrowest first. */
+enum { CSM_ISA_BASELINE = 0, CSM_ISA_AVX2 = 1, CSM_ISA_AVX512 = 2, CSM_N_ISA = 3 };
+static const char *const csm_isa_names[CSM_N_ISA] = {"baseline", "avx2", "avx512"};
+
+typedef void (*csm_rows_f32_t)(const float *, ptrdiff_t, const float *, ptrdiff_t,
+                               float *, ptrdiff_t, ptrdiff_t, ptrdiff_t);
+typedef void (*csm_rows_f64_t)(const double *, ptrdiff_t, const double *, ptrdiff_t,
+                               double *, ptrdiff_t, ptrdiff_t, ptrdiff_t);
+
+#if (defined(__x86_64__) || defined(__i386__)) && (defined(__GNUC__) || defined(__clang__))
+  #define CSM_X86_DISPATCH 1
+#else
+  #define CSM_X86_DISPATCH 0
+#endif
+
+/* Instantiate the template for one ISA: double first, since the float
+ * log_softmax widens its sums and uses the double log of the same ISA. */
+
+#define CSM_ISA baseline
+#define CSM_TARGET
+#define CSM_T double
+#define CSM_F32 0
+#define CSM_SFX f64_baseline
+#include "_rows_impl.h"
+#undef CSM_T
+#undef CSM_F32
+#undef CSM_SFX
+#define CSM_T float
+#define CSM_F32 1
+#define CSM_SFX f32_baseline
+#include "_rows_impl.h"
+#undef CSM_T
+#undef CSM_F32
+#undef CSM_SFX
+#undef CSM_TARGET
+#undef CSM_ISA
+
+#if CSM_X86_DISPATCH
+  #if defined(__clang__)
+    #define CSM_TARGET_AVX512 __attribute__((target("avx512f,avx512vl,avx512dq,avx512bw,avx2,fma")))
+  #else
+    /* GCC's generic tuning may keep 256-bit vectors; ask for full width. */
+    #define CSM_TARGET_AVX512 __attribute__((target("avx512f,avx512vl,avx512dq,avx512bw,avx2,fma,prefer-vector-width=512")))
+  #endif
+  #define CSM_TARGET_AVX2 __attribute__((target("avx2,fma")))
+
+  #define CSM_ISA avx2
+  #define CSM_TARGET CSM_TARGET_AVX2
+  #define CSM_T double
+  #define CSM_F32 0
+  #define CSM_SFX f64_avx2
+  #include "_rows_impl.h"
+  #undef CSM_T
+  #undef CSM_F32
+  #undef CSM_SFX
+  #define CSM_T float
+  #define CSM_F32 1
+  #define CSM_SFX f32_avx2
+  #include "_rows_impl.h"
+  #undef CSM_T
+  #undef CSM_F32
+  #undef CSM_SFX
+  #undef CSM_TARGET
+  #undef CSM_ISA
+
+  #define CSM_ISA avx512
+  #define CSM_TARGET CSM_TARGET_AVX512
+  #define CSM_T double
+  #define CSM_F32 0
+  #define CSM_SFX f64_avx512
+  #include "_rows_impl.h"
+  #undef CSM_T
+  #undef CSM_F32
+  #undef CSM_SFX
+  #define CSM_T float
+  #define CSM_F32 1
+  #define CSM_SFX f32_avx512
+  #include "_rows_impl.h"
+  #undef CSM_T
+  #undef CSM_F32
+  #undef CSM_SFX
+  #undef CSM_TARGET
+  #undef CSM_ISA
+#endif
+
+#define CSM_TABLE(T, isa) { csm_softmax_rows_##T##_##isa, csm_log_softmax_rows_##T##_##isa, \
+    csm_softmax_backward_rows_##T##_##isa, csm_log_softmax_backward_rows_##T##_##isa,       \
+    csm_jacobian_rows_##T##_##isa, csm_exp_rows_##T##_##isa, csm_log_rows_##T##_##isa }
+
+static const csm_rows_f32_t csm_all_f32[CSM_N_ISA][CSM_N_OPS] = {
+    CSM_TABLE(f32, baseline),
+#if CSM_X86_DISPATCH
+    CSM_TABLE(f32, avx2), CSM_TABLE(f32, avx512),
+#endif
+};
+static const csm_rows_f64_t csm_all_f64[CSM_N_ISA][CSM_N_OPS] = {
+    CSM_TABLE(f64, baseline),
+#if CSM_X86_DISPATCH
+    CSM_TABLE(f64, avx2), CSM_TABLE(f64, avx512),
+#endif
+};
+
+/* The kernels in use; set once by csm_select_isa() at import. */
+static const csm_rows_f32_t *csm_rows_f32 = csm_all_f32[CSM_ISA_BASELINE];
+static const csm_rows_f64_t *csm_rows_f64 = csm_all_f64[CSM_ISA_BASELINE];
+static int csm_isa_in_use = CSM_ISA_BASELINE;
+
+/* The widest ISA this CPU (and this build) can run. */
+static int csm_best_isa(void)
+{
+#if CSM_X86_DISPATCH
+    __builtin_cpu_init();
+    if (__builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512vl") &&
+        __builtin_cpu_supports("avx512dq") && __builtin_cpu_supports("avx512bw"))
+        return CSM_ISA_AVX512;
+    if (__builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma"))
+        return CSM_ISA_AVX2;
+#endif
+    return CSM_ISA_BASELINE;
+}
+
+/* Use `isa`, or the best one when isa < 0. Returns the ISA now in use, or -1
+ * when the CPU cannot run the one asked for (nothing changes then). */
+static int csm_select_isa(int isa)
+{
+    const int best = csm_best_isa();
+    if (isa < 0)
+        isa = best;
+    if (isa > best)
+        return -1;
+    csm_rows_f32 = csm_all_f32[isa];
+    csm_rows_f64 = csm_all_f64[isa];
+    csm_isa_in_use = isa;
+    return isa;
+}
+
+static int csm_openmp_enabled(void)
+{
+#ifdef _OPENMP
+    return 1;
+#else
+    return 0;
+#endif
+}
+
+static int csm_max_threads(void)
+{
+#ifdef _OPENMP
+    return omp_get_max_threads();
+#else
+    return 1;
+#endif
+}
+
+#endif /* CSOFTMAX_ROWS_H */

@@ -1,0 +1,345 @@
+/*
+ * Row kernels of csoftmax for ONE (element type, instruction set) pair.
+ *
+ * This file is a template: _rows.h includes it once per pair, with
+ *   CSM_T       the element type (float or double)
+ *   CSM_F32     1 for float, 0 for double
+ *   CSM_SFX     the name suffix (f32_avx2, f64_baseline, ...)
+ *   CSM_TARGET  a function attribute selecting the instruction set (may be empty)
+ * defined, so every variant is the same source compiled for another ISA.
+ *
+ * Why plain C with `#pragma omp simd`: libm's expf/exp do not vectorise without
+ * -ffast-math, and -ffast-math breaks NaN/inf handling (GUIDE.md §3). The
+ * polynomial exp below does vectorise under -O3 -fno-math-errno
+ * -fno-trapping-math, and the reductions need `reduction(...)` clauses, which
+ * Cython cannot emit.
+ *
+ * Every kernel processes `rows` rows of length K. Row r of an operand starts at
+ * base + r * ld (ld in elements), columns are contiguous. The kernels never
+ * validate: the Python wrapper does. An output may be the very same buffer as
+ * an input (in-place), so no pointer is declared restrict.
+ */
+
+#define CSM_PASTE_(a, b) a##_##b
+#define CSM_PASTE(a, b) CSM_PASTE_(a, b)
+#define CSM_FN(name) CSM_PASTE(name, CSM_SFX)
+
+#if CSM_F32
+  #define CSM_UINT uint32_t
+  #define CSM_INT int32_t
+  #define CSM_MANT_BITS 23
+  #define CSM_BIAS 127
+  /* Clamp limits: below EXP_LO the result underflows to +0 even as a
+     subnormal (ln(2^-150) = -103.97); above EXP_HI it overflows to +inf. */
+  #define CSM_EXP_LO (-104.0f)
+  #define CSM_EXP_HI (89.0f)
+  /* 1.5 * 2^23: adding it rounds to an integer held in the low mantissa bits. */
+  #define CSM_SHIFTER 12582912.0f
+  #define CSM_LOG2E 1.44269504088896341f
+  /* Cody-Waite split of ln 2 (Cephes expf): n * LN2_HI is exact for |n| < 2^14. */
+  #define CSM_LN2_HI 0.693359375f
+  #define CSM_LN2_LO (-2.12194440e-4f)
+  #define CSM_C(v) v##f
+#else
+  #define CSM_UINT uint64_t
+  #define CSM_INT int64_t
+  #define CSM_MANT_BITS 52
+  #define CSM_BIAS 1023
+  #define CSM_EXP_LO (-746.0)
+  #define CSM_EXP_HI (710.0)
+  #define CSM_SHIFTER 6755399441055744.0 /* 1.5 * 2^52 */
+  #define CSM_LOG2E 1.44269504088896340736
+  /* fdlibm's split of ln 2: n * LN2_HI is exact for |n| < 2^11. */
+  #define CSM_LN2_HI 6.93147180369123816490e-01
+  #define CSM_LN2_LO 1.90821492927058770002e-10
+  #define CSM_C(v) v
+#endif
+
+/* exp(x), vectorisable, <= 1 ulp on the softmax domain (test_vmath.py sweeps
+ * it). Cody-Waite reduction x = n ln2 + r with |r| <= ln2/2, a polynomial for
+ * exp(r), and 2^n rebuilt from bits in two factors so that subnormal results
+ * round once, correctly. NaN propagates (the clamps are comparisons that a NaN
+ * fails), -inf gives +0, +inf gives +inf. */
+static CSM_INLINE CSM_TARGET CSM_T CSM_FN(csm_exp)(CSM_T x)
+{
+    x = x < CSM_EXP_LO ? CSM_EXP_LO : x;
+    x = x > CSM_EXP_HI ? CSM_EXP_HI : x;
+    const CSM_T t = x * CSM_LOG2E + CSM_SHIFTER;
+    const CSM_T n = t - CSM_SHIFTER;
+    const CSM_T r = (x - n * CSM_LN2_HI) - n * CSM_LN2_LO;
+#if CSM_F32
+    /* Cephes expf minimax polynomial on [-ln2/2, ln2/2]. */
+    CSM_T p = CSM_C(1.9875691500E-4);
+    p = p * r + CSM_C(1.3981999507E-3);
+    p = p * r + CSM_C(8.3334519073E-3);
+    p = p * r + CSM_C(4.1665795894E-2);
+    p = p * r + CSM_C(1.6666665459E-1);
+    p = p * r + CSM_C(5.0000001201E-1);
+    p = (p * (r * r) + r) + CSM_C(1.0);
+#else
+    /* Taylor series to r^13: the truncation error is |r|^14/14! < 4.3e-18
+     * relative at |r| = ln2/2, far below one ulp (1.1e-16). */
+    CSM_T p = 1.0 / 6227020800.0;          /* 1/13! */
+    p = p * r + 1.0 / 479001600.0;         /* 1/12! */
+    p = p * r + 1.0 / 39916800.0;
+    p = p * r + 1.0 / 3628800.0;
+    p = p * r + 1.0 / 362880.0;
+    p = p * r + 1.0 / 40320.0;
+    p = p * r + 1.0 / 5040.0;
+    p = p * r + 1.0 / 720.0;
+    p = p * r + 1.0 / 120.0;
+    p = p * r + 1.0 / 24.0;
+    p = p * r + 1.0 / 6.0;
+    p = p * r + 0.5;
+    p = (p * (r * r) + r) + 1.0;
+#endif
+    /* n lies in [-(BIAS+23..52), BIAS+2]. Split off k so that n - k is a
+     * normal exponent: k = -BIAS/2 deep in the subnormal range, +BIAS/2 past
+     * the top, else 0. Selects only, so it vectorises. */
+    const CSM_T k = n < (CSM_T)(1 - CSM_BIAS) ? (CSM_T)(-(CSM_BIAS / 2))
+                  : (n > (CSM_T)CSM_BIAS ? (CSM_T)(CSM_BIAS / 2) : (CSM_T)0);
+    const CSM_T n1 = n - k;
+    CSM_UINT b1, b2;
+    /* n1 and k are small integers held exactly in a float; add the shifter
+     * to read them as integers from the low mantissa bits. */
+    CSM_T t1 = n1 + CSM_SHIFTER, t2 = k + CSM_SHIFTER, sh = CSM_SHIFTER;
+    CSM_UINT bs;
+    memcpy(&b1, &t1, sizeof b1);
+    memcpy(&b2, &t2, sizeof b2);
+    memcpy(&bs, &sh, sizeof bs);
+    b1 = (b1 - bs + (CSM_UINT)CSM_BIAS) << CSM_MANT_BITS;
+    b2 = (b2 - bs + (CSM_UINT)CSM_BIAS) << CSM_MANT_BITS;
+    CSM_T s1, s2;
+    memcpy(&s1, &b1, sizeof s1);
+    memcpy(&s2, &b2, sizeof s2);
+    return (p * s1) * s2;
+}
+
+#if !CSM_F32
+/* log(x) for x >= 1 (a softmax denominator), NaN and +inf. fdlibm's
+ * __ieee754_log written branch-free so that it vectorises: < 1 ulp. Only the
+ * double version exists; float sums are widened, which rounds correctly. */
+static CSM_INLINE CSM_TARGET double CSM_FN(csm_log)(double x)
+{
+    uint64_t hx;
+    memcpy(&hx, &x, sizeof hx);
+    /* Exponent and a mantissa m in [1, 2); fold m into [sqrt(2)/2, sqrt(2)). */
+    double e = (double)(int32_t)((hx >> 52) & 0x7ff) - 1023.0;
+    uint64_t hm = (hx & 0x000fffffffffffffULL) | 0x3ff0000000000000ULL;
+    double m;
+    memcpy(&m, &hm, sizeof m);
+    const int big = m > 1.41421356237309504880;
+    m = big ? m * 0.5 : m;
+    e = big ? e + 1.0 : e;
+    const double f = m - 1.0;
+    const double s = f / (2.0 + f);
+    const double z = s * s, w = z * z;
+    const double t1 = w * (3.999999999940941908e-01 + w * (2.222219843214978396e-01 + w * 1.531383769920937332e-01));
+    const double t2 = z * (6.666666666666735130e-01 + w * (2.857142874366239149e-01 + w * (1.818357216161805012e-01 + w * 1.479819860511658591e-01)));
+    const double R = t2 + t1;
+    const double hfsq = 0.5 * f * f;
+    double r = e * CSM_LN2_HI - ((hfsq - (s * (hfsq + R) + e * CSM_LN2_LO)) - f);
+    /* NaN stays NaN, +inf stays +inf (the bit tricks above would not). */
+    r = (x != x || x > 1.79769313486231570815e308) ? x : r;
+    return r;
+}
+#endif
+
+/* Largest element of a row. NaN is ignored here on purpose: it reaches the
+ * sum through exp(NaN - max) and turns the whole row into NaN there. */
+static CSM_INLINE CSM_TARGET CSM_T CSM_FN(csm_row_max)(const CSM_T *x, ptrdiff_t K)
+{
+    CSM_T m = -CSM_INF_T;
+#pragma omp simd reduction(max : m)
+    for (ptrdiff_t i = 0; i < K; ++i)
+        m = x[i] > m ? x[i] : m;
+    return m;
+}
+
+/* y = exp(x - m), returning the sum. y may be x. */
+static CSM_INLINE CSM_TARGET CSM_T CSM_FN(csm_row_exp_sum)(const CSM_T *x, CSM_T *y, CSM_T m, ptrdiff_t K)
+{
+    CSM_T s = 0;
+#pragma omp simd reduction(+ : s)
+    for (ptrdiff_t i = 0; i < K; ++i) {
+        const CSM_T e = CSM_FN(csm_exp)(x[i] - m);
+        y[i] = e;
+        s += e;
+    }
+    return s;
+}
+
+/* sum(exp(x - m)) in double, without storing anything (log_softmax's first
+ * pass). log(sum) is small when one logit dominates, so the sum's rounding
+ * error becomes a large relative error of the result: a float sum gave
+ * 4e-6 relative error on N(0, 3^2) logits, K = 64; a double sum gives ~1e-7. */
+static CSM_INLINE CSM_TARGET double CSM_FN(csm_row_sum_exp)(const CSM_T *x, CSM_T m, ptrdiff_t K)
+{
+    double s = 0;
+#pragma omp simd reduction(+ : s)
+    for (ptrdiff_t i = 0; i < K; ++i)
+        s += (double)CSM_FN(csm_exp)(x[i] - m);
+    return s;
+}
+
+static CSM_INLINE CSM_TARGET void CSM_FN(csm_row_scale)(CSM_T *y, CSM_T c, ptrdiff_t K)
+{
+#pragma omp simd
+    for (ptrdiff_t i = 0; i < K; ++i)
+        y[i] *= c;
+}
+
+/* softmax: max; exp(x - max) into y while summing; scale by 1/sum. The row
+ * stays in L1/L2 between the passes, so DRAM sees one read and one write. */
+static CSM_TARGET void CSM_FN(csm_softmax_rows)(
+    const CSM_T *x, ptrdiff_t ldx, const CSM_T *unused, ptrdiff_t ldu,
+    CSM_T *y, ptrdiff_t ldy, ptrdiff_t rows, ptrdiff_t K)
+{
+    (void)unused; (void)ldu;
+    for (ptrdiff_t r = 0; r < rows; ++r) {
+        const CSM_T *xr = x + r * ldx;
+        CSM_T *yr = y + r * ldy;
+        const CSM_T m = CSM_FN(csm_row_max)(xr, K);
+        const CSM_T s = CSM_FN(csm_row_exp_sum)(xr, yr, m, K);
+        CSM_FN(csm_row_scale)(yr, (CSM_T)1 / s, K);
+    }
+}
+
+/* log_softmax in chunks of CSM_LOG_CHUNK rows: maxima and sums for the chunk,
+ * one vectorised log over the chunk's sums (a scalar libm log per row costs
+ * more than a short row), then y = (x - max) - log(sum): that order keeps
+ * [1000, 1] -> [0, -999] exact (PyTorch issue 11752). */
+static CSM_TARGET void CSM_FN(csm_log_softmax_rows)(
+    const CSM_T *x, ptrdiff_t ldx, const CSM_T *unused, ptrdiff_t ldu,
+    CSM_T *y, ptrdiff_t ldy, ptrdiff_t rows, ptrdiff_t K)
+{
+    (void)unused; (void)ldu;
+    CSM_T mx[CSM_LOG_CHUNK];
+    double lg[CSM_LOG_CHUNK];
+    for (ptrdiff_t r0 = 0; r0 < rows; r0 += CSM_LOG_CHUNK) {
+        const ptrdiff_t nr = rows - r0 < CSM_LOG_CHUNK ? rows - r0 : CSM_LOG_CHUNK;
+        for (ptrdiff_t r = 0; r < nr; ++r) {
+            const CSM_T *xr = x + (r0 + r) * ldx;
+            mx[r] = CSM_FN(csm_row_max)(xr, K);
+            lg[r] = CSM_FN(csm_row_sum_exp)(xr, mx[r], K);
+        }
+#pragma omp simd
+        for (ptrdiff_t r = 0; r < nr; ++r)
+            lg[r] = CSM_PASTE(csm_log, CSM_PASTE(f64, CSM_ISA))(lg[r]);
+        for (ptrdiff_t r = 0; r < nr; ++r) {
+            const CSM_T *xr = x + (r0 + r) * ldx;
+            CSM_T *yr = y + (r0 + r) * ldy;
+            const CSM_T m = mx[r], l = (CSM_T)lg[r];
+#pragma omp simd
+            for (ptrdiff_t i = 0; i < K; ++i)
+                yr[i] = (xr[i] - m) - l;
+        }
+    }
+}
+
+/* softmax backward: out = y * (g - sum(g * y)). One pass for the dot product,
+ * one fused elementwise pass; the row stays in cache in between. out may be
+ * y or g. */
+static CSM_TARGET void CSM_FN(csm_softmax_backward_rows)(
+    const CSM_T *y, ptrdiff_t ldy, const CSM_T *g, ptrdiff_t ldg,
+    CSM_T *out, ptrdiff_t ldo, ptrdiff_t rows, ptrdiff_t K)
+{
+    for (ptrdiff_t r = 0; r < rows; ++r) {
+        const CSM_T *yr = y + r * ldy, *gr = g + r * ldg;
+        CSM_T *orow = out + r * ldo;
+        CSM_T d = 0;
+#pragma omp simd reduction(+ : d)
+        for (ptrdiff_t i = 0; i < K; ++i)
+            d += gr[i] * yr[i];
+#pragma omp simd
+        for (ptrdiff_t i = 0; i < K; ++i)
+            orow[i] = yr[i] * (gr[i] - d);
+    }
+}
+
+/* log_softmax backward: out = g - exp(y) * sum(g). out may be y or g. */
+static CSM_TARGET void CSM_FN(csm_log_softmax_backward_rows)(
+    const CSM_T *y, ptrdiff_t ldy, const CSM_T *g, ptrdiff_t ldg,
+    CSM_T *out, ptrdiff_t ldo, ptrdiff_t rows, ptrdiff_t K)
+{
+    for (ptrdiff_t r = 0; r < rows; ++r) {
+        const CSM_T *yr = y + r * ldy, *gr = g + r * ldg;
+        CSM_T *orow = out + r * ldo;
+        CSM_T sg = 0;
+#pragma omp simd reduction(+ : sg)
+        for (ptrdiff_t i = 0; i < K; ++i)
+            sg += gr[i];
+#pragma omp simd
+        for (ptrdiff_t i = 0; i < K; ++i)
+            orow[i] = gr[i] - CSM_FN(csm_exp)(yr[i]) * sg;
+    }
+}
+
+/* Jacobian: J[i, j] = s_i (delta_ij - s_j) for each row, into a K x K block
+ * per row (ldo = K * K). s is computed once, into the block's last row, which
+ * serves as scratch until it is overwritten last, in place. Off-diagonal
+ * entries are -(s_i * s_j), so the block is bitwise symmetric; the diagonal is
+ * s_i - s_i * s_i, i.e. diag(s) - s s^T. */
+static CSM_TARGET void CSM_FN(csm_jacobian_rows)(
+    const CSM_T *x, ptrdiff_t ldx, const CSM_T *unused, ptrdiff_t ldu,
+    CSM_T *jac, ptrdiff_t ldo, ptrdiff_t rows, ptrdiff_t K)
+{
+    (void)unused; (void)ldu;
+    for (ptrdiff_t r = 0; r < rows; ++r) {
+        CSM_T *J = jac + r * ldo;
+        CSM_T *s = J + (K - 1) * K;
+        CSM_FN(csm_softmax_rows)(x + r * ldx, 0, 0, 0, s, 0, 1, K);
+        for (ptrdiff_t i = 0; i < K; ++i) {
+            /* The last row reads s while overwriting it element by element:
+             * s_i is saved first and each s_j is read before its own store. */
+            const CSM_T si = s[i];
+            CSM_T *Ji = J + i * K;
+#pragma omp simd
+            for (ptrdiff_t j = 0; j < K; ++j)
+                Ji[j] = -(si * s[j]);
+            Ji[i] = si - si * si;
+        }
+    }
+}
+
+/* The vectorised exp and log themselves, row by row: what the accuracy tests
+ * sweep (tests/test_vmath.py), so they measure the code the kernels inline. */
+static CSM_TARGET void CSM_FN(csm_exp_rows)(
+    const CSM_T *x, ptrdiff_t ldx, const CSM_T *unused, ptrdiff_t ldu,
+    CSM_T *y, ptrdiff_t ldy, ptrdiff_t rows, ptrdiff_t K)
+{
+    (void)unused; (void)ldu;
+    for (ptrdiff_t r = 0; r < rows; ++r) {
+        const CSM_T *xr = x + r * ldx;
+        CSM_T *yr = y + r * ldy;
+#pragma omp simd
+        for (ptrdiff_t i = 0; i < K; ++i)
+            yr[i] = CSM_FN(csm_exp)(xr[i]);
+    }
+}
+
+static CSM_TARGET void CSM_FN(csm_log_rows)(
+    const CSM_T *x, ptrdiff_t ldx, const CSM_T *unused, ptrdiff_t ldu,
+    CSM_T *y, ptrdiff_t ldy, ptrdiff_t rows, ptrdiff_t K)
+{
+    (void)unused; (void)ldu;
+    for (ptrdiff_t r = 0; r < rows; ++r) {
+        const CSM_T *xr = x + r * ldx;
+        CSM_T *yr = y + r * ldy;
+#pragma omp simd
+        for (ptrdiff_t i = 0; i < K; ++i)
+            yr[i] = (CSM_T)CSM_PASTE(csm_log, CSM_PASTE(f64, CSM_ISA))((double)xr[i]);
+    }
+}
+
+#undef CSM_UINT
+#undef CSM_INT
+#undef CSM_MANT_BITS
+#undef CSM_BIAS
+#undef CSM_EXP_LO
+#undef CSM_EXP_HI
+#undef CSM_SHIFTER
+#undef CSM_LOG2E
+#undef CSM_LN2_HI
+#undef CSM_LN2_LO
+#undef CSM_C
