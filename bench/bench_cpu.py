@@ -578,7 +578,7 @@ def write_markdown(results, path):
     notes = {}
     for e in results["entries"]:
         if e.get("note"):
-            notes[e["impl"] + (" (" + e["op"] + ")" if e["op"] == "jacobian" else "")] = e["note"]
+            notes[f"{e['impl']} ({e['op']})"] = e["note"]
     wrong = {}
     for e in results["entries"]:
         if e.get("status") in ("WRONG", "ERROR"):
