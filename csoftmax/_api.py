@@ -14,6 +14,7 @@ a batch of rows (N, K) computed row by row, and maps the result back:
 
 Nothing here computes softmax; the kernels never validate.
 """
+import math
 import operator
 import os
 
@@ -85,11 +86,20 @@ def _result_dtype(dtype, name, fname):
                     "point, integer or bool array")
 
 
+_NATIVE = {}
+
+
 def _compute_dtype(result_dtype, backend):
     # float16 is computed in float32 where the backend has no half kernels.
-    if str(result_dtype) in backend.NATIVE_DTYPES:
+    native = _NATIVE.get(backend)
+    if native is None:
+        native = _NATIVE[backend] = frozenset(np.dtype(d).type for d in backend.NATIVE_DTYPES)
+    if result_dtype.type in native:
         return result_dtype
-    return np.dtype(np.float32)
+    return _F32
+
+
+_F32 = np.dtype(np.float32)
 
 
 def _axes(axis, ndim, fname, single=False):
@@ -120,15 +130,19 @@ class _Rows:
     """How an N-D array maps onto a batch of rows (N, K) and back."""
 
     def __init__(self, shape, axes):
+        # Plain Python: NumPy's argsort/prod cost microseconds on tiny tuples.
         ndim = len(shape)
         axes = tuple(sorted(axes))
         self.batch_axes = tuple(d for d in range(ndim) if d not in axes)
         self.perm = self.batch_axes + axes
-        self.inverse = tuple(int(i) for i in np.argsort(self.perm))
+        inverse = [0] * ndim
+        for i, d in enumerate(self.perm):
+            inverse[d] = i
+        self.inverse = tuple(inverse)
         self.batch_shape = tuple(shape[d] for d in self.batch_axes)
         self.row_shape = tuple(shape[d] for d in axes)
-        self.n = int(np.prod(self.batch_shape, dtype=np.int64)) if self.batch_shape else 1
-        self.k = int(np.prod(self.row_shape, dtype=np.int64)) if self.row_shape else 1
+        self.n = math.prod(self.batch_shape)
+        self.k = math.prod(self.row_shape)
         self.identity = self.perm == tuple(range(ndim))
 
     def to_rows(self, a, xp):

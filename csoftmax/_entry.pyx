@@ -2,7 +2,7 @@
 """The public entry points, with a C-level fast path for the core contract.
 
 A call whose arguments are exactly the core contract (C-contiguous, aligned,
-native float32/float64 2-D NumPy arrays, the last axis, an `out` of the same
+native float32/float64 1-D or 2-D NumPy arrays, the last axis, an `out` of the same
 kind that is an input itself or disjoint from them, a plain int or None for
 num_threads) is validated, allocated and computed here without touching Python
 code: that is what keeps a 1x10 softmax under a microsecond. Every other call
@@ -26,17 +26,27 @@ cdef enum:
 
 
 cdef inline bint _is_fast(object x):
-    # The core contract: exactly ndarray, 2-D, native float32/float64, C order.
+    # The core contract: exactly ndarray, 1-D or 2-D, native float32/float64,
+    # C order. A 1-D array is one row, as in the tutorials.
     if type(x) is not cnp.ndarray:
         return False
     cdef cnp.ndarray a = <cnp.ndarray>x
     cdef int t = cnp.PyArray_TYPE(a)
-    return (cnp.PyArray_NDIM(a) == 2 and (t == cnp.NPY_FLOAT or t == cnp.NPY_DOUBLE)
+    cdef int nd = cnp.PyArray_NDIM(a)
+    return ((nd == 2 or nd == 1) and (t == cnp.NPY_FLOAT or t == cnp.NPY_DOUBLE)
             and cnp.PyArray_IS_C_CONTIGUOUS(a) and cnp.PyArray_ISBEHAVED_RO(a))
 
 
-cdef inline bint _last_axis(object axis):
-    return type(axis) is int and (axis == -1 or axis == 1)
+cdef inline bint _last_axis(object axis, cnp.ndarray a):
+    return type(axis) is int and (axis == -1 or axis == cnp.PyArray_NDIM(a) - 1)
+
+
+cdef inline Py_ssize_t _n(cnp.ndarray a):
+    return cnp.PyArray_DIM(a, 0) if cnp.PyArray_NDIM(a) == 2 else 1
+
+
+cdef inline Py_ssize_t _k(cnp.ndarray a):
+    return cnp.PyArray_DIM(a, cnp.PyArray_NDIM(a) - 1)
 
 
 cdef inline int _threads(object num_threads):
@@ -61,28 +71,33 @@ cdef inline bint _fast_out(object out, cnp.ndarray a, cnp.ndarray b, bint jacobi
     if type(out) is not cnp.ndarray:
         return False
     cdef cnp.ndarray o = <cnp.ndarray>out
+    cdef int nd = cnp.PyArray_NDIM(a), i
     if not (cnp.PyArray_TYPE(o) == cnp.PyArray_TYPE(a) and cnp.PyArray_IS_C_CONTIGUOUS(o)
-            and cnp.PyArray_ISBEHAVED(o) and cnp.PyArray_NDIM(o) == (3 if jacobian else 2)
-            and cnp.PyArray_DIM(o, 0) == cnp.PyArray_DIM(a, 0)
-            and cnp.PyArray_DIM(o, 1) == cnp.PyArray_DIM(a, 1)):
+            and cnp.PyArray_ISBEHAVED(o) and cnp.PyArray_NDIM(o) == nd + jacobian):
         return False
+    for i in range(nd):
+        if cnp.PyArray_DIM(o, i) != cnp.PyArray_DIM(a, i):
+            return False
     if jacobian:
-        return cnp.PyArray_DIM(o, 2) == cnp.PyArray_DIM(a, 1) and _disjoint(o, a)
+        return cnp.PyArray_DIM(o, nd) == _k(a) and _disjoint(o, a)
     return ((o is a or _disjoint(o, a)) and (o is b or _disjoint(o, b)))
 
 
 cdef object _compute(int op, cnp.ndarray a, cnp.ndarray b, object out, int nt, bint jacobian):
+    """Allocate (unless `out` is given) and run: the result has a's shape, with
+    a K axis appended for the Jacobian."""
     cdef cnp.npy_intp dims[3]
     cdef cnp.ndarray o
+    cdef int nd = cnp.PyArray_NDIM(a)
+    cdef Py_ssize_t n = _n(a), k = _k(a)
     dims[0] = cnp.PyArray_DIM(a, 0)
-    dims[1] = cnp.PyArray_DIM(a, 1)
-    dims[2] = dims[1]
+    dims[1] = k
+    dims[nd] = k
     cdef int t = cnp.PyArray_TYPE(a)
     if out is None:
-        o = cnp.PyArray_EMPTY(3 if jacobian else 2, dims, t, 0)
+        o = cnp.PyArray_EMPTY(nd + jacobian, dims, t, 0)
     else:
         o = <cnp.ndarray>out
-    cdef Py_ssize_t n = dims[0], k = dims[1]
     cdef Py_ssize_t ldo = k * k if jacobian else k
     cdef void* pa = cnp.PyArray_DATA(a)
     cdef void* pb = cnp.PyArray_DATA(b)
@@ -105,9 +120,11 @@ cdef inline object _unary(int op, object x, object axis, object out, object num_
     """The fast path of softmax/log_softmax, or None when the call is not the
     core contract."""
     cdef int nt = _threads(num_threads)
-    if nt < 0 or not _last_axis(axis) or not _is_fast(x):
+    if nt < 0 or not _is_fast(x):
         return None
     cdef cnp.ndarray a = <cnp.ndarray>x
+    if not _last_axis(axis, a):
+        return None
     if out is not None and not _fast_out(out, a, a, False):
         return None
     return _compute(op, a, a, out, nt, False)
@@ -115,13 +132,16 @@ cdef inline object _unary(int op, object x, object axis, object out, object num_
 
 cdef inline object _binary(int op, object y, object g, object axis, object out, object num_threads):
     cdef int nt = _threads(num_threads)
-    if nt < 0 or not _last_axis(axis) or not _is_fast(y) or not _is_fast(g):
+    if nt < 0 or not _is_fast(y) or not _is_fast(g):
         return None
     cdef cnp.ndarray a = <cnp.ndarray>y, b = <cnp.ndarray>g
-    if not (cnp.PyArray_TYPE(a) == cnp.PyArray_TYPE(b)
-            and cnp.PyArray_DIM(a, 0) == cnp.PyArray_DIM(b, 0)
-            and cnp.PyArray_DIM(a, 1) == cnp.PyArray_DIM(b, 1)):
+    cdef int i
+    if not (_last_axis(axis, a) and cnp.PyArray_TYPE(a) == cnp.PyArray_TYPE(b)
+            and cnp.PyArray_NDIM(a) == cnp.PyArray_NDIM(b)):
         return None
+    for i in range(cnp.PyArray_NDIM(a)):
+        if cnp.PyArray_DIM(a, i) != cnp.PyArray_DIM(b, i):
+            return None
     if out is not None and not _fast_out(out, a, b, False):
         return None
     return _compute(op, a, b, out, nt, False)
@@ -177,14 +197,14 @@ def softmax_jacobian(x, axis=-1, *, out=None, num_threads=None):
     cdef cnp.ndarray a
     cdef Py_ssize_t n, k
     cdef int nt = _threads(num_threads)
-    if nt >= 0 and _last_axis(axis) and _is_fast(x):
+    if nt >= 0 and _is_fast(x) and _last_axis(axis, <cnp.ndarray>x):
         a = <cnp.ndarray>x
         if out is not None:
             if _fast_out(out, a, a, True):
                 return _compute(4, a, a, out, nt, True)
         else:
-            n = cnp.PyArray_DIM(a, 0)
-            k = cnp.PyArray_DIM(a, 1)
+            n = _n(a)
+            k = _k(a)
             # k < 2^14 keeps k * k from overflowing; the rest bounds the bytes.
             if 0 < k < 16384 and n <= (FAST_JACOBIAN_BYTES // cnp.PyArray_ITEMSIZE(a)) // (k * k):
                 return _compute(4, a, a, None, nt, True)
