@@ -44,8 +44,16 @@ _VECTOR_BYTES = 16
 # The warp tier holds the row in registers up to 1024 elements and 4096 bytes
 # per row: PyTorch SoftMax.cu, host_softmax, the persistent-softmax condition
 # `dim_size <= 1024 && dim_size*sizeof(scalar_t) <= 4096`.
+# For float64 the limit is 256: with 16 doubles per lane held across the exp
+# calls ptxas spills (NVRTC 13.5, sm_75 and sm_90), which fails our build.
 _WARP_TIER_MAX_K = 1024
 _WARP_TIER_MAX_BYTES = 4096
+_WARP_TIER_MAX_K_FLOAT64 = 256
+# Rows that cannot use vector loads (K not a multiple of 16 bytes, or an
+# unaligned pointer) stay in the warp tier up to 8 elements per lane (K <= 256):
+# at 16 and 32 scalar elements per lane ptxas needs 144 registers, and those 16
+# kernels took 9.5 of 21 s of NVRTC time per architecture (measured, sm_90).
+_WARP_SCALAR_MAX_COLS = 8
 # Grid = SMs x resident blocks per SM x waves, capped by the work: OneFlow
 # softmax.cuh GetNumBlocks (kNumWaves = 32); the kernels grid-stride over rows.
 _WAVES = 32
@@ -71,10 +79,8 @@ def source() -> str:
 
 @functools.lru_cache(maxsize=None)
 def constants() -> dict:
-    """The ``constexpr int CSM_* = N;`` constants of softmax.cu, its single source."""
-    found = dict(
-        (name, int(value)) for name, value in re.findall(r"constexpr int (CSM_\w+) = (\d+);", source())
-    )
+    """The ``CSM_* = N,`` constants of softmax.cu, their single source."""
+    found = {name: int(value) for name, value in re.findall(r"^\s*(CSM_\w+) = (\d+),", source(), re.M)}
     for op, code in _ROW_OPS.items():
         if found.get("CSM_" + op.upper()) != code:
             raise RuntimeError(f"softmax.cu and _gpu.py disagree on the code of {op}")
@@ -90,6 +96,8 @@ def _vector_width(dtype: np.dtype) -> int:
 
 
 def _warp_tier_max_k(dtype: np.dtype) -> int:
+    if dtype == np.float64:
+        return _WARP_TIER_MAX_K_FLOAT64
     return min(_WARP_TIER_MAX_K, _WARP_TIER_MAX_BYTES // dtype.itemsize)
 
 
@@ -99,7 +107,8 @@ def _warp_configs(dtype: np.dtype) -> list:
     configs = [(1, 1)]  # rows of <= 32 elements, any group width
     cols = 2
     while cols * 32 <= _warp_tier_max_k(dtype):
-        configs.append((1, cols))
+        if cols <= _WARP_SCALAR_MAX_COLS:
+            configs.append((1, cols))
         if cols >= vec:
             configs.append((vec, cols // vec))
         cols *= 2
@@ -201,18 +210,17 @@ def plan(op: str, n: int, k: int, dtype, aligned: bool, props: dict) -> Launch:
     if op not in _ROW_OPS:
         raise ValueError(f"unknown operation {op!r}; expected one of {OPS}")
 
+    if k <= 32:
+        width = _pow2_ceil(k)
+        return Launch(_row_kernel_warp(dtype, op, 1, 1), "warp", warp_grid(width), warp_threads, 0, width)
     if k <= _warp_tier_max_k(dtype):
-        if k <= 32:
-            width, v, nvec = _pow2_ceil(k), 1, 1
-        else:
-            width = 32
-            cols = max(2, _pow2_ceil(-(-k // 32)))
-            v = vec if can_vectorise and cols >= vec else 1
-            nvec = cols // v
-        return Launch(_row_kernel_warp(dtype, op, v, nvec), "warp", warp_grid(width), warp_threads, 0, width)
+        cols = max(2, _pow2_ceil(-(-k // 32)))
+        v = vec if can_vectorise and cols >= vec else 1
+        if v > 1 or cols <= _WARP_SCALAR_MAX_COLS:
+            return Launch(_row_kernel_warp(dtype, op, v, cols // v), "warp", warp_grid(32), warp_threads, 0, 32)
 
     v = vec if can_vectorise else 1
-    block = _block_size(v, k, c["CSM_MAX_THREADS"])
+    block = _block_size(v, k, c["CSM_MAX_THREADS_VEC" if v > 1 else "CSM_MAX_THREADS"])
     n_rows_cached = 2 if op.endswith("backward") else 1
     cached = (c["CSM_SCRATCH"] + n_rows_cached * k) * acc
     if cached <= props["sharedMemPerBlockOptin"] and _resident_blocks(props, block, cached) >= 1:

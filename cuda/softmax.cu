@@ -17,25 +17,32 @@
 // No `__restrict__` on the inputs: csoftmax allows `out is x`, and restrict
 // would let the compiler use the non-coherent load path on aliased memory.
 
-// Launch constants; csoftmax/_gpu.py reads every `constexpr int CSM_*` line of
-// this file, so these numbers live in one place.
-//
-// 128 threads per block for the warp tier: OneFlow softmax.cuh (kBlockSize for
-// SoftmaxWarpImpl) and PyTorch PersistentSoftmax.cuh (threads_per_block = 128).
-constexpr int CSM_WARP_THREADS = 128;
-// Upper bound for the block tiers: PyTorch SoftMax.cu `max_threads = 1024`,
-// which is also CUDA's per-block limit.
-constexpr int CSM_MAX_THREADS = 1024;
-// Accumulator slots at the start of dynamic shared memory: two banks of 32
-// per-warp partials (32 warps in a 1024-thread block). Block reductions
-// alternate banks, so each needs a single __syncthreads (see csm_block_reduce).
-constexpr int CSM_SCRATCH = 64;
+// Launch constants; csoftmax/_gpu.py reads every `CSM_* = N,` line of this
+// enum, so these numbers live in one place. (An enum, because NVRTC warns
+// about unused constexpr variables when only some kernels are instantiated.)
+enum : int {
+    // 128 threads per block for the warp tier: OneFlow softmax.cuh (kBlockSize
+    // of SoftmaxWarpImpl) and PyTorch PersistentSoftmax.cuh (threads_per_block).
+    CSM_WARP_THREADS = 128,
+    // Upper bound for the block tiers: PyTorch SoftMax.cu `max_threads = 1024`,
+    // also CUDA's per-block limit. At 1024 threads ptxas has 64 registers.
+    CSM_MAX_THREADS = 1024,
+    // Bound for the vectorised block kernels: PyTorch's block size rule halves
+    // the block when loads are vectors, so they never exceed 512 threads, and
+    // the bound gives ptxas 128 registers (double exp spills at 64).
+    CSM_MAX_THREADS_VEC = 512,
+    // Accumulator slots at the start of dynamic shared memory: two banks of 32
+    // per-warp partials (32 warps in a 1024-thread block). Block reductions
+    // alternate banks, so each needs one __syncthreads (see csm_block_reduce).
+    CSM_SCRATCH = 64,
 
-// Operation codes (template argument OP); _gpu.py has the same table.
-constexpr int CSM_SOFTMAX = 0;
-constexpr int CSM_LOG_SOFTMAX = 1;
-constexpr int CSM_SOFTMAX_BACKWARD = 2;      // a = y, b = grad
-constexpr int CSM_LOG_SOFTMAX_BACKWARD = 3;  // a = y (log_softmax output), b = grad
+    // Operation codes (template argument OP); _gpu.py checks its own table
+    // against these.
+    CSM_SOFTMAX = 0,
+    CSM_LOG_SOFTMAX = 1,
+    CSM_SOFTMAX_BACKWARD = 2,      // a = y, b = grad
+    CSM_LOG_SOFTMAX_BACKWARD = 3,  // a = y (the log_softmax output), b = grad
+};
 
 extern __shared__ __align__(16) unsigned char csm_smem[];
 
@@ -117,9 +124,12 @@ template <> __device__ __forceinline__ csm_half csm_from_acc<csm_half>(float v) 
 // ---------------------------------------------------------------- math
 
 __device__ __forceinline__ float csm_exp(float v) { return expf(v); }
-__device__ __forceinline__ double csm_exp(double v) { return exp(v); }
 __device__ __forceinline__ float csm_log(float v) { return logf(v); }
-__device__ __forceinline__ double csm_log(double v) { return log(v); }
+// Double exp and log stay calls: inlined into the unrolled row loops, ptxas
+// interleaves a dozen of them and spills (NVRTC 13.5, sm_90: 8 to 248 bytes
+// in the warp and vectorised block kernels), and a spill fails the build.
+__device__ __noinline__ double csm_exp(double v) { return exp(v); }
+__device__ __noinline__ double csm_log(double v) { return log(v); }
 // A product the compiler may not fuse into an FMA, so that the Jacobian's
 // diagonal is exactly s - round(s * s), as on the CPU.
 __device__ __forceinline__ float csm_mul_rn(float a, float b) { return __fmul_rn(a, b); }
@@ -193,7 +203,8 @@ __global__ void __launch_bounds__(CSM_WARP_THREADS)
     csm_rows_warp(const T* a, const T* b, T* out, long long n_rows, int k, int width) {
     typedef typename csm_acc<T>::type A;
     constexpr int COLS = VEC * NVEC;
-    constexpr bool BACKWARD = OP >= CSM_SOFTMAX_BACKWARD;
+    constexpr bool BACKWARD = OP == CSM_SOFTMAX_BACKWARD || OP == CSM_LOG_SOFTMAX_BACKWARD;
+    static_assert(BACKWARD || OP == CSM_SOFTMAX || OP == CSM_LOG_SOFTMAX, "unknown operation code");
     const int lane = threadIdx.x & 31;
     const int col_lane = lane & (width - 1);
     const int rows_per_warp = 32 / width;
@@ -290,10 +301,11 @@ __global__ void __launch_bounds__(CSM_WARP_THREADS)
 // that do not fit. Each thread only ever touches its own cached elements, so
 // the passes need no barrier besides the reductions'.
 template <typename T, int OP, int VEC, bool CACHE>
-__global__ void __launch_bounds__(CSM_MAX_THREADS)
+__global__ void __launch_bounds__(VEC > 1 ? CSM_MAX_THREADS_VEC : CSM_MAX_THREADS)
     csm_rows_block(const T* a, const T* b, T* out, long long n_rows, int k) {
     typedef typename csm_acc<T>::type A;
-    constexpr bool BACKWARD = OP >= CSM_SOFTMAX_BACKWARD;
+    constexpr bool BACKWARD = OP == CSM_SOFTMAX_BACKWARD || OP == CSM_LOG_SOFTMAX_BACKWARD;
+    static_assert(BACKWARD || OP == CSM_SOFTMAX || OP == CSM_LOG_SOFTMAX, "unknown operation code");
     A* const scratch = reinterpret_cast<A*>(csm_smem);
     A* const cache_a = scratch + CSM_SCRATCH;
     A* const cache_b = cache_a + k;

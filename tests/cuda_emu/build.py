@@ -45,7 +45,7 @@ def _smem_symbol(source: str) -> str:
     return found[0][1]
 
 
-def translation_unit(source_path: Path, source: str, names) -> str:
+def translation_unit(source_path: Path, source: str, names, extra: str = "") -> str:
     lines = ['#include "cuda_builtins.h"', f'#include "{source_path.name}"']
     lines.append(f"unsigned char {_smem_symbol(source)}[{SMEM_BYTES}] __attribute__((aligned(16)));")
     lines.append('#include "emu_launch.h"')
@@ -56,6 +56,7 @@ def translation_unit(source_path: Path, source: str, names) -> str:
     lines += [f"    EMU_KERNEL({name})," for name in names]
     lines.append("};")
     lines.append(f"EMU_EXPORTS(emu_table, {_smem_symbol(source)})")
+    lines.append(extra)
     return "\n".join(lines) + "\n"
 
 
@@ -69,11 +70,12 @@ def cache_dir() -> Path:
     return path
 
 
-def build(source: str, names, tag: str = "kernels") -> Path:
-    """Return the path of a shared library emulating `names` from `source`."""
+def build(source: str, names, tag: str = "kernels", extra: str = "") -> Path:
+    """Return the path of a shared library emulating `names` from `source`;
+    `extra` is C++ appended to the translation unit (test-only entry points)."""
     names = list(names)
     digest = hashlib.sha256()
-    for part in [source, "\n".join(names), " ".join(CXXFLAGS)] + [(HERE / h).read_text() for h in HEADERS]:
+    for part in [source, "\n".join(names), extra, " ".join(CXXFLAGS)] + [(HERE / h).read_text() for h in HEADERS]:
         digest.update(part.encode())
         digest.update(b"\0")
     key = digest.hexdigest()[:20]
@@ -84,7 +86,7 @@ def build(source: str, names, tag: str = "kernels") -> Path:
     cu = work / "kernels.cu"
     cu.write_text(source)
     tu = work / "emu.cpp"
-    tu.write_text(translation_unit(cu, source, names))
+    tu.write_text(translation_unit(cu, source, names, extra))
     out = work / "emu.so"
     cmd = ["g++", *CXXFLAGS, f"-I{HERE}", f"-I{work}", str(tu), "-o", str(out)]
     proc = subprocess.run(cmd, capture_output=True, text=True)

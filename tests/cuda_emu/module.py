@@ -12,7 +12,7 @@ import os
 
 import numpy as np
 
-from . import build
+from .build import C_TYPES, build
 
 # libgomp reads its wait policy once, when it starts: passive waiting (sleep
 # at barriers) is what makes hundreds of threads on two cores affordable.
@@ -46,7 +46,7 @@ def _signature(lib, index):
 def _argument(value):
     """(C type the launch passes, ctypes storage) for one kernel argument, as CuPy packs it."""
     if isinstance(value, np.ndarray):
-        ctype = {v: k for k, v in build.C_TYPES.items()}.get(value.dtype.name)
+        ctype = {v: k for k, v in C_TYPES.items()}.get(value.dtype.name)
         if ctype is None:
             raise EmuError(f"array of dtype {value.dtype} has no kernel element type")
         if not value.flags.c_contiguous:
@@ -130,9 +130,10 @@ class EmuKernel:
 class EmuModule:
     """What ``cupy.RawModule(code=..., name_expressions=...)`` gives, emulated."""
 
-    def __init__(self, code: str, name_expressions, props: dict, tag: str = "kernels"):
+    def __init__(self, code: str, name_expressions, props: dict, tag: str = "kernels", extra: str = ""):
         self.name_expressions = list(name_expressions)
-        self._lib = _load(build.build(code, self.name_expressions, tag))
+        self._lib = _load(build(code, self.name_expressions, tag, extra))
+        self.lib = self._lib
         self._props = props
         self._kernels = {}
         count = self._lib.emu_count()
