@@ -60,4 +60,8 @@ def check_guards(buffer, view, fill):
     outside = np.concatenate([buffer[:start], buffer[start + view.size:]])
     expected = np.full_like(outside, fill)
     same = (outside == expected) | (np.isnan(outside) & np.isnan(expected))
-    assert same.all(), f"write outside the output at buffer index {np.argwhere(~same)[0][0]} (view starts at {start})"
+    if not same.all():
+        first = int(np.argwhere(~same)[0][0])
+        where = first if first < start else first + view.size
+        raise AssertionError(f"write outside the output at buffer index {where} "
+                             f"(the view is [{start}, {start + view.size}))")

@@ -50,7 +50,7 @@ def translation_unit(source_path: Path, source: str, names, extra: str = "") -> 
     lines.append(f"unsigned char {_smem_symbol(source)}[{SMEM_BYTES}] __attribute__((aligned(16)));")
     lines.append('#include "emu_launch.h"')
     for ctype in C_TYPES:
-        if ctype not in ("float", "double"):
+        if ctype not in ("float", "double") and re.search(rf"\bstruct {ctype}\b", source):
             lines.append(f"template <> struct emu::type_name<{ctype}> {{ static std::string get() {{ return \"{ctype}\"; }} }};")
     lines.append("static const emu::Entry emu_table[] = {")
     lines += [f"    EMU_KERNEL({name})," for name in names]

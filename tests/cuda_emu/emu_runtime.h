@@ -11,6 +11,7 @@
 #include <chrono>
 #include <cstdarg>
 #include <cstdio>
+#include <cstdlib>
 #include <cstring>
 #include <mutex>
 #include <thread>
@@ -56,6 +57,7 @@ inline int stall_limit_s = 60;
 inline void watchdog_start() {
     static std::once_flag once;
     std::call_once(once, [] {
+        if (const char* s = getenv("CSOFTMAX_EMU_STALL_S")) stall_limit_s = atoi(s) > 0 ? atoi(s) : stall_limit_s;
         std::thread([] {
             long long seen = -1;
             int idle = 0;
@@ -70,7 +72,7 @@ inline void watchdog_start() {
                 if (++idle >= stall_limit_s) {
                     fprintf(stderr,
                             "cuda_emu watchdog: no barrier passed for %d s in %s, block %u of %u "
-                            "(%u threads): a __syncthreads or shuffle that not every thread reaches\n",
+                            "(%u threads): deadlock at a __syncthreads or shuffle that not every thread reaches\n",
                             idle, running_kernel, blockIdx.x, gridDim.x, blockDim.x);
                     fflush(stderr);
                     _exit(86);
@@ -153,8 +155,16 @@ inline void reset_warps() {
 // src_lane is the lane to read; the caller applied CUDA's segment rules.
 template <class V> V exchange(int line, unsigned mask, V v, int src_lane) {
     static_assert(sizeof(V) <= 16, "shuffle of a type wider than the exchange slot");
-    if (mask != 0xffffffffu) fail("line %d: shuffle with partial mask %#x is not emulated", line, mask);
-    if (blockDim.x % 32) fail("line %d: shuffle in a block of %u threads (not whole warps)", line, blockDim.x);
+    // Both conditions are the same for every lane, so returning early cannot
+    // leave a lane waiting for the others.
+    if (mask != 0xffffffffu) {
+        fail("line %d: shuffle with partial mask %#x is not emulated", line, mask);
+        return v;
+    }
+    if (blockDim.x % 32) {
+        fail("line %d: shuffle in a block of %u threads (not whole warps)", line, blockDim.x);
+        return v;
+    }
     const int lane = threadIdx.x & 31;
     Warp& w = warps[threadIdx.x / 32];
     const long long n = shuffles_done++;

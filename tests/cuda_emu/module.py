@@ -90,8 +90,9 @@ class EmuKernel:
         self.launches = []  # (grid, block, shared_mem) of every launch, for the tests
 
     def _word(self):
-        # Accumulator width of the kernel: the poison pattern's word.
-        return 8 if self.name.split("<")[1].split(",")[0].split(">")[0].strip() == "double" else 4
+        # The poison pattern's word: 8 bytes for kernels on double data (they
+        # accumulate in double), else 4 (float, and float16 accumulating in float).
+        return 8 if any(p.removeprefix("const ") == "double*" for p in self.signature) else 4
 
     def __call__(self, grid, block, args, *, shared_mem=0, stream=None):
         grid, block = tuple(grid), tuple(block)
