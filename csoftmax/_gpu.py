@@ -53,7 +53,10 @@ _WARP_TIER_MAX_K_FLOAT64 = 256
 # unaligned pointer) stay in the warp tier up to 8 elements per lane (K <= 256):
 # at 16 and 32 scalar elements per lane ptxas needs 144 registers, and those 16
 # kernels took 9.5 of 21 s of NVRTC time per architecture (measured, sm_90).
-_WARP_SCALAR_MAX_COLS = 8
+# float16 stops at 4 (K <= 128): at 8, the backward kernels spill 12 bytes on
+# sm_80, sm_86 and sm_89 at 48-56 registers (ptxas's occupancy heuristic,
+# NVRTC 13.5), and a spill fails the build.
+_WARP_SCALAR_MAX_COLS = {np.dtype(np.float16): 4, np.dtype(np.float32): 8, np.dtype(np.float64): 8}
 # Grid = SMs x resident blocks per SM x waves, capped by the work: OneFlow
 # softmax.cuh GetNumBlocks (kNumWaves = 32); the kernels grid-stride over rows.
 _WAVES = 32
@@ -107,7 +110,7 @@ def _warp_configs(dtype: np.dtype) -> list:
     configs = [(1, 1)]  # rows of <= 32 elements, any group width
     cols = 2
     while cols * 32 <= _warp_tier_max_k(dtype):
-        if cols <= _WARP_SCALAR_MAX_COLS:
+        if cols <= _WARP_SCALAR_MAX_COLS[dtype]:
             configs.append((1, cols))
         if cols >= vec:
             configs.append((vec, cols // vec))
@@ -216,7 +219,7 @@ def plan(op: str, n: int, k: int, dtype, aligned: bool, props: dict) -> Launch:
     if k <= _warp_tier_max_k(dtype):
         cols = max(2, _pow2_ceil(-(-k // 32)))
         v = vec if can_vectorise and cols >= vec else 1
-        if v > 1 or cols <= _WARP_SCALAR_MAX_COLS:
+        if v > 1 or cols <= _WARP_SCALAR_MAX_COLS[dtype]:
             return Launch(_row_kernel_warp(dtype, op, v, cols // v), "warp", warp_grid(32), warp_threads, 0, 32)
 
     v = vec if can_vectorise else 1
