@@ -15,7 +15,6 @@ from __future__ import annotations
 import functools
 import importlib.resources
 import re
-import sys
 from typing import NamedTuple
 
 import numpy as np
@@ -170,9 +169,10 @@ def _block_size(ilp: int, k: int, max_threads: int) -> int:
 def _resident_blocks(props: dict, block: int, shared_mem: int) -> int:
     """Blocks of this shape one SM holds at once, by threads and shared memory."""
     by_threads = props["maxThreadsPerMultiProcessor"] // block
-    reserved = props.get("reservedSharedMemPerBlock", _RESERVED_SMEM_DEFAULT)
-    by_smem = props["sharedMemPerMultiprocessor"] // (shared_mem + reserved)
-    return min(by_threads, by_smem)
+    per_block = shared_mem + props.get("reservedSharedMemPerBlock", _RESERVED_SMEM_DEFAULT)
+    if per_block == 0:  # sm_75 reserves nothing, and the warp tier uses no shared memory
+        return by_threads
+    return min(by_threads, props["sharedMemPerMultiprocessor"] // per_block)
 
 
 def _grid(props: dict, work_blocks: int, block: int, shared_mem: int) -> int:
@@ -223,10 +223,11 @@ def plan(op: str, n: int, k: int, dtype, aligned: bool, props: dict) -> Launch:
             return Launch(_row_kernel_warp(dtype, op, v, cols // v), "warp", warp_grid(32), warp_threads, 0, 32)
 
     v = vec if can_vectorise else 1
-    block = _block_size(v, k, c["CSM_MAX_THREADS_VEC" if v > 1 else "CSM_MAX_THREADS"])
+    block = _block_size(v, k, c["CSM_MAX_THREADS"])  # <= CSM_MAX_THREADS_VEC when v > 1
     n_rows_cached = 2 if op.endswith("backward") else 1
     cached = (c["CSM_SCRATCH"] + n_rows_cached * k) * acc
-    if cached <= props["sharedMemPerBlockOptin"] and _resident_blocks(props, block, cached) >= 1:
+    reserved = props.get("reservedSharedMemPerBlock", _RESERVED_SMEM_DEFAULT)
+    if cached <= props["sharedMemPerBlockOptin"] and cached + reserved <= props["sharedMemPerMultiprocessor"]:
         return Launch(_row_kernel_block(dtype, op, v, True), "block-smem", _grid(props, n, block, cached), block, cached, 0)
     smem = c["CSM_SCRATCH"] * acc
     return Launch(_row_kernel_block(dtype, op, v, False), "block-l2", _grid(props, n, block, smem), block, smem, 0)
@@ -304,14 +305,11 @@ def info() -> dict:
     """What ``csoftmax.show_config()`` reports about the GPU backend; never raises."""
     report = {"cupy": None, "gpu": False, "device": None, "compute_capability": None, "reason": None}
     try:
-        if "cupy" not in sys.modules:
-            try:
-                import cupy  # noqa: F401
-            except ImportError:
-                report["reason"] = "CuPy is not installed"
-                return report
-        import cupy
-
+        try:
+            import cupy
+        except ImportError:
+            report["reason"] = "CuPy is not installed"
+            return report
         report["cupy"] = cupy.__version__
         count = cupy.cuda.runtime.getDeviceCount()
         if count < 1:
