@@ -1,0 +1,326 @@
+"""GPU backend: launches the kernels of ``cuda/softmax.cu`` through CuPy.
+
+``csoftmax._api`` validates, promotes, moves axes and allocates ``out``; this
+module only picks a kernel and a launch configuration for a clean, C-contiguous
+(N, K) problem and launches it. CuPy is imported lazily, so importing csoftmax
+costs nothing on machines without it.
+
+Three seams stand between the launch code and CuPy -- ``_device_of``,
+``_device_properties`` and ``_load_module`` -- so that the tests can put a CPU
+emulation of the same ``.cu`` text (tests/cuda_emu) behind the unchanged
+planning, argument packing and launch code.
+"""
+from __future__ import annotations
+
+import functools
+import importlib.resources
+import re
+from typing import NamedTuple
+
+import numpy as np
+
+NATIVE_DTYPES = (np.dtype(np.float16), np.dtype(np.float32), np.dtype(np.float64))
+
+# The one dtype -> kernel type map. float16 travels as raw bits (csm_half)
+# because the kernels cannot include <cuda_fp16.h>; see cuda/softmax.cu.
+_CTYPE = {
+    np.dtype(np.float16): "csm_half",
+    np.dtype(np.float32): "float",
+    np.dtype(np.float64): "double",
+}
+
+# Operation codes of the row kernels (template argument OP in softmax.cu).
+_ROW_OPS = {"softmax": 0, "log_softmax": 1, "softmax_backward": 2, "log_softmax_backward": 3}
+_JACOBIAN = "softmax_jacobian"
+OPS = tuple(_ROW_OPS) + (_JACOBIAN,)
+
+# CuPy itself adds -arch, -ftz=true and --device-as-default-execution-space.
+_OPTIONS = ("--std=c++17",)
+
+# Widest vector access: 16 bytes (ld.global.v4.f32), as in PyTorch SoftMax.cu
+# (ALIGN_BYTES = 16).
+_VECTOR_BYTES = 16
+# The warp tier holds the row in registers up to 1024 elements and 4096 bytes
+# per row: PyTorch SoftMax.cu, host_softmax, the persistent-softmax condition
+# `dim_size <= 1024 && dim_size*sizeof(scalar_t) <= 4096`.
+# For float64 the limit is 256: with 16 doubles per lane held across the exp
+# calls ptxas spills (NVRTC 13.5, sm_75 and sm_90), which fails our build.
+_WARP_TIER_MAX_K = 1024
+_WARP_TIER_MAX_BYTES = 4096
+_WARP_TIER_MAX_K_FLOAT64 = 256
+# Rows that cannot use vector loads (K not a multiple of 16 bytes, or an
+# unaligned pointer) stay in the warp tier up to 8 elements per lane (K <= 256):
+# at 16 and 32 scalar elements per lane ptxas needs 144 registers, and those 16
+# kernels took 9.5 of 21 s of NVRTC time per architecture (measured, sm_90).
+# float16 stops at 4 (K <= 128): at 8, the backward kernels spill 12 bytes on
+# sm_80, sm_86 and sm_89 at 48-56 registers (ptxas's occupancy heuristic,
+# NVRTC 13.5), and a spill fails the build.
+_WARP_SCALAR_MAX_COLS = {np.dtype(np.float16): 4, np.dtype(np.float32): 8, np.dtype(np.float64): 8}
+# Grid = SMs x resident blocks per SM x waves, capped by the work: OneFlow
+# softmax.cuh GetNumBlocks (kNumWaves = 32); the kernels grid-stride over rows.
+_WAVES = 32
+# Shared memory the CUDA runtime keeps per block on sm_80 and newer (CUDA C++
+# Programming Guide, "Shared Memory" of compute capability 8.x); used when the
+# device properties do not report reservedSharedMemPerBlock.
+_RESERVED_SMEM_DEFAULT = 1024
+# Row length limit of the kernels: they index within a row with 32-bit ints
+# and step by up to 1024 threads without overflowing.
+_MAX_K = 1 << 30
+
+
+def is_gpu_array(x) -> bool:
+    """True for a CuPy ndarray; never imports CuPy."""
+    return type(x).__module__.split(".")[0] == "cupy"
+
+
+@functools.lru_cache(maxsize=None)
+def source() -> str:
+    """The CUDA source text, read from the package data ``csoftmax.cuda``."""
+    return importlib.resources.files("csoftmax.cuda").joinpath("softmax.cu").read_text(encoding="utf-8")
+
+
+@functools.lru_cache(maxsize=None)
+def constants() -> dict:
+    """The ``CSM_* = N,`` constants of softmax.cu, their single source."""
+    found = {name: int(value) for name, value in re.findall(r"^\s*(CSM_\w+) = (\d+),", source(), re.M)}
+    for op, code in _ROW_OPS.items():
+        if found.get("CSM_" + op.upper()) != code:
+            raise RuntimeError(f"softmax.cu and _gpu.py disagree on the code of {op}")
+    return found
+
+
+def _acc_size(dtype: np.dtype) -> int:
+    return 8 if dtype == np.float64 else 4
+
+
+def _vector_width(dtype: np.dtype) -> int:
+    return _VECTOR_BYTES // dtype.itemsize
+
+
+def _warp_tier_max_k(dtype: np.dtype) -> int:
+    if dtype == np.float64:
+        return _WARP_TIER_MAX_K_FLOAT64
+    return min(_WARP_TIER_MAX_K, _WARP_TIER_MAX_BYTES // dtype.itemsize)
+
+
+def _warp_configs(dtype: np.dtype) -> list:
+    """(VEC, NVEC) instantiations of csm_rows_warp for one dtype."""
+    vec = _vector_width(dtype)
+    configs = [(1, 1)]  # rows of <= 32 elements, any group width
+    cols = 2
+    while cols * 32 <= _warp_tier_max_k(dtype):
+        if cols <= _WARP_SCALAR_MAX_COLS[dtype]:
+            configs.append((1, cols))
+        if cols >= vec:
+            configs.append((vec, cols // vec))
+        cols *= 2
+    return configs
+
+
+def _row_kernel_warp(dtype, op, vec, nvec) -> str:
+    return f"csm_rows_warp<{_CTYPE[dtype]}, {_ROW_OPS[op]}, {vec}, {nvec}>"
+
+
+def _row_kernel_block(dtype, op, vec, cache) -> str:
+    return f"csm_rows_block<{_CTYPE[dtype]}, {_ROW_OPS[op]}, {vec}, {'true' if cache else 'false'}>"
+
+
+@functools.lru_cache(maxsize=None)
+def name_expressions() -> tuple:
+    """Every kernel instantiation the planner can choose, for RawModule."""
+    names = []
+    for dtype in NATIVE_DTYPES:
+        for op in _ROW_OPS:
+            names += [_row_kernel_warp(dtype, op, vec, nvec) for vec, nvec in _warp_configs(dtype)]
+            for vec in sorted({1, _vector_width(dtype)}):
+                names += [_row_kernel_block(dtype, op, vec, cache) for cache in (True, False)]
+        names += [f"csm_jacobian_warp<{_CTYPE[dtype]}>", f"csm_jacobian_block<{_CTYPE[dtype]}>"]
+    return tuple(names)
+
+
+class Launch(NamedTuple):
+    """One kernel launch: what ``plan`` decides and ``run`` executes."""
+
+    kernel: str  # a name expression
+    tier: str  # "warp", "block-smem", "block-l2", "jacobian-warp" or "jacobian-block"
+    grid: int
+    block: int
+    shared_mem: int  # dynamic shared memory, bytes
+    width: int  # lanes per row for the warp kernels, 0 for the block kernels
+
+
+def _pow2_ceil(v: int) -> int:
+    return 1 << max(0, (v - 1).bit_length())
+
+
+def _block_size(ilp: int, k: int, max_threads: int) -> int:
+    """Threads per row for the block kernels: PyTorch SoftMax.cu SoftMax_getBlockSize.
+
+    A power of two covering K / ILP, at most ``max_threads``, halved when the
+    loads are vectors (to keep at least half of the row vectorised with more
+    threads), and at least one warp.
+    """
+    limit = min(k // ilp, max_threads)
+    if ilp > 1:
+        limit //= 2
+    return max(32, _pow2_ceil(max(1, limit)))
+
+
+def _resident_blocks(props: dict, block: int, shared_mem: int) -> int:
+    """Blocks of this shape one SM holds at once, by threads and shared memory."""
+    by_threads = props["maxThreadsPerMultiProcessor"] // block
+    per_block = shared_mem + props.get("reservedSharedMemPerBlock", _RESERVED_SMEM_DEFAULT)
+    if per_block == 0:  # sm_75 reserves nothing, and the warp tier uses no shared memory
+        return by_threads
+    return min(by_threads, props["sharedMemPerMultiprocessor"] // per_block)
+
+
+def _grid(props: dict, work_blocks: int, block: int, shared_mem: int) -> int:
+    cap = props["multiProcessorCount"] * max(1, _resident_blocks(props, block, shared_mem)) * _WAVES
+    return int(max(1, min(work_blocks, cap, props.get("maxGridSize", (2**31 - 1,))[0])))
+
+
+def plan(op: str, n: int, k: int, dtype, aligned: bool, props: dict) -> Launch:
+    """Choose the kernel and launch configuration for an (n, k) problem.
+
+    ``aligned`` says whether every pointer is 16-byte aligned; ``props`` are
+    the device properties as ``cupy.cuda.runtime.getDeviceProperties`` gives
+    them.
+    """
+    dtype = np.dtype(dtype)
+    if dtype not in _CTYPE:
+        raise TypeError(f"the GPU kernels take {', '.join(map(str, NATIVE_DTYPES))}, not {dtype}")
+    if not (1 <= k <= _MAX_K and n >= 1):
+        raise ValueError(f"the GPU kernels take 1 <= K <= {_MAX_K} and N >= 1, got N={n}, K={k}")
+    c = constants()
+    acc = _acc_size(dtype)
+    vec = _vector_width(dtype)
+    can_vectorise = aligned and k % vec == 0
+    warp_threads = c["CSM_WARP_THREADS"]
+
+    def warp_grid(width):
+        rows_per_block = warp_threads // width
+        return _grid(props, -(-n // rows_per_block), warp_threads, 0)
+
+    if op == _JACOBIAN:
+        ctype = _CTYPE[dtype]
+        if k <= 32:
+            width = _pow2_ceil(k)
+            return Launch(f"csm_jacobian_warp<{ctype}>", "jacobian-warp", warp_grid(width), warp_threads, 0, width)
+        block = _block_size(1, k, c["CSM_MAX_THREADS"])
+        smem = (c["CSM_SCRATCH"] + block) * acc
+        return Launch(f"csm_jacobian_block<{ctype}>", "jacobian-block", _grid(props, n, block, smem), block, smem, 0)
+    if op not in _ROW_OPS:
+        raise ValueError(f"unknown operation {op!r}; expected one of {OPS}")
+
+    if k <= 32:
+        width = _pow2_ceil(k)
+        return Launch(_row_kernel_warp(dtype, op, 1, 1), "warp", warp_grid(width), warp_threads, 0, width)
+    if k <= _warp_tier_max_k(dtype):
+        cols = max(2, _pow2_ceil(-(-k // 32)))
+        v = vec if can_vectorise and cols >= vec else 1
+        if v > 1 or cols <= _WARP_SCALAR_MAX_COLS[dtype]:
+            return Launch(_row_kernel_warp(dtype, op, v, cols // v), "warp", warp_grid(32), warp_threads, 0, 32)
+
+    v = vec if can_vectorise else 1
+    block = _block_size(v, k, c["CSM_MAX_THREADS"])  # <= CSM_MAX_THREADS_VEC when v > 1
+    n_rows_cached = 2 if op.endswith("backward") else 1
+    cached = (c["CSM_SCRATCH"] + n_rows_cached * k) * acc
+    reserved = props.get("reservedSharedMemPerBlock", _RESERVED_SMEM_DEFAULT)
+    if cached <= props["sharedMemPerBlockOptin"] and cached + reserved <= props["sharedMemPerMultiprocessor"]:
+        return Launch(_row_kernel_block(dtype, op, v, True), "block-smem", _grid(props, n, block, cached), block, cached, 0)
+    smem = c["CSM_SCRATCH"] * acc
+    return Launch(_row_kernel_block(dtype, op, v, False), "block-l2", _grid(props, n, block, smem), block, smem, 0)
+
+
+# ---------------------------------------------------------------- seams
+
+
+def _device_of(a):
+    """The CuPy device that holds ``a``; also the context to launch in."""
+    return a.device
+
+
+@functools.lru_cache(maxsize=None)
+def _device_properties(device_id: int) -> dict:
+    import cupy
+
+    return cupy.cuda.runtime.getDeviceProperties(device_id)
+
+
+@functools.lru_cache(maxsize=None)
+def _load_module(device_id: int):
+    """One RawModule per device; CuPy compiles it on first use and caches the cubin on disk."""
+    import cupy
+
+    with cupy.cuda.Device(device_id):
+        return cupy.RawModule(code=source(), options=_OPTIONS, name_expressions=name_expressions())
+
+
+# ---------------------------------------------------------------- launch
+
+
+def _data_ptr(x) -> int:
+    if is_gpu_array(x):
+        return x.data.ptr
+    return x.__array_interface__["data"][0]  # NumPy stand-ins of the emulator
+
+
+# Dynamic shared memory limits already raised, per (device, kernel).
+_raised_smem: dict = {}
+
+
+def run(op: str, a, b, out) -> None:
+    """Compute ``op`` on the (N, K) array ``a`` (and gradient ``b``) into ``out``.
+
+    All arrays are C-contiguous and of one native dtype; ``out`` is (N, K), or
+    (N, K, K) for the Jacobian. ``b`` is None for the forward operations.
+    """
+    n, k = a.shape
+    device = _device_of(a)
+    props = _device_properties(device.id)
+    arrays = (a, out) if b is None else (a, b, out)
+    aligned = all(_data_ptr(x) % _VECTOR_BYTES == 0 for x in arrays)
+    launch = plan(op, n, k, a.dtype, aligned, props)
+    kernel = _load_module(device.id).get_function(launch.kernel)
+    if launch.shared_mem > props["sharedMemPerBlock"]:
+        key = (device.id, launch.kernel)
+        if _raised_smem.get(key, 0) < launch.shared_mem:
+            # Above 48 KiB a kernel must opt in to more dynamic shared memory.
+            kernel.max_dynamic_shared_size_bytes = launch.shared_mem
+            _raised_smem[key] = launch.shared_mem
+
+    scalars = (np.int64(n), np.int32(k))
+    if launch.width:
+        scalars += (np.int32(launch.width),)
+    if op == _JACOBIAN:
+        args = (a, out) + scalars
+    else:
+        args = (a, a if b is None else b, out) + scalars
+    with device:
+        kernel((launch.grid,), (launch.block,), args, shared_mem=launch.shared_mem)
+
+
+def info() -> dict:
+    """What ``csoftmax.show_config()`` reports about the GPU backend; never raises."""
+    report = {"cupy": None, "gpu": False, "device": None, "compute_capability": None, "reason": None}
+    try:
+        try:
+            import cupy
+        except ImportError:
+            report["reason"] = "CuPy is not installed"
+            return report
+        report["cupy"] = cupy.__version__
+        count = cupy.cuda.runtime.getDeviceCount()
+        if count < 1:
+            report["reason"] = "no CUDA device"
+            return report
+        device_id = cupy.cuda.runtime.getDevice()
+        props = cupy.cuda.runtime.getDeviceProperties(device_id)
+        name = props.get("name", b"")
+        report["device"] = name.decode(errors="replace") if isinstance(name, bytes) else str(name)
+        report["compute_capability"] = f"{props['major']}.{props['minor']}"
+        report["gpu"] = True
+    except Exception as exc:  # show_config must describe a broken setup, not crash on it
+        report["reason"] = f"{type(exc).__name__}: {exc}"
+    return report

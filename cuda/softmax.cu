@@ -1,0 +1,481 @@
+// Row-wise softmax kernels of csoftmax, compiled at run time by cupy.RawModule.
+//
+// This text has no #include: NVRTC ships no <math.h> (and no INFINITY), and
+// the same text is compiled by g++ in the test emulator (tests/cuda_emu), so it
+// uses only what NVRTC provides built in (expf, __shfl_xor_sync, ...).
+// Infinities are built from bit patterns; float16 is carried as raw bits
+// (`csm_half`) because `__half` needs <cuda_fp16.h>.
+//
+// Every kernel works on C-contiguous (n_rows, k) arrays; csoftmax/_gpu.py does
+// the planning (tier, vector width, grid, block, shared memory) and
+// csoftmax/_api.py everything else. Semantics are those of the CPU backend
+// (GUIDE.md section 2): a NaN or +inf anywhere gives a NaN row, a row of -inf
+// gives a NaN row, -inf in a finite row gives exactly 0 (softmax) / -inf
+// (log_softmax). They all follow from max subtraction with IEEE arithmetic:
+// fmaxf ignores NaN, so the NaN reaches the sum instead and spreads from there.
+//
+// No `__restrict__` on the inputs: csoftmax allows `out is x`, and restrict
+// would let the compiler use the non-coherent load path on aliased memory.
+
+// Launch constants; csoftmax/_gpu.py reads every `CSM_* = N,` line of this
+// enum, so these numbers live in one place. (An enum, because NVRTC warns
+// about unused constexpr variables when only some kernels are instantiated.)
+enum : int {
+    // 128 threads per block for the warp tier: OneFlow softmax.cuh (kBlockSize
+    // of SoftmaxWarpImpl) and PyTorch PersistentSoftmax.cuh (threads_per_block).
+    CSM_WARP_THREADS = 128,
+    // Upper bound for the block tiers: PyTorch SoftMax.cu `max_threads = 1024`,
+    // also CUDA's per-block limit. At 1024 threads ptxas has 64 registers.
+    CSM_MAX_THREADS = 1024,
+    // Bound for the vectorised block kernels: PyTorch's block size rule halves
+    // the block when loads are vectors, so they never exceed 512 threads, and
+    // the bound gives ptxas 128 registers (double exp spills at 64).
+    CSM_MAX_THREADS_VEC = 512,
+    // Accumulator slots at the start of dynamic shared memory: two banks of 32
+    // per-warp partials (32 warps in a 1024-thread block). Block reductions
+    // alternate banks, so each needs one __syncthreads (see csm_block_reduce).
+    CSM_SCRATCH = 64,
+
+    // Operation codes (template argument OP); _gpu.py checks its own table
+    // against these.
+    CSM_SOFTMAX = 0,
+    CSM_LOG_SOFTMAX = 1,
+    CSM_SOFTMAX_BACKWARD = 2,      // a = y, b = grad
+    CSM_LOG_SOFTMAX_BACKWARD = 3,  // a = y (the log_softmax output), b = grad
+};
+
+extern __shared__ __align__(16) unsigned char csm_smem[];
+
+// ---------------------------------------------------------------- types
+
+struct csm_half {
+    unsigned short bits;
+};
+
+// float16 and float32 accumulate in float (as OneFlow and PyTorch do),
+// float64 in double.
+template <typename T> struct csm_acc { typedef float type; };
+template <> struct csm_acc<double> { typedef double type; };
+
+// A 16-byte (or smaller) aligned group of elements, for vector loads/stores.
+template <typename T, int N> struct alignas(sizeof(T) * N) csm_pack {
+    T v[N];
+};
+
+__device__ __forceinline__ float csm_to_acc(float v) { return v; }
+__device__ __forceinline__ double csm_to_acc(double v) { return v; }
+__device__ __forceinline__ float csm_to_acc(csm_half h) {
+#ifdef __CUDA_ARCH__
+    float f;
+    asm("cvt.f32.f16 %0, %1;" : "=f"(f) : "h"(h.bits));
+    return f;
+#else
+    // Host path, used only by the emulator: F. Giesen's exact half_to_float
+    // (public domain, "half_to_float_fast5"); the GPU path is one cvt.
+    const unsigned int shifted_exp = 0x7c00u << 13;
+    unsigned int u = (h.bits & 0x7fffu) << 13;
+    const unsigned int e = shifted_exp & u;
+    u += (127u - 15u) << 23;
+    float f;
+    if (e == shifted_exp) {
+        u += (128u - 16u) << 23;  // inf or NaN
+        f = __uint_as_float(u);
+    } else if (e == 0) {
+        u += 1u << 23;  // zero or subnormal: renormalise through the FPU
+        f = __uint_as_float(u) - __uint_as_float(113u << 23);
+    } else {
+        f = __uint_as_float(u);
+    }
+    return __uint_as_float(__float_as_uint(f) | ((h.bits & 0x8000u) << 16));
+#endif
+}
+
+template <typename T> __device__ __forceinline__ T csm_from_acc(typename csm_acc<T>::type v);
+template <> __device__ __forceinline__ float csm_from_acc<float>(float v) { return v; }
+template <> __device__ __forceinline__ double csm_from_acc<double>(double v) { return v; }
+template <> __device__ __forceinline__ csm_half csm_from_acc<csm_half>(float v) {
+    csm_half h;
+#ifdef __CUDA_ARCH__
+    asm("cvt.rn.f16.f32 %0, %1;" : "=h"(h.bits) : "f"(v));
+#else
+    // Host path, used only by the emulator: F. Giesen's round-to-nearest-even
+    // float_to_half_fast3_rtne (public domain); the GPU path is one cvt.rn.
+    unsigned int u = __float_as_uint(v);
+    const unsigned int sign = u & 0x80000000u;
+    u ^= sign;
+    unsigned int o;
+    if (u >= ((127u + 16u) << 23)) {
+        o = (u > (255u << 23)) ? 0x7e00u : 0x7c00u;  // NaN stays NaN, overflow is inf
+    } else if (u < (113u << 23)) {
+        // subnormal or zero: let the FPU round by adding a magic number
+        const unsigned int magic = ((127u - 15u) + (23u - 10u) + 1u) << 23;
+        o = __float_as_uint(__uint_as_float(u) + __uint_as_float(magic)) - magic;
+    } else {
+        const unsigned int mant_odd = (u >> 13) & 1u;
+        u += ((15u - 127u) << 23) + 0xfffu;
+        u += mant_odd;
+        o = u >> 13;
+    }
+    h.bits = (unsigned short)(o | (sign >> 16));
+#endif
+    return h;
+}
+
+// ---------------------------------------------------------------- math
+
+__device__ __forceinline__ float csm_exp(float v) { return expf(v); }
+__device__ __forceinline__ float csm_log(float v) { return logf(v); }
+// Double exp and log stay calls: inlined into the unrolled row loops, ptxas
+// interleaves a dozen of them and spills (NVRTC 13.5, sm_90: 8 to 248 bytes
+// in the warp and vectorised block kernels), and a spill fails the build.
+__device__ __noinline__ double csm_exp(double v) { return exp(v); }
+__device__ __noinline__ double csm_log(double v) { return log(v); }
+// A product the compiler may not fuse into an FMA, so that the Jacobian's
+// diagonal is exactly s - round(s * s), as on the CPU.
+__device__ __forceinline__ float csm_mul_rn(float a, float b) { return __fmul_rn(a, b); }
+__device__ __forceinline__ double csm_mul_rn(double a, double b) { return __dmul_rn(a, b); }
+
+template <typename A> __device__ __forceinline__ A csm_neg_inf();
+template <> __device__ __forceinline__ float csm_neg_inf<float>() { return __int_as_float(0xff800000); }
+template <> __device__ __forceinline__ double csm_neg_inf<double>() {
+    return __longlong_as_double(0xfff0000000000000LL);
+}
+
+struct csm_max_op {
+    template <typename A> __device__ __forceinline__ static A identity() { return csm_neg_inf<A>(); }
+    __device__ __forceinline__ float operator()(float a, float b) const { return fmaxf(a, b); }
+    __device__ __forceinline__ double operator()(double a, double b) const { return fmax(a, b); }
+};
+
+struct csm_sum_op {
+    template <typename A> __device__ __forceinline__ static A identity() { return A(0); }
+    template <typename A> __device__ __forceinline__ A operator()(A a, A b) const { return a + b; }
+};
+
+// Butterfly all-reduce over groups of `width` lanes (a power of two <= 32).
+// Every lane ends with the same bits: each step combines the same two values
+// in both partners, and + and fmax are commutative.
+template <typename Op, typename A> __device__ __forceinline__ A csm_group_reduce(A v, int width) {
+    for (int offset = width >> 1; offset > 0; offset >>= 1) {
+        v = Op()(v, __shfl_xor_sync(0xffffffffu, v, offset, width));
+    }
+    return v;
+}
+
+// All-reduce over the block; blockDim.x is a multiple of 32. `bank` is one of
+// the two 32-slot banks of CSM_SCRATCH. Callers alternate banks, which makes
+// one barrier enough: a thread writes bank b for reduction r only after the
+// barrier of reduction r-1, and every thread read bank b for reduction r-2
+// before arriving at that barrier.
+template <typename Op, typename A> __device__ __forceinline__ A csm_block_reduce(A v, A* bank) {
+    v = csm_group_reduce<Op>(v, 32);
+    const int lane = threadIdx.x & 31;
+    if (lane == 0) bank[threadIdx.x >> 5] = v;
+    __syncthreads();
+    v = lane < (int)(blockDim.x >> 5) ? bank[lane] : Op::template identity<A>();
+    return csm_group_reduce<Op>(v, 32);
+}
+
+template <typename T, int N>
+__device__ __forceinline__ void csm_load(const T* p, typename csm_acc<T>::type* dst) {
+    const csm_pack<T, N> pk = *reinterpret_cast<const csm_pack<T, N>*>(p);
+#pragma unroll
+    for (int c = 0; c < N; ++c) dst[c] = csm_to_acc(pk.v[c]);
+}
+
+template <typename T, int N>
+__device__ __forceinline__ void csm_store(T* p, const typename csm_acc<T>::type* src) {
+    csm_pack<T, N> pk;
+#pragma unroll
+    for (int c = 0; c < N; ++c) pk.v[c] = csm_from_acc<T>(src[c]);
+    *reinterpret_cast<csm_pack<T, N>*>(p) = pk;
+}
+
+// ---------------------------------------------------------------- tier 1: warp
+
+// Groups of `width` lanes per row (width = 32 unless the row has <= 32
+// elements), the row held in registers: COLS = VEC * NVEC elements per lane,
+// element c of pack p at column (p * width + lane_in_group) * VEC + c.
+// VEC > 1 only when k % VEC == 0 and the pointers are 16-byte aligned.
+// The row loop is warp-uniform so every lane reaches every shuffle.
+template <typename T, int OP, int VEC, int NVEC>
+__global__ void __launch_bounds__(CSM_WARP_THREADS)
+    csm_rows_warp(const T* a, const T* b, T* out, long long n_rows, int k, int width) {
+    typedef typename csm_acc<T>::type A;
+    constexpr int COLS = VEC * NVEC;
+    constexpr bool BACKWARD = OP == CSM_SOFTMAX_BACKWARD || OP == CSM_LOG_SOFTMAX_BACKWARD;
+    static_assert(BACKWARD || OP == CSM_SOFTMAX || OP == CSM_LOG_SOFTMAX, "unknown operation code");
+    const int lane = threadIdx.x & 31;
+    const int col_lane = lane & (width - 1);
+    const int rows_per_warp = 32 / width;
+    const long long warp = (blockIdx.x * (long long)blockDim.x + threadIdx.x) >> 5;
+    const long long n_warps = ((long long)gridDim.x * blockDim.x) >> 5;
+
+    for (long long first = warp * rows_per_warp; first < n_rows; first += n_warps * rows_per_warp) {
+        const long long row = first + lane / width;
+        const bool live = row < n_rows;
+        const long long base = row * (long long)k;
+        A x[COLS];
+        A g[BACKWARD ? COLS : 1];
+#pragma unroll
+        for (int p = 0; p < NVEC; ++p) {
+            const int col = (p * width + col_lane) * VEC;
+            if (live && col < k) {
+                csm_load<T, VEC>(a + base + col, x + p * VEC);
+                if (BACKWARD) csm_load<T, VEC>(b + base + col, g + p * VEC);
+            }
+        }
+
+        if (!BACKWARD) {
+            A m = csm_neg_inf<A>();
+#pragma unroll
+            for (int p = 0; p < NVEC; ++p) {
+                if (live && (p * width + col_lane) * VEC < k) {
+#pragma unroll
+                    for (int c = 0; c < VEC; ++c) m = csm_max_op()(m, x[p * VEC + c]);
+                }
+            }
+            m = csm_group_reduce<csm_max_op>(m, width);
+            A s = A(0);
+#pragma unroll
+            for (int p = 0; p < NVEC; ++p) {
+                if (live && (p * width + col_lane) * VEC < k) {
+#pragma unroll
+                    for (int c = 0; c < VEC; ++c) {
+                        const A e = csm_exp(x[p * VEC + c] - m);
+                        if (OP == CSM_SOFTMAX) x[p * VEC + c] = e;
+                        s += e;
+                    }
+                }
+            }
+            s = csm_group_reduce<csm_sum_op>(s, width);
+            const A inv = A(1) / s;
+            const A log_s = csm_log(s);
+#pragma unroll
+            for (int p = 0; p < NVEC; ++p) {
+                const int col = (p * width + col_lane) * VEC;
+                if (live && col < k) {
+#pragma unroll
+                    for (int c = 0; c < VEC; ++c) {
+                        A& v = x[p * VEC + c];
+                        v = (OP == CSM_SOFTMAX) ? v * inv : (v - m) - log_s;
+                    }
+                    csm_store<T, VEC>(out + base + col, x + p * VEC);
+                }
+            }
+        } else {
+            A s = A(0);
+#pragma unroll
+            for (int p = 0; p < NVEC; ++p) {
+                if (live && (p * width + col_lane) * VEC < k) {
+#pragma unroll
+                    for (int c = 0; c < VEC; ++c) {
+                        const int i = p * VEC + c;
+                        s += (OP == CSM_SOFTMAX_BACKWARD) ? g[i] * x[i] : g[i];
+                    }
+                }
+            }
+            s = csm_group_reduce<csm_sum_op>(s, width);
+#pragma unroll
+            for (int p = 0; p < NVEC; ++p) {
+                const int col = (p * width + col_lane) * VEC;
+                if (live && col < k) {
+#pragma unroll
+                    for (int c = 0; c < VEC; ++c) {
+                        const int i = p * VEC + c;
+                        x[i] = (OP == CSM_SOFTMAX_BACKWARD) ? x[i] * (g[i] - s) : g[i] - csm_exp(x[i]) * s;
+                    }
+                    csm_store<T, VEC>(out + base + col, x + p * VEC);
+                }
+            }
+        }
+    }
+}
+
+// ---------------------------------------------------------------- tiers 2 and 3: block
+
+// One block per row (grid-stride over rows). CACHE = true keeps the row (and
+// for the backward ops the gradient) in shared memory as accumulator values,
+// laid out as [VEC][k / VEC] so consecutive threads touch consecutive words;
+// CACHE = false re-reads global memory (through L2) in every pass, for rows
+// that do not fit. Each thread only ever touches its own cached elements, so
+// the passes need no barrier besides the reductions'.
+template <typename T, int OP, int VEC, bool CACHE>
+__global__ void __launch_bounds__(VEC > 1 ? CSM_MAX_THREADS_VEC : CSM_MAX_THREADS)
+    csm_rows_block(const T* a, const T* b, T* out, long long n_rows, int k) {
+    typedef typename csm_acc<T>::type A;
+    constexpr bool BACKWARD = OP == CSM_SOFTMAX_BACKWARD || OP == CSM_LOG_SOFTMAX_BACKWARD;
+    static_assert(BACKWARD || OP == CSM_SOFTMAX || OP == CSM_LOG_SOFTMAX, "unknown operation code");
+    A* const scratch = reinterpret_cast<A*>(csm_smem);
+    A* const cache_a = scratch + CSM_SCRATCH;
+    A* const cache_b = cache_a + k;
+    const int n_vec = k / VEC;
+    int turn = 0;
+
+    for (long long row = blockIdx.x; row < n_rows; row += gridDim.x) {
+        const long long base = row * (long long)k;
+        const T* const pa = a + base;
+        const T* const pb = b + base;
+        T* const po = out + base;
+        A xs[VEC], gs[VEC];
+
+        if (!BACKWARD) {
+            A m = csm_neg_inf<A>();
+            for (int v = threadIdx.x; v < n_vec; v += blockDim.x) {
+                csm_load<T, VEC>(pa + v * VEC, xs);
+#pragma unroll
+                for (int c = 0; c < VEC; ++c) {
+                    m = csm_max_op()(m, xs[c]);
+                    if (CACHE) cache_a[c * n_vec + v] = xs[c];
+                }
+            }
+            m = csm_block_reduce<csm_max_op>(m, scratch + 32 * (turn++ & 1));
+            A s = A(0);
+            for (int v = threadIdx.x; v < n_vec; v += blockDim.x) {
+                if (!CACHE) csm_load<T, VEC>(pa + v * VEC, xs);
+#pragma unroll
+                for (int c = 0; c < VEC; ++c) {
+                    const A e = csm_exp((CACHE ? cache_a[c * n_vec + v] : xs[c]) - m);
+                    if (CACHE && OP == CSM_SOFTMAX) cache_a[c * n_vec + v] = e;
+                    s += e;
+                }
+            }
+            s = csm_block_reduce<csm_sum_op>(s, scratch + 32 * (turn++ & 1));
+            const A inv = A(1) / s;
+            const A log_s = csm_log(s);
+            for (int v = threadIdx.x; v < n_vec; v += blockDim.x) {
+                if (!CACHE) csm_load<T, VEC>(pa + v * VEC, xs);
+#pragma unroll
+                for (int c = 0; c < VEC; ++c) {
+                    const A x = CACHE ? cache_a[c * n_vec + v] : xs[c];
+                    if (OP == CSM_SOFTMAX) {
+                        xs[c] = (CACHE ? x : csm_exp(x - m)) * inv;
+                    } else {
+                        xs[c] = (x - m) - log_s;
+                    }
+                }
+                csm_store<T, VEC>(po + v * VEC, xs);
+            }
+        } else {
+            A s = A(0);
+            for (int v = threadIdx.x; v < n_vec; v += blockDim.x) {
+                csm_load<T, VEC>(pa + v * VEC, xs);
+                csm_load<T, VEC>(pb + v * VEC, gs);
+#pragma unroll
+                for (int c = 0; c < VEC; ++c) {
+                    s += (OP == CSM_SOFTMAX_BACKWARD) ? gs[c] * xs[c] : gs[c];
+                    if (CACHE) {
+                        cache_a[c * n_vec + v] = xs[c];
+                        cache_b[c * n_vec + v] = gs[c];
+                    }
+                }
+            }
+            s = csm_block_reduce<csm_sum_op>(s, scratch + 32 * (turn++ & 1));
+            for (int v = threadIdx.x; v < n_vec; v += blockDim.x) {
+                if (CACHE) {
+#pragma unroll
+                    for (int c = 0; c < VEC; ++c) {
+                        xs[c] = cache_a[c * n_vec + v];
+                        gs[c] = cache_b[c * n_vec + v];
+                    }
+                } else {
+                    csm_load<T, VEC>(pa + v * VEC, xs);
+                    csm_load<T, VEC>(pb + v * VEC, gs);
+                }
+#pragma unroll
+                for (int c = 0; c < VEC; ++c) {
+                    xs[c] = (OP == CSM_SOFTMAX_BACKWARD) ? xs[c] * (gs[c] - s) : gs[c] - csm_exp(xs[c]) * s;
+                }
+                csm_store<T, VEC>(po + v * VEC, xs);
+            }
+        }
+    }
+}
+
+// ---------------------------------------------------------------- Jacobian
+
+// J[n, i, j] = s_i * (delta_ij - s_j): the diagonal as s_i - s_i * s_i, the
+// rest as -(s_i * s_j). The product commutes exactly, so J is symmetric bit
+// for bit provided s_i is the same bits wherever it is used; each kernel
+// computes every s_i by one expression, exp(x_i - m) * inv.
+template <typename A> __device__ __forceinline__ A csm_jacobian_entry(A si, A sj, bool diagonal) {
+    return diagonal ? si - csm_mul_rn(si, si) : -(si * sj);
+}
+
+// Rows of k <= 32: one group of `width` lanes per row holds s in registers and
+// writes the k*k block in flat order, so consecutive lanes store consecutive
+// addresses; s_i and s_j come from the group by shuffle.
+template <typename T>
+__global__ void __launch_bounds__(CSM_WARP_THREADS)
+    csm_jacobian_warp(const T* x, T* out, long long n_rows, int k, int width) {
+    typedef typename csm_acc<T>::type A;
+    const int lane = threadIdx.x & 31;
+    const int col_lane = lane & (width - 1);
+    const int rows_per_warp = 32 / width;
+    const long long warp = (blockIdx.x * (long long)blockDim.x + threadIdx.x) >> 5;
+    const long long n_warps = ((long long)gridDim.x * blockDim.x) >> 5;
+    const int kk = k * k;
+
+    for (long long first = warp * rows_per_warp; first < n_rows; first += n_warps * rows_per_warp) {
+        const long long row = first + lane / width;
+        const bool valid = row < n_rows && col_lane < k;
+        const A v = valid ? csm_to_acc(x[row * k + col_lane]) : csm_neg_inf<A>();
+        const A m = csm_group_reduce<csm_max_op>(v, width);
+        const A e = valid ? csm_exp(v - m) : A(0);
+        const A inv = A(1) / csm_group_reduce<csm_sum_op>(e, width);
+        const A s = e * inv;
+        T* const po = out + row * (long long)kk;
+        for (int r0 = 0; r0 < kk; r0 += width) {
+            const int r = r0 + col_lane;
+            const int i = r < kk ? r / k : 0;
+            const int j = r < kk ? r - i * k : 0;
+            const A si = __shfl_sync(0xffffffffu, s, i, width);
+            const A sj = __shfl_sync(0xffffffffu, s, j, width);
+            if (row < n_rows && r < kk) po[r] = csm_from_acc<T>(csm_jacobian_entry(si, sj, i == j));
+        }
+    }
+}
+
+// Rows of any k: one block per row. After the row's max and sum, each thread
+// owns column j = j0 + threadIdx.x and walks down the rows i, so a warp stores
+// 32 consecutive elements of row i of the block. s_i is shared through a tile
+// of blockDim.x values in shared memory; recomputing s costs k / blockDim.x
+// extra exps per element of s, negligible next to the k*k stores, and keeps
+// the kernel independent of k (no k-sized buffer).
+template <typename T>
+__global__ void __launch_bounds__(CSM_MAX_THREADS)
+    csm_jacobian_block(const T* x, T* out, long long n_rows, int k) {
+    typedef typename csm_acc<T>::type A;
+    A* const scratch = reinterpret_cast<A*>(csm_smem);
+    A* const tile = scratch + CSM_SCRATCH;
+    int turn = 0;
+
+    for (long long row = blockIdx.x; row < n_rows; row += gridDim.x) {
+        const T* const px = x + row * (long long)k;
+        T* const po = out + row * (long long)k * k;
+        A m = csm_neg_inf<A>();
+        for (int c = threadIdx.x; c < k; c += blockDim.x) m = csm_max_op()(m, csm_to_acc(px[c]));
+        m = csm_block_reduce<csm_max_op>(m, scratch + 32 * (turn++ & 1));
+        A s = A(0);
+        for (int c = threadIdx.x; c < k; c += blockDim.x) s += csm_exp(csm_to_acc(px[c]) - m);
+        const A inv = A(1) / csm_block_reduce<csm_sum_op>(s, scratch + 32 * (turn++ & 1));
+
+        for (int j0 = 0; j0 < k; j0 += blockDim.x) {
+            const int j = j0 + threadIdx.x;
+            const A sj = j < k ? csm_exp(csm_to_acc(px[j]) - m) * inv : A(0);
+            for (int i0 = 0; i0 < k; i0 += blockDim.x) {
+                __syncthreads();  // everyone is done reading the previous tile
+                const int it = i0 + threadIdx.x;
+                if (it < k) tile[threadIdx.x] = csm_exp(csm_to_acc(px[it]) - m) * inv;
+                __syncthreads();
+                const int n_i = k - i0 < (int)blockDim.x ? k - i0 : (int)blockDim.x;
+                if (j < k) {
+                    for (int ii = 0; ii < n_i; ++ii) {
+                        const int i = i0 + ii;
+                        po[i * (long long)k + j] = csm_from_acc<T>(csm_jacobian_entry(tile[ii], sj, i == j));
+                    }
+                }
+            }
+        }
+    }
+}

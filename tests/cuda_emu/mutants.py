@@ -1,0 +1,81 @@
+"""Planted bugs in a copy of cuda/softmax.cu that the emulated checks must catch.
+
+Each mutant names one edit (the original text must occur exactly once) and a
+few cheap cases that exercise the edited code; tests/test_gpu_mutants.py
+asserts every mutant fails at least one of its cases and that the same cases
+pass on the original source.
+"""
+from __future__ import annotations
+
+from typing import NamedTuple
+
+
+class Mutant(NamedTuple):
+    name: str
+    why: str
+    old: str
+    new: str
+    cases: tuple  # (op, dtype name, n, k)
+
+
+MUTANTS = (
+    Mutant(
+        "warp-store-bound-off-by-one",
+        "the warp tier stores one element past the row",
+        "if (live && col < k) {\n#pragma unroll\n                    for (int c = 0; c < VEC; ++c) {\n                        A& v",
+        "if (live && col <= k) {\n#pragma unroll\n                    for (int c = 0; c < VEC; ++c) {\n                        A& v",
+        (("softmax", "float32", 7, 33),),
+    ),
+    Mutant(
+        "block-store-bound-off-by-one",
+        "the block tiers store one vector past the row",
+        "for (int v = threadIdx.x; v < n_vec; v += blockDim.x) {\n                if (!CACHE) csm_load<T, VEC>(pa + v * VEC, xs);\n#pragma unroll\n                for (int c = 0; c < VEC; ++c) {\n                    const A x",
+        "for (int v = threadIdx.x; v <= n_vec; v += blockDim.x) {\n                if (!CACHE) csm_load<T, VEC>(pa + v * VEC, xs);\n#pragma unroll\n                for (int c = 0; c < VEC; ++c) {\n                    const A x",
+        (("softmax", "float32", 3, 1025), ("log_softmax", "float64", 3, 4097)),
+    ),
+    Mutant(
+        "block-reduce-without-syncthreads",
+        "warps read the per-warp partials before every warp wrote them",
+        "    if (lane == 0) bank[threadIdx.x >> 5] = v;\n    __syncthreads();\n",
+        "    if (lane == 0) bank[threadIdx.x >> 5] = v;\n",
+        (("softmax", "float32", 3, 1025), ("softmax_backward", "float64", 3, 1000)),
+    ),
+    Mutant(
+        "jacobian-tile-without-syncthreads",
+        "threads read the tile of s_i before it is written",
+        "if (it < k) tile[threadIdx.x] = csm_exp(csm_to_acc(px[it]) - m) * inv;\n                __syncthreads();\n",
+        "if (it < k) tile[threadIdx.x] = csm_exp(csm_to_acc(px[it]) - m) * inv;\n",
+        (("softmax_jacobian", "float32", 2, 127),),
+    ),
+    Mutant(
+        "wrong-reduction-shuffle-offset",
+        # (offset + 1 would not do: masks 17, 9, 5, 3, 2 still span all 32
+        # lanes, an equivalent mutant; offset / 2 ends with a self-exchange
+        # and never crosses the half warp.)
+        "the butterfly exchanges with the wrong partner lane",
+        "v = Op()(v, __shfl_xor_sync(0xffffffffu, v, offset, width));",
+        "v = Op()(v, __shfl_xor_sync(0xffffffffu, v, offset / 2, width));",
+        (("softmax", "float32", 7, 64),),
+    ),
+    Mutant(
+        "wrong-jacobian-shuffle-source",
+        "the Jacobian fetches s_j from the neighbouring lane",
+        "const A sj = __shfl_sync(0xffffffffu, s, j, width);",
+        "const A sj = __shfl_sync(0xffffffffu, s, j + 1, width);",
+        (("softmax_jacobian", "float32", 7, 5),),
+    ),
+    Mutant(
+        "block-reduce-reads-one-partial-too-many",
+        "the second reduction step reads a slot no warp wrote (shared memory poison)",
+        "v = lane < (int)(blockDim.x >> 5) ? bank[lane]",
+        "v = lane <= (int)(blockDim.x >> 5) ? bank[lane]",
+        (("softmax", "float64", 3, 1000),),
+    ),
+)
+
+
+def apply(source: str, mutant: Mutant) -> str:
+    count = source.count(mutant.old)
+    if count != 1:
+        raise ValueError(f"mutant {mutant.name}: the text to replace occurs {count} times, not once")
+    return source.replace(mutant.old, mutant.new)

@@ -1,0 +1,144 @@
+"""Float64 NumPy reference of every operation, test inputs, and the comparison.
+
+The reference computes in float64 from the same (rounded) inputs the kernel
+gets, with the order of operations GUIDE.md section 2 prescribes; NaN, inf and
+all -inf rows then follow from IEEE arithmetic, as in the kernels.
+"""
+from __future__ import annotations
+
+import numpy as np
+
+ROW_OPS = ("softmax", "log_softmax", "softmax_backward", "log_softmax_backward")
+OPS = ROW_OPS + ("softmax_jacobian",)
+DTYPES = (np.dtype(np.float16), np.dtype(np.float32), np.dtype(np.float64))
+
+# A value whose exp overflows in every dtype but stays finite there.
+HUGE = {np.dtype(np.float16): 6.0e4, np.dtype(np.float32): 1.0e30, np.dtype(np.float64): 1.0e30}
+
+
+def _softmax64(x):
+    x = np.asarray(x, np.float64)
+    with np.errstate(invalid="ignore", over="ignore"):
+        e = np.exp(x - x.max(axis=-1, keepdims=True))
+        return e * (1.0 / e.sum(axis=-1, keepdims=True))
+
+
+def reference(op, a, b=None):
+    """Float64 result of ``op`` for inputs in their own dtype."""
+    a64 = np.asarray(a, np.float64)
+    with np.errstate(invalid="ignore", over="ignore", divide="ignore"):
+        if op == "softmax":
+            return _softmax64(a64)
+        if op == "log_softmax":
+            shifted = a64 - a64.max(axis=-1, keepdims=True)
+            return shifted - np.log(np.exp(shifted).sum(axis=-1, keepdims=True))
+        b64 = np.asarray(b, np.float64) if b is not None else None
+        if op == "softmax_backward":
+            return a64 * (b64 - (b64 * a64).sum(axis=-1, keepdims=True))
+        if op == "log_softmax_backward":
+            return b64 - np.exp(a64) * b64.sum(axis=-1, keepdims=True)
+        if op == "softmax_jacobian":
+            s = _softmax64(a64)
+            jac = -(s[:, :, None] * s[:, None, :])
+            idx = np.arange(s.shape[1])
+            jac[:, idx, idx] = s - s * s
+            return jac
+    raise ValueError(op)
+
+
+def inputs(op, n, k, dtype, seed=0):
+    """(a, b) for ``op``: random rows, and in rows 1..6 (when present) one
+    -inf, +inf, NaN, an all -inf row, +-HUGE and a wide spread of values.
+
+    For the backward ops ``a`` is a genuine softmax / log_softmax output and
+    ``b`` a gradient, with a NaN gradient in row 3.
+    """
+    dtype = np.dtype(dtype)
+    rng = np.random.default_rng([seed, n, k, dtype.itemsize, OPS.index(op)])
+    x = rng.standard_normal((n, k)) * 3.0
+    cols = rng.integers(0, k, size=8)
+    cols[1] = k - 1  # a special value in the last column, where tails live
+    if n > 1:
+        x[1, cols[1]] = -np.inf
+    if n > 2:
+        x[2, cols[2]] = np.inf
+    if n > 3:
+        x[3, cols[3]] = np.nan
+    if n > 4:
+        x[4, :] = -np.inf
+    if n > 5:
+        x[5, cols[5]] = HUGE[dtype]
+        x[5, cols[6]] = -HUGE[dtype]
+    if n > 6:
+        x[6, :] = rng.uniform(-100.0, 100.0, k)
+    if op in ("softmax", "log_softmax", "softmax_jacobian"):
+        return x.astype(dtype), None
+    finite = np.where(np.isfinite(x), x, 0.0)
+    if n > 1:
+        finite[1, cols[1]] = -np.inf  # a zero probability: y = 0, or -inf for log_softmax
+    y = _softmax64(finite) if op == "softmax_backward" else reference("log_softmax", finite)
+    g = rng.standard_normal((n, k))
+    if n > 3:
+        g[3, cols[3]] = np.nan
+    with np.errstate(over="ignore"):  # float16 log_softmax of a spread row reaches -inf
+        return y.astype(dtype), g.astype(dtype)
+
+
+def allowed_error(op, a, b, ref, dtype):
+    """Per-element error bound: a few ulps of the dtype, scaled per row by the
+    magnitudes the result is computed from (cancellation in the backward ops
+    and in x - max is absolute, not relative)."""
+    eps = float(np.finfo(dtype).eps)
+    a64 = np.asarray(a, np.float64)
+    with np.errstate(invalid="ignore", over="ignore"):
+        if op == "softmax":
+            scale = np.nanmax(np.abs(ref), axis=-1, keepdims=True, initial=0.0)
+        elif op == "log_softmax":
+            finite = np.where(np.isfinite(a64), np.abs(a64), 0.0)
+            scale = 1.0 + 2.0 * finite.max(axis=-1, keepdims=True)
+        elif op == "softmax_backward":
+            b64 = np.abs(np.nan_to_num(np.asarray(b, np.float64)))
+            y = np.abs(a64)
+            scale = y.max(axis=-1, keepdims=True) * (b64.max(axis=-1, keepdims=True) + (b64 * y).sum(axis=-1, keepdims=True))
+        elif op == "log_softmax_backward":
+            b64 = np.abs(np.nan_to_num(np.asarray(b, np.float64)))
+            scale = b64.max(axis=-1, keepdims=True) + np.exp(a64).max(axis=-1, keepdims=True) * b64.sum(axis=-1, keepdims=True)
+        else:
+            s = np.nan_to_num(_softmax64(a64))
+            scale = s.max(axis=-1, keepdims=True)[:, :, None]
+    scale = np.nan_to_num(scale)
+    # 16 ulps of the result plus 16 of the row's scale: the reductions add at
+    # most log2(1024) tree levels and K / blockDim serial terms per thread.
+    return 16 * eps * (np.abs(np.nan_to_num(ref, posinf=0.0, neginf=0.0)) + scale)
+
+
+def check(op, out, a, b, ref=None):
+    """Assert ``out`` (of a's dtype) matches the float64 reference."""
+    dtype = np.asarray(a).dtype
+    if ref is None:
+        ref = reference(op, a, b)
+    if dtype == np.float16:
+        # computed in float32 and rounded once: compare with the rounded reference
+        with np.errstate(over="ignore", invalid="ignore"):
+            ref = ref.astype(np.float16).astype(np.float64)
+    got = np.asarray(out, np.float64)
+    assert got.shape == ref.shape, (got.shape, ref.shape)
+    nan_ref, nan_got = np.isnan(ref), np.isnan(got)
+    bad = np.argwhere(nan_ref != nan_got)
+    assert bad.size == 0, f"{op}: NaN mismatch at {bad[:5].tolist()} (reference NaN: {nan_ref[tuple(bad[0])]})"
+    inf_ref = np.isinf(ref)
+    assert np.array_equal(got[inf_ref], ref[inf_ref]), f"{op}: infinities differ"
+    if op == "softmax":
+        zeros = np.isneginf(np.asarray(a, np.float64)) & ~nan_ref
+        assert np.all(got[zeros] == 0.0), f"{op}: -inf did not give an exact 0"
+    finite = ~(nan_ref | inf_ref)
+    with np.errstate(invalid="ignore"):
+        err = np.abs(got - ref)
+    tol = allowed_error(op, a, b, ref, dtype)
+    if dtype == np.float16:
+        tol = np.maximum(tol, np.abs(ref) * 2.0**-10 + 2.0**-24)
+    over = finite & ~(err <= tol)
+    if over.any():
+        where = tuple(np.argwhere(over)[0])
+        raise AssertionError(f"{op} {dtype}: {over.sum()} elements off, first at {where}: "
+                             f"got {got[where]!r}, reference {ref[where]!r}, allowed {tol[where]:.3g}")

@@ -1,0 +1,46 @@
+"""Run one operation through csoftmax._gpu.run on guarded NumPy buffers.
+
+Inputs sit between NaN guard zones (an out-of-bounds read that matters shows
+up as NaN); the output starts as a sentinel no result can equal, so unwritten
+elements show up, and its guard zones must survive the launch.
+"""
+from __future__ import annotations
+
+import numpy as np
+
+from . import check_guards, guarded
+
+SENTINEL = 4097.0  # exact in float16 too; softmax <= 1, and reference checks catch the rest
+
+
+def out_shape(op, a):
+    n, k = a.shape
+    return (n, k, k) if op == "softmax_jacobian" else (n, k)
+
+
+def emulate(op, a, b=None, misalign=0, in_place=None):
+    """Result of ``op`` from the emulated kernels. ``in_place`` = "a" or "b"
+    makes ``out`` the very array passed as that input."""
+    from csoftmax import _gpu
+
+    a_buf, a_view = guarded(a.shape, a.dtype, np.nan, misalign)
+    a_view[...] = a
+    b_buf = b_view = None
+    if b is not None:
+        b_buf, b_view = guarded(b.shape, b.dtype, np.nan, misalign)
+        b_view[...] = b
+    if in_place == "a":
+        out_buf, out_view, fill = a_buf, a_view, np.nan
+    elif in_place == "b":
+        out_buf, out_view, fill = b_buf, b_view, np.nan
+    else:
+        fill = SENTINEL
+        out_buf, out_view = guarded(out_shape(op, a), a.dtype, fill, misalign)
+    _gpu.run(op, a_view, b_view, out_view)
+    check_guards(out_buf, out_view, fill)
+    if in_place != "a":
+        check_guards(a_buf, a_view, np.nan)
+        assert np.array_equal(a_view, a, equal_nan=True), "the kernel wrote its input"
+    if b is not None and in_place != "b":
+        assert np.array_equal(b_view, b, equal_nan=True), "the kernel wrote its gradient input"
+    return out_view.copy()

@@ -1,0 +1,135 @@
+"""On a real GPU: the kernels through CuPy match the reference and the CPU backend.
+
+Marked ``gpu``; skipped, with the reason, where CuPy or a CUDA device is
+missing (no GPU exists on the development machines or in CI). These are the
+final word on what the emulator cannot show: real timing, real races, the
+PTX float16 conversions, and 64-bit offsets of N*K >= 2^31.
+"""
+import numpy as np
+import pytest
+
+from csoftmax import _gpu
+from cuda_emu.reference import DTYPES, OPS, check, inputs, reference
+
+
+def _gpu_reason():
+    try:
+        import cupy
+    except Exception as exc:  # ImportError, or a CuPy that fails to load its libraries
+        return f"CuPy is not importable ({type(exc).__name__}: {exc})"
+    try:
+        if cupy.cuda.runtime.getDeviceCount() < 1:
+            return "no CUDA device"
+    except Exception as exc:
+        return f"no usable CUDA device ({type(exc).__name__}: {exc})"
+    return None
+
+
+_REASON = _gpu_reason()
+pytestmark = [pytest.mark.gpu, pytest.mark.skipif(_REASON is not None, reason=f"needs a GPU: {_REASON}")]
+
+KS = (1, 2, 3, 31, 32, 33, 64, 127, 1000, 1024, 1025, 4097, 9000, 65536)
+CASES = [(op, dtype, n, k) for op in OPS for dtype in DTYPES for k in KS for n in (1, 7, 64)
+         if not (op == "softmax_jacobian" and k > 4097)]
+
+
+def _run(op, a, b=None):
+    import cupy as cp
+
+    n, k = a.shape
+    da = cp.asarray(a)
+    db = None if b is None else cp.asarray(b)
+    out = cp.full((n, k, k) if op == "softmax_jacobian" else (n, k), 4097.0, a.dtype)
+    _gpu.run(op, da, db, out)
+    return out
+
+
+def _cpu_tolerance(dtype):
+    # -ftz=true flushes float32 subnormals on the GPU; the CPU keeps them.
+    return float(np.finfo(np.float32).tiny) if dtype == np.float32 else 0.0
+
+
+@pytest.mark.parametrize("case", CASES, ids=[f"{c[0]}-{np.dtype(c[1]).name}-N{c[2]}-K{c[3]}" for c in CASES])
+def test_matches_reference_and_cpu_backend(case):
+    op, dtype, n, k = case
+    a, b = inputs(op, n, k, dtype)
+    out = _run(op, a, b).get()
+    ref = reference(op, a, b)
+    check(op, out, a, b, ref)
+    import csoftmax
+
+    if hasattr(csoftmax, op):
+        cpu = getattr(csoftmax, op)(a) if b is None else getattr(csoftmax, op)(a, b)
+        assert np.array_equal(np.isnan(cpu), np.isnan(out))
+        check(op, cpu, a, b, ref)
+
+
+@pytest.mark.parametrize("dtype", DTYPES, ids=lambda d: d.name)
+@pytest.mark.parametrize("k", (3, 32, 33, 1025))
+def test_jacobian_is_symmetric_bit_for_bit(dtype, k):
+    a, _ = inputs("softmax_jacobian", 7, k, dtype, seed=5)
+    jac = _run("softmax_jacobian", a).get()
+    assert np.array_equal(jac, np.swapaxes(jac, 1, 2), equal_nan=True)
+
+
+@pytest.mark.parametrize("misalign", (1, 2))
+@pytest.mark.parametrize("op", OPS)
+def test_unaligned_views_take_the_scalar_path(op, misalign):
+    import cupy as cp
+
+    a, b = inputs(op, 7, 1000, np.float32, seed=1)
+    flat = cp.empty(a.size + misalign, a.dtype)
+    da = flat[misalign:].reshape(a.shape)
+    da[...] = cp.asarray(a)
+    db = None if b is None else cp.asarray(b)
+    out = cp.empty((7, 1000, 1000) if op == "softmax_jacobian" else (7, 1000), a.dtype)
+    _gpu.run(op, da, db, out)
+    check(op, out.get(), a, b)
+
+
+def _free_bytes():
+    import cupy as cp
+
+    return cp.cuda.Device().mem_info[0]
+
+
+@pytest.mark.parametrize("op", ("softmax", "log_softmax", "softmax_backward"))
+def test_more_than_2_to_the_31_elements_in_float16(op):
+    import cupy as cp
+
+    n, k = (1 << 21) + 3, 1024  # N*K = 2^31 + 3072
+    arrays = 3 if op == "softmax_backward" else 2
+    if _free_bytes() < 1.3 * arrays * n * k * 2:
+        pytest.skip("not enough GPU memory for 2^31 float16 elements per array")
+    rng = cp.random.default_rng(0)
+    a = rng.standard_normal((n, k), dtype=cp.float32).astype(cp.float16)
+    b = rng.standard_normal((n, k), dtype=cp.float32).astype(cp.float16) if op == "softmax_backward" else None
+    if op == "softmax_backward":
+        _gpu.run("softmax", a, None, a)  # a genuine softmax output, in place
+    out = cp.empty_like(a)
+    _gpu.run(op, a, b, out)
+    rows = np.array([0, 1, n // 2, n - 2, n - 1])
+    host_b = None if b is None else b[rows].get()
+    check(op, out[rows].get(), a[rows].get(), host_b)
+    del a, b, out
+    cp.get_default_memory_pool().free_all_blocks()
+
+
+def test_jacobian_beyond_2_to_the_31_elements_in_float16():
+    import cupy as cp
+
+    n, k = 520, 2048  # N*K*K = 2^31 + 2^23 * 4
+    if _free_bytes() < 1.3 * n * k * k * 2:
+        pytest.skip("not enough GPU memory for a 4.4 GB Jacobian")
+    a, _ = inputs("softmax_jacobian", n, k, np.float16, seed=9)
+    out = cp.empty((n, k, k), cp.float16)
+    _gpu.run("softmax_jacobian", cp.asarray(a), None, out)
+    rows = [0, n // 2, n - 1]
+    check("softmax_jacobian", out[rows].get(), a[rows], None)
+    del out
+    cp.get_default_memory_pool().free_all_blocks()
+
+
+def test_info_reports_the_device():
+    report = _gpu.info()
+    assert report["gpu"] is True and report["device"] and report["compute_capability"]

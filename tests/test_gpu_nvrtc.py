@@ -1,0 +1,78 @@
+"""Every kernel instantiation compiles with NVRTC, as CuPy compiles it, for
+every supported architecture, with no warning, spill or local memory.
+
+No GPU is needed: NVRTC comes from the nvidia-cuda-nvrtc wheel and is driven
+through cuda.bindings (tests/cuda_emu/nvrtc.py). Register counts differ
+between NVRTC versions, so the version is pinned and the committed table
+cuda/RESOURCES.md must match what this NVRTC produces.
+"""
+import os
+import re
+from concurrent.futures import ThreadPoolExecutor
+
+import pytest
+
+from csoftmax import _gpu
+from cuda_emu import nvrtc
+
+
+def _require_nvrtc():
+    try:
+        nvrtc.import_nvrtc()
+    except ImportError as exc:
+        if os.environ.get("CI"):
+            raise  # the [test] extra pins cuda-bindings and nvidia-cuda-nvrtc: CI must have them
+        pytest.skip(f"cuda.bindings / NVRTC not installed ({exc})")
+
+
+@pytest.fixture(scope="module")
+def compiled():
+    _require_nvrtc()
+    # NVRTC releases the GIL: one thread per core halves the wall time here.
+    with ThreadPoolExecutor(max_workers=os.cpu_count() or 1) as pool:
+        results = pool.map(
+            lambda arch: nvrtc.compile_source(_gpu.source(), _gpu.name_expressions(), arch, _gpu._OPTIONS),
+            nvrtc.ARCHS,
+        )
+        return dict(zip(nvrtc.ARCHS, results))
+
+
+def test_source_has_no_include_directive():
+    # NVRTC has no <math.h>, and the emulator compiles the text as is.
+    assert not re.search(r"^\s*#\s*include", _gpu.source(), re.M)
+
+
+@pytest.mark.parametrize("arch", nvrtc.ARCHS)
+def test_every_kernel_compiles_without_any_warning(compiled, arch):
+    result = compiled[arch]
+    assert result.ok and result.log == "", f"sm_{arch}:\n{result.log}"
+    assert set(result.lowered) == set(_gpu.name_expressions())
+
+
+@pytest.mark.parametrize("arch", nvrtc.ARCHS)
+def test_no_kernel_spills_or_uses_a_stack_frame(compiled, arch):
+    bad = {name: r for name, r in compiled[arch].resources.items() if r is None or r["stack"] or r["spill"]}
+    assert not bad, bad
+
+
+@pytest.mark.parametrize("arch", nvrtc.ARCHS)
+def test_registers_allow_the_largest_block_the_planner_launches(compiled, arch):
+    # 64K 32-bit registers per block on every architecture from sm_75 on.
+    c = _gpu.constants()
+    for name, r in compiled[arch].resources.items():
+        if name.startswith("csm_rows_warp") or name.startswith("csm_jacobian_warp"):
+            block = c["CSM_WARP_THREADS"]
+        elif name.startswith("csm_rows_block") and name.split(", ")[2] != "1":
+            block = c["CSM_MAX_THREADS_VEC"]
+        else:
+            block = c["CSM_MAX_THREADS"]
+        assert r["registers"] * block <= 65536, (name, r)
+
+
+def test_committed_resource_table_is_current(compiled):
+    expected = nvrtc.resource_table(compiled)
+    committed = nvrtc.TABLE.read_text() if nvrtc.TABLE.exists() else ""
+    assert committed == expected, (
+        f"{nvrtc.TABLE} is stale: run `python tests/cuda_emu/nvrtc.py` and commit it "
+        "(or install the pinned NVRTC)"
+    )

@@ -1,0 +1,156 @@
+"""Launch planning of csoftmax._gpu on the properties of real devices.
+
+Pure Python, no emulation: every plan names a compiled kernel, fits the
+device and the kernel's launch bound, covers the row, and the tiers follow K.
+"""
+import numpy as np
+import pytest
+
+from csoftmax import _gpu
+from cuda_emu import devices
+from cuda_emu.reference import DTYPES, OPS, ROW_OPS
+
+PROPS = dict(devices.REAL, emulated=devices.EMULATED, tiny=devices.EMULATED_TINY)
+KS = (1, 2, 3, 5, 31, 32, 33, 64, 100, 127, 128, 129, 255, 256, 257, 512, 513, 1000, 1023, 1024, 1025,
+      4096, 4097, 8192, 20000, 29056, 58000, 65536, 262144, 2**30)
+TIER_ORDER = {"warp": 0, "block-smem": 1, "block-l2": 2}
+
+
+def _vec(kernel):
+    return int(kernel.split(", ")[2]) if kernel.startswith("csm_rows") else 1
+
+
+def _bound(kernel):
+    c = _gpu.constants()
+    if "_warp<" in kernel:
+        return c["CSM_WARP_THREADS"]
+    if kernel.startswith("csm_rows_block") and _vec(kernel) > 1:
+        return c["CSM_MAX_THREADS_VEC"]
+    return c["CSM_MAX_THREADS"]
+
+
+def _plans():
+    for device, props in PROPS.items():
+        for op in OPS:
+            for dtype in DTYPES:
+                for k in KS:
+                    if op == "softmax_jacobian" and k > 65536:
+                        continue
+                    for aligned in (True, False):
+                        for n in (1, 7, 10**6):
+                            yield device, props, op, dtype, k, aligned, n, _gpu.plan(op, n, k, dtype, aligned, props)
+
+
+PLANS = list(_plans())
+
+
+def test_every_plan_names_a_compiled_kernel():
+    names = set(_gpu.name_expressions())
+    assert {p[-1].kernel for p in PLANS} <= names
+
+
+def test_every_plan_fits_the_device_and_the_kernel_launch_bound():
+    for device, props, op, dtype, k, aligned, n, launch in PLANS:
+        assert launch.block % 32 == 0 and 32 <= launch.block <= _bound(launch.kernel), (device, op, k, launch)
+        assert 0 <= launch.shared_mem <= props["sharedMemPerBlockOptin"], (device, op, k, launch)
+        assert 1 <= launch.grid <= props["maxGridSize"][0]
+
+
+def test_grid_never_exceeds_the_work():
+    for device, props, op, dtype, k, aligned, n, launch in PLANS:
+        rows_per_block = launch.block // launch.width if launch.width else 1
+        assert (launch.grid - 1) * rows_per_block < n, (device, op, k, n, launch)
+
+
+def test_warp_plans_cover_the_row():
+    for device, props, op, dtype, k, aligned, n, launch in PLANS:
+        if launch.width:
+            if op == "softmax_jacobian":
+                assert launch.width >= k
+            else:
+                vec, nvec = (int(x) for x in launch.kernel.rstrip(">").split(", ")[2:4])
+                assert launch.width * vec * nvec >= k and (launch.width == 32 or vec * nvec == 1)
+                assert launch.width & (launch.width - 1) == 0
+
+
+def test_shared_memory_tier_holds_its_rows():
+    for device, props, op, dtype, k, aligned, n, launch in PLANS:
+        acc = 8 if dtype == np.float64 else 4
+        rows = 2 if op.endswith("backward") else 1
+        if launch.tier == "block-smem":
+            assert launch.shared_mem >= (_gpu.constants()["CSM_SCRATCH"] + rows * k) * acc
+            assert launch.kernel.endswith("true>")
+        if launch.tier == "block-l2":
+            assert launch.kernel.endswith("false>")
+            assert (_gpu.constants()["CSM_SCRATCH"] + rows * k) * acc > props["sharedMemPerBlockOptin"]
+
+
+def test_vector_loads_only_when_aligned_and_k_divisible():
+    for device, props, op, dtype, k, aligned, n, launch in PLANS:
+        vec = _vec(launch.kernel)
+        if vec > 1:
+            assert aligned and k % vec == 0 and vec * dtype.itemsize == 16
+
+
+@pytest.mark.parametrize("device", sorted(devices.REAL))
+@pytest.mark.parametrize("op", ROW_OPS)
+@pytest.mark.parametrize("dtype", DTYPES, ids=lambda d: d.name)
+def test_tiers_move_from_warp_to_shared_memory_to_l2_as_k_grows(device, op, dtype):
+    # With vector loads fixed (every K a multiple of 8, or no alignment at all):
+    # whether a row vectorises changes its tier, not the order of the tiers.
+    for aligned, ks in ((True, [k for k in KS if k % 8 == 0]), (False, KS)):
+        order = [TIER_ORDER[_gpu.plan(op, 7, k, dtype, aligned, PROPS[device]).tier] for k in ks]
+        assert order == sorted(order), list(zip(ks, order))
+
+
+@pytest.mark.parametrize(
+    "op, k, dtype, aligned, tier",
+    [
+        ("softmax", 1024, np.float32, True, "warp"),  # PyTorch's persistent-softmax limit
+        ("softmax", 1000, np.float32, False, "block-smem"),  # scalar rows leave the warp tier above 256
+        ("softmax", 256, np.float32, False, "warp"),
+        ("softmax", 512, np.float64, True, "block-smem"),  # double stops at 256
+        ("softmax", 58000, np.float32, True, "block-smem"),  # 227 KiB of shared memory on an H100
+        ("softmax", 58100, np.float32, True, "block-l2"),
+        ("softmax_backward", 29000, np.float32, True, "block-smem"),  # two rows cached
+        ("softmax_backward", 29100, np.float32, True, "block-l2"),
+        ("softmax_jacobian", 32, np.float32, True, "jacobian-warp"),
+        ("softmax_jacobian", 33, np.float32, True, "jacobian-block"),
+    ],
+)
+def test_h100_tier_thresholds(op, k, dtype, aligned, tier):
+    assert _gpu.plan(op, 1000, k, dtype, aligned, devices.REAL["H100"]).tier == tier
+
+
+def test_block_size_follows_pytorch_rule():
+    # SoftMax_getBlockSize: power of two of K / ILP, halved for vectors, >= 32, <= 1024
+    h100 = devices.REAL["H100"]
+    assert _gpu.plan("softmax", 7, 1025, np.float32, False, h100).block == 1024
+    assert _gpu.plan("softmax", 7, 4096, np.float32, True, h100).block == 512
+    assert _gpu.plan("softmax", 7, 2048, np.float32, True, h100).block == 256
+    assert _gpu.plan("softmax", 7, 600, np.float64, True, h100).block == 256
+
+
+def test_huge_batches_are_capped_by_waves_and_grid_stride():
+    launch = _gpu.plan("softmax", 2**40, 1024, np.float16, True, devices.REAL["H100"])
+    assert launch.grid == 132 * (2048 // 128) * 32
+
+
+def test_operation_codes_agree_with_the_kernel_source():
+    c = _gpu.constants()
+    assert [c["CSM_" + op.upper()] for op in ROW_OPS] == [0, 1, 2, 3]
+
+
+@pytest.mark.parametrize(
+    "args, error",
+    [
+        (("softmax", 1, 0, np.float32), ValueError),
+        (("softmax", 0, 5, np.float32), ValueError),
+        (("softmax", 1, 2**30 + 1, np.float32), ValueError),
+        (("softmax", 1, 5, np.int32), TypeError),
+        (("softmin", 1, 5, np.float32), ValueError),
+    ],
+)
+def test_invalid_requests_raise(args, error):
+    with pytest.raises(error):
+        _gpu.plan(*args, True, devices.REAL["H100"])
