@@ -1,5 +1,4 @@
 """show_config(): what this csoftmax build is and what it runs on."""
-import importlib.util
 import json
 import pprint
 
@@ -16,9 +15,7 @@ def _build_info():
 
 
 def _gpu_info():
-    if importlib.util.find_spec("cupy") is None:
-        return {"cupy": None, "gpu_available": False}
-    from . import _gpu
+    from . import _gpu  # imports CuPy lazily, and never raises
 
     return _gpu.info()
 
