@@ -80,29 +80,17 @@ typedef void (*csm_rows_f64_t)(const double *, ptrdiff_t, const double *, ptrdif
   #define CSM_X86_DISPATCH 0
 #endif
 
-/* Instantiate the template for one ISA: double first, since the float
- * log_softmax widens its sums and uses the double log of the same ISA. */
+/* One instantiation of the template per ISA (see _rows_isa.h). */
+#define CSM_PASTE_(a, b) a##_##b
+#define CSM_PASTE(a, b) CSM_PASTE_(a, b)
 
 #define CSM_ISA baseline
 #define CSM_ISA_ID 0
 #define CSM_TARGET
-#define CSM_T double
-#define CSM_F32 0
-#define CSM_SFX f64_baseline
-#include "_rows_impl.h"
-#undef CSM_T
-#undef CSM_F32
-#undef CSM_SFX
-#define CSM_T float
-#define CSM_F32 1
-#define CSM_SFX f32_baseline
-#include "_rows_impl.h"
-#undef CSM_T
-#undef CSM_F32
-#undef CSM_SFX
+#include "_rows_isa.h"
 #undef CSM_TARGET
-#undef CSM_ISA
 #undef CSM_ISA_ID
+#undef CSM_ISA
 
 #if CSM_X86_DISPATCH
   #if defined(__clang__)
@@ -111,49 +99,22 @@ typedef void (*csm_rows_f64_t)(const double *, ptrdiff_t, const double *, ptrdif
     /* GCC's generic tuning may keep 256-bit vectors; ask for full width. */
     #define CSM_TARGET_AVX512 __attribute__((target("avx512f,avx512vl,avx512dq,avx512bw,avx2,fma,prefer-vector-width=512")))
   #endif
-  #define CSM_TARGET_AVX2 __attribute__((target("avx2,fma")))
 
   #define CSM_ISA avx2
   #define CSM_ISA_ID 1
-  #define CSM_TARGET CSM_TARGET_AVX2
-  #define CSM_T double
-  #define CSM_F32 0
-  #define CSM_SFX f64_avx2
-  #include "_rows_impl.h"
-  #undef CSM_T
-  #undef CSM_F32
-  #undef CSM_SFX
-  #define CSM_T float
-  #define CSM_F32 1
-  #define CSM_SFX f32_avx2
-  #include "_rows_impl.h"
-  #undef CSM_T
-  #undef CSM_F32
-  #undef CSM_SFX
+  #define CSM_TARGET __attribute__((target("avx2,fma")))
+  #include "_rows_isa.h"
   #undef CSM_TARGET
+  #undef CSM_ISA_ID
   #undef CSM_ISA
-#undef CSM_ISA_ID
 
   #define CSM_ISA avx512
   #define CSM_ISA_ID 2
   #define CSM_TARGET CSM_TARGET_AVX512
-  #define CSM_T double
-  #define CSM_F32 0
-  #define CSM_SFX f64_avx512
-  #include "_rows_impl.h"
-  #undef CSM_T
-  #undef CSM_F32
-  #undef CSM_SFX
-  #define CSM_T float
-  #define CSM_F32 1
-  #define CSM_SFX f32_avx512
-  #include "_rows_impl.h"
-  #undef CSM_T
-  #undef CSM_F32
-  #undef CSM_SFX
+  #include "_rows_isa.h"
   #undef CSM_TARGET
+  #undef CSM_ISA_ID
   #undef CSM_ISA
-#undef CSM_ISA_ID
 #endif
 
 #define CSM_TABLE(T, isa) { csm_softmax_rows_##T##_##isa, csm_log_softmax_rows_##T##_##isa, \

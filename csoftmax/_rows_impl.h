@@ -1,7 +1,7 @@
 /*
  * Row kernels of csoftmax for ONE (element type, instruction set) pair.
  *
- * This file is a template: _rows.h includes it once per pair, with
+ * This file is a template: _rows_isa.h includes it once per pair, with
  *   CSM_T       the element type (float or double)
  *   CSM_F32     1 for float, 0 for double
  *   CSM_SFX     the name suffix (f32_avx2, f64_baseline, ...)
@@ -20,8 +20,6 @@
  * an input (in-place), so no pointer is declared restrict.
  */
 
-#define CSM_PASTE_(a, b) a##_##b
-#define CSM_PASTE(a, b) CSM_PASTE_(a, b)
 #define CSM_FN(name) CSM_PASTE(name, CSM_SFX)
 
 #if CSM_F32
