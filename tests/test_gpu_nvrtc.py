@@ -70,6 +70,9 @@ def test_registers_allow_the_largest_block_the_planner_launches(compiled, arch):
 
 
 def test_committed_resource_table_is_current(compiled):
+    if not nvrtc.TABLE.parent.joinpath("softmax.cu").exists():
+        pytest.skip("no source tree beside these tests (an installed wheel): the "
+                    "table is checked by the repository's own run")
     expected = nvrtc.resource_table(compiled)
     committed = nvrtc.TABLE.read_text() if nvrtc.TABLE.exists() else ""
     assert committed == expected, (
