@@ -281,79 +281,108 @@ static CSM_INLINE CSM_TARGET void CSM_FN(csm_stream_scaled)(CSM_T *dst, const CS
 #undef CSM_VW
 #undef CSM_VSTREAM
 
-/* Rows of at most CSM_SMALL_K elements are computed CSM_LANES rows at a
- * time, one row per SIMD lane: the row loops above would spend most of their
- * time in scalar remainder iterations and horizontal reductions (measured:
- * 54 ns per K = 10 row with AVX2, against 12 ns here). The group is
- * transposed into a stack buffer; a short group repeats its last row in the
- * unused lanes, so every row takes exactly the same path wherever it lies.
- * log_softmax selects its own epilogue with `log_out`. */
-static CSM_TARGET void CSM_FN(csm_small_rows)(
-    const CSM_T *x, ptrdiff_t ldx, CSM_T *y, ptrdiff_t ldy, ptrdiff_t rows, ptrdiff_t K,
-    int log_out)
+/* Rows of at most CSM_SMALL_K elements are computed several rows at a time,
+ * one row per SIMD lane: the row loops below would spend most of their time
+ * in scalar remainder iterations and horizontal reductions (measured: 519
+ * instructions per K = 10 row with AVX2, against 145 here). The group is
+ * transposed into a stack buffer. Each lane's arithmetic is the same
+ * sequence whatever the lane count, so `lanes` (a constant at every call
+ * site) only changes the speed: full groups use CSM_LANES, leftover rows one
+ * lane each, and a row's result never depends on the rows around it.
+ * log_out selects log_softmax's epilogue. */
+static CSM_INLINE CSM_TARGET void CSM_FN(csm_small_group)(
+    const CSM_T *x, ptrdiff_t ldx, CSM_T *y, ptrdiff_t ldy, ptrdiff_t K,
+    int log_out, const ptrdiff_t lanes)
 {
     /* Lane loops are innermost and of fixed length: GCC does not vectorise
      * an outer loop over lanes that contains several inner loops. */
     CSM_T buf[CSM_SMALL_K * CSM_LANES];
-    CSM_T m[CSM_LANES], acc[CSM_LANES], inv[CSM_LANES];
+    CSM_T m[CSM_LANES], acc[CSM_LANES], c[CSM_LANES];
     double sd[CSM_LANES];
-    for (ptrdiff_t r0 = 0; r0 < rows; r0 += CSM_LANES) {
-        const ptrdiff_t nr = rows - r0 < CSM_LANES ? rows - r0 : CSM_LANES;
-        for (ptrdiff_t l = 0; l < CSM_LANES; ++l) {
-            const CSM_T *xr = x + (r0 + (l < nr ? l : nr - 1)) * ldx;
-            for (ptrdiff_t j = 0; j < K; ++j)
-                buf[j * CSM_LANES + l] = xr[j];
+    for (ptrdiff_t l = 0; l < lanes; ++l)
+        for (ptrdiff_t j = 0; j < K; ++j)
+            buf[j * lanes + l] = x[l * ldx + j];
+#pragma omp simd
+    for (ptrdiff_t l = 0; l < lanes; ++l)
+        m[l] = buf[l];
+    for (ptrdiff_t j = 1; j < K; ++j) {
+        const CSM_T *bj = buf + j * lanes;
+#pragma omp simd
+        for (ptrdiff_t l = 0; l < lanes; ++l)
+            m[l] = bj[l] > m[l] ? bj[l] : m[l];
+    }
+    if (!log_out) {
+#pragma omp simd
+        for (ptrdiff_t l = 0; l < lanes; ++l)
+            acc[l] = 0;
+        for (ptrdiff_t j = 0; j < K; ++j) {
+            CSM_T *bj = buf + j * lanes;
+#pragma omp simd
+            for (ptrdiff_t l = 0; l < lanes; ++l) {
+                const CSM_T e = CSM_FN(csm_exp_neg)(bj[l] - m[l]);
+                bj[l] = e;
+                acc[l] += e;
+            }
         }
 #pragma omp simd
-        for (ptrdiff_t l = 0; l < CSM_LANES; ++l)
-            m[l] = buf[l];
-        for (ptrdiff_t j = 1; j < K; ++j) {
-            const CSM_T *bj = buf + j * CSM_LANES;
+        for (ptrdiff_t l = 0; l < lanes; ++l)
+            c[l] = (CSM_T)1 / acc[l];
+        /* Scale in the lane layout, where it vectorises; then transpose out. */
+        for (ptrdiff_t j = 0; j < K; ++j) {
+            CSM_T *bj = buf + j * lanes;
 #pragma omp simd
-            for (ptrdiff_t l = 0; l < CSM_LANES; ++l)
-                m[l] = bj[l] > m[l] ? bj[l] : m[l];
+            for (ptrdiff_t l = 0; l < lanes; ++l)
+                bj[l] *= c[l];
         }
-        if (!log_out) {
+    } else {
 #pragma omp simd
-            for (ptrdiff_t l = 0; l < CSM_LANES; ++l)
-                acc[l] = 0;
-            for (ptrdiff_t j = 0; j < K; ++j) {
-                CSM_T *bj = buf + j * CSM_LANES;
+        for (ptrdiff_t l = 0; l < lanes; ++l)
+            sd[l] = 0;
+        for (ptrdiff_t j = 0; j < K; ++j) {
+            const CSM_T *bj = buf + j * lanes;
 #pragma omp simd
-                for (ptrdiff_t l = 0; l < CSM_LANES; ++l) {
-                    const CSM_T e = CSM_FN(csm_exp_neg)(bj[l] - m[l]);
-                    bj[l] = e;
-                    acc[l] += e;
-                }
-            }
+            for (ptrdiff_t l = 0; l < lanes; ++l)
+                sd[l] += (double)CSM_FN(csm_exp_neg)(bj[l] - m[l]);
+        }
 #pragma omp simd
-            for (ptrdiff_t l = 0; l < CSM_LANES; ++l)
-                inv[l] = (CSM_T)1 / acc[l];
-            for (ptrdiff_t l = 0; l < nr; ++l) {
-                CSM_T *yr = y + (r0 + l) * ldy;
-                for (ptrdiff_t j = 0; j < K; ++j)
-                    yr[j] = buf[j * CSM_LANES + l] * inv[l];
-            }
-        } else {
+        for (ptrdiff_t l = 0; l < lanes; ++l)
+            c[l] = (CSM_T)CSM_PASTE(csm_log, CSM_PASTE(f64, CSM_ISA))(sd[l]);
+        for (ptrdiff_t j = 0; j < K; ++j) {
+            CSM_T *bj = buf + j * lanes;
 #pragma omp simd
-            for (ptrdiff_t l = 0; l < CSM_LANES; ++l)
-                sd[l] = 0;
-            for (ptrdiff_t j = 0; j < K; ++j) {
-                const CSM_T *bj = buf + j * CSM_LANES;
-#pragma omp simd
-                for (ptrdiff_t l = 0; l < CSM_LANES; ++l)
-                    sd[l] += (double)CSM_FN(csm_exp_neg)(bj[l] - m[l]);
-            }
-#pragma omp simd
-            for (ptrdiff_t l = 0; l < CSM_LANES; ++l)
-                inv[l] = (CSM_T)CSM_PASTE(csm_log, CSM_PASTE(f64, CSM_ISA))(sd[l]);
-            for (ptrdiff_t l = 0; l < nr; ++l) {
-                CSM_T *yr = y + (r0 + l) * ldy;
-                for (ptrdiff_t j = 0; j < K; ++j)
-                    yr[j] = (buf[j * CSM_LANES + l] - m[l]) - inv[l];
-            }
+            for (ptrdiff_t l = 0; l < lanes; ++l)
+                bj[l] = (bj[l] - m[l]) - c[l];
         }
     }
+    for (ptrdiff_t l = 0; l < lanes; ++l)
+        for (ptrdiff_t j = 0; j < K; ++j)
+            y[l * ldy + j] = buf[j * lanes + l];
+}
+
+static CSM_TARGET void CSM_FN(csm_small_rows)(
+    const CSM_T *x, ptrdiff_t ldx, CSM_T *y, ptrdiff_t ldy, ptrdiff_t rows, ptrdiff_t K,
+    int log_out)
+{
+    ptrdiff_t r = 0;
+    /* A constant K unrolls the transposes into plain loads and stores: they
+     * were 57% of the instructions at K = 10 (callgrind), with loop overhead
+     * on every element. */
+    for (; r + CSM_LANES <= rows; r += CSM_LANES) {
+        const CSM_T *xg = x + r * ldx;
+        CSM_T *yg = y + r * ldy;
+        switch (K) {
+#define CSM_K_CASE(kk) case kk: CSM_FN(csm_small_group)(xg, ldx, yg, ldy, kk, log_out, CSM_LANES); break;
+        CSM_K_CASE(1) CSM_K_CASE(2) CSM_K_CASE(3) CSM_K_CASE(4)
+        CSM_K_CASE(5) CSM_K_CASE(6) CSM_K_CASE(7) CSM_K_CASE(8)
+        CSM_K_CASE(9) CSM_K_CASE(10) CSM_K_CASE(11) CSM_K_CASE(12)
+        CSM_K_CASE(13) CSM_K_CASE(14) CSM_K_CASE(15) CSM_K_CASE(16)
+#undef CSM_K_CASE
+        default: /* K <= CSM_SMALL_K = 16 here */
+            break;
+        }
+    }
+    for (; r < rows; ++r)
+        CSM_FN(csm_small_group)(x + r * ldx, ldx, y + r * ldy, ldy, K, log_out, 1);
 }
 
 /* softmax: max; exp(x - max) into y while summing; scale by 1/sum. The row
