@@ -181,7 +181,9 @@ static CSM_INLINE CSM_TARGET double CSM_FN(csm_log)(double x)
  * bound by the latency of max, four keep the pipeline full. */
 static CSM_INLINE CSM_TARGET CSM_T CSM_FN(csm_row_max)(const CSM_T *x, ptrdiff_t K)
 {
-    const ptrdiff_t q = K / 4;
+    /* Quarters of a short row are too short to vectorise well (K = 63 gave
+     * 15-element streams, mostly scalar remainders): one stream there. */
+    const ptrdiff_t q = K >= CSM_MAX_STREAMS_K ? K / 4 : 0;
     const CSM_T *x1 = x + q, *x2 = x + 2 * q, *x3 = x + 3 * q;
     CSM_T m0 = -CSM_INF_T, m1 = -CSM_INF_T, m2 = -CSM_INF_T, m3 = -CSM_INF_T;
 #pragma omp simd reduction(max : m0, m1, m2, m3)
@@ -376,8 +378,12 @@ static CSM_TARGET void CSM_FN(csm_small_rows)(
         CSM_K_CASE(5) CSM_K_CASE(6) CSM_K_CASE(7) CSM_K_CASE(8)
         CSM_K_CASE(9) CSM_K_CASE(10) CSM_K_CASE(11) CSM_K_CASE(12)
         CSM_K_CASE(13) CSM_K_CASE(14) CSM_K_CASE(15) CSM_K_CASE(16)
+        CSM_K_CASE(17) CSM_K_CASE(18) CSM_K_CASE(19) CSM_K_CASE(20)
+        CSM_K_CASE(21) CSM_K_CASE(22) CSM_K_CASE(23) CSM_K_CASE(24)
+        CSM_K_CASE(25) CSM_K_CASE(26) CSM_K_CASE(27) CSM_K_CASE(28)
+        CSM_K_CASE(29) CSM_K_CASE(30) CSM_K_CASE(31) CSM_K_CASE(32)
 #undef CSM_K_CASE
-        default: /* K <= CSM_SMALL_K = 16 here */
+        default: /* K <= CSM_SMALL_K = 32 here */
             break;
         }
     }
@@ -385,44 +391,64 @@ static CSM_TARGET void CSM_FN(csm_small_rows)(
         CSM_FN(csm_small_group)(x + r * ldx, ldx, y + r * ldy, ldy, K, log_out, 1);
 }
 
+/* Each operation has a core, computing `rows` rows into (out, ldo) with
+ * regular stores, and a table entry that adds streaming (csm_streamed). */
+typedef void (*CSM_FN(csm_core_t))(const CSM_T *, ptrdiff_t, const CSM_T *, ptrdiff_t,
+                                   CSM_T *, ptrdiff_t, ptrdiff_t, ptrdiff_t);
+
+/* Streaming stores pay off only on whole cache lines: a row that ends
+ * mid-line mixes streamed and regular stores in one line, and each partial
+ * write-combining flush is a transaction of its own (rows of K = 17 float32
+ * took 14 ns per element streamed row by row, 1 ns otherwise). So groups of
+ * rows are computed into an L1 scratch laid out like a contiguous output and
+ * streamed as one span; lines are split only at the ends of a span. Outputs
+ * that are not row-contiguous, or rows longer than the scratch, use regular
+ * stores. Streaming never changes a value. */
+static CSM_INLINE CSM_TARGET void CSM_FN(csm_streamed)(
+    CSM_FN(csm_core_t) core, const CSM_T *a, ptrdiff_t lda, const CSM_T *b, ptrdiff_t ldb,
+    CSM_T *out, ptrdiff_t ldo, ptrdiff_t rows, ptrdiff_t K, int stream)
+{
+    if (!stream || ldo != K || K > CSM_SCRATCH) {
+        core(a, lda, b, ldb, out, ldo, rows, K);
+        return;
+    }
+    CSM_T scratch[CSM_SCRATCH];
+    const ptrdiff_t group = CSM_SCRATCH / K;
+    for (ptrdiff_t r0 = 0; r0 < rows; r0 += group) {
+        const ptrdiff_t nr = rows - r0 < group ? rows - r0 : group;
+        core(a + r0 * lda, lda, b + r0 * ldb, ldb, scratch, K, nr, K);
+        CSM_FN(csm_stream_scaled)(out + r0 * K, scratch, (CSM_T)1, nr * K);
+    }
+    CSM_STREAM_FENCE();
+}
+
 /* softmax: max; exp(x - max) into y while summing; scale by 1/sum. The row
  * stays in L1/L2 between the passes, so DRAM sees one read and one write. */
-static CSM_TARGET void CSM_FN(csm_softmax_rows)(
+static CSM_TARGET void CSM_FN(csm_softmax_core)(
     const CSM_T *x, ptrdiff_t ldx, const CSM_T *unused, ptrdiff_t ldu,
-    CSM_T *y, ptrdiff_t ldy, ptrdiff_t rows, ptrdiff_t K, int stream)
+    CSM_T *y, ptrdiff_t ldy, ptrdiff_t rows, ptrdiff_t K)
 {
     (void)unused; (void)ldu;
     if (K <= CSM_SMALL_K) {
         CSM_FN(csm_small_rows)(x, ldx, y, ldy, rows, K, 0);
         return;
     }
-    /* Streaming: exp(x - max) goes to an L1 scratch row, and only the final
-     * values are written to y, with streaming stores. */
-    CSM_T scratch[CSM_SCRATCH];
-    stream = stream && K <= CSM_SCRATCH;
     for (ptrdiff_t r = 0; r < rows; ++r) {
         const CSM_T *xr = x + r * ldx;
         CSM_T *yr = y + r * ldy;
         const CSM_T m = CSM_FN(csm_row_max)(xr, K);
-        if (stream) {
-            const CSM_T s = CSM_FN(csm_row_exp_sum)(xr, scratch, m, K);
-            CSM_FN(csm_stream_scaled)(yr, scratch, (CSM_T)1 / s, K);
-        } else {
-            const CSM_T s = CSM_FN(csm_row_exp_sum)(xr, yr, m, K);
-            CSM_FN(csm_row_scale)(yr, (CSM_T)1 / s, K);
-        }
+        const CSM_T s = CSM_FN(csm_row_exp_sum)(xr, yr, m, K);
+        CSM_FN(csm_row_scale)(yr, (CSM_T)1 / s, K);
     }
-    if (stream)
-        CSM_STREAM_FENCE();
 }
 
 /* log_softmax in chunks of CSM_LOG_CHUNK rows: maxima and sums for the chunk,
  * one vectorised log over the chunk's sums (a scalar libm log per row costs
  * more than a short row), then y = (x - max) - log(sum): that order keeps
  * [1000, 1] -> [0, -999] exact (PyTorch issue 11752). */
-static CSM_TARGET void CSM_FN(csm_log_softmax_rows)(
+static CSM_TARGET void CSM_FN(csm_log_softmax_core)(
     const CSM_T *x, ptrdiff_t ldx, const CSM_T *unused, ptrdiff_t ldu,
-    CSM_T *y, ptrdiff_t ldy, ptrdiff_t rows, ptrdiff_t K, int stream)
+    CSM_T *y, ptrdiff_t ldy, ptrdiff_t rows, ptrdiff_t K)
 {
     (void)unused; (void)ldu;
     if (K <= CSM_SMALL_K) {
@@ -431,8 +457,6 @@ static CSM_TARGET void CSM_FN(csm_log_softmax_rows)(
     }
     CSM_T mx[CSM_LOG_CHUNK];
     double lg[CSM_LOG_CHUNK];
-    CSM_T scratch[CSM_SCRATCH];
-    stream = stream && K <= CSM_SCRATCH;
     for (ptrdiff_t r0 = 0; r0 < rows; r0 += CSM_LOG_CHUNK) {
         const ptrdiff_t nr = rows - r0 < CSM_LOG_CHUNK ? rows - r0 : CSM_LOG_CHUNK;
         for (ptrdiff_t r = 0; r < nr; ++r) {
@@ -447,27 +471,20 @@ static CSM_TARGET void CSM_FN(csm_log_softmax_rows)(
             const CSM_T *xr = x + (r0 + r) * ldx;
             CSM_T *yr = y + (r0 + r) * ldy;
             const CSM_T m = mx[r], l = (CSM_T)lg[r];
-            CSM_T *dst = stream ? scratch : yr;
 #pragma omp simd
             for (ptrdiff_t i = 0; i < K; ++i)
-                dst[i] = (xr[i] - m) - l;
-            if (stream)
-                CSM_FN(csm_stream_scaled)(yr, scratch, (CSM_T)1, K);
+                yr[i] = (xr[i] - m) - l;
         }
     }
-    if (stream)
-        CSM_STREAM_FENCE();
 }
 
 /* softmax backward: out = y * (g - sum(g * y)). One pass for the dot product,
  * one fused elementwise pass; the row stays in cache in between. out may be
  * y or g. */
-static CSM_TARGET void CSM_FN(csm_softmax_backward_rows)(
+static CSM_TARGET void CSM_FN(csm_softmax_backward_core)(
     const CSM_T *y, ptrdiff_t ldy, const CSM_T *g, ptrdiff_t ldg,
-    CSM_T *out, ptrdiff_t ldo, ptrdiff_t rows, ptrdiff_t K, int stream)
+    CSM_T *out, ptrdiff_t ldo, ptrdiff_t rows, ptrdiff_t K)
 {
-    CSM_T scratch[CSM_SCRATCH];
-    stream = stream && K <= CSM_SCRATCH;
     for (ptrdiff_t r = 0; r < rows; ++r) {
         const CSM_T *yr = y + r * ldy, *gr = g + r * ldg;
         CSM_T *orow = out + r * ldo;
@@ -475,24 +492,17 @@ static CSM_TARGET void CSM_FN(csm_softmax_backward_rows)(
 #pragma omp simd reduction(+ : d)
         for (ptrdiff_t i = 0; i < K; ++i)
             d += gr[i] * yr[i];
-        CSM_T *dst = stream ? scratch : orow;
 #pragma omp simd
         for (ptrdiff_t i = 0; i < K; ++i)
-            dst[i] = yr[i] * (gr[i] - d);
-        if (stream)
-            CSM_FN(csm_stream_scaled)(orow, scratch, (CSM_T)1, K);
+            orow[i] = yr[i] * (gr[i] - d);
     }
-    if (stream)
-        CSM_STREAM_FENCE();
 }
 
 /* log_softmax backward: out = g - exp(y) * sum(g). out may be y or g. */
-static CSM_TARGET void CSM_FN(csm_log_softmax_backward_rows)(
+static CSM_TARGET void CSM_FN(csm_log_softmax_backward_core)(
     const CSM_T *y, ptrdiff_t ldy, const CSM_T *g, ptrdiff_t ldg,
-    CSM_T *out, ptrdiff_t ldo, ptrdiff_t rows, ptrdiff_t K, int stream)
+    CSM_T *out, ptrdiff_t ldo, ptrdiff_t rows, ptrdiff_t K)
 {
-    CSM_T scratch[CSM_SCRATCH];
-    stream = stream && K <= CSM_SCRATCH;
     for (ptrdiff_t r = 0; r < rows; ++r) {
         const CSM_T *yr = y + r * ldy, *gr = g + r * ldg;
         CSM_T *orow = out + r * ldo;
@@ -500,67 +510,72 @@ static CSM_TARGET void CSM_FN(csm_log_softmax_backward_rows)(
 #pragma omp simd reduction(+ : sg)
         for (ptrdiff_t i = 0; i < K; ++i)
             sg += gr[i];
-        CSM_T *dst = stream ? scratch : orow;
 #pragma omp simd
         for (ptrdiff_t i = 0; i < K; ++i)
-            dst[i] = gr[i] - CSM_FN(csm_exp)(yr[i]) * sg;
-        if (stream)
-            CSM_FN(csm_stream_scaled)(orow, scratch, (CSM_T)1, K);
+            orow[i] = gr[i] - CSM_FN(csm_exp)(yr[i]) * sg;
     }
-    if (stream)
-        CSM_STREAM_FENCE();
 }
+
+#define CSM_STREAMED_ENTRY(name)                                                       \
+    static CSM_TARGET void CSM_FN(name##_rows)(                                        \
+        const CSM_T *a, ptrdiff_t lda, const CSM_T *b, ptrdiff_t ldb,                  \
+        CSM_T *out, ptrdiff_t ldo, ptrdiff_t rows, ptrdiff_t K, int stream)            \
+    {                                                                                  \
+        CSM_FN(csm_streamed)(CSM_FN(name##_core), a, lda, b, ldb, out, ldo, rows, K, stream); \
+    }
+CSM_STREAMED_ENTRY(csm_softmax)
+CSM_STREAMED_ENTRY(csm_log_softmax)
+CSM_STREAMED_ENTRY(csm_softmax_backward)
+CSM_STREAMED_ENTRY(csm_log_softmax_backward)
+#undef CSM_STREAMED_ENTRY
 
 /* Jacobian: J[i, j] = s_i (delta_ij - s_j) for each row, into a K x K block
  * per row (ldo = K * K). s is computed once per row. Off-diagonal entries are
  * -(s_i * s_j), so the block is bitwise symmetric; the diagonal is
- * s_i - s_i * s_i, i.e. diag(s) - s s^T. Without streaming, s goes into the
- * block's last row, which serves as scratch until it is overwritten last, in
- * place; with streaming, s and each row are built in L1 scratch and streamed
- * out, so the K x K block is written to DRAM once and never read. */
+ * s_i - s_i * s_i, i.e. diag(s) - s s^T. */
+static CSM_INLINE CSM_TARGET void CSM_FN(csm_jacobian_block)(
+    const CSM_T *s, CSM_T *J, ptrdiff_t i0, ptrdiff_t i1, ptrdiff_t K)
+{
+    /* Rows i0..i1 of the block; J points at row i0. */
+    for (ptrdiff_t i = i0; i < i1; ++i) {
+        const CSM_T si = s[i];
+        CSM_T *Ji = J + (i - i0) * K;
+#pragma omp simd
+        for (ptrdiff_t j = 0; j < K; ++j)
+            Ji[j] = -(si * s[j]);
+        Ji[i] = si - si * si;
+    }
+}
+
 static CSM_TARGET void CSM_FN(csm_jacobian_rows)(
     const CSM_T *x, ptrdiff_t ldx, const CSM_T *unused, ptrdiff_t ldu,
     CSM_T *jac, ptrdiff_t ldo, ptrdiff_t rows, ptrdiff_t K, int stream)
 {
     (void)unused; (void)ldu;
-    if (stream && K <= CSM_SCRATCH / 2) {
-        /* s for as many rows as fill half the scratch, then each block. */
-        CSM_T s[CSM_SCRATCH / 2], row[CSM_SCRATCH / 2];
+    if (stream && ldo == K * K && K <= CSM_SCRATCH / 2) {
+        /* The output is one contiguous span: rows of J are built in L1
+         * scratch, as many as fit, and streamed (see csm_streamed). */
+        CSM_T s[CSM_SCRATCH / 2], buf[CSM_SCRATCH / 2];
         const ptrdiff_t group = (CSM_SCRATCH / 2) / K;
-        for (ptrdiff_t r0 = 0; r0 < rows; r0 += group) {
-            const ptrdiff_t nr = rows - r0 < group ? rows - r0 : group;
-            CSM_FN(csm_softmax_rows)(x + r0 * ldx, ldx, 0, 0, s, K, nr, K, 0);
-            for (ptrdiff_t r = 0; r < nr; ++r) {
-                CSM_T *J = jac + (r0 + r) * ldo;
-                const CSM_T *sr = s + r * K;
-                for (ptrdiff_t i = 0; i < K; ++i) {
-                    const CSM_T si = sr[i];
-#pragma omp simd
-                    for (ptrdiff_t j = 0; j < K; ++j)
-                        row[j] = -(si * sr[j]);
-                    row[i] = si - si * si;
-                    CSM_FN(csm_stream_scaled)(J + i * K, row, (CSM_T)1, K);
-                }
+        for (ptrdiff_t r = 0; r < rows; ++r) {
+            CSM_FN(csm_softmax_core)(x + r * ldx, ldx, 0, 0, s, K, 1, K);
+            CSM_T *J = jac + r * ldo;
+            for (ptrdiff_t i0 = 0; i0 < K; i0 += group) {
+                const ptrdiff_t i1 = K - i0 < group ? K : i0 + group;
+                CSM_FN(csm_jacobian_block)(s, buf, i0, i1, K);
+                CSM_FN(csm_stream_scaled)(J + i0 * K, buf, (CSM_T)1, (i1 - i0) * K);
             }
         }
         CSM_STREAM_FENCE();
         return;
     }
-    /* s of every row at once, into the last row of each block. */
-    CSM_FN(csm_softmax_rows)(x, ldx, 0, 0, jac + (K - 1) * K, ldo, rows, K, 0);
+    /* s of every row at once, into the last row of each block, which serves
+     * as scratch until it is overwritten last, in place: s_i is read before
+     * row i is written, and row K - 1 reads each s_j before its own store. */
+    CSM_FN(csm_softmax_core)(x, ldx, 0, 0, jac + (K - 1) * K, ldo, rows, K);
     for (ptrdiff_t r = 0; r < rows; ++r) {
         CSM_T *J = jac + r * ldo;
-        CSM_T *s = J + (K - 1) * K;
-        for (ptrdiff_t i = 0; i < K; ++i) {
-            /* The last row reads s while overwriting it element by element:
-             * s_i is saved first and each s_j is read before its own store. */
-            const CSM_T si = s[i];
-            CSM_T *Ji = J + i * K;
-#pragma omp simd
-            for (ptrdiff_t j = 0; j < K; ++j)
-                Ji[j] = -(si * s[j]);
-            Ji[i] = si - si * si;
-        }
+        CSM_FN(csm_jacobian_block)(J + (K - 1) * K, J, 0, K, K);
     }
 }
 
