@@ -204,6 +204,7 @@ def _check_out(out, shape, dtype, fname, xp):
 
 # ---- the operations ----------------------------------------------------------
 
+
 def _elementwise(op, inputs, names, axis, out, num_threads):
     """softmax, log_softmax and both backward passes: result shaped like the input."""
     nt = _threads(num_threads, op)
@@ -233,7 +234,7 @@ def _elementwise(op, inputs, names, axis, out, num_threads):
                 for a, s in zip(arrays, srcs)):
             target = None
     res2 = target if target is not None else xp.empty((rows.n, rows.k), dtype=cdtype)
-    backend.run(op, srcs[0], srcs[1] if len(srcs) > 1 else None, res2, nt)
+    backend.run(op, srcs[0], srcs[1] if len(srcs) > 1 else None, res2, nt, target is None)
     if target is not None:
         return out
     res = rows.from_rows(res2)
@@ -296,7 +297,7 @@ def softmax_jacobian(x, axis=-1, *, out=None, num_threads=None):
               and out.flags.aligned and out.dtype.isnative
               and not np.may_share_memory(out, x))
     res = out if direct else xp.empty((rows.n, rows.k, rows.k), dtype=cdtype)
-    backend.run(fname, src, None, res.reshape(rows.n, rows.k, rows.k), nt)
+    backend.run(fname, src, None, res.reshape(rows.n, rows.k, rows.k), nt, not direct)
     if direct:
         return out
     res = res.reshape(shape)

@@ -8,7 +8,7 @@ number of elements; the Jacobian's (N, K, K) output is C-contiguous.
 """
 cimport numpy as cnp
 
-from csoftmax.kernels cimport rows_f32, rows_f64
+from csoftmax.kernels cimport OP_NO_STREAM, rows_f32, rows_f64
 
 cnp.import_array()
 
@@ -27,8 +27,9 @@ cdef inline Py_ssize_t _ld(cnp.ndarray a):
     return cnp.PyArray_STRIDE(a, 0) // cnp.PyArray_ITEMSIZE(a)
 
 
-def run(str op, cnp.ndarray a, b, cnp.ndarray out, int num_threads):
-    """out <- op(a[, b]) row by row. num_threads <= 0: OpenMP's default."""
+def run(str op, cnp.ndarray a, b, cnp.ndarray out, int num_threads, bint fresh=False):
+    """out <- op(a[, b]) row by row. num_threads <= 0: OpenMP's default.
+    fresh: `out` was just allocated (see OP_NO_STREAM)."""
     cdef int code = OPS.index(op)
     cdef cnp.ndarray bb = a if b is None else b
     cdef Py_ssize_t n = cnp.PyArray_DIM(a, 0), k = cnp.PyArray_DIM(a, 1)
@@ -39,6 +40,8 @@ def run(str op, cnp.ndarray a, b, cnp.ndarray out, int num_threads):
     cdef void* pb = cnp.PyArray_DATA(bb)
     cdef void* po = cnp.PyArray_DATA(out)
     cdef int rc
+    if fresh:
+        code |= OP_NO_STREAM
     if cnp.PyArray_TYPE(a) == cnp.NPY_FLOAT:
         with nogil:
             rc = rows_f32(code, <const float*>pa, lda, <const float*>pb, ldb,

@@ -12,7 +12,7 @@ kernels, so they give identical results.
 cimport numpy as cnp
 from cpython.long cimport PyLong_AsLongAndOverflow
 
-from csoftmax.kernels cimport rows_f32, rows_f64
+from csoftmax.kernels cimport OP_NO_STREAM, rows_f32, rows_f64
 from csoftmax import _api
 
 cnp.import_array()
@@ -109,6 +109,7 @@ cdef object _compute(int op, cnp.ndarray a, cnp.ndarray b, object out, int nt, b
     cdef int t = cnp.PyArray_TYPE(a)
     if out is None:
         o = cnp.PyArray_EMPTY(nd + jacobian, dims, t, 0)
+        op |= OP_NO_STREAM
     else:
         o = <cnp.ndarray>out
     cdef Py_ssize_t ldo = k * k if jacobian else k

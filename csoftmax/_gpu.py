@@ -270,13 +270,14 @@ def _data_ptr(x) -> int:
 _raised_smem: dict = {}
 
 
-def run(op: str, a, b, out, num_threads: int = 0) -> None:
+def run(op: str, a, b, out, num_threads: int = 0, fresh: bool = False) -> None:
     """Compute ``op`` on the (N, K) array ``a`` (and gradient ``b``) into ``out``.
 
     All arrays are C-contiguous and of one native dtype; ``out`` is (N, K), or
     (N, K, K) for the Jacobian. ``b`` is None for the forward operations.
-    ``num_threads`` is the CPU backend's knob, part of the shared backend
-    signature; the wrapper has validated it, and the GPU has no use for it.
+    ``num_threads`` and ``fresh`` (``out`` was just allocated) are the CPU
+    backend's knobs, part of the shared backend signature; the GPU has no
+    use for them.
     """
     n, k = a.shape
     device = _device_of(a)

@@ -39,6 +39,11 @@ cdef enum:
     OP_SOFTMAX_JACOBIAN = 4
     OP_EXP = 5          # y = exp(x), the kernels' vectorised exp (for tests)
     OP_LOG = 6          # y = log(x), the kernels' vectorised log (for tests)
+    # Or'ed into op: the output was just allocated. Large outputs are
+    # otherwise written with streaming stores (no read-for-ownership), which
+    # win on reused buffers; on fresh pages, which the OS has just zeroed
+    # into cache, regular stores measured as fast or faster.
+    OP_NO_STREAM = 16
 
 cdef int rows_f32(int op, const float* a, Py_ssize_t lda, const float* b, Py_ssize_t ldb,
                   float* out, Py_ssize_t ldo, Py_ssize_t n_rows, Py_ssize_t n_cols,

@@ -61,7 +61,8 @@ cdef inline void _rows(int op, const real_t* a, Py_ssize_t lda, const real_t* b,
 cdef int _run(int op, const real_t* a, Py_ssize_t lda, const real_t* b, Py_ssize_t ldb,
               real_t* out, Py_ssize_t ldo, Py_ssize_t n, Py_ssize_t k, int num_threads) noexcept nogil:
     cdef Py_ssize_t block, n_blocks, c, r0, nr, work
-    cdef int stream
+    cdef int stream, no_stream = op & OP_NO_STREAM
+    op = op & ~OP_NO_STREAM
     if op < 0 or op >= CSM_N_OPS or n < 0 or k < 0:
         return -1
     if n == 0 or k == 0:
@@ -77,7 +78,7 @@ cdef int _run(int op, const real_t* a, Py_ssize_t lda, const real_t* b, Py_ssize
     if op == OP_SOFTMAX_JACOBIAN:
         work = work * k
     # Streaming never changes a value, only how it reaches memory.
-    stream = work >= STREAM_BYTES // <Py_ssize_t>sizeof(real_t)
+    stream = not no_stream and work >= STREAM_BYTES // <Py_ssize_t>sizeof(real_t)
     if num_threads <= 0:
         num_threads = csm_max_threads()
     # A thread without a block would idle, and a huge request must not spawn
