@@ -204,6 +204,15 @@ def _check_out(out, shape, dtype, fname, xp):
 
 # ---- the operations ----------------------------------------------------------
 
+def _deliver(res, out, rdtype):
+    """A result computed in a buffer of our own: copied into `out`, or
+    returned in the result dtype (float16 inputs were computed in float32)."""
+    if out is not None:
+        out[...] = res
+        return out
+    return res.astype(rdtype, copy=False)
+
+
 
 def _elementwise(op, inputs, names, axis, out, num_threads):
     """softmax, log_softmax and both backward passes: result shaped like the input."""
@@ -237,11 +246,7 @@ def _elementwise(op, inputs, names, axis, out, num_threads):
     backend.run(op, srcs[0], srcs[1] if len(srcs) > 1 else None, res2, nt, target is None)
     if target is not None:
         return out
-    res = rows.from_rows(res2)
-    if out is not None:
-        out[...] = res
-        return out
-    return res.astype(rdtype, copy=False)
+    return _deliver(rows.from_rows(res2), out, rdtype)
 
 
 def softmax(x, axis=-1, *, out=None, num_threads=None):
@@ -300,8 +305,4 @@ def softmax_jacobian(x, axis=-1, *, out=None, num_threads=None):
     backend.run(fname, src, None, res.reshape(rows.n, rows.k, rows.k), nt, not direct)
     if direct:
         return out
-    res = res.reshape(shape)
-    if out is not None:
-        out[...] = res
-        return out
-    return res.astype(rdtype, copy=False)
+    return _deliver(res.reshape(shape), out, rdtype)
