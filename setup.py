@@ -4,8 +4,8 @@ Environment switches (read at build time):
   CSOFTMAX_REQUIRE_OPENMP=1  a compiler without OpenMP is a build error (CI, wheels)
   CSOFTMAX_DISABLE_OPENMP=1  build without OpenMP (serial kernels, still vectorised)
 
-Never -ffast-math (it breaks NaN/inf semantics) and never -march=native (wheels
-must run on any x86-64); the kernels pick AVX2/AVX-512 at run time instead.
+No fast-math flags (they break NaN/inf semantics) and no host-specific -march
+(wheels must run on any x86-64): the kernels pick AVX2/AVX-512 at run time.
 """
 import os
 import sys

@@ -23,10 +23,6 @@ from numpy.lib.array_utils import normalize_axis_tuple
 
 from . import _cpu
 
-_UNARY = ("softmax", "log_softmax")
-_BACKWARD = ("softmax_backward", "log_softmax_backward")
-
-
 # ---- argument checks --------------------------------------------------------
 
 def _threads(num_threads, fname):
@@ -86,20 +82,12 @@ def _result_dtype(dtype, name, fname):
                     "point, integer or bool array")
 
 
-_NATIVE = {}
+_F32 = np.dtype(np.float32)
 
 
 def _compute_dtype(result_dtype, backend):
     # float16 is computed in float32 where the backend has no half kernels.
-    native = _NATIVE.get(backend)
-    if native is None:
-        native = _NATIVE[backend] = frozenset(np.dtype(d).type for d in backend.NATIVE_DTYPES)
-    if result_dtype.type in native:
-        return result_dtype
-    return _F32
-
-
-_F32 = np.dtype(np.float32)
+    return result_dtype if result_dtype in backend.NATIVE_DTYPES else _F32
 
 
 def _axes(axis, ndim, fname, single=False):
@@ -145,7 +133,7 @@ class _Rows:
         self.k = math.prod(self.row_shape)
         self.identity = self.perm == tuple(range(ndim))
 
-    def to_rows(self, a, xp):
+    def to_rows(self, a):
         a = a if self.identity else a.transpose(self.perm)
         return a.reshape(self.n, self.k)
 
@@ -213,7 +201,6 @@ def _deliver(res, out, rdtype):
     return res.astype(rdtype, copy=False)
 
 
-
 def _elementwise(op, inputs, names, axis, out, num_threads):
     """softmax, log_softmax and both backward passes: result shaped like the input."""
     nt = _threads(num_threads, op)
@@ -233,7 +220,7 @@ def _elementwise(op, inputs, names, axis, out, num_threads):
         res = xp.empty(shape, dtype=rdtype)
         return res if out is None else out
 
-    srcs = [_kernel_ready(rows.to_rows(a, xp), cdtype, xp) for a in arrays]
+    srcs = [_kernel_ready(rows.to_rows(a), cdtype, xp) for a in arrays]
     target = None
     if out is not None and rdtype == cdtype:
         target = _rows_view(out, rows, xp)
@@ -297,7 +284,7 @@ def softmax_jacobian(x, axis=-1, *, out=None, num_threads=None):
     if rows.n == 0 or rows.k == 0:
         return xp.empty(shape, dtype=rdtype) if out is None else out
 
-    src = _kernel_ready(rows.to_rows(x, xp), cdtype, xp)
+    src = _kernel_ready(rows.to_rows(x), cdtype, xp)
     direct = (out is not None and xp is np and rdtype == cdtype and out.flags.c_contiguous
               and out.flags.aligned and out.dtype.isnative
               and not np.may_share_memory(out, x))

@@ -12,17 +12,16 @@ kernels, so they give identical results.
 cimport numpy as cnp
 from cpython.long cimport PyLong_AsLongAndOverflow
 
-from csoftmax.kernels cimport OP_NO_STREAM, rows_f32, rows_f64
+from csoftmax._cpu cimport launch
+from csoftmax.kernels cimport (OP_LOG_SOFTMAX, OP_LOG_SOFTMAX_BACKWARD, OP_NO_STREAM,
+                               OP_SOFTMAX, OP_SOFTMAX_BACKWARD, OP_SOFTMAX_JACOBIAN)
 from csoftmax import _api
 
 cnp.import_array()
 
-# Below this many elements the GIL is kept: releasing and re-taking it costs
-# more than the kernel itself.
+# The fast path allocates Jacobians up to this size (1 GiB); larger ones go
+# through _api, which checks them against the machine's memory first.
 cdef enum:
-    NOGIL_ELEMS = 4096
-    # The fast path allocates Jacobians up to this size (1 GiB); larger ones go
-    # through _api, which checks them against the machine's memory first.
     FAST_JACOBIAN_BYTES = 1 << 30
 
 
@@ -96,9 +95,10 @@ cdef inline bint _fast_out(object out, cnp.ndarray a, cnp.ndarray b, bint jacobi
     return ((o is a or _disjoint(o, a)) and (o is b or _disjoint(o, b)))
 
 
-cdef object _compute(int op, cnp.ndarray a, cnp.ndarray b, object out, int nt, bint jacobian):
+cdef object _compute(int op, cnp.ndarray a, cnp.ndarray b, object out, int nt):
     """Allocate (unless `out` is given) and run: the result has a's shape, with
     a K axis appended for the Jacobian."""
+    cdef bint jacobian = op == OP_SOFTMAX_JACOBIAN
     cdef cnp.npy_intp dims[3]
     cdef cnp.ndarray o
     cdef int nd = cnp.PyArray_NDIM(a)
@@ -106,27 +106,12 @@ cdef object _compute(int op, cnp.ndarray a, cnp.ndarray b, object out, int nt, b
     dims[0] = cnp.PyArray_DIM(a, 0)
     dims[1] = k
     dims[nd] = k
-    cdef int t = cnp.PyArray_TYPE(a)
     if out is None:
-        o = cnp.PyArray_EMPTY(nd + jacobian, dims, t, 0)
+        o = cnp.PyArray_EMPTY(nd + jacobian, dims, cnp.PyArray_TYPE(a), 0)
         op |= OP_NO_STREAM
     else:
         o = <cnp.ndarray>out
-    cdef Py_ssize_t ldo = k * k if jacobian else k
-    cdef void* pa = cnp.PyArray_DATA(a)
-    cdef void* pb = cnp.PyArray_DATA(b)
-    cdef void* po = cnp.PyArray_DATA(o)
-    if cnp.PyArray_SIZE(o) < NOGIL_ELEMS:
-        if t == cnp.NPY_FLOAT:
-            rows_f32(op, <const float*>pa, k, <const float*>pb, k, <float*>po, ldo, n, k, nt)
-        else:
-            rows_f64(op, <const double*>pa, k, <const double*>pb, k, <double*>po, ldo, n, k, nt)
-    else:
-        with nogil:
-            if t == cnp.NPY_FLOAT:
-                rows_f32(op, <const float*>pa, k, <const float*>pb, k, <float*>po, ldo, n, k, nt)
-            else:
-                rows_f64(op, <const double*>pa, k, <const double*>pb, k, <double*>po, ldo, n, k, nt)
+    launch(op, a, k, b, k, o, k * k if jacobian else k, n, k, nt)
     return o
 
 
@@ -141,7 +126,7 @@ cdef inline object _unary(int op, object x, object axis, object out, object num_
         return None
     if out is not None and not _fast_out(out, a, a, False):
         return None
-    return _compute(op, a, a, out, nt, False)
+    return _compute(op, a, a, out, nt)
 
 
 cdef inline object _binary(int op, object y, object g, object axis, object out, object num_threads):
@@ -158,7 +143,7 @@ cdef inline object _binary(int op, object y, object g, object axis, object out, 
             return None
     if out is not None and not _fast_out(out, a, b, False):
         return None
-    return _compute(op, a, b, out, nt, False)
+    return _compute(op, a, b, out, nt)
 
 
 def softmax(x, axis=-1, *, out=None, num_threads=None):
@@ -170,7 +155,7 @@ def softmax(x, axis=-1, *, out=None, num_threads=None):
     out: optional array of the result's shape and dtype (may be x itself).
     num_threads: None for OpenMP's default, or a positive int for this call.
     """
-    r = _unary(0, x, axis, out, num_threads)
+    r = _unary(OP_SOFTMAX, x, axis, out, num_threads)
     return r if r is not None else _api.softmax(x, axis, out=out, num_threads=num_threads)
 
 
@@ -179,7 +164,7 @@ def log_softmax(x, axis=-1, *, out=None, num_threads=None):
 
     Arguments as for softmax().
     """
-    r = _unary(1, x, axis, out, num_threads)
+    r = _unary(OP_LOG_SOFTMAX, x, axis, out, num_threads)
     return r if r is not None else _api.log_softmax(x, axis, out=out, num_threads=num_threads)
 
 
@@ -188,7 +173,7 @@ def softmax_backward(y, grad, axis=-1, *, out=None, num_threads=None):
 
     y: softmax(x) along `axis`; grad: dL/dy, the same shape. Returns dL/dx.
     """
-    r = _binary(2, y, grad, axis, out, num_threads)
+    r = _binary(OP_SOFTMAX_BACKWARD, y, grad, axis, out, num_threads)
     return r if r is not None else _api.softmax_backward(y, grad, axis, out=out, num_threads=num_threads)
 
 
@@ -197,7 +182,7 @@ def log_softmax_backward(y, grad, axis=-1, *, out=None, num_threads=None):
 
     y: log_softmax(x) along `axis`; grad: dL/dy, the same shape. Returns dL/dx.
     """
-    r = _binary(3, y, grad, axis, out, num_threads)
+    r = _binary(OP_LOG_SOFTMAX_BACKWARD, y, grad, axis, out, num_threads)
     return r if r is not None else _api.log_softmax_backward(y, grad, axis, out=out, num_threads=num_threads)
 
 
@@ -215,11 +200,11 @@ def softmax_jacobian(x, axis=-1, *, out=None, num_threads=None):
         a = <cnp.ndarray>x
         if out is not None:
             if _fast_out(out, a, a, True):
-                return _compute(4, a, a, out, nt, True)
+                return _compute(OP_SOFTMAX_JACOBIAN, a, a, out, nt)
         else:
             n = _n(a)
             k = _k(a)
             # k < 2^14 keeps k * k from overflowing; the rest bounds the bytes.
             if 0 < k < 16384 and n <= (FAST_JACOBIAN_BYTES // cnp.PyArray_ITEMSIZE(a)) // (k * k):
-                return _compute(4, a, a, None, nt, True)
+                return _compute(OP_SOFTMAX_JACOBIAN, a, a, None, nt)
     return _api.softmax_jacobian(x, axis, out=out, num_threads=num_threads)

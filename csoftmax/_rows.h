@@ -51,8 +51,9 @@
  * float32 at K = 64 on one thread: softmax 7.2 ms with four streams, 10.8 ms
  * with one; shorter quarters are mostly scalar remainders. */
 #define CSM_MAX_STREAMS_K 64
-/* Elements of the per-row stack scratch used when streaming (32 KiB of
- * float32: an L1 data cache); longer rows are written with regular stores. */
+/* Elements of the stack scratch that a group of rows is computed into before
+ * it is streamed out (32 KiB of float32: an L1 data cache); rows longer than
+ * this are written with regular stores. */
 #define CSM_SCRATCH 8192
 
 /* Rows per cross-row group: one AVX-512 float vector, two AVX2 ones. */

@@ -24,7 +24,6 @@
 
 #if CSM_F32
   #define CSM_UINT uint32_t
-  #define CSM_INT int32_t
   #define CSM_MANT_BITS 23
   #define CSM_BIAS 127
   /* Clamp limits: below EXP_LO the result underflows to +0 even as a
@@ -41,7 +40,6 @@
   #define CSM_C(v) v##f
 #else
   #define CSM_UINT uint64_t
-  #define CSM_INT int64_t
   #define CSM_MANT_BITS 52
   #define CSM_BIAS 1023
   #define CSM_EXP_LO (-746.0)
@@ -87,62 +85,49 @@ static CSM_INLINE CSM_TARGET CSM_T CSM_FN(csm_exp_poly)(CSM_T r)
     return p;
 }
 
-/* exp(x), vectorisable, <= 1 ulp on the softmax domain (test_vmath.py sweeps
- * it). Cody-Waite reduction x = n ln2 + r with |r| <= ln2/2, a polynomial for
- * exp(r), and 2^n rebuilt from bits in two factors so that subnormal results
- * round once, correctly. NaN propagates (the clamps are comparisons that a NaN
- * fails), -inf gives +0, +inf gives +inf. */
-static CSM_INLINE CSM_TARGET CSM_T CSM_FN(csm_exp)(CSM_T x)
+/* exp(x), vectorisable, <= 1 ulp (tests/test_vmath.py sweeps it). Cody-Waite
+ * reduction x = n ln2 + r with |r| <= ln2/2, a polynomial for exp(r), and 2^n
+ * rebuilt from the bits of the rounding shifter. Where 2^n is not a normal
+ * number (deep in the subnormal range, or just past the top) the exponent is
+ * moved 64 the other way and the result scaled back by 2^-64 or 2^64, so it
+ * still rounds once, correctly: one compare and select per side. NaN
+ * propagates (the clamps are comparisons that a NaN fails), -inf gives +0,
+ * +inf gives +inf. `upper` is a constant at each call site: 0 for the
+ * softmax domain x <= 0 (the argument is x - max), which drops the top side;
+ * 1 for any x. */
+static CSM_INLINE CSM_TARGET CSM_T CSM_FN(csm_exp_core)(CSM_T x, const int upper)
 {
     x = x < CSM_EXP_LO ? CSM_EXP_LO : x;
-    x = x > CSM_EXP_HI ? CSM_EXP_HI : x;
-    const CSM_T t = x * CSM_LOG2E + CSM_SHIFTER;
-    const CSM_T n = t - CSM_SHIFTER;
-    const CSM_T r = (x - n * CSM_LN2_HI) - n * CSM_LN2_LO;
-    const CSM_T p = CSM_FN(csm_exp_poly)(r);
-    /* n lies in [-(BIAS+23..52), BIAS+2]. Split off k so that n - k is a
-     * normal exponent: k = -BIAS/2 deep in the subnormal range, +BIAS/2 past
-     * the top, else 0. Selects only, so it vectorises. */
-    const CSM_T k = n < (CSM_T)(1 - CSM_BIAS) ? (CSM_T)(-(CSM_BIAS / 2))
-                  : (n > (CSM_T)CSM_BIAS ? (CSM_T)(CSM_BIAS / 2) : (CSM_T)0);
-    const CSM_T n1 = n - k;
-    CSM_UINT b1, b2;
-    /* n1 and k are small integers held exactly in a float; add the shifter
-     * to read them as integers from the low mantissa bits. */
-    CSM_T t1 = n1 + CSM_SHIFTER, t2 = k + CSM_SHIFTER, sh = CSM_SHIFTER;
-    CSM_UINT bs;
-    memcpy(&b1, &t1, sizeof b1);
-    memcpy(&b2, &t2, sizeof b2);
-    memcpy(&bs, &sh, sizeof bs);
-    b1 = (b1 - bs + (CSM_UINT)CSM_BIAS) << CSM_MANT_BITS;
-    b2 = (b2 - bs + (CSM_UINT)CSM_BIAS) << CSM_MANT_BITS;
-    CSM_T s1, s2;
-    memcpy(&s1, &b1, sizeof s1);
-    memcpy(&s2, &b2, sizeof s2);
-    return (p * s1) * s2;
-}
-
-/* exp(x) for x <= 0 or NaN: the softmax domain, where the argument is
- * x - max(x). The same reduction and polynomial as csm_exp, but without the
- * overflow side, and the subnormal range costs one compare: below 2^(1-BIAS)
- * the exponent is raised by 64 and the result scaled by 2^-64 afterwards, so
- * it still rounds once, correctly. In the AVX2 build this loop has 3 compares
- * and blends instead of csm_exp's 11. */
-static CSM_INLINE CSM_TARGET CSM_T CSM_FN(csm_exp_neg)(CSM_T x)
-{
-    x = x < CSM_EXP_LO ? CSM_EXP_LO : x;
+    if (upper)
+        x = x > CSM_EXP_HI ? CSM_EXP_HI : x;
     const CSM_T t = x * CSM_LOG2E + CSM_SHIFTER;
     const CSM_T n = t - CSM_SHIFTER;
     const CSM_T r = (x - n * CSM_LN2_HI) - n * CSM_LN2_LO;
     const CSM_T p = CSM_FN(csm_exp_poly)(r);
     const int deep = n < (CSM_T)(1 - CSM_BIAS);
+    const int high = upper && n > (CSM_T)CSM_BIAS;
     CSM_UINT b;
     memcpy(&b, &t, sizeof b);
-    const CSM_UINT bs = CSM_SHIFTER_BITS;
-    b = (b - bs + (CSM_UINT)CSM_BIAS + (deep ? (CSM_UINT)64 : (CSM_UINT)0)) << CSM_MANT_BITS;
+    /* The low mantissa bits of t hold n (bits(t) - bits(shifter) = n). */
+    b = (b - (CSM_UINT)CSM_SHIFTER_BITS + (CSM_UINT)CSM_BIAS
+         + (deep ? (CSM_UINT)64 : (CSM_UINT)0) - (high ? (CSM_UINT)64 : (CSM_UINT)0))
+        << CSM_MANT_BITS;
     CSM_T sc;
     memcpy(&sc, &b, sizeof sc);
-    return (p * sc) * (deep ? (CSM_T)5.42101086242752217004e-20 /* 2^-64 */ : (CSM_T)1);
+    const CSM_T back = deep ? (CSM_T)5.42101086242752217004e-20   /* 2^-64 */
+                     : (high ? (CSM_T)18446744073709551616.0 : (CSM_T)1); /* 2^64 */
+    return (p * sc) * back;
+}
+
+static CSM_INLINE CSM_TARGET CSM_T CSM_FN(csm_exp)(CSM_T x)
+{
+    return CSM_FN(csm_exp_core)(x, 1);
+}
+
+/* exp on the softmax domain, x <= 0 or NaN. */
+static CSM_INLINE CSM_TARGET CSM_T CSM_FN(csm_exp_neg)(CSM_T x)
+{
+    return CSM_FN(csm_exp_core)(x, 0);
 }
 
 #if !CSM_F32
@@ -233,8 +218,8 @@ static CSM_INLINE CSM_TARGET void CSM_FN(csm_row_scale)(CSM_T *y, CSM_T c, ptrdi
         y[i] *= c;
 }
 
-/* dst[j] = src[j] * c with non-temporal stores where the ISA has them.
- * For outputs larger than the caches a regular store first reads the line it
+/* dst[j] = src[j] with non-temporal stores where the ISA has them. For
+ * outputs larger than the caches a regular store first reads the line it
  * writes (read-for-ownership); a streaming store does not, so the output costs
  * DRAM one write instead of a read and a write (a 38 MB fill measured 6.1 ms
  * with regular AVX2 stores, 2.0 ms streamed). The caller ends the kernel with
@@ -243,42 +228,42 @@ static CSM_INLINE CSM_TARGET void CSM_FN(csm_row_scale)(CSM_T *y, CSM_T c, ptrdi
   #if CSM_ISA_ID == 2
     #define CSM_VW (64 / (int)sizeof(CSM_T))
     #if CSM_F32
-      #define CSM_VSTREAM(d, s, c) _mm512_stream_ps((d), _mm512_mul_ps(_mm512_loadu_ps(s), _mm512_set1_ps(c)))
+      #define CSM_VSTREAM(d, s) _mm512_stream_ps((d), _mm512_loadu_ps(s))
     #else
-      #define CSM_VSTREAM(d, s, c) _mm512_stream_pd((d), _mm512_mul_pd(_mm512_loadu_pd(s), _mm512_set1_pd(c)))
+      #define CSM_VSTREAM(d, s) _mm512_stream_pd((d), _mm512_loadu_pd(s))
     #endif
   #elif CSM_ISA_ID == 1
     #define CSM_VW (32 / (int)sizeof(CSM_T))
     #if CSM_F32
-      #define CSM_VSTREAM(d, s, c) _mm256_stream_ps((d), _mm256_mul_ps(_mm256_loadu_ps(s), _mm256_set1_ps(c)))
+      #define CSM_VSTREAM(d, s) _mm256_stream_ps((d), _mm256_loadu_ps(s))
     #else
-      #define CSM_VSTREAM(d, s, c) _mm256_stream_pd((d), _mm256_mul_pd(_mm256_loadu_pd(s), _mm256_set1_pd(c)))
+      #define CSM_VSTREAM(d, s) _mm256_stream_pd((d), _mm256_loadu_pd(s))
     #endif
   #else
     #define CSM_VW (16 / (int)sizeof(CSM_T))
     #if CSM_F32
-      #define CSM_VSTREAM(d, s, c) _mm_stream_ps((d), _mm_mul_ps(_mm_loadu_ps(s), _mm_set1_ps(c)))
+      #define CSM_VSTREAM(d, s) _mm_stream_ps((d), _mm_loadu_ps(s))
     #else
-      #define CSM_VSTREAM(d, s, c) _mm_stream_pd((d), _mm_mul_pd(_mm_loadu_pd(s), _mm_set1_pd(c)))
+      #define CSM_VSTREAM(d, s) _mm_stream_pd((d), _mm_loadu_pd(s))
     #endif
   #endif
 #endif
 
-static CSM_INLINE CSM_TARGET void CSM_FN(csm_stream_scaled)(CSM_T *dst, const CSM_T *src, CSM_T c, ptrdiff_t K)
+static CSM_INLINE CSM_TARGET void CSM_FN(csm_stream_copy)(CSM_T *dst, const CSM_T *src, ptrdiff_t n)
 {
     ptrdiff_t j = 0;
 #ifdef CSM_VW
     /* Streaming stores need aligned addresses: scalar stores up to the first
      * aligned element, then whole vectors, then the tail. */
-    while (j < K && ((uintptr_t)(dst + j) % (CSM_VW * sizeof(CSM_T))) != 0) {
-        dst[j] = src[j] * c;
+    while (j < n && ((uintptr_t)(dst + j) % (CSM_VW * sizeof(CSM_T))) != 0) {
+        dst[j] = src[j];
         ++j;
     }
-    for (; j + CSM_VW <= K; j += CSM_VW)
-        CSM_VSTREAM(dst + j, src + j, c);
+    for (; j + CSM_VW <= n; j += CSM_VW)
+        CSM_VSTREAM(dst + j, src + j);
 #endif
-    for (; j < K; ++j)
-        dst[j] = src[j] * c;
+    for (; j < n; ++j)
+        dst[j] = src[j];
 }
 #undef CSM_VW
 #undef CSM_VSTREAM
@@ -286,7 +271,7 @@ static CSM_INLINE CSM_TARGET void CSM_FN(csm_stream_scaled)(CSM_T *dst, const CS
 /* Rows of at most CSM_SMALL_K elements are computed several rows at a time,
  * one row per SIMD lane: the row loops below would spend most of their time
  * in scalar remainder iterations and horizontal reductions (measured: 519
- * instructions per K = 10 row with AVX2, against 145 here). The group is
+ * instructions per K = 10 row with AVX2, against 91 here). The group is
  * transposed into a stack buffer. Each lane's arithmetic is the same
  * sequence whatever the lane count, so `lanes` (a constant at every call
  * site) only changes the speed: full groups use CSM_LANES, leftover rows one
@@ -417,7 +402,7 @@ static CSM_INLINE CSM_TARGET void CSM_FN(csm_streamed)(
     for (ptrdiff_t r0 = 0; r0 < rows; r0 += group) {
         const ptrdiff_t nr = rows - r0 < group ? rows - r0 : group;
         core(a + r0 * lda, lda, b + r0 * ldb, ldb, scratch, K, nr, K);
-        CSM_FN(csm_stream_scaled)(out + r0 * K, scratch, (CSM_T)1, nr * K);
+        CSM_FN(csm_stream_copy)(out + r0 * K, scratch, nr * K);
     }
     CSM_STREAM_FENCE();
 }
@@ -563,7 +548,7 @@ static CSM_TARGET void CSM_FN(csm_jacobian_rows)(
             for (ptrdiff_t i0 = 0; i0 < K; i0 += group) {
                 const ptrdiff_t i1 = K - i0 < group ? K : i0 + group;
                 CSM_FN(csm_jacobian_block)(s, buf, i0, i1, K);
-                CSM_FN(csm_stream_scaled)(J + i0 * K, buf, (CSM_T)1, (i1 - i0) * K);
+                CSM_FN(csm_stream_copy)(J + i0 * K, buf, (i1 - i0) * K);
             }
         }
         CSM_STREAM_FENCE();
@@ -610,7 +595,6 @@ static CSM_TARGET void CSM_FN(csm_log_rows)(
 }
 
 #undef CSM_UINT
-#undef CSM_INT
 #undef CSM_MANT_BITS
 #undef CSM_BIAS
 #undef CSM_EXP_LO

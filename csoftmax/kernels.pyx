@@ -26,6 +26,16 @@ cdef extern from "_rows.h" nogil:
     int csm_max_threads()
     int csm_num_procs()
 
+# kernels.pxd repeats the op codes of _rows.h (consumers of the .pxd must not
+# need the header); the C compiler checks that they agree.
+cdef extern from *:
+    """
+    _Static_assert(CSM_OP_SOFTMAX == 0 && CSM_OP_LOG_SOFTMAX == 1 &&
+                   CSM_OP_SOFTMAX_BACKWARD == 2 && CSM_OP_LOG_SOFTMAX_BACKWARD == 3 &&
+                   CSM_OP_JACOBIAN == 4 && CSM_OP_EXP == 5 && CSM_OP_LOG == 6 &&
+                   CSM_N_OPS < 16, "kernels.pxd and _rows.h disagree on the op codes");
+    """
+
 # Rows are processed in blocks of about this many input elements. Block
 # boundaries depend on n_cols only, never on the thread count, which keeps
 # results bitwise identical for every thread count. Measured (float32
