@@ -109,7 +109,7 @@ class BuildExt(build_ext):
 def extensions():
     common = dict(include_dirs=["csoftmax", np.get_include()],
                   define_macros=[("NPY_NO_DEPRECATED_API", "NPY_2_0_API_VERSION")])
-    names = ["kernels", "_cpu", "_entry"]
+    names = ["_engine", "kernels", "_cpu", "_entry"]
     exts = [Extension(f"csoftmax.{n}", [f"csoftmax/{n}.pyx"], **common) for n in names]
     return cythonize(exts, compiler_directives={"language_level": 3},
                      include_path=["."])

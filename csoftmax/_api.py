@@ -92,8 +92,12 @@ def _compute_dtype(result_dtype, backend):
 
 def _axes(axis, ndim, fname, single=False):
     if single:
-        if axis is None or isinstance(axis, tuple):
-            raise TypeError(f"{fname}: axis must be a single int, not {axis!r}")
+        try:
+            operator.index(axis)
+        except TypeError:
+            raise TypeError(f"{fname}: axis must be a single int, not {axis!r}") from None
+        if isinstance(axis, (bool, np.bool_)):
+            raise TypeError(f"{fname}: axis must be a single int, not bool")
     if axis is None:
         return tuple(range(ndim))
     if isinstance(axis, (bool, np.bool_)):
@@ -143,15 +147,18 @@ class _Rows:
 
 
 def _kernel_ready(a, dtype, xp):
-    """`a` (2-D) as the kernels take it: dtype, aligned, native, unit column
-    stride. Copies only when `a` is not already so."""
+    """`a` (2-D) as the kernels take it: dtype, aligned, native byte order,
+    strides that are whole numbers of elements (the CPU kernels take any
+    such strides). Copies only when `a` is not already so."""
     if xp is not np:
         return xp.ascontiguousarray(a, dtype=dtype)
-    if (a.dtype == dtype and a.flags.aligned and a.dtype.isnative
-            and (a.shape[1] <= 1 or a.strides[1] == a.itemsize)
-            and (a.shape[0] <= 1 or a.strides[0] % a.itemsize == 0)):
+    if a.dtype == dtype and a.flags.aligned and a.dtype.isnative and _whole_strides(a):
         return a
     return np.ascontiguousarray(a, dtype=dtype)
+
+
+def _whole_strides(a):
+    return all(n <= 1 or s % a.itemsize == 0 for n, s in zip(a.shape, a.strides))
 
 
 def _rows_view(out, rows, xp):
@@ -163,11 +170,7 @@ def _rows_view(out, rows, xp):
         v = np.reshape(v, (rows.n, rows.k), copy=False)
     except ValueError:
         return None
-    if v.shape[0] > 1 and v.strides[0] % v.itemsize:
-        return None
-    if v.shape[1] > 1 and v.strides[1] != v.itemsize:
-        return None
-    if not (v.flags.aligned and v.dtype.isnative):
+    if not (v.flags.aligned and v.dtype.isnative and _whole_strides(v)):
         return None
     return v
 
@@ -194,11 +197,15 @@ def _check_out(out, shape, dtype, fname, xp):
 
 def _deliver(res, out, rdtype):
     """A result computed in a buffer of our own: copied into `out`, or
-    returned in the result dtype (float16 inputs were computed in float32)."""
-    if out is not None:
-        out[...] = res
-        return out
-    return res.astype(rdtype, copy=False)
+    returned in the result dtype (float16 inputs were computed in float32).
+    Rounding to float16 overflows to +-inf where the result is out of its
+    range (a log-probability below -65504): that is the right value, so
+    NumPy's overflow warning is not passed on."""
+    with np.errstate(over="ignore"):
+        if out is not None:
+            out[...] = res
+            return out
+        return res.astype(rdtype, copy=False)
 
 
 def _elementwise(op, inputs, names, axis, out, num_threads):

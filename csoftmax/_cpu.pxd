@@ -1,8 +1,14 @@
 # cython: language_level=3
-# The CPU backend's one way to run a kernel, shared with the fast path in
-# _entry.pyx. Private: the public Cython API is kernels.pxd.
+# The CPU backend's one way to run a kernel on arrays, shared by the fast
+# path in _entry.pyx and the general path in _api.py. Private.
 cimport numpy as cnp
 
-cdef int launch(int op, cnp.ndarray a, Py_ssize_t lda, cnp.ndarray b, Py_ssize_t ldb,
-                cnp.ndarray out, Py_ssize_t ldo, Py_ssize_t n, Py_ssize_t k,
-                int num_threads) except -1
+# One operand of a call: its data pointer and the element strides of its
+# rows and columns.
+cdef struct Operand:
+    char* data
+    Py_ssize_t rs
+    Py_ssize_t cs
+
+cdef int launch(int op, bint f32, Operand a, Operand b, Operand out, Py_ssize_t n,
+                Py_ssize_t k, int num_threads, bint fresh) except -1

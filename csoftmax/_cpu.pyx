@@ -1,23 +1,26 @@
 # cython: language_level=3, boundscheck=False, wraparound=False
-"""The CPU backend: validated NumPy arrays in, the nogil kernels run.
+"""The CPU backend: arrays in, the nogil engine run, errors raised.
 
-The wrapper (_api.py) guarantees what the kernels need, so nothing here
-validates: 2-D operands and output of one dtype (float32 or float64), aligned,
-in native byte order, with unit column stride and a row stride that is a whole
-number of elements; the Jacobian's (N, K, K) output is C-contiguous.
+Callers (_entry.pyx, _api.py) guarantee what the engine needs, so nothing
+here validates: operands of one dtype (float32 or float64), aligned, in
+native byte order, with strides that are whole numbers of elements; the
+Jacobian's (N, K, K) output is C-contiguous.
 """
 cimport numpy as cnp
+from cpython.exc cimport PyErr_CheckSignals
 import numpy as np
 
-from csoftmax.kernels cimport OP_NO_STREAM, OP_SOFTMAX_JACOBIAN, rows_f32, rows_f64
+from csoftmax._engine cimport (N_OPS, OP_SOFTMAX_JACOBIAN, RUN_FRESH_OUT, RUN_NO_MEMORY,
+                               run_f32, run_f64)
 
 cnp.import_array()
 
-# Operation names, in the order of the kernels' op codes.
+# Operation names, in the order of the engine's op codes (_engine.pxd).
 OPS = ("softmax", "log_softmax", "softmax_backward", "log_softmax_backward", "softmax_jacobian",
        "exp", "log")
+assert len(OPS) == N_OPS
 
-# The dtypes the kernels compute natively; others are converted by the wrapper.
+# The dtypes the kernels compute natively; others are converted by the callers.
 NATIVE_DTYPES = (np.dtype(np.float32), np.dtype(np.float64))
 
 # Below this many output elements the GIL is kept: releasing and re-taking it
@@ -25,45 +28,85 @@ NATIVE_DTYPES = (np.dtype(np.float32), np.dtype(np.float64))
 cdef enum:
     NOGIL_ELEMS = 4096
 
+# A call that writes more than this many elements runs in slices of rows,
+# with a look for Ctrl-C between slices: 2^24 float32 elements take 10-30 ms
+# on one core here, so KeyboardInterrupt arrives well within a second, and a
+# new parallel region per slice costs a few microseconds.
+cdef enum:
+    INTERRUPT_ELEMS = 1 << 24
 
-cdef inline Py_ssize_t _ld(cnp.ndarray a):
-    # Row stride in elements. A single row's stride is never used.
-    if cnp.PyArray_DIM(a, 0) <= 1:
-        return cnp.PyArray_DIM(a, 1)
-    return cnp.PyArray_STRIDE(a, 0) // cnp.PyArray_ITEMSIZE(a)
 
-
-cdef int launch(int op, cnp.ndarray a, Py_ssize_t lda, cnp.ndarray b, Py_ssize_t ldb,
-                cnp.ndarray out, Py_ssize_t ldo, Py_ssize_t n, Py_ssize_t k,
-                int num_threads) except -1:
-    """out <- op(a[, b]) on n rows of k: the dtype switch and the GIL rule."""
-    cdef bint f32 = cnp.PyArray_TYPE(a) == cnp.NPY_FLOAT
-    cdef void* pa = cnp.PyArray_DATA(a)
-    cdef void* pb = cnp.PyArray_DATA(b)
-    cdef void* po = cnp.PyArray_DATA(out)
+cdef int _run(int op, bint f32, Operand a, Operand b, Operand o, Py_ssize_t n, Py_ssize_t k,
+              int nt, int flags, bint gil) except -1:
     cdef int rc
-    if cnp.PyArray_SIZE(out) < NOGIL_ELEMS:
-        rc = (rows_f32(op, <const float*>pa, lda, <const float*>pb, ldb, <float*>po, ldo, n, k, num_threads)
-              if f32 else
-              rows_f64(op, <const double*>pa, lda, <const double*>pb, ldb, <double*>po, ldo, n, k, num_threads))
-    else:
+    if not gil:
         with nogil:
-            rc = (rows_f32(op, <const float*>pa, lda, <const float*>pb, ldb, <float*>po, ldo, n, k, num_threads)
-                  if f32 else
-                  rows_f64(op, <const double*>pa, lda, <const double*>pb, ldb, <double*>po, ldo, n, k, num_threads))
+            if f32:
+                rc = run_f32(op, <const float*>a.data, a.rs, a.cs, <const float*>b.data, b.rs, b.cs,
+                             <float*>o.data, o.rs, o.cs, n, k, nt, flags)
+            else:
+                rc = run_f64(op, <const double*>a.data, a.rs, a.cs, <const double*>b.data, b.rs, b.cs,
+                             <double*>o.data, o.rs, o.cs, n, k, nt, flags)
+    elif f32:
+        rc = run_f32(op, <const float*>a.data, a.rs, a.cs, <const float*>b.data, b.rs, b.cs,
+                     <float*>o.data, o.rs, o.cs, n, k, nt, flags)
+    else:
+        rc = run_f64(op, <const double*>a.data, a.rs, a.cs, <const double*>b.data, b.rs, b.cs,
+                     <double*>o.data, o.rs, o.cs, n, k, nt, flags)
+    if rc == RUN_NO_MEMORY:
+        raise MemoryError(f"csoftmax: no memory for the scratch of rows of {k} elements")
     if rc != 0:
-        raise ValueError(f"the kernel refused sizes ({n}, {k})")
+        raise ValueError(f"csoftmax: the kernel refused sizes ({n}, {k})")
     return 0
 
 
+cdef int launch(int op, bint f32, Operand a, Operand b, Operand out, Py_ssize_t n,
+                Py_ssize_t k, int num_threads, bint fresh) except -1:
+    """out <- op(a[, b]) on n rows of k elements; the GIL rule and Ctrl-C.
+    fresh: `out` was just allocated (see RUN_FRESH_OUT)."""
+    cdef Py_ssize_t per_row = k * k if op == OP_SOFTMAX_JACOBIAN else k
+    cdef Py_ssize_t slice_rows, r0, nr
+    cdef int flags = RUN_FRESH_OUT if fresh else 0
+    cdef Py_ssize_t itemsize = 4 if f32 else 8
+    if n * per_row < NOGIL_ELEMS:
+        return _run(op, f32, a, b, out, n, k, num_threads, flags, True)
+    if n * per_row <= INTERRUPT_ELEMS or n == 1:
+        return _run(op, f32, a, b, out, n, k, num_threads, flags, False)
+    slice_rows = INTERRUPT_ELEMS // per_row
+    if slice_rows < 1:
+        slice_rows = 1
+    r0 = 0
+    while r0 < n:
+        nr = n - r0 if n - r0 < slice_rows else slice_rows
+        _run(op, f32,
+             Operand(a.data + r0 * a.rs * itemsize, a.rs, a.cs),
+             Operand(b.data + r0 * b.rs * itemsize, b.rs, b.cs),
+             Operand(out.data + r0 * out.rs * itemsize, out.rs, out.cs),
+             nr, k, num_threads, flags, False)
+        r0 += nr
+        if PyErr_CheckSignals() < 0:
+            return -1
+    return 0
+
+
+cdef inline Operand _operand(cnp.ndarray x):
+    # A 2-D array's rows; strides in elements (the caller made them whole).
+    cdef Py_ssize_t item = cnp.PyArray_ITEMSIZE(x)
+    return Operand(<char*>cnp.PyArray_DATA(x), cnp.PyArray_STRIDE(x, 0) // item,
+                   cnp.PyArray_STRIDE(x, 1) // item)
+
+
 def run(str op, cnp.ndarray a, b, cnp.ndarray out, int num_threads, bint fresh=False):
-    """out <- op(a[, b]) row by row. num_threads <= 0: OpenMP's default.
-    fresh: `out` was just allocated (see OP_NO_STREAM)."""
+    """out <- op(a[, b]) row by row, for 2-D arrays of any strides (the
+    Jacobian's out: (N, K, K), C-contiguous). num_threads <= 0: OpenMP's
+    default. fresh: `out` was just allocated."""
     cdef int code = OPS.index(op)
     cdef cnp.ndarray bb = a if b is None else b
-    # The Jacobian output is C-contiguous (N, K, K); a row output may be strided.
+    cdef Operand o
     cdef Py_ssize_t k = cnp.PyArray_DIM(a, 1)
-    cdef Py_ssize_t ldo = k * k if code == OP_SOFTMAX_JACOBIAN else _ld(out)
-    if fresh:
-        code |= OP_NO_STREAM
-    launch(code, a, _ld(a), bb, _ld(bb), out, ldo, cnp.PyArray_DIM(a, 0), k, num_threads)
+    if code == OP_SOFTMAX_JACOBIAN:
+        o = Operand(<char*>cnp.PyArray_DATA(out), k * k, 1)
+    else:
+        o = _operand(out)
+    launch(code, cnp.PyArray_TYPE(a) == cnp.NPY_FLOAT, _operand(a), _operand(bb), o,
+           cnp.PyArray_DIM(a, 0), k, num_threads, fresh)

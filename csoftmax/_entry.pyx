@@ -1,59 +1,47 @@
 # cython: language_level=3, boundscheck=False, wraparound=False
-"""The public entry points, with a C-level fast path for the core contract.
+"""The public entry points, with a C-level path for every NumPy 1-D/2-D call.
 
-A call whose arguments are exactly the core contract (C-contiguous, aligned,
-native float32/float64 1-D or 2-D NumPy arrays, the last axis, an `out` of the same
-kind that is an input itself or disjoint from them, a plain int or None for
-num_threads) is validated, allocated and computed here without touching Python
-code: that is what keeps a 1x10 softmax under a microsecond. Every other call
-goes to _api, which implements the full semantics; both reach the same
-kernels, so they give identical results.
+A call with a NumPy array of one or two dimensions and a single int axis is
+validated, allocated and computed here without touching Python code, in any
+memory layout: C or Fortran order, transposed views, row or column strides,
+negative strides, axis=0. The engine takes element strides, so no layout is
+copied: rows with unit column stride run the row kernels, all others the
+strided kernels. float16 is computed in float32 and rounded back here;
+integers and bools are converted to float64 by NumPy's C cast.
+
+Anything else (N-D arrays, tuple axes, array-likes, CuPy arrays, wrong
+arguments) goes to _api, which implements the full semantics and raises the
+errors; both reach the same kernels, so they give identical results.
 """
 cimport numpy as cnp
 from cpython.long cimport PyLong_AsLongAndOverflow
+from cpython.ref cimport Py_INCREF, PyObject
 
-from csoftmax._cpu cimport launch
-from csoftmax.kernels cimport (OP_LOG_SOFTMAX, OP_LOG_SOFTMAX_BACKWARD, OP_NO_STREAM,
-                               OP_SOFTMAX, OP_SOFTMAX_BACKWARD, OP_SOFTMAX_JACOBIAN)
+from csoftmax._cpu cimport Operand, launch
+from csoftmax._engine cimport (OP_LOG_SOFTMAX, OP_LOG_SOFTMAX_BACKWARD, OP_SOFTMAX,
+                               OP_SOFTMAX_BACKWARD, OP_SOFTMAX_JACOBIAN)
 from csoftmax import _api
 
 cnp.import_array()
+
+cdef extern from "numpy/arrayobject.h":
+    # Steals a reference to descr; NULL keeps the prototype's dtype.
+    object PyArray_NewLikeArray(cnp.ndarray prototype, cnp.NPY_ORDER order,
+                                cnp.PyArray_Descr* descr, int subok)
+
+cdef extern from "numpy/arrayobject.h":
+    enum:
+        NPY_HALF
+
+cdef extern from "_half.h" nogil:
+    void csm_narrow_f16(const float* src, Py_ssize_t srs, Py_ssize_t scs,
+                        unsigned short* dst, Py_ssize_t drs, Py_ssize_t dcs,
+                        Py_ssize_t n, Py_ssize_t k)
 
 # The fast path allocates Jacobians up to this size (1 GiB); larger ones go
 # through _api, which checks them against the machine's memory first.
 cdef enum:
     FAST_JACOBIAN_BYTES = 1 << 30
-
-
-cdef inline bint _is_fast(object x):
-    # The core contract: exactly ndarray, 1-D or 2-D, native float32/float64,
-    # C order. A 1-D array is one row, as in the tutorials.
-    if type(x) is not cnp.ndarray:
-        return False
-    cdef cnp.ndarray a = <cnp.ndarray>x
-    cdef int t = cnp.PyArray_TYPE(a)
-    cdef int nd = cnp.PyArray_NDIM(a)
-    return ((nd == 2 or nd == 1) and (t == cnp.NPY_FLOAT or t == cnp.NPY_DOUBLE)
-            and cnp.PyArray_IS_C_CONTIGUOUS(a) and cnp.PyArray_ISBEHAVED_RO(a))
-
-
-cdef inline bint _last_axis(object axis, cnp.ndarray a):
-    # C-level int reads: a Python comparison costs a few hundred instructions,
-    # a third of a tiny call.
-    cdef int overflow = 0
-    cdef long v
-    if type(axis) is not int:
-        return False
-    v = PyLong_AsLongAndOverflow(axis, &overflow)
-    return overflow == 0 and (v == -1 or v == cnp.PyArray_NDIM(a) - 1)
-
-
-cdef inline Py_ssize_t _n(cnp.ndarray a):
-    return cnp.PyArray_DIM(a, 0) if cnp.PyArray_NDIM(a) == 2 else 1
-
-
-cdef inline Py_ssize_t _k(cnp.ndarray a):
-    return cnp.PyArray_DIM(a, cnp.PyArray_NDIM(a) - 1)
 
 
 cdef inline int _threads(object num_threads):
@@ -70,80 +58,302 @@ cdef inline int _threads(object num_threads):
     return -1
 
 
-cdef inline bint _disjoint(cnp.ndarray a, cnp.ndarray b):
-    cdef char* pa = <char*>cnp.PyArray_DATA(a)
-    cdef char* pb = <char*>cnp.PyArray_DATA(b)
-    return (pa + cnp.PyArray_NBYTES(a) <= pb) or (pb + cnp.PyArray_NBYTES(b) <= pa)
+cdef inline int _axis(object axis, int nd):
+    """1: rows along the last axis; 0: along the first of a 2-D array; -1:
+    not a plain int in range (let _api decide). C-level int reads: a Python
+    comparison costs a few hundred instructions, a third of a tiny call."""
+    cdef int overflow = 0
+    cdef long v
+    if type(axis) is not int:
+        return -1
+    v = PyLong_AsLongAndOverflow(axis, &overflow)
+    if overflow:
+        return -1
+    if v < 0:
+        v += nd
+    if v < 0 or v >= nd:
+        return -1
+    return 1 if v == nd - 1 else 0
 
 
-cdef inline bint _fast_out(object out, cnp.ndarray a, cnp.ndarray b, bint jacobian):
-    """`out` can take the result directly: same dtype, C order, the result's
-    shape, writeable, and either an input itself (not for the Jacobian) or
-    disjoint from the inputs."""
+cdef inline int _compute_type(int t):
+    """The dtype the kernels compute an input of type t in, or -1."""
+    if t == cnp.NPY_FLOAT or t == cnp.NPY_DOUBLE:
+        return t
+    if t == NPY_HALF:
+        return cnp.NPY_FLOAT
+    if cnp.PyTypeNum_ISINTEGER(t) or cnp.PyTypeNum_ISBOOL(t):
+        return cnp.NPY_DOUBLE
+    return -1
+
+
+cdef inline int _result_type(int t):
+    return t if t == NPY_HALF else _compute_type(t)
+
+
+cdef inline Py_ssize_t _n(cnp.ndarray a, int ax):
+    if cnp.PyArray_NDIM(a) == 1:
+        return 1
+    return cnp.PyArray_DIM(a, 0 if ax == 1 else 1)
+
+
+cdef inline Py_ssize_t _k(cnp.ndarray a, int ax):
+    if cnp.PyArray_NDIM(a) == 1:
+        return cnp.PyArray_DIM(a, 0)
+    return cnp.PyArray_DIM(a, 1 if ax == 1 else 0)
+
+
+cdef inline bint _elem_stride(cnp.ndarray a, int d, Py_ssize_t* s):
+    # The stride of axis d in elements; any value for a length-1 axis, whose
+    # stride NumPy leaves arbitrary and the engine never uses.
+    cdef Py_ssize_t item = cnp.PyArray_ITEMSIZE(a)
+    cdef Py_ssize_t b = cnp.PyArray_STRIDE(a, d)
+    if cnp.PyArray_DIM(a, d) <= 1:
+        s[0] = 0
+        return True
+    if b % item:
+        return False
+    s[0] = b // item
+    return True
+
+
+cdef inline bint _operand(cnp.ndarray a, int ax, Operand* op):
+    """a's rows as the engine takes them; False where a stride is not a
+    whole number of elements (a copy makes it so)."""
+    cdef Py_ssize_t s0 = 0, s1 = 0
+    op.data = <char*>cnp.PyArray_DATA(a)
+    if cnp.PyArray_NDIM(a) == 1:
+        op.rs = 0
+        return _elem_stride(a, 0, &op.cs)
+    if not (_elem_stride(a, 0, &s0) and _elem_stride(a, 1, &s1)):
+        return False
+    if ax == 1:
+        op.rs = s0
+        op.cs = s1
+    else:
+        op.rs = s1
+        op.cs = s0
+    return True
+
+
+cdef inline bint _usable(cnp.ndarray a, int t, int ax, Operand* op):
+    # Aligned, native byte order, dtype t, whole-element strides.
+    return (cnp.PyArray_TYPE(a) == t and cnp.PyArray_ISBEHAVED_RO(a)
+            and _operand(a, ax, op))
+
+
+cdef cnp.ndarray _like(cnp.ndarray a, int t):
+    """A new array shaped like a, in a's memory order (NumPy's order 'K'), so
+    that the result of a Fortran-ordered input is Fortran-ordered too and the
+    kernels write it as they read a."""
+    descr = cnp.PyArray_DescrFromType(t)
+    Py_INCREF(descr)
+    return <cnp.ndarray>PyArray_NewLikeArray(a, cnp.NPY_KEEPORDER, <cnp.PyArray_Descr*>descr, 0)
+
+
+cdef cnp.ndarray _converted(cnp.ndarray a, int t):
+    """a as dtype t, in a's memory order (NumPy's C cast: exact for float16,
+    integers and bools into the compute dtypes)."""
+    cdef cnp.ndarray c = _like(a, t)
+    cnp.PyArray_CopyInto(c, a)
+    return c
+
+
+cdef inline void _extent(cnp.ndarray a, char** lo, char** hi):
+    cdef int d
+    cdef Py_ssize_t s, n
+    lo[0] = hi[0] = <char*>cnp.PyArray_DATA(a)
+    for d in range(cnp.PyArray_NDIM(a)):
+        n = cnp.PyArray_DIM(a, d)
+        if n == 0:
+            hi[0] = lo[0]
+            return
+        s = cnp.PyArray_STRIDE(a, d) * (n - 1)
+        if s < 0:
+            lo[0] += s
+        else:
+            hi[0] += s
+    hi[0] += cnp.PyArray_ITEMSIZE(a)
+
+
+cdef inline bint _overlap(cnp.ndarray a, cnp.ndarray b):
+    """a and b may share memory (by their extents: conservative)."""
+    cdef char* alo
+    cdef char* ahi
+    cdef char* blo
+    cdef char* bhi
+    _extent(a, &alo, &ahi)
+    _extent(b, &blo, &bhi)
+    return alo < bhi and blo < ahi
+
+
+cdef inline bint _same_elements(cnp.ndarray a, cnp.ndarray b):
+    # Same shape (checked by the caller), data and strides: in place.
+    cdef int d
+    if cnp.PyArray_DATA(a) != cnp.PyArray_DATA(b):
+        return False
+    for d in range(cnp.PyArray_NDIM(a)):
+        if cnp.PyArray_DIM(a, d) > 1 and cnp.PyArray_STRIDE(a, d) != cnp.PyArray_STRIDE(b, d):
+            return False
+    return True
+
+
+cdef inline bint _same_shape(cnp.ndarray a, cnp.ndarray b, int extra):
+    cdef int d, nd = cnp.PyArray_NDIM(a)
+    if cnp.PyArray_NDIM(b) != nd + extra:
+        return False
+    for d in range(nd):
+        if cnp.PyArray_DIM(a, d) != cnp.PyArray_DIM(b, d):
+            return False
+    return True
+
+
+cdef inline bint _writable_out(object out, cnp.ndarray a, int rt, int extra):
+    """`out` is an ndarray the result can be delivered into: the result's
+    shape (a's, with `extra` K axes) and dtype, writeable, aligned, native.
+    Anything else goes to _api, which either raises or copies."""
     if type(out) is not cnp.ndarray:
         return False
     cdef cnp.ndarray o = <cnp.ndarray>out
-    cdef int nd = cnp.PyArray_NDIM(a), i
-    if not (cnp.PyArray_TYPE(o) == cnp.PyArray_TYPE(a) and cnp.PyArray_IS_C_CONTIGUOUS(o)
-            and cnp.PyArray_ISBEHAVED(o) and cnp.PyArray_NDIM(o) == nd + jacobian):
-        return False
-    for i in range(nd):
-        if cnp.PyArray_DIM(o, i) != cnp.PyArray_DIM(a, i):
-            return False
-    if jacobian:
-        return cnp.PyArray_DIM(o, nd) == _k(a) and _disjoint(o, a)
-    return ((o is a or _disjoint(o, a)) and (o is b or _disjoint(o, b)))
+    return (cnp.PyArray_TYPE(o) == rt and cnp.PyArray_ISBEHAVED(o)
+            and _same_shape(a, o, extra))
 
 
-cdef object _compute(int op, cnp.ndarray a, cnp.ndarray b, object out, int nt):
-    """Allocate (unless `out` is given) and run: the result has a's shape, with
-    a K axis appended for the Jacobian."""
-    cdef bint jacobian = op == OP_SOFTMAX_JACOBIAN
-    cdef cnp.npy_intp dims[3]
-    cdef cnp.ndarray o
+cdef object _rows(int op, object x, object g, object axis, object out, object num_threads):
+    """softmax, log_softmax and the backward passes (g is not None) on a
+    NumPy 1-D/2-D array of any layout; None: the call is for _api."""
+    cdef int nt = _threads(num_threads)
+    if nt < 0 or type(x) is not cnp.ndarray:
+        return None
+    cdef cnp.ndarray a = <cnp.ndarray>x, b = a, o, res
     cdef int nd = cnp.PyArray_NDIM(a)
-    cdef Py_ssize_t n = _n(a), k = _k(a)
-    dims[0] = cnp.PyArray_DIM(a, 0)
-    dims[1] = k
-    dims[nd] = k
-    if out is None:
-        o = cnp.PyArray_EMPTY(nd + jacobian, dims, cnp.PyArray_TYPE(a), 0)
-        op |= OP_NO_STREAM
-    else:
-        o = <cnp.ndarray>out
-    launch(op, a, k, b, k, o, k * k if jacobian else k, n, k, nt)
-    return o
-
-
-cdef inline object _unary(int op, object x, object axis, object out, object num_threads):
-    """The fast path of softmax/log_softmax, or None when the call is not the
-    core contract."""
-    cdef int nt = _threads(num_threads)
-    if nt < 0 or not _is_fast(x):
+    if nd != 1 and nd != 2:
         return None
-    cdef cnp.ndarray a = <cnp.ndarray>x
-    if not _last_axis(axis, a):
+    cdef int ax = _axis(axis, nd)
+    cdef int t = cnp.PyArray_TYPE(a)
+    cdef int ct = _compute_type(t), rt = _result_type(t)
+    if ax < 0 or ct < 0:
         return None
-    if out is not None and not _fast_out(out, a, a, False):
-        return None
-    return _compute(op, a, a, out, nt)
-
-
-cdef inline object _binary(int op, object y, object g, object axis, object out, object num_threads):
-    cdef int nt = _threads(num_threads)
-    if nt < 0 or not _is_fast(y) or not _is_fast(g):
-        return None
-    cdef cnp.ndarray a = <cnp.ndarray>y, b = <cnp.ndarray>g
-    cdef int i
-    if not (_last_axis(axis, a) and cnp.PyArray_TYPE(a) == cnp.PyArray_TYPE(b)
-            and cnp.PyArray_NDIM(a) == cnp.PyArray_NDIM(b)):
-        return None
-    for i in range(cnp.PyArray_NDIM(a)):
-        if cnp.PyArray_DIM(a, i) != cnp.PyArray_DIM(b, i):
+    if g is not None:
+        if type(g) is not cnp.ndarray:
             return None
-    if out is not None and not _fast_out(out, a, b, False):
+        b = <cnp.ndarray>g
+        if cnp.PyArray_TYPE(b) != t or not _same_shape(a, b, 0):
+            return None
+    if out is not None and not _writable_out(out, a, rt, 0):
         return None
-    return _compute(op, a, b, out, nt)
+    cdef Py_ssize_t n = _n(a, ax), k = _k(a, ax)
+    if n == 0 or k == 0:
+        return _like(a, rt) if out is None else out
+    cdef Operand oa, ob, oo
+    # Inputs the kernels cannot read as they are (another dtype, unaligned,
+    # swapped, odd strides) are converted once, in their own memory order.
+    cdef bint own = False
+    if not _usable(a, ct, ax, &oa):
+        a = _converted(a, ct)
+        _operand(a, ax, &oa)
+        own = True
+    if g is None:
+        b, ob = a, oa
+    elif not _usable(b, ct, ax, &ob):
+        b = _converted(b, ct)
+        _operand(b, ax, &ob)
+        own = True
+    cdef bint direct = False
+    if out is not None and rt == ct:
+        o = <cnp.ndarray>out
+        # Straight into out when it is an input itself or apart from them.
+        direct = (_operand(o, ax, &oo)
+                  and (_same_elements(o, a) or not _overlap(o, a))
+                  and (g is None or _same_elements(o, b) or not _overlap(o, b)))
+    if direct:
+        launch(op, ct == cnp.NPY_FLOAT, oa, ob, oo, n, k, nt, False)
+        return out
+    if own and g is None:
+        res = a  # our own copy of the input: computed in place
+    else:
+        res = _like(a, ct)
+    _operand(res, ax, &oo)
+    launch(op, ct == cnp.NPY_FLOAT, oa, ob, oo, n, k, nt, res is not a)
+    if rt != ct:  # float16: round the float32 result into the output
+        o = _like(res, rt) if out is None else <cnp.ndarray>out
+        _deliver_half(res, o, ax, n, k)
+        return o
+    if out is None:
+        return res
+    cnp.PyArray_CopyInto(<cnp.ndarray>out, res)
+    return out
+
+
+cdef int _deliver_half(cnp.ndarray src, cnp.ndarray dst, int ax, Py_ssize_t n,
+                       Py_ssize_t k) except -1:
+    cdef Operand s, d
+    s.cs = d.cs = 0
+    if not (_operand(src, ax, &s) and _operand(dst, ax, &d)):
+        # A float16 output with strides of odd bytes: round into a copy first.
+        tmp = _like(src, NPY_HALF)
+        _deliver_half(src, tmp, ax, n, k)
+        cnp.PyArray_CopyInto(dst, tmp)
+        return 0
+    if n == 1:
+        s.rs = d.rs = 0
+    csm_narrow_f16(<const float*>s.data, s.rs, s.cs, <unsigned short*>d.data, d.rs, d.cs, n, k)
+    return 0
+
+
+cdef object _jacobian(object x, object axis, object out, object num_threads):
+    """softmax_jacobian on a NumPy 1-D/2-D array of any layout; None: the
+    call is for _api."""
+    cdef int nt = _threads(num_threads)
+    if nt < 0 or type(x) is not cnp.ndarray:
+        return None
+    cdef cnp.ndarray a = <cnp.ndarray>x, res, o
+    cdef int i, nd = cnp.PyArray_NDIM(a)
+    if nd != 1 and nd != 2:
+        return None
+    cdef int ax = _axis(axis, nd)
+    cdef int t = cnp.PyArray_TYPE(a)
+    cdef int ct = _compute_type(t), rt = _result_type(t)
+    if ax < 0 or ct < 0:
+        return None
+    cdef Py_ssize_t n = _n(a, ax), k = _k(a, ax)
+    cdef cnp.npy_intp dims[3]
+    dims[0] = n
+    dims[nd - 1] = k
+    dims[nd] = k
+    if out is not None:
+        if not _writable_out(out, a, rt, 1) or cnp.PyArray_DIM(<cnp.ndarray>out, nd) != k:
+            return None
+        for i in range(nd):
+            if cnp.PyArray_DIM(<cnp.ndarray>out, i) != dims[i]:
+                return None
+    elif not (0 <= k < 16384 and (k == 0 or n <= (FAST_JACOBIAN_BYTES // 8) // (k * k))):
+        # k < 2^14 keeps k * k from overflowing; the rest bounds the bytes.
+        return None
+    if n == 0 or k == 0:
+        return cnp.PyArray_EMPTY(nd + 1, dims, rt, 0) if out is None else out
+    cdef Operand oa, oo
+    if not _usable(a, ct, ax, &oa):
+        a = _converted(a, ct)
+        _operand(a, ax, &oa)
+    if (out is not None and rt == ct and cnp.PyArray_IS_C_CONTIGUOUS(<cnp.ndarray>out)
+            and not _overlap(<cnp.ndarray>out, a) and not _overlap(<cnp.ndarray>out, <cnp.ndarray>x)):
+        res = <cnp.ndarray>out
+    else:
+        res = cnp.PyArray_EMPTY(nd + 1, dims, ct, 0)
+    oo = Operand(<char*>cnp.PyArray_DATA(res), k * k, 1)
+    launch(OP_SOFTMAX_JACOBIAN, ct == cnp.NPY_FLOAT, oa, oa, oo, n, k, nt, res is not out)
+    if res is out:
+        return out
+    if rt != ct:  # float16: round the whole (n, k, k) result, as n * k rows
+        o = cnp.PyArray_EMPTY(nd + 1, dims, rt, 0)
+        csm_narrow_f16(<const float*>cnp.PyArray_DATA(res), k, 1,
+                       <unsigned short*>cnp.PyArray_DATA(o), k, 1, n * k, k)
+        res = o
+    if out is None:
+        return res
+    cnp.PyArray_CopyInto(<cnp.ndarray>out, res)
+    return out
 
 
 def softmax(x, axis=-1, *, out=None, num_threads=None):
@@ -155,7 +365,7 @@ def softmax(x, axis=-1, *, out=None, num_threads=None):
     out: optional array of the result's shape and dtype (may be x itself).
     num_threads: None for OpenMP's default, or a positive int for this call.
     """
-    r = _unary(OP_SOFTMAX, x, axis, out, num_threads)
+    r = _rows(OP_SOFTMAX, x, None, axis, out, num_threads)
     return r if r is not None else _api.softmax(x, axis, out=out, num_threads=num_threads)
 
 
@@ -164,7 +374,7 @@ def log_softmax(x, axis=-1, *, out=None, num_threads=None):
 
     Arguments as for softmax().
     """
-    r = _unary(OP_LOG_SOFTMAX, x, axis, out, num_threads)
+    r = _rows(OP_LOG_SOFTMAX, x, None, axis, out, num_threads)
     return r if r is not None else _api.log_softmax(x, axis, out=out, num_threads=num_threads)
 
 
@@ -173,7 +383,7 @@ def softmax_backward(y, grad, axis=-1, *, out=None, num_threads=None):
 
     y: softmax(x) along `axis`; grad: dL/dy, the same shape. Returns dL/dx.
     """
-    r = _binary(OP_SOFTMAX_BACKWARD, y, grad, axis, out, num_threads)
+    r = None if grad is None else _rows(OP_SOFTMAX_BACKWARD, y, grad, axis, out, num_threads)
     return r if r is not None else _api.softmax_backward(y, grad, axis, out=out, num_threads=num_threads)
 
 
@@ -182,7 +392,7 @@ def log_softmax_backward(y, grad, axis=-1, *, out=None, num_threads=None):
 
     y: log_softmax(x) along `axis`; grad: dL/dy, the same shape. Returns dL/dx.
     """
-    r = _binary(OP_LOG_SOFTMAX_BACKWARD, y, grad, axis, out, num_threads)
+    r = None if grad is None else _rows(OP_LOG_SOFTMAX_BACKWARD, y, grad, axis, out, num_threads)
     return r if r is not None else _api.log_softmax_backward(y, grad, axis, out=out, num_threads=num_threads)
 
 
@@ -193,18 +403,5 @@ def softmax_jacobian(x, axis=-1, *, out=None, num_threads=None):
     appended, so (N, K) gives (N, K, K). Raises MemoryError, before allocating,
     for a result larger than this machine's memory.
     """
-    cdef cnp.ndarray a
-    cdef Py_ssize_t n, k
-    cdef int nt = _threads(num_threads)
-    if nt >= 0 and _is_fast(x) and _last_axis(axis, <cnp.ndarray>x):
-        a = <cnp.ndarray>x
-        if out is not None:
-            if _fast_out(out, a, a, True):
-                return _compute(OP_SOFTMAX_JACOBIAN, a, a, out, nt)
-        else:
-            n = _n(a)
-            k = _k(a)
-            # k < 2^14 keeps k * k from overflowing; the rest bounds the bytes.
-            if 0 < k < 16384 and n <= (FAST_JACOBIAN_BYTES // cnp.PyArray_ITEMSIZE(a)) // (k * k):
-                return _compute(OP_SOFTMAX_JACOBIAN, a, a, None, nt)
-    return _api.softmax_jacobian(x, axis, out=out, num_threads=num_threads)
+    r = _jacobian(x, axis, out, num_threads)
+    return r if r is not None else _api.softmax_jacobian(x, axis, out=out, num_threads=num_threads)

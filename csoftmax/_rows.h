@@ -59,6 +59,42 @@
 /* Rows per cross-row group: one AVX-512 float vector, two AVX2 ones. */
 #define CSM_LANES 16
 
+/* The lane layout (see _rows_impl.h): rows per gathered group at most, and
+ * the elements of one operand's scratch: 256 KiB of float32, so that a group
+ * of a backward op (two operands) stays in a 1-2 MiB L2 cache. Rows longer
+ * than CSM_LANE_SCRATCH / CSM_LANE_GROUP (1024) take fewer rows per group,
+ * down to one. */
+#define CSM_LANE_GROUP 64
+#define CSM_LANE_SCRATCH 65536
+
+/* Rows per gathered group for rows of K elements. */
+static inline ptrdiff_t csm_lane_count(ptrdiff_t K)
+{
+    const ptrdiff_t L = K > 0 ? CSM_LANE_SCRATCH / K : CSM_LANE_GROUP;
+    return L > CSM_LANE_GROUP ? CSM_LANE_GROUP : (L < 1 ? 1 : L);
+}
+
+/* Every sum over a row (softmax's denominator, the backward passes' dot
+ * products) is taken in one order, whatever the layout, the path or the
+ * thread count: element j goes to partial sum j % CSM_PARTS, each partial is
+ * summed in order of j, in double, and the partials are combined by the
+ * fixed tree of csm_tree_sum. The row kernels hold the partials in vector
+ * registers (16 doubles: two AVX-512 vectors, four AVX2 ones); the lane
+ * kernels hold them per lane. So a row's result depends on its values and
+ * the instruction set only: Fortran and C order give the same bits. */
+#define CSM_PARTS 16
+
+/* The sum of a[0], a[stride], ..., a[15 * stride] by a fixed tree. */
+static inline double csm_tree_sum(const double *a, ptrdiff_t stride)
+{
+#define CSM_A(p) a[(p) * stride]
+    return (((CSM_A(0) + CSM_A(1)) + (CSM_A(2) + CSM_A(3)))
+            + ((CSM_A(4) + CSM_A(5)) + (CSM_A(6) + CSM_A(7))))
+         + (((CSM_A(8) + CSM_A(9)) + (CSM_A(10) + CSM_A(11)))
+            + ((CSM_A(12) + CSM_A(13)) + (CSM_A(14) + CSM_A(15))));
+#undef CSM_A
+}
+
 /* Operation codes; the order of the dispatch tables. */
 enum {
     CSM_OP_SOFTMAX = 0,
@@ -81,6 +117,15 @@ typedef void (*csm_rows_f32_t)(const float *, ptrdiff_t, const float *, ptrdiff_
                                float *, ptrdiff_t, ptrdiff_t, ptrdiff_t, int);
 typedef void (*csm_rows_f64_t)(const double *, ptrdiff_t, const double *, ptrdiff_t,
                                double *, ptrdiff_t, ptrdiff_t, ptrdiff_t, int);
+
+/* (op, a, ars, acs, b, brs, bcs, out, ors, ocs, rows, K, scratch): rows of
+ * any strides, through the lane layout; see csm_strided_rows. */
+typedef void (*csm_strided_f32_t)(int, const float *, ptrdiff_t, ptrdiff_t, const float *,
+                                  ptrdiff_t, ptrdiff_t, float *, ptrdiff_t, ptrdiff_t,
+                                  ptrdiff_t, ptrdiff_t, float *);
+typedef void (*csm_strided_f64_t)(int, const double *, ptrdiff_t, ptrdiff_t, const double *,
+                                  ptrdiff_t, ptrdiff_t, double *, ptrdiff_t, ptrdiff_t,
+                                  ptrdiff_t, ptrdiff_t, double *);
 
 #if (defined(__x86_64__) || defined(__i386__)) && (defined(__GNUC__) || defined(__clang__))
   #define CSM_X86_DISPATCH 1
@@ -142,9 +187,24 @@ static const csm_rows_f64_t csm_all_f64[CSM_N_ISA][CSM_N_OPS] = {
 #endif
 };
 
+static const csm_strided_f32_t csm_all_strided_f32[CSM_N_ISA] = {
+    csm_strided_rows_f32_baseline,
+#if CSM_X86_DISPATCH
+    csm_strided_rows_f32_avx2, csm_strided_rows_f32_avx512,
+#endif
+};
+static const csm_strided_f64_t csm_all_strided_f64[CSM_N_ISA] = {
+    csm_strided_rows_f64_baseline,
+#if CSM_X86_DISPATCH
+    csm_strided_rows_f64_avx2, csm_strided_rows_f64_avx512,
+#endif
+};
+
 /* The kernels in use; set once by csm_select_isa() at import. */
 static const csm_rows_f32_t *csm_rows_f32 = csm_all_f32[CSM_ISA_BASELINE];
 static const csm_rows_f64_t *csm_rows_f64 = csm_all_f64[CSM_ISA_BASELINE];
+static csm_strided_f32_t csm_strided_f32 = csm_strided_rows_f32_baseline;
+static csm_strided_f64_t csm_strided_f64 = csm_strided_rows_f64_baseline;
 static int csm_isa_in_use = CSM_ISA_BASELINE;
 
 /* The widest ISA this CPU (and this build) can run. */
@@ -172,6 +232,8 @@ static int csm_select_isa(int isa)
         return -1;
     csm_rows_f32 = csm_all_f32[isa];
     csm_rows_f64 = csm_all_f64[isa];
+    csm_strided_f32 = csm_all_strided_f32[isa];
+    csm_strided_f64 = csm_all_strided_f64[isa];
     csm_isa_in_use = isa;
     return isa;
 }

@@ -1,0 +1,45 @@
+# cython: language_level=3
+# The private engine behind every door (the Python functions, the public
+# Cython API in kernels.pxd): op codes, and one strided launcher per dtype.
+# Not installed as an API: its signatures may change with any release.
+
+# The operation codes of _rows.h; _engine.pyx checks at compile time that the
+# two agree.
+cdef enum:
+    OP_SOFTMAX = 0
+    OP_LOG_SOFTMAX = 1
+    OP_SOFTMAX_BACKWARD = 2
+    OP_LOG_SOFTMAX_BACKWARD = 3
+    OP_SOFTMAX_JACOBIAN = 4
+    OP_EXP = 5          # y = exp(x), the kernels' vectorised exp (accuracy tests)
+    OP_LOG = 6          # y = log(x), the kernels' vectorised log (accuracy tests)
+    N_OPS = 7
+
+# Flags of run_*.
+cdef enum:
+    # The output was just allocated. Large outputs are otherwise written with
+    # streaming stores (no read-for-ownership), which win on reused buffers;
+    # on fresh pages, which the OS has just zeroed into cache, regular stores
+    # measured as fast or faster.
+    RUN_FRESH_OUT = 1
+
+# Return codes of run_*.
+cdef enum:
+    RUN_OK = 0
+    RUN_INVALID = -1    # an op code or size the kernels do not take
+    RUN_NO_MEMORY = -2  # scratch for the strided path could not be allocated
+
+# out <- op(a[, b]) on n rows of k elements. Element (r, j) of an operand is at
+# base + r * rs + j * cs (strides in elements, any sign); for the Jacobian,
+# out is (n, k, k) with ors = k * k between blocks, each block C-contiguous
+# (ocs is ignored). b may be NULL for the unary ops. An output may be an input
+# with the same strides (in place), and must not overlap it otherwise.
+# num_threads <= 0: OpenMP's default. Never validates pointers.
+cdef int run_f32(int op, const float* a, Py_ssize_t ars, Py_ssize_t acs,
+                 const float* b, Py_ssize_t brs, Py_ssize_t bcs,
+                 float* out, Py_ssize_t ors, Py_ssize_t ocs,
+                 Py_ssize_t n, Py_ssize_t k, int num_threads, int flags) noexcept nogil
+cdef int run_f64(int op, const double* a, Py_ssize_t ars, Py_ssize_t acs,
+                 const double* b, Py_ssize_t brs, Py_ssize_t bcs,
+                 double* out, Py_ssize_t ors, Py_ssize_t ocs,
+                 Py_ssize_t n, Py_ssize_t k, int num_threads, int flags) noexcept nogil

@@ -1,0 +1,317 @@
+# cython: language_level=3, boundscheck=False, wraparound=False, cdivision=True
+"""The engine: row blocks, OpenMP scheduling, fork safety and the ISA switch.
+
+The row loops live in _rows.h (vectorised C, one copy per instruction set).
+This module splits a call's rows into blocks, runs the blocks on an OpenMP
+team, and picks per block the row kernels (unit column stride) or the
+strided kernels (any strides, through the lane layout of _rows_impl.h). It
+is private: the public doors are csoftmax's Python functions and the Cython
+API of kernels.pxd, both of which call run_f32/run_f64.
+"""
+import os
+
+from cython.parallel cimport parallel, prange
+from libc.stdlib cimport free, malloc
+
+cdef extern from "_rows.h" nogil:
+    ctypedef void (*csm_rows_f32_t)(const float*, Py_ssize_t, const float*, Py_ssize_t,
+                                    float*, Py_ssize_t, Py_ssize_t, Py_ssize_t, int)
+    ctypedef void (*csm_rows_f64_t)(const double*, Py_ssize_t, const double*, Py_ssize_t,
+                                    double*, Py_ssize_t, Py_ssize_t, Py_ssize_t, int)
+    const csm_rows_f32_t* csm_rows_f32
+    const csm_rows_f64_t* csm_rows_f64
+    void csm_strided_f32(int, const float*, Py_ssize_t, Py_ssize_t, const float*, Py_ssize_t,
+                         Py_ssize_t, float*, Py_ssize_t, Py_ssize_t, Py_ssize_t, Py_ssize_t,
+                         float*)
+    void csm_strided_f64(int, const double*, Py_ssize_t, Py_ssize_t, const double*, Py_ssize_t,
+                         Py_ssize_t, double*, Py_ssize_t, Py_ssize_t, Py_ssize_t, Py_ssize_t,
+                         double*)
+    Py_ssize_t csm_lane_count(Py_ssize_t K)
+    int csm_isa_in_use
+    const char* csm_isa_names[]
+    int CSM_N_ISA
+    int CSM_N_OPS
+    int CSM_SMALL_K
+    int CSM_LANES
+    int csm_best_isa()
+    int csm_select_isa(int isa)
+    int csm_openmp_enabled()
+    int csm_max_threads()
+    int csm_num_procs()
+
+# _engine.pxd repeats the op codes of _rows.h (so that Cython code needs no
+# header); the C compiler checks that they agree.
+cdef extern from *:
+    """
+    _Static_assert(CSM_OP_SOFTMAX == 0 && CSM_OP_LOG_SOFTMAX == 1 &&
+                   CSM_OP_SOFTMAX_BACKWARD == 2 && CSM_OP_LOG_SOFTMAX_BACKWARD == 3 &&
+                   CSM_OP_JACOBIAN == 4 && CSM_OP_EXP == 5 && CSM_OP_LOG == 6 &&
+                   CSM_N_OPS == 7, "_engine.pxd and _rows.h disagree on the op codes");
+    """
+
+# Rows are processed in blocks of about this many input elements. Block
+# boundaries depend on the row length and layout only, never on the thread
+# count, and a row's result never depends on its block, which keeps results
+# bitwise identical for every thread count and schedule. Measured (float32
+# softmax, 2 threads vs 1, AVX2): 4096-element blocks gave 1.66-1.74x at 16K
+# elements and 1.8-1.95x from 32K; 16384-element blocks left too few blocks
+# to share below 64K elements; 2048-element blocks gave only 1.3-1.4x.
+cdef enum:
+    BLOCK_ELEMS = 4096
+
+# Below this much work (elements written) a call runs on the calling thread:
+# waking a second thread costs more than it saves. Measured as above: at 8K
+# elements two threads gained nothing (K = 1000) to 1.36x (K = 16); at 16K
+# they gain 1.66-1.74x. (PyTorch's GRAIN_SIZE is 32768.)
+cdef enum:
+    PARALLEL_GRAIN = 16384
+
+# Outputs of at least this many bytes are written with streaming stores (no
+# read-for-ownership). Above the caches they cost DRAM one write instead of a
+# read and a write; below, a cached result is what the caller reads next.
+# 8 MiB is past the L2 of the machines measured (1-2 MiB per core) and a
+# quarter of their L3.
+cdef enum:
+    STREAM_BYTES = 8 << 20
+
+# Scratch of the strided path that lives on the stack in a serial call, in
+# elements (32 KiB of float32); larger scratch, and every thread's scratch in
+# a parallel call, comes from malloc once per call and thread.
+cdef enum:
+    STACK_SCRATCH = 8192
+
+ctypedef fused real_t:
+    float
+    double
+
+# Fork safety. libgomp's thread pool does not survive fork(): a child forked
+# after the parent ran a parallel region hangs in its first one. So a child
+# of a process that ran csoftmax in parallel runs serially, for good (as
+# PyTorch does); one forked before any parallel call keeps its threads.
+cdef int _ran_parallel = 0
+cdef int _serial_after_fork = 0
+
+
+def _after_fork_in_child():
+    global _serial_after_fork
+    if _ran_parallel:
+        _serial_after_fork = 1
+
+
+if hasattr(os, "register_at_fork"):  # POSIX only
+    os.register_at_fork(after_in_child=_after_fork_in_child)
+
+
+def serial_after_fork():
+    """True in a forked child that runs serially (see above)."""
+    return bool(_serial_after_fork)
+
+
+cdef inline void _row_block(int op, const real_t* a, Py_ssize_t lda, const real_t* b,
+                            Py_ssize_t ldb, real_t* out, Py_ssize_t ldo, Py_ssize_t n,
+                            Py_ssize_t k, int stream) noexcept nogil:
+    if real_t is float:
+        csm_rows_f32[op](a, lda, b, ldb, out, ldo, n, k, stream)
+    else:
+        csm_rows_f64[op](a, lda, b, ldb, out, ldo, n, k, stream)
+
+
+cdef inline void _strided_block(int op, const real_t* a, Py_ssize_t ars, Py_ssize_t acs,
+                                const real_t* b, Py_ssize_t brs, Py_ssize_t bcs,
+                                real_t* out, Py_ssize_t ors, Py_ssize_t ocs,
+                                Py_ssize_t n, Py_ssize_t k, real_t* buf) noexcept nogil:
+    if real_t is float:
+        csm_strided_f32(op, a, ars, acs, b, brs, bcs, out, ors, ocs, n, k, buf)
+    else:
+        csm_strided_f64(op, a, ars, acs, b, brs, bcs, out, ors, ocs, n, k, buf)
+
+
+cdef inline void _block(int op, bint rowwise, Py_ssize_t c, Py_ssize_t block,
+                        const real_t* a, Py_ssize_t ars, Py_ssize_t acs,
+                        const real_t* b, Py_ssize_t brs, Py_ssize_t bcs,
+                        real_t* out, Py_ssize_t ors, Py_ssize_t ocs,
+                        Py_ssize_t n, Py_ssize_t k, int stream, real_t* buf) noexcept nogil:
+    cdef Py_ssize_t r0 = c * block
+    cdef Py_ssize_t nr = n - r0 if n - r0 < block else block
+    if rowwise:
+        _row_block(op, a + r0 * ars, ars, b + r0 * brs, brs, out + r0 * ors, ors, nr, k, stream)
+    else:
+        _strided_block(op, a + r0 * ars, ars, acs, b + r0 * brs, brs, bcs,
+                       out + r0 * ors, ors, ocs, nr, k, buf)
+
+
+cdef int _serial_strided(int op, Py_ssize_t n_blocks, Py_ssize_t block,
+                         const real_t* a, Py_ssize_t ars, Py_ssize_t acs,
+                         const real_t* b, Py_ssize_t brs, Py_ssize_t bcs,
+                         real_t* out, Py_ssize_t ors, Py_ssize_t ocs,
+                         Py_ssize_t n, Py_ssize_t k, Py_ssize_t scratch) noexcept nogil:
+    # A function of its own, so that the stack scratch is not part of every
+    # call's frame: a 64 KiB frame costs a page probe per 4 KiB.
+    cdef real_t stack_buf[STACK_SCRATCH]
+    cdef real_t* buf = stack_buf
+    cdef Py_ssize_t c
+    if scratch > STACK_SCRATCH:
+        buf = <real_t*>malloc(scratch * sizeof(real_t))
+        if buf == NULL:
+            return RUN_NO_MEMORY
+    for c in range(n_blocks):
+        _block(op, False, c, block, a, ars, acs, b, brs, bcs, out, ors, ocs, n, k, 0, buf)
+    if buf != stack_buf:
+        free(buf)
+    return RUN_OK
+
+
+cdef int _run(int op, const real_t* a, Py_ssize_t ars, Py_ssize_t acs,
+              const real_t* b, Py_ssize_t brs, Py_ssize_t bcs,
+              real_t* out, Py_ssize_t ors, Py_ssize_t ocs,
+              Py_ssize_t n, Py_ssize_t k, int num_threads, int flags) noexcept nogil:
+    global _ran_parallel
+    cdef Py_ssize_t block, n_blocks, c, work, lanes = 1, scratch = 0
+    cdef int stream, failed = 0
+    cdef bint rowwise, jacobian = op == OP_SOFTMAX_JACOBIAN
+    cdef real_t* buf = NULL
+    if op < 0 or op >= N_OPS or n < 0 or k < 0:
+        return RUN_INVALID
+    if n == 0 or k == 0:
+        return RUN_OK
+    if b == NULL:
+        b = a
+        brs = ars
+        bcs = acs
+    if n == 1:  # a lone row's row stride is never used
+        ars = brs = k
+        if not jacobian:
+            ors = k
+    # The row kernels take unit column strides (every stride is unit when
+    # K == 1); everything else goes through the lane layout.
+    rowwise = k == 1 or (acs == 1 and bcs == 1 and (ocs == 1 or jacobian))
+    if rowwise:
+        block = BLOCK_ELEMS // k
+        if block < 1:
+            block = 1
+    else:
+        if op >= OP_EXP:  # the test ops have row kernels only
+            return RUN_INVALID
+        # Whole lane groups per block, so that no group is split.
+        lanes = csm_lane_count(k)
+        block = (BLOCK_ELEMS // k) // lanes * lanes
+        if block < lanes:
+            block = lanes
+        scratch = lanes * k
+        if op == OP_SOFTMAX_BACKWARD or op == OP_LOG_SOFTMAX_BACKWARD:
+            scratch = 2 * scratch
+    n_blocks = (n + block - 1) // block
+    work = n * k
+    if jacobian:
+        work = work * k
+    # Streaming never changes a value, only how it reaches memory.
+    stream = not (flags & RUN_FRESH_OUT) and work >= STREAM_BYTES // <Py_ssize_t>sizeof(real_t)
+    if num_threads <= 0:
+        num_threads = csm_max_threads()
+    # A thread without a block would idle, and a huge request must not spawn
+    # a huge team: 16 threads per processor is past any useful oversubscription.
+    if num_threads > n_blocks:
+        num_threads = <int>n_blocks
+    if num_threads > 16 * csm_num_procs():
+        num_threads = 16 * csm_num_procs()
+    if _serial_after_fork:
+        num_threads = 1
+    if num_threads <= 1 or work < PARALLEL_GRAIN:
+        if rowwise:
+            for c in range(n_blocks):
+                _block(op, True, c, block, a, ars, acs, b, brs, bcs, out, ors, ocs, n, k,
+                       stream, buf)
+            return RUN_OK
+        return _serial_strided(op, n_blocks, block, a, ars, acs, b, brs, bcs, out, ors, ocs,
+                               n, k, scratch)
+    _ran_parallel = 1
+    # Blocks are handed out one at a time (dynamic), not split up front
+    # (static): on a busy machine a descheduled thread then holds up one
+    # block, not half the call (measured with bench/bench_contention.py).
+    with parallel(num_threads=num_threads):
+        buf = NULL
+        if scratch > 0:
+            buf = <real_t*>malloc(scratch * sizeof(real_t))
+        for c in prange(n_blocks, schedule='dynamic'):
+            if scratch > 0 and buf == NULL:
+                failed += 1
+            else:
+                _block(op, rowwise, c, block, a, ars, acs, b, brs, bcs, out, ors, ocs, n, k,
+                       stream, buf)
+        free(buf)
+    return RUN_NO_MEMORY if failed else RUN_OK
+
+
+cdef int run_f32(int op, const float* a, Py_ssize_t ars, Py_ssize_t acs,
+                 const float* b, Py_ssize_t brs, Py_ssize_t bcs,
+                 float* out, Py_ssize_t ors, Py_ssize_t ocs,
+                 Py_ssize_t n, Py_ssize_t k, int num_threads, int flags) noexcept nogil:
+    return _run(op, a, ars, acs, b, brs, bcs, out, ors, ocs, n, k, num_threads, flags)
+
+
+cdef int run_f64(int op, const double* a, Py_ssize_t ars, Py_ssize_t acs,
+                 const double* b, Py_ssize_t brs, Py_ssize_t bcs,
+                 double* out, Py_ssize_t ors, Py_ssize_t ocs,
+                 Py_ssize_t n, Py_ssize_t k, int num_threads, int flags) noexcept nogil:
+    return _run(op, a, ars, acs, b, brs, bcs, out, ors, ocs, n, k, num_threads, flags)
+
+
+# ---- the ISA switch and introspection -----------------------------------------
+
+# The build's constants, for tests that sit on their boundaries.
+CONSTANTS = {
+    "small_k": CSM_SMALL_K,
+    "lanes": CSM_LANES,
+    "block_elems": BLOCK_ELEMS,
+    "parallel_grain": PARALLEL_GRAIN,
+    "stream_bytes": STREAM_BYTES,
+}
+
+
+def isa():
+    """The instruction set the kernels use now: 'baseline', 'avx2' or 'avx512'."""
+    return csm_isa_names[csm_isa_in_use].decode()
+
+
+def supported_isas():
+    """The instruction sets this CPU and this build can run, narrowest first."""
+    return [csm_isa_names[i].decode() for i in range(csm_best_isa() + 1)]
+
+
+def select_isa(name=None):
+    """Use the kernels built for `name` (None: the widest this CPU runs).
+
+    Not thread-safe against concurrent calls into the kernels; meant for
+    import time and tests. Raises ValueError for an unknown or unsupported name.
+    """
+    cdef int i
+    if name is None:
+        csm_select_isa(-1)
+        return isa()
+    names = [csm_isa_names[i].decode() for i in range(CSM_N_ISA)]
+    if name not in names:
+        raise ValueError(f"unknown ISA {name!r}; expected one of {names}")
+    if csm_select_isa(names.index(name)) < 0:
+        raise ValueError(
+            f"ISA {name!r} is not supported by this CPU; it runs {supported_isas()}")
+    return isa()
+
+
+def openmp_enabled():
+    """Whether this build runs rows in parallel with OpenMP."""
+    return bool(csm_openmp_enabled())
+
+
+def max_threads():
+    """The thread count used when num_threads is None (OpenMP's default;
+    1 in a forked child that runs serially)."""
+    return 1 if _serial_after_fork else csm_max_threads()
+
+
+# The CPU is probed once, here; CSOFTMAX_ISA forces a narrower choice (tests).
+_forced = os.environ.get("CSOFTMAX_ISA", "").strip().lower()
+try:
+    select_isa(_forced or None)
+except ValueError as exc:
+    raise ImportError(f"csoftmax: CSOFTMAX_ISA={_forced!r}: {exc}") from None
+del _forced
