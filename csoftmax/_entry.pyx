@@ -15,7 +15,8 @@ errors; both reach the same kernels, so they give identical results.
 """
 cimport numpy as cnp
 from cpython.long cimport PyLong_AsLongAndOverflow
-from cpython.ref cimport Py_INCREF, PyObject
+from cpython.mem cimport PyMem_Free, PyMem_Malloc
+from cpython.ref cimport Py_INCREF
 
 from csoftmax._cpu cimport Operand, launch
 from csoftmax._engine cimport (OP_LOG_SOFTMAX, OP_LOG_SOFTMAX_BACKWARD, OP_SOFTMAX,
@@ -34,6 +35,8 @@ cdef extern from "numpy/arrayobject.h":
         NPY_HALF
 
 cdef extern from "_half.h" nogil:
+    void csm_widen_f16(const unsigned short* src, Py_ssize_t srs, Py_ssize_t scs,
+                       float* dst, Py_ssize_t drs, Py_ssize_t dcs, Py_ssize_t n, Py_ssize_t k)
     void csm_narrow_f16(const float* src, Py_ssize_t srs, Py_ssize_t scs,
                         unsigned short* dst, Py_ssize_t drs, Py_ssize_t dcs,
                         Py_ssize_t n, Py_ssize_t k)
@@ -151,11 +154,18 @@ cdef cnp.ndarray _like(cnp.ndarray a, int t):
     return <cnp.ndarray>PyArray_NewLikeArray(a, cnp.NPY_KEEPORDER, <cnp.PyArray_Descr*>descr, 0)
 
 
-cdef cnp.ndarray _converted(cnp.ndarray a, int t):
-    """a as dtype t, in a's memory order (NumPy's C cast: exact for float16,
-    integers and bools into the compute dtypes)."""
+cdef cnp.ndarray _converted(cnp.ndarray a, int t, int ax):
+    """a as dtype t, in a's memory order: float16 widened here (_half.h),
+    other dtypes by NumPy's C cast (exact for integers and bools into
+    float64)."""
     cdef cnp.ndarray c = _like(a, t)
-    cnp.PyArray_CopyInto(c, a)
+    cdef Operand s, d
+    if (cnp.PyArray_TYPE(a) == NPY_HALF and cnp.PyArray_ISBEHAVED_RO(a)
+            and _operand(a, ax, &s) and _operand(c, ax, &d)):
+        csm_widen_f16(<const unsigned short*>s.data, s.rs, s.cs, <float*>d.data, d.rs, d.cs,
+                      _n(a, ax), _k(a, ax))
+    else:
+        cnp.PyArray_CopyInto(c, a)
     return c
 
 
@@ -246,21 +256,23 @@ cdef object _rows(int op, object x, object g, object axis, object out, object nu
     if n == 0 or k == 0:
         return _like(a, rt) if out is None else out
     cdef Operand oa, ob, oo
+    if t == NPY_HALF:
+        return _rows_half(op, a, b if g is not None else None, ax, n, k, out, nt)
     # Inputs the kernels cannot read as they are (another dtype, unaligned,
     # swapped, odd strides) are converted once, in their own memory order.
     cdef bint own = False
     if not _usable(a, ct, ax, &oa):
-        a = _converted(a, ct)
+        a = _converted(a, ct, ax)
         _operand(a, ax, &oa)
         own = True
     if g is None:
         b, ob = a, oa
     elif not _usable(b, ct, ax, &ob):
-        b = _converted(b, ct)
+        b = _converted(b, ct, ax)
         _operand(b, ax, &ob)
         own = True
     cdef bint direct = False
-    if out is not None and rt == ct:
+    if out is not None:
         o = <cnp.ndarray>out
         # Straight into out when it is an input itself or apart from them.
         direct = (_operand(o, ax, &oo)
@@ -275,29 +287,67 @@ cdef object _rows(int op, object x, object g, object axis, object out, object nu
         res = _like(a, ct)
     _operand(res, ax, &oo)
     launch(op, ct == cnp.NPY_FLOAT, oa, ob, oo, n, k, nt, res is not a)
-    if rt != ct:  # float16: round the float32 result into the output
-        o = _like(res, rt) if out is None else <cnp.ndarray>out
-        _deliver_half(res, o, ax, n, k)
-        return o
     if out is None:
         return res
     cnp.PyArray_CopyInto(<cnp.ndarray>out, res)
     return out
 
 
-cdef int _deliver_half(cnp.ndarray src, cnp.ndarray dst, int ax, Py_ssize_t n,
+cdef object _rows_half(int op, cnp.ndarray a, cnp.ndarray b, int ax, Py_ssize_t n,
+                       Py_ssize_t k, object out, int nt):
+    """float16 rows: widened into a float32 scratch (C order), computed there
+    in place, rounded into the output. No NumPy array but the result."""
+    cdef Operand sa, sb, w
+    cdef cnp.ndarray o
+    if not (cnp.PyArray_ISBEHAVED_RO(a) and _operand(a, ax, &sa)
+            and (b is None or (cnp.PyArray_ISBEHAVED_RO(b) and _operand(b, ax, &sb)))):
+        return _rows_via_copy(op, a, b, ax, n, k, out, nt)
+    cdef Py_ssize_t size = n * k
+    cdef float* buf = <float*>PyMem_Malloc(size * sizeof(float) * (1 if b is None else 2))
+    if buf == NULL:
+        raise MemoryError("csoftmax: no memory for a float32 copy of a float16 input")
+    try:
+        csm_widen_f16(<const unsigned short*>sa.data, sa.rs, sa.cs, buf, k, 1, n, k)
+        w = Operand(<char*>buf, k, 1)
+        if b is not None:
+            csm_widen_f16(<const unsigned short*>sb.data, sb.rs, sb.cs, buf + size, k, 1, n, k)
+            launch(op, True, w, Operand(<char*>(buf + size), k, 1), w, n, k, nt, False)
+        else:
+            launch(op, True, w, w, w, n, k, nt, False)
+        o = _like(a, NPY_HALF) if out is None else <cnp.ndarray>out
+        _deliver_half(w, o, ax, n, k)
+    finally:
+        PyMem_Free(buf)
+    return o
+
+
+cdef object _rows_via_copy(int op, cnp.ndarray a, cnp.ndarray b, int ax, Py_ssize_t n,
+                           Py_ssize_t k, object out, int nt):
+    # float16 that is unaligned, swapped or oddly strided: a float32 copy.
+    cdef Operand oa, ob
+    a = _converted(a, cnp.NPY_FLOAT, ax)
+    _operand(a, ax, &oa)
+    ob = oa
+    if b is not None:
+        b = _converted(b, cnp.NPY_FLOAT, ax)
+        _operand(b, ax, &ob)
+    launch(op, True, oa, ob, oa, n, k, nt, False)
+    o = _like(a, NPY_HALF) if out is None else <cnp.ndarray>out
+    _deliver_half(oa, o, ax, n, k)
+    return o
+
+
+cdef int _deliver_half(Operand src, cnp.ndarray dst, int ax, Py_ssize_t n,
                        Py_ssize_t k) except -1:
-    cdef Operand s, d
-    s.cs = d.cs = 0
-    if not (_operand(src, ax, &s) and _operand(dst, ax, &d)):
+    """Round the float32 rows src into the float16 array dst."""
+    cdef Operand d
+    if not _operand(dst, ax, &d):
         # A float16 output with strides of odd bytes: round into a copy first.
-        tmp = _like(src, NPY_HALF)
+        tmp = _like(dst, NPY_HALF)
         _deliver_half(src, tmp, ax, n, k)
         cnp.PyArray_CopyInto(dst, tmp)
         return 0
-    if n == 1:
-        s.rs = d.rs = 0
-    csm_narrow_f16(<const float*>s.data, s.rs, s.cs, <unsigned short*>d.data, d.rs, d.cs, n, k)
+    csm_narrow_f16(<const float*>src.data, src.rs, src.cs, <unsigned short*>d.data, d.rs, d.cs, n, k)
     return 0
 
 
@@ -334,7 +384,7 @@ cdef object _jacobian(object x, object axis, object out, object num_threads):
         return cnp.PyArray_EMPTY(nd + 1, dims, rt, 0) if out is None else out
     cdef Operand oa, oo
     if not _usable(a, ct, ax, &oa):
-        a = _converted(a, ct)
+        a = _converted(a, ct, ax)
         _operand(a, ax, &oa)
     if (out is not None and rt == ct and cnp.PyArray_IS_C_CONTIGUOUS(<cnp.ndarray>out)
             and not _overlap(<cnp.ndarray>out, a) and not _overlap(<cnp.ndarray>out, <cnp.ndarray>x)):

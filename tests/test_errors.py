@@ -1,5 +1,6 @@
 """Every bad input gets a TypeError/ValueError/MemoryError naming the problem."""
 import re
+import warnings
 
 import numpy as np
 import pytest
@@ -43,7 +44,7 @@ def test_repeated_axis_is_a_value_error():
         csoftmax.softmax(np.zeros((2, 3)), axis=(1, 1))
 
 
-@pytest.mark.parametrize("axis", [None, (0, 1)])
+@pytest.mark.parametrize("axis", [None, (0, 1), [0, 1], [1], 1.0, True])
 def test_jacobian_axis_must_be_a_single_int(axis):
     with pytest.raises(TypeError, match="softmax_jacobian: axis must be a single int"):
         csoftmax.softmax_jacobian(np.zeros((2, 3)), axis=axis)
@@ -132,3 +133,18 @@ def test_huge_thread_count_is_capped_not_spawned():
     x = np.random.default_rng(0).standard_normal((3000, 50))
     np.testing.assert_array_equal(csoftmax.softmax(x, num_threads=2**40),
                                   csoftmax.softmax(x, num_threads=1))
+
+
+@pytest.mark.parametrize("layout", ["C", "F"])
+@pytest.mark.parametrize("fn", ["log_softmax", "softmax"])
+def test_float16_results_out_of_range_give_no_numpy_warning(fn, layout):
+    # log_softmax([-60000, 0, 60000]) is [-120000, -60000, 0]: -inf in float16,
+    # the right value, with no "overflow encountered in cast" on the way.
+    x = np.asarray(np.array([[-60000, 0, 60000]] * 3, dtype=np.float16), order=layout)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        got = getattr(csoftmax, fn)(x)
+        nd = getattr(csoftmax, fn)(x[None], axis=-1)  # the N-D path
+    if fn == "log_softmax":
+        assert np.all(got[:, 0] == -np.inf) and np.all(got[:, 2] == 0)
+    np.testing.assert_array_equal(nd[0], got)

@@ -1,0 +1,53 @@
+"""Ctrl-C reaches a long call: it raises KeyboardInterrupt within a second.
+
+Long calls run in slices of rows with a look for signals between them. The
+test runs in a child process: the child times an uninterrupted call, then
+sends itself SIGINT a little way into a second one, and reports how long
+the KeyboardInterrupt took to arrive.
+"""
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+
+import pytest
+
+CHILD = textwrap.dedent("""
+    import os, signal, sys, threading, time
+    import numpy as np
+    import csoftmax
+    fn = getattr(csoftmax, sys.argv[1])
+    # 2^27 float32 elements: 512 MiB in, 512 MiB out, well over a slice.
+    x = np.ones((1 << 13, 1 << 14), np.float32)
+    out = np.empty_like(x)
+    t0 = time.perf_counter()
+    fn(x, out=out, num_threads=1)
+    full = time.perf_counter() - t0
+    sent = []
+    def interrupt():
+        sent.append(time.perf_counter())
+        os.kill(os.getpid(), signal.SIGINT)
+    threading.Timer(full / 10, interrupt).start()
+    t0 = time.perf_counter()
+    try:
+        fn(x, out=out, num_threads=1)
+    except KeyboardInterrupt:
+        print(f"interrupted {time.perf_counter() - sent[0]:.4f} of {full:.4f}")
+        sys.exit(0)
+    print(f"not interrupted {time.perf_counter() - t0:.4f}")
+    sys.exit(1)
+""")
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not hasattr(signal, "SIGINT") or os.name != "posix", reason="POSIX signals")
+@pytest.mark.parametrize("fn", ["softmax", "log_softmax"])
+def test_ctrl_c_interrupts_a_long_call_quickly(fn):
+    proc = subprocess.run([sys.executable, "-c", CHILD, fn], capture_output=True, text=True,
+                          timeout=120)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    _, took, _, full = proc.stdout.split()
+    # The call itself would take `full` seconds; the interrupt arrives after
+    # at most one slice (2^24 elements), an eighth of this call.
+    assert float(took) < min(1.0, 0.5 * float(full)), proc.stdout

@@ -1,0 +1,145 @@
+"""Every memory layout takes the C-level path and gives the C-order bits.
+
+Arrays out of einsum/tensordot are often Fortran-ordered, and transposed
+views with axis=0 are common. The engine takes element strides, so any
+layout computes the same rows with the same arithmetic (the sums of a row
+are taken in one fixed order, see CSM_PARTS in _rows.h): the result must
+equal, bit for bit, the result of the C-contiguous copy.
+"""
+import numpy as np
+import pytest
+
+import csoftmax
+from csoftmax import _api, compat
+
+FUNCS = ["softmax", "log_softmax", "softmax_backward", "log_softmax_backward",
+         "softmax_jacobian"]
+BINARY = {"softmax_backward", "log_softmax_backward"}
+
+# Row lengths across the engine's paths: K = 1; short rows (lane path in C
+# order, K <= 32); the row kernels; rows too long for a full lane group.
+KS = [1, 10, 32, 33, 100, 1025, 3000]
+
+
+def _layouts(a):
+    """(name, array equal to a, axis) for the layouts users pass."""
+    n, k = a.shape
+    big = np.zeros((2 * n, 3 * k), a.dtype)
+    big[::2, ::3] = a
+    yield "c", np.ascontiguousarray(a), -1
+    yield "fortran", np.asfortranarray(a), -1
+    yield "transposed_axis0", np.ascontiguousarray(a.T), 0
+    yield "fortran_transposed_axis0", np.asfortranarray(a.T), 0
+    yield "row_and_column_strides", big[::2, ::3], -1
+    yield "negative_rows", np.ascontiguousarray(a[::-1])[::-1], -1
+    yield "negative_columns", np.ascontiguousarray(a[:, ::-1])[:, ::-1], 1
+    ro = np.asfortranarray(a)
+    ro.flags.writeable = False
+    yield "readonly_fortran", ro, -1
+
+
+def _inputs(fn, n, k, dtype, seed=0):
+    rng = np.random.default_rng(seed)
+    x = (rng.standard_normal((n, k)) * 3).astype(dtype)
+    if fn in BINARY:
+        y = csoftmax.softmax(x) if fn == "softmax_backward" else csoftmax.log_softmax(x)
+        return [y, rng.standard_normal((n, k)).astype(dtype)]
+    return [x]
+
+
+def _call(fn, arrays, axis, **kw):
+    return getattr(csoftmax, fn)(*arrays, axis=axis, **kw)
+
+
+@pytest.mark.parametrize("k", KS)
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("fn", FUNCS)
+def test_every_layout_gives_the_c_order_bits(fn, dtype, k):
+    n = 3 if fn == "softmax_jacobian" and k > 100 else 37
+    arrays = _inputs(fn, n, k, dtype)
+    want = _call(fn, arrays, -1)
+    laid = [list(_layouts(a)) for a in arrays]
+    for i, (name, _, axis) in enumerate(laid[0]):
+        got = _call(fn, [lay[i][1] for lay in laid], axis)
+        assert got.dtype == want.dtype, name
+        if fn == "softmax_jacobian" or axis == -1 or axis == 1:
+            np.testing.assert_array_equal(got, want, err_msg=name)
+        else:
+            np.testing.assert_array_equal(got.T, want, err_msg=name)
+
+
+@pytest.mark.parametrize("fn", FUNCS)
+def test_layouts_never_take_the_python_path(fn, monkeypatch):
+    # The Python-level general path (_api) is for N-D and array-likes only:
+    # NumPy 1-D/2-D input of any layout and dtype stays in C.
+    for name in FUNCS:
+        monkeypatch.setattr(_api, name, lambda *a, **k: pytest.fail("took the Python path"))
+    for dtype in (np.float32, np.float64, np.float16, np.int64, np.bool_):
+        arrays = [a.astype(dtype) for a in _inputs(fn, 9, 12, np.float64)]
+        for i, (name, _, axis) in enumerate(_layouts(arrays[0])):
+            laid = [list(_layouts(a))[i][1] for a in arrays]
+            _call(fn, laid, axis)
+            _call(fn, [a[0] for a in laid] if axis == -1 else laid, -1 if axis == -1 else axis)
+    x = np.asfortranarray(np.ones((6, 4)))
+    compat.Softmax(x)
+    compat.Softmax_grad(x)
+
+
+@pytest.mark.parametrize("fn", ["softmax", "log_softmax", "softmax_backward"])
+def test_out_of_any_layout_receives_the_c_order_bits(fn):
+    arrays = _inputs(fn, 50, 40, np.float32, seed=1)
+    want = _call(fn, arrays, -1)
+    for name, out, axis in _layouts(np.zeros_like(want)):
+        if not out.flags.writeable:
+            continue
+        target = out if axis != 0 else out.T
+        got = _call(fn, [np.asfortranarray(a) for a in arrays], -1, out=target)
+        assert got is target
+        np.testing.assert_array_equal(got, want, err_msg=name)
+
+
+@pytest.mark.parametrize("fn", ["softmax", "log_softmax"])
+def test_in_place_on_a_fortran_array(fn):
+    x = np.asfortranarray(_inputs(fn, 70, 33, np.float64)[0])
+    want = _call(fn, [x.copy(order="C")], -1)
+    got = _call(fn, [x], -1, out=x)
+    assert got is x
+    np.testing.assert_array_equal(x, want)
+
+
+def test_out_overlapping_the_input_gives_the_right_result():
+    # out shares memory with x without being x: the result goes through a copy.
+    buf = np.random.default_rng(5).standard_normal((20, 41))
+    x = buf[:, :40]
+    want = csoftmax.softmax(x.copy())
+    out = buf[:, 1:]
+    csoftmax.softmax(x, out=out)
+    np.testing.assert_array_equal(out, want)
+
+
+def test_fortran_input_gives_a_fortran_result():
+    # The result keeps the input's memory order (NumPy's order 'K'), so the
+    # kernels write it as they read the input.
+    x = np.asfortranarray(np.random.default_rng(6).standard_normal((30, 8)))
+    assert csoftmax.softmax(x).flags.f_contiguous
+    assert csoftmax.log_softmax(x.T, axis=0).flags.c_contiguous
+
+
+@pytest.mark.parametrize("dtype", [np.float16, np.int32, np.int64, np.uint8, np.bool_])
+def test_other_dtypes_in_any_layout(dtype):
+    x = (np.random.default_rng(7).standard_normal((19, 13)) * 4)
+    x = x.astype(dtype)
+    want = csoftmax.softmax(np.ascontiguousarray(x))
+    assert want.dtype == (np.float16 if dtype == np.float16 else np.float64)
+    for name, a, axis in _layouts(x):
+        got = csoftmax.softmax(a, axis=axis)
+        np.testing.assert_array_equal(got if axis != 0 else got.T, want, err_msg=name)
+
+
+@pytest.mark.parametrize("threads", [1, 2, 3, 8])
+@pytest.mark.parametrize("fn", FUNCS)
+def test_strided_path_bits_do_not_depend_on_threads(fn, threads):
+    k = 7 if fn == "softmax_jacobian" else 300
+    arrays = [np.asfortranarray(a) for a in _inputs(fn, 3000, k, np.float32, seed=8)]
+    np.testing.assert_array_equal(_call(fn, arrays, -1, num_threads=threads),
+                                  _call(fn, arrays, -1, num_threads=1))

@@ -1,0 +1,70 @@
+"""float32 accuracy at any row length, up to a vocabulary-sized K = 10^6.
+
+Every sum over a row is taken in double (CSM_PARTS in _rows.h), so the
+float32 results keep the bound of short rows: softmax within 2e-6 relative
+of a float64 reference; log_softmax within 2e-6 relative where |log p| >= 1
+and 2e-6 absolute nearer 0 (log p = (x - max) - log(sum) cancels there);
+the backward passes within 2e-6 of the size of their terms,
+|y| (|g| + |sum(g y)|), since the result itself may cancel to 0.
+"""
+import numpy as np
+import pytest
+
+import csoftmax
+from conftest import (ref_log_softmax, ref_log_softmax_backward, ref_softmax,
+                      ref_softmax_backward)
+
+KS = [1000, 65536, 1_000_000]
+TOL = 2e-6
+
+
+def _x(k, seed=0, order="C"):
+    n = 2 if k >= 100_000 else 8
+    x = (np.random.default_rng(seed).standard_normal((n, k)) * 3).astype(np.float32)
+    return np.asarray(x, order=order)
+
+
+@pytest.mark.parametrize("order", ["C", "F"])
+@pytest.mark.parametrize("k", KS)
+def test_float32_softmax_is_within_2e_6_relative_at_any_k(isa, k, order):
+    x = _x(k, order=order)
+    want = ref_softmax(x)
+    got = csoftmax.softmax(x).astype(np.float64)
+    assert np.max(np.abs(got - want) / want) <= TOL
+
+
+@pytest.mark.parametrize("k", KS)
+def test_float32_rows_sum_to_one_at_any_k(isa, k):
+    s = csoftmax.softmax(_x(k)).astype(np.float64).sum(axis=-1)
+    # Each of K entries is within 2e-6 relative, so the sum is within 2e-6.
+    assert np.max(np.abs(s - 1)) <= TOL
+
+
+@pytest.mark.parametrize("k", KS)
+def test_float32_log_softmax_is_within_2e_6_at_any_k(isa, k):
+    x = _x(k, seed=1)
+    want = ref_log_softmax(x)
+    got = csoftmax.log_softmax(x).astype(np.float64)
+    assert np.max(np.abs(got - want) / np.maximum(np.abs(want), 1.0)) <= TOL
+
+
+@pytest.mark.parametrize("k", KS)
+def test_float32_softmax_backward_is_within_2e_6_of_its_terms_at_any_k(isa, k):
+    y = csoftmax.softmax(_x(k, seed=2))
+    g = _x(k, seed=3)
+    y64, g64 = y.astype(np.float64), g.astype(np.float64)
+    want = ref_softmax_backward(y, g)
+    scale = np.abs(y64) * (np.abs(g64) + np.abs(np.sum(g64 * y64, axis=-1, keepdims=True)))
+    got = csoftmax.softmax_backward(y, g).astype(np.float64)
+    assert np.all(np.abs(got - want) <= TOL * scale + np.finfo(np.float32).tiny)
+
+
+@pytest.mark.parametrize("k", KS)
+def test_float32_log_softmax_backward_is_within_2e_6_of_its_terms_at_any_k(isa, k):
+    y = csoftmax.log_softmax(_x(k, seed=4))
+    g = _x(k, seed=5)
+    y64, g64 = y.astype(np.float64), g.astype(np.float64)
+    want = ref_log_softmax_backward(y, g)
+    scale = np.abs(g64) + np.exp(y64) * np.abs(np.sum(g64, axis=-1, keepdims=True))
+    got = csoftmax.log_softmax_backward(y, g).astype(np.float64)
+    assert np.all(np.abs(got - want) <= TOL * scale + np.finfo(np.float32).tiny)
