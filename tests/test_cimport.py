@@ -147,3 +147,51 @@ def test_kernels_accept_empty_sizes_and_write_nothing(consumer, op, dtype):
         out = np.full(16, 42, dtype=dtype)
         assert consumer.call_with_sizes(op, dtype, n_rows, n_cols, a, a, out) == 0
         assert (out == 42).all()
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("op", OPS)
+def test_kernels_return_nonzero_when_rows_times_cols_overflows(consumer, op, dtype):
+    a = np.ones(16, dtype=dtype)
+    out = np.full(16, 42, dtype=dtype)
+    for n_rows, n_cols in [(sys.maxsize // 2, 4), (4, sys.maxsize // 2), (sys.maxsize, sys.maxsize)]:
+        assert consumer.call_with_sizes(op, dtype, n_rows, n_cols, a, a, out) == -1
+        assert (out == 42).all()
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("op", OPS)
+def test_kernels_return_nonzero_for_null_pointers_and_write_nothing(consumer, op, dtype):
+    names = ["a", "out"] + (["b"] if "backward" in op else [])
+    for null in names:
+        buf = np.full(64, 0.5, dtype=dtype)
+        rc = consumer.call_with_offsets(op, dtype, 2, 3, buf, 0, 8, 32, null)
+        assert rc == -1, null
+        assert (buf == 0.5).all(), "a refused call wrote something"
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_jacobian_whose_output_overlaps_its_input_is_refused(consumer, dtype):
+    # x is 2 x 3 at offset 0; J (2 x 3 x 3 = 18 elements) at offsets that share
+    # memory with x, including x itself.
+    for out_off in [0, 1, 5]:
+        buf = np.full(64, 0.5, dtype=dtype)
+        assert consumer.call_with_offsets("softmax_jacobian", dtype, 2, 3, buf, 0, 0,
+                                          out_off) == -1
+        assert (buf == 0.5).all()
+    buf = np.arange(64, dtype=dtype) / 64
+    assert consumer.call_with_offsets("softmax_jacobian", dtype, 2, 3, buf, 0, 0, 6) == 0
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("op", OPS[:4])
+def test_row_ops_run_in_place_but_refuse_partial_overlap(consumer, op, dtype):
+    buf = np.linspace(0.1, 0.9, 64).astype(dtype)
+    before = buf.copy()
+    assert consumer.call_with_offsets(op, dtype, 2, 3, buf, 0, 16, 1) == -1
+    np.testing.assert_array_equal(buf, before)
+    assert consumer.call_with_offsets(op, dtype, 2, 3, buf, 0, 16, 0) == 0
+    x = before[:6].reshape(2, 3)
+    g = before[16:22].reshape(2, 3)
+    want = getattr(csoftmax, op)(x) if "backward" not in op else getattr(csoftmax, op)(x, g)
+    np.testing.assert_array_equal(buf[:6].reshape(2, 3), want)

@@ -148,3 +148,41 @@ def call_with_sizes(str op, str dtype, Py_ssize_t n_rows, Py_ssize_t n_cols,
         with nogil:
             rc = _call_f64(code, &ad[0], &bd[0], &od[0], n_rows, n_cols, 1)
     return rc
+
+
+def call_with_offsets(str op, str dtype, Py_ssize_t n_rows, Py_ssize_t n_cols, buf,
+                      Py_ssize_t a_off, Py_ssize_t b_off, Py_ssize_t out_off, str null=""):
+    """One nogil call of op whose operands a, b and out all lie in one flat
+    buffer, at the given element offsets (so they may overlap); the operands
+    named in `null` ("a", "b", "out") are passed as NULL. Returns the code."""
+    cdef int code = OPS.index(op)
+    cdef float[::1] bf
+    cdef double[::1] bd
+    cdef const float *af32 = NULL
+    cdef const float *bf32 = NULL
+    cdef float *of32 = NULL
+    cdef const double *af64 = NULL
+    cdef const double *bf64 = NULL
+    cdef double *of64 = NULL
+    cdef int rc
+    if dtype == "float32":
+        bf = buf
+        if "a" not in null.split(","):
+            af32 = &bf[a_off]
+        if "b" not in null.split(","):
+            bf32 = &bf[b_off]
+        if "out" not in null.split(","):
+            of32 = &bf[out_off]
+        with nogil:
+            rc = _call_f32(code, af32, bf32, of32, n_rows, n_cols, 1)
+    else:
+        bd = buf
+        if "a" not in null.split(","):
+            af64 = &bd[a_off]
+        if "b" not in null.split(","):
+            bf64 = &bd[b_off]
+        if "out" not in null.split(","):
+            of64 = &bd[out_off]
+        with nogil:
+            rc = _call_f64(code, af64, bf64, of64, n_rows, n_cols, 1)
+    return rc
