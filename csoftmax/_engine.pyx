@@ -10,7 +10,7 @@ API of kernels.pxd, both of which call run_f32/run_f64.
 """
 import os
 
-from cython.parallel cimport parallel, prange
+from cython.parallel cimport parallel, prange, threadid
 from libc.stdlib cimport free, malloc
 
 cdef extern from "_rows.h" nogil:
@@ -38,6 +38,7 @@ cdef extern from "_rows.h" nogil:
     int csm_openmp_enabled()
     int csm_max_threads()
     int csm_num_procs()
+    double csm_now()
 
 # _engine.pxd repeats the op codes of _rows.h (so that Cython code needs no
 # header); the C compiler checks that they agree.
@@ -100,6 +101,37 @@ def _after_fork_in_child():
 
 if hasattr(os, "register_at_fork"):  # POSIX only
     os.register_at_fork(after_in_child=_after_fork_in_child)
+
+
+# Busy machines. When other processes compete for the cores, a thread of
+# ours can be descheduled while it holds a block; the calling thread then
+# finishes every other block and waits at the end of the parallel region for
+# up to a time slice (measured, 4096 x 128 float32 with one busy-loop process
+# on a 2-core machine: 0.49 ms on one thread, 17.5 ms on two, dynamic
+# schedule; 11.6 ms with the static one). Such a call is easy to recognise
+# afterwards: the calling thread ran out of blocks long before the region
+# ended. After such a call, calls that use the default thread count run on
+# the calling thread for a while (10 ms, doubling on each repeat up to 1 s;
+# halved by a call without the stall), then try again. An explicit
+# num_threads is always honoured. Results never depend on the thread count,
+# so this changes only the speed.
+cdef double _serial_until = 0.0
+cdef double _penalty = 0.0
+
+# The calling thread waited for more than this fraction of a parallel call...
+cdef double STALL_FRACTION = 0.5
+# ...of at least this many seconds (shorter calls are not worth a judgement:
+# one block of another thread takes a few microseconds).
+cdef double STALL_MIN_S = 50e-6
+# Serial spell after the first stall, and its cap (doubling in between).
+cdef double PENALTY_MIN_S = 0.01
+cdef double PENALTY_MAX_S = 1.0
+
+
+def contention():
+    """The busy-machine state: seconds the default thread count stays at one
+    thread, and the current length of a serial spell."""
+    return {"serial_for_s": max(0.0, _serial_until - csm_now()), "penalty_s": _penalty}
 
 
 def serial_after_fork():
@@ -206,7 +238,8 @@ cdef int _run(int op, const real_t* a, Py_ssize_t ars, Py_ssize_t acs,
         work = work * k
     # Streaming never changes a value, only how it reaches memory.
     stream = not (flags & RUN_FRESH_OUT) and work >= STREAM_BYTES // <Py_ssize_t>sizeof(real_t)
-    if num_threads <= 0:
+    cdef bint default_threads = num_threads <= 0
+    if default_threads:
         num_threads = csm_max_threads()
     # A thread without a block would idle, and a huge request must not spawn
     # a huge team: 16 threads per processor is past any useful oversubscription.
@@ -216,6 +249,9 @@ cdef int _run(int op, const real_t* a, Py_ssize_t ars, Py_ssize_t acs,
         num_threads = 16 * csm_num_procs()
     if _serial_after_fork:
         num_threads = 1
+    if default_threads and num_threads > 1 and work >= PARALLEL_GRAIN and _serial_until > 0.0:
+        if csm_now() < _serial_until:
+            num_threads = 1
     if num_threads <= 1 or work < PARALLEL_GRAIN:
         if rowwise:
             for c in range(n_blocks):
@@ -228,6 +264,8 @@ cdef int _run(int op, const real_t* a, Py_ssize_t ars, Py_ssize_t acs,
     # Blocks are handed out one at a time (dynamic), not split up front
     # (static): on a busy machine a descheduled thread then holds up one
     # block, not half the call (measured with bench/bench_contention.py).
+    cdef double t_start = csm_now(), t_caller = t_start, t_end
+    cdef double* t_caller_p = &t_caller  # written through: shared, not lastprivate
     with parallel(num_threads=num_threads):
         buf = NULL
         if scratch > 0:
@@ -238,8 +276,30 @@ cdef int _run(int op, const real_t* a, Py_ssize_t ars, Py_ssize_t acs,
             else:
                 _block(op, rowwise, c, block, a, ars, acs, b, brs, bcs, out, ors, ocs, n, k,
                        stream, buf)
+            if threadid() == 0:
+                t_caller_p[0] = csm_now()
         free(buf)
+    if default_threads:
+        t_end = csm_now()
+        _judge(t_start, t_caller, t_end)
     return RUN_NO_MEMORY if failed else RUN_OK
+
+
+cdef void _judge(double t_start, double t_caller, double t_end) noexcept nogil:
+    """The contention check after a parallel call (see _serial_until)."""
+    global _penalty, _serial_until
+    if t_end - t_start < STALL_MIN_S:
+        return
+    if t_end - t_caller > STALL_FRACTION * (t_end - t_start):
+        _penalty = PENALTY_MIN_S if _penalty < PENALTY_MIN_S else 2 * _penalty
+        if _penalty > PENALTY_MAX_S:
+            _penalty = PENALTY_MAX_S
+        _serial_until = t_end + _penalty
+    else:
+        # Halved, not reset: under a steady load one lucky call must not
+        # bring back frequent stalls.
+        _penalty = 0.5 * _penalty
+        _serial_until = 0.0
 
 
 cdef int run_f32(int op, const float* a, Py_ssize_t ars, Py_ssize_t acs,

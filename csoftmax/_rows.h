@@ -238,6 +238,26 @@ static int csm_select_isa(int isa)
     return isa;
 }
 
+/* Seconds on a monotonic clock (the engine's contention check). */
+#if defined(_WIN32)
+#include <windows.h>
+static double csm_now(void)
+{
+    LARGE_INTEGER f, c;
+    QueryPerformanceFrequency(&f);
+    QueryPerformanceCounter(&c);
+    return (double)c.QuadPart / (double)f.QuadPart;
+}
+#else
+#include <time.h>
+static double csm_now(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
+}
+#endif
+
 static int csm_openmp_enabled(void)
 {
 #ifdef _OPENMP
