@@ -75,8 +75,10 @@ class BusyLoad:
                 p = ctx.Process(target=_spin, args=(cpu, started), daemon=True)
                 p.start()
                 self.procs.append(p)
-                if not started.wait(30):
-                    raise RuntimeError(f"a busy-loop process did not start (cpu {cpu})")
+                deadline = time.monotonic() + 30
+                while not started.wait(0.05):
+                    if not p.is_alive() or time.monotonic() > deadline:
+                        raise RuntimeError(f"a busy-loop process did not start (cpu {cpu})")
             time.sleep(0.2)  # let the scheduler settle
         except BaseException:
             self.stop()
