@@ -5,13 +5,47 @@ Row-wise over a batch x of shape (N, K) by default (axis=-1), on the CPU
 kernels through CuPy) for CuPy arrays.
 """
 from ._version import __version__
-from ._entry import (
-    log_softmax,
-    log_softmax_backward,
-    softmax,
-    softmax_backward,
-    softmax_jacobian,
-)
+
+try:
+    from ._entry import (
+        log_softmax,
+        log_softmax_backward,
+        softmax,
+        softmax_backward,
+        softmax_jacobian,
+    )
+except ModuleNotFoundError as _exc:
+    if _exc.name != __name__ + "._entry":
+        raise
+
+    def _unbuilt_source_tree():
+        """The folder that holds this file, if it is csoftmax's source (the
+        .pyx files are here) without compiled modules for this Python."""
+        import importlib.machinery
+        import os
+
+        here = os.path.dirname(os.path.abspath(__file__))
+        if not os.path.exists(os.path.join(here, "_entry.pyx")):
+            return None
+        for suffix in importlib.machinery.EXTENSION_SUFFIXES:
+            if os.path.exists(os.path.join(here, "_entry" + suffix)):
+                return None
+        return here
+
+    _src = _unbuilt_source_tree()
+    if _src is None:
+        raise
+    import os as _os
+
+    _root = _os.path.dirname(_src)
+    raise ImportError(
+        f"csoftmax: {_src} is csoftmax's source folder, and its compiled modules "
+        f"have not been built (Python imports it because it comes first on sys.path, "
+        f"e.g. from the current directory). To build them, run "
+        f"`python -m pip install -e .` in {_root}; or run Python from another "
+        f"directory to import an installed csoftmax."
+    ) from None
+
 from ._config import show_config
 
 __all__ = [

@@ -1,5 +1,6 @@
 """python -m csoftmax: the configuration, the classic example and a short benchmark."""
 import argparse
+import os
 import sys
 import time
 
@@ -15,10 +16,13 @@ SHAPES = {
     "jacobian": [(64, 10), (1000, 100), (10000, 32)],
 }
 BUDGET_S = 0.4  # per timed entry: the whole run stays well under 30 s
+# A median this many times the best sample means the samples disagree: some
+# other process took the CPU for part of the run.
+NOISY_SPREAD = 1.5
 
 
 def _time(fn, budget):
-    """Median seconds per call, over repeats filling about `budget` seconds."""
+    """(best, median) seconds per call, over repeats filling about `budget` seconds."""
     fn()  # warm-up (first-touch allocation, thread start)
     t0 = time.perf_counter()
     fn()
@@ -31,7 +35,38 @@ def _time(fn, budget):
         for _ in range(inner):
             fn()
         samples.append((time.perf_counter() - t0) / inner)
-    return float(np.median(samples))
+    return float(np.min(samples)), float(np.median(samples))
+
+
+def _cpu_count():
+    try:
+        return len(os.sched_getaffinity(0))
+    except (AttributeError, OSError):
+        return os.cpu_count() or 1
+
+
+def _load_average():
+    try:
+        return os.getloadavg()[0]
+    except (AttributeError, OSError):  # Windows has no load average
+        return None
+
+
+def busy_note(spreads, load=None, cpus=None):
+    """The warning line for a busy or noisy machine, or None.
+
+    spreads: median / best of each timed entry. load: the 1-minute load
+    average (None where the OS has none); cpus: the CPUs this process may use.
+    """
+    cpus = _cpu_count() if cpus is None else cpus
+    worst = max(spreads, default=1.0)
+    if load is not None and load > cpus:
+        return (f"note: this machine is busy (load average {load:.1f} on {cpus} cores); "
+                f"timings are noisy (median up to {worst:.1f}x the best)")
+    if worst > NOISY_SPREAD:
+        return (f"note: timings are noisy: a median is up to {worst:.1f}x the best time "
+                f"(other processes took the CPU); the best times are the more reliable")
+    return None
 
 
 def _progress(i, n, label):
@@ -65,19 +100,25 @@ def benchmark(budget=BUDGET_S, dtype=np.float32):
         x = rng.standard_normal(shape).astype(dtype)
         if not np.allclose(fast(x), ref(x), rtol=1e-4, atol=1e-6):
             raise AssertionError(f"csoftmax disagrees with the tutorial on {name} {shape}")
-        t_ref = _time(lambda: ref(x), budget)
-        t_fast = _time(lambda: fast(x), budget)
-        rows.append((name, shape, t_ref, t_fast))
+        best_ref, med_ref = _time(lambda: ref(x), budget)
+        best_fast, med_fast = _time(lambda: fast(x), budget)
+        rows.append((name, shape, best_ref, best_fast, med_ref, med_fast))
     _progress(len(entries), len(entries), "done")
     sys.stderr.write("\n")
 
     print(f"\nBenchmark ({np.dtype(dtype).name}, default threads: "
-          f"{csoftmax.show_config(print_=False)['threads']}): tutorial NumPy vs csoftmax")
-    print(f"| {'operation':<12} | {'shape':>12} | {'NumPy tutorial':>14} | {'csoftmax':>10} | {'speed-up':>8} |")
-    print(f"|{'-' * 14}|{'-' * 14}|{'-' * 16}|{'-' * 12}|{'-' * 10}|")
-    for name, shape, t_ref, t_fast in rows:
-        print(f"| {name:<12} | {str(shape):>12} | {_fmt(t_ref):>14} | {_fmt(t_fast):>10} "
-              f"| {t_ref / t_fast:>7.1f}x |")
+          f"{csoftmax.show_config(print_=False)['threads']}): tutorial NumPy vs csoftmax, "
+          f"best time per call (the minimum over the samples), and csoftmax's median")
+    print(f"| {'operation':<12} | {'shape':>13} | {'NumPy tutorial':>14} | {'csoftmax':>10} "
+          f"| {'csoftmax median':>15} | {'speed-up':>8} |")
+    print(f"|{'-' * 14}|{'-' * 15}|{'-' * 16}|{'-' * 12}|{'-' * 17}|{'-' * 10}|")
+    for name, shape, best_ref, best_fast, _, med_fast in rows:
+        print(f"| {name:<12} | {str(shape):>13} | {_fmt(best_ref):>14} | {_fmt(best_fast):>10} "
+              f"| {_fmt(med_fast):>15} | {best_ref / best_fast:>7.1f}x |")
+    spreads = [med / best for r in rows for best, med in ((r[2], r[4]), (r[3], r[5]))]
+    note = busy_note(spreads, _load_average())
+    if note:
+        print(note)
     return rows
 
 

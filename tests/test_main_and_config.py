@@ -62,3 +62,48 @@ def test_main_job_prints_config_example_and_table():
     for p in ("0.191", "0.628", "0.119", "0.062"):
         assert p in out
     assert "speed-up" in out and "Softmax_grad" in out
+
+
+def test_main_job_reports_best_times_and_says_which():
+    # The table's times are the best (minimum) over the samples; the header says so.
+    r = subprocess.run([sys.executable, "-m", "csoftmax", "--budget", "0.02"],
+                       capture_output=True, text=True, check=True, timeout=120)
+    assert "best time per call (the minimum over the samples)" in r.stdout
+    assert "csoftmax median" in r.stdout
+
+
+def _fake_time(best, median):
+    return lambda fn, budget: (best, median)
+
+
+def test_main_job_flags_noisy_timings(monkeypatch, capsys):
+    from csoftmax import __main__ as main_job
+    monkeypatch.setattr(main_job, "_time", _fake_time(1e-3, 2.5e-3))
+    monkeypatch.setattr(main_job, "_load_average", lambda: 0.0)
+    main_job.benchmark(budget=0.0)
+    out = capsys.readouterr().out
+    assert "note: timings are noisy: a median is up to 2.5x the best time" in out
+
+
+def test_main_job_flags_a_busy_machine(monkeypatch, capsys):
+    from csoftmax import __main__ as main_job
+    monkeypatch.setattr(main_job, "_time", _fake_time(1e-3, 1.01e-3))
+    monkeypatch.setattr(main_job, "_load_average", lambda: 9.5)
+    monkeypatch.setattr(main_job, "_cpu_count", lambda: 2)
+    main_job.benchmark(budget=0.0)
+    assert ("note: this machine is busy (load average 9.5 on 2 cores); timings are noisy"
+            in capsys.readouterr().out)
+
+
+def test_main_job_prints_no_note_on_a_quiet_machine(monkeypatch, capsys):
+    from csoftmax import __main__ as main_job
+    monkeypatch.setattr(main_job, "_time", _fake_time(1e-3, 1.1e-3))
+    monkeypatch.setattr(main_job, "_load_average", lambda: 0.5)
+    main_job.benchmark(budget=0.0)
+    assert "note:" not in capsys.readouterr().out
+
+
+def test_busy_note_without_a_load_average():
+    from csoftmax.__main__ import busy_note
+    assert busy_note([1.0, 1.2], load=None, cpus=4) is None
+    assert "noisy" in busy_note([1.0, 3.0], load=None, cpus=4)
