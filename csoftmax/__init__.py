@@ -5,15 +5,11 @@ Row-wise over a batch x of shape (N, K) by default (axis=-1), on the CPU
 kernels through CuPy) for CuPy arrays.
 """
 from ._version import __version__
+from ._openmp_env import import_with_short_spin
 
 try:
-    from ._entry import (
-        log_softmax,
-        log_softmax_backward,
-        softmax,
-        softmax_backward,
-        softmax_jacobian,
-    )
+    # The first compiled module loads the OpenMP runtime: see _openmp_env.
+    import_with_short_spin(lambda: __import__(__name__ + "._entry"))
 except ModuleNotFoundError as _exc:
     if _exc.name != __name__ + "._entry":
         raise
@@ -46,6 +42,13 @@ except ModuleNotFoundError as _exc:
         f"directory to import an installed csoftmax."
     ) from None
 
+from ._entry import (
+    log_softmax,
+    log_softmax_backward,
+    softmax,
+    softmax_backward,
+    softmax_jacobian,
+)
 from ._config import show_config
 
 __all__ = [

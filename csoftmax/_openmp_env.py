@@ -16,7 +16,13 @@ libgomp that another library loaded earlier keeps its settings.
 """
 import os
 
-# Measured with bench/bench_contention.py: see docs/design.md.
+# Measured with bench/bench_contention.py (2 cores, AVX-512, with the
+# engine's busy-machine check): every value from 1000 to 300000 kept the
+# default thread count within 1.5x of one thread under each load, and the
+# 2-thread speed-up on a quiet machine (0.5-0.65x of one thread at 4096 x 128
+# and 16384 x 1000); without the check, 300000 alone gave 25-55x at
+# 4096 x 128 under load. 10000 (about 0.1-0.5 ms of spinning) sits between
+# keeping threads warm for back-to-back calls and freeing the core.
 SPINCOUNT = "10000"
 _USER_KNOBS = ("OMP_WAIT_POLICY", "GOMP_SPINCOUNT")
 
