@@ -8,7 +8,7 @@
 Writes results.md, results.json and softmax_float32_gbps.png to --out
 (default bench/results/, git-ignored); progress goes to stderr.
 
-Method (GUIDE.md section 3):
+Method (docs/design.md, "Measuring speed"):
 * Inputs are fixed-seed N(0, 4^2) logits; the backward ops get y = the
   forward output (rounded to the dtype) and g ~ N(0, 1).
 * Each implementation is called once to warm up (JIT compiles, thread pools

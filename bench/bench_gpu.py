@@ -10,7 +10,7 @@ reports the time and the bandwidth, (bytes read + bytes written) / time, of:
 - ``cupyx.scipy.special.softmax(x, axis=1)``,
 - ``torch.softmax`` on the same memory (DLPack), where PyTorch with CUDA is installed,
 - a device-to-device copy of the same bytes: the bandwidth to aim at
-  (GUIDE.md section 4: >= 85 % of it).
+  (the goal: >= 85 % of it).
 
 The Jacobian is compared with the tutorials' ``softmax_grad_cupy`` and with a
 ``fill`` of its (N, K, K) output. Without a CUDA GPU the script says so and

@@ -66,7 +66,7 @@ static inline float csm_f16_to_f32(uint16_t h)
 }
 
 /* dst <- src as float32, n rows of k; element (r, j) at base + r * rs + j * cs. */
-static void csm_widen_f16(const uint16_t *src, ptrdiff_t srs, ptrdiff_t scs,
+static void csm_widen_f16_portable(const uint16_t *src, ptrdiff_t srs, ptrdiff_t scs,
                           float *dst, ptrdiff_t drs, ptrdiff_t dcs, ptrdiff_t n, ptrdiff_t k)
 {
     for (ptrdiff_t r = 0; r < n; ++r) {
@@ -84,7 +84,7 @@ static void csm_widen_f16(const uint16_t *src, ptrdiff_t srs, ptrdiff_t scs,
 }
 
 /* dst <- src as float16, n rows of k; element (r, j) at base + r * rs + j * cs. */
-static void csm_narrow_f16(const float *src, ptrdiff_t srs, ptrdiff_t scs,
+static void csm_narrow_f16_portable(const float *src, ptrdiff_t srs, ptrdiff_t scs,
                            uint16_t *dst, ptrdiff_t drs, ptrdiff_t dcs, ptrdiff_t n, ptrdiff_t k)
 {
     for (ptrdiff_t r = 0; r < n; ++r) {
@@ -99,6 +99,88 @@ static void csm_narrow_f16(const float *src, ptrdiff_t srs, ptrdiff_t scs,
                 d[j * dcs] = csm_f32_to_f16(s[j * scs]);
         }
     }
+}
+
+/* The same conversions with the F16C instructions (every AVX2 CPU has
+ * them), eight elements at a time: the portable code costs about 1 ns per
+ * element at baseline SSE2, a third of a (64, 10) call. vcvtps2ph rounds
+ * to nearest-even as the portable code does, so the results are the same. */
+#if defined(__x86_64__) && (defined(__GNUC__) || defined(__clang__))
+#include <immintrin.h>
+#define CSM_HAVE_F16C_PATH 1
+
+__attribute__((target("avx,f16c")))
+static void csm_widen_f16_f16c(const uint16_t *src, ptrdiff_t srs, ptrdiff_t scs,
+                               float *dst, ptrdiff_t drs, ptrdiff_t dcs, ptrdiff_t n, ptrdiff_t k)
+{
+    if (scs != 1 || dcs != 1) {
+        csm_widen_f16_portable(src, srs, scs, dst, drs, dcs, n, k);
+        return;
+    }
+    for (ptrdiff_t r = 0; r < n; ++r) {
+        const uint16_t *s = src + r * srs;
+        float *d = dst + r * drs;
+        ptrdiff_t j = 0;
+        for (; j + 8 <= k; j += 8)
+            _mm256_storeu_ps(d + j, _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)(s + j))));
+        for (; j < k; ++j)
+            d[j] = csm_f16_to_f32(s[j]);
+    }
+}
+
+__attribute__((target("avx,f16c")))
+static void csm_narrow_f16_f16c(const float *src, ptrdiff_t srs, ptrdiff_t scs,
+                                uint16_t *dst, ptrdiff_t drs, ptrdiff_t dcs, ptrdiff_t n, ptrdiff_t k)
+{
+    if (scs != 1 || dcs != 1) {
+        csm_narrow_f16_portable(src, srs, scs, dst, drs, dcs, n, k);
+        return;
+    }
+    for (ptrdiff_t r = 0; r < n; ++r) {
+        const float *s = src + r * srs;
+        uint16_t *d = dst + r * drs;
+        ptrdiff_t j = 0;
+        for (; j + 8 <= k; j += 8)
+            _mm_storeu_si128((__m128i *)(d + j),
+                             _mm256_cvtps_ph(_mm256_loadu_ps(s + j), _MM_FROUND_TO_NEAREST_INT));
+        for (; j < k; ++j)
+            d[j] = csm_f32_to_f16(s[j]);
+    }
+}
+
+static int csm_f16c(void)
+{
+    static int have = -1; /* a benign race: every thread computes the same */
+    if (have < 0) {
+        __builtin_cpu_init();
+        have = __builtin_cpu_supports("f16c") && __builtin_cpu_supports("avx");
+    }
+    return have;
+}
+#endif
+
+static void csm_widen_f16(const uint16_t *src, ptrdiff_t srs, ptrdiff_t scs,
+                          float *dst, ptrdiff_t drs, ptrdiff_t dcs, ptrdiff_t n, ptrdiff_t k)
+{
+#ifdef CSM_HAVE_F16C_PATH
+    if (csm_f16c()) {
+        csm_widen_f16_f16c(src, srs, scs, dst, drs, dcs, n, k);
+        return;
+    }
+#endif
+    csm_widen_f16_portable(src, srs, scs, dst, drs, dcs, n, k);
+}
+
+static void csm_narrow_f16(const float *src, ptrdiff_t srs, ptrdiff_t scs,
+                           uint16_t *dst, ptrdiff_t drs, ptrdiff_t dcs, ptrdiff_t n, ptrdiff_t k)
+{
+#ifdef CSM_HAVE_F16C_PATH
+    if (csm_f16c()) {
+        csm_narrow_f16_f16c(src, srs, scs, dst, drs, dcs, n, k);
+        return;
+    }
+#endif
+    csm_narrow_f16_portable(src, srs, scs, dst, drs, dcs, n, k);
 }
 
 #endif /* CSOFTMAX_HALF_H */

@@ -9,7 +9,7 @@
  * defined, so every variant is the same source compiled for another ISA.
  *
  * Why plain C with `#pragma omp simd`: libm's expf/exp do not vectorise without
- * -ffast-math, and -ffast-math breaks NaN/inf handling (GUIDE.md §3). The
+ * -ffast-math, and -ffast-math breaks NaN/inf handling (docs/design.md). The
  * polynomial exp below does vectorise under -O3 -fno-math-errno
  * -fno-trapping-math, and the reductions need `reduction(...)` clauses, which
  * Cython cannot emit.
@@ -552,12 +552,26 @@ static CSM_INLINE CSM_TARGET void CSM_FN(csm_lane_group)(
         const CSM_T *yj = a + j * acs, *gj = b + j * bcs;
         CSM_T *bj = buf + j * lanes, *hj = gbuf + j * lanes;
         double *sdj = sd + (j % CSM_PARTS) * lanes;
+        if (j + CSM_PREFETCH_COLS < K && ars == 1 && brs == 1) {
+            CSM_FN(csm_prefetch_run)(yj + CSM_PREFETCH_COLS * acs, lanes, 0);
+            CSM_FN(csm_prefetch_run)(gj + CSM_PREFETCH_COLS * bcs, lanes, 0);
+        }
+        if (ars == 1 && brs == 1) {
 #pragma omp simd
-        for (ptrdiff_t l = 0; l < lanes; ++l) {
-            const CSM_T y = yj[l * ars], g = gj[l * brs];
-            bj[l] = y;
-            hj[l] = g;
-            sdj[l] += logf ? (double)g : (double)g * (double)y;
+            for (ptrdiff_t l = 0; l < lanes; ++l) {
+                const CSM_T y = yj[l], g = gj[l];
+                bj[l] = y;
+                hj[l] = g;
+                sdj[l] += logf ? (double)g : (double)g * (double)y;
+            }
+        } else {
+#pragma omp simd
+            for (ptrdiff_t l = 0; l < lanes; ++l) {
+                const CSM_T y = yj[l * ars], g = gj[l * brs];
+                bj[l] = y;
+                hj[l] = g;
+                sdj[l] += logf ? (double)g : (double)g * (double)y;
+            }
         }
     }
 #pragma omp simd
@@ -566,9 +580,17 @@ static CSM_INLINE CSM_TARGET void CSM_FN(csm_lane_group)(
     for (ptrdiff_t j = 0; j < K; ++j) {
         CSM_T *oj = out + j * ocs;
         const CSM_T *bj = buf + j * lanes, *hj = gbuf + j * lanes;
+        if (ors == 1) {
+            if (j + CSM_PREFETCH_COLS < K)
+                CSM_FN(csm_prefetch_run)(oj + CSM_PREFETCH_COLS * ocs, lanes, 1);
 #pragma omp simd
-        for (ptrdiff_t l = 0; l < lanes; ++l)
-            oj[l * ors] = logf ? hj[l] - CSM_FN(csm_exp)(bj[l]) * c[l] : bj[l] * (hj[l] - c[l]);
+            for (ptrdiff_t l = 0; l < lanes; ++l)
+                oj[l] = logf ? hj[l] - CSM_FN(csm_exp)(bj[l]) * c[l] : bj[l] * (hj[l] - c[l]);
+        } else {
+#pragma omp simd
+            for (ptrdiff_t l = 0; l < lanes; ++l)
+                oj[l * ors] = logf ? hj[l] - CSM_FN(csm_exp)(bj[l]) * c[l] : bj[l] * (hj[l] - c[l]);
+        }
     }
 }
 

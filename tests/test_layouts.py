@@ -143,3 +143,34 @@ def test_strided_path_bits_do_not_depend_on_threads(fn, threads):
     arrays = [np.asfortranarray(a) for a in _inputs(fn, 3000, k, np.float32, seed=8)]
     np.testing.assert_array_equal(_call(fn, arrays, -1, num_threads=threads),
                                   _call(fn, arrays, -1, num_threads=1))
+
+
+@pytest.mark.parametrize("fn", ["softmax", "log_softmax"])
+def test_float16_results_round_as_numpy_casts_them(fn):
+    # float16 is computed in float32 and rounded to nearest-even by csoftmax's
+    # own conversion (F16C where the CPU has it, portable code for strided
+    # rows): the bits must be those of NumPy's cast of the float32 result,
+    # across float16's subnormals, its top and beyond (-> -inf).
+    rng = np.random.default_rng(9)
+    x = np.concatenate([rng.uniform(-20, 20, (40, 50)), rng.uniform(-6.5e4, 6.5e4, (40, 50))])
+    x = x.astype(np.float16)
+    for name, a, axis in _layouts(x):
+        if name == "readonly_fortran":
+            continue
+        got = getattr(csoftmax, fn)(a, axis=axis)
+        with np.errstate(over="ignore"):
+            want = getattr(csoftmax, fn)(a.astype(np.float32), axis=axis).astype(np.float16)
+        np.testing.assert_array_equal(got, want, err_msg=name)
+
+
+def test_float16_values_pass_through_exactly():
+    # log_softmax_backward(y = -inf, g) = g - 0 * sum(g) = g: every finite
+    # float16 value goes through the widening and the rounding unchanged
+    # (compared as values: -0.0 - (-0.0) is +0.0 in IEEE arithmetic).
+    g = np.arange(65536, dtype=np.uint16).view(np.float16)
+    g = g[np.isfinite(g)].reshape(-1, 2)
+    y = np.full_like(g, -np.inf)
+    for lay in (np.ascontiguousarray, np.asfortranarray):
+        got = csoftmax.log_softmax_backward(lay(y), lay(g))
+        assert got.dtype == np.float16
+        np.testing.assert_array_equal(got, g)

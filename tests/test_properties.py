@@ -47,7 +47,7 @@ def check_softmax(x, dtype):
         with np.errstate(invalid="ignore"):
             dist = np.nan_to_num(np.abs(xin - xin.max(axis=1, keepdims=True)), nan=0.0, posinf=0.0)
         eps = np.finfo(dtype).eps
-        # The sum carries at most K eps of relative error (GUIDE.md §2).
+        # The sum carries at most K eps of relative error (README.md, Accuracy).
         bound = eps * (8 + dist + k) * want + 2 * np.finfo(dtype).smallest_subnormal
         assert np.all(np.abs(ok - want) <= bound)
         # -inf entries of finite rows are exact zeros.
@@ -70,7 +70,7 @@ def check_log_softmax(x, dtype):
         fin = np.isfinite(ok)
         eps, k = np.finfo(dtype).eps, x.shape[1]
         # Rounding of x - max and of the result (|x| + |want| eps), and the
-        # sum's relative error (at most K eps, GUIDE.md §2) as an absolute
+        # sum's relative error (at most K eps, README.md) as an absolute
         # error of log(sum).
         with np.errstate(over="ignore"):  # |x| near the float64 maximum
             bound = eps * (4 * np.abs(want) + 4 * np.abs(xin) + k + 4)

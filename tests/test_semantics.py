@@ -1,4 +1,4 @@
-"""Every row of the semantics table (GUIDE.md §2), on every layout."""
+"""Every row of the semantics table (README.md), on every layout."""
 import numpy as np
 import pytest
 

@@ -1,7 +1,7 @@
 """Float64 NumPy reference of every operation, test inputs, and the comparison.
 
 The reference computes in float64 from the same (rounded) inputs the kernel
-gets, with the order of operations GUIDE.md section 2 prescribes; NaN, inf and
+gets, with the order of operations of the README's semantics table; NaN, inf and
 all -inf rows then follow from IEEE arithmetic, as in the kernels.
 """
 from __future__ import annotations
