@@ -556,13 +556,21 @@ static CSM_INLINE CSM_TARGET void CSM_FN(csm_lane_group)(
             CSM_FN(csm_prefetch_run)(yj + CSM_PREFETCH_COLS * acs, lanes, 0);
             CSM_FN(csm_prefetch_run)(gj + CSM_PREFETCH_COLS * bcs, lanes, 0);
         }
-        if (ars == 1 && brs == 1) {
+        if (ars == 1 && brs == 1 && !logf) {
 #pragma omp simd
             for (ptrdiff_t l = 0; l < lanes; ++l) {
                 const CSM_T y = yj[l], g = gj[l];
                 bj[l] = y;
                 hj[l] = g;
-                sdj[l] += logf ? (double)g : (double)g * (double)y;
+                sdj[l] += (double)g * (double)y;
+            }
+        } else if (ars == 1 && brs == 1) {
+#pragma omp simd
+            for (ptrdiff_t l = 0; l < lanes; ++l) {
+                const CSM_T y = yj[l], g = gj[l];
+                bj[l] = y;
+                hj[l] = g;
+                sdj[l] += (double)g;
             }
         } else {
 #pragma omp simd
@@ -580,16 +588,23 @@ static CSM_INLINE CSM_TARGET void CSM_FN(csm_lane_group)(
     for (ptrdiff_t j = 0; j < K; ++j) {
         CSM_T *oj = out + j * ocs;
         const CSM_T *bj = buf + j * lanes, *hj = gbuf + j * lanes;
-        if (ors == 1) {
-            if (j + CSM_PREFETCH_COLS < K)
-                CSM_FN(csm_prefetch_run)(oj + CSM_PREFETCH_COLS * ocs, lanes, 1);
+        /* Separate loops per op: if-converted, one loop would compute the
+         * exp of log_softmax's backward for softmax's too (measured: 2.4x
+         * the time of C order at 4096 x 128, against 1.x without). */
+        if (ors == 1 && j + CSM_PREFETCH_COLS < K)
+            CSM_FN(csm_prefetch_run)(oj + CSM_PREFETCH_COLS * ocs, lanes, 1);
+        if (logf) {
 #pragma omp simd
             for (ptrdiff_t l = 0; l < lanes; ++l)
-                oj[l] = logf ? hj[l] - CSM_FN(csm_exp)(bj[l]) * c[l] : bj[l] * (hj[l] - c[l]);
+                oj[l * ors] = hj[l] - CSM_FN(csm_exp)(bj[l]) * c[l];
+        } else if (ors == 1) {
+#pragma omp simd
+            for (ptrdiff_t l = 0; l < lanes; ++l)
+                oj[l] = bj[l] * (hj[l] - c[l]);
         } else {
 #pragma omp simd
             for (ptrdiff_t l = 0; l < lanes; ++l)
-                oj[l * ors] = logf ? hj[l] - CSM_FN(csm_exp)(bj[l]) * c[l] : bj[l] * (hj[l] - c[l]);
+                oj[l * ors] = bj[l] * (hj[l] - c[l]);
         }
     }
 }
