@@ -5,11 +5,11 @@ Row-wise over a batch x of shape (N, K) by default (axis=-1), on the CPU
 kernels through CuPy) for CuPy arrays.
 """
 from ._version import __version__
-from ._openmp_env import import_with_short_spin
+from . import _openmp_env
 
 try:
     # The first compiled module loads the OpenMP runtime: see _openmp_env.
-    import_with_short_spin(lambda: __import__(__name__ + "._entry"))
+    _openmp_env.import_with_short_spin(lambda: __import__(__name__ + "._entry"))
 except ModuleNotFoundError as _exc:
     if _exc.name != __name__ + "._entry":
         raise
