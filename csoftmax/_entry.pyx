@@ -149,6 +149,11 @@ cdef cnp.ndarray _like(cnp.ndarray a, int t):
     """A new array shaped like a, in a's memory order (NumPy's order 'K'), so
     that the result of a Fortran-ordered input is Fortran-ordered too and the
     kernels write it as they read a."""
+    # PyArray_EMPTY for the common orders: NewLikeArray costs ~0.1 us more.
+    if cnp.PyArray_IS_C_CONTIGUOUS(a):
+        return <cnp.ndarray>cnp.PyArray_EMPTY(cnp.PyArray_NDIM(a), cnp.PyArray_DIMS(a), t, 0)
+    if cnp.PyArray_IS_F_CONTIGUOUS(a):
+        return <cnp.ndarray>cnp.PyArray_EMPTY(cnp.PyArray_NDIM(a), cnp.PyArray_DIMS(a), t, 1)
     descr = cnp.PyArray_DescrFromType(t)
     Py_INCREF(descr)
     return <cnp.ndarray>PyArray_NewLikeArray(a, cnp.NPY_KEEPORDER, <cnp.PyArray_Descr*>descr, 0)

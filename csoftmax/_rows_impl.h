@@ -185,31 +185,54 @@ static CSM_INLINE CSM_TARGET CSM_T CSM_FN(csm_row_max)(const CSM_T *x, ptrdiff_t
     return m2 > m0 ? m2 : m0;
 }
 
-/* y = exp(x - m), returning the sum, accumulated in double in the order of
- * CSM_PARTS (_rows.h): a float sum loses about K * eps relative (measured
- * against float64: 1.1e-5 at K = 65536, up to 5e-4 at K = 10^6), a double
- * sum stays below 1e-7 for any K a machine can hold. y may be x. */
+/* y = exp(x - m), returning the sum in the order of CSM_PARTS, in blocks of
+ * CSM_SUM_BLOCK (_rows.h): a float sum over the whole row loses about K * eps
+ * relative (measured against float64: 1.1e-5 at K = 65536, up to 5e-4 at
+ * K = 10^6); blocked into double partials it stays below 1e-6 for any K a
+ * machine can hold. y may be x. */
 static CSM_INLINE CSM_TARGET double CSM_FN(csm_row_exp_sum)(const CSM_T *x, CSM_T *y, CSM_T m, ptrdiff_t K)
 {
     double acc[CSM_PARTS];
-    ptrdiff_t i = 0;
+    CSM_T f[CSM_PARTS];
     for (ptrdiff_t p = 0; p < CSM_PARTS; ++p)
         acc[p] = 0;
-    for (; i + CSM_PARTS <= K; i += CSM_PARTS) {
+    for (ptrdiff_t blk = 0; blk < K; blk += CSM_SUM_BLOCK) {
+        const ptrdiff_t end = K - blk < CSM_SUM_BLOCK ? K : blk + CSM_SUM_BLOCK;
+        ptrdiff_t i = blk;
+        for (ptrdiff_t p = 0; p < CSM_PARTS; ++p)
+            f[p] = 0;
+        for (; i + CSM_PARTS <= end; i += CSM_PARTS) {
 #pragma omp simd
-        for (ptrdiff_t p = 0; p < CSM_PARTS; ++p) {
+            for (ptrdiff_t p = 0; p < CSM_PARTS; ++p) {
+                const CSM_T e = CSM_FN(csm_exp_neg)(x[i + p] - m);
+                y[i + p] = e;
+                f[p] += e;
+            }
+        }
+#pragma omp simd
+        for (ptrdiff_t p = 0; p < end - i; ++p) {
             const CSM_T e = CSM_FN(csm_exp_neg)(x[i + p] - m);
             y[i + p] = e;
-            acc[p] += (double)e;
+            f[p] += e;
         }
-    }
 #pragma omp simd
-    for (ptrdiff_t p = 0; p < K - i; ++p) {
-        const CSM_T e = CSM_FN(csm_exp_neg)(x[i + p] - m);
-        y[i + p] = e;
-        acc[p] += (double)e;
+        for (ptrdiff_t p = 0; p < CSM_PARTS; ++p)
+            acc[p] += (double)f[p];
     }
     return csm_tree_sum(acc, 1);
+}
+
+/* The lane layout's twin of a block flush in csm_row_exp_sum: the element-
+ * type partials sf (CSM_PARTS x lanes) are added into the double partials
+ * sd, and cleared. Called after column j when (j + 1) % CSM_SUM_BLOCK == 0
+ * and after the last column. */
+static CSM_INLINE CSM_TARGET void CSM_FN(csm_lanes_flush)(double *sd, CSM_T *sf, ptrdiff_t n)
+{
+#pragma omp simd
+    for (ptrdiff_t i = 0; i < n; ++i) {
+        sd[i] += (double)sf[i];
+        sf[i] = 0;
+    }
 }
 
 /* sum(exp(x - m)) in double, without storing anything (log_softmax's first
@@ -329,61 +352,61 @@ static CSM_INLINE CSM_TARGET void CSM_FN(csm_stream_copy)(CSM_T *dst, const CSM_
  * depends on the rows around it. */
 
 /* softmax (log_out = 0) or log_softmax (log_out = 1) of the lanes rows held
- * in buf, in place. Sums in double, as in csm_row_exp_sum. */
+ * in buf (K <= CSM_SMALL_K), in place. The sums follow CSM_PARTS and
+ * CSM_SUM_BLOCK exactly as the row kernels take them, written out for short
+ * rows: partial p holds elements p and p + 16, so the sum is the fixed tree
+ * of those pairs (softmax: the pair added in the element type, as within a
+ * block; log_softmax: in double). With K a constant at the call sites, the
+ * terms past K fold away. */
 static CSM_INLINE CSM_TARGET void CSM_FN(csm_lanes_softmax_buf)(
     CSM_T *buf, ptrdiff_t K, int log_out, const ptrdiff_t lanes)
 {
     /* Lane loops are innermost and of fixed length: GCC does not vectorise
      * an outer loop over lanes that contains several inner loops. */
     CSM_T m[CSM_LANES], c[CSM_LANES];
-    double sd[CSM_PARTS * CSM_LANES]; /* partial p of lane l at sd[p * lanes + l] */
+    CSM_T ebuf[CSM_SMALL_K * CSM_LANES]; /* log_softmax's exp terms */
+    CSM_T *e = log_out ? ebuf : buf;
 #pragma omp simd
     for (ptrdiff_t l = 0; l < lanes; ++l)
         m[l] = buf[l];
-    for (ptrdiff_t i = 0; i < CSM_PARTS * lanes; ++i)
-        sd[i] = 0;
     for (ptrdiff_t j = 1; j < K; ++j) {
         const CSM_T *bj = buf + j * lanes;
 #pragma omp simd
         for (ptrdiff_t l = 0; l < lanes; ++l)
             m[l] = bj[l] > m[l] ? bj[l] : m[l];
     }
-    if (!log_out) {
-        for (ptrdiff_t j = 0; j < K; ++j) {
-            CSM_T *bj = buf + j * lanes;
-            double *sdj = sd + (j % CSM_PARTS) * lanes;
-#pragma omp simd
-            for (ptrdiff_t l = 0; l < lanes; ++l) {
-                const CSM_T e = CSM_FN(csm_exp_neg)(bj[l] - m[l]);
-                bj[l] = e;
-                sdj[l] += (double)e;
-            }
-        }
+    for (ptrdiff_t j = 0; j < K; ++j) {
+        const CSM_T *bj = buf + j * lanes;
+        CSM_T *ej = e + j * lanes;
 #pragma omp simd
         for (ptrdiff_t l = 0; l < lanes; ++l)
-            c[l] = (CSM_T)(1.0 / csm_tree_sum(sd + l, lanes));
-        for (ptrdiff_t j = 0; j < K; ++j) {
-            CSM_T *bj = buf + j * lanes;
+            ej[l] = CSM_FN(csm_exp_neg)(bj[l] - m[l]);
+    }
+#define CSM_E(j) e[(j) * lanes + l]
+#define CSM_PAIR(p) ((p) >= K ? 0.0 : (p) + 16 >= K ? (double)CSM_E(p) : log_out \
+    ? (double)CSM_E(p) + (double)CSM_E((p) + 16) : (double)(CSM_E(p) + CSM_E((p) + 16)))
 #pragma omp simd
-            for (ptrdiff_t l = 0; l < lanes; ++l)
-                bj[l] *= c[l];
-        }
-    } else {
-        for (ptrdiff_t j = 0; j < K; ++j) {
-            const CSM_T *bj = buf + j * lanes;
-            double *sdj = sd + (j % CSM_PARTS) * lanes;
-#pragma omp simd
-            for (ptrdiff_t l = 0; l < lanes; ++l)
-                sdj[l] += (double)CSM_FN(csm_exp_neg)(bj[l] - m[l]);
-        }
-#pragma omp simd
-        for (ptrdiff_t l = 0; l < lanes; ++l)
-            c[l] = (CSM_T)CSM_PASTE(csm_log, CSM_PASTE(f64, CSM_ISA))(csm_tree_sum(sd + l, lanes));
-        for (ptrdiff_t j = 0; j < K; ++j) {
-            CSM_T *bj = buf + j * lanes;
+    for (ptrdiff_t l = 0; l < lanes; ++l) {
+        const double sum =
+            (((CSM_PAIR(0) + CSM_PAIR(1)) + (CSM_PAIR(2) + CSM_PAIR(3)))
+             + ((CSM_PAIR(4) + CSM_PAIR(5)) + (CSM_PAIR(6) + CSM_PAIR(7))))
+          + (((CSM_PAIR(8) + CSM_PAIR(9)) + (CSM_PAIR(10) + CSM_PAIR(11)))
+             + ((CSM_PAIR(12) + CSM_PAIR(13)) + (CSM_PAIR(14) + CSM_PAIR(15))));
+        c[l] = log_out ? (CSM_T)CSM_PASTE(csm_log, CSM_PASTE(f64, CSM_ISA))(sum)
+                       : (CSM_T)(1.0 / sum);
+    }
+#undef CSM_PAIR
+#undef CSM_E
+    for (ptrdiff_t j = 0; j < K; ++j) {
+        CSM_T *bj = buf + j * lanes;
+        if (log_out) {
 #pragma omp simd
             for (ptrdiff_t l = 0; l < lanes; ++l)
                 bj[l] = (bj[l] - m[l]) - c[l];
+        } else {
+#pragma omp simd
+            for (ptrdiff_t l = 0; l < lanes; ++l)
+                bj[l] *= c[l];
         }
     }
 }
@@ -472,12 +495,15 @@ static CSM_INLINE CSM_TARGET void CSM_FN(csm_lane_group)(
 {
     CSM_T m[CSM_LANE_GROUP], c[CSM_LANE_GROUP];
     double sd[CSM_PARTS * CSM_LANE_GROUP]; /* partial p of lane l at sd[p * lanes + l] */
+    CSM_T sf[CSM_PARTS * CSM_LANE_GROUP];  /* softmax's block partials, likewise */
     const int logf = op == CSM_OP_LOG_SOFTMAX || op == CSM_OP_LOG_SOFTMAX_BACKWARD;
 #pragma omp simd
     for (ptrdiff_t l = 0; l < lanes; ++l)
         m[l] = -CSM_INF_T;
-    for (ptrdiff_t i = 0; i < CSM_PARTS * lanes; ++i)
+    for (ptrdiff_t i = 0; i < CSM_PARTS * lanes; ++i) {
         sd[i] = 0;
+        sf[i] = 0;
+    }
     if (op == CSM_OP_SOFTMAX || op == CSM_OP_LOG_SOFTMAX) {
         for (ptrdiff_t j = 0; j < K; ++j) {
             const CSM_T *xj = a + j * acs;
@@ -506,13 +532,15 @@ static CSM_INLINE CSM_TARGET void CSM_FN(csm_lane_group)(
         if (!logf) {
             for (ptrdiff_t j = 0; j < K; ++j) {
                 CSM_T *bj = buf + j * lanes;
-                double *sdj = sd + (j % CSM_PARTS) * lanes;
+                CSM_T *sfj = sf + (j % CSM_PARTS) * lanes;
 #pragma omp simd
                 for (ptrdiff_t l = 0; l < lanes; ++l) {
                     const CSM_T e = CSM_FN(csm_exp_neg)(bj[l] - m[l]);
                     bj[l] = e;
-                    sdj[l] += (double)e;
+                    sfj[l] += e;
                 }
+                if ((j + 1) % CSM_SUM_BLOCK == 0 || j + 1 == K)
+                    CSM_FN(csm_lanes_flush)(sd, sf, CSM_PARTS * lanes);
             }
 #pragma omp simd
             for (ptrdiff_t l = 0; l < lanes; ++l)
