@@ -55,6 +55,7 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import peers  # noqa: E402
+from csoftmax import _reference  # noqa: E402
 
 SHAPES = {
     "forward": [(1, 10), (64, 10), (1024, 10), (4096, 128), (16384, 1000),
@@ -91,24 +92,13 @@ def kind_of(op):
 # --------------------------------------------------------------------------
 # Inputs, float64 reference, accuracy check
 # --------------------------------------------------------------------------
-def _ref_softmax(x64):
-    z = x64 - x64.max(axis=1, keepdims=True)
-    e = np.exp(z)
-    return e / e.sum(axis=1, keepdims=True)
-
-
-def _ref_log_softmax(x64):
-    z = x64 - x64.max(axis=1, keepdims=True)
-    return z - np.log(np.exp(z).sum(axis=1, keepdims=True))
-
-
 def make_inputs(op, shape, dtype, seed):
     rng = np.random.default_rng([seed, shape[0], shape[1]])
     x = (rng.standard_normal(shape) * SCALE).astype(dtype)
     if op not in peers.BACKWARD_OPS:
         return {"x": x}
     x64 = x.astype(np.float64)
-    y = (_ref_softmax(x64) if op == "softmax_backward" else _ref_log_softmax(x64)).astype(dtype)
+    y = _reference.reference("softmax" if op == "softmax_backward" else "log_softmax", x64).astype(dtype)
     g = rng.standard_normal(shape).astype(dtype)
     return {"y": y, "g": g}
 
@@ -116,23 +106,10 @@ def make_inputs(op, shape, dtype, seed):
 def reference(op, inp):
     """(float64 reference, absolute scale for the check)."""
     if op in peers.BACKWARD_OPS:
-        y, g = inp["y"].astype(np.float64), inp["g"].astype(np.float64)
-        if op == "softmax_backward":
-            ref = y * (g - (g * y).sum(axis=1, keepdims=True))
-        else:
-            ref = g - np.exp(y) * g.sum(axis=1, keepdims=True)
+        ref = _reference.reference(op, inp["y"], inp["g"])
         # The terms cancel; errors scale with |g|, not with the result.
-        return ref, float(np.abs(ref).max() + np.abs(g).max())
-    x64 = inp["x"].astype(np.float64)
-    if op == "softmax":
-        ref = _ref_softmax(x64)
-    elif op == "log_softmax":
-        ref = _ref_log_softmax(x64)
-    else:
-        s = _ref_softmax(x64)
-        ref = -s[:, :, None] * s[:, None, :]
-        i = np.arange(s.shape[1])
-        ref[:, i, i] += s
+        return ref, float(np.abs(ref).max() + np.abs(inp["g"].astype(np.float64)).max())
+    ref = _reference.reference("softmax_jacobian" if op == "jacobian" else op, inp["x"])
     return ref, float(np.abs(ref).max()) if ref.size else 1.0
 
 

@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 from hypothesis import HealthCheck, settings
 
-from csoftmax import kernels
+from csoftmax import _reference, kernels
 
 settings.register_profile(
     "csoftmax", deadline=None, max_examples=60,
@@ -25,38 +25,13 @@ def isa(request):
     kernels.select_isa(before)
 
 
-# ---- float64 references (NumPy, written for clarity, not speed) -------------
+# ---- float64 references: the package's own (csoftmax/_reference.py) ----------
 
-def ref_softmax(x, axis=-1):
-    x = np.asarray(x, dtype=np.float64)
-    with np.errstate(invalid="ignore", over="ignore"):
-        m = np.max(x, axis=axis, keepdims=True)
-        e = np.exp(x - m)
-        return e / np.sum(e, axis=axis, keepdims=True)
-
-
-def ref_log_softmax(x, axis=-1):
-    x = np.asarray(x, dtype=np.float64)
-    with np.errstate(invalid="ignore", over="ignore", divide="ignore"):
-        m = np.max(x, axis=axis, keepdims=True)
-        return (x - m) - np.log(np.sum(np.exp(x - m), axis=axis, keepdims=True))
-
-
-def ref_softmax_backward(y, g, axis=-1):
-    y = np.asarray(y, dtype=np.float64)
-    g = np.asarray(g, dtype=np.float64)
-    return y * (g - np.sum(g * y, axis=axis, keepdims=True))
-
-
-def ref_log_softmax_backward(y, g, axis=-1):
-    y = np.asarray(y, dtype=np.float64)
-    g = np.asarray(g, dtype=np.float64)
-    return g - np.exp(y) * np.sum(g, axis=axis, keepdims=True)
-
-
-def ref_jacobian(x):
-    s = ref_softmax(x)
-    return np.einsum("ni,ij->nij", s, np.eye(s.shape[-1])) - np.einsum("ni,nj->nij", s, s)
+ref_softmax = _reference.softmax
+ref_log_softmax = _reference.log_softmax
+ref_softmax_backward = _reference.softmax_backward
+ref_log_softmax_backward = _reference.log_softmax_backward
+ref_jacobian = _reference.softmax_jacobian
 
 
 # ---- layouts -----------------------------------------------------------------
