@@ -10,15 +10,13 @@ cimport numpy as cnp
 from cpython.exc cimport PyErr_CheckSignals
 import numpy as np
 
-from csoftmax._engine cimport (N_OPS, OP_SOFTMAX_JACOBIAN, RUN_FRESH_OUT, RUN_NO_MEMORY,
+from csoftmax._engine cimport (OP_SOFTMAX_JACOBIAN, RUN_FRESH_OUT, RUN_NO_MEMORY,
                                run_f32, run_f64)
 
 cnp.import_array()
 
-# Operation names, in the order of the engine's op codes (_engine.pxd).
-OPS = ("softmax", "log_softmax", "softmax_backward", "log_softmax_backward", "softmax_jacobian",
-       "exp", "log")
-assert len(OPS) == N_OPS
+# Operation names, in the order of the engine's op codes.
+from csoftmax._engine import OP_NAMES as OPS
 
 # The dtypes the kernels compute natively; others are converted by the callers.
 NATIVE_DTYPES = (np.dtype(np.float32), np.dtype(np.float64))

@@ -193,15 +193,77 @@ cdef int _serial_strided(int op, Py_ssize_t n_blocks, Py_ssize_t block,
     return RUN_OK
 
 
+cdef struct Plan:
+    # How a call runs: decided by _plan alone, so that tests can observe it.
+    bint rowwise            # row kernels (unit column strides), else lane kernels
+    Py_ssize_t block        # rows per block
+    Py_ssize_t n_blocks
+    Py_ssize_t scratch      # elements of lane scratch per thread (0: none)
+    bint stream             # streaming stores for the output
+    int num_threads         # 1: the calling thread alone
+    bint default_threads    # num_threads was not given: the busy-machine check applies
+
+
+cdef int _plan(int op, Py_ssize_t n, Py_ssize_t k, Py_ssize_t acs, Py_ssize_t bcs,
+               Py_ssize_t ocs, int num_threads, int flags, Py_ssize_t itemsize,
+               Plan* p) noexcept nogil:
+    """The plan of a call of n >= 1 rows of k >= 1 elements; RUN_INVALID for
+    a layout the op has no kernels for."""
+    cdef bint jacobian = op == OP_SOFTMAX_JACOBIAN
+    cdef Py_ssize_t lanes, work
+    # The row kernels take unit column strides (every stride is unit when
+    # K == 1); everything else goes through the lane layout.
+    p.rowwise = k == 1 or (acs == 1 and bcs == 1 and (ocs == 1 or jacobian))
+    p.scratch = 0
+    if p.rowwise:
+        p.block = BLOCK_ELEMS // k
+        if p.block < 1:
+            p.block = 1
+    else:
+        if op >= OP_EXP:  # the test ops have row kernels only
+            return RUN_INVALID
+        # Whole lane groups per block, so that no group is split.
+        lanes = csm_lane_count(k)
+        p.block = (BLOCK_ELEMS // k) // lanes * lanes
+        if p.block < lanes:
+            p.block = lanes
+        p.scratch = lanes * k
+        if op == OP_SOFTMAX_BACKWARD or op == OP_LOG_SOFTMAX_BACKWARD:
+            p.scratch = 2 * p.scratch
+    p.n_blocks = (n + p.block - 1) // p.block
+    work = n * k
+    if jacobian:
+        work = work * k
+    # Streaming never changes a value, only how it reaches memory.
+    p.stream = not (flags & RUN_FRESH_OUT) and work >= STREAM_BYTES // itemsize
+    p.default_threads = num_threads <= 0
+    if p.default_threads:
+        num_threads = csm_max_threads()
+    # A thread without a block would idle, and a huge request must not spawn
+    # a huge team: 16 threads per processor is past any useful oversubscription.
+    if num_threads > p.n_blocks:
+        num_threads = <int>p.n_blocks
+    if num_threads > 16 * csm_num_procs():
+        num_threads = 16 * csm_num_procs()
+    if _serial_after_fork or work < PARALLEL_GRAIN:
+        num_threads = 1
+    if p.default_threads and num_threads > 1 and _serial_until > 0.0:
+        if csm_now() < _serial_until:
+            num_threads = 1
+    p.num_threads = num_threads
+    return RUN_OK
+
+
 cdef int _run(int op, const real_t* a, Py_ssize_t ars, Py_ssize_t acs,
               const real_t* b, Py_ssize_t brs, Py_ssize_t bcs,
               real_t* out, Py_ssize_t ors, Py_ssize_t ocs,
               Py_ssize_t n, Py_ssize_t k, int num_threads, int flags) noexcept nogil:
     global _ran_parallel
-    cdef Py_ssize_t block, n_blocks, c, work, lanes = 1, scratch = 0
+    cdef Py_ssize_t c, block, n_blocks, scratch
     cdef int stream, failed = 0
-    cdef bint rowwise, jacobian = op == OP_SOFTMAX_JACOBIAN
+    cdef bint rowwise
     cdef real_t* buf = NULL
+    cdef Plan p
     if op < 0 or op >= N_OPS or n < 0 or k < 0:
         return RUN_INVALID
     if n == 0 or k == 0:
@@ -212,47 +274,13 @@ cdef int _run(int op, const real_t* a, Py_ssize_t ars, Py_ssize_t acs,
         bcs = acs
     if n == 1:  # a lone row's row stride is never used
         ars = brs = k
-        if not jacobian:
+        if op != OP_SOFTMAX_JACOBIAN:
             ors = k
-    # The row kernels take unit column strides (every stride is unit when
-    # K == 1); everything else goes through the lane layout.
-    rowwise = k == 1 or (acs == 1 and bcs == 1 and (ocs == 1 or jacobian))
-    if rowwise:
-        block = BLOCK_ELEMS // k
-        if block < 1:
-            block = 1
-    else:
-        if op >= OP_EXP:  # the test ops have row kernels only
-            return RUN_INVALID
-        # Whole lane groups per block, so that no group is split.
-        lanes = csm_lane_count(k)
-        block = (BLOCK_ELEMS // k) // lanes * lanes
-        if block < lanes:
-            block = lanes
-        scratch = lanes * k
-        if op == OP_SOFTMAX_BACKWARD or op == OP_LOG_SOFTMAX_BACKWARD:
-            scratch = 2 * scratch
-    n_blocks = (n + block - 1) // block
-    work = n * k
-    if jacobian:
-        work = work * k
-    # Streaming never changes a value, only how it reaches memory.
-    stream = not (flags & RUN_FRESH_OUT) and work >= STREAM_BYTES // <Py_ssize_t>sizeof(real_t)
-    cdef bint default_threads = num_threads <= 0
-    if default_threads:
-        num_threads = csm_max_threads()
-    # A thread without a block would idle, and a huge request must not spawn
-    # a huge team: 16 threads per processor is past any useful oversubscription.
-    if num_threads > n_blocks:
-        num_threads = <int>n_blocks
-    if num_threads > 16 * csm_num_procs():
-        num_threads = 16 * csm_num_procs()
-    if _serial_after_fork:
-        num_threads = 1
-    if default_threads and num_threads > 1 and work >= PARALLEL_GRAIN and _serial_until > 0.0:
-        if csm_now() < _serial_until:
-            num_threads = 1
-    if num_threads <= 1 or work < PARALLEL_GRAIN:
+    if _plan(op, n, k, acs, bcs, ocs, num_threads, flags, sizeof(real_t), &p) != RUN_OK:
+        return RUN_INVALID
+    rowwise, block, n_blocks, scratch, stream = p.rowwise, p.block, p.n_blocks, p.scratch, p.stream
+    num_threads = p.num_threads
+    if num_threads <= 1:
         if rowwise:
             for c in range(n_blocks):
                 _block(op, True, c, block, a, ars, acs, b, brs, bcs, out, ors, ocs, n, k,
@@ -279,7 +307,7 @@ cdef int _run(int op, const real_t* a, Py_ssize_t ars, Py_ssize_t acs,
             if threadid() == 0:
                 t_caller_p[0] = csm_now()
         free(buf)
-    if default_threads:
+    if p.default_threads:
         t_end = csm_now()
         _judge(t_start, t_caller, t_end)
     return RUN_NO_MEMORY if failed else RUN_OK
@@ -326,6 +354,32 @@ CONSTANTS = {
     "parallel_grain": PARALLEL_GRAIN,
     "stream_bytes": STREAM_BYTES,
 }
+
+
+def plan(str op, Py_ssize_t n, Py_ssize_t k, dtype="float32", bint unit_columns=True,
+         bint fresh_out=False, int num_threads=0):
+    """How a call would run, as the engine decides it: for tests and for
+    anyone who wants to know. op is an op name (see OP_NAMES); unit_columns:
+    every operand has unit column stride (C order along the rows)."""
+    cdef Plan p
+    cdef int code = OP_NAMES.index(op)
+    cdef Py_ssize_t cs = 1 if unit_columns else 2
+    cdef Py_ssize_t itemsize = 4 if str(dtype) == "float32" else 8
+    if n < 1 or k < 1:
+        raise ValueError("plan: n and k must be positive")
+    if _plan(code, n, k, cs, cs, cs, num_threads, RUN_FRESH_OUT if fresh_out else 0,
+             itemsize, &p) != RUN_OK:
+        raise ValueError(f"plan: {op} has no kernels for this layout")
+    small = p.rowwise and k <= CSM_SMALL_K and code in (OP_SOFTMAX, OP_LOG_SOFTMAX)
+    return {"path": "small rows" if small else ("rows" if p.rowwise else "lanes"),
+            "block": p.block, "n_blocks": p.n_blocks, "stream": bool(p.stream),
+            "threads": p.num_threads}
+
+
+# Operation names, in the order of the op codes (_engine.pxd).
+OP_NAMES = ("softmax", "log_softmax", "softmax_backward", "log_softmax_backward",
+            "softmax_jacobian", "exp", "log")
+assert len(OP_NAMES) == N_OPS
 
 
 def isa():
