@@ -1,6 +1,6 @@
 # cython: language_level=3
 # The CPU backend's one way to run a kernel on arrays, shared by the fast
-# path in _entry.pyx and the general path in _api.py. Private.
+# path in _entry.pyx and the general path in _semantics.py. Private.
 cimport numpy as cnp
 
 # One operand of a call: its data pointer and the element strides of its

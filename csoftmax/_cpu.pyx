@@ -1,7 +1,7 @@
 # cython: language_level=3, boundscheck=False, wraparound=False
 """The CPU backend: arrays in, the nogil engine run, errors raised.
 
-Callers (_entry.pyx, _api.py) guarantee what the engine needs, so nothing
+Callers (_entry.pyx, _semantics.py) guarantee what the engine needs, so nothing
 here validates: operands of one dtype (float32 or float64), aligned, in
 native byte order, with strides that are whole numbers of elements; the
 Jacobian's (N, K, K) output is C-contiguous.

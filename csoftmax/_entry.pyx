@@ -10,7 +10,7 @@ strided kernels. float16 is computed in float32 and rounded back here;
 integers and bools are converted to float64 by NumPy's C cast.
 
 Anything else (N-D arrays, tuple axes, array-likes, CuPy arrays, wrong
-arguments) goes to _api, which implements the full semantics and raises the
+arguments) goes to _semantics, which implements the full semantics and raises the
 errors; both reach the same kernels, so they give identical results.
 """
 cimport numpy as cnp
@@ -21,7 +21,7 @@ from cpython.ref cimport Py_INCREF
 from csoftmax._cpu cimport Operand, launch
 from csoftmax._engine cimport (OP_LOG_SOFTMAX, OP_LOG_SOFTMAX_BACKWARD, OP_SOFTMAX,
                                OP_SOFTMAX_BACKWARD, OP_SOFTMAX_JACOBIAN)
-from csoftmax import _api
+from csoftmax import _semantics
 
 cnp.import_array()
 
@@ -42,13 +42,13 @@ cdef extern from "_half.h" nogil:
                         Py_ssize_t n, Py_ssize_t k)
 
 # The fast path allocates Jacobians up to this size (1 GiB); larger ones go
-# through _api, which checks them against the machine's memory first.
+# through _semantics, which checks them against the machine's memory first.
 cdef enum:
     FAST_JACOBIAN_BYTES = 1 << 30
 
 
 cdef inline int _threads(object num_threads):
-    # 0 for the default, the count for a plain positive int, -1: let _api decide.
+    # 0 for the default, the count for a plain positive int, -1: let _semantics decide.
     cdef int overflow = 0
     cdef long v
     if num_threads is None:
@@ -63,7 +63,7 @@ cdef inline int _threads(object num_threads):
 
 cdef inline int _axis(object axis, int nd):
     """1: rows along the last axis; 0: along the first of a 2-D array; -1:
-    not a plain int in range (let _api decide). C-level int reads: a Python
+    not a plain int in range (let _semantics decide). C-level int reads: a Python
     comparison costs a few hundred instructions, a third of a tiny call."""
     cdef int overflow = 0
     cdef long v
@@ -226,7 +226,7 @@ cdef inline bint _same_shape(cnp.ndarray a, cnp.ndarray b, int extra):
 cdef inline bint _writable_out(object out, cnp.ndarray a, int rt, int extra):
     """`out` is an ndarray the result can be delivered into: the result's
     shape (a's, with `extra` K axes) and dtype, writeable, aligned, native.
-    Anything else goes to _api, which either raises or copies."""
+    Anything else goes to _semantics, which either raises or copies."""
     if type(out) is not cnp.ndarray:
         return False
     cdef cnp.ndarray o = <cnp.ndarray>out
@@ -236,7 +236,7 @@ cdef inline bint _writable_out(object out, cnp.ndarray a, int rt, int extra):
 
 cdef object _rows(int op, object x, object g, object axis, object out, object num_threads):
     """softmax, log_softmax and the backward passes (g is not None) on a
-    NumPy 1-D/2-D array of any layout; None: the call is for _api."""
+    NumPy 1-D/2-D array of any layout; None: the call is for _semantics."""
     cdef int nt = _threads(num_threads)
     if nt < 0 or type(x) is not cnp.ndarray:
         return None
@@ -358,7 +358,7 @@ cdef int _deliver_half(Operand src, cnp.ndarray dst, int ax, Py_ssize_t n,
 
 cdef object _jacobian(object x, object axis, object out, object num_threads):
     """softmax_jacobian on a NumPy 1-D/2-D array of any layout; None: the
-    call is for _api."""
+    call is for _semantics."""
     cdef int nt = _threads(num_threads)
     if nt < 0 or type(x) is not cnp.ndarray:
         return None
@@ -421,7 +421,7 @@ def softmax(x, axis=-1, *, out=None, num_threads=None):
     num_threads: None for OpenMP's default, or a positive int for this call.
     """
     r = _rows(OP_SOFTMAX, x, None, axis, out, num_threads)
-    return r if r is not None else _api.softmax(x, axis, out=out, num_threads=num_threads)
+    return r if r is not None else _semantics.softmax(x, axis, out=out, num_threads=num_threads)
 
 
 def log_softmax(x, axis=-1, *, out=None, num_threads=None):
@@ -430,7 +430,7 @@ def log_softmax(x, axis=-1, *, out=None, num_threads=None):
     Arguments as for softmax().
     """
     r = _rows(OP_LOG_SOFTMAX, x, None, axis, out, num_threads)
-    return r if r is not None else _api.log_softmax(x, axis, out=out, num_threads=num_threads)
+    return r if r is not None else _semantics.log_softmax(x, axis, out=out, num_threads=num_threads)
 
 
 def softmax_backward(y, grad, axis=-1, *, out=None, num_threads=None):
@@ -439,7 +439,7 @@ def softmax_backward(y, grad, axis=-1, *, out=None, num_threads=None):
     y: softmax(x) along `axis`; grad: dL/dy, the same shape. Returns dL/dx.
     """
     r = None if grad is None else _rows(OP_SOFTMAX_BACKWARD, y, grad, axis, out, num_threads)
-    return r if r is not None else _api.softmax_backward(y, grad, axis, out=out, num_threads=num_threads)
+    return r if r is not None else _semantics.softmax_backward(y, grad, axis, out=out, num_threads=num_threads)
 
 
 def log_softmax_backward(y, grad, axis=-1, *, out=None, num_threads=None):
@@ -448,7 +448,7 @@ def log_softmax_backward(y, grad, axis=-1, *, out=None, num_threads=None):
     y: log_softmax(x) along `axis`; grad: dL/dy, the same shape. Returns dL/dx.
     """
     r = None if grad is None else _rows(OP_LOG_SOFTMAX_BACKWARD, y, grad, axis, out, num_threads)
-    return r if r is not None else _api.log_softmax_backward(y, grad, axis, out=out, num_threads=num_threads)
+    return r if r is not None else _semantics.log_softmax_backward(y, grad, axis, out=out, num_threads=num_threads)
 
 
 def softmax_jacobian(x, axis=-1, *, out=None, num_threads=None):
@@ -459,4 +459,4 @@ def softmax_jacobian(x, axis=-1, *, out=None, num_threads=None):
     for a result larger than this machine's memory.
     """
     r = _jacobian(x, axis, out, num_threads)
-    return r if r is not None else _api.softmax_jacobian(x, axis, out=out, num_threads=num_threads)
+    return r if r is not None else _semantics.softmax_jacobian(x, axis, out=out, num_threads=num_threads)

@@ -1,6 +1,6 @@
 """GPU backend: launches the kernels of ``cuda/softmax.cu`` through CuPy.
 
-``csoftmax._api`` validates, promotes, moves axes and allocates ``out``; this
+``csoftmax._semantics`` validates, promotes, moves axes and allocates ``out``; this
 module only picks a kernel and a launch configuration for a clean, C-contiguous
 (N, K) problem and launches it. CuPy is imported lazily, so importing csoftmax
 costs nothing on machines without it.

@@ -8,7 +8,7 @@
 //
 // Every kernel works on C-contiguous (n_rows, k) arrays; csoftmax/_gpu.py does
 // the planning (tier, vector width, grid, block, shared memory) and
-// csoftmax/_api.py everything else. Semantics are those of the CPU backend
+// csoftmax/_semantics.py everything else. Semantics are those of the CPU backend
 // (README.md, Semantics): a NaN or +inf anywhere gives a NaN row, a row of -inf
 // gives a NaN row, -inf in a finite row gives exactly 0 (softmax) / -inf
 // (log_softmax). They all follow from max subtraction with IEEE arithmetic:

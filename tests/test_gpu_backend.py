@@ -1,4 +1,4 @@
-"""The GPU backend's contract with csoftmax._api, without a GPU."""
+"""The GPU backend's contract with csoftmax._semantics, without a GPU."""
 import subprocess
 import sys
 import types

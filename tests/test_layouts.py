@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 import csoftmax
-from csoftmax import _api, compat
+from csoftmax import _semantics, compat
 
 FUNCS = ["softmax", "log_softmax", "softmax_backward", "log_softmax_backward",
          "softmax_jacobian"]
@@ -70,10 +70,10 @@ def test_every_layout_gives_the_c_order_bits(fn, dtype, k):
 
 @pytest.mark.parametrize("fn", FUNCS)
 def test_layouts_never_take_the_python_path(fn, monkeypatch):
-    # The Python-level general path (_api) is for N-D and array-likes only:
+    # The Python-level general path (_semantics) is for N-D and array-likes only:
     # NumPy 1-D/2-D input of any layout and dtype stays in C.
     for name in FUNCS:
-        monkeypatch.setattr(_api, name, lambda *a, **k: pytest.fail("took the Python path"))
+        monkeypatch.setattr(_semantics, name, lambda *a, **k: pytest.fail("took the Python path"))
     for dtype in (np.float32, np.float64, np.float16, np.int64, np.bool_):
         arrays = [a.astype(dtype) for a in _inputs(fn, 9, 12, np.float64)]
         for i, (name, _, axis) in enumerate(_layouts(arrays[0])):

@@ -225,7 +225,7 @@ def test_thread_count_does_not_change_nan_rows():
 @pytest.mark.parametrize("dtype", FLOATS)
 @pytest.mark.parametrize("fn", UNARY + ["softmax_jacobian"])
 def test_fast_path_and_general_path_agree_bitwise(fn, dtype):
-    # axis=1 takes the C-level fast path; the list axis goes through _api.
+    # axis=1 takes the C-level fast path; the list axis goes through _semantics.
     x = np.random.default_rng(15).standard_normal((40, 23)).astype(dtype)
     f = getattr(csoftmax, fn)
     general = f(x[:, :], axis=1) if fn == "softmax_jacobian" else f(x, axis=[1])

@@ -1,7 +1,10 @@
-"""The thin wrapper: validate, normalise, pick the backend, call it.
+"""The semantics of every public function, in full: the general path.
 
-Every public function reduces its input to the core contract of the kernels,
-a batch of rows (N, K) computed row by row, and maps the result back:
+csoftmax's public functions (_entry.pyx) compute NumPy 1-D/2-D calls at C
+level and hand everything else here: N-D arrays and tuple axes, array-likes,
+CuPy arrays, and every call with a wrong argument, whose error this module
+raises with a message that names the argument. It reduces the input to the
+core contract of the kernels, a batch of rows (N, K), and maps the result back:
 
 * array type picks the backend: CuPy arrays go to the GPU (_gpu), everything
   else becomes a NumPy array for the CPU (_cpu);
