@@ -21,6 +21,8 @@ No fast-math flags (they break NaN/inf semantics) and no host-specific -march
 import os
 import sys
 import tempfile
+import heapq
+import itertools
 import textwrap
 import threading
 import types
@@ -67,18 +69,49 @@ def _jobs():
     return n if n > 0 else (os.cpu_count() or 1)
 
 
+# Estimated CPU-seconds (GCC 12, -O3) of the slowest translation units; the
+# scheduler starts the longest first, so that on 2 cores the short Cython
+# modules fill in around them. Any other source counts as 1.
+COMPILE_COST = {"_rows_baseline.c": 30, "_rows_avx2.c": 26, "_rows_avx512.c": 21,
+                "_entry.c": 4, "_engine.c": 3, "_cpu.c": 2}
+
+
+class _CompileSlots:
+    """At most `n` compiler processes at once, across all extensions; a waiting
+    compile with a higher cost goes first."""
+
+    def __init__(self, n):
+        self.free = n
+        self.waiting = []  # heap of (-cost, ticket)
+        self.tickets = itertools.count()
+        self.cv = threading.Condition()
+
+    def run(self, cost, fn):
+        with self.cv:
+            me = (-cost, next(self.tickets))
+            heapq.heappush(self.waiting, me)
+            self.cv.notify_all()
+            while not (self.free and self.waiting[0] == me):
+                self.cv.wait()
+            heapq.heappop(self.waiting)
+            self.free -= 1
+            self.cv.notify_all()
+        try:
+            return fn()
+        finally:
+            with self.cv:
+                self.free += 1
+                self.cv.notify_all()
+
+
 def _parallel_compile(compiler, jobs):
     """Make compiler.compile() compile the sources of one extension in parallel,
-    at most `jobs` compiler processes at once across all extensions (setuptools
-    builds the extensions themselves on `--parallel` threads)."""
+    at most `jobs` compiler processes at once across all extensions, which
+    setuptools builds on parallel threads (build_ext.parallel)."""
     if compiler.compiler_type == "msvc" or getattr(compiler, "_csm_parallel", False):
         return
-    slots = threading.BoundedSemaphore(jobs)
+    slots = _CompileSlots(jobs)
     serial_compile = compiler._compile
-
-    def _compile(self, obj, src, ext, cc_args, extra_postargs, pp_opts):
-        with slots:
-            serial_compile(obj, src, ext, cc_args, extra_postargs, pp_opts)
 
     def compile(self, sources, output_dir=None, macros=None, include_dirs=None, debug=0,
                 extra_preargs=None, extra_postargs=None, depends=None):
@@ -86,18 +119,18 @@ def _parallel_compile(compiler, jobs):
             output_dir, macros, include_dirs, sources, depends, extra_postargs)
         cc_args = self._get_cc_args(pp_opts, debug, extra_preargs)
         todo = [obj for obj in objects if obj in build]
-        if len(todo) <= 1:
-            for obj in todo:
-                self._compile(obj, *build[obj], cc_args, extra_postargs, pp_opts)
-            return objects
-        with ThreadPoolExecutor(len(todo)) as pool:
+
+        def one(obj):
+            src, ext = build[obj]
+            cost = COMPILE_COST.get(os.path.basename(src), 1)
+            slots.run(cost, lambda: serial_compile(obj, src, ext, cc_args, extra_postargs, pp_opts))
+
+        with ThreadPoolExecutor(max(1, len(todo))) as pool:
             # result() re-raises the first compile error here.
-            for f in [pool.submit(self._compile, obj, *build[obj], cc_args, extra_postargs,
-                                  pp_opts) for obj in todo]:
+            for f in [pool.submit(one, obj) for obj in todo]:
                 f.result()
         return objects
 
-    compiler._compile = types.MethodType(_compile, compiler)
     compiler.compile = types.MethodType(compile, compiler)
     compiler._csm_parallel = True
 
@@ -119,8 +152,8 @@ def _probe(compiler, cflags, ldflags):
 class BuildExt(build_ext):
     def finalize_options(self):
         super().finalize_options()
-        # The four extensions on parallel threads (`--parallel N` or
-        # CSOFTMAX_BUILD_JOBS decide how many; pip passes neither).
+        # Compiler processes at once: `--parallel N`, else CSOFTMAX_BUILD_JOBS,
+        # else the CPU count (pip passes no option).
         if not self.parallel:
             self.parallel = _jobs()
         elif self.parallel is True:
@@ -141,7 +174,12 @@ class BuildExt(build_ext):
                 cflags.append("-g0")
                 if sys.platform.startswith("linux"):
                     ldflags.append("-Wl,--strip-debug")
-        _parallel_compile(comp, self.parallel if isinstance(self.parallel, int) else _jobs())
+        jobs = int(self.parallel or 1)
+        if jobs > 1 and comp.compiler_type != "msvc":
+            # Every extension on a thread of its own, so that all their sources
+            # are queued at once; the slots keep `jobs` compilers running.
+            _parallel_compile(comp, jobs)
+            self.parallel = len(self.extensions)
         omp = None
         if not _flag("CSOFTMAX_DISABLE_OPENMP"):
             omp = _openmp_flags(comp)
