@@ -72,7 +72,7 @@ SUPPORTED_PYTHONS = ["3.10", "3.11", "3.12", "3.13", "3.14"]
 CWC_IGNORE = "W009,W010"
 
 # Extension modules the wheel must contain (setup.py's extensions()).
-EXTENSIONS = ["kernels", "_cpu", "_entry"]
+EXTENSIONS = ["_engine", "kernels", "_cpu", "_entry"]
 
 # Mnemonics (AT&T syntax, as objdump prints them) beyond baseline x86-64 that a
 # compiler may emit without -march: VEX/EVEX (all start with "v"), AVX-512 mask
