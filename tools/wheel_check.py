@@ -83,9 +83,10 @@ _NON_BASELINE = re.compile(
     r"dpp[sd]|insertps|extractps|pextr[bdq]|pinsr[bdq]|pmaxs[bd]|pmaxu[wd]|"
     r"pmins[bd]|pminu[wd]|pmulld|pmuldq|ptest|round[ps][sd]|packusdw|pcmpeqq|"
     r"pcmpgtq|pmovsx\w+|pmovzx\w+|mpsadbw|phminposuw|movntdqa|crc32\w*|pcmp[ei]str[im])$")
-# Functions compiled with __attribute__((target(...))) for AVX2/AVX-512 carry
-# the ISA in their name (csoftmax/_rows.h) and run only after the CPU check.
-_DISPATCHED = re.compile(r"_(avx2|avx512)(\W|$)")
+# Functions compiled with __attribute__((target(...))) carry the ISA in their
+# name and run only after the CPU check: the row kernels' AVX2/AVX-512 copies
+# (csoftmax/_rows_<isa>.c) and the float16 conversions with F16C (_half.h).
+_DISPATCHED = re.compile(r"_(avx2|avx512|f16c)(\W|$)")
 
 
 class CheckFailed(Exception):
