@@ -19,6 +19,7 @@ No fast-math flags (they break NaN/inf semantics) and no host-specific -march
 (wheels must run on any x86-64): the kernels pick AVX2/AVX-512 at run time.
 """
 import os
+import re
 import sys
 import tempfile
 import heapq
@@ -221,7 +222,27 @@ class BuildExt(build_ext):
 # The row kernels, one translation unit per instruction set (csoftmax/_rows.h):
 # extra C sources of csoftmax._engine, which holds the dispatch.
 ROWS_SOURCES = [f"csoftmax/_rows_{isa}.c" for isa in ("avx512", "avx2", "baseline")]
-ROWS_HEADERS = ["csoftmax/_rows.h", "csoftmax/_rows_isa.h", "csoftmax/_rows_impl.h"]
+ROWS_HEADERS = ["csoftmax/_ops.h", "csoftmax/_rows.h", "csoftmax/_rows_isa.h",
+                "csoftmax/_rows_impl.h"]
+
+
+def check_op_registry():
+    """cuda/softmax.cu repeats the op codes of the registry (csoftmax/_ops.h)
+    for its row kernels, since NVRTC compiles it without includes: a build
+    fails here when the two disagree, before a GPU ever sees the kernels."""
+    with open("csoftmax/_ops.h") as f:
+        ops = re.findall(r"^\s*X\((\w+),\s*(\w+),\s*\d,\s*\w+,\s*(\w+)\)", f.read(), re.M)
+    with open("cuda/softmax.cu") as f:
+        cu = dict(re.findall(r"^\s*CSM_(\w+) = (\d+),", f.read(), re.M))
+    for code, (name, upper, gpu) in enumerate(ops):
+        if gpu == "CSM_GPU_ROWS" and cu.get(upper) != str(code):
+            raise SystemExit(f"csoftmax build: cuda/softmax.cu gives {name} the code "
+                             f"{cu.get(upper)}, csoftmax/_ops.h {code}")
+    if not ops:
+        raise SystemExit("csoftmax build: no operation found in csoftmax/_ops.h")
+
+
+check_op_registry()
 
 
 def extensions():

@@ -3,17 +3,17 @@
 # Cython API in kernels.pxd): op codes, and one strided launcher per dtype.
 # Not installed as an API: its signatures may change with any release.
 
-# The operation codes of _rows.h; _engine.pyx checks at compile time that the
-# two agree.
-cdef enum:
-    OP_SOFTMAX = 0
-    OP_LOG_SOFTMAX = 1
-    OP_SOFTMAX_BACKWARD = 2
-    OP_LOG_SOFTMAX_BACKWARD = 3
-    OP_SOFTMAX_JACOBIAN = 4
-    OP_EXP = 5          # y = exp(x), the kernels' vectorised exp (accuracy tests)
-    OP_LOG = 6          # y = log(x), the kernels' vectorised log (accuracy tests)
-    N_OPS = 7
+# The operation codes, from the registry of operations (_ops.h): the values
+# come from the C header, so they cannot disagree.
+cdef extern from "_ops.h":
+    enum:
+        OP_SOFTMAX "CSM_OP_SOFTMAX"
+        OP_LOG_SOFTMAX "CSM_OP_LOG_SOFTMAX"
+        OP_SOFTMAX_BACKWARD "CSM_OP_SOFTMAX_BACKWARD"
+        OP_LOG_SOFTMAX_BACKWARD "CSM_OP_LOG_SOFTMAX_BACKWARD"
+        OP_SOFTMAX_JACOBIAN "CSM_OP_SOFTMAX_JACOBIAN"
+        OP_EXP "CSM_OP_EXP"
+        N_OPS "CSM_N_OPS"
 
 # Flags of run_*.
 cdef enum:

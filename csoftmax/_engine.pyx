@@ -30,7 +30,6 @@ cdef extern from "_rows.h" nogil:
     int csm_isa_in_use
     const char* csm_isa_names[]
     int CSM_N_ISA
-    int CSM_N_OPS
     int CSM_SMALL_K
     int CSM_LANES
     int csm_best_isa()
@@ -40,15 +39,11 @@ cdef extern from "_rows.h" nogil:
     int csm_num_procs()
     double csm_now()
 
-# _engine.pxd repeats the op codes of _rows.h (so that Cython code needs no
-# header); the C compiler checks that they agree.
-cdef extern from *:
-    """
-    _Static_assert(CSM_OP_SOFTMAX == 0 && CSM_OP_LOG_SOFTMAX == 1 &&
-                   CSM_OP_SOFTMAX_BACKWARD == 2 && CSM_OP_LOG_SOFTMAX_BACKWARD == 3 &&
-                   CSM_OP_JACOBIAN == 4 && CSM_OP_EXP == 5 && CSM_OP_LOG == 6 &&
-                   CSM_N_OPS == 7, "_engine.pxd and _rows.h disagree on the op codes");
-    """
+cdef extern from "_ops.h" nogil:
+    const char* csm_op_names[]
+    const int csm_op_arity[]
+    const int csm_op_out[]
+    const int csm_op_gpu[]
 
 # Rows are processed in blocks of about this many input elements. Block
 # boundaries depend on the row length and layout only, never on the thread
@@ -376,10 +371,17 @@ def plan(str op, Py_ssize_t n, Py_ssize_t k, dtype="float32", bint unit_columns=
             "threads": p.num_threads}
 
 
-# Operation names, in the order of the op codes (_engine.pxd).
-OP_NAMES = ("softmax", "log_softmax", "softmax_backward", "log_softmax_backward",
-            "softmax_jacobian", "exp", "log")
-assert len(OP_NAMES) == N_OPS
+# The registry of operations (_ops.h), in op-code order: names, and for each
+# name its code, arity ((x) or (y, grad)), output ("rows": shaped like the
+# input; "blocks": a K x K block per row) and GPU kernel ("rows", "jacobian"
+# or None).
+OP_NAMES = tuple(csm_op_names[i].decode() for i in range(N_OPS))
+OPS = {
+    OP_NAMES[i]: {"code": i, "arity": csm_op_arity[i],
+                  "out": ("rows", "blocks")[csm_op_out[i]],
+                  "gpu": (None, "rows", "jacobian")[csm_op_gpu[i]]}
+    for i in range(N_OPS)
+}
 
 
 def isa():

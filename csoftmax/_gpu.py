@@ -19,6 +19,8 @@ from typing import NamedTuple
 
 import numpy as np
 
+from . import _engine
+
 NATIVE_DTYPES = (np.dtype(np.float16), np.dtype(np.float32), np.dtype(np.float64))
 
 # The one dtype -> kernel type map. float16 travels as raw bits (csm_half)
@@ -29,9 +31,12 @@ _CTYPE = {
     np.dtype(np.float64): "double",
 }
 
-# Operation codes of the row kernels (template argument OP in softmax.cu).
-_ROW_OPS = {"softmax": 0, "log_softmax": 1, "softmax_backward": 2, "log_softmax_backward": 3}
-_JACOBIAN = "softmax_jacobian"
+# The operations the GPU computes, from the registry (csoftmax/_ops.h): the
+# row kernels take the op code as their template argument OP; softmax.cu's
+# enum repeats the codes (NVRTC compiles it without includes), and both
+# setup.py and constants() check that it agrees.
+_ROW_OPS = {name: op["code"] for name, op in _engine.OPS.items() if op["gpu"] == "rows"}
+_JACOBIAN, = (name for name, op in _engine.OPS.items() if op["gpu"] == "jacobian")
 OPS = tuple(_ROW_OPS) + (_JACOBIAN,)
 
 # CuPy itself adds -arch, -ftz=true and --device-as-default-execution-space.

@@ -113,18 +113,8 @@ static inline double csm_tree_sum(const double *a, ptrdiff_t stride)
 #undef CSM_A
 }
 
-/* Operation codes; the order of the dispatch tables. */
-enum {
-    CSM_OP_SOFTMAX = 0,
-    CSM_OP_LOG_SOFTMAX = 1,
-    CSM_OP_SOFTMAX_BACKWARD = 2,
-    CSM_OP_LOG_SOFTMAX_BACKWARD = 3,
-    CSM_OP_JACOBIAN = 4,
-    /* The vectorised exp and log alone, for the accuracy tests. */
-    CSM_OP_EXP = 5,
-    CSM_OP_LOG = 6,
-    CSM_N_OPS = 7
-};
+/* The operations and their codes: _ops.h. */
+#include "_ops.h"
 
 /* Instruction sets, narrowest first. */
 enum { CSM_ISA_BASELINE = 0, CSM_ISA_AVX2 = 1, CSM_ISA_AVX512 = 2, CSM_N_ISA = 3 };

@@ -813,7 +813,7 @@ static CSM_INLINE CSM_TARGET void CSM_FN(csm_jacobian_block)(
     }
 }
 
-static CSM_TARGET void CSM_FN(csm_jacobian_rows)(
+static CSM_TARGET void CSM_FN(csm_softmax_jacobian_rows)(
     const CSM_T *x, ptrdiff_t ldx, const CSM_T *unused, ptrdiff_t ldu,
     CSM_T *jac, ptrdiff_t ldo, ptrdiff_t rows, ptrdiff_t K, int stream)
 {
@@ -847,13 +847,13 @@ static CSM_TARGET void CSM_FN(csm_jacobian_rows)(
 
 /* Rows of any strides (see csm_lanes_rows); for the Jacobian, out is the
  * (rows, K, K) output with ors = K * K between blocks and ocs unused: s is
- * computed into the last row of each block, as in csm_jacobian_rows. */
+ * computed into the last row of each block, as in csm_softmax_jacobian_rows. */
 static CSM_TARGET void CSM_FN(csm_strided_rows)(
     int op, const CSM_T *a, ptrdiff_t ars, ptrdiff_t acs, const CSM_T *b, ptrdiff_t brs,
     ptrdiff_t bcs, CSM_T *out, ptrdiff_t ors, ptrdiff_t ocs, ptrdiff_t rows, ptrdiff_t K,
     CSM_T *buf)
 {
-    if (op != CSM_OP_JACOBIAN) {
+    if (op != CSM_OP_SOFTMAX_JACOBIAN) {
         CSM_FN(csm_lanes_rows)(op, a, ars, acs, b, brs, bcs, out, ors, ocs, rows, K, buf);
         return;
     }

@@ -28,15 +28,18 @@
 #undef CSM_F32
 #undef CSM_SFX
 
-#define CSM_OPS_(T, isa) { csm_softmax_rows_##T##_##isa, csm_log_softmax_rows_##T##_##isa,  \
-    csm_softmax_backward_rows_##T##_##isa, csm_log_softmax_backward_rows_##T##_##isa,      \
-    csm_jacobian_rows_##T##_##isa, csm_exp_rows_##T##_##isa, csm_log_rows_##T##_##isa }
+/* The row kernels of each dtype, in op-code order: csm_<name>_rows for each
+ * operation of _ops.h. */
+#define CSM_ROWS_F32_(name, NAME, arity, out, gpu) CSM_PASTE(CSM_PASTE(csm_##name##_rows, f32), CSM_ISA),
+#define CSM_ROWS_F64_(name, NAME, arity, out, gpu) CSM_PASTE(CSM_PASTE(csm_##name##_rows, f64), CSM_ISA),
 #define CSM_KERNELS_(isa) CSM_HIDDEN const csm_kernels_t csm_kernels_##isa = {               \
-    CSM_OPS_(f32, isa), CSM_OPS_(f64, isa), csm_strided_rows_f32_##isa, csm_strided_rows_f64_##isa }
+    {CSM_OPS(CSM_ROWS_F32_)}, {CSM_OPS(CSM_ROWS_F64_)},                                       \
+    csm_strided_rows_f32_##isa, csm_strided_rows_f64_##isa }
 #define CSM_KERNELS(isa) CSM_KERNELS_(isa)
 
 CSM_KERNELS(CSM_ISA);
 
 #undef CSM_KERNELS
 #undef CSM_KERNELS_
-#undef CSM_OPS_
+#undef CSM_ROWS_F32_
+#undef CSM_ROWS_F64_
