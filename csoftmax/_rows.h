@@ -93,13 +93,14 @@ static inline ptrdiff_t csm_lane_count(ptrdiff_t K)
 #define CSM_PARTS 16
 
 /* softmax's denominator (the sum in csm_row_exp_sum and its lane twins) is
- * the one sum whose cost shows: the partials add in the element type over
- * blocks of CSM_SUM_BLOCK elements (eight per partial: at most 7 float
- * roundings, 4e-7 relative) and each block's partials then add into double
- * partials. Double partials throughout cost 20% at 4096 x 128 float32 on
- * AVX-512 (two conversions and two double adds per float vector); blocked,
- * the cost is that of a float sum, and the error stays that of a double one
- * at any K. The other sums are not compute-bound and use double partials. */
+ * the one sum whose cost shows, so it takes its partials in the element type
+ * over blocks of CSM_SUM_BLOCK elements (eight per partial), sums each
+ * block's partials by the fixed tree in the element type (together at most
+ * 11 roundings, 7e-7 relative for float), and adds the blocks' sums in
+ * double. Double partials throughout cost 20% at 4096 x 128 float32 on
+ * AVX-512 (conversions and double adds per float vector); blocked, the cost
+ * is that of a float sum and the error that of a short one, at any K. The
+ * other sums are not compute-bound and use double partials. */
 #define CSM_SUM_BLOCK 128
 
 /* The sum of a[0], a[stride], ..., a[15 * stride] by a fixed tree. */

@@ -185,17 +185,31 @@ static CSM_INLINE CSM_TARGET CSM_T CSM_FN(csm_row_max)(const CSM_T *x, ptrdiff_t
     return m2 > m0 ? m2 : m0;
 }
 
-/* y = exp(x - m), returning the sum in the order of CSM_PARTS, in blocks of
- * CSM_SUM_BLOCK (_rows.h): a float sum over the whole row loses about K * eps
- * relative (measured against float64: 1.1e-5 at K = 65536, up to 5e-4 at
- * K = 10^6); blocked into double partials it stays below 1e-6 for any K a
- * machine can hold. y may be x. */
+/* The fixed tree of csm_tree_sum over CSM_PARTS values of the element type,
+ * at f[0], f[stride], ... (softmax's block sums, see CSM_SUM_BLOCK). */
+#ifndef CSM_TREE16
+#define CSM_TREE16(F) \
+    ((((F(0) + F(1)) + (F(2) + F(3))) + ((F(4) + F(5)) + (F(6) + F(7)))) \
+     + (((F(8) + F(9)) + (F(10) + F(11))) + ((F(12) + F(13)) + (F(14) + F(15)))))
+#endif
+
+static CSM_INLINE CSM_TARGET CSM_T CSM_FN(csm_tree_sum_t)(const CSM_T *f, ptrdiff_t stride)
+{
+#define CSM_F_(p) f[(p) * stride]
+    return CSM_TREE16(CSM_F_);
+#undef CSM_F_
+}
+
+/* y = exp(x - m), returning the sum in the order of CSM_SUM_BLOCK (_rows.h):
+ * per block of 128 elements, CSM_PARTS partial sums and their fixed tree in
+ * the element type, and the blocks' sums in double. A float sum over the
+ * whole row loses about K * eps relative (measured against float64: 1.1e-5
+ * at K = 65536, up to 5e-4 at K = 10^6); blocked, the sum stays within
+ * 7e-7 at any K. y may be x. */
 static CSM_INLINE CSM_TARGET double CSM_FN(csm_row_exp_sum)(const CSM_T *x, CSM_T *y, CSM_T m, ptrdiff_t K)
 {
-    double acc[CSM_PARTS];
+    double acc = 0;
     CSM_T f[CSM_PARTS];
-    for (ptrdiff_t p = 0; p < CSM_PARTS; ++p)
-        acc[p] = 0;
     for (ptrdiff_t blk = 0; blk < K; blk += CSM_SUM_BLOCK) {
         const ptrdiff_t end = K - blk < CSM_SUM_BLOCK ? K : blk + CSM_SUM_BLOCK;
         ptrdiff_t i = blk;
@@ -215,24 +229,22 @@ static CSM_INLINE CSM_TARGET double CSM_FN(csm_row_exp_sum)(const CSM_T *x, CSM_
             y[i + p] = e;
             f[p] += e;
         }
-#pragma omp simd
-        for (ptrdiff_t p = 0; p < CSM_PARTS; ++p)
-            acc[p] += (double)f[p];
+        acc += (double)CSM_FN(csm_tree_sum_t)(f, 1);
     }
-    return csm_tree_sum(acc, 1);
+    return acc;
 }
 
-/* The lane layout's twin of a block flush in csm_row_exp_sum: the element-
- * type partials sf (CSM_PARTS x lanes) are added into the double partials
- * sd, and cleared. Called after column j when (j + 1) % CSM_SUM_BLOCK == 0
- * and after the last column. */
-static CSM_INLINE CSM_TARGET void CSM_FN(csm_lanes_flush)(double *sd, CSM_T *sf, ptrdiff_t n)
+/* The lane layout's twin of a block's end in csm_row_exp_sum: each lane's
+ * CSM_PARTS partials (sf, partial p of lane l at sf[p * lanes + l]) are
+ * summed by the tree into sd[l], in double, and cleared. Called after column
+ * j when (j + 1) % CSM_SUM_BLOCK == 0 and after the last column. */
+static CSM_INLINE CSM_TARGET void CSM_FN(csm_lanes_flush)(double *sd, CSM_T *sf, ptrdiff_t lanes)
 {
 #pragma omp simd
-    for (ptrdiff_t i = 0; i < n; ++i) {
-        sd[i] += (double)sf[i];
+    for (ptrdiff_t l = 0; l < lanes; ++l)
+        sd[l] += (double)CSM_FN(csm_tree_sum_t)(sf + l, lanes);
+    for (ptrdiff_t i = 0; i < CSM_PARTS * lanes; ++i)
         sf[i] = 0;
-    }
 }
 
 /* sum(exp(x - m)) in double, without storing anything (log_softmax's first
@@ -365,7 +377,6 @@ static CSM_INLINE CSM_TARGET void CSM_FN(csm_lanes_softmax_buf)(
      * an outer loop over lanes that contains several inner loops. */
     CSM_T m[CSM_LANES], c[CSM_LANES];
     CSM_T ebuf[CSM_SMALL_K * CSM_LANES]; /* log_softmax's exp terms */
-    CSM_T *e = log_out ? ebuf : buf;
 #pragma omp simd
     for (ptrdiff_t l = 0; l < lanes; ++l)
         m[l] = buf[l];
@@ -375,40 +386,51 @@ static CSM_INLINE CSM_TARGET void CSM_FN(csm_lanes_softmax_buf)(
         for (ptrdiff_t l = 0; l < lanes; ++l)
             m[l] = bj[l] > m[l] ? bj[l] : m[l];
     }
-    for (ptrdiff_t j = 0; j < K; ++j) {
-        const CSM_T *bj = buf + j * lanes;
-        CSM_T *ej = e + j * lanes;
-#pragma omp simd
-        for (ptrdiff_t l = 0; l < lanes; ++l)
-            ej[l] = CSM_FN(csm_exp_neg)(bj[l] - m[l]);
-    }
-#define CSM_E(j) e[(j) * lanes + l]
-#define CSM_PAIR(p) ((p) >= K ? 0.0 : (p) + 16 >= K ? (double)CSM_E(p) : log_out \
-    ? (double)CSM_E(p) + (double)CSM_E((p) + 16) : (double)(CSM_E(p) + CSM_E((p) + 16)))
-#pragma omp simd
-    for (ptrdiff_t l = 0; l < lanes; ++l) {
-        const double sum =
-            (((CSM_PAIR(0) + CSM_PAIR(1)) + (CSM_PAIR(2) + CSM_PAIR(3)))
-             + ((CSM_PAIR(4) + CSM_PAIR(5)) + (CSM_PAIR(6) + CSM_PAIR(7))))
-          + (((CSM_PAIR(8) + CSM_PAIR(9)) + (CSM_PAIR(10) + CSM_PAIR(11)))
-             + ((CSM_PAIR(12) + CSM_PAIR(13)) + (CSM_PAIR(14) + CSM_PAIR(15))));
-        c[l] = log_out ? (CSM_T)CSM_PASTE(csm_log, CSM_PASTE(f64, CSM_ISA))(sum)
-                       : (CSM_T)(1.0 / sum);
-    }
-#undef CSM_PAIR
-#undef CSM_E
-    for (ptrdiff_t j = 0; j < K; ++j) {
-        CSM_T *bj = buf + j * lanes;
-        if (log_out) {
+#define CSM_E(e, j) e[(j) * lanes + l]
+#define CSM_TREE CSM_TREE16
+    /* Two branches, not one loop with selects: log_out is not a constant here. */
+    if (!log_out) {
+        for (ptrdiff_t j = 0; j < K; ++j) {
+            CSM_T *bj = buf + j * lanes;
 #pragma omp simd
             for (ptrdiff_t l = 0; l < lanes; ++l)
-                bj[l] = (bj[l] - m[l]) - c[l];
-        } else {
+                bj[l] = CSM_FN(csm_exp_neg)(bj[l] - m[l]);
+        }
+#define CSM_PAIR(p) ((p) >= K ? (CSM_T)0 : (p) + 16 >= K ? CSM_E(buf, p) \
+    : CSM_E(buf, p) + CSM_E(buf, (p) + 16))
+#pragma omp simd
+        for (ptrdiff_t l = 0; l < lanes; ++l)
+            c[l] = (CSM_T)(1.0 / (double)CSM_TREE(CSM_PAIR));
+#undef CSM_PAIR
+        for (ptrdiff_t j = 0; j < K; ++j) {
+            CSM_T *bj = buf + j * lanes;
 #pragma omp simd
             for (ptrdiff_t l = 0; l < lanes; ++l)
                 bj[l] *= c[l];
         }
+    } else {
+        for (ptrdiff_t j = 0; j < K; ++j) {
+            const CSM_T *bj = buf + j * lanes;
+            CSM_T *ej = ebuf + j * lanes;
+#pragma omp simd
+            for (ptrdiff_t l = 0; l < lanes; ++l)
+                ej[l] = CSM_FN(csm_exp_neg)(bj[l] - m[l]);
+        }
+#define CSM_PAIR(p) ((p) >= K ? 0.0 : (p) + 16 >= K ? (double)CSM_E(ebuf, p) \
+    : (double)CSM_E(ebuf, p) + (double)CSM_E(ebuf, (p) + 16))
+#pragma omp simd
+        for (ptrdiff_t l = 0; l < lanes; ++l)
+            c[l] = (CSM_T)CSM_PASTE(csm_log, CSM_PASTE(f64, CSM_ISA))(CSM_TREE(CSM_PAIR));
+#undef CSM_PAIR
+        for (ptrdiff_t j = 0; j < K; ++j) {
+            CSM_T *bj = buf + j * lanes;
+#pragma omp simd
+            for (ptrdiff_t l = 0; l < lanes; ++l)
+                bj[l] = (bj[l] - m[l]) - c[l];
+        }
     }
+#undef CSM_TREE
+#undef CSM_E
 }
 
 /* Short rows with unit column stride: transpose a group in, compute, and
@@ -494,8 +516,11 @@ static CSM_INLINE CSM_TARGET void CSM_FN(csm_lane_group)(
     CSM_T *gbuf, const ptrdiff_t lanes)
 {
     CSM_T m[CSM_LANE_GROUP], c[CSM_LANE_GROUP];
-    double sd[CSM_PARTS * CSM_LANE_GROUP]; /* partial p of lane l at sd[p * lanes + l] */
-    CSM_T sf[CSM_PARTS * CSM_LANE_GROUP];  /* softmax's block partials, likewise */
+    /* Partial p of lane l at [p * lanes + l]: double partials (log_softmax,
+     * the backward ops), softmax's block partials in the element type; sd's
+     * first `lanes` entries then hold softmax's sums of whole blocks. */
+    double sd[CSM_PARTS * CSM_LANE_GROUP];
+    CSM_T sf[CSM_PARTS * CSM_LANE_GROUP];
     const int logf = op == CSM_OP_LOG_SOFTMAX || op == CSM_OP_LOG_SOFTMAX_BACKWARD;
 #pragma omp simd
     for (ptrdiff_t l = 0; l < lanes; ++l)
@@ -540,11 +565,11 @@ static CSM_INLINE CSM_TARGET void CSM_FN(csm_lane_group)(
                     sfj[l] += e;
                 }
                 if ((j + 1) % CSM_SUM_BLOCK == 0 || j + 1 == K)
-                    CSM_FN(csm_lanes_flush)(sd, sf, CSM_PARTS * lanes);
+                    CSM_FN(csm_lanes_flush)(sd, sf, lanes);
             }
 #pragma omp simd
             for (ptrdiff_t l = 0; l < lanes; ++l)
-                c[l] = (CSM_T)(1.0 / csm_tree_sum(sd + l, lanes));
+                c[l] = (CSM_T)(1.0 / sd[l]);
         } else {
             for (ptrdiff_t j = 0; j < K; ++j) {
                 const CSM_T *bj = buf + j * lanes;
