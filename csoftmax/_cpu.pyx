@@ -34,23 +34,23 @@ cdef enum:
     INTERRUPT_ELEMS = 1 << 24
 
 
+cdef inline int _engine_run(int op, bint f32, Operand a, Operand b, Operand o, Py_ssize_t n,
+                            Py_ssize_t k, int nt, int flags) noexcept nogil:
+    if f32:
+        return run_f32(op, <const float*>a.data, a.rs, a.cs, <const float*>b.data, b.rs, b.cs,
+                       <float*>o.data, o.rs, o.cs, n, k, nt, flags)
+    return run_f64(op, <const double*>a.data, a.rs, a.cs, <const double*>b.data, b.rs, b.cs,
+                   <double*>o.data, o.rs, o.cs, n, k, nt, flags)
+
+
 cdef int _run(int op, bint f32, Operand a, Operand b, Operand o, Py_ssize_t n, Py_ssize_t k,
               int nt, int flags, bint gil) except -1:
     cdef int rc
-    if not gil:
-        with nogil:
-            if f32:
-                rc = run_f32(op, <const float*>a.data, a.rs, a.cs, <const float*>b.data, b.rs, b.cs,
-                             <float*>o.data, o.rs, o.cs, n, k, nt, flags)
-            else:
-                rc = run_f64(op, <const double*>a.data, a.rs, a.cs, <const double*>b.data, b.rs, b.cs,
-                             <double*>o.data, o.rs, o.cs, n, k, nt, flags)
-    elif f32:
-        rc = run_f32(op, <const float*>a.data, a.rs, a.cs, <const float*>b.data, b.rs, b.cs,
-                     <float*>o.data, o.rs, o.cs, n, k, nt, flags)
+    if gil:
+        rc = _engine_run(op, f32, a, b, o, n, k, nt, flags)
     else:
-        rc = run_f64(op, <const double*>a.data, a.rs, a.cs, <const double*>b.data, b.rs, b.cs,
-                     <double*>o.data, o.rs, o.cs, n, k, nt, flags)
+        with nogil:
+            rc = _engine_run(op, f32, a, b, o, n, k, nt, flags)
     if rc == RUN_NO_MEMORY:
         raise MemoryError(f"csoftmax: no memory for the scratch of rows of {k} elements")
     if rc != 0:

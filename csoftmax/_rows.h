@@ -103,6 +103,9 @@ static inline ptrdiff_t csm_lane_count(ptrdiff_t K)
  * other sums are not compute-bound and use double partials. */
 #define CSM_SUM_BLOCK 128
 
+/* What csm_row_sum (_rows_impl.h) sums: exp(a - m), a, or a * b. */
+enum { CSM_SUM_EXP, CSM_SUM_PLAIN, CSM_SUM_DOT };
+
 /* The sum of a[0], a[stride], ..., a[15 * stride] by a fixed tree. */
 static inline double csm_tree_sum(const double *a, ptrdiff_t stride)
 {

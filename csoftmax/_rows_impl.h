@@ -247,12 +247,17 @@ static CSM_INLINE CSM_TARGET void CSM_FN(csm_lanes_flush)(double *sd, CSM_T *sf,
         sf[i] = 0;
 }
 
-/* sum(exp(x - m)) in double, without storing anything (log_softmax's first
- * pass), in the order of CSM_PARTS. log(sum) is small when one logit
- * dominates, so the sum's rounding error becomes a large relative error of
- * the result: a float sum gave 4e-6 relative error on N(0, 3^2) logits,
- * K = 64; a double sum gives ~1e-7. */
-static CSM_INLINE CSM_TARGET double CSM_FN(csm_row_sum_exp)(const CSM_T *x, CSM_T m, ptrdiff_t K)
+/* A sum over a row in double, in the order of CSM_PARTS: of exp(a - m)
+ * (CSM_SUM_EXP: log_softmax's first pass, which stores nothing), of a
+ * (CSM_SUM_PLAIN: log_softmax's backward) or of a * b (CSM_SUM_DOT: softmax's
+ * backward). `what` is a constant at every call site. Double, because
+ * log(sum) is small when one logit dominates, so the sum's rounding error
+ * becomes a large relative error of log_softmax: a float sum gave 4e-6
+ * relative error on N(0, 3^2) logits, K = 64; a double sum gives ~1e-7. */
+#define CSM_SUM_TERM_(i) (what == CSM_SUM_EXP ? (double)CSM_FN(csm_exp_neg)(a[i] - m)     \
+                          : what == CSM_SUM_PLAIN ? (double)a[i] : (double)a[i] * (double)b[i])
+static CSM_INLINE CSM_TARGET double CSM_FN(csm_row_sum)(const CSM_T *a, const CSM_T *b, CSM_T m,
+                                                         ptrdiff_t K, const int what)
 {
     double acc[CSM_PARTS];
     ptrdiff_t i = 0;
@@ -261,33 +266,14 @@ static CSM_INLINE CSM_TARGET double CSM_FN(csm_row_sum_exp)(const CSM_T *x, CSM_
     for (; i + CSM_PARTS <= K; i += CSM_PARTS) {
 #pragma omp simd
         for (ptrdiff_t p = 0; p < CSM_PARTS; ++p)
-            acc[p] += (double)CSM_FN(csm_exp_neg)(x[i + p] - m);
+            acc[p] += CSM_SUM_TERM_(i + p);
     }
 #pragma omp simd
     for (ptrdiff_t p = 0; p < K - i; ++p)
-        acc[p] += (double)CSM_FN(csm_exp_neg)(x[i + p] - m);
+        acc[p] += CSM_SUM_TERM_(i + p);
     return csm_tree_sum(acc, 1);
 }
-
-/* sum(g * y) (log_g = 0) or sum(g) (log_g = 1) in double, in the order of
- * CSM_PARTS: the backward passes' reductions. */
-static CSM_INLINE CSM_TARGET double CSM_FN(csm_row_dot)(const CSM_T *g, const CSM_T *y, ptrdiff_t K,
-                                                         const int log_g)
-{
-    double acc[CSM_PARTS];
-    ptrdiff_t i = 0;
-    for (ptrdiff_t p = 0; p < CSM_PARTS; ++p)
-        acc[p] = 0;
-    for (; i + CSM_PARTS <= K; i += CSM_PARTS) {
-#pragma omp simd
-        for (ptrdiff_t p = 0; p < CSM_PARTS; ++p)
-            acc[p] += log_g ? (double)g[i + p] : (double)g[i + p] * (double)y[i + p];
-    }
-#pragma omp simd
-    for (ptrdiff_t p = 0; p < K - i; ++p)
-        acc[p] += log_g ? (double)g[i + p] : (double)g[i + p] * (double)y[i + p];
-    return csm_tree_sum(acc, 1);
-}
+#undef CSM_SUM_TERM_
 
 static CSM_INLINE CSM_TARGET void CSM_FN(csm_row_scale)(CSM_T *y, CSM_T c, ptrdiff_t K)
 {
@@ -758,7 +744,7 @@ static CSM_TARGET void CSM_FN(csm_log_softmax_core)(
         for (ptrdiff_t r = 0; r < nr; ++r) {
             const CSM_T *xr = x + (r0 + r) * ldx;
             mx[r] = CSM_FN(csm_row_max)(xr, K);
-            lg[r] = CSM_FN(csm_row_sum_exp)(xr, mx[r], K);
+            lg[r] = CSM_FN(csm_row_sum)(xr, xr, mx[r], K, CSM_SUM_EXP);
         }
 #pragma omp simd
         for (ptrdiff_t r = 0; r < nr; ++r)
@@ -785,7 +771,7 @@ static CSM_TARGET void CSM_FN(csm_softmax_backward_core)(
         const CSM_T *yr = y + r * ldy, *gr = g + r * ldg;
         CSM_T *orow = out + r * ldo;
         /* The dot product in double, for the reason given at csm_row_exp_sum. */
-        const CSM_T d = (CSM_T)CSM_FN(csm_row_dot)(gr, yr, K, 0);
+        const CSM_T d = (CSM_T)CSM_FN(csm_row_sum)(gr, yr, 0, K, CSM_SUM_DOT);
 #pragma omp simd
         for (ptrdiff_t i = 0; i < K; ++i)
             orow[i] = yr[i] * (gr[i] - d);
@@ -800,7 +786,7 @@ static CSM_TARGET void CSM_FN(csm_log_softmax_backward_core)(
     for (ptrdiff_t r = 0; r < rows; ++r) {
         const CSM_T *yr = y + r * ldy, *gr = g + r * ldg;
         CSM_T *orow = out + r * ldo;
-        const CSM_T sg = (CSM_T)CSM_FN(csm_row_dot)(gr, yr, K, 1);
+        const CSM_T sg = (CSM_T)CSM_FN(csm_row_sum)(gr, gr, 0, K, CSM_SUM_PLAIN);
 #pragma omp simd
         for (ptrdiff_t i = 0; i < K; ++i)
             orow[i] = gr[i] - CSM_FN(csm_exp)(yr[i]) * sg;
