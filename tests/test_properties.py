@@ -44,8 +44,9 @@ def check_softmax(x, dtype):
         want = ref_softmax(xin)
         # exp(x - max) inherits the rounding of x - max in the dtype, a
         # relative error of |x - max| eps; exp, sum and scaling add a few eps.
-        with np.errstate(invalid="ignore"):
-            dist = np.nan_to_num(np.abs(xin - xin.max(axis=1, keepdims=True)), nan=0.0, posinf=0.0)
+        with np.errstate(over="ignore", invalid="ignore"):
+            dist = np.nan_to_num(np.abs(xin - xin.max(axis=1, keepdims=True)), nan=0.0,
+                                 posinf=0.0)
         eps = np.finfo(dtype).eps
         # The sum carries at most K eps of relative error (README.md, Accuracy).
         bound = eps * (8 + dist + k) * want + 2 * np.finfo(dtype).smallest_subnormal
@@ -110,3 +111,47 @@ def test_jacobian_rows_sum_to_zero_and_are_symmetric(x):
     fin = ~np.isnan(J).any(axis=(1, 2))
     assert np.array_equal(J, np.swapaxes(J, 1, 2), equal_nan=True)
     assert np.all(np.abs(J[fin].sum(axis=2)) <= 40 * np.finfo(np.float64).eps)
+
+
+@st.composite
+def laid_out(draw, dtype):
+    """A hostile batch, its C-contiguous copy and a view of it in another
+    layout (with the axis that view takes): Fortran order, a transpose with
+    axis=0, row/column steps (negative too)."""
+    x = draw(batches(dtype))
+    n, k = x.shape
+    kind = draw(st.sampled_from(["fortran", "transpose", "steps"]))
+    if kind == "fortran":
+        return x, np.asfortranarray(x), -1
+    if kind == "transpose":
+        return x, np.ascontiguousarray(x.T), 0
+    rs, cs = draw(st.sampled_from([1, 2, -1, -3])), draw(st.sampled_from([2, 3, -1, -2]))
+    big = np.zeros((n * abs(rs), k * abs(cs)), dtype)
+    view = big[::rs, ::cs][:n, :k]
+    view[...] = x
+    return x, view, -1
+
+
+@given(st.sampled_from([np.float32, np.float64]).flatmap(
+    lambda dt: laid_out(dt)), st.sampled_from(["softmax", "log_softmax", "softmax_jacobian"]))
+def test_hostile_values_in_any_layout_give_the_c_order_bits(case, fn):
+    x, view, axis = case
+    f = getattr(csoftmax, fn)
+    want = f(x)
+    got = f(view, axis=axis)
+    if axis == 0 and fn != "softmax_jacobian":
+        got = got.T
+    np.testing.assert_array_equal(got, want)
+
+
+@given(st.sampled_from([np.float32, np.float64]).flatmap(lambda dt: laid_out(dt)),
+       st.sampled_from(["softmax_backward", "log_softmax_backward"]))
+def test_hostile_gradients_in_any_layout_give_the_c_order_bits(case, fn):
+    g, gview, axis = case
+    y = csoftmax.softmax(np.cos(np.arange(g.size, dtype=g.dtype)).reshape(g.shape))
+    if fn == "log_softmax_backward":
+        y = np.log(y)
+    yview = np.ascontiguousarray(y.T) if axis == 0 else np.asfortranarray(y)
+    f = getattr(csoftmax, fn)
+    got = f(yview, gview, axis=axis)
+    np.testing.assert_array_equal(got.T if axis == 0 else got, f(y, g))
