@@ -32,6 +32,20 @@ cdef int log_softmax_backward_f64(const double* y, const double* grad, double* o
 cdef int softmax_jacobian_f32(const float* x, float* jac, Py_ssize_t n_rows, Py_ssize_t n_cols, int num_threads) noexcept nogil
 cdef int softmax_jacobian_f64(const double* x, double* jac, Py_ssize_t n_rows, Py_ssize_t n_cols, int num_threads) noexcept nogil
 
+# Strided rows: element (r, j) of an operand at base + r * *_rs + j * *_cs,
+# strides in elements and of any sign (a Fortran-ordered (n_rows, n_cols)
+# array has rs = 1, cs = n_rows; a transposed view swaps them). Same checks
+# and return codes as above; an output may be an input with the same start
+# and strides (in place), and must not share a byte with it otherwise.
+cdef int softmax_strided_f32(const float* x, Py_ssize_t x_rs, Py_ssize_t x_cs, float* y, Py_ssize_t y_rs, Py_ssize_t y_cs, Py_ssize_t n_rows, Py_ssize_t n_cols, int num_threads) noexcept nogil
+cdef int softmax_strided_f64(const double* x, Py_ssize_t x_rs, Py_ssize_t x_cs, double* y, Py_ssize_t y_rs, Py_ssize_t y_cs, Py_ssize_t n_rows, Py_ssize_t n_cols, int num_threads) noexcept nogil
+cdef int log_softmax_strided_f32(const float* x, Py_ssize_t x_rs, Py_ssize_t x_cs, float* y, Py_ssize_t y_rs, Py_ssize_t y_cs, Py_ssize_t n_rows, Py_ssize_t n_cols, int num_threads) noexcept nogil
+cdef int log_softmax_strided_f64(const double* x, Py_ssize_t x_rs, Py_ssize_t x_cs, double* y, Py_ssize_t y_rs, Py_ssize_t y_cs, Py_ssize_t n_rows, Py_ssize_t n_cols, int num_threads) noexcept nogil
+cdef int softmax_backward_strided_f32(const float* y, Py_ssize_t y_rs, Py_ssize_t y_cs, const float* grad, Py_ssize_t g_rs, Py_ssize_t g_cs, float* out, Py_ssize_t o_rs, Py_ssize_t o_cs, Py_ssize_t n_rows, Py_ssize_t n_cols, int num_threads) noexcept nogil
+cdef int softmax_backward_strided_f64(const double* y, Py_ssize_t y_rs, Py_ssize_t y_cs, const double* grad, Py_ssize_t g_rs, Py_ssize_t g_cs, double* out, Py_ssize_t o_rs, Py_ssize_t o_cs, Py_ssize_t n_rows, Py_ssize_t n_cols, int num_threads) noexcept nogil
+cdef int log_softmax_backward_strided_f32(const float* y, Py_ssize_t y_rs, Py_ssize_t y_cs, const float* grad, Py_ssize_t g_rs, Py_ssize_t g_cs, float* out, Py_ssize_t o_rs, Py_ssize_t o_cs, Py_ssize_t n_rows, Py_ssize_t n_cols, int num_threads) noexcept nogil
+cdef int log_softmax_backward_strided_f64(const double* y, Py_ssize_t y_rs, Py_ssize_t y_cs, const double* grad, Py_ssize_t g_rs, Py_ssize_t g_cs, double* out, Py_ssize_t o_rs, Py_ssize_t o_cs, Py_ssize_t n_rows, Py_ssize_t n_cols, int num_threads) noexcept nogil
+
 # A fused-type door for generic Cython code: softmax[real](...), etc.
 ctypedef fused real:
     float

@@ -114,3 +114,89 @@ cdef int softmax_jacobian_f32(const float* x, float* jac, Py_ssize_t n_rows, Py_
 
 cdef int softmax_jacobian_f64(const double* x, double* jac, Py_ssize_t n_rows, Py_ssize_t n_cols, int num_threads) noexcept nogil:
     return _jacobian(x, jac, n_rows, n_cols, num_threads)
+
+
+cdef inline Py_ssize_t _span(Py_ssize_t n, Py_ssize_t k, Py_ssize_t rs, Py_ssize_t cs) noexcept nogil:
+    # Elements between an operand's lowest and highest element, plus one;
+    # -1 when that overflows (no caller can have such a buffer).
+    cdef Py_ssize_t big = CSM_PY_SSIZE_MAX // 16
+    cdef Py_ssize_t ar = -rs if rs < 0 else rs, ac = -cs if cs < 0 else cs
+    if ar > big or ac > big or (n > 1 and ar > big // (n - 1)) or (k > 1 and ac > big // (k - 1)):
+        return -1
+    if ar * (n - 1) > big - ac * (k - 1):
+        return -1
+    return ar * (n - 1) + ac * (k - 1) + 1
+
+
+cdef inline const char* _low(const void* p, Py_ssize_t n, Py_ssize_t k, Py_ssize_t rs,
+                             Py_ssize_t cs, Py_ssize_t item) noexcept nogil:
+    # The lowest byte of an operand.
+    cdef const char* c = <const char*>p
+    if rs < 0:
+        c += rs * (n - 1) * item
+    if cs < 0:
+        c += cs * (k - 1) * item
+    return c
+
+
+cdef inline bint _apart_or_same(const void* o, Py_ssize_t ors, Py_ssize_t ocs,
+                                const void* a, Py_ssize_t ars, Py_ssize_t acs,
+                                Py_ssize_t n, Py_ssize_t k, Py_ssize_t item) noexcept nogil:
+    # The output is this input (same start and strides) or shares no byte
+    # with its extent.
+    if o == a and (n == 1 or ors == ars) and (k == 1 or ocs == acs):
+        return True
+    return not _overlap(_low(o, n, k, ors, ocs, item), _span(n, k, ors, ocs) * item,
+                        _low(a, n, k, ars, acs, item), _span(n, k, ars, acs) * item)
+
+
+cdef inline int _strided(int op, const real_t* a, Py_ssize_t ars, Py_ssize_t acs,
+                         const real_t* b, Py_ssize_t brs, Py_ssize_t bcs,
+                         real_t* out, Py_ssize_t ors, Py_ssize_t ocs,
+                         Py_ssize_t n, Py_ssize_t k, int num_threads) noexcept nogil:
+    cdef Py_ssize_t item = sizeof(real_t)
+    cdef bint binary = op == OP_SOFTMAX_BACKWARD or op == OP_LOG_SOFTMAX_BACKWARD
+    if _elems(n, k, 1) < 0:
+        return -1
+    if n == 0 or k == 0:
+        return 0
+    if a == NULL or out == NULL or (binary and b == NULL):
+        return -1
+    if (_span(n, k, ars, acs) < 0 or _span(n, k, ors, ocs) < 0
+            or (binary and _span(n, k, brs, bcs) < 0)):
+        return -1
+    if not _apart_or_same(out, ors, ocs, a, ars, acs, n, k, item):
+        return -1
+    if binary and not _apart_or_same(out, ors, ocs, b, brs, bcs, n, k, item):
+        return -1
+    if not binary:
+        b, brs, bcs = a, ars, acs
+    if real_t is float:
+        return run_f32(op, a, ars, acs, b, brs, bcs, out, ors, ocs, n, k, num_threads, 0)
+    else:
+        return run_f64(op, a, ars, acs, b, brs, bcs, out, ors, ocs, n, k, num_threads, 0)
+
+
+cdef int softmax_strided_f32(const float* x, Py_ssize_t x_rs, Py_ssize_t x_cs, float* y, Py_ssize_t y_rs, Py_ssize_t y_cs, Py_ssize_t n_rows, Py_ssize_t n_cols, int num_threads) noexcept nogil:
+    return _strided(OP_SOFTMAX, x, x_rs, x_cs, <const float*>NULL, 0, 0, y, y_rs, y_cs, n_rows, n_cols, num_threads)
+
+cdef int softmax_strided_f64(const double* x, Py_ssize_t x_rs, Py_ssize_t x_cs, double* y, Py_ssize_t y_rs, Py_ssize_t y_cs, Py_ssize_t n_rows, Py_ssize_t n_cols, int num_threads) noexcept nogil:
+    return _strided(OP_SOFTMAX, x, x_rs, x_cs, <const double*>NULL, 0, 0, y, y_rs, y_cs, n_rows, n_cols, num_threads)
+
+cdef int log_softmax_strided_f32(const float* x, Py_ssize_t x_rs, Py_ssize_t x_cs, float* y, Py_ssize_t y_rs, Py_ssize_t y_cs, Py_ssize_t n_rows, Py_ssize_t n_cols, int num_threads) noexcept nogil:
+    return _strided(OP_LOG_SOFTMAX, x, x_rs, x_cs, <const float*>NULL, 0, 0, y, y_rs, y_cs, n_rows, n_cols, num_threads)
+
+cdef int log_softmax_strided_f64(const double* x, Py_ssize_t x_rs, Py_ssize_t x_cs, double* y, Py_ssize_t y_rs, Py_ssize_t y_cs, Py_ssize_t n_rows, Py_ssize_t n_cols, int num_threads) noexcept nogil:
+    return _strided(OP_LOG_SOFTMAX, x, x_rs, x_cs, <const double*>NULL, 0, 0, y, y_rs, y_cs, n_rows, n_cols, num_threads)
+
+cdef int softmax_backward_strided_f32(const float* y, Py_ssize_t y_rs, Py_ssize_t y_cs, const float* grad, Py_ssize_t g_rs, Py_ssize_t g_cs, float* out, Py_ssize_t o_rs, Py_ssize_t o_cs, Py_ssize_t n_rows, Py_ssize_t n_cols, int num_threads) noexcept nogil:
+    return _strided(OP_SOFTMAX_BACKWARD, y, y_rs, y_cs, grad, g_rs, g_cs, out, o_rs, o_cs, n_rows, n_cols, num_threads)
+
+cdef int softmax_backward_strided_f64(const double* y, Py_ssize_t y_rs, Py_ssize_t y_cs, const double* grad, Py_ssize_t g_rs, Py_ssize_t g_cs, double* out, Py_ssize_t o_rs, Py_ssize_t o_cs, Py_ssize_t n_rows, Py_ssize_t n_cols, int num_threads) noexcept nogil:
+    return _strided(OP_SOFTMAX_BACKWARD, y, y_rs, y_cs, grad, g_rs, g_cs, out, o_rs, o_cs, n_rows, n_cols, num_threads)
+
+cdef int log_softmax_backward_strided_f32(const float* y, Py_ssize_t y_rs, Py_ssize_t y_cs, const float* grad, Py_ssize_t g_rs, Py_ssize_t g_cs, float* out, Py_ssize_t o_rs, Py_ssize_t o_cs, Py_ssize_t n_rows, Py_ssize_t n_cols, int num_threads) noexcept nogil:
+    return _strided(OP_LOG_SOFTMAX_BACKWARD, y, y_rs, y_cs, grad, g_rs, g_cs, out, o_rs, o_cs, n_rows, n_cols, num_threads)
+
+cdef int log_softmax_backward_strided_f64(const double* y, Py_ssize_t y_rs, Py_ssize_t y_cs, const double* grad, Py_ssize_t g_rs, Py_ssize_t g_cs, double* out, Py_ssize_t o_rs, Py_ssize_t o_cs, Py_ssize_t n_rows, Py_ssize_t n_cols, int num_threads) noexcept nogil:
+    return _strided(OP_LOG_SOFTMAX_BACKWARD, y, y_rs, y_cs, grad, g_rs, g_cs, out, o_rs, o_cs, n_rows, n_cols, num_threads)

@@ -195,3 +195,32 @@ def test_row_ops_run_in_place_but_refuse_partial_overlap(consumer, op, dtype):
     g = before[16:22].reshape(2, 3)
     want = getattr(csoftmax, op)(x) if "backward" not in op else getattr(csoftmax, op)(x, g)
     np.testing.assert_array_equal(buf[:6].reshape(2, 3), want)
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("op", OPS[:4])
+def test_strided_entry_points_take_any_layout_and_match_the_python_api(consumer, op, dtype):
+    rng = np.random.default_rng(11)
+    x = (rng.standard_normal((37, 45)) * 3).astype(dtype)
+    g = rng.standard_normal((37, 45)).astype(dtype)
+    a = csoftmax.softmax(x) if op == "softmax_backward" else (
+        csoftmax.log_softmax(x) if op == "log_softmax_backward" else x)
+    want = getattr(csoftmax, op)(a, g) if "backward" in op else getattr(csoftmax, op)(a)
+    run = getattr(consumer, "strided_" + ("f32" if dtype == "float32" else "f64"))
+    big = np.zeros((74, 135), dtype)
+    reverse = lambda v: np.ascontiguousarray(v[::-1, ::-1])[::-1, ::-1]  # noqa: E731
+    big[::2, ::3] = a
+    for view in (np.asfortranarray, reverse, lambda v: big[::2, ::3]):
+        av = view(a)
+        out = np.asfortranarray(np.zeros_like(a))
+        assert run(op, av, np.asfortranarray(g), out, 2) == 0
+        np.testing.assert_array_equal(out, want)
+    # In place on a Fortran array; a partly overlapping output is refused.
+    f = np.asfortranarray(a.copy())
+    assert run(op, f, np.asfortranarray(g), f) == 0
+    np.testing.assert_array_equal(f, want)
+    buf = np.asfortranarray(np.zeros((38, 45), dtype))
+    buf[:37] = a
+    before = buf.copy()
+    assert run(op, buf[:37], np.asfortranarray(g), buf[1:]) == -1
+    np.testing.assert_array_equal(buf, before)
