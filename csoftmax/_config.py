@@ -2,7 +2,7 @@
 import json
 import pprint
 
-from . import kernels
+from . import _engine, _openmp_env, kernels
 from ._version import __version__
 
 
@@ -24,7 +24,10 @@ def show_config(print_=True):
     """Print and return a dict describing this build and machine.
 
     Keys: version, openmp, threads (the default thread count), isa (the
-    kernels in use), supported_isas, build (compiler and flags), gpu.
+    kernels in use), supported_isas, openmp_spin (the GOMP_SPINCOUNT that
+    csoftmax's OpenMP runtime was loaded with, or the user's setting),
+    serial_after_fork (a forked child that runs serially), busy_machine (the
+    busy-machine check's state), build (compiler and flags), gpu.
     Set CSOFTMAX_ISA=baseline|avx2|avx512 to force a narrower ISA.
     """
     config = {
@@ -33,6 +36,9 @@ def show_config(print_=True):
         "threads": kernels.max_threads(),
         "isa": kernels.isa(),
         "supported_isas": kernels.supported_isas(),
+        "openmp_spin": _openmp_env.setting(),
+        "serial_after_fork": _engine.serial_after_fork(),
+        "busy_machine": _engine.contention(),
         "build": _build_info(),
         "gpu": _gpu_info(),
     }

@@ -36,3 +36,9 @@ def import_with_short_spin(load):
         return load()
     finally:
         os.environ.pop("GOMP_SPINCOUNT", None)
+
+
+def setting():
+    """What the OpenMP runtime was loaded with, for show_config()."""
+    user = {k: os.environ[k] for k in _USER_KNOBS if k in os.environ}
+    return user or {"GOMP_SPINCOUNT": SPINCOUNT + " (csoftmax's, at load)"}
