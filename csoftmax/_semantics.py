@@ -41,7 +41,7 @@ def _threads(num_threads, fname):
                         f"not {type(num_threads).__name__}") from None
     if nt < 1:
         raise ValueError(f"{fname}: num_threads must be >= 1, got {nt}")
-    # The kernels cap the team (see kernels.pyx); this keeps it a C int.
+    # The engine caps the team (_engine._plan); this keeps it a C int.
     return min(nt, 2**31 - 1)
 
 
