@@ -38,6 +38,7 @@ cdef extern from "_rows.h" nogil:
     int csm_max_threads()
     int csm_num_procs()
     double csm_now()
+    long csm_streamed_blocks
 
 cdef extern from "_ops.h" nogil:
     const char* csm_op_names[]
@@ -369,6 +370,11 @@ def plan(str op, Py_ssize_t n, Py_ssize_t k, dtype="float32", bint unit_columns=
     return {"path": "small rows" if small else ("rows" if p.rowwise else "lanes"),
             "block": p.block, "n_blocks": p.n_blocks, "stream": bool(p.stream),
             "threads": p.num_threads}
+
+
+def streamed_blocks():
+    """Blocks of rows written with streaming stores since the module loaded."""
+    return csm_streamed_blocks
 
 
 # The registry of operations (_ops.h), in op-code order: names, and for each

@@ -168,7 +168,23 @@ extern CSM_HIDDEN const csm_kernels_t csm_kernels_avx2;
 extern CSM_HIDDEN const csm_kernels_t csm_kernels_avx512;
 #endif
 
+/* Blocks of rows written with streaming stores since the module loaded:
+ * the tests read it (csoftmax._engine.streamed_blocks()) to see that large
+ * reused outputs do stream and fresh ones do not. One relaxed atomic add per
+ * block of rows. */
+extern CSM_HIDDEN long csm_streamed_blocks;
+static inline void csm_count_streamed(void)
+{
+#if defined(__GNUC__) || defined(__clang__)
+    __atomic_fetch_add(&csm_streamed_blocks, 1, __ATOMIC_RELAXED);
+#else
+    ++csm_streamed_blocks;
+#endif
+}
+
 #ifndef CSM_ISA_UNIT /* the dispatch: csoftmax._engine's own translation unit */
+
+CSM_HIDDEN long csm_streamed_blocks = 0;
 
 static const char *const csm_isa_names[CSM_N_ISA] = {"baseline", "avx2", "avx512"};
 

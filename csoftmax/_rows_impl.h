@@ -702,6 +702,7 @@ static CSM_INLINE CSM_TARGET void CSM_FN(csm_streamed)(
         CSM_FN(csm_stream_copy)(out + r0 * K, scratch, nr * K);
     }
     CSM_STREAM_FENCE();
+    csm_count_streamed();
 }
 
 /* softmax: max; exp(x - max) into y while summing; scale by 1/sum. The row
@@ -844,6 +845,7 @@ static CSM_TARGET void CSM_FN(csm_softmax_jacobian_rows)(
             }
         }
         CSM_STREAM_FENCE();
+        csm_count_streamed();
         return;
     }
     /* s of every row at once, into the last row of each block, which serves

@@ -61,3 +61,23 @@ def test_blocks_depend_on_k_and_layout_only():
         assert p["block"] == C["block_elems"] // 100
         q = _engine.plan("softmax", 10000, 100, unit_columns=False, num_threads=threads)
         assert q["block"] % C["lanes"] == 0
+
+
+@pytest.mark.parametrize("fn", ["softmax", "log_softmax", "softmax_backward",
+                                "softmax_jacobian"])
+def test_large_reused_outputs_are_written_with_streaming_stores(fn):
+    # The kernels count the blocks they stream: a reused output past the
+    # threshold must stream, a fresh one or one below it must not.
+    k = 40 if fn == "softmax_jacobian" else 1000
+    n = -(-C["stream_bytes"] // (4 * (k * k if fn == "softmax_jacobian" else k)))
+    x = np.random.default_rng(1).standard_normal((n, k)).astype(np.float32)
+    args = (csoftmax.softmax(x), x) if "backward" in fn else (x,)
+    f = getattr(csoftmax, fn)
+    out = f(*args)
+    before = _engine.streamed_blocks()
+    f(*args)  # fresh output
+    assert _engine.streamed_blocks() == before
+    f(*(a[: n // 2] for a in args), out=out[: n // 2])  # below the threshold
+    assert _engine.streamed_blocks() == before
+    f(*args, out=out)
+    assert _engine.streamed_blocks() > before
