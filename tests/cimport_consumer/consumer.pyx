@@ -193,46 +193,36 @@ def call_with_offsets(str op, str dtype, Py_ssize_t n_rows, Py_ssize_t n_cols, b
 
 
 
-def strided_f64(str op, const double[:, :] a, const double[:, :] b, double[:, :] out,
-                int num_threads=1):
-    """The strided entry point of op on 2-D float64 views of any strides
-    (b is ignored by softmax and log_softmax); returns the kernel's code."""
-    cdef Py_ssize_t n = a.shape[0], k = a.shape[1], it = sizeof(double)
+def strided(str op, const real[:, :] a, const real[:, :] b, real[:, :] out,
+            int num_threads=1):
+    """The strided entry point of op on 2-D views of any strides (float32 or
+    float64; b is ignored by softmax and log_softmax); returns the code."""
+    cdef Py_ssize_t n = a.shape[0], k = a.shape[1], it = sizeof(real)
     cdef Py_ssize_t ars = a.strides[0] // it, acs = a.strides[1] // it
     cdef Py_ssize_t brs = b.strides[0] // it, bcs = b.strides[1] // it
     cdef Py_ssize_t ors = out.strides[0] // it, ocs = out.strides[1] // it
     cdef int rc, code = OPS.index(op)
     with nogil:
-        if code == 0:
-            rc = softmax_strided_f64(&a[0, 0], ars, acs, &out[0, 0], ors, ocs, n, k, num_threads)
-        elif code == 1:
-            rc = log_softmax_strided_f64(&a[0, 0], ars, acs, &out[0, 0], ors, ocs, n, k, num_threads)
-        elif code == 2:
-            rc = softmax_backward_strided_f64(&a[0, 0], ars, acs, &b[0, 0], brs, bcs,
-                                              &out[0, 0], ors, ocs, n, k, num_threads)
-        else:
-            rc = log_softmax_backward_strided_f64(&a[0, 0], ars, acs, &b[0, 0], brs, bcs,
+        if real is float:
+            if code == 0:
+                rc = softmax_strided_f32(&a[0, 0], ars, acs, &out[0, 0], ors, ocs, n, k, num_threads)
+            elif code == 1:
+                rc = log_softmax_strided_f32(&a[0, 0], ars, acs, &out[0, 0], ors, ocs, n, k, num_threads)
+            elif code == 2:
+                rc = softmax_backward_strided_f32(&a[0, 0], ars, acs, &b[0, 0], brs, bcs,
                                                   &out[0, 0], ors, ocs, n, k, num_threads)
-    return rc
-
-
-def strided_f32(str op, const float[:, :] a, const float[:, :] b, float[:, :] out,
-                int num_threads=1):
-    """strided_f64 for float32."""
-    cdef Py_ssize_t n = a.shape[0], k = a.shape[1], it = sizeof(float)
-    cdef Py_ssize_t ars = a.strides[0] // it, acs = a.strides[1] // it
-    cdef Py_ssize_t brs = b.strides[0] // it, bcs = b.strides[1] // it
-    cdef Py_ssize_t ors = out.strides[0] // it, ocs = out.strides[1] // it
-    cdef int rc, code = OPS.index(op)
-    with nogil:
-        if code == 0:
-            rc = softmax_strided_f32(&a[0, 0], ars, acs, &out[0, 0], ors, ocs, n, k, num_threads)
-        elif code == 1:
-            rc = log_softmax_strided_f32(&a[0, 0], ars, acs, &out[0, 0], ors, ocs, n, k, num_threads)
-        elif code == 2:
-            rc = softmax_backward_strided_f32(&a[0, 0], ars, acs, &b[0, 0], brs, bcs,
-                                              &out[0, 0], ors, ocs, n, k, num_threads)
+            else:
+                rc = log_softmax_backward_strided_f32(&a[0, 0], ars, acs, &b[0, 0], brs, bcs,
+                                                      &out[0, 0], ors, ocs, n, k, num_threads)
         else:
-            rc = log_softmax_backward_strided_f32(&a[0, 0], ars, acs, &b[0, 0], brs, bcs,
+            if code == 0:
+                rc = softmax_strided_f64(&a[0, 0], ars, acs, &out[0, 0], ors, ocs, n, k, num_threads)
+            elif code == 1:
+                rc = log_softmax_strided_f64(&a[0, 0], ars, acs, &out[0, 0], ors, ocs, n, k, num_threads)
+            elif code == 2:
+                rc = softmax_backward_strided_f64(&a[0, 0], ars, acs, &b[0, 0], brs, bcs,
                                                   &out[0, 0], ors, ocs, n, k, num_threads)
+            else:
+                rc = log_softmax_backward_strided_f64(&a[0, 0], ars, acs, &b[0, 0], brs, bcs,
+                                                      &out[0, 0], ors, ocs, n, k, num_threads)
     return rc
