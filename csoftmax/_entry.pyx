@@ -56,7 +56,8 @@ cdef inline int _threads(object num_threads):
     if type(num_threads) is not int:
         return -1
     v = PyLong_AsLongAndOverflow(num_threads, &overflow)
-    if overflow == 0 and 1 <= v <= 65536:
+    # The engine caps the team (_engine._plan); here the count must be a C int.
+    if overflow == 0 and 1 <= v <= 2147483647:
         return <int>v
     return -1
 
@@ -356,9 +357,11 @@ cdef int _deliver_half(Operand src, cnp.ndarray dst, int ax, Py_ssize_t n,
     return 0
 
 
-cdef object _jacobian(object x, object axis, object out, object num_threads):
+cdef object _jacobian(object x, object axis, object out, object num_threads,
+                      bint capped=True):
     """softmax_jacobian on a NumPy 1-D/2-D array of any layout; None: the
-    call is for _semantics."""
+    call is for _semantics. capped: allocate at most FAST_JACOBIAN_BYTES
+    (larger results are for _semantics, which checks the machine's memory)."""
     cdef int nt = _threads(num_threads)
     if nt < 0 or type(x) is not cnp.ndarray:
         return None
@@ -382,7 +385,7 @@ cdef object _jacobian(object x, object axis, object out, object num_threads):
         for i in range(nd):
             if cnp.PyArray_DIM(<cnp.ndarray>out, i) != dims[i]:
                 return None
-    elif not (0 <= k < 16384 and (k == 0 or n <= (FAST_JACOBIAN_BYTES // 8) // (k * k))):
+    elif capped and not (0 <= k < 16384 and (k == 0 or n <= (FAST_JACOBIAN_BYTES // 8) // (k * k))):
         # k < 2^14 keeps k * k from overflowing; the rest bounds the bytes.
         return None
     if n == 0 or k == 0:
@@ -409,6 +412,42 @@ cdef object _jacobian(object x, object axis, object out, object num_threads):
         return res
     cnp.PyArray_CopyInto(<cnp.ndarray>out, res)
     return out
+
+
+# ---- the general path's way in ------------------------------------------------
+
+def rows_2d(str op, a, b, out, int num_threads):
+    """op on 2-D rows (axis -1) that _semantics has reduced an N-D call to,
+    already in the compute dtype; out: a 2-D view of the caller's out, or
+    None. Returns the result, which is `out` when it went there: the rule
+    for writing into `out` (directly, or through a copy when it overlaps an
+    input) lives in _rows alone."""
+    code = _OP_CODES[op]
+    nt = num_threads if num_threads > 0 else None
+    r = _rows(code, a, b, -1, out, nt)
+    if r is None:  # not reachable for inputs _semantics prepared; stay correct
+        r = _rows(code, a, b, -1, None, nt)
+        if out is not None:
+            cnp.PyArray_CopyInto(<cnp.ndarray>out, <cnp.ndarray>r)
+            r = out
+    return r
+
+
+def jacobian_2d(a, out, int num_threads):
+    """softmax_jacobian on 2-D rows for _semantics, which has checked the
+    result's size against the machine; out: an (N, K, K) view or None."""
+    nt = num_threads if num_threads > 0 else None
+    r = _jacobian(a, -1, out, nt, False)
+    if r is None:
+        r = _jacobian(a, -1, None, nt, False)
+        cnp.PyArray_CopyInto(<cnp.ndarray>out, <cnp.ndarray>r)
+        r = out
+    return r
+
+
+_OP_CODES = {"softmax": OP_SOFTMAX, "log_softmax": OP_LOG_SOFTMAX,
+             "softmax_backward": OP_SOFTMAX_BACKWARD,
+             "log_softmax_backward": OP_LOG_SOFTMAX_BACKWARD}
 
 
 def softmax(x, axis=-1, *, out=None, num_threads=None):

@@ -164,24 +164,14 @@ def _whole_strides(a):
     return all(n <= 1 or s % a.itemsize == 0 for n, s in zip(a.shape, a.strides))
 
 
-def _rows_view(out, rows, xp):
-    """A 2-D view of `out` the kernels can write into directly, or None."""
-    if xp is not np:
-        return None
+def _rows_view(out, rows):
+    """`out` (NumPy) seen as the (N, K) rows of the result, or None when its
+    memory cannot be seen so (then the result is copied into it)."""
     v = out if rows.identity else out.transpose(rows.perm)
     try:
-        v = np.reshape(v, (rows.n, rows.k), copy=False)
+        return np.reshape(v, (rows.n, rows.k), copy=False)
     except ValueError:
         return None
-    if not (v.flags.aligned and v.dtype.isnative and _whole_strides(v)):
-        return None
-    return v
-
-
-def _same_memory(a, b):
-    """True when a and b are the same elements in the same order."""
-    return (a.__array_interface__["data"][0] == b.__array_interface__["data"][0]
-            and a.shape == b.shape and a.strides == b.strides)
 
 
 def _check_out(out, shape, dtype, fname, xp):
@@ -231,18 +221,17 @@ def _elementwise(op, inputs, names, axis, out, num_threads):
         return res if out is None else out
 
     srcs = [_kernel_ready(rows.to_rows(a), cdtype, xp) for a in arrays]
-    target = None
-    if out is not None and rdtype == cdtype:
-        target = _rows_view(out, rows, xp)
-        # Writing in place is safe only onto an input's very own elements.
-        if target is not None and any(
-                np.may_share_memory(target, a) and not _same_memory(target, s)
-                for a, s in zip(arrays, srcs)):
-            target = None
-    res2 = target if target is not None else xp.empty((rows.n, rows.k), dtype=cdtype)
-    backend.run(op, srcs[0], srcs[1] if len(srcs) > 1 else None, res2, nt, target is None)
-    if target is not None:
-        return out
+    if xp is np:
+        # The C-level path on the rows: it alone decides how a result goes
+        # into `out` (directly, or through a copy when out overlaps an input).
+        from . import _entry
+        target = _rows_view(out, rows) if out is not None and rdtype == cdtype else None
+        res2 = _entry.rows_2d(op, srcs[0], srcs[1] if len(srcs) > 1 else None, target, nt)
+        if target is not None:
+            return out
+    else:
+        res2 = xp.empty((rows.n, rows.k), dtype=cdtype)
+        backend.run(op, srcs[0], srcs[1] if len(srcs) > 1 else None, res2, nt, True)
     return _deliver(rows.from_rows(res2), out, rdtype)
 
 
@@ -295,11 +284,18 @@ def softmax_jacobian(x, axis=-1, *, out=None, num_threads=None):
         return xp.empty(shape, dtype=rdtype) if out is None else out
 
     src = _kernel_ready(rows.to_rows(x), cdtype, xp)
-    direct = (out is not None and xp is np and rdtype == cdtype and out.flags.c_contiguous
-              and out.flags.aligned and out.dtype.isnative
-              and not np.may_share_memory(out, x))
-    res = out if direct else xp.empty((rows.n, rows.k, rows.k), dtype=cdtype)
-    backend.run(fname, src, None, res.reshape(rows.n, rows.k, rows.k), nt, not direct)
-    if direct:
-        return out
+    if xp is np:
+        from . import _entry  # the one rule for writing into out: see _elementwise
+        target = None
+        if out is not None and rdtype == cdtype:
+            try:
+                target = np.reshape(out, (rows.n, rows.k, rows.k), copy=False)
+            except ValueError:
+                target = None
+        res = _entry.jacobian_2d(src, target, nt)
+        if target is not None:
+            return out
+    else:
+        res = xp.empty((rows.n, rows.k, rows.k), dtype=cdtype)
+        backend.run(fname, src, None, res, nt, True)
     return _deliver(res.reshape(shape), out, rdtype)
