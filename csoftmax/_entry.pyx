@@ -21,7 +21,7 @@ from cpython.ref cimport Py_INCREF
 from csoftmax._cpu cimport Operand, launch
 from csoftmax._engine cimport (OP_LOG_SOFTMAX, OP_LOG_SOFTMAX_BACKWARD, OP_SOFTMAX,
                                OP_SOFTMAX_BACKWARD, OP_SOFTMAX_JACOBIAN)
-from csoftmax import _semantics
+from csoftmax import _engine, _semantics
 
 cnp.import_array()
 
@@ -235,21 +235,39 @@ cdef inline bint _writable_out(object out, cnp.ndarray a, int rt, int extra):
             and _same_shape(a, o, extra))
 
 
+cdef struct Call:
+    # What _accepts found out about a call.
+    int nt   # 0: the default thread count
+    int ax   # 1: rows along the last axis; 0: along the first of a 2-D array
+    int t    # the input's type number
+    int ct   # the type the kernels compute in
+    int rt   # the result's type
+
+
+cdef inline bint _accepts(object x, object axis, object num_threads, Call* c):
+    """The C-level path takes the call: a NumPy 1-D/2-D array of a dtype the
+    kernels compute, a plain int axis in range, num_threads None or a C int."""
+    c.nt = _threads(num_threads)
+    if c.nt < 0 or type(x) is not cnp.ndarray:
+        return False
+    cdef int nd = cnp.PyArray_NDIM(<cnp.ndarray>x)
+    if nd != 1 and nd != 2:
+        return False
+    c.ax = _axis(axis, nd)
+    c.t = cnp.PyArray_TYPE(<cnp.ndarray>x)
+    c.ct = _compute_type(c.t)
+    c.rt = _result_type(c.t)
+    return c.ax >= 0 and c.ct >= 0
+
+
 cdef object _rows(int op, object x, object g, object axis, object out, object num_threads):
     """softmax, log_softmax and the backward passes (g is not None) on a
     NumPy 1-D/2-D array of any layout; None: the call is for _semantics."""
-    cdef int nt = _threads(num_threads)
-    if nt < 0 or type(x) is not cnp.ndarray:
+    cdef Call c
+    if not _accepts(x, axis, num_threads, &c):
         return None
+    cdef int nt = c.nt, ax = c.ax, t = c.t, ct = c.ct, rt = c.rt
     cdef cnp.ndarray a = <cnp.ndarray>x, b = a, o, res
-    cdef int nd = cnp.PyArray_NDIM(a)
-    if nd != 1 and nd != 2:
-        return None
-    cdef int ax = _axis(axis, nd)
-    cdef int t = cnp.PyArray_TYPE(a)
-    cdef int ct = _compute_type(t), rt = _result_type(t)
-    if ax < 0 or ct < 0:
-        return None
     if g is not None:
         if type(g) is not cnp.ndarray:
             return None
@@ -362,18 +380,12 @@ cdef object _jacobian(object x, object axis, object out, object num_threads,
     """softmax_jacobian on a NumPy 1-D/2-D array of any layout; None: the
     call is for _semantics. capped: allocate at most FAST_JACOBIAN_BYTES
     (larger results are for _semantics, which checks the machine's memory)."""
-    cdef int nt = _threads(num_threads)
-    if nt < 0 or type(x) is not cnp.ndarray:
+    cdef Call c
+    if not _accepts(x, axis, num_threads, &c):
         return None
+    cdef int nt = c.nt, ax = c.ax, ct = c.ct, rt = c.rt
     cdef cnp.ndarray a = <cnp.ndarray>x, res, o
     cdef int i, nd = cnp.PyArray_NDIM(a)
-    if nd != 1 and nd != 2:
-        return None
-    cdef int ax = _axis(axis, nd)
-    cdef int t = cnp.PyArray_TYPE(a)
-    cdef int ct = _compute_type(t), rt = _result_type(t)
-    if ax < 0 or ct < 0:
-        return None
     cdef Py_ssize_t n = _n(a, ax), k = _k(a, ax)
     cdef cnp.npy_intp dims[3]
     dims[0] = n
@@ -445,9 +457,8 @@ def jacobian_2d(a, out, int num_threads):
     return r
 
 
-_OP_CODES = {"softmax": OP_SOFTMAX, "log_softmax": OP_LOG_SOFTMAX,
-             "softmax_backward": OP_SOFTMAX_BACKWARD,
-             "log_softmax_backward": OP_LOG_SOFTMAX_BACKWARD}
+# The row operations' codes, from the registry (_ops.h via _engine).
+_OP_CODES = {name: op["code"] for name, op in _engine.OPS.items()}
 
 
 def softmax(x, axis=-1, *, out=None, num_threads=None):
