@@ -167,7 +167,7 @@ cdef cnp.ndarray _converted(cnp.ndarray a, int t, int ax):
     float64)."""
     cdef cnp.ndarray c = _like(a, t)
     cdef Operand s, d
-    if (cnp.PyArray_TYPE(a) == NPY_HALF and cnp.PyArray_ISBEHAVED_RO(a)
+    if (cnp.PyArray_TYPE(a) == NPY_HALF and t == cnp.NPY_FLOAT and cnp.PyArray_ISBEHAVED_RO(a)
             and _operand(a, ax, &s) and _operand(c, ax, &d)):
         csm_widen_f16(<const unsigned short*>s.data, s.rs, s.cs, <float*>d.data, d.rs, d.cs,
                       _n(a, ax), _k(a, ax))
