@@ -120,9 +120,15 @@ static CSM_INLINE CSM_TARGET void CSM_FN(csm_masked_softmax_row)(
 {
     const CSM_T m = CSM_FN(csm_row_max_m)(x, mk, K);
     const double s = CSM_FN(csm_row_exp_sum_m)(x, mk, y, m, K);
-    /* A row with nothing unmasked has s = 0 and c = inf: the select keeps
-     * its zeros (and a NaN among the unmasked elements stays NaN). */
     const CSM_T c = (CSM_T)(1.0 / s);
+    if (c - c == 0) {
+        /* The masked y are exact zeros, and stay so times a finite c: the
+         * unmasked kernels' scale, with no mask to read. */
+        CSM_FN(csm_row_scale)(y, c, K);
+        return;
+    }
+    /* A row with nothing unmasked has s = 0 and c = inf, a NaN among the
+     * unmasked elements gives NaN: the select keeps the masked zeros. */
 #pragma omp simd
     for (ptrdiff_t i = 0; i < K; ++i)
         y[i] = mk[i] ? y[i] * c : (CSM_T)0;
