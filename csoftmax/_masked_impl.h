@@ -205,6 +205,58 @@ static CSM_TARGET void CSM_FN(csm_logsumexp_rows)(
         CSM_FN(csm_masked_row)(CSM_OP_LOGSUMEXP, x + r * ldx, 0, 0, out + r * ldo, K);
 }
 
+/* Short masked rows (K <= CSM_SMALL_K, unit column strides) of softmax and
+ * log_softmax take the lane layout of the unmasked kernels (csm_small_rows):
+ * row loops of a few elements spend their time in remainders and per-row
+ * reductions. A group is transposed in with masked elements as -inf, which
+ * gives them exact zeros in the sum whenever the row's max is finite (as
+ * the row kernels' selects do, so the bits agree), and transposed out with
+ * 0 or -inf at masked elements, which also clears the NaN of a row with
+ * nothing unmasked. */
+static CSM_INLINE CSM_TARGET void CSM_FN(csm_small_group_m)(
+    const CSM_T *x, ptrdiff_t ldx, const unsigned char *mk, ptrdiff_t ldm, CSM_T *y,
+    ptrdiff_t ldy, ptrdiff_t K, int log_out, const ptrdiff_t lanes)
+{
+    CSM_T buf[CSM_SMALL_K * CSM_LANES];
+    const CSM_T off = log_out ? -CSM_INF_T : (CSM_T)0;
+    for (ptrdiff_t l = 0; l < lanes; ++l)
+        for (ptrdiff_t j = 0; j < K; ++j)
+            buf[j * lanes + l] = mk[l * ldm + j] ? x[l * ldx + j] : -CSM_INF_T;
+    CSM_FN(csm_lanes_softmax_buf)(buf, K, log_out, lanes);
+    for (ptrdiff_t l = 0; l < lanes; ++l)
+        for (ptrdiff_t j = 0; j < K; ++j)
+            y[l * ldy + j] = mk[l * ldm + j] ? buf[j * lanes + l] : off;
+}
+
+static CSM_TARGET void CSM_FN(csm_small_rows_m)(
+    const CSM_T *x, ptrdiff_t ldx, const unsigned char *mk, ptrdiff_t ldm, CSM_T *y,
+    ptrdiff_t ldy, ptrdiff_t rows, ptrdiff_t K, int log_out)
+{
+    ptrdiff_t r = 0;
+    for (; r + CSM_LANES <= rows; r += CSM_LANES) {
+        const CSM_T *xg = x + r * ldx;
+        const unsigned char *mg = mk + r * ldm;
+        CSM_T *yg = y + r * ldy;
+        switch (K) { /* a constant K unrolls the transposes (see csm_small_rows) */
+#define CSM_K_CASE(kk) case kk: CSM_FN(csm_small_group_m)(xg, ldx, mg, ldm, yg, ldy, kk, log_out, CSM_LANES); break;
+        CSM_K_CASE(1) CSM_K_CASE(2) CSM_K_CASE(3) CSM_K_CASE(4)
+        CSM_K_CASE(5) CSM_K_CASE(6) CSM_K_CASE(7) CSM_K_CASE(8)
+        CSM_K_CASE(9) CSM_K_CASE(10) CSM_K_CASE(11) CSM_K_CASE(12)
+        CSM_K_CASE(13) CSM_K_CASE(14) CSM_K_CASE(15) CSM_K_CASE(16)
+        CSM_K_CASE(17) CSM_K_CASE(18) CSM_K_CASE(19) CSM_K_CASE(20)
+        CSM_K_CASE(21) CSM_K_CASE(22) CSM_K_CASE(23) CSM_K_CASE(24)
+        CSM_K_CASE(25) CSM_K_CASE(26) CSM_K_CASE(27) CSM_K_CASE(28)
+        CSM_K_CASE(29) CSM_K_CASE(30) CSM_K_CASE(31) CSM_K_CASE(32)
+#undef CSM_K_CASE
+        default:
+            break;
+        }
+    }
+    for (; r < rows; ++r)
+        CSM_FN(csm_small_group_m)(x + r * ldx, ldx, mk + r * ldm, ldm, y + r * ldy, ldy, K,
+                                  log_out, 1);
+}
+
 /* Rows of op with a mask (mk may be NULL for logsumexp), operands of any
  * strides: element (r, j) of a at a + r * ars + j * acs, and likewise b
  * (grad), mk (bytes) and out. Rows with unit column strides are computed
@@ -222,6 +274,11 @@ static CSM_TARGET void CSM_FN(csm_masked_rows)(
     const int binary = op == CSM_OP_SOFTMAX_BACKWARD || op == CSM_OP_LOG_SOFTMAX_BACKWARD;
     CSM_T *ta = buf, *tb = buf + K, *to = buf + 2 * K;
     CSM_MW_T *tw = (CSM_MW_T *)(buf + 3 * K);
+    if (mk && (op == CSM_OP_SOFTMAX || op == CSM_OP_LOG_SOFTMAX) && K <= CSM_SMALL_K
+        && (acs == 1 || K == 1) && (ocs == 1 || K == 1) && (mcs == 1 || K == 1)) {
+        CSM_FN(csm_small_rows_m)(a, ars, mk, mrs, out, ors, rows, K, op == CSM_OP_LOG_SOFTMAX);
+        return;
+    }
     for (ptrdiff_t r = 0; r < rows; ++r) {
         const CSM_T *ar = a + r * ars, *br = b + r * brs;
         const unsigned char *mb = mk ? mk + r * mrs : 0;
