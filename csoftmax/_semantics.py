@@ -299,3 +299,10 @@ def softmax_jacobian(x, axis=-1, *, out=None, num_threads=None):
         res = xp.empty((rows.n, rows.k, rows.k), dtype=cdtype)
         backend.run(fname, src, None, res, nt, True)
     return _deliver(res.reshape(shape), out, rdtype)
+
+
+# Foreign arrays (torch, JAX, Dask, array API, pandas, xarray) in, the same
+# kind out: _interop wraps the functions above; NumPy and CuPy pass through.
+from . import _interop  # noqa: E402
+
+_interop.install(globals())

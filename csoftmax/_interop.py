@@ -1,0 +1,522 @@
+"""Foreign arrays in, the caller's kind of array out.
+
+The public functions compute NumPy arrays (the CPU kernels) and CuPy arrays
+(the GPU backend). Every other array a caller holds comes through here, on the
+general path only (_semantics wraps its public functions with `install`; NumPy
+and CuPy arrays pass straight through, after one type check per argument):
+
+* torch tensors: a zero-copy DLPack view for the kernels (NumPy on the CPU,
+  CuPy on a CUDA device, on the tensor's device and current stream), the
+  result handed back as a tensor of the same device (zero-copy again);
+* JAX arrays: computed from a DLPack view, returned as JAX arrays on the
+  input's device; tracers (inside jax.jit, jax.grad, jax.vmap) are refused;
+* any other object with `__dlpack__` or `__array_namespace__` (the array API
+  standard, e.g. array_api_strict): a DLPack view in, its namespace's
+  `from_dlpack` (or `asarray`) out;
+* Dask arrays: a lazy graph (_dask);
+* pandas and xarray objects: computed on their values; a result of the
+  input's shape keeps the labels, any other result is an ndarray.
+
+No library is imported here unless the caller passed one of its objects: a
+kind is recognised by the top-level module of the object's type, so `import
+csoftmax` imports none of them. Which arguments of each public function are
+arrays is one table (ARRAY_ARGS); a new public function is one entry.
+"""
+import functools
+import sys
+
+import numpy as np
+
+# ---- which arguments are arrays ---------------------------------------------
+
+# The positional array parameters of each public function, in order; the
+# parameter after them is `axis`. Entries for functions that do not exist in
+# this build are harmless: install() wraps only what it finds.
+ARRAY_ARGS = {
+    "softmax": ("x",),
+    "log_softmax": ("x",),
+    "logsumexp": ("x",),
+    "softmax_jacobian": ("x",),
+    "softmax_backward": ("y", "grad"),
+    "log_softmax_backward": ("y", "grad"),
+    "softmax_cross_entropy": ("logits", "target"),
+}
+
+# Keyword arguments that hold arrays, in any public function that has them.
+# `out` and `grad_out` are written: a foreign one is computed into through a
+# zero-copy view where its library allows it, and returned itself.
+ARRAY_KEYWORDS = ("where", "weight", "out", "grad_out")
+OUTPUT_KEYWORDS = ("out", "grad_out")
+
+# DLPack device types (dlpack.h, DLDeviceType).
+_DL_CPU, _DL_CUDA, _DL_CUDA_HOST = 1, 2, 3
+_DL_NAMES = {4: "OpenCL", 7: "Vulkan", 8: "Metal", 9: "VPI", 10: "ROCm",
+             13: "CUDA managed memory", 14: "oneAPI"}
+
+
+# ---- recognising kinds ---------------------------------------------------------
+
+def _top_module(a):
+    return type(a).__module__.partition(".")[0]
+
+
+def kind_of(a):
+    """The kind of a foreign array (a string), or None for what the general
+    path takes as it is: NumPy and CuPy arrays, scalars, lists, None."""
+    if a is None or isinstance(a, (np.ndarray, np.generic, int, float, complex, list, tuple)):
+        return None
+    mod = _top_module(a)
+    if mod == "cupy":
+        return None
+    if mod == "torch":
+        return "torch"
+    if mod in ("jax", "jaxlib"):
+        return "jax"
+    if mod == "dask":
+        return "dask" if _is_dask_array(a) else None
+    if mod == "pandas":
+        return "pandas"
+    if mod == "xarray":
+        return "xarray"
+    if hasattr(type(a), "__dlpack__") or hasattr(type(a), "__array_namespace__"):
+        return "dlpack"
+    return None
+
+
+def _is_dask_array(a):
+    da = sys.modules.get("dask.array")
+    return da is not None and isinstance(a, da.Array)
+
+
+_KIND_NAMES = {"torch": "a torch tensor", "jax": "a JAX array", "dask": "a Dask array",
+               "pandas": "a pandas object", "xarray": "an xarray object",
+               "dlpack": "an array API / DLPack array"}
+
+
+# ---- the wrapper ---------------------------------------------------------------
+
+def install(namespace):
+    """Wrap the public functions of `namespace` (a module's globals) that
+    ARRAY_ARGS names, so that foreign arrays come through here."""
+    for fname in ARRAY_ARGS:
+        impl = namespace.get(fname)
+        if impl is not None and not getattr(impl, "_csoftmax_interop", False):
+            namespace[fname] = wrap(fname, impl)
+
+
+def wrap(fname, impl):
+    npos = len(ARRAY_ARGS[fname])
+    names = ARRAY_ARGS[fname]
+
+    @functools.wraps(impl)
+    def wrapper(*args, **kwargs):
+        # NumPy, CuPy and array-likes: one type check per argument, then impl.
+        for a in args[:npos]:
+            if kind_of(a) is not None:
+                return call(fname, impl, args, kwargs)
+        for key in names + ARRAY_KEYWORDS:
+            if kind_of(kwargs.get(key)) is not None:
+                return call(fname, impl, args, kwargs)
+        dtype = kwargs.get("dtype")
+        if dtype is not None and _top_module(dtype) in ("torch", "jax", "jaxlib"):
+            kwargs["dtype"] = _numpy_dtype(dtype)
+        return impl(*args, **kwargs)
+
+    wrapper._csoftmax_interop = True
+    wrapper._csoftmax_impl = impl
+    return wrapper
+
+
+class _Call:
+    """A call's arguments by name: the positional arrays, the rest as given."""
+
+    def __init__(self, fname, args, kwargs):
+        self.fname = fname
+        self.names = ARRAY_ARGS[fname]
+        npos = len(self.names)
+        self.arrays = {}  # name -> value, for every array argument given
+        for name, a in zip(self.names, args[:npos]):
+            self.arrays[name] = a
+        self.rest = tuple(args[npos:])  # axis, positionally
+        self.kwargs = dict(kwargs)
+        for key in self.names + ARRAY_KEYWORDS:
+            if key in self.kwargs:
+                self.arrays[key] = self.kwargs.pop(key)
+        self.npos_given = min(len(args), npos)
+
+    def rebuild(self, arrays):
+        """(args, kwargs) for the implementation with `arrays` substituted."""
+        args = [arrays[n] for n in self.names[:self.npos_given]] + list(self.rest)
+        kwargs = dict(self.kwargs)
+        for key, a in arrays.items():
+            if key not in self.names[:self.npos_given]:
+                kwargs[key] = a
+        return tuple(args), kwargs
+
+    @property
+    def axis(self):
+        if self.rest:
+            return self.rest[0]
+        return self.kwargs.get("axis", -1)
+
+
+def call(fname, impl, args, kwargs):
+    """A call with at least one foreign array argument."""
+    c = _Call(fname, args, kwargs)
+    kinds = {}
+    for name, a in c.arrays.items():
+        k = kind_of(a)
+        if k is not None:
+            kinds.setdefault(k, name)
+    if "dtype" in c.kwargs and c.kwargs["dtype"] is not None:
+        c.kwargs["dtype"] = _numpy_dtype(c.kwargs["dtype"])
+    # Labelled containers first: their values may themselves be Dask, torch...
+    for k in ("xarray", "pandas"):
+        if k in kinds:
+            return _labelled(k, c, impl)
+    if len(kinds) > 1:
+        (k1, n1), (k2, n2) = list(kinds.items())[:2]
+        raise TypeError(f"{fname}: {n1} is {_KIND_NAMES[k1]} but {n2} is "
+                        f"{_KIND_NAMES[k2]}; pass the arrays of one library "
+                        "(NumPy arrays may go with any of them)")
+    kind = next(iter(kinds))
+    if kind == "dask":
+        from . import _dask
+        return _dask.call(fname, c)
+    return _Foreign(kind, c).run(impl)
+
+
+def _numpy_dtype(dtype):
+    """A torch dtype as the NumPy dtype of the same name; others unchanged
+    (JAX's dtypes are NumPy's)."""
+    if _top_module(dtype) != "torch":
+        return dtype
+    name = str(dtype).rpartition(".")[2]
+    if name == "bfloat16":
+        try:
+            import ml_dtypes
+        except ImportError:
+            return "bfloat16"
+        return np.dtype(ml_dtypes.bfloat16)
+    return np.dtype(name)
+
+
+# ---- DLPack kinds: torch, JAX, array API ----------------------------------------
+
+class _Foreign:
+    """One call on arrays of one DLPack library: views in, its arrays out."""
+
+    def __init__(self, kind, c):
+        self.kind = kind
+        self.c = c
+        self.lib = sys.modules.get(_top_module(c.arrays[self._first()]))
+        self.like = c.arrays[self._first()]   # results take this one's kind and device
+        self.device = None      # (DLPack device type, id) of the arrays
+        self.stream = None      # the CUDA stream to run on (torch's current)
+        self.narrow = {}        # name -> the library dtype a float32 view stands for
+
+    def _first(self):
+        for name, a in self.c.arrays.items():
+            if kind_of(a) is not None:
+                return name
+
+    # -- in
+    def run(self, impl):
+        fname = self.c.fname
+        for name, a in self.c.arrays.items():
+            if kind_of(a) is not None:
+                self._check(a, name)
+        views = {}
+        originals = {}  # id(view) -> the foreign output it is a view of
+        cuda = self.device is not None and self.device[0] == _DL_CUDA
+        with self._cuda_context() if cuda else _nothing():
+            for name, a in self.c.arrays.items():
+                if kind_of(a) is None:
+                    views[name] = a
+                    continue
+                v = self._view(a, name, output=name in OUTPUT_KEYWORDS)
+                views[name] = v
+                if name in OUTPUT_KEYWORDS:
+                    originals[id(v)] = a
+            args, kwargs = self.c.rebuild(views)
+            res = impl(*args, **kwargs)
+            if isinstance(res, tuple):
+                return tuple(self._back(r, originals) for r in res)
+            return self._back(res, originals)
+
+    def _check(self, a, name):
+        fname = self.c.fname
+        if self.kind == "torch" and getattr(a, "requires_grad", False):
+            raise TypeError(
+                f"{fname}: {name} is a torch tensor that requires grad; csoftmax does not "
+                f"record autograd. Pass {name}.detach() (the result will not be tracked), "
+                f"or use torch's own differentiable functions (torch.softmax, "
+                f"torch.log_softmax, torch.nn.functional.cross_entropy)")
+        if self.kind == "jax":
+            jax = sys.modules.get("jax")
+            if jax is not None and isinstance(a, jax.core.Tracer):
+                raise TypeError(
+                    f"{fname}: {name} is a JAX tracer (csoftmax was called inside "
+                    f"jax.jit, jax.grad, jax.vmap or another transformation), and "
+                    f"csoftmax computes on concrete arrays only. Inside traced code use "
+                    f"jax.nn.softmax / jax.nn.log_softmax (or jax.pure_callback); "
+                    f"outside it, pass a concrete jax.Array")
+            if name in OUTPUT_KEYWORDS:
+                raise TypeError(f"{fname}: {name} is a JAX array, and JAX arrays are "
+                                f"immutable; leave {name}=None and use the result")
+        device = _dlpack_device(a)
+        if device is not None:
+            if device[0] == _DL_CUDA_HOST:
+                device = (_DL_CPU, 0)
+            if device[0] not in (_DL_CPU, _DL_CUDA):
+                where = _DL_NAMES.get(device[0], f"DLPack device type {device[0]}")
+                raise TypeError(f"{fname}: {name} is on a {where} device; csoftmax "
+                                "computes on the CPU and on NVIDIA GPUs (CUDA); move "
+                                f"{name} to one of them first")
+            if self.device is None:
+                self.device = device
+            elif device != self.device:
+                raise ValueError(f"{fname}: {name} is on another device than the other "
+                                 f"arrays ({device} vs {self.device}); put them on one")
+
+    def _view(self, a, name, output):
+        """A NumPy (CPU) or CuPy (CUDA) array that shares a's memory, where
+        its library allows it."""
+        if self.kind == "torch":
+            return self._torch_view(a, name, output)
+        cuda = self.device is not None and self.device[0] == _DL_CUDA
+        if cuda:
+            return _cupy(self.c.fname, name, self.kind).from_dlpack(a)
+        try:
+            v = np.from_dlpack(a)
+        except (TypeError, BufferError, RuntimeError, AttributeError):
+            try:
+                v = np.asarray(a)
+            except Exception as exc:
+                raise TypeError(f"{self.c.fname}: {name} ({type(a).__name__}) cannot be "
+                                f"read as an array: {exc}") from None
+        if output and not v.flags.writeable:
+            raise TypeError(f"{self.c.fname}: {name} ({type(a).__name__}) cannot be "
+                            f"written in place; leave {name}=None and use the result")
+        return v
+
+    def _torch_view(self, t, name, output):
+        torch = self.lib
+        cuda = t.device.type == "cuda"
+        if t.dtype == torch.bfloat16:
+            # NumPy has no bfloat16 in DLPack: compute on a float32 copy and
+            # round back in torch (bfloat16 is computed in float32 anyway).
+            if not output:
+                self.narrow[name] = t.dtype
+            t = t.float()
+        elif t.is_conj() or t.is_neg():
+            t = t.resolve_conj().resolve_neg()
+        if cuda:
+            return _cupy(self.c.fname, name, "torch").from_dlpack(t)
+        return np.from_dlpack(t)
+
+    def _cuda_context(self):
+        cupy = _cupy(self.c.fname, self._first(), self.kind)
+        dev = self.device[1]
+        stream = None
+        if self.kind == "torch":
+            torch = self.lib
+            stream = cupy.cuda.ExternalStream(
+                torch.cuda.current_stream(dev).cuda_stream, dev)
+        return _CudaContext(cupy.cuda.Device(dev), stream)
+
+    # -- out
+    def _back(self, r, originals):
+        if not isinstance(r, np.ndarray) and _top_module(r) != "cupy":
+            return r  # a Python scalar or None
+        orig = originals.get(id(r))
+        if orig is not None:
+            return orig
+        if self.kind == "torch":
+            return self._to_torch(r)
+        if self.kind == "jax":
+            return self._to_jax(r)
+        return self._to_namespace(r)
+
+    def _to_torch(self, r):
+        torch = self.lib
+        if r.dtype.kind == "V" or r.dtype.name == "bfloat16":
+            # An ml_dtypes bfloat16 ndarray: its bits, seen as torch.bfloat16.
+            t = torch.from_dlpack(r.view(np.int16)).view(torch.bfloat16)
+        else:
+            t = torch.from_dlpack(r)
+        if self.narrow and "dtype" not in self.c.kwargs and t.dtype == torch.float32:
+            t = t.to(next(iter(self.narrow.values())))
+        return t
+
+    def _to_jax(self, r):
+        jax = self.lib if self.lib.__name__ == "jax" else sys.modules["jax"]
+        canon = jax.dtypes.canonicalize_dtype(r.dtype)
+        if canon != r.dtype:
+            # Without jax_enable_x64, JAX keeps no float64: int inputs give
+            # float32, as jax.nn.softmax gives.
+            r = r.astype(canon)
+        devices = getattr(self.like, "devices", None)
+        dev = next(iter(devices())) if callable(devices) else None
+        return jax.device_put(r, dev)
+
+    def _to_namespace(self, r):
+        ns = None
+        if hasattr(self.like, "__array_namespace__"):
+            ns = self.like.__array_namespace__()
+        elif self.lib is not None:
+            ns = self.lib
+        for how in ("from_dlpack", "asarray"):
+            f = getattr(ns, how, None) if ns is not None else None
+            if f is not None:
+                try:
+                    return f(r)
+                except (TypeError, BufferError, RuntimeError, ValueError):
+                    continue
+        return r
+
+
+def _dlpack_device(a):
+    f = getattr(a, "__dlpack_device__", None)
+    if f is None:
+        return None
+    try:
+        t, i = f()
+    except Exception:
+        return None
+    return int(t), int(i)
+
+
+class _nothing:
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        return False
+
+
+class _CudaContext:
+    """The array's device and, for torch, its current stream as CuPy's, so
+    that the kernels run where and when the caller's library expects."""
+
+    def __init__(self, device, stream):
+        self.device, self.stream = device, stream
+
+    def __enter__(self):
+        self.device.__enter__()
+        if self.stream is not None:
+            self.stream.__enter__()
+        return self
+
+    def __exit__(self, *exc):
+        if self.stream is not None:
+            self.stream.__exit__(*exc)
+        self.device.__exit__(*exc)
+        return False
+
+
+def _cupy(fname, name, kind):
+    try:
+        import cupy
+    except ImportError:
+        raise TypeError(
+            f"{fname}: {name} is {_KIND_NAMES[kind]} on a CUDA device; csoftmax runs "
+            "CUDA arrays through CuPy, which is not installed (pip install "
+            "'csoftmax[cuda12]' or 'csoftmax[cuda13]'), or move it to the CPU") from None
+    return cupy
+
+
+# ---- pandas and xarray -----------------------------------------------------------
+
+def _labelled(kind, c, impl):
+    """pandas / xarray: computed on the values (which may be Dask, torch, ...:
+    the call goes round again); a result of the first input's shape keeps its
+    labels, any other result is returned as it is computed (an ndarray)."""
+    first = c.names[0]
+    like = c.arrays.get(first)
+    values = {}
+    outputs = {}
+    for name, a in c.arrays.items():
+        k = kind_of(a)
+        if k in ("pandas", "xarray"):
+            if name in OUTPUT_KEYWORDS:
+                outputs[name] = a
+                values[name] = None  # computed fresh, then assigned into it
+                continue
+            values[name] = _values(a, k)
+        else:
+            values[name] = a
+    axis = c.axis
+    if kind_of(like) == "xarray" and _names_dims(axis):
+        axis = _dims_to_axes(like, axis, c.fname)
+        c.rest = (axis,) + c.rest[1:] if c.rest else ()
+        if not c.rest:
+            c.kwargs["axis"] = axis
+    for name in outputs:
+        del values[name]
+    args, kwargs = c.rebuild(values)
+    # Through the public function again: the values may be Dask, torch, ...
+    res = getattr(sys.modules[__package__], c.fname, impl)(*args, **kwargs)
+    single = not isinstance(res, tuple)
+    results = (res,) if single else res
+    back = []
+    for i, r in enumerate(results):
+        # out goes with the first result, grad_out with the gradient.
+        oname = "out" if i == 0 else "grad_out"
+        if oname in outputs:
+            back.append(_assign(outputs[oname], r))
+        elif kind_of(like) in ("pandas", "xarray") and getattr(r, "shape", None) == like.shape:
+            back.append(_relabel(like, r))
+        else:
+            back.append(r)
+    return back[0] if single else tuple(back)
+
+
+def _values(a, kind):
+    if kind == "xarray":
+        if not hasattr(a, "dims") or not hasattr(a, "data") or hasattr(a, "data_vars"):
+            raise TypeError(f"csoftmax takes xarray DataArrays, not {type(a).__name__}; "
+                            "apply it to each variable (Dataset.map)")
+        return a.data
+    if not hasattr(a, "to_numpy"):
+        raise TypeError(f"csoftmax takes pandas Series and DataFrames, not {type(a).__name__}")
+    return a.to_numpy()
+
+
+def _names_dims(axis):
+    if isinstance(axis, str):
+        return True
+    return isinstance(axis, tuple) and any(isinstance(d, str) for d in axis)
+
+
+def _dims_to_axes(like, axis, fname):
+    dims = list(like.dims)
+
+    def one(d):
+        if isinstance(d, str):
+            if d not in dims:
+                raise ValueError(f"{fname}: axis {d!r} is not a dimension of x {tuple(dims)}")
+            return dims.index(d)
+        return d
+    return one(axis) if isinstance(axis, str) else tuple(one(d) for d in axis)
+
+
+def _relabel(like, r):
+    mod = _top_module(like)
+    if mod == "xarray":
+        xr = sys.modules["xarray"]
+        return xr.DataArray(r, dims=like.dims, coords=like.coords, name=like.name)
+    pd = sys.modules["pandas"]
+    if like.ndim == 1:
+        return pd.Series(np.asarray(r), index=like.index, name=like.name)
+    return pd.DataFrame(np.asarray(r), index=like.index, columns=like.columns)
+
+
+def _assign(out, r):
+    if _top_module(out) == "xarray":
+        out.data[...] = r
+    elif getattr(out, "ndim", 1) == 1:
+        out.iloc[:] = np.asarray(r)
+    else:
+        out.iloc[:, :] = np.asarray(r)
+    return out
