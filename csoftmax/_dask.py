@@ -195,30 +195,61 @@ def _same_shape(fname, c, kw, da):
     arrays = _whole_rows(arrays, axes, itemsize)
     f = functools.partial(_block, fname, tuple(names), dict(kw, axis=axis))
     return da.map_blocks(f, *arrays, dtype=rdtype, meta=_meta(arrays[0], x.ndim, rdtype),
-                         name=f"csoftmax-{fname}")
+                         token=f"csoftmax-{fname}")
 
 
 def _two_stage(fname, arrays, axes, rdtype, da):
     """Rows larger than a chunk: a cross-chunk reduction in float64, exact to
     rounding but not bitwise the kernels' result. NaN and +inf in a row make
-    it NaN, as in the kernels (max - max of +inf is NaN)."""
+    it NaN, as in the kernels (+inf - max is NaN there)."""
     cdtype = np.float64 if rdtype == np.float64 else np.float32
-    with np.errstate(invalid="ignore"):
-        if fname in ("softmax", "log_softmax"):
-            x = arrays[0].astype(cdtype)
-            m = x.max(axis=axes, keepdims=True)
-            s = da.exp((x - m).astype(np.float64)).sum(axis=axes, keepdims=True)
-            if fname == "softmax":
-                r = (da.exp((x - m).astype(np.float64)) / s)
-            else:
-                r = (x - m).astype(np.float64) - da.log(s)
-        else:
-            y, g = (a.astype(np.float64) for a in arrays)
-            if fname == "softmax_backward":
-                r = y * (g - (g * y).sum(axis=axes, keepdims=True))
-            else:
-                r = g - da.exp(y) * g.sum(axis=axes, keepdims=True)
-    return r.astype(rdtype)
+    token = f"csoftmax-{fname}-two-stage"
+    if fname in ("softmax", "log_softmax"):
+        x = arrays[0].astype(cdtype)
+        m = x.max(axis=axes, keepdims=True)
+        s = da.map_blocks(_shifted_exp, x, m, dtype=np.float64).sum(axis=axes, keepdims=True)
+        part = _ts_softmax if fname == "softmax" else _ts_log_softmax
+        return da.map_blocks(part, x, m, s, rdtype, dtype=rdtype, token=token)
+    y, g = arrays
+    if fname == "softmax_backward":
+        s = da.map_blocks(_product, y, g, dtype=np.float64).sum(axis=axes, keepdims=True)
+        return da.map_blocks(_ts_softmax_backward, y, g, s, rdtype, dtype=rdtype, token=token)
+    s = g.astype(np.float64).sum(axis=axes, keepdims=True)
+    return da.map_blocks(_ts_log_softmax_backward, y, g, s, rdtype, dtype=rdtype, token=token)
+
+
+# The two-stage blocks, in float64. inf - inf is NaN by design (a row with
+# +inf, or all -inf, is NaN), so NumPy's "invalid value" warning is not passed on.
+
+def _shifted_exp(x, m):
+    with np.errstate(invalid="ignore", over="ignore"):
+        return np.exp(x.astype(np.float64) - m)
+
+
+def _ts_softmax(x, m, s, rdtype):
+    with np.errstate(invalid="ignore", over="ignore"):
+        return (np.exp(x.astype(np.float64) - m) / s).astype(rdtype)
+
+
+def _ts_log_softmax(x, m, s, rdtype):
+    with np.errstate(invalid="ignore", over="ignore", divide="ignore"):
+        return (x.astype(np.float64) - m - np.log(s)).astype(rdtype)
+
+
+def _product(y, g):
+    with np.errstate(invalid="ignore", over="ignore"):
+        return y.astype(np.float64) * g
+
+
+def _ts_softmax_backward(y, g, s, rdtype):
+    with np.errstate(invalid="ignore", over="ignore"):
+        y = y.astype(np.float64)
+        return (y * (g - s)).astype(rdtype)
+
+
+def _ts_log_softmax_backward(y, g, s, rdtype):
+    with np.errstate(invalid="ignore", over="ignore"):
+        return (g - np.exp(y.astype(np.float64)) * s).astype(rdtype)
 
 
 # ---- the Jacobian -------------------------------------------------------------------
@@ -245,7 +276,7 @@ def _jacobian(fname, c, kw, da):
     f = functools.partial(_block, fname, tuple(names), dict(kw, axis=-1))
     return da.map_blocks(f, *arrays, dtype=rdtype, new_axis=[xt.ndim],
                          chunks=xt.chunks + ((k,),), meta=_meta(xt, xt.ndim + 1, rdtype),
-                         name=f"csoftmax-{fname}")
+                         token=f"csoftmax-{fname}")
 
 
 # ---- logsumexp ------------------------------------------------------------------------
@@ -270,9 +301,9 @@ def _reduce(fname, c, kw, da):
     if keepdims:
         chunks = tuple((1,) if d in axes else xr.chunks[d] for d in range(x.ndim))
         return da.map_blocks(f, *arrays, dtype=rdtype, chunks=chunks,
-                             meta=_meta(xr, x.ndim, rdtype), name=f"csoftmax-{fname}")
+                             meta=_meta(xr, x.ndim, rdtype), token=f"csoftmax-{fname}")
     return da.map_blocks(f, *arrays, dtype=rdtype, drop_axis=list(axes),
-                         meta=_meta(xr, x.ndim - len(axes), rdtype), name=f"csoftmax-{fname}")
+                         meta=_meta(xr, x.ndim - len(axes), rdtype), token=f"csoftmax-{fname}")
 
 
 # ---- softmax_cross_entropy ----------------------------------------------------------------
