@@ -187,9 +187,12 @@ def call(fname, impl, args, kwargs):
 
 
 def _numpy_dtype(dtype):
-    """A torch dtype as the NumPy dtype of the same name; others unchanged
-    (JAX's dtypes are NumPy's)."""
-    if _top_module(dtype) != "torch":
+    """A torch dtype as the NumPy dtype of the same name, a JAX scalar type
+    (jnp.float32) as its NumPy dtype; others unchanged."""
+    mod = _top_module(dtype)
+    if mod in ("jax", "jaxlib"):
+        return np.dtype(getattr(dtype, "dtype", dtype))
+    if mod != "torch":
         return dtype
     name = str(dtype).rpartition(".")[2]
     if name == "bfloat16":
@@ -228,6 +231,7 @@ class _Foreign:
                 self._check(a, name)
         views = {}
         originals = {}  # id(view) -> the foreign output it is a view of
+        self.copy_back = {}  # output name -> a foreign output no view can write
         cuda = self.device is not None and self.device[0] == _DL_CUDA
         with self._cuda_context() if cuda else _nothing():
             for name, a in self.c.arrays.items():
@@ -241,8 +245,9 @@ class _Foreign:
             args, kwargs = self.c.rebuild(views)
             res = impl(*args, **kwargs)
             if isinstance(res, tuple):
-                return tuple(self._back(r, originals) for r in res)
-            return self._back(res, originals)
+                return tuple(self._back(r, originals, OUTPUT_KEYWORDS[i] if i < 2 else None)
+                             for i, r in enumerate(res))
+            return self._back(res, originals, "out")
 
     def _check(self, a, name):
         fname = self.c.fname
@@ -305,15 +310,24 @@ class _Foreign:
         cuda = t.device.type == "cuda"
         if t.dtype == torch.bfloat16:
             # NumPy has no bfloat16 in DLPack: compute on a float32 copy and
-            # round back in torch (bfloat16 is computed in float32 anyway).
-            if not output:
-                self.narrow[name] = t.dtype
+            # round back in torch (bfloat16 is computed in float32 anyway). A
+            # bfloat16 out gets the rounded result copied in afterwards.
+            if output:
+                self.copy_back[name] = t
+                return None
+            self.narrow[name] = t.dtype
             t = t.float()
         elif t.is_conj() or t.is_neg():
             t = t.resolve_conj().resolve_neg()
-        if cuda:
-            return _cupy(self.c.fname, name, "torch").from_dlpack(t)
-        return np.from_dlpack(t)
+        try:
+            if cuda:
+                return _cupy(self.c.fname, name, "torch").from_dlpack(t)
+            return np.from_dlpack(t)
+        except (BufferError, RuntimeError, TypeError) as exc:
+            raise TypeError(f"{self.c.fname}: {name} (a torch tensor, layout {t.layout}, "
+                            f"device {t.device}) cannot be shared through DLPack: {exc}. "
+                            f"Pass a dense (strided) tensor on the CPU or a CUDA "
+                            f"device") from None
 
     def _cuda_context(self):
         cupy = _cupy(self.c.fname, self._first(), self.kind)
@@ -326,14 +340,21 @@ class _Foreign:
         return _CudaContext(cupy.cuda.Device(dev), stream)
 
     # -- out
-    def _back(self, r, originals):
+    def _back(self, r, originals, output=None):
         if not isinstance(r, np.ndarray) and _top_module(r) != "cupy":
             return r  # a Python scalar or None
         orig = originals.get(id(r))
         if orig is not None:
             return orig
         if self.kind == "torch":
-            return self._to_torch(r)
+            t = self._to_torch(r)
+            dest = self.copy_back.get(output)
+            if dest is None:
+                return t
+            if t.dtype != dest.dtype:
+                raise ValueError(f"{self.c.fname}: {output} has dtype {dest.dtype}, "
+                                 f"expected {t.dtype}")
+            return dest.copy_(t)
         if self.kind == "jax":
             return self._to_jax(r)
         return self._to_namespace(r)

@@ -102,9 +102,9 @@ def test_torch_result_is_the_buffer_the_kernel_wrote(torch, monkeypatch):
     seen = []
     back = _interop._Foreign._back
 
-    def spy(self, r, originals):
+    def spy(self, r, originals, output=None):
         seen.append(r.ctypes.data)
-        return back(self, r, originals)
+        return back(self, r, originals, output)
     monkeypatch.setattr(_interop._Foreign, "_back", spy)
     t = torch.randn(4, 3, 5)
     got = csoftmax.softmax(t, axis=1)
@@ -134,6 +134,20 @@ def test_torch_bfloat16_is_computed_in_float32_and_returned_as_bfloat16(torch):
     assert got.dtype == torch.bfloat16
     expect = torch.from_numpy(csoftmax.softmax(t.float().numpy())).to(torch.bfloat16)
     assert torch.equal(got, expect)
+
+
+def test_torch_bfloat16_out_is_written_and_returned(torch):
+    t = torch.randn(5, 8).to(torch.bfloat16)
+    out = torch.zeros(5, 8, dtype=torch.bfloat16)
+    assert csoftmax.log_softmax(t, out=out) is out
+    assert torch.equal(out, csoftmax.log_softmax(t))
+    with pytest.raises(ValueError, match="out has dtype torch.bfloat16, expected torch.float32"):
+        csoftmax.softmax(t.float(), out=out)
+
+
+def test_torch_tensors_dlpack_cannot_share_are_a_clear_type_error(torch):
+    with pytest.raises(TypeError, match=r"x \(a torch tensor, layout torch.sparse_coo"):
+        csoftmax.softmax(torch.ones(2, 3).to_sparse())
 
 
 def test_torch_integer_tensor_gives_float64(torch):
@@ -261,6 +275,14 @@ def test_jax_array_in_jax_array_out_bitwise(jax, fname, dtype):
     assert got.dtype == expect.dtype
     assert got.devices() == jarrays[0].devices()
     np.testing.assert_array_equal(np.asarray(got), expect)
+
+
+def test_array_api_out_is_written_in_place():
+    xs = pytest.importorskip("array_api_strict", reason="array_api_strict is not installed")
+    x = RNG.standard_normal((2, 3))
+    out = xs.zeros((2, 3), dtype=xs.float64)
+    assert csoftmax.softmax(xs.asarray(x), out=out) is out
+    np.testing.assert_array_equal(np.from_dlpack(out), csoftmax.softmax(x))
 
 
 def test_jax_integers_give_jax_default_float(jax):
