@@ -346,6 +346,8 @@ class _Foreign:
         orig = originals.get(id(r))
         if orig is not None:
             return orig
+        if kind_of(self.c.arrays.get(self.c.names[0])) is None and output not in self.copy_back:
+            return r  # the first array is NumPy (a foreign where=, say): so is the result
         if self.kind == "torch":
             t = self._to_torch(r)
             dest = self.copy_back.get(output)

@@ -173,6 +173,16 @@ def test_torch_and_numpy_arguments_mix(torch):
     np.testing.assert_array_equal(got.numpy(), csoftmax.softmax_backward(y, g))
 
 
+def test_result_kind_follows_the_first_array(torch):
+    y = csoftmax.softmax(RNG.standard_normal((4, 5)))
+    g = RNG.standard_normal((4, 5))
+    got = csoftmax.softmax_backward(y, torch.from_numpy(g))
+    assert type(got) is np.ndarray
+    np.testing.assert_array_equal(got, csoftmax.softmax_backward(y, g))
+    out = torch.empty(4, 5, dtype=torch.float64)
+    assert csoftmax.softmax(y, out=out) is out  # a foreign out is returned itself
+
+
 @pytest.mark.skipif(not _has_kwarg("dtype"), reason="dtype= is not in this build")
 def test_torch_dtype_argument_is_a_torch_dtype(torch):
     t = torch.randn(3, 4)
