@@ -303,6 +303,10 @@ class _Foreign:
         if output and not v.flags.writeable:
             raise TypeError(f"{self.c.fname}: {name} ({type(a).__name__}) cannot be "
                             f"written in place; leave {name}=None and use the result")
+        if v.dtype.name == "bfloat16" and not output:
+            # ml_dtypes' bfloat16 (JAX's): computed in float32, rounded back.
+            self.narrow[name] = v.dtype
+            v = v.astype(np.float32)
         return v
 
     def _torch_view(self, t, name, output):
@@ -374,6 +378,8 @@ class _Foreign:
 
     def _to_jax(self, r):
         jax = self.lib if self.lib.__name__ == "jax" else sys.modules["jax"]
+        if self.narrow and "dtype" not in self.c.kwargs and r.dtype == np.float32:
+            r = r.astype(next(iter(self.narrow.values())))
         canon = jax.dtypes.canonicalize_dtype(r.dtype)
         if canon != r.dtype:
             # Without jax_enable_x64, JAX keeps no float64: int inputs give

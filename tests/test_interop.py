@@ -295,6 +295,14 @@ def test_array_api_out_is_written_in_place():
     np.testing.assert_array_equal(np.from_dlpack(out), csoftmax.softmax(x))
 
 
+def test_jax_bfloat16_is_computed_in_float32_and_returned_as_bfloat16(jax):
+    x = jax.numpy.asarray(RNG.standard_normal((3, 8)), dtype=jax.numpy.bfloat16)
+    got = csoftmax.log_softmax(x)
+    assert isinstance(got, jax.Array) and got.dtype == jax.numpy.bfloat16
+    expect = csoftmax.log_softmax(np.asarray(x).astype(np.float32)).astype(got.dtype)
+    np.testing.assert_array_equal(np.asarray(got), expect)
+
+
 def test_jax_integers_give_jax_default_float(jax):
     got = csoftmax.softmax(jax.numpy.arange(6).reshape(2, 3))
     assert got.dtype == jax.numpy.zeros(1, dtype=float).dtype  # float32 unless x64
