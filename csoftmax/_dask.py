@@ -154,6 +154,10 @@ def _whole_rows(arrays, axes, itemsize):
     chunk-size limit and are split ('auto') when it would not."""
     x = arrays[0]
     if any(len(x.chunks[a]) > 1 for a in axes):
+        if any(math.isnan(x.shape[a]) for a in axes):
+            raise ValueError("csoftmax: a Dask array split along the softmax axis must have "
+                             "known chunk sizes to be rechunked; call x.compute_chunk_sizes() "
+                             "first")
         others = [d for d in range(x.ndim) if d not in axes]
         row = math.prod(x.shape[a] for a in axes) * itemsize
         band = row * math.prod(max(x.chunks[d], default=0) for d in others)

@@ -195,6 +195,17 @@ def test_dask_results_of_two_calls_computed_together_stay_apart():
     np.testing.assert_array_equal(r2, csoftmax.softmax(x2))
 
 
+def test_dask_unknown_chunk_sizes():
+    x = RNG.standard_normal((6, 4))
+    d = da.from_array(x, chunks=(2, 4))
+    d = d[d[:, 0] > -10]  # every row, but Dask no longer knows how many per chunk
+    np.testing.assert_array_equal(csoftmax.softmax(d).compute(), csoftmax.softmax(x))
+    np.testing.assert_array_equal(csoftmax.softmax(d.rechunk({1: 2})).compute(),
+                                  csoftmax.softmax(x))
+    with pytest.raises(ValueError, match="compute_chunk_sizes"):
+        csoftmax.softmax(d.rechunk({1: 2}), axis=0)
+
+
 def test_dask_graph_pickles_by_reference():
     import pickle
     lazy = csoftmax.softmax(da.from_array(RNG.standard_normal((4, 6)), chunks=(2, 3)))
