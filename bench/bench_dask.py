@@ -16,9 +16,10 @@ log_softmax under SCIPY_ARRAY_API=1 (SciPy's array-API code on the Dask
 array), and the same with the class axis split into 4 chunks (csoftmax
 rechunks so every row is whole; SciPy reduces across chunks). Reported:
 wall time, throughput (bytes read + written per second), and each worker's
-peak resident memory (sampled every 200 ms). Then the csoftmax result is
-checked bitwise against the NumPy path on a sample of row blocks read back
-from the output file. Both files are deleted at the end.
+peak resident memory (sampled every 200 ms), and the largest difference from
+the NumPy path (csoftmax on the same rows) on 8 sampled row blocks read back
+from the output file: 0 means bitwise equal. Best of --rounds runs per case.
+Both files are deleted at the end.
 """
 import argparse
 import os
@@ -90,6 +91,9 @@ def main():
     ap.add_argument("--worker-memory", default="1GiB")
     ap.add_argument("--dir", default=None, help="where the two data files go (default: a temp dir)")
     ap.add_argument("--skip-scipy", action="store_true")
+    ap.add_argument("--rounds", type=int, default=2,
+                    help="runs per case, alternating; the best is kept (the first run "
+                         "of all also pays for the output file's first writes)")
     args = ap.parse_args()
 
     import dask.array as da
@@ -142,7 +146,7 @@ def main():
                                      dtype=dtype, meta=np.empty((0, 0), dtype),
                                      path=src, shape=shape, item=dtype.str)
 
-            rows = []
+            best_err = {}
             cases = [("csoftmax", "softmax", csoftmax.softmax, (k,)),
                      ("csoftmax", "log_softmax", csoftmax.log_softmax, (k,)),
                      ("csoftmax", "softmax, K in 4 chunks", csoftmax.softmax, _split(k, 4))]
@@ -151,30 +155,43 @@ def main():
                           ("scipy", "log_softmax", lambda d: scipy.special.log_softmax(d, axis=1), (k,)),
                           ("scipy", "softmax, K in 4 chunks",
                            lambda d: scipy.special.softmax(d, axis=1), _split(k, 4))]
-            for lib, what, f, col_chunks in cases:
-                d = source(col_chunks)
-                res = f(d)
-                if not isinstance(res, da.Array):
-                    raise SystemExit(f"{lib} {what}: returned {type(res).__name__}, not a Dask array")
-                sink = res.map_blocks(_write, path=dst, shape=shape, dtype=np.float64,
-                                      chunks=tuple((1,) * len(c) for c in res.chunks))
-                with PeakSampler(client) as ps:
-                    t = time.perf_counter()
-                    sink.sum().compute()
-                    t = time.perf_counter() - t
-                peaks = sorted(ps.peak.values())
-                rows.append((lib, what, t, 2 * nbytes / t / 1e9, peaks))
-                print(f"  {lib:9s} {what:24s} {t:7.2f} s  {2 * nbytes / t / 1e9:6.2f} GB/s  "
-                      f"peak RSS per worker {', '.join(f'{p / 2**20:.0f} MiB' for p in peaks)}",
-                      flush=True)
-                if lib == "csoftmax" and what == "softmax":
-                    _check_exact(src, dst, shape, dtype, args.rows_per_chunk)
-
-        print("\n| library | operation | time | GB/s (read + write) | peak RSS per worker |")
-        print("|---|---|---|---|---|")
-        for lib, what, t, gbs, peaks in rows:
-            print(f"| {lib} | {what} | {t:.2f} s | {gbs:.2f} | "
-                  f"{' / '.join(f'{p / 2**20:.0f} MiB' for p in peaks)} |")
+            best = {}
+            for rnd in range(args.rounds):
+                for lib, what, f, col_chunks in cases:
+                    d = source(col_chunks)
+                    res = f(d)
+                    if not isinstance(res, da.Array):
+                        raise SystemExit(f"{lib} {what}: returned {type(res).__name__}, "
+                                         "not a Dask array")
+                    sink = res.map_blocks(_write, path=dst, shape=shape, dtype=np.float64,
+                                          chunks=tuple((1,) * len(c) for c in res.chunks))
+                    with PeakSampler(client) as ps:
+                        t = time.perf_counter()
+                        sink.sum().compute()
+                        t = time.perf_counter() - t
+                    peaks = sorted(ps.peak.values())
+                    print(f"  round {rnd + 1}: {lib:9s} {what:24s} {t:7.2f} s  "
+                          f"{2 * nbytes / t / 1e9:6.2f} GB/s  peak RSS per worker "
+                          f"{', '.join(f'{p / 2**20:.0f} MiB' for p in peaks)}", flush=True)
+                    key = (lib, what)
+                    if key not in best or t < best[key][0]:
+                        best[key] = (t, peaks)
+                    if rnd == 0:
+                        op = "log_softmax" if "log" in what else "softmax"
+                        err = _check(src, dst, shape, dtype, args.rows_per_chunk, op)
+                        best_err[key] = err
+                        print(f"    max abs difference from the NumPy path on 8 sampled "
+                              f"blocks: {err:.3g}", flush=True)
+            rows = [(lib, what, t, 2 * nbytes / t / 1e9, peaks, best_err[(lib, what)])
+                    for (lib, what), (t, peaks) in best.items()]
+        print(f"\nbest of {args.rounds}; data {nbytes / 2**30:.2f} GiB, worker memory limit "
+              f"{args.worker_memory}\n")
+        print("| library | operation | time | GB/s (read + write) | peak RSS per worker "
+              "| max abs diff from NumPy path |")
+        print("|---|---|---|---|---|---|")
+        for lib, what, t, gbs, peaks, err in rows:
+            print(f"| {lib} | {what} | {t:.1f} s | {gbs:.2f} | "
+                  f"{' / '.join(f'{p / 2**20:.0f} MiB' for p in peaks)} | {err:.2g} |")
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
 
@@ -188,18 +205,18 @@ def _split(k, parts):
     return tuple(base + (1 if i < k % parts else 0) for i in range(parts))
 
 
-def _check_exact(src, dst, shape, dtype, rows_per_chunk):
-    """A sample of row blocks from the output file against the NumPy path."""
+def _check(src, dst, shape, dtype, rows_per_chunk, op):
+    """The largest difference between the output file and the NumPy path
+    (csoftmax on the same rows) on 8 sampled blocks: 0 means bitwise."""
     import csoftmax
     x = np.memmap(src, mode="r", dtype=dtype, shape=shape)
     y = np.memmap(dst, mode="r", dtype=dtype, shape=shape)
-    rng = np.random.default_rng(1)
-    starts = rng.integers(0, shape[0] - 1, size=8)
-    for r in starts:
+    err = 0.0
+    for r in np.random.default_rng(1).integers(0, shape[0] - 1, size=8):
         r1 = min(r + rows_per_chunk, shape[0])
-        if not np.array_equal(csoftmax.softmax(np.array(x[r:r1])), y[r:r1]):
-            raise SystemExit(f"csoftmax on Dask differs from the NumPy path at rows {r}:{r1}")
-    print(f"  exact: 8 sampled blocks of {rows_per_chunk} rows equal the NumPy path bitwise")
+        expect = getattr(csoftmax, op)(np.array(x[r:r1]))
+        err = max(err, float(np.max(np.abs(expect.astype(np.float64) - y[r:r1]))))
+    return err
 
 
 if __name__ == "__main__":
