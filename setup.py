@@ -223,7 +223,7 @@ class BuildExt(build_ext):
 # extra C sources of csoftmax._engine, which holds the dispatch.
 ROWS_SOURCES = [f"csoftmax/_rows_{isa}.c" for isa in ("avx512", "avx2", "baseline")]
 ROWS_HEADERS = ["csoftmax/_ops.h", "csoftmax/_rows.h", "csoftmax/_rows_isa.h",
-                "csoftmax/_rows_impl.h"]
+                "csoftmax/_rows_impl.h", "csoftmax/_masked_impl.h"]
 
 
 def check_op_registry():

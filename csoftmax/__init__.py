@@ -45,6 +45,7 @@ except ModuleNotFoundError as _exc:
 from ._entry import (
     log_softmax,
     log_softmax_backward,
+    logsumexp,
     softmax,
     softmax_backward,
     softmax_jacobian,
@@ -57,6 +58,7 @@ __all__ = [
     "softmax_backward",
     "log_softmax_backward",
     "softmax_jacobian",
+    "logsumexp",
     "show_config",
     "__version__",
 ]

@@ -10,5 +10,6 @@ cdef struct Operand:
     Py_ssize_t rs
     Py_ssize_t cs
 
+# m: a mask (where=), one byte per element (strides in bytes), or NULL.
 cdef int launch(int op, bint f32, Operand a, Operand b, Operand out, Py_ssize_t n,
-                Py_ssize_t k, int num_threads, bint fresh) except -1
+                Py_ssize_t k, int num_threads, bint fresh, const Operand* m=*) except -1

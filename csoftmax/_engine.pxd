@@ -12,6 +12,7 @@ cdef extern from "_ops.h":
         OP_SOFTMAX_BACKWARD "CSM_OP_SOFTMAX_BACKWARD"
         OP_LOG_SOFTMAX_BACKWARD "CSM_OP_LOG_SOFTMAX_BACKWARD"
         OP_SOFTMAX_JACOBIAN "CSM_OP_SOFTMAX_JACOBIAN"
+        OP_LOGSUMEXP "CSM_OP_LOGSUMEXP"
         OP_EXP "CSM_OP_EXP"
         N_OPS "CSM_N_OPS"
 
@@ -43,3 +44,18 @@ cdef int run_f64(int op, const double* a, Py_ssize_t ars, Py_ssize_t acs,
                  const double* b, Py_ssize_t brs, Py_ssize_t bcs,
                  double* out, Py_ssize_t ors, Py_ssize_t ocs,
                  Py_ssize_t n, Py_ssize_t k, int num_threads, int flags) noexcept nogil
+
+# The same with a mask (where=): one byte per element, 1 = takes part, element
+# (r, j) at m + r * mrs + j * mcs (bytes; mrs = 0: one mask for every row).
+# m may be NULL (no mask). For logsumexp, out holds one value per row at
+# out + r * ors (ocs is ignored).
+cdef int run_masked_f32(int op, const float* a, Py_ssize_t ars, Py_ssize_t acs,
+                        const float* b, Py_ssize_t brs, Py_ssize_t bcs,
+                        const unsigned char* m, Py_ssize_t mrs, Py_ssize_t mcs,
+                        float* out, Py_ssize_t ors, Py_ssize_t ocs,
+                        Py_ssize_t n, Py_ssize_t k, int num_threads, int flags) noexcept nogil
+cdef int run_masked_f64(int op, const double* a, Py_ssize_t ars, Py_ssize_t acs,
+                        const double* b, Py_ssize_t brs, Py_ssize_t bcs,
+                        const unsigned char* m, Py_ssize_t mrs, Py_ssize_t mcs,
+                        double* out, Py_ssize_t ors, Py_ssize_t ocs,
+                        Py_ssize_t n, Py_ssize_t k, int num_threads, int flags) noexcept nogil

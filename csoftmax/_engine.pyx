@@ -26,6 +26,13 @@ cdef extern from "_rows.h" nogil:
     void csm_strided_f64(int, const double*, Py_ssize_t, Py_ssize_t, const double*, Py_ssize_t,
                          Py_ssize_t, double*, Py_ssize_t, Py_ssize_t, Py_ssize_t, Py_ssize_t,
                          double*)
+    void csm_masked_f32(int, const float*, Py_ssize_t, Py_ssize_t, const float*, Py_ssize_t,
+                        Py_ssize_t, const unsigned char*, Py_ssize_t, Py_ssize_t, float*,
+                        Py_ssize_t, Py_ssize_t, Py_ssize_t, Py_ssize_t, float*)
+    void csm_masked_f64(int, const double*, Py_ssize_t, Py_ssize_t, const double*, Py_ssize_t,
+                        Py_ssize_t, const unsigned char*, Py_ssize_t, Py_ssize_t, double*,
+                        Py_ssize_t, Py_ssize_t, Py_ssize_t, Py_ssize_t, double*)
+    Py_ssize_t csm_masked_scratch(Py_ssize_t K)
     Py_ssize_t csm_lane_count(Py_ssize_t K)
     int csm_isa_in_use
     const char* csm_isa_names[]
@@ -154,14 +161,31 @@ cdef inline void _strided_block(int op, const real_t* a, Py_ssize_t ars, Py_ssiz
         csm_strided_f64(op, a, ars, acs, b, brs, bcs, out, ors, ocs, n, k, buf)
 
 
+cdef inline void _masked_block(int op, const real_t* a, Py_ssize_t ars, Py_ssize_t acs,
+                               const real_t* b, Py_ssize_t brs, Py_ssize_t bcs,
+                               const unsigned char* m, Py_ssize_t mrs, Py_ssize_t mcs,
+                               real_t* out, Py_ssize_t ors, Py_ssize_t ocs,
+                               Py_ssize_t n, Py_ssize_t k, real_t* buf) noexcept nogil:
+    if real_t is float:
+        csm_masked_f32(op, a, ars, acs, b, brs, bcs, m, mrs, mcs, out, ors, ocs, n, k, buf)
+    else:
+        csm_masked_f64(op, a, ars, acs, b, brs, bcs, m, mrs, mcs, out, ors, ocs, n, k, buf)
+
+
 cdef inline void _block(int op, bint rowwise, Py_ssize_t c, Py_ssize_t block,
                         const real_t* a, Py_ssize_t ars, Py_ssize_t acs,
                         const real_t* b, Py_ssize_t brs, Py_ssize_t bcs,
+                        const unsigned char* m, Py_ssize_t mrs, Py_ssize_t mcs,
                         real_t* out, Py_ssize_t ors, Py_ssize_t ocs,
                         Py_ssize_t n, Py_ssize_t k, int stream, real_t* buf) noexcept nogil:
     cdef Py_ssize_t r0 = c * block
     cdef Py_ssize_t nr = n - r0 if n - r0 < block else block
-    if rowwise:
+    if m != NULL or (op == OP_LOGSUMEXP and not rowwise):
+        # The masked family: rows in place or gathered (see _masked_impl.h).
+        _masked_block(op, a + r0 * ars, ars, acs, b + r0 * brs, brs, bcs,
+                      m + r0 * mrs if m != NULL else NULL, mrs, mcs,
+                      out + r0 * ors, ors, ocs, nr, k, buf)
+    elif rowwise:
         _row_block(op, a + r0 * ars, ars, b + r0 * brs, brs, out + r0 * ors, ors, nr, k, stream)
     else:
         _strided_block(op, a + r0 * ars, ars, acs, b + r0 * brs, brs, bcs,
@@ -171,6 +195,7 @@ cdef inline void _block(int op, bint rowwise, Py_ssize_t c, Py_ssize_t block,
 cdef int _serial_strided(int op, Py_ssize_t n_blocks, Py_ssize_t block,
                          const real_t* a, Py_ssize_t ars, Py_ssize_t acs,
                          const real_t* b, Py_ssize_t brs, Py_ssize_t bcs,
+                         const unsigned char* m, Py_ssize_t mrs, Py_ssize_t mcs,
                          real_t* out, Py_ssize_t ors, Py_ssize_t ocs,
                          Py_ssize_t n, Py_ssize_t k, Py_ssize_t scratch) noexcept nogil:
     # A function of its own, so that the stack scratch is not part of every
@@ -183,7 +208,8 @@ cdef int _serial_strided(int op, Py_ssize_t n_blocks, Py_ssize_t block,
         if buf == NULL:
             return RUN_NO_MEMORY
     for c in range(n_blocks):
-        _block(op, False, c, block, a, ars, acs, b, brs, bcs, out, ors, ocs, n, k, 0, buf)
+        _block(op, False, c, block, a, ars, acs, b, brs, bcs, m, mrs, mcs, out, ors, ocs, n, k,
+               0, buf)
     if buf != stack_buf:
         free(buf)
     return RUN_OK
@@ -202,16 +228,28 @@ cdef struct Plan:
 
 cdef int _plan(int op, Py_ssize_t n, Py_ssize_t k, Py_ssize_t acs, Py_ssize_t bcs,
                Py_ssize_t ocs, int num_threads, int flags, Py_ssize_t itemsize,
-               Plan* p) noexcept nogil:
+               Plan* p, bint masked=False, Py_ssize_t mcs=1) noexcept nogil:
     """The plan of a call of n >= 1 rows of k >= 1 elements; RUN_INVALID for
-    a layout the op has no kernels for."""
+    a layout the op has no kernels for. masked: a mask with column stride
+    mcs comes with the call."""
     cdef bint jacobian = op == OP_SOFTMAX_JACOBIAN
+    cdef bint shaped = jacobian or op == OP_LOGSUMEXP  # out is not shaped like a row
     cdef Py_ssize_t lanes, work
     # The row kernels take unit column strides (every stride is unit when
-    # K == 1); everything else goes through the lane layout.
-    p.rowwise = k == 1 or (acs == 1 and bcs == 1 and (ocs == 1 or jacobian))
+    # K == 1); everything else goes through the lane layout, or, for the
+    # masked family, through a gathered row.
+    p.rowwise = k == 1 or (acs == 1 and bcs == 1 and (ocs == 1 or shaped)
+                           and (not masked or mcs == 1))
     p.scratch = 0
-    if p.rowwise:
+    if masked or op == OP_LOGSUMEXP:
+        if op >= OP_EXP:  # the test ops take no mask
+            return RUN_INVALID
+        p.block = BLOCK_ELEMS // k
+        if p.block < 1:
+            p.block = 1
+        if masked or not p.rowwise:  # logsumexp's own rows need none
+            p.scratch = csm_masked_scratch(k)
+    elif p.rowwise:
         p.block = BLOCK_ELEMS // k
         if p.block < 1:
             p.block = 1
@@ -230,8 +268,10 @@ cdef int _plan(int op, Py_ssize_t n, Py_ssize_t k, Py_ssize_t acs, Py_ssize_t bc
     work = n * k
     if jacobian:
         work = work * k
-    # Streaming never changes a value, only how it reaches memory.
-    p.stream = not (flags & RUN_FRESH_OUT) and work >= STREAM_BYTES // itemsize
+    # Streaming never changes a value, only how it reaches memory. (The
+    # masked family writes with regular stores.)
+    p.stream = (not (flags & RUN_FRESH_OUT) and not masked
+                and work >= STREAM_BYTES // itemsize)
     p.default_threads = num_threads <= 0
     if p.default_threads:
         num_threads = csm_max_threads()
@@ -252,6 +292,7 @@ cdef int _plan(int op, Py_ssize_t n, Py_ssize_t k, Py_ssize_t acs, Py_ssize_t bc
 
 cdef int _run(int op, const real_t* a, Py_ssize_t ars, Py_ssize_t acs,
               const real_t* b, Py_ssize_t brs, Py_ssize_t bcs,
+              const unsigned char* m, Py_ssize_t mrs, Py_ssize_t mcs,
               real_t* out, Py_ssize_t ors, Py_ssize_t ocs,
               Py_ssize_t n, Py_ssize_t k, int num_threads, int flags) noexcept nogil:
     global _ran_parallel
@@ -270,20 +311,24 @@ cdef int _run(int op, const real_t* a, Py_ssize_t ars, Py_ssize_t acs,
         bcs = acs
     if n == 1:  # a lone row's row stride is never used
         ars = brs = k
-        if op != OP_SOFTMAX_JACOBIAN:
+        mrs = 0
+        if op != OP_SOFTMAX_JACOBIAN and op != OP_LOGSUMEXP:
             ors = k
-    if _plan(op, n, k, acs, bcs, ocs, num_threads, flags, sizeof(real_t), &p) != RUN_OK:
+    if k == 1:  # nor is a one-element row's column stride
+        mcs = 1
+    if _plan(op, n, k, acs, bcs, ocs, num_threads, flags, sizeof(real_t), &p,
+             m != NULL, mcs) != RUN_OK:
         return RUN_INVALID
     rowwise, block, n_blocks, scratch, stream = p.rowwise, p.block, p.n_blocks, p.scratch, p.stream
     num_threads = p.num_threads
     if num_threads <= 1:
-        if rowwise:
+        if rowwise and scratch == 0:
             for c in range(n_blocks):
-                _block(op, True, c, block, a, ars, acs, b, brs, bcs, out, ors, ocs, n, k,
-                       stream, buf)
+                _block(op, True, c, block, a, ars, acs, b, brs, bcs, m, mrs, mcs, out, ors, ocs,
+                       n, k, stream, buf)
             return RUN_OK
-        return _serial_strided(op, n_blocks, block, a, ars, acs, b, brs, bcs, out, ors, ocs,
-                               n, k, scratch)
+        return _serial_strided(op, n_blocks, block, a, ars, acs, b, brs, bcs, m, mrs, mcs,
+                               out, ors, ocs, n, k, scratch)
     _ran_parallel = 1
     # Blocks are handed out one at a time (dynamic), not split up front
     # (static): on a busy machine a descheduled thread then holds up one
@@ -298,8 +343,8 @@ cdef int _run(int op, const real_t* a, Py_ssize_t ars, Py_ssize_t acs,
             if scratch > 0 and buf == NULL:
                 failed += 1
             else:
-                _block(op, rowwise, c, block, a, ars, acs, b, brs, bcs, out, ors, ocs, n, k,
-                       stream, buf)
+                _block(op, rowwise, c, block, a, ars, acs, b, brs, bcs, m, mrs, mcs, out, ors,
+                       ocs, n, k, stream, buf)
             if threadid() == 0:
                 t_caller_p[0] = csm_now()
         free(buf)
@@ -330,14 +375,30 @@ cdef int run_f32(int op, const float* a, Py_ssize_t ars, Py_ssize_t acs,
                  const float* b, Py_ssize_t brs, Py_ssize_t bcs,
                  float* out, Py_ssize_t ors, Py_ssize_t ocs,
                  Py_ssize_t n, Py_ssize_t k, int num_threads, int flags) noexcept nogil:
-    return _run(op, a, ars, acs, b, brs, bcs, out, ors, ocs, n, k, num_threads, flags)
+    return _run(op, a, ars, acs, b, brs, bcs, NULL, 0, 0, out, ors, ocs, n, k, num_threads, flags)
 
 
 cdef int run_f64(int op, const double* a, Py_ssize_t ars, Py_ssize_t acs,
                  const double* b, Py_ssize_t brs, Py_ssize_t bcs,
                  double* out, Py_ssize_t ors, Py_ssize_t ocs,
                  Py_ssize_t n, Py_ssize_t k, int num_threads, int flags) noexcept nogil:
-    return _run(op, a, ars, acs, b, brs, bcs, out, ors, ocs, n, k, num_threads, flags)
+    return _run(op, a, ars, acs, b, brs, bcs, NULL, 0, 0, out, ors, ocs, n, k, num_threads, flags)
+
+
+cdef int run_masked_f32(int op, const float* a, Py_ssize_t ars, Py_ssize_t acs,
+                        const float* b, Py_ssize_t brs, Py_ssize_t bcs,
+                        const unsigned char* m, Py_ssize_t mrs, Py_ssize_t mcs,
+                        float* out, Py_ssize_t ors, Py_ssize_t ocs,
+                        Py_ssize_t n, Py_ssize_t k, int num_threads, int flags) noexcept nogil:
+    return _run(op, a, ars, acs, b, brs, bcs, m, mrs, mcs, out, ors, ocs, n, k, num_threads, flags)
+
+
+cdef int run_masked_f64(int op, const double* a, Py_ssize_t ars, Py_ssize_t acs,
+                        const double* b, Py_ssize_t brs, Py_ssize_t bcs,
+                        const unsigned char* m, Py_ssize_t mrs, Py_ssize_t mcs,
+                        double* out, Py_ssize_t ors, Py_ssize_t ocs,
+                        Py_ssize_t n, Py_ssize_t k, int num_threads, int flags) noexcept nogil:
+    return _run(op, a, ars, acs, b, brs, bcs, m, mrs, mcs, out, ors, ocs, n, k, num_threads, flags)
 
 
 # ---- the ISA switch and introspection -----------------------------------------
@@ -353,10 +414,11 @@ CONSTANTS = {
 
 
 def plan(str op, Py_ssize_t n, Py_ssize_t k, dtype="float32", bint unit_columns=True,
-         bint fresh_out=False, int num_threads=0):
+         bint fresh_out=False, int num_threads=0, bint masked=False):
     """How a call would run, as the engine decides it: for tests and for
     anyone who wants to know. op is an op name (see OP_NAMES); unit_columns:
-    every operand has unit column stride (C order along the rows)."""
+    every operand has unit column stride (C order along the rows); masked:
+    the call has a mask (where=)."""
     cdef Plan p
     cdef int code = OP_NAMES.index(op)
     cdef Py_ssize_t cs = 1 if unit_columns else 2
@@ -364,10 +426,12 @@ def plan(str op, Py_ssize_t n, Py_ssize_t k, dtype="float32", bint unit_columns=
     if n < 1 or k < 1:
         raise ValueError("plan: n and k must be positive")
     if _plan(code, n, k, cs, cs, cs, num_threads, RUN_FRESH_OUT if fresh_out else 0,
-             itemsize, &p) != RUN_OK:
+             itemsize, &p, masked, cs) != RUN_OK:
         raise ValueError(f"plan: {op} has no kernels for this layout")
-    small = p.rowwise and k <= CSM_SMALL_K and code in (OP_SOFTMAX, OP_LOG_SOFTMAX)
-    return {"path": "small rows" if small else ("rows" if p.rowwise else "lanes"),
+    small = (p.rowwise and k <= CSM_SMALL_K and code in (OP_SOFTMAX, OP_LOG_SOFTMAX)
+             and not masked)
+    gathered = "gathered rows" if masked or code == OP_LOGSUMEXP else "lanes"
+    return {"path": "small rows" if small else ("rows" if p.rowwise else gathered),
             "block": p.block, "n_blocks": p.n_blocks, "stream": bool(p.stream),
             "threads": p.num_threads}
 
@@ -379,12 +443,12 @@ def streamed_blocks():
 
 # The registry of operations (_ops.h), in op-code order: names, and for each
 # name its code, arity ((x) or (y, grad)), output ("rows": shaped like the
-# input; "blocks": a K x K block per row) and GPU kernel ("rows", "jacobian"
-# or None).
+# input; "blocks": a K x K block per row; "reduce": one value per row) and
+# GPU kernel ("rows", "jacobian" or None).
 OP_NAMES = tuple(csm_op_names[i].decode() for i in range(N_OPS))
 OPS = {
     OP_NAMES[i]: {"code": i, "arity": csm_op_arity[i],
-                  "out": ("rows", "blocks")[csm_op_out[i]],
+                  "out": ("rows", "blocks", "reduce")[csm_op_out[i]],
                   "gpu": (None, "rows", "jacobian")[csm_op_gpu[i]]}
     for i in range(N_OPS)
 }

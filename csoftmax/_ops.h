@@ -14,19 +14,24 @@
  *   NAME   the same in capitals, for the op code
  *   arity  1: (x); 2: (y, grad), the backward passes
  *   out    CSM_OUT_ROWS: shaped like the input; CSM_OUT_BLOCKS: a K x K
- *          block per row (the Jacobian)
+ *          block per row (the Jacobian); CSM_OUT_REDUCE: one value per row
+ *          (logsumexp)
  *   gpu    CSM_GPU_ROWS: a row kernel of softmax.cu (template argument OP =
  *          the op code); CSM_GPU_JACOBIAN: its Jacobian kernel; CSM_GPU_NONE
  *
+ * Every operation but the test ops takes a mask (where=): its masked row is
+ * a case of csm_masked_row (_masked_impl.h).
+ *
  * Adding an operation: a line here, its row kernel in _rows_impl.h (and the
- * lane path in csm_strided_rows if it takes strided rows), its CUDA kernel,
+ * lane path in csm_strided_rows if it takes strided rows), its masked row in
+ * _masked_impl.h, its CUDA kernel,
  * its public function (_entry.pyx, _semantics.py), its Cython entry point
  * (kernels.pyx/.pxd), and its tests.
  */
 #ifndef CSOFTMAX_OPS_H
 #define CSOFTMAX_OPS_H
 
-enum { CSM_OUT_ROWS = 0, CSM_OUT_BLOCKS = 1 };
+enum { CSM_OUT_ROWS = 0, CSM_OUT_BLOCKS = 1, CSM_OUT_REDUCE = 2 };
 enum { CSM_GPU_NONE = 0, CSM_GPU_ROWS = 1, CSM_GPU_JACOBIAN = 2 };
 
 #define CSM_OPS(X)                                                                  \
@@ -35,6 +40,7 @@ enum { CSM_GPU_NONE = 0, CSM_GPU_ROWS = 1, CSM_GPU_JACOBIAN = 2 };
     X(softmax_backward,     SOFTMAX_BACKWARD,     2, CSM_OUT_ROWS,   CSM_GPU_ROWS)     \
     X(log_softmax_backward, LOG_SOFTMAX_BACKWARD, 2, CSM_OUT_ROWS,   CSM_GPU_ROWS)     \
     X(softmax_jacobian,     SOFTMAX_JACOBIAN,     1, CSM_OUT_BLOCKS, CSM_GPU_JACOBIAN) \
+    X(logsumexp,            LOGSUMEXP,            1, CSM_OUT_REDUCE, CSM_GPU_NONE)     \
     /* The vectorised exp and log alone, for the accuracy tests. */                  \
     X(exp,                  EXP,                  1, CSM_OUT_ROWS,   CSM_GPU_NONE)     \
     X(log,                  LOG,                  1, CSM_OUT_ROWS,   CSM_GPU_NONE)

@@ -138,6 +138,25 @@ typedef void (*csm_strided_f64_t)(int, const double *, ptrdiff_t, ptrdiff_t, con
                                   ptrdiff_t, ptrdiff_t, double *, ptrdiff_t, ptrdiff_t,
                                   ptrdiff_t, ptrdiff_t, double *);
 
+/* (op, a, ars, acs, b, brs, bcs, mask, mrs, mcs, out, ors, ocs, rows, K,
+ * scratch): masked rows (and logsumexp's strided rows) of any strides; see
+ * csm_masked_rows in _masked_impl.h. */
+typedef void (*csm_masked_f32_t)(int, const float *, ptrdiff_t, ptrdiff_t, const float *,
+                                 ptrdiff_t, ptrdiff_t, const unsigned char *, ptrdiff_t,
+                                 ptrdiff_t, float *, ptrdiff_t, ptrdiff_t, ptrdiff_t,
+                                 ptrdiff_t, float *);
+typedef void (*csm_masked_f64_t)(int, const double *, ptrdiff_t, ptrdiff_t, const double *,
+                                 ptrdiff_t, ptrdiff_t, const unsigned char *, ptrdiff_t,
+                                 ptrdiff_t, double *, ptrdiff_t, ptrdiff_t, ptrdiff_t,
+                                 ptrdiff_t, double *);
+
+/* Elements of scratch csm_masked_rows needs for rows of K: the operands and
+ * the output gathered (3 K), and the mask widened to the element's width. */
+static inline ptrdiff_t csm_masked_scratch(ptrdiff_t K)
+{
+    return 4 * K;
+}
+
 #if (defined(__x86_64__) || defined(__i386__)) && (defined(__GNUC__) || defined(__clang__))
   #define CSM_X86_DISPATCH 1
 #else
@@ -160,6 +179,8 @@ typedef struct {
     csm_rows_f64_t rows_f64[CSM_N_OPS];
     csm_strided_f32_t strided_f32;
     csm_strided_f64_t strided_f64;
+    csm_masked_f32_t masked_f32;
+    csm_masked_f64_t masked_f64;
 } csm_kernels_t;
 
 extern CSM_HIDDEN const csm_kernels_t csm_kernels_baseline;
@@ -202,6 +223,8 @@ static const csm_kernels_t *csm_kernels_in_use = &csm_kernels_baseline;
 #define csm_rows_f64 (csm_kernels_in_use->rows_f64)
 #define csm_strided_f32 (csm_kernels_in_use->strided_f32)
 #define csm_strided_f64 (csm_kernels_in_use->strided_f64)
+#define csm_masked_f32 (csm_kernels_in_use->masked_f32)
+#define csm_masked_f64 (csm_kernels_in_use->masked_f64)
 static int csm_isa_in_use = CSM_ISA_BASELINE;
 
 /* The widest ISA this CPU (and this build) can run. */

@@ -16,6 +16,7 @@
 #define CSM_F32 0
 #define CSM_SFX CSM_PASTE(f64, CSM_ISA)
 #include "_rows_impl.h"
+#include "_masked_impl.h"
 #undef CSM_T
 #undef CSM_F32
 #undef CSM_SFX
@@ -24,6 +25,7 @@
 #define CSM_F32 1
 #define CSM_SFX CSM_PASTE(f32, CSM_ISA)
 #include "_rows_impl.h"
+#include "_masked_impl.h"
 #undef CSM_T
 #undef CSM_F32
 #undef CSM_SFX
@@ -34,7 +36,8 @@
 #define CSM_ROWS_F64_(name, NAME, arity, out, gpu) CSM_PASTE(CSM_PASTE(csm_##name##_rows, f64), CSM_ISA),
 #define CSM_KERNELS_(isa) CSM_HIDDEN const csm_kernels_t csm_kernels_##isa = {               \
     {CSM_OPS(CSM_ROWS_F32_)}, {CSM_OPS(CSM_ROWS_F64_)},                                       \
-    csm_strided_rows_f32_##isa, csm_strided_rows_f64_##isa }
+    csm_strided_rows_f32_##isa, csm_strided_rows_f64_##isa,                                   \
+    csm_masked_rows_f32_##isa, csm_masked_rows_f64_##isa }
 #define CSM_KERNELS(isa) CSM_KERNELS_(isa)
 
 CSM_KERNELS(CSM_ISA);

@@ -1,0 +1,258 @@
+/*
+ * Masked row kernels (where=) and logsumexp, for ONE (element type,
+ * instruction set) pair: a template like _rows_impl.h, included right after
+ * it by _rows_isa.h with the same CSM_T / CSM_F32 / CSM_SFX / CSM_TARGET, so
+ * it reuses that file's exp, log, max and sum helpers.
+ *
+ * A mask is one byte per element (1: the element takes part, 0: masked),
+ * with unit column stride and row stride ldm (0: one mask for every row).
+ * The semantics are those of jax.nn.softmax(where=):
+ *   - masked elements take no part in the max or in any sum;
+ *   - they come out as exactly 0 (softmax, the backward passes) or -inf
+ *     (log_softmax), whatever the input holds there (NaN included);
+ *   - a row with no unmasked element gives zeros (softmax) or -inf
+ *     (log_softmax, logsumexp): no NaN;
+ *   - unmasked elements follow the unmasked rules over the unmasked subset.
+ * The mask is read inside each pass, as a select next to the arithmetic, so
+ * a masked row costs the unmasked passes plus one byte per element. The
+ * selects take the mask widened to the element's width (CSM_MW_T, all ones
+ * or zero), done once per row into scratch: with a byte beside each element
+ * GCC sizes the vectors by the byte and falls back to a quarter of the
+ * register (callgrind, AVX2, 4096 x 128 float32 softmax: 19.5 instructions
+ * per element with byte selects, 6.6 unmasked).
+ *
+ * Every sum is taken in the order the unmasked kernels use (CSM_PARTS,
+ * CSM_SUM_BLOCK; _rows.h), with masked terms as exact zeros: so an all-true
+ * mask gives the unmasked kernels' bits, on every path and thread count.
+ *
+ * Rows whose operands are not unit-column-stride (Fortran order, views) are
+ * gathered into a contiguous scratch row first (csm_masked_rows).
+ */
+
+#if CSM_F32
+  #define CSM_MW_T uint32_t
+#else
+  #define CSM_MW_T uint64_t
+#endif
+
+/* The largest unmasked element (-inf when there is none). NaN is ignored,
+ * as in csm_row_max: it reaches the sum and makes the row NaN there. */
+static CSM_INLINE CSM_TARGET CSM_T CSM_FN(csm_row_max_m)(const CSM_T *x, const CSM_MW_T *mk,
+                                                          ptrdiff_t K)
+{
+    CSM_T m0 = -CSM_INF_T;
+#pragma omp simd reduction(max : m0)
+    for (ptrdiff_t i = 0; i < K; ++i) {
+        const CSM_T v = mk[i] ? x[i] : -CSM_INF_T;
+        m0 = v > m0 ? v : m0;
+    }
+    return m0;
+}
+
+/* csm_row_exp_sum over the unmasked elements: y = exp(x - m) there and 0
+ * elsewhere, the sum in the same blocked order. */
+static CSM_INLINE CSM_TARGET double CSM_FN(csm_row_exp_sum_m)(const CSM_T *x, const CSM_MW_T *mk,
+                                                              CSM_T *y, CSM_T m, ptrdiff_t K)
+{
+    double acc = 0;
+    CSM_T f[CSM_PARTS];
+    for (ptrdiff_t blk = 0; blk < K; blk += CSM_SUM_BLOCK) {
+        const ptrdiff_t end = K - blk < CSM_SUM_BLOCK ? K : blk + CSM_SUM_BLOCK;
+        ptrdiff_t i = blk;
+        for (ptrdiff_t p = 0; p < CSM_PARTS; ++p)
+            f[p] = 0;
+        for (; i + CSM_PARTS <= end; i += CSM_PARTS) {
+#pragma omp simd
+            for (ptrdiff_t p = 0; p < CSM_PARTS; ++p) {
+                const CSM_T e = mk[i + p] ? CSM_FN(csm_exp_neg)(x[i + p] - m) : (CSM_T)0;
+                y[i + p] = e;
+                f[p] += e;
+            }
+        }
+#pragma omp simd
+        for (ptrdiff_t p = 0; p < end - i; ++p) {
+            const CSM_T e = mk[i + p] ? CSM_FN(csm_exp_neg)(x[i + p] - m) : (CSM_T)0;
+            y[i + p] = e;
+            f[p] += e;
+        }
+        acc += (double)CSM_FN(csm_tree_sum_t)(f, 1);
+    }
+    return acc;
+}
+
+/* csm_row_sum over the unmasked elements (masked terms are exact zeros). */
+#define CSM_SUM_TERM_(i) (!mk[i] ? 0.0 : what == CSM_SUM_EXP ? (double)CSM_FN(csm_exp_neg)(a[i] - m) \
+                          : what == CSM_SUM_PLAIN ? (double)a[i] : (double)a[i] * (double)b[i])
+static CSM_INLINE CSM_TARGET double CSM_FN(csm_row_sum_m)(const CSM_T *a, const CSM_T *b,
+                                                          const CSM_MW_T *mk, CSM_T m,
+                                                          ptrdiff_t K, const int what)
+{
+    double acc[CSM_PARTS];
+    ptrdiff_t i = 0;
+    for (ptrdiff_t p = 0; p < CSM_PARTS; ++p)
+        acc[p] = 0;
+    for (; i + CSM_PARTS <= K; i += CSM_PARTS) {
+#pragma omp simd
+        for (ptrdiff_t p = 0; p < CSM_PARTS; ++p)
+            acc[p] += CSM_SUM_TERM_(i + p);
+    }
+#pragma omp simd
+    for (ptrdiff_t p = 0; p < K - i; ++p)
+        acc[p] += CSM_SUM_TERM_(i + p);
+    return csm_tree_sum(acc, 1);
+}
+#undef CSM_SUM_TERM_
+
+/* Whether an element of the row (an unmasked one, when mk is not NULL) is
+ * NaN: logsumexp's rows whose max is infinite, a rare path. */
+static CSM_INLINE CSM_TARGET int CSM_FN(csm_row_has_nan)(const CSM_T *x, const CSM_MW_T *mk,
+                                                         ptrdiff_t K)
+{
+    for (ptrdiff_t i = 0; i < K; ++i)
+        if ((!mk || mk[i]) && x[i] != x[i])
+            return 1;
+    return 0;
+}
+
+/* Masked softmax of one contiguous row into y (y may be x). */
+static CSM_INLINE CSM_TARGET void CSM_FN(csm_masked_softmax_row)(
+    const CSM_T *x, const CSM_MW_T *mk, CSM_T *y, ptrdiff_t K)
+{
+    const CSM_T m = CSM_FN(csm_row_max_m)(x, mk, K);
+    const double s = CSM_FN(csm_row_exp_sum_m)(x, mk, y, m, K);
+    /* A row with nothing unmasked has s = 0 and c = inf: the select keeps
+     * its zeros (and a NaN among the unmasked elements stays NaN). */
+    const CSM_T c = (CSM_T)(1.0 / s);
+#pragma omp simd
+    for (ptrdiff_t i = 0; i < K; ++i)
+        y[i] = mk[i] ? y[i] * c : (CSM_T)0;
+}
+
+/* One row of op, contiguous operands (x: the input or y; g: grad; mk: the
+ * mask, NULL only for logsumexp), into y (row-shaped ops), y[0]
+ * (logsumexp) or the K x K block y (the Jacobian). y may be x or g. */
+static CSM_INLINE CSM_TARGET void CSM_FN(csm_masked_row)(
+    int op, const CSM_T *x, const CSM_T *g, const CSM_MW_T *mk, CSM_T *y, ptrdiff_t K)
+{
+    switch (op) {
+    case CSM_OP_SOFTMAX:
+        CSM_FN(csm_masked_softmax_row)(x, mk, y, K);
+        break;
+    case CSM_OP_LOG_SOFTMAX: {
+        const CSM_T m = CSM_FN(csm_row_max_m)(x, mk, K);
+        const double s = CSM_FN(csm_row_sum_m)(x, x, mk, m, K, CSM_SUM_EXP);
+        /* s >= 1 whenever an unmasked element is finite, NaN when one is NaN;
+         * s = 0 only when nothing is unmasked, and the select gives -inf. */
+        const CSM_T l = (CSM_T)CSM_PASTE(csm_log, CSM_PASTE(f64, CSM_ISA))(s == 0 ? 1.0 : s);
+#pragma omp simd
+        for (ptrdiff_t i = 0; i < K; ++i)
+            y[i] = mk[i] ? (x[i] - m) - l : -CSM_INF_T;
+        break;
+    }
+    case CSM_OP_SOFTMAX_BACKWARD: {
+        const CSM_T d = (CSM_T)CSM_FN(csm_row_sum_m)(g, x, mk, 0, K, CSM_SUM_DOT);
+#pragma omp simd
+        for (ptrdiff_t i = 0; i < K; ++i)
+            y[i] = mk[i] ? x[i] * (g[i] - d) : (CSM_T)0;
+        break;
+    }
+    case CSM_OP_LOG_SOFTMAX_BACKWARD: {
+        const CSM_T sg = (CSM_T)CSM_FN(csm_row_sum_m)(g, g, mk, 0, K, CSM_SUM_PLAIN);
+#pragma omp simd
+        for (ptrdiff_t i = 0; i < K; ++i)
+            y[i] = mk[i] ? g[i] - CSM_FN(csm_exp)(x[i]) * sg : (CSM_T)0;
+        break;
+    }
+    case CSM_OP_SOFTMAX_JACOBIAN:
+        /* s into the block's last row (scratch until it is written last),
+         * then the block: masked s_i = 0 zeroes row and column i. */
+        CSM_FN(csm_masked_softmax_row)(x, mk, y + (K - 1) * K, K);
+        CSM_FN(csm_jacobian_block)(y + (K - 1) * K, y, 0, K, K);
+        break;
+    case CSM_OP_LOGSUMEXP: {
+        /* scipy.special.logsumexp's rules: NaN -> NaN; else +inf -> +inf;
+         * nothing but -inf (or nothing at all) -> -inf; else
+         * max + log(sum(exp(x - max))), in double. */
+        const CSM_T m = mk ? CSM_FN(csm_row_max_m)(x, mk, K) : CSM_FN(csm_row_max)(x, K);
+        if (m - m != 0) { /* +-inf (m is never NaN) */
+            y[0] = CSM_FN(csm_row_has_nan)(x, mk, K) ? (CSM_T)NAN : m;
+            break;
+        }
+        const double s = mk ? CSM_FN(csm_row_sum_m)(x, x, mk, m, K, CSM_SUM_EXP)
+                            : CSM_FN(csm_row_sum)(x, x, m, K, CSM_SUM_EXP);
+        y[0] = (CSM_T)((double)m + CSM_PASTE(csm_log, CSM_PASTE(f64, CSM_ISA))(s));
+        break;
+    }
+    default:
+        break;
+    }
+}
+
+/* logsumexp's row kernel, for the table of _rows_isa.h: one value per row,
+ * at out[r * ldo]. */
+static CSM_TARGET void CSM_FN(csm_logsumexp_rows)(
+    const CSM_T *x, ptrdiff_t ldx, const CSM_T *unused, ptrdiff_t ldu,
+    CSM_T *out, ptrdiff_t ldo, ptrdiff_t rows, ptrdiff_t K, int stream)
+{
+    (void)unused; (void)ldu; (void)stream;
+    for (ptrdiff_t r = 0; r < rows; ++r)
+        CSM_FN(csm_masked_row)(CSM_OP_LOGSUMEXP, x + r * ldx, 0, 0, out + r * ldo, K);
+}
+
+/* Rows of op with a mask (mk may be NULL for logsumexp), operands of any
+ * strides: element (r, j) of a at a + r * ars + j * acs, and likewise b
+ * (grad), mk (bytes) and out. Rows with unit column strides are computed
+ * where they lie; others are gathered into buf, computed, and scattered.
+ * buf holds csm_masked_scratch(K) elements (_rows.h): the gathered
+ * operands and output, and the widened mask.
+ * The Jacobian's out is (rows, K, K) with ors = K * K, each block contiguous;
+ * logsumexp's is one value per row (ocs unused). */
+static CSM_TARGET void CSM_FN(csm_masked_rows)(
+    int op, const CSM_T *a, ptrdiff_t ars, ptrdiff_t acs, const CSM_T *b, ptrdiff_t brs,
+    ptrdiff_t bcs, const unsigned char *mk, ptrdiff_t mrs, ptrdiff_t mcs, CSM_T *out,
+    ptrdiff_t ors, ptrdiff_t ocs, ptrdiff_t rows, ptrdiff_t K, CSM_T *buf)
+{
+    const int blocks = op == CSM_OP_SOFTMAX_JACOBIAN || op == CSM_OP_LOGSUMEXP;
+    const int binary = op == CSM_OP_SOFTMAX_BACKWARD || op == CSM_OP_LOG_SOFTMAX_BACKWARD;
+    CSM_T *ta = buf, *tb = buf + K, *to = buf + 2 * K;
+    CSM_MW_T *tw = (CSM_MW_T *)(buf + 3 * K);
+    for (ptrdiff_t r = 0; r < rows; ++r) {
+        const CSM_T *ar = a + r * ars, *br = b + r * brs;
+        const unsigned char *mb = mk ? mk + r * mrs : 0;
+        const CSM_MW_T *mr = 0;
+        CSM_T *orow = out + r * ors;
+        if (mb) {
+            /* A mask shared by every row (mrs = 0) is widened once. */
+            if (r == 0 || mrs != 0) {
+                if (mcs == 1 || K == 1) {
+#pragma omp simd
+                    for (ptrdiff_t j = 0; j < K; ++j)
+                        tw[j] = mb[j] ? ~(CSM_MW_T)0 : 0;
+                } else {
+                    for (ptrdiff_t j = 0; j < K; ++j)
+                        tw[j] = mb[j * mcs] ? ~(CSM_MW_T)0 : 0;
+                }
+            }
+            mr = tw;
+        }
+        if (acs != 1 && K > 1) {
+            for (ptrdiff_t j = 0; j < K; ++j)
+                ta[j] = ar[j * acs];
+            ar = ta;
+        }
+        if (binary && bcs != 1 && K > 1) {
+            for (ptrdiff_t j = 0; j < K; ++j)
+                tb[j] = br[j * bcs];
+            br = tb;
+        }
+        if (blocks || ocs == 1 || K == 1) {
+            CSM_FN(csm_masked_row)(op, ar, br, mr, orow, K);
+        } else {
+            CSM_FN(csm_masked_row)(op, ar, br, mr, to, K);
+            for (ptrdiff_t j = 0; j < K; ++j)
+                orow[j * ocs] = to[j];
+        }
+    }
+}
+
+#undef CSM_MW_T
