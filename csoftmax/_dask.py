@@ -190,7 +190,7 @@ def _same_shape(fname, c, kw, da):
         probe_kw["where"] = np.empty((0,) * x.ndim, dtype=where.dtype)
     rdtype = _probe(fname, arrays, probe_kw).dtype
     itemsize = max([rdtype.itemsize] + [a.dtype.itemsize for a in arrays] + [4])
-    if (where is None and fname in _TWO_STAGE and "dtype" not in kw
+    if (where is None and fname in _TWO_STAGE and kw.get("dtype") is None
             and any(len(x.chunks[a]) > 1 for a in axes) and _row_too_large(x, axes, itemsize)):
         return _two_stage(fname, arrays, axes, rdtype, da)
     if where is not None:

@@ -303,19 +303,21 @@ class _Foreign:
         if output and not v.flags.writeable:
             raise TypeError(f"{self.c.fname}: {name} ({type(a).__name__}) cannot be "
                             f"written in place; leave {name}=None and use the result")
-        if v.dtype.name == "bfloat16" and not output:
-            # ml_dtypes' bfloat16 (JAX's): computed in float32, rounded back.
-            self.narrow[name] = v.dtype
-            v = v.astype(np.float32)
         return v
 
     def _torch_view(self, t, name, output):
         torch = self.lib
         cuda = t.device.type == "cuda"
+        if t.dtype == torch.bfloat16 and not cuda:
+            bf16 = _ml_bfloat16()
+            if bf16 is not None:
+                # DLPack has no bfloat16 for NumPy: the same bits as int16,
+                # seen as ml_dtypes' bfloat16 (zero-copy, writable for out).
+                return np.from_dlpack(t.view(torch.int16)).view(bf16)
         if t.dtype == torch.bfloat16:
-            # NumPy has no bfloat16 in DLPack: compute on a float32 copy and
-            # round back in torch (bfloat16 is computed in float32 anyway). A
-            # bfloat16 out gets the rounded result copied in afterwards.
+            # Without ml_dtypes: compute on a float32 copy and round back in
+            # torch (bfloat16 is computed in float32 anyway). A bfloat16 out
+            # gets the rounded result copied in afterwards.
             if output:
                 self.copy_back[name] = t
                 return None
@@ -345,6 +347,8 @@ class _Foreign:
 
     # -- out
     def _back(self, r, originals, output=None):
+        if isinstance(r, np.generic):
+            r = np.asarray(r)  # a full reduction: a 0-d array of the caller's kind
         if not isinstance(r, np.ndarray) and _top_module(r) != "cupy":
             return r  # a Python scalar or None
         orig = originals.get(id(r))
@@ -372,14 +376,12 @@ class _Foreign:
             t = torch.from_dlpack(r.view(np.int16)).view(torch.bfloat16)
         else:
             t = torch.from_dlpack(r)
-        if self.narrow and "dtype" not in self.c.kwargs and t.dtype == torch.float32:
+        if self.narrow and self.c.kwargs.get("dtype") is None and t.dtype == torch.float32:
             t = t.to(next(iter(self.narrow.values())))
         return t
 
     def _to_jax(self, r):
         jax = self.lib if self.lib.__name__ == "jax" else sys.modules["jax"]
-        if self.narrow and "dtype" not in self.c.kwargs and r.dtype == np.float32:
-            r = r.astype(next(iter(self.narrow.values())))
         canon = jax.dtypes.canonicalize_dtype(r.dtype)
         if canon != r.dtype:
             # Without jax_enable_x64, JAX keeps no float64: int inputs give
@@ -403,6 +405,15 @@ class _Foreign:
                 except (TypeError, BufferError, RuntimeError, ValueError):
                     continue
         return r
+
+
+def _ml_bfloat16():
+    """NumPy's bfloat16 dtype from ml_dtypes, or None when it is not installed."""
+    try:
+        import ml_dtypes
+    except ImportError:
+        return None
+    return np.dtype(ml_dtypes.bfloat16)
 
 
 def _dlpack_device(a):

@@ -168,6 +168,33 @@ def test_dask_where_mask(chunks):
                                       f(x, where=w[0]))
 
 
+@pytest.mark.skipif(not hasattr(csoftmax, "logsumexp"), reason="logsumexp is not in this build")
+@pytest.mark.parametrize("chunks", [(6, 7, 9), (2, 3, 4)], ids=str)
+@pytest.mark.parametrize("axis", [1, (0, 2), None])
+def test_dask_logsumexp_keepdims_and_where(chunks, axis):
+    x = RNG.standard_normal(SHAPE)
+    w = RNG.random(SHAPE) < 0.7
+    d = da.from_array(x, chunks=chunks)
+    for kw in ({"keepdims": True}, {"where": w}, {"where": da.from_array(w, chunks=3),
+                                                   "keepdims": True}):
+        expect = csoftmax.logsumexp(x, axis=axis, **{k: (np.asarray(v) if k == "where" else v)
+                                                     for k, v in kw.items()})
+        lazy = csoftmax.logsumexp(d, axis=axis, **kw)
+        assert lazy.shape == np.shape(expect)
+        np.testing.assert_array_equal(lazy.compute(), expect)
+
+
+@pytest.mark.skipif(not _has_kwarg("dtype"), reason="dtype= is not in this build")
+def test_dask_dtype_argument():
+    x = RNG.standard_normal((5, 8))
+    d = da.from_array(x, chunks=(2, 3))
+    for dt in (np.float32, np.float16):
+        lazy = csoftmax.log_softmax(d, dtype=dt)
+        assert lazy.dtype == dt
+        np.testing.assert_array_equal(lazy.compute(), csoftmax.log_softmax(x, dtype=dt),
+                                      strict=True)
+
+
 @pytest.mark.skipif(not hasattr(csoftmax, "softmax_cross_entropy"),
                     reason="softmax_cross_entropy is not in this build")
 @pytest.mark.parametrize("chunks", [(5, 7), (2, 3)], ids=str)
