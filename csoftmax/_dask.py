@@ -331,6 +331,9 @@ def _cross_entropy(fname, c, kw, da):
         raise ValueError(f"{fname}: target has shape {target.shape}; expected logits' "
                          f"shape {logits.shape} (probabilities) or it without axis {ax} "
                          "(class indices)")
+    # The probe: no rows, but K classes, so that weight (K,) fits.
+    k = logits.shape[ax]
+    row0 = tuple(k if d == ax else 0 for d in range(nd))
     probe_kw = dict(kw, axis=ax)
     args = [logits, target]
     names = ["logits", "target"]
@@ -344,12 +347,12 @@ def _cross_entropy(fname, c, kw, da):
         inds.append(letters[ax])
     where = _where(c, logits, fname, da)
     if where is not None:
-        probe_kw["where"] = np.empty((0,) * nd, dtype=where.dtype)
+        probe_kw["where"] = np.ones(row0, dtype=where.dtype)
         args.append(where)
         names.append("where")
         inds.append(letters)
-    empties = [np.empty((0,) * logits.ndim, logits.dtype),
-               np.empty((0,) * target.ndim, target.dtype)]
+    empties = [np.zeros(row0, logits.dtype),
+               np.zeros(row0 if target.ndim == nd else (0,) * (nd - 1), target.dtype)]
     import csoftmax
     probe = getattr(csoftmax, fname)(*empties, **probe_kw)
     # Every row in one block: logits rechunked, the others to match.

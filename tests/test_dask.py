@@ -233,6 +233,55 @@ def test_dask_unknown_chunk_sizes():
         csoftmax.softmax(d.rechunk({1: 2}), axis=0)
 
 
+def _fake_cross_entropy(logits, target, axis=-1, *, weight=None, where=None,
+                        reduction="mean", return_grad=False, **kw):
+    """A NumPy stand-in with softmax_cross_entropy's signature (integer labels
+    or probabilities), for the Dask plumbing where the real one is absent."""
+    x = np.moveaxis(np.asarray(logits, np.float64), axis, -1)
+    on = np.ones(x.shape, bool) if where is None else np.moveaxis(
+        np.broadcast_to(where, logits.shape), axis, -1)
+    logp = csoftmax.log_softmax(x, where=on)
+    t = np.asarray(target)
+    p = np.moveaxis(t, axis, -1) if t.ndim == x.ndim else \
+        (np.arange(x.shape[-1]) == t[..., None]).astype(np.float64)
+    w = np.ones(x.shape[-1]) if weight is None else np.asarray(weight)
+    loss = -np.sum(np.where(on, w * p * logp, 0.0), axis=-1)
+    grad = np.moveaxis(np.where(on, np.exp(logp) * np.sum(w * p, -1, keepdims=True) - w * p, 0),
+                       -1, axis)
+    return (loss, grad) if return_grad else loss
+
+
+@pytest.mark.parametrize("chunks", [(5, 7, 3), (2, 3, 2)], ids=str)
+@pytest.mark.parametrize("labels", ["int", "probabilities"])
+def test_dask_cross_entropy_plumbing_with_a_stand_in(monkeypatch, chunks, labels):
+    from csoftmax import _interop
+    monkeypatch.setattr(csoftmax, "softmax_cross_entropy",
+                        _interop.wrap("softmax_cross_entropy", _fake_cross_entropy),
+                        raising=False)
+    f = csoftmax.softmax_cross_entropy
+    logits = RNG.standard_normal((5, 7, 3))
+    if labels == "int":
+        target = RNG.integers(0, 7, size=(5, 3))
+        dt = da.from_array(target, chunks=(chunks[0], chunks[2]))
+    else:
+        target = csoftmax.softmax(RNG.standard_normal((5, 7, 3)), axis=1)
+        dt = da.from_array(target, chunks=chunks)
+    weight = RNG.random(7)
+    where = RNG.random((7, 1)) < 0.8
+    d = da.from_array(logits, chunks=chunks)
+    for kw in ({}, {"weight": weight, "where": where}):
+        lazy = f(d, dt, axis=1, reduction="none", **kw)
+        assert lazy.shape == (5, 3)
+        np.testing.assert_array_equal(lazy.compute(),
+                                      f(logits, target, axis=1, reduction="none", **kw))
+        loss, grad = f(d, dt, axis=1, reduction="none", return_grad=True, **kw)
+        eloss, egrad = f(logits, target, axis=1, reduction="none", return_grad=True, **kw)
+        np.testing.assert_array_equal(loss.compute(), eloss)
+        np.testing.assert_array_equal(grad.compute(), egrad)
+    with pytest.raises(ValueError, match="only reduction='none'"):
+        f(d, dt, axis=1)
+
+
 def test_dask_graph_pickles_by_reference():
     import pickle
     lazy = csoftmax.softmax(da.from_array(RNG.standard_normal((4, 6)), chunks=(2, 3)))
