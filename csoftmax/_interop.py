@@ -382,6 +382,8 @@ class _Foreign:
 
     def _to_jax(self, r):
         jax = self.lib if self.lib.__name__ == "jax" else sys.modules["jax"]
+        if not isinstance(r, np.ndarray):  # a CuPy result of a JAX array on a GPU
+            return jax.numpy.from_dlpack(r)
         canon = jax.dtypes.canonicalize_dtype(r.dtype)
         if canon != r.dtype:
             # Without jax_enable_x64, JAX keeps no float64: int inputs give
