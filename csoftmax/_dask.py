@@ -31,7 +31,6 @@ say so. `out=` cannot be a Dask array (they are immutable).
 import functools
 import math
 import string
-import sys
 
 import numpy as np
 

@@ -245,7 +245,8 @@ def _fake_cross_entropy(logits, target, axis=-1, *, weight=None, where=None,
     p = np.moveaxis(t, axis, -1) if t.ndim == x.ndim else \
         (np.arange(x.shape[-1]) == t[..., None]).astype(np.float64)
     w = np.ones(x.shape[-1]) if weight is None else np.asarray(weight)
-    loss = -np.sum(np.where(on, w * p * logp, 0.0), axis=-1)
+    with np.errstate(invalid="ignore"):  # 0 * -inf at masked classes, then dropped
+        loss = -np.sum(np.where(on, w * p * logp, 0.0), axis=-1)
     grad = np.moveaxis(np.where(on, np.exp(logp) * np.sum(w * p, -1, keepdims=True) - w * p, 0),
                        -1, axis)
     return (loss, grad) if return_grad else loss

@@ -17,7 +17,7 @@ import numpy as np
 import pytest
 
 import csoftmax
-from csoftmax import _interop, _semantics
+from csoftmax import _foreign, _interop, _semantics
 
 RNG = np.random.default_rng(12)
 
@@ -100,12 +100,12 @@ def test_torch_cpu_tensor_in_tensor_out_bitwise(torch, fname, dtype, shape, axis
 
 def test_torch_result_is_the_buffer_the_kernel_wrote(torch, monkeypatch):
     seen = []
-    back = _interop._Foreign._back
+    back = _foreign.Foreign._back
 
     def spy(self, r, originals, output=None):
         seen.append(r.ctypes.data)
         return back(self, r, originals, output)
-    monkeypatch.setattr(_interop._Foreign, "_back", spy)
+    monkeypatch.setattr(_foreign.Foreign, "_back", spy)
     t = torch.randn(4, 3, 5)
     got = csoftmax.softmax(t, axis=1)
     assert seen == [got.data_ptr()]
@@ -137,7 +137,7 @@ def test_torch_bfloat16_is_computed_in_float32_and_returned_as_bfloat16(torch):
 
 
 def test_torch_bfloat16_without_ml_dtypes_is_computed_on_a_float32_copy(torch, monkeypatch):
-    monkeypatch.setattr(_interop, "_ml_bfloat16", lambda: None)
+    monkeypatch.setattr(_foreign, "_ml_bfloat16", lambda: None)
     t = torch.randn(5, 8).to(torch.bfloat16)
     expect = torch.from_numpy(csoftmax.softmax(t.float().numpy())).to(torch.bfloat16)
     assert torch.equal(csoftmax.softmax(t), expect)
@@ -246,7 +246,7 @@ def test_torch_cuda_tensor_goes_through_cupy_on_its_device_and_stream(torch, mon
         cuda=types.SimpleNamespace(
             Device=lambda i: log.ctx(("device", i)),
             ExternalStream=lambda ptr, dev: log.ctx(("stream", ptr, dev))))
-    monkeypatch.setattr(_interop, "_cupy", lambda *a: fake_cupy)
+    monkeypatch.setattr(_foreign, "_cupy", lambda *a: fake_cupy)
     monkeypatch.setattr(torch.cuda, "current_stream",
                         lambda dev: types.SimpleNamespace(cuda_stream=0xC0FFEE + dev))
     real_from_dlpack = torch.from_dlpack
