@@ -103,6 +103,16 @@ static CSM_INLINE CSM_TARGET double CSM_FN(csm_row_sum_m)(const CSM_T *a, const 
 }
 #undef CSM_SUM_TERM_
 
+/* The same with the byte mask. */
+static CSM_INLINE CSM_TARGET int CSM_FN(csm_row_has_nan_b)(const CSM_T *x, const unsigned char *mk,
+                                                           ptrdiff_t K)
+{
+    for (ptrdiff_t i = 0; i < K; ++i)
+        if ((!mk || mk[i]) && x[i] != x[i])
+            return 1;
+    return 0;
+}
+
 /* Whether an element of the row (an unmasked one, when mk is not NULL) is
  * NaN: logsumexp's rows whose max is infinite, a rare path. */
 static CSM_INLINE CSM_TARGET int CSM_FN(csm_row_has_nan)(const CSM_T *x, const CSM_MW_T *mk,
@@ -120,9 +130,15 @@ static CSM_INLINE CSM_TARGET void CSM_FN(csm_masked_softmax_row)(
 {
     const CSM_T m = CSM_FN(csm_row_max_m)(x, mk, K);
     const double s = CSM_FN(csm_row_exp_sum_m)(x, mk, y, m, K);
-    /* A row with nothing unmasked has s = 0 and c = inf: the select keeps
-     * its zeros (and a NaN among the unmasked elements stays NaN). */
     const CSM_T c = (CSM_T)(1.0 / s);
+    if (c - c == 0) {
+        /* The masked y are exact zeros, and stay so times a finite c: the
+         * unmasked kernels' scale, with no mask to read. */
+        CSM_FN(csm_row_scale)(y, c, K);
+        return;
+    }
+    /* A row with nothing unmasked has s = 0 and c = inf, a NaN among the
+     * unmasked elements gives NaN: the select keeps the masked zeros. */
 #pragma omp simd
     for (ptrdiff_t i = 0; i < K; ++i)
         y[i] = mk[i] ? y[i] * c : (CSM_T)0;
@@ -188,6 +204,130 @@ static CSM_INLINE CSM_TARGET void CSM_FN(csm_masked_row)(
     }
 }
 
+/* Short masked rows (K <= CSM_SMALL_K, unit column strides) of softmax and
+ * log_softmax take the lane layout of the unmasked kernels (csm_small_rows):
+ * row loops of a few elements spend their time in remainders and per-row
+ * reductions. A group is transposed in with masked elements as -inf, which
+ * gives them exact zeros in the sum whenever the row's max is finite (as
+ * the row kernels' selects do, so the bits agree), and transposed out with
+ * 0 or -inf at masked elements, which also clears the NaN of a row with
+ * nothing unmasked. */
+static CSM_INLINE CSM_TARGET void CSM_FN(csm_small_group_m)(
+    const CSM_T *x, ptrdiff_t ldx, const unsigned char *mk, ptrdiff_t ldm, CSM_T *y,
+    ptrdiff_t ldy, ptrdiff_t K, int log_out, const ptrdiff_t lanes)
+{
+    CSM_T buf[CSM_SMALL_K * CSM_LANES];
+    const CSM_T off = log_out ? -CSM_INF_T : (CSM_T)0;
+    for (ptrdiff_t l = 0; l < lanes; ++l)
+        for (ptrdiff_t j = 0; j < K; ++j)
+            buf[j * lanes + l] = mk[l * ldm + j] ? x[l * ldx + j] : -CSM_INF_T;
+    CSM_FN(csm_lanes_softmax_buf)(buf, K, log_out, lanes);
+    for (ptrdiff_t l = 0; l < lanes; ++l)
+        for (ptrdiff_t j = 0; j < K; ++j)
+            y[l * ldy + j] = mk[l * ldm + j] ? buf[j * lanes + l] : off;
+}
+
+static CSM_TARGET void CSM_FN(csm_small_rows_m)(
+    const CSM_T *x, ptrdiff_t ldx, const unsigned char *mk, ptrdiff_t ldm, CSM_T *y,
+    ptrdiff_t ldy, ptrdiff_t rows, ptrdiff_t K, int log_out)
+{
+    ptrdiff_t r = 0;
+    for (; r + CSM_LANES <= rows; r += CSM_LANES) {
+        const CSM_T *xg = x + r * ldx;
+        const unsigned char *mg = mk + r * ldm;
+        CSM_T *yg = y + r * ldy;
+        switch (K) { /* a constant K unrolls the transposes (see csm_small_rows) */
+#define CSM_K_CASE(kk) case kk: CSM_FN(csm_small_group_m)(xg, ldx, mg, ldm, yg, ldy, kk, log_out, CSM_LANES); break;
+        CSM_K_CASE(1) CSM_K_CASE(2) CSM_K_CASE(3) CSM_K_CASE(4)
+        CSM_K_CASE(5) CSM_K_CASE(6) CSM_K_CASE(7) CSM_K_CASE(8)
+        CSM_K_CASE(9) CSM_K_CASE(10) CSM_K_CASE(11) CSM_K_CASE(12)
+        CSM_K_CASE(13) CSM_K_CASE(14) CSM_K_CASE(15) CSM_K_CASE(16)
+        CSM_K_CASE(17) CSM_K_CASE(18) CSM_K_CASE(19) CSM_K_CASE(20)
+        CSM_K_CASE(21) CSM_K_CASE(22) CSM_K_CASE(23) CSM_K_CASE(24)
+        CSM_K_CASE(25) CSM_K_CASE(26) CSM_K_CASE(27) CSM_K_CASE(28)
+        CSM_K_CASE(29) CSM_K_CASE(30) CSM_K_CASE(31) CSM_K_CASE(32)
+#undef CSM_K_CASE
+        default:
+            break;
+        }
+    }
+    for (; r < rows; ++r)
+        CSM_FN(csm_small_group_m)(x + r * ldx, ldx, mk + r * ldm, ldm, y + r * ldy, ldy, K,
+                                  log_out, 1);
+}
+
+/* logsumexp of short rows (K <= CSM_SMALL_K, unit column stride) in the
+ * lane layout, for the reason above: the max per lane, the sum of exp(x -
+ * max) as csm_row_sum takes it (partial p holds elements p and p + 16, in
+ * double, then the fixed tree), so the bits are the row path's. mk may be
+ * NULL. */
+static CSM_INLINE CSM_TARGET void CSM_FN(csm_small_lse_group)(
+    const CSM_T *x, ptrdiff_t ldx, const unsigned char *mk, ptrdiff_t ldm, CSM_T *out,
+    ptrdiff_t ldo, ptrdiff_t K, const ptrdiff_t lanes)
+{
+    CSM_T buf[CSM_SMALL_K * CSM_LANES], m[CSM_LANES];
+    double e[CSM_SMALL_K * CSM_LANES], lg[CSM_LANES];
+    for (ptrdiff_t l = 0; l < lanes; ++l)
+        for (ptrdiff_t j = 0; j < K; ++j)
+            buf[j * lanes + l] = (!mk || mk[l * ldm + j]) ? x[l * ldx + j] : -CSM_INF_T;
+#pragma omp simd
+    for (ptrdiff_t l = 0; l < lanes; ++l)
+        m[l] = -CSM_INF_T;
+    for (ptrdiff_t j = 0; j < K; ++j) {
+#pragma omp simd
+        for (ptrdiff_t l = 0; l < lanes; ++l)
+            m[l] = buf[j * lanes + l] > m[l] ? buf[j * lanes + l] : m[l];
+    }
+    for (ptrdiff_t j = 0; j < K; ++j) {
+#pragma omp simd
+        for (ptrdiff_t l = 0; l < lanes; ++l)
+            e[j * lanes + l] = (double)CSM_FN(csm_exp_neg)(buf[j * lanes + l] - m[l]);
+    }
+#define CSM_E(j) e[(j) * lanes + l]
+#define CSM_PAIR(p) ((p) >= K ? 0.0 : (p) + 16 >= K ? CSM_E(p) : CSM_E(p) + CSM_E((p) + 16))
+#pragma omp simd
+    for (ptrdiff_t l = 0; l < lanes; ++l)
+        lg[l] = CSM_PASTE(csm_log, CSM_PASTE(f64, CSM_ISA))(CSM_TREE16(CSM_PAIR));
+#undef CSM_PAIR
+#undef CSM_E
+    for (ptrdiff_t l = 0; l < lanes; ++l) {
+        if (m[l] - m[l] == 0)
+            out[l * ldo] = (CSM_T)((double)m[l] + lg[l]);
+        else /* +-inf: NaN if the row holds one, else the max (scipy's rules) */
+            out[l * ldo] = CSM_FN(csm_row_has_nan_b)(x + l * ldx, mk ? mk + l * ldm : 0, K)
+                               ? (CSM_T)NAN : m[l];
+    }
+}
+
+static CSM_TARGET void CSM_FN(csm_small_lse_rows)(
+    const CSM_T *x, ptrdiff_t ldx, const unsigned char *mk, ptrdiff_t ldm, CSM_T *out,
+    ptrdiff_t ldo, ptrdiff_t rows, ptrdiff_t K)
+{
+    ptrdiff_t r = 0;
+    for (; r + CSM_LANES <= rows; r += CSM_LANES) {
+        const CSM_T *xg = x + r * ldx;
+        const unsigned char *mg = mk ? mk + r * ldm : 0;
+        CSM_T *og = out + r * ldo;
+        switch (K) {
+#define CSM_K_CASE(kk) case kk: CSM_FN(csm_small_lse_group)(xg, ldx, mg, ldm, og, ldo, kk, CSM_LANES); break;
+        CSM_K_CASE(1) CSM_K_CASE(2) CSM_K_CASE(3) CSM_K_CASE(4)
+        CSM_K_CASE(5) CSM_K_CASE(6) CSM_K_CASE(7) CSM_K_CASE(8)
+        CSM_K_CASE(9) CSM_K_CASE(10) CSM_K_CASE(11) CSM_K_CASE(12)
+        CSM_K_CASE(13) CSM_K_CASE(14) CSM_K_CASE(15) CSM_K_CASE(16)
+        CSM_K_CASE(17) CSM_K_CASE(18) CSM_K_CASE(19) CSM_K_CASE(20)
+        CSM_K_CASE(21) CSM_K_CASE(22) CSM_K_CASE(23) CSM_K_CASE(24)
+        CSM_K_CASE(25) CSM_K_CASE(26) CSM_K_CASE(27) CSM_K_CASE(28)
+        CSM_K_CASE(29) CSM_K_CASE(30) CSM_K_CASE(31) CSM_K_CASE(32)
+#undef CSM_K_CASE
+        default:
+            break;
+        }
+    }
+    for (; r < rows; ++r)
+        CSM_FN(csm_small_lse_group)(x + r * ldx, ldx, mk ? mk + r * ldm : 0, ldm,
+                                    out + r * ldo, ldo, K, 1);
+}
+
 /* logsumexp's row kernel, for the table of _rows_isa.h: one value per row,
  * at out[r * ldo]. */
 static CSM_TARGET void CSM_FN(csm_logsumexp_rows)(
@@ -195,6 +335,10 @@ static CSM_TARGET void CSM_FN(csm_logsumexp_rows)(
     CSM_T *out, ptrdiff_t ldo, ptrdiff_t rows, ptrdiff_t K, int stream)
 {
     (void)unused; (void)ldu; (void)stream;
+    if (K <= CSM_SMALL_K) {
+        CSM_FN(csm_small_lse_rows)(x, ldx, 0, 0, out, ldo, rows, K);
+        return;
+    }
     for (ptrdiff_t r = 0; r < rows; ++r)
         CSM_FN(csm_masked_row)(CSM_OP_LOGSUMEXP, x + r * ldx, 0, 0, out + r * ldo, K);
 }
@@ -216,6 +360,16 @@ static CSM_TARGET void CSM_FN(csm_masked_rows)(
     const int binary = op == CSM_OP_SOFTMAX_BACKWARD || op == CSM_OP_LOG_SOFTMAX_BACKWARD;
     CSM_T *ta = buf, *tb = buf + K, *to = buf + 2 * K;
     CSM_MW_T *tw = (CSM_MW_T *)(buf + 3 * K);
+    if (mk && (op == CSM_OP_SOFTMAX || op == CSM_OP_LOG_SOFTMAX) && K <= CSM_SMALL_K
+        && (acs == 1 || K == 1) && (ocs == 1 || K == 1) && (mcs == 1 || K == 1)) {
+        CSM_FN(csm_small_rows_m)(a, ars, mk, mrs, out, ors, rows, K, op == CSM_OP_LOG_SOFTMAX);
+        return;
+    }
+    if (op == CSM_OP_LOGSUMEXP && K <= CSM_SMALL_K && (acs == 1 || K == 1)
+        && (!mk || mcs == 1 || K == 1)) {
+        CSM_FN(csm_small_lse_rows)(a, ars, mk, mrs, out, ors, rows, K);
+        return;
+    }
     for (ptrdiff_t r = 0; r < rows; ++r) {
         const CSM_T *ar = a + r * ars, *br = b + r * brs;
         const unsigned char *mb = mk ? mk + r * mrs : 0;

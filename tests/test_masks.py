@@ -294,3 +294,16 @@ def test_matches_jax_where_installed():
         np.testing.assert_allclose(dx[rows], want_dx[rows], rtol=2e-5, atol=1e-6)
     lse = np.asarray(jax.nn.logsumexp(jx, axis=-1, where=jw))
     np.testing.assert_allclose(csoftmax.logsumexp(x, where=w), lse, rtol=2e-6)
+
+
+def test_readme_masks_example_runs():
+    import pathlib
+    import re
+    readme = (pathlib.Path(__file__).parent.parent / "README.md").read_text()
+    section = readme.split("### Masks: padded sequences", 1)[1]
+    code = re.search(r"```python\n(.*?)```", section, flags=re.S).group(1)
+    scope = {"np": np, "csoftmax": csoftmax}
+    exec(compile(code, "README.md", "exec"), scope)
+    assert np.all(scope["attn"][~scope["mask"]] == 0)
+    np.testing.assert_allclose(scope["attn"].sum(axis=1), 1, rtol=1e-6)
+    assert np.all(scope["dx"][~scope["mask"]] == 0)
