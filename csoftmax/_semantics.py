@@ -457,3 +457,10 @@ def softmax_jacobian(x, axis=-1, *, where=None, out=None, dtype=None, num_thread
         m = rows.to_rows(ma_mask).reshape(rows.batch_shape + (rows.k,))
         return np.ma.MaskedArray(res, mask=m[..., :, None] | m[..., None, :])
     return res
+
+
+# Foreign arrays (torch, JAX, Dask, array API, pandas, xarray) in, the same
+# kind out: _interop wraps the functions above; NumPy and CuPy pass through.
+from . import _interop  # noqa: E402
+
+_interop.install(globals())
