@@ -49,6 +49,7 @@ from ._entry import (
     softmax_backward,
     softmax_jacobian,
 )
+from ._loss import softmax_cross_entropy
 from ._config import show_config
 
 __all__ = [
@@ -57,6 +58,7 @@ __all__ = [
     "softmax_backward",
     "log_softmax_backward",
     "softmax_jacobian",
+    "softmax_cross_entropy",
     "show_config",
     "__version__",
 ]
