@@ -16,6 +16,7 @@ __all__ = [
     "softmax_backward",
     "log_softmax_backward",
     "softmax_jacobian",
+    "softmax_cross_entropy",
     "show_config",
     "__version__",
 ]
@@ -72,5 +73,31 @@ def softmax_jacobian(x: NDArray[_Exact], axis: int = -1, *,
 @overload
 def softmax_jacobian(x: Any, axis: int = -1, *, out: Any = None,
                      num_threads: int | None = None) -> Any: ...
+
+# The fused softmax cross-entropy: the loss (a NumPy scalar, or per-row losses
+# for reduction="none"), or (loss, grad) with return_grad=True.
+from typing import Literal
+
+@overload
+def softmax_cross_entropy(logits: NDArray[_Float], target: Any, axis: int = -1, *,
+                          label_smoothing: float = 0.0, ignore_index: int | None = None,
+                          weight: Any = None, reduction: Literal["mean", "sum", "none"] = "mean",
+                          return_grad: Literal[False] = False, where: NDArray[np.bool_] | None = None,
+                          dtype: Any = None, out: NDArray[_Float] | None = None,
+                          grad_out: None = None, num_threads: int | None = None) -> Any: ...
+@overload
+def softmax_cross_entropy(logits: NDArray[_Float], target: Any, axis: int = -1, *,
+                          label_smoothing: float = 0.0, ignore_index: int | None = None,
+                          weight: Any = None, reduction: Literal["mean", "sum", "none"] = "mean",
+                          return_grad: Literal[True], where: NDArray[np.bool_] | None = None,
+                          dtype: Any = None, out: NDArray[_Float] | None = None,
+                          grad_out: NDArray[_Float] | None = None,
+                          num_threads: int | None = None) -> tuple[Any, NDArray[_Float]]: ...
+@overload
+def softmax_cross_entropy(logits: Any, target: Any, axis: int = -1, *,
+                          label_smoothing: float = 0.0, ignore_index: int | None = None,
+                          weight: Any = None, reduction: str = "mean", return_grad: bool = False,
+                          where: Any = None, dtype: Any = None, out: Any = None,
+                          grad_out: Any = None, num_threads: int | None = None) -> Any: ...
 
 def show_config(print_: bool = True) -> dict[str, Any]: ...

@@ -20,7 +20,8 @@
  *   gradient (scale = 1 / W for reduction "mean", else 1):
  *     grad_j = scale * (p_j * sum_c t_c - t_j),   p_j = exp(x_j - m) / s
  *
- * An ignored row has loss 0 and gradient 0. With a mask (where=), masked
+ * An ignored row has loss 0 and gradient 0 (NaN, as torch's, where the
+ * row's log-softmax is NaN: s is NaN). With a mask (where=), masked
  * classes take no part: m, s and the sums run over the unmasked classes, K
  * becomes the row's count of unmasked classes, a label on a masked class
  * has log-probability -inf, and the gradient is 0 at masked classes. These

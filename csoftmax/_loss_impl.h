@@ -65,10 +65,23 @@ static CSM_INLINE CSM_TARGET void CSM_FN(csm_xent_row)(
         y = a->label_bytes == 8 ? ((const long long *)a->labels)[r]
                                 : (long long)((const int *)a->labels)[r];
         if (a->has_ignore && y == a->ignore_index) {
+            /* Loss 0, gradient 0: torch's, which is 0 - exp(logp_j) * 0, so
+             * NaN where the row's log-softmax is NaN (a NaN or +inf logit,
+             * or every logit -inf); the row costs two L1 passes then. */
             a->loss[r] = 0;
-            if (want_grad)
+            if (want_grad) {
+                CSM_T mm = -CSM_INF_T;
+                for (ptrdiff_t j = 0; j < K; ++j) {
+                    const CSM_T v = masked && !mk[j] ? -CSM_INF_T : x[j];
+                    mm = v > mm ? v : mm;
+                }
+                double s0 = 0;
                 for (ptrdiff_t j = 0; j < K; ++j)
-                    g[j] = 0;
+                    s0 += masked && !mk[j] ? 0.0 : (double)CSM_FN(csm_exp_neg)(x[j] - mm);
+                const CSM_T z = s0 == s0 ? (CSM_T)0 : (CSM_T)NAN;
+                for (ptrdiff_t j = 0; j < K; ++j)
+                    g[j] = masked && !mk[j] ? (CSM_T)0 : z;
+            }
             return;
         }
     }
