@@ -505,3 +505,14 @@ def test_empty_batches():
     assert xent(x, y, reduction="sum") == 0
     loss, grad = xent(x, y, reduction="none", return_grad=True)
     assert loss.shape == (0,) and grad.shape == (0, 5)
+
+
+def test_main_jobs_training_example_learns_as_the_numpy_formula(capsys):
+    from csoftmax import __main__ as main_job
+    params = dict(main_job.TRAIN, n=1024, epochs=3)
+    fused, ref = main_job.training_example(params)
+    losses = [h[0] for h in fused]
+    assert losses[-1] < losses[0]
+    np.testing.assert_allclose(losses, [h[0] for h in ref], rtol=1e-4)
+    assert fused[-1][1] > 0.8  # accuracy on separable blobs
+    assert "Training example" in capsys.readouterr().out
