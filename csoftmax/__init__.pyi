@@ -74,26 +74,10 @@ def softmax_jacobian(x: NDArray[_Exact], axis: int = -1, *,
 def softmax_jacobian(x: Any, axis: int = -1, *, out: Any = None,
                      num_threads: int | None = None) -> Any: ...
 
-# The fused softmax cross-entropy: the loss (a NumPy scalar, or per-row losses
-# for reduction="none"), or (loss, grad) with return_grad=True.
-from typing import Literal
-
-@overload
-def softmax_cross_entropy(logits: NDArray[_Float], target: Any, axis: int = -1, *,
-                          label_smoothing: float = 0.0, ignore_index: int | None = None,
-                          weight: Any = None, reduction: Literal["mean", "sum", "none"] = "mean",
-                          return_grad: Literal[False] = False, where: NDArray[np.bool_] | None = None,
-                          dtype: Any = None, out: NDArray[_Float] | None = None,
-                          grad_out: None = None, num_threads: int | None = None) -> Any: ...
-@overload
-def softmax_cross_entropy(logits: NDArray[_Float], target: Any, axis: int = -1, *,
-                          label_smoothing: float = 0.0, ignore_index: int | None = None,
-                          weight: Any = None, reduction: Literal["mean", "sum", "none"] = "mean",
-                          return_grad: Literal[True], where: NDArray[np.bool_] | None = None,
-                          dtype: Any = None, out: NDArray[_Float] | None = None,
-                          grad_out: NDArray[_Float] | None = None,
-                          num_threads: int | None = None) -> tuple[Any, NDArray[_Float]]: ...
-@overload
+# The fused softmax cross-entropy: the loss (a NumPy scalar of the result dtype,
+# or the per-row losses for reduction="none"), or (loss, grad) with
+# return_grad=True. One signature (not overloads on return_grad): the result
+# type depends on reduction and return_grad together.
 def softmax_cross_entropy(logits: Any, target: Any, axis: int = -1, *,
                           label_smoothing: float = 0.0, ignore_index: int | None = None,
                           weight: Any = None, reduction: str = "mean", return_grad: bool = False,

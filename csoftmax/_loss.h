@@ -5,7 +5,8 @@
  * the callers that fill it in (_loss.pyx).
  *
  * Per row r (logits x, K classes, unit column stride), with m = max_j x_j,
- * s = sum_j exp(x_j - m) (double, the order of CSM_PARTS), L = log(s),
+ * s = sum_j exp(x_j - m) (in double: the order of CSM_PARTS, or of j for rows
+ * of K <= 32 with integer labels, which run in the lane layout), L = log(s),
  * w_j the class weight (1 without weight), eps the label smoothing:
  *
  *   integer label y (not ignored):

@@ -230,6 +230,115 @@ static CSM_INLINE CSM_TARGET void CSM_FN(csm_xent_row)(
     }
 }
 
+/* Short rows (K <= CSM_SMALL_K) with integer labels and no mask, `lanes`
+ * rows at a time in the lane layout of _rows_impl.h (buf[j * lanes + l] is
+ * column j of row l): the row loops would be all remainder and per-row
+ * reductions (measured: 170 ns per K = 10 row with AVX-512, against 25 for
+ * log_softmax's lanes). Each lane computes the formulas of _loss.h in the
+ * same order whatever `lanes` is, so a row's result never depends on the
+ * rows around it; s is summed in double in order of j. */
+static CSM_INLINE CSM_TARGET void CSM_FN(csm_xent_lanes)(
+    const csm_xent_args *a, ptrdiff_t r0, const ptrdiff_t lanes, const int want_grad,
+    const int weighted)
+{
+    const ptrdiff_t K = a->K, ldx = a->ldx;
+    const CSM_T *x = (const CSM_T *)a->x + r0 * ldx;
+    const CSM_T *w = (const CSM_T *)a->weight;
+    const double eps = a->eps, ek = eps / (double)K, scale = a->scale;
+    CSM_T buf[CSM_SMALL_K * CSM_LANES];
+    CSM_T m[CSM_LANES], c[CSM_LANES], gy[CSM_LANES];
+    double s[CSM_LANES], d[CSM_LANES], lg[CSM_LANES];
+    long long y[CSM_LANES];
+    int ign[CSM_LANES];
+    for (ptrdiff_t l = 0; l < lanes; ++l) {
+        const ptrdiff_t r = r0 + l;
+        y[l] = a->label_bytes == 8 ? ((const long long *)a->labels)[r]
+                                   : (long long)((const int *)a->labels)[r];
+        ign[l] = a->has_ignore && y[l] == a->ignore_index;
+        if (ign[l])
+            y[l] = 0; /* any class: the row's loss and gradient are set below */
+        for (ptrdiff_t j = 0; j < K; ++j)
+            buf[j * lanes + l] = x[l * ldx + j];
+    }
+#pragma omp simd
+    for (ptrdiff_t l = 0; l < lanes; ++l) {
+        m[l] = -CSM_INF_T;
+        s[l] = 0;
+        d[l] = 0;
+    }
+    for (ptrdiff_t j = 0; j < K; ++j) {
+        const CSM_T *bj = buf + j * lanes;
+#pragma omp simd
+        for (ptrdiff_t l = 0; l < lanes; ++l)
+            m[l] = bj[l] > m[l] ? bj[l] : m[l];
+    }
+    for (ptrdiff_t j = 0; j < K; ++j) {
+        CSM_T *bj = buf + j * lanes;
+        const double wj = weighted ? (double)w[j] : 1.0;
+#pragma omp simd
+        for (ptrdiff_t l = 0; l < lanes; ++l) {
+            const CSM_T v = bj[l];
+            if (eps > 0) {
+                const double dx = (double)v - (double)m[l];
+                d[l] += weighted ? wj * dx : dx;
+            }
+            const CSM_T e = CSM_FN(csm_exp_neg)(v - m[l]);
+            bj[l] = e;
+            s[l] += (double)e;
+        }
+    }
+#pragma omp simd
+    for (ptrdiff_t l = 0; l < lanes; ++l)
+        lg[l] = CSM_PASTE(csm_log, CSM_PASTE(f64, CSM_ISA))(s[l]);
+    for (ptrdiff_t l = 0; l < lanes; ++l) {
+        const double wy = weighted ? (double)w[y[l]] : 1.0;
+        const double lpy = ((double)x[l * ldx + y[l]] - (double)m[l]) - lg[l];
+        const double nll = -(wy * lpy);
+        double loss = nll, T = wy;
+        if (eps > 0) {
+            loss = (1 - eps) * nll + ek * (-(d[l] - lg[l] * a->wsum));
+            T = (1 - eps) * wy + ek * a->wsum;
+        }
+        a->loss[r0 + l] = ign[l] ? 0.0 : loss;
+        c[l] = (CSM_T)(scale * T / s[l]);
+        gy[l] = (CSM_T)(scale * (1 - eps) * wy);
+    }
+    if (!want_grad)
+        return;
+    CSM_T *g = (CSM_T *)a->grad + r0 * a->ldg;
+    const CSM_T ks = (CSM_T)(scale * ek);
+    for (ptrdiff_t j = 0; j < K; ++j) {
+        CSM_T *bj = buf + j * lanes;
+        const CSM_T kw = eps > 0 ? (weighted ? ks * w[j] : ks) : (CSM_T)0;
+#pragma omp simd
+        for (ptrdiff_t l = 0; l < lanes; ++l)
+            bj[l] = eps > 0 ? bj[l] * c[l] - kw : bj[l] * c[l];
+    }
+    for (ptrdiff_t l = 0; l < lanes; ++l) {
+        CSM_T *gl = g + l * a->ldg;
+        if (ign[l]) {
+            /* As the row kernel: 0, or NaN where the log-softmax is NaN. */
+            const CSM_T z = s[l] == s[l] ? (CSM_T)0 : (CSM_T)NAN;
+            for (ptrdiff_t j = 0; j < K; ++j)
+                gl[j] = z;
+            continue;
+        }
+        for (ptrdiff_t j = 0; j < K; ++j)
+            gl[j] = buf[j * lanes + l];
+        gl[y[l]] -= gy[l];
+    }
+}
+
+static CSM_INLINE CSM_TARGET void CSM_FN(csm_xent_small)(
+    const csm_xent_args *a, ptrdiff_t r0, ptrdiff_t r1, const int want_grad, const int weighted)
+{
+    ptrdiff_t r = r0;
+    for (; r + CSM_LANES <= r1; r += CSM_LANES)
+        CSM_FN(csm_xent_lanes)(a, r, CSM_LANES, want_grad, weighted);
+    for (; r < r1; ++r)
+        CSM_FN(csm_xent_lanes)(a, r, 1, want_grad, weighted);
+}
+
 static CSM_INLINE CSM_TARGET void CSM_FN(csm_xent_block)(
     const csm_xent_args *a, ptrdiff_t r0, ptrdiff_t r1, const int soft, const int masked,
     const int want_grad, const int weighted)
@@ -243,6 +352,15 @@ static CSM_TARGET void CSM_FN(csm_xent_rows)(const csm_xent_args *a, ptrdiff_t r
 {
     const int soft = a->target != 0, masked = a->mask != 0, want_grad = a->grad != 0,
               weighted = a->weight != 0;
+    if (!soft && !masked && a->K <= CSM_SMALL_K) {
+        switch (want_grad * 2 + weighted) {
+        case 0: CSM_FN(csm_xent_small)(a, r0, r1, 0, 0); break;
+        case 1: CSM_FN(csm_xent_small)(a, r0, r1, 0, 1); break;
+        case 2: CSM_FN(csm_xent_small)(a, r0, r1, 1, 0); break;
+        default: CSM_FN(csm_xent_small)(a, r0, r1, 1, 1); break;
+        }
+        return;
+    }
     switch (soft * 8 + masked * 4 + want_grad * 2 + weighted) {
 #define CSM_XCASE(c) case c: CSM_FN(csm_xent_block)(a, r0, r1, (c >> 3) & 1, (c >> 2) & 1, \
                                                     (c >> 1) & 1, c & 1); break;
