@@ -45,6 +45,7 @@ except ModuleNotFoundError as _exc:
 from ._entry import (
     log_softmax,
     log_softmax_backward,
+    logsumexp,
     softmax,
     softmax_backward,
     softmax_jacobian,
@@ -58,6 +59,7 @@ __all__ = [
     "softmax_backward",
     "log_softmax_backward",
     "softmax_jacobian",
+    "logsumexp",
     "softmax_cross_entropy",
     "show_config",
     "__version__",

@@ -250,8 +250,8 @@ cdef int _plan(int op, Py_ssize_t n, Py_ssize_t k, Py_ssize_t acs, Py_ssize_t bc
         p.block = BLOCK_ELEMS // k
         if p.block < 1:
             p.block = 1
-        if not p.rowwise:
-            p.scratch = csm_masked_scratch(k) * 8 // itemsize
+        if masked or not p.rowwise:  # logsumexp's own rows need none
+            p.scratch = csm_masked_scratch(k)
     elif p.rowwise:
         p.block = BLOCK_ELEMS // k
         if p.block < 1:
@@ -325,7 +325,7 @@ cdef int _run(int op, const real_t* a, Py_ssize_t ars, Py_ssize_t acs,
     rowwise, block, n_blocks, scratch, stream = p.rowwise, p.block, p.n_blocks, p.scratch, p.stream
     num_threads = p.num_threads
     if num_threads <= 1:
-        if rowwise:
+        if rowwise and scratch == 0:
             for c in range(n_blocks):
                 _block(op, True, c, block, a, ars, acs, b, brs, bcs, m, mrs, mcs, out, ors, ocs,
                        n, k, stream, buf)

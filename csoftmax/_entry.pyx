@@ -19,9 +19,10 @@ from cpython.mem cimport PyMem_Free, PyMem_Malloc
 from cpython.ref cimport Py_INCREF
 
 from csoftmax._cpu cimport Operand, launch
-from csoftmax._engine cimport (OP_LOG_SOFTMAX, OP_LOG_SOFTMAX_BACKWARD, OP_SOFTMAX,
-                               OP_SOFTMAX_BACKWARD, OP_SOFTMAX_JACOBIAN)
+from csoftmax._engine cimport (OP_LOG_SOFTMAX, OP_LOG_SOFTMAX_BACKWARD, OP_LOGSUMEXP,
+                               OP_SOFTMAX, OP_SOFTMAX_BACKWARD, OP_SOFTMAX_JACOBIAN)
 from csoftmax import _engine, _semantics
+import numpy as np
 
 cnp.import_array()
 
@@ -166,7 +167,7 @@ cdef cnp.ndarray _converted(cnp.ndarray a, int t, int ax):
     float64)."""
     cdef cnp.ndarray c = _like(a, t)
     cdef Operand s, d
-    if (cnp.PyArray_TYPE(a) == NPY_HALF and cnp.PyArray_ISBEHAVED_RO(a)
+    if (cnp.PyArray_TYPE(a) == NPY_HALF and t == cnp.NPY_FLOAT and cnp.PyArray_ISBEHAVED_RO(a)
             and _operand(a, ax, &s) and _operand(c, ax, &d)):
         csm_widen_f16(<const unsigned short*>s.data, s.rs, s.cs, <float*>d.data, d.rs, d.cs,
                       _n(a, ax), _k(a, ax))
@@ -242,11 +243,64 @@ cdef struct Call:
     int t    # the input's type number
     int ct   # the type the kernels compute in
     int rt   # the result's type
+    bint masked  # m holds the mask (where=)
+    Operand m    # the mask's bytes, broadcast to the input's rows (strides 0)
 
 
-cdef inline bint _accepts(object x, object axis, object num_threads, Call* c):
+# dtype= values the C-level path takes, by the type they ask for; anything
+# else (bfloat16, non-native byte orders, wrong values) goes to _semantics.
+_FAST_DTYPES = {}
+for _name, _code in (("float16", NPY_HALF), ("float32", cnp.NPY_FLOAT),
+                     ("float64", cnp.NPY_DOUBLE)):
+    for _key in (_name, getattr(np, _name), np.dtype(_name)):
+        _FAST_DTYPES[_key] = _code
+
+
+cdef inline int _requested_type(object dtype):
+    """The result type dtype= asks for, or -1: not one the C-level path takes."""
+    cdef object code
+    try:
+        code = _FAST_DTYPES.get(dtype)
+    except TypeError:  # unhashable: for _semantics to reject
+        return -1
+    return -1 if code is None else <int>code
+
+
+cdef inline bint _mask_operand(object where, cnp.ndarray a, int ax, Operand* m):
+    """where= as the engine takes it: a NumPy bool array that broadcasts to
+    a's shape without changing it, seen as bytes with the broadcast axes at
+    stride 0; False for anything else (_semantics raises or converts)."""
+    if type(where) is not cnp.ndarray:
+        return False
+    cdef cnp.ndarray w = <cnp.ndarray>where
+    cdef int nd = cnp.PyArray_NDIM(a), md = cnp.PyArray_NDIM(w), d, dm
+    cdef Py_ssize_t st[2]
+    if cnp.PyArray_TYPE(w) != cnp.NPY_BOOL or md > nd:
+        return False
+    for d in range(nd):
+        dm = d - (nd - md)
+        if dm < 0 or cnp.PyArray_DIM(w, dm) == 1:
+            st[d] = 0
+        elif cnp.PyArray_DIM(w, dm) == cnp.PyArray_DIM(a, d):
+            st[d] = cnp.PyArray_STRIDE(w, dm)
+        else:
+            return False
+    m.data = <char*>cnp.PyArray_DATA(w)
+    if nd == 1:
+        m.rs, m.cs = 0, st[0]
+    elif ax == 1:
+        m.rs, m.cs = st[0], st[1]
+    else:
+        m.rs, m.cs = st[1], st[0]
+    return True
+
+
+cdef inline bint _accepts(object x, object axis, object num_threads, object where,
+                          object dtype, Call* c):
     """The C-level path takes the call: a NumPy 1-D/2-D array of a dtype the
-    kernels compute, a plain int axis in range, num_threads None or a C int."""
+    kernels compute, a plain int axis in range, num_threads None or a C int,
+    where= None or a NumPy bool array that broadcasts to x, dtype= None or
+    float16/32/64."""
     c.nt = _threads(num_threads)
     if c.nt < 0 or type(x) is not cnp.ndarray:
         return False
@@ -254,19 +308,33 @@ cdef inline bint _accepts(object x, object axis, object num_threads, Call* c):
     if nd != 1 and nd != 2:
         return False
     c.ax = _axis(axis, nd)
+    if c.ax < 0:
+        return False
     c.t = cnp.PyArray_TYPE(<cnp.ndarray>x)
     c.ct = _compute_type(c.t)
-    c.rt = _result_type(c.t)
-    return c.ax >= 0 and c.ct >= 0
+    if dtype is None:
+        c.rt = _result_type(c.t)
+    else:
+        # torch's rule: the input is computed in and returned as dtype.
+        c.rt = _requested_type(dtype)
+        if c.rt < 0 or c.ct < 0:
+            return False
+        c.ct = cnp.NPY_FLOAT if c.rt == NPY_HALF else c.rt
+    c.masked = where is not None
+    if c.masked and not _mask_operand(where, <cnp.ndarray>x, c.ax, &c.m):
+        return False
+    return c.ct >= 0
 
 
-cdef object _rows(int op, object x, object g, object axis, object out, object num_threads):
+cdef object _rows(int op, object x, object g, object axis, object out, object num_threads,
+                  object where, object dtype):
     """softmax, log_softmax and the backward passes (g is not None) on a
     NumPy 1-D/2-D array of any layout; None: the call is for _semantics."""
     cdef Call c
-    if not _accepts(x, axis, num_threads, &c):
+    if not _accepts(x, axis, num_threads, where, dtype, &c):
         return None
     cdef int nt = c.nt, ax = c.ax, t = c.t, ct = c.ct, rt = c.rt
+    cdef const Operand* m = &c.m if c.masked else NULL
     cdef cnp.ndarray a = <cnp.ndarray>x, b = a, o, res
     if g is not None:
         if type(g) is not cnp.ndarray:
@@ -280,8 +348,8 @@ cdef object _rows(int op, object x, object g, object axis, object out, object nu
     if n == 0 or k == 0:
         return _like(a, rt) if out is None else out
     cdef Operand oa, ob, oo
-    if t == NPY_HALF:
-        return _rows_half(op, a, b if g is not None else None, ax, n, k, out, nt)
+    if t == NPY_HALF and rt == NPY_HALF:
+        return _rows_half(op, a, b if g is not None else None, ax, n, k, out, nt, m)
     # Inputs the kernels cannot read as they are (another dtype, unaligned,
     # swapped, odd strides) are converted once, in their own memory order.
     cdef bint own = False
@@ -296,21 +364,25 @@ cdef object _rows(int op, object x, object g, object axis, object out, object nu
         _operand(b, ax, &ob)
         own = True
     cdef bint direct = False
-    if out is not None:
+    if out is not None and rt == ct:
         o = <cnp.ndarray>out
         # Straight into out when it is an input itself or apart from them.
         direct = (_operand(o, ax, &oo)
                   and (_same_elements(o, a) or not _overlap(o, a))
                   and (g is None or _same_elements(o, b) or not _overlap(o, b)))
     if direct:
-        launch(op, ct == cnp.NPY_FLOAT, oa, ob, oo, n, k, nt, False)
+        launch(op, ct == cnp.NPY_FLOAT, oa, ob, oo, n, k, nt, False, m)
         return out
     if own and g is None:
         res = a  # our own copy of the input: computed in place
     else:
         res = _like(a, ct)
     _operand(res, ax, &oo)
-    launch(op, ct == cnp.NPY_FLOAT, oa, ob, oo, n, k, nt, res is not a)
+    launch(op, ct == cnp.NPY_FLOAT, oa, ob, oo, n, k, nt, res is not a, m)
+    if rt != ct:  # a float16 result (dtype=float16) computed in float32
+        o = _like(a, rt) if out is None else <cnp.ndarray>out
+        _deliver_half(oo, o, ax, n, k)
+        return o
     if out is None:
         return res
     cnp.PyArray_CopyInto(<cnp.ndarray>out, res)
@@ -318,14 +390,14 @@ cdef object _rows(int op, object x, object g, object axis, object out, object nu
 
 
 cdef object _rows_half(int op, cnp.ndarray a, cnp.ndarray b, int ax, Py_ssize_t n,
-                       Py_ssize_t k, object out, int nt):
+                       Py_ssize_t k, object out, int nt, const Operand* m):
     """float16 rows: widened into a float32 scratch (C order), computed there
     in place, rounded into the output. No NumPy array but the result."""
     cdef Operand sa, sb, w
     cdef cnp.ndarray o
     if not (cnp.PyArray_ISBEHAVED_RO(a) and _operand(a, ax, &sa)
             and (b is None or (cnp.PyArray_ISBEHAVED_RO(b) and _operand(b, ax, &sb)))):
-        return _rows_via_copy(op, a, b, ax, n, k, out, nt)
+        return _rows_via_copy(op, a, b, ax, n, k, out, nt, m)
     cdef Py_ssize_t size = n * k
     cdef float* buf = <float*>PyMem_Malloc(size * sizeof(float) * (1 if b is None else 2))
     if buf == NULL:
@@ -335,9 +407,9 @@ cdef object _rows_half(int op, cnp.ndarray a, cnp.ndarray b, int ax, Py_ssize_t 
         w = Operand(<char*>buf, k, 1)
         if b is not None:
             csm_widen_f16(<const unsigned short*>sb.data, sb.rs, sb.cs, buf + size, k, 1, n, k)
-            launch(op, True, w, Operand(<char*>(buf + size), k, 1), w, n, k, nt, False)
+            launch(op, True, w, Operand(<char*>(buf + size), k, 1), w, n, k, nt, False, m)
         else:
-            launch(op, True, w, w, w, n, k, nt, False)
+            launch(op, True, w, w, w, n, k, nt, False, m)
         o = _like(a, NPY_HALF) if out is None else <cnp.ndarray>out
         _deliver_half(w, o, ax, n, k)
     finally:
@@ -346,7 +418,7 @@ cdef object _rows_half(int op, cnp.ndarray a, cnp.ndarray b, int ax, Py_ssize_t 
 
 
 cdef object _rows_via_copy(int op, cnp.ndarray a, cnp.ndarray b, int ax, Py_ssize_t n,
-                           Py_ssize_t k, object out, int nt):
+                           Py_ssize_t k, object out, int nt, const Operand* m):
     # float16 that is unaligned, swapped or oddly strided: a float32 copy.
     cdef Operand oa, ob
     a = _converted(a, cnp.NPY_FLOAT, ax)
@@ -355,7 +427,7 @@ cdef object _rows_via_copy(int op, cnp.ndarray a, cnp.ndarray b, int ax, Py_ssiz
     if b is not None:
         b = _converted(b, cnp.NPY_FLOAT, ax)
         _operand(b, ax, &ob)
-    launch(op, True, oa, ob, oa, n, k, nt, False)
+    launch(op, True, oa, ob, oa, n, k, nt, False, m)
     o = _like(a, NPY_HALF) if out is None else <cnp.ndarray>out
     _deliver_half(oa, o, ax, n, k)
     return o
@@ -376,13 +448,14 @@ cdef int _deliver_half(Operand src, cnp.ndarray dst, int ax, Py_ssize_t n,
 
 
 cdef object _jacobian(object x, object axis, object out, object num_threads,
-                      bint capped=True):
+                      object where, object dtype, bint capped=True):
     """softmax_jacobian on a NumPy 1-D/2-D array of any layout; None: the
     call is for _semantics. capped: allocate at most FAST_JACOBIAN_BYTES
     (larger results are for _semantics, which checks the machine's memory)."""
     cdef Call c
-    if not _accepts(x, axis, num_threads, &c):
+    if not _accepts(x, axis, num_threads, where, dtype, &c):
         return None
+    cdef const Operand* m = &c.m if c.masked else NULL
     cdef int nt = c.nt, ax = c.ax, ct = c.ct, rt = c.rt
     cdef cnp.ndarray a = <cnp.ndarray>x, res, o
     cdef int i, nd = cnp.PyArray_NDIM(a)
@@ -412,7 +485,7 @@ cdef object _jacobian(object x, object axis, object out, object num_threads,
     else:
         res = cnp.PyArray_EMPTY(nd + 1, dims, ct, 0)
     oo = Operand(<char*>cnp.PyArray_DATA(res), k * k, 1)
-    launch(OP_SOFTMAX_JACOBIAN, ct == cnp.NPY_FLOAT, oa, oa, oo, n, k, nt, res is not out)
+    launch(OP_SOFTMAX_JACOBIAN, ct == cnp.NPY_FLOAT, oa, oa, oo, n, k, nt, res is not out, m)
     if res is out:
         return out
     if rt != ct:  # float16: round the whole (n, k, k) result, as n * k rows
@@ -428,30 +501,31 @@ cdef object _jacobian(object x, object axis, object out, object num_threads,
 
 # ---- the general path's way in ------------------------------------------------
 
-def rows_2d(str op, a, b, out, int num_threads):
+def rows_2d(str op, a, b, out, int num_threads, where=None):
     """op on 2-D rows (axis -1) that _semantics has reduced an N-D call to,
     already in the compute dtype; out: a 2-D view of the caller's out, or
-    None. Returns the result, which is `out` when it went there: the rule
-    for writing into `out` (directly, or through a copy when it overlaps an
-    input) lives in _rows alone."""
+    None; where: a bool array of a's shape (any strides), or None. Returns
+    the result, which is `out` when it went there: the rule for writing into
+    `out` (directly, or through a copy when it overlaps an input) lives in
+    _rows alone."""
     code = _OP_CODES[op]
     nt = num_threads if num_threads > 0 else None
-    r = _rows(code, a, b, -1, out, nt)
+    r = _rows(code, a, b, -1, out, nt, where, None)
     if r is None:  # not reachable for inputs _semantics prepared; stay correct
-        r = _rows(code, a, b, -1, None, nt)
+        r = _rows(code, a, b, -1, None, nt, where, None)
         if out is not None:
             cnp.PyArray_CopyInto(<cnp.ndarray>out, <cnp.ndarray>r)
             r = out
     return r
 
 
-def jacobian_2d(a, out, int num_threads):
+def jacobian_2d(a, out, int num_threads, where=None):
     """softmax_jacobian on 2-D rows for _semantics, which has checked the
     result's size against the machine; out: an (N, K, K) view or None."""
     nt = num_threads if num_threads > 0 else None
-    r = _jacobian(a, -1, out, nt, False)
+    r = _jacobian(a, -1, out, nt, where, None, False)
     if r is None:
-        r = _jacobian(a, -1, None, nt, False)
+        r = _jacobian(a, -1, None, nt, where, None, False)
         cnp.PyArray_CopyInto(<cnp.ndarray>out, <cnp.ndarray>r)
         r = out
     return r
@@ -461,52 +535,146 @@ def jacobian_2d(a, out, int num_threads):
 _OP_CODES = {name: op["code"] for name, op in _engine.OPS.items()}
 
 
-def softmax(x, axis=-1, *, out=None, num_threads=None):
+def softmax(x, axis=-1, *, where=None, out=None, dtype=None, num_threads=None):
     """Softmax along `axis`: exp(x - max) / sum(exp(x - max)).
 
     x: array-like (NumPy, or CuPy for the GPU); float16/32/64 compute in their
-    own precision (float16 via float32), integers and bools as float64.
+    own precision (float16 and bfloat16 via float32), integers and bools as
+    float64. A NumPy masked array's mask acts as where=~mask, and the result
+    is a masked array with the same mask.
     axis: int, tuple of ints, or None (all axes); default the last.
+    where: optional bool array that broadcasts to x: entries where it is
+    False take no part and come out as 0; a row with none left gives zeros.
     out: optional array of the result's shape and dtype (may be x itself).
+    dtype: compute in and return this dtype (float16, bfloat16, float32,
+    float64), as torch's dtype= does.
     num_threads: None for OpenMP's default, or a positive int for this call.
     """
-    r = _rows(OP_SOFTMAX, x, None, axis, out, num_threads)
-    return r if r is not None else _semantics.softmax(x, axis, out=out, num_threads=num_threads)
+    r = _rows(OP_SOFTMAX, x, None, axis, out, num_threads, where, dtype)
+    return r if r is not None else _semantics.softmax(
+        x, axis, where=where, out=out, dtype=dtype, num_threads=num_threads)
 
 
-def log_softmax(x, axis=-1, *, out=None, num_threads=None):
+def log_softmax(x, axis=-1, *, where=None, out=None, dtype=None, num_threads=None):
     """Log-softmax along `axis`, computed as (x - max) - log(sum(exp(x - max))).
 
-    Arguments as for softmax().
+    Arguments as for softmax(); masked entries come out as -inf.
     """
-    r = _rows(OP_LOG_SOFTMAX, x, None, axis, out, num_threads)
-    return r if r is not None else _semantics.log_softmax(x, axis, out=out, num_threads=num_threads)
+    r = _rows(OP_LOG_SOFTMAX, x, None, axis, out, num_threads, where, dtype)
+    return r if r is not None else _semantics.log_softmax(
+        x, axis, where=where, out=out, dtype=dtype, num_threads=num_threads)
 
 
-def softmax_backward(y, grad, axis=-1, *, out=None, num_threads=None):
+def softmax_backward(y, grad, axis=-1, *, where=None, out=None, dtype=None, num_threads=None):
     """Gradient of softmax: y * (grad - sum(grad * y)), without the Jacobian.
 
     y: softmax(x) along `axis`; grad: dL/dy, the same shape. Returns dL/dx.
+    where: the mask of the forward call: 0 gradient at masked entries, and
+    the sum over the others only.
     """
-    r = None if grad is None else _rows(OP_SOFTMAX_BACKWARD, y, grad, axis, out, num_threads)
-    return r if r is not None else _semantics.softmax_backward(y, grad, axis, out=out, num_threads=num_threads)
+    r = None if grad is None else _rows(OP_SOFTMAX_BACKWARD, y, grad, axis, out, num_threads,
+                                        where, dtype)
+    return r if r is not None else _semantics.softmax_backward(
+        y, grad, axis, where=where, out=out, dtype=dtype, num_threads=num_threads)
 
 
-def log_softmax_backward(y, grad, axis=-1, *, out=None, num_threads=None):
+def log_softmax_backward(y, grad, axis=-1, *, where=None, out=None, dtype=None,
+                         num_threads=None):
     """Gradient of log_softmax: grad - exp(y) * sum(grad).
 
     y: log_softmax(x) along `axis`; grad: dL/dy, the same shape. Returns dL/dx.
+    where: as for softmax_backward().
     """
-    r = None if grad is None else _rows(OP_LOG_SOFTMAX_BACKWARD, y, grad, axis, out, num_threads)
-    return r if r is not None else _semantics.log_softmax_backward(y, grad, axis, out=out, num_threads=num_threads)
+    r = None if grad is None else _rows(OP_LOG_SOFTMAX_BACKWARD, y, grad, axis, out,
+                                        num_threads, where, dtype)
+    return r if r is not None else _semantics.log_softmax_backward(
+        y, grad, axis, where=where, out=out, dtype=dtype, num_threads=num_threads)
 
 
-def softmax_jacobian(x, axis=-1, *, out=None, num_threads=None):
+def softmax_jacobian(x, axis=-1, *, where=None, out=None, dtype=None, num_threads=None):
     """Batched Jacobian of softmax: J[..., i, j] = s_i (delta_ij - s_j).
 
     x: logits; the softmax axis (a single int) is moved last and a K axis is
-    appended, so (N, K) gives (N, K, K). Raises MemoryError, before allocating,
-    for a result larger than this machine's memory.
+    appended, so (N, K) gives (N, K, K). where: rows and columns of masked
+    entries are 0. Raises MemoryError, before allocating, for a result larger
+    than this machine's memory.
     """
-    r = _jacobian(x, axis, out, num_threads)
-    return r if r is not None else _semantics.softmax_jacobian(x, axis, out=out, num_threads=num_threads)
+    r = _jacobian(x, axis, out, num_threads, where, dtype)
+    return r if r is not None else _semantics.softmax_jacobian(
+        x, axis, where=where, out=out, dtype=dtype, num_threads=num_threads)
+
+
+def logsumexp(x, axis=-1, *, where=None, keepdims=False, out=None, dtype=None,
+              num_threads=None):
+    """log(sum(exp(x))) along `axis`, stably: max + log(sum(exp(x - max))).
+
+    scipy.special.logsumexp's rules for special values: NaN -> NaN; else
+    +inf -> +inf; only -inf (or nothing unmasked) -> -inf. axis: int, tuple
+    of ints or None (all); keepdims keeps the reduced axes with length 1.
+    where, out, dtype and num_threads as for softmax(). A 0-d result is
+    returned as a NumPy scalar, as NumPy's reductions do.
+    """
+    r = _reduce(x, axis, where, keepdims, out, num_threads, dtype)
+    return r if r is not None else _semantics.logsumexp(
+        x, axis, where=where, keepdims=keepdims, out=out, dtype=dtype, num_threads=num_threads)
+
+
+cdef object _reduce(object x, object axis, object where, object keepdims, object out,
+                    object num_threads, object dtype):
+    """logsumexp on a NumPy 1-D/2-D array of any layout; None: the call is
+    for _semantics."""
+    cdef Call c
+    if not (keepdims is False or keepdims is True):
+        return None
+    if not _accepts(x, axis, num_threads, where, dtype, &c):
+        return None
+    cdef const Operand* m = &c.m if c.masked else NULL
+    cdef cnp.ndarray a = <cnp.ndarray>x, res, o
+    cdef int nd = cnp.PyArray_NDIM(a), ax = c.ax, ct = c.ct, rt = c.rt
+    cdef Py_ssize_t n = _n(a, ax), k = _k(a, ax)
+    cdef cnp.npy_intp dims[2]
+    cdef int rnd = 0
+    # The result's shape: x's without the axis, or with it at length 1.
+    if keepdims:
+        rnd = nd
+        dims[0] = n if (nd == 2 and ax == 1) else 1
+        if nd == 2:
+            dims[1] = n if ax == 0 else 1
+    elif nd == 2:
+        rnd = 1
+        dims[0] = n
+    cdef Operand oa
+    cdef int i
+    if out is not None:
+        if type(out) is not cnp.ndarray:
+            return None
+        o = <cnp.ndarray>out
+        if (cnp.PyArray_TYPE(o) != rt or not cnp.PyArray_ISBEHAVED(o)
+                or cnp.PyArray_NDIM(o) != rnd):
+            return None
+        for i in range(rnd):
+            if cnp.PyArray_DIM(o, i) != dims[i]:
+                return None
+    if n == 0:
+        return cnp.PyArray_EMPTY(rnd, dims, rt, 0) if out is None else out
+    cdef cnp.npy_intp nn = n
+    res = cnp.PyArray_EMPTY(1, &nn, ct, 0)
+    if k == 0:  # an empty sum: log(0)
+        res.fill(-np.inf)
+    else:
+        if not _usable(a, ct, ax, &oa):
+            a = _converted(a, ct, ax)
+            _operand(a, ax, &oa)
+        launch(OP_LOGSUMEXP, ct == cnp.NPY_FLOAT, oa, oa,
+               Operand(<char*>cnp.PyArray_DATA(res), 1, 1), n, k, c.nt, True, m)
+    if rt != ct:  # float16: rounded in C (an overflow to inf is the right value)
+        o = cnp.PyArray_EMPTY(1, &nn, rt, 0)
+        csm_narrow_f16(<const float*>cnp.PyArray_DATA(res), 1, 1,
+                       <unsigned short*>cnp.PyArray_DATA(o), 1, 1, n, 1)
+        res = o
+    if rnd != 1:
+        res = res.reshape([dims[i] for i in range(rnd)])
+    if out is not None:
+        cnp.PyArray_CopyInto(<cnp.ndarray>out, res)
+        return out
+    return res[()] if rnd == 0 else res

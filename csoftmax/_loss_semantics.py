@@ -34,14 +34,7 @@ def _compute_dtype(rdtype):
 
 def _result_dtype(logits, dtype):
     if dtype is not None:
-        try:
-            d = np.dtype(dtype)
-        except TypeError as exc:
-            raise TypeError(_err(f"dtype {dtype!r} is not a NumPy dtype: {exc}")) from None
-        if d.kind != "f":
-            raise TypeError(_err(f"dtype must be a floating point dtype (float16, bfloat16, "
-                                 f"float32, float64), not {d}"))
-        return np.dtype(d.type) if d.itemsize in (2, 4, 8) and d.kind == "f" else d
+        return _semantics._requested_dtype(dtype, FNAME)  # float16, bfloat16, float32, float64
     return _semantics._result_dtype(logits.dtype, "logits", FNAME)
 
 
@@ -147,7 +140,7 @@ def softmax_cross_entropy(logits, target, axis=-1, *, label_smoothing=0.0, ignor
                 ign = "" if ignore is None else f" and is not ignore_index ({ignore})"
                 raise ValueError(_err(f"target has the label {flat[i]} at flat index {i}, "
                                       f"which is outside [0, {k}) (the number of classes){ign}"))
-    elif target.dtype.kind == "f":
+    elif target.dtype.kind == "f" or _semantics._is_bfloat16(target.dtype):
         soft = True
         if target.shape != shape:
             raise ValueError(_err(f"target has shape {target.shape}; class probabilities must "
@@ -161,7 +154,7 @@ def softmax_cross_entropy(logits, target, axis=-1, *, label_smoothing=0.0, ignor
     # ---- weight -----------------------------------------------------------------
     if weight is not None:
         weight = _semantics._as_array(weight, "weight", FNAME, np)
-        if weight.dtype.kind not in "iuf":
+        if weight.dtype.kind not in "iuf" and not _semantics._is_bfloat16(weight.dtype):
             raise TypeError(_err(f"weight has dtype {weight.dtype}; expected real numbers"))
         if weight.shape != (k,):
             raise ValueError(_err(f"weight has shape {weight.shape}, expected ({k},) "
@@ -205,7 +198,7 @@ def softmax_cross_entropy(logits, target, axis=-1, *, label_smoothing=0.0, ignor
             else:
                 loss = loss.astype(rdtype, copy=False)
         else:
-            loss = rdtype.type(loss) if rdtype.kind == "f" else loss
+            loss = rdtype.type(loss)
         if not want_grad:
             return loss
         g = grad.reshape(batch_shape + (k,))

@@ -9,42 +9,59 @@ kernels; the warnings that arithmetic raises are silenced.
 import numpy as np
 
 __all__ = ["softmax", "log_softmax", "softmax_backward", "log_softmax_backward",
-           "softmax_jacobian", "reference"]
+           "softmax_jacobian", "logsumexp", "reference"]
 
 
 def _f64(a):
     return np.asarray(a, dtype=np.float64)
 
 
-def softmax(x, axis=-1):
-    x = _f64(x)
-    with np.errstate(invalid="ignore", over="ignore"):
-        e = np.exp(x - np.max(x, axis=axis, keepdims=True))
-        return e / np.sum(e, axis=axis, keepdims=True)
+def _keep(where, x):
+    return np.ones(x.shape, dtype=bool) if where is None else np.broadcast_to(where, x.shape)
 
 
-def log_softmax(x, axis=-1):
+def _masked_max(x, keep, axis):
+    # The max over the unmasked entries, -inf where there are none; NaN is
+    # ignored here (it reaches the sum and makes the row NaN there).
+    return np.max(np.where(keep & ~np.isnan(x), x, -np.inf), axis=axis, keepdims=True)
+
+
+def softmax(x, axis=-1, where=None):
     x = _f64(x)
+    keep = _keep(where, x)
     with np.errstate(invalid="ignore", over="ignore", divide="ignore"):
-        z = x - np.max(x, axis=axis, keepdims=True)
-        return z - np.log(np.sum(np.exp(z), axis=axis, keepdims=True))
+        e = np.where(keep, np.exp(x - _masked_max(x, keep, axis)), 0.0)
+        return np.where(keep, e / np.sum(e, axis=axis, keepdims=True), 0.0)
 
 
-def softmax_backward(y, grad, axis=-1):
+def log_softmax(x, axis=-1, where=None):
+    x = _f64(x)
+    keep = _keep(where, x)
+    with np.errstate(invalid="ignore", over="ignore", divide="ignore"):
+        z = x - _masked_max(x, keep, axis)
+        s = np.sum(np.where(keep, np.exp(z), 0.0), axis=axis, keepdims=True)
+        return np.where(keep, z - np.log(s), -np.inf)
+
+
+def softmax_backward(y, grad, axis=-1, where=None):
     y, g = _f64(y), _f64(grad)
+    keep = _keep(where, y)
     with np.errstate(invalid="ignore", over="ignore"):
-        return y * (g - np.sum(g * y, axis=axis, keepdims=True))
+        d = np.sum(np.where(keep, g * y, 0.0), axis=axis, keepdims=True)
+        return np.where(keep, y * (g - d), 0.0)
 
 
-def log_softmax_backward(y, grad, axis=-1):
+def log_softmax_backward(y, grad, axis=-1, where=None):
     y, g = _f64(y), _f64(grad)
+    keep = _keep(where, y)
     with np.errstate(invalid="ignore", over="ignore"):
-        return g - np.exp(y) * np.sum(g, axis=axis, keepdims=True)
+        sg = np.sum(np.where(keep, g, 0.0), axis=axis, keepdims=True)
+        return np.where(keep, g - np.exp(y) * sg, 0.0)
 
 
-def softmax_jacobian(x):
+def softmax_jacobian(x, where=None):
     """(..., K) -> (..., K, K): s_i (delta_ij - s_j), diagonal s_i - s_i^2."""
-    s = softmax(x)
+    s = softmax(x, where=where)
     with np.errstate(invalid="ignore", over="ignore"):
         jac = -(s[..., :, None] * s[..., None, :])
         idx = np.arange(s.shape[-1])
@@ -52,10 +69,22 @@ def softmax_jacobian(x):
     return jac
 
 
-def reference(op, a, b=None):
+def logsumexp(x, axis=-1, where=None):
+    """scipy.special.logsumexp's values: NaN -> NaN, else +inf -> +inf, only
+    -inf or nothing (unmasked) -> -inf."""
+    x = _f64(x)
+    keep = _keep(where, x)
+    with np.errstate(invalid="ignore", over="ignore", divide="ignore"):
+        m = _masked_max(x, keep, axis)
+        m = np.where(np.isfinite(m), m, 0.0)
+        s = np.sum(np.where(keep, np.exp(x - m), 0.0), axis=axis, keepdims=True)
+        return np.squeeze(m + np.log(s), axis=axis)
+
+
+def reference(op, a, b=None, where=None):
     """The float64 result of the operation named `op` on its inputs."""
     if op in ("softmax_backward", "log_softmax_backward"):
-        return globals()[op](a, b)
-    if op in ("softmax", "log_softmax", "softmax_jacobian"):
-        return globals()[op](a)
+        return globals()[op](a, b, where=where)
+    if op in ("softmax", "log_softmax", "softmax_jacobian", "logsumexp"):
+        return globals()[op](a, where=where)
     raise ValueError(f"no reference for {op!r}")

@@ -153,10 +153,10 @@ typedef void (*csm_masked_f64_t)(int, const double *, ptrdiff_t, ptrdiff_t, cons
                                  ptrdiff_t, double *);
 
 /* Elements of scratch csm_masked_rows needs for rows of K: the operands and
- * the output gathered (3 K), and the mask's K bytes, in doubles. */
+ * the output gathered (3 K), and the mask widened to the element's width. */
 static inline ptrdiff_t csm_masked_scratch(ptrdiff_t K)
 {
-    return 3 * K + (K + 7) / 8;
+    return 4 * K;
 }
 
 #if (defined(__x86_64__) || defined(__i386__)) && (defined(__GNUC__) || defined(__clang__))

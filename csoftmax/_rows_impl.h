@@ -809,7 +809,8 @@ CSM_STREAMED_ENTRY(csm_log_softmax_backward)
 
 /* Jacobian: J[i, j] = s_i (delta_ij - s_j) for each row, into a K x K block
  * per row (ldo = K * K). s is computed once per row. Off-diagonal entries are
- * -(s_i * s_j), so the block is bitwise symmetric; the diagonal is
+ * 0 - s_i * s_j, so the block is bitwise symmetric (and a masked entry's
+ * row and column are +0); the diagonal is
  * s_i - s_i * s_i, i.e. diag(s) - s s^T. */
 static CSM_INLINE CSM_TARGET void CSM_FN(csm_jacobian_block)(
     const CSM_T *s, CSM_T *J, ptrdiff_t i0, ptrdiff_t i1, ptrdiff_t K)
@@ -820,7 +821,7 @@ static CSM_INLINE CSM_TARGET void CSM_FN(csm_jacobian_block)(
         CSM_T *Ji = J + (i - i0) * K;
 #pragma omp simd
         for (ptrdiff_t j = 0; j < K; ++j)
-            Ji[j] = -(si * s[j]);
+            Ji[j] = (CSM_T)0 - si * s[j]; /* +0, not -0, where s_i or s_j is 0 */
         Ji[i] = si - si * si;
     }
 }

@@ -67,13 +67,95 @@ def _as_array(a, name, fname, xp):
         try:
             a = np.asarray(a)
         except (ValueError, TypeError) as exc:
+            if "bfloat16" in str(getattr(a, "dtype", "")):
+                raise TypeError(f"{fname}: {name} is bfloat16: {_BF16_HINT}") from None
             raise TypeError(f"{fname}: {name} cannot be converted to an array: {exc}") from None
     return a
+
+
+# ---- where= and masked arrays -------------------------------------------------
+
+def _unmask(arrays, where, fname):
+    """np.ma.MaskedArray inputs: their data, and their mask folded into where
+    (where=~mask, AND-ed with an explicit where). Returns (arrays, where,
+    mask): mask is the first input's full mask for the result, or None when
+    no input is a masked array."""
+    if not any(isinstance(a, np.ma.MaskedArray) for a in arrays):
+        return arrays, where, None
+    masks = [np.ma.getmaskarray(a) for a in arrays if isinstance(a, np.ma.MaskedArray)]
+    mask = masks[0]
+    for m in masks[1:]:
+        mask = mask | m
+    keep = ~mask
+    if where is not None:
+        w = _where_array(where, np.shape(arrays[0]), fname, np)
+        keep = keep & w
+    return [np.ma.getdata(a) for a in arrays], keep, mask
+
+
+def _where_array(where, shape, fname, xp):
+    """where= checked: a boolean array that broadcasts to `shape` without
+    changing it; returned broadcast to it (a view)."""
+    if xp is np:
+        try:
+            w = np.asarray(where)
+        except (ValueError, TypeError) as exc:
+            raise TypeError(f"{fname}: where cannot be converted to an array: {exc}") from None
+    else:
+        w = where if isinstance(where, xp.ndarray) else xp.asarray(where)
+    if w.dtype != np.bool_:
+        raise TypeError(f"{fname}: where must be a boolean array, not dtype {w.dtype}; "
+                        "use a comparison such as lengths[:, None] > positions")
+    try:
+        full = np.broadcast_shapes(w.shape, tuple(shape))
+    except ValueError:
+        full = None
+    if full != tuple(shape):
+        raise ValueError(f"{fname}: where has shape {w.shape}, which does not broadcast "
+                         f"to the shape of the input {tuple(shape)}")
+    return xp.broadcast_to(w, tuple(shape))
+
+
+def _masked_result(res, mask):
+    return res if mask is None else np.ma.MaskedArray(res, mask=mask.copy())
+
+
+_BF16_HINT = ("bfloat16 needs the ml_dtypes package (pip install ml_dtypes), "
+              "which gives NumPy its bfloat16 dtype")
+
+
+def _is_bfloat16(dtype):
+    return getattr(dtype, "name", None) == "bfloat16"
+
+
+def _requested_dtype(dtype, fname):
+    """dtype= as a NumPy dtype: float16, bfloat16, float32 or float64."""
+    if isinstance(dtype, str) and dtype.lower() == "bfloat16":
+        try:
+            import ml_dtypes
+        except ImportError:
+            raise TypeError(f"{fname}: dtype={dtype!r}: {_BF16_HINT}") from None
+        return np.dtype(ml_dtypes.bfloat16)
+    if getattr(dtype, "__module__", "").split(".", 1)[0] in ("torch", "jax", "jaxlib"):
+        dtype = str(dtype).rsplit(".", 1)[-1]  # torch.float32 -> "float32"
+        if dtype == "bfloat16":
+            return _requested_dtype(dtype, fname)
+    try:
+        d = np.dtype(dtype)
+    except TypeError:
+        raise TypeError(f"{fname}: dtype={dtype!r} is not a dtype; expected float16, "
+                        "bfloat16, float32 or float64") from None
+    if _is_bfloat16(d) or (d.kind == "f" and d.itemsize in (2, 4, 8)):
+        return d if _is_bfloat16(d) else np.dtype(d.type)
+    raise TypeError(f"{fname}: dtype={d} is not supported; expected float16, bfloat16, "
+                    "float32 or float64")
 
 
 def _result_dtype(dtype, name, fname):
     """The dtype a result has for an input of `dtype`."""
     dtype = np.dtype(dtype)
+    if _is_bfloat16(dtype):
+        return dtype
     if dtype.kind == "f" and dtype.itemsize in (2, 4, 8):
         return np.dtype(dtype.type)  # native byte order
     if dtype.kind in "iub":
@@ -89,7 +171,8 @@ _F32 = np.dtype(np.float32)
 
 
 def _compute_dtype(result_dtype, backend):
-    # float16 is computed in float32 where the backend has no half kernels.
+    # float16 and bfloat16 are computed in float32 where the backend has no
+    # kernels of their own.
     return result_dtype if result_dtype in backend.NATIVE_DTYPES else _F32
 
 
@@ -201,54 +284,122 @@ def _deliver(res, out, rdtype):
         return res.astype(rdtype, copy=False)
 
 
-def _elementwise(op, inputs, names, axis, out, num_threads):
+def _dtypes(arrays, names, dtype, fname, backend):
+    """(result dtype, compute dtype) of a call: dtype= when given (the inputs
+    are computed in it, torch's rule), else the inputs' own."""
+    if dtype is not None:
+        rdtype = _requested_dtype(dtype, fname)
+        for a, n in zip(arrays, names):
+            _result_dtype(a.dtype, n, fname)  # complex and the like still refused
+    else:
+        dtypes = [_result_dtype(a.dtype, n, fname) for a, n in zip(arrays, names)]
+        rdtype = dtypes[0] if len(set(dtypes)) == 1 else np.result_type(*dtypes)
+    return rdtype, _compute_dtype(rdtype, backend)
+
+
+def _mask_rows(where, shape, rows, fname, xp):
+    """where= as the kernels take it: the bool mask of the (N, K) rows (a view
+    where the layout allows, a compact copy of the mask otherwise)."""
+    if where is None:
+        return None
+    w = rows.to_rows(_where_array(where, shape, fname, xp))
+    return w
+
+
+def _elementwise(op, inputs, names, axis, out, num_threads, where=None, dtype=None):
     """softmax, log_softmax and both backward passes: result shaped like the input."""
     nt = _threads(num_threads, op)
+    inputs, where, ma_mask = _unmask(list(inputs), where, op)
     backend, xp = _backend(inputs, op, names)
     arrays = [_as_array(a, n, op, xp) for a, n in zip(inputs, names)]
     if len(arrays) == 2 and arrays[0].shape != arrays[1].shape:
         raise ValueError(f"{op}: {names[0]} has shape {arrays[0].shape} but "
                          f"{names[1]} has shape {arrays[1].shape}; they must match")
-    dtypes = [_result_dtype(a.dtype, n, op) for a, n in zip(arrays, names)]
-    rdtype = np.result_type(*dtypes)
-    cdtype = _compute_dtype(rdtype, backend)
+    rdtype, cdtype = _dtypes(arrays, names, dtype, op, backend)
     shape = arrays[0].shape
     rows = _Rows(shape, _axes(axis, len(shape), op))
+    mask = _mask_rows(where, shape, rows, op, xp)
     if out is not None:
-        _check_out(out, shape, rdtype, op, xp)
+        _check_out(np.ma.getdata(out) if ma_mask is not None else out, shape, rdtype, op, xp)
     if rows.n == 0 or rows.k == 0:
         res = xp.empty(shape, dtype=rdtype)
-        return res if out is None else out
+        return _masked_result(res, ma_mask) if out is None else out
 
     srcs = [_kernel_ready(rows.to_rows(a), cdtype, xp) for a in arrays]
     if xp is np:
         # The C-level path on the rows: it alone decides how a result goes
         # into `out` (directly, or through a copy when out overlaps an input).
         from . import _entry
-        target = _rows_view(out, rows) if out is not None and rdtype == cdtype else None
-        res2 = _entry.rows_2d(op, srcs[0], srcs[1] if len(srcs) > 1 else None, target, nt)
+        target = None
+        if out is not None and rdtype == cdtype and ma_mask is None:
+            target = _rows_view(out, rows)
+        res2 = _entry.rows_2d(op, srcs[0], srcs[1] if len(srcs) > 1 else None, target, nt,
+                              mask)
         if target is not None:
             return out
     else:
         res2 = xp.empty((rows.n, rows.k), dtype=cdtype)
-        backend.run(op, srcs[0], srcs[1] if len(srcs) > 1 else None, res2, nt, True)
-    return _deliver(rows.from_rows(res2), out, rdtype)
+        extra = {} if mask is None else {"mask": mask}
+        backend.run(op, srcs[0], srcs[1] if len(srcs) > 1 else None, res2, nt, True, **extra)
+    res = _deliver(rows.from_rows(res2), out, rdtype)
+    if ma_mask is not None and out is not None:
+        if isinstance(out, np.ma.MaskedArray):
+            out.mask = ma_mask
+        return out
+    return _masked_result(res, ma_mask)
 
 
-def softmax(x, axis=-1, *, out=None, num_threads=None):
-    return _elementwise("softmax", (x,), ("x",), axis, out, num_threads)
+def softmax(x, axis=-1, *, where=None, out=None, dtype=None, num_threads=None):
+    return _elementwise("softmax", (x,), ("x",), axis, out, num_threads, where, dtype)
 
 
-def log_softmax(x, axis=-1, *, out=None, num_threads=None):
-    return _elementwise("log_softmax", (x,), ("x",), axis, out, num_threads)
+def log_softmax(x, axis=-1, *, where=None, out=None, dtype=None, num_threads=None):
+    return _elementwise("log_softmax", (x,), ("x",), axis, out, num_threads, where, dtype)
 
 
-def softmax_backward(y, grad, axis=-1, *, out=None, num_threads=None):
-    return _elementwise("softmax_backward", (y, grad), ("y", "grad"), axis, out, num_threads)
+def softmax_backward(y, grad, axis=-1, *, where=None, out=None, dtype=None, num_threads=None):
+    return _elementwise("softmax_backward", (y, grad), ("y", "grad"), axis, out, num_threads,
+                        where, dtype)
 
 
-def log_softmax_backward(y, grad, axis=-1, *, out=None, num_threads=None):
-    return _elementwise("log_softmax_backward", (y, grad), ("y", "grad"), axis, out, num_threads)
+def log_softmax_backward(y, grad, axis=-1, *, where=None, out=None, dtype=None,
+                         num_threads=None):
+    return _elementwise("log_softmax_backward", (y, grad), ("y", "grad"), axis, out,
+                        num_threads, where, dtype)
+
+
+def logsumexp(x, axis=-1, *, where=None, keepdims=False, out=None, dtype=None,
+              num_threads=None):
+    fname = "logsumexp"
+    nt = _threads(num_threads, fname)
+    if not isinstance(keepdims, (bool, np.bool_)):
+        raise TypeError(f"{fname}: keepdims must be a bool, not {type(keepdims).__name__}")
+    (x,), where, ma_mask = _unmask([x], where, fname)
+    backend, xp = _backend((x,), fname, ("x",))
+    x = _as_array(x, "x", fname, xp)
+    rdtype, cdtype = _dtypes([x], ["x"], dtype, fname, backend)
+    axes = _axes(axis, x.ndim, fname)
+    rows = _Rows(x.shape, axes)
+    mask = _mask_rows(where, x.shape, rows, fname, xp)
+    shape = tuple(1 if d in axes else n for d, n in enumerate(x.shape)) if keepdims \
+        else rows.batch_shape
+    if out is not None:
+        _check_out(out, shape, rdtype, fname, xp)
+    res = xp.empty(rows.n, dtype=cdtype)
+    if rows.k == 0:
+        res[...] = -np.inf  # an empty sum: log(0)
+    elif rows.n > 0:
+        src = _kernel_ready(rows.to_rows(x), cdtype, xp)
+        extra = {} if mask is None else {"mask": mask.view(np.uint8) if xp is np else mask}
+        backend.run(fname, src, None, res, nt, True, **extra)
+    res = _deliver(res.reshape(shape), out, rdtype)
+    if ma_mask is not None:
+        # np.ma's rule for reductions: a result is masked where its row is.
+        gone = np.all(ma_mask, axis=axes, keepdims=keepdims)
+        return np.ma.MaskedArray(res, mask=gone)
+    if out is None and res.ndim == 0 and xp is np:
+        return res[()]  # a NumPy scalar, as NumPy's reductions give
+    return res
 
 
 def _memory_bytes():
@@ -258,14 +409,15 @@ def _memory_bytes():
         return None
 
 
-def softmax_jacobian(x, axis=-1, *, out=None, num_threads=None):
+def softmax_jacobian(x, axis=-1, *, where=None, out=None, dtype=None, num_threads=None):
     fname = "softmax_jacobian"
     nt = _threads(num_threads, fname)
+    (x,), where, ma_mask = _unmask([x], where, fname)
     backend, xp = _backend((x,), fname, ("x",))
     x = _as_array(x, "x", fname, xp)
-    rdtype = _result_dtype(x.dtype, "x", fname)
-    cdtype = _compute_dtype(rdtype, backend)
+    rdtype, cdtype = _dtypes([x], ["x"], dtype, fname, backend)
     rows = _Rows(x.shape, _axes(axis, x.ndim, fname, single=True))
+    mask = _mask_rows(where, x.shape, rows, fname, xp)
     shape = rows.batch_shape + (rows.k, rows.k)
     if out is not None:
         _check_out(out, shape, rdtype, fname, xp)
@@ -292,10 +444,16 @@ def softmax_jacobian(x, axis=-1, *, out=None, num_threads=None):
                 target = np.reshape(out, (rows.n, rows.k, rows.k), copy=False)
             except ValueError:
                 target = None
-        res = _entry.jacobian_2d(src, target, nt)
+        res = _entry.jacobian_2d(src, target, nt, mask)
         if target is not None:
             return out
     else:
         res = xp.empty((rows.n, rows.k, rows.k), dtype=cdtype)
-        backend.run(fname, src, None, res, nt, True)
-    return _deliver(res.reshape(shape), out, rdtype)
+        extra = {} if mask is None else {"mask": mask}
+        backend.run(fname, src, None, res, nt, True, **extra)
+    res = _deliver(res.reshape(shape), out, rdtype)
+    if ma_mask is not None and out is None:
+        # Entry (i, j) of a block is masked where entry i or entry j is.
+        m = rows.to_rows(ma_mask).reshape(rows.batch_shape + (rows.k,))
+        return np.ma.MaskedArray(res, mask=m[..., :, None] | m[..., None, :])
+    return res

@@ -46,6 +46,30 @@ cdef int softmax_backward_strided_f64(const double* y, Py_ssize_t y_rs, Py_ssize
 cdef int log_softmax_backward_strided_f32(const float* y, Py_ssize_t y_rs, Py_ssize_t y_cs, const float* grad, Py_ssize_t g_rs, Py_ssize_t g_cs, float* out, Py_ssize_t o_rs, Py_ssize_t o_cs, Py_ssize_t n_rows, Py_ssize_t n_cols, int num_threads) noexcept nogil
 cdef int log_softmax_backward_strided_f64(const double* y, Py_ssize_t y_rs, Py_ssize_t y_cs, const double* grad, Py_ssize_t g_rs, Py_ssize_t g_cs, double* out, Py_ssize_t o_rs, Py_ssize_t o_cs, Py_ssize_t n_rows, Py_ssize_t n_cols, int num_threads) noexcept nogil
 
+# Masks (where=) and logsumexp. mask is a C-contiguous (n_rows, n_cols) array
+# of bytes: nonzero = the element takes part, 0 = masked. Semantics as the
+# Python API's where=: masked elements take no part in the max or the sums and
+# come out as 0 (softmax, the backward passes, the Jacobian's rows and
+# columns) or -inf (log_softmax); a row with nothing unmasked gives zeros
+# (-inf for log_softmax and logsumexp), never NaN. logsumexp writes one value
+# per row into out[n_rows]: scipy.special.logsumexp's values (NaN -> NaN,
+# else +inf -> +inf, only -inf -> -inf). Same checks and return codes as
+# above; an output must not share a byte with the mask either.
+cdef int softmax_masked_f32(const float* x, const unsigned char* mask, float* y, Py_ssize_t n_rows, Py_ssize_t n_cols, int num_threads) noexcept nogil
+cdef int softmax_masked_f64(const double* x, const unsigned char* mask, double* y, Py_ssize_t n_rows, Py_ssize_t n_cols, int num_threads) noexcept nogil
+cdef int log_softmax_masked_f32(const float* x, const unsigned char* mask, float* y, Py_ssize_t n_rows, Py_ssize_t n_cols, int num_threads) noexcept nogil
+cdef int log_softmax_masked_f64(const double* x, const unsigned char* mask, double* y, Py_ssize_t n_rows, Py_ssize_t n_cols, int num_threads) noexcept nogil
+cdef int softmax_backward_masked_f32(const float* y, const float* grad, const unsigned char* mask, float* out, Py_ssize_t n_rows, Py_ssize_t n_cols, int num_threads) noexcept nogil
+cdef int softmax_backward_masked_f64(const double* y, const double* grad, const unsigned char* mask, double* out, Py_ssize_t n_rows, Py_ssize_t n_cols, int num_threads) noexcept nogil
+cdef int log_softmax_backward_masked_f32(const float* y, const float* grad, const unsigned char* mask, float* out, Py_ssize_t n_rows, Py_ssize_t n_cols, int num_threads) noexcept nogil
+cdef int log_softmax_backward_masked_f64(const double* y, const double* grad, const unsigned char* mask, double* out, Py_ssize_t n_rows, Py_ssize_t n_cols, int num_threads) noexcept nogil
+cdef int softmax_jacobian_masked_f32(const float* x, const unsigned char* mask, float* jac, Py_ssize_t n_rows, Py_ssize_t n_cols, int num_threads) noexcept nogil
+cdef int softmax_jacobian_masked_f64(const double* x, const unsigned char* mask, double* jac, Py_ssize_t n_rows, Py_ssize_t n_cols, int num_threads) noexcept nogil
+cdef int logsumexp_f32(const float* x, float* out, Py_ssize_t n_rows, Py_ssize_t n_cols, int num_threads) noexcept nogil
+cdef int logsumexp_f64(const double* x, double* out, Py_ssize_t n_rows, Py_ssize_t n_cols, int num_threads) noexcept nogil
+cdef int logsumexp_masked_f32(const float* x, const unsigned char* mask, float* out, Py_ssize_t n_rows, Py_ssize_t n_cols, int num_threads) noexcept nogil
+cdef int logsumexp_masked_f64(const double* x, const unsigned char* mask, double* out, Py_ssize_t n_rows, Py_ssize_t n_cols, int num_threads) noexcept nogil
+
 # A fused-type door for generic Cython code: softmax[real](...), etc.
 ctypedef fused real:
     float
@@ -81,6 +105,23 @@ cdef inline int softmax_jacobian(const real* x, real* jac, Py_ssize_t n_rows, Py
     else:
         return softmax_jacobian_f64(x, jac, n_rows, n_cols, num_threads)
 
+cdef inline int softmax_masked(const real* x, const unsigned char* mask, real* y, Py_ssize_t n_rows, Py_ssize_t n_cols, int num_threads) noexcept nogil:
+    if real is float:
+        return softmax_masked_f32(x, mask, y, n_rows, n_cols, num_threads)
+    else:
+        return softmax_masked_f64(x, mask, y, n_rows, n_cols, num_threads)
+
+cdef inline int log_softmax_masked(const real* x, const unsigned char* mask, real* y, Py_ssize_t n_rows, Py_ssize_t n_cols, int num_threads) noexcept nogil:
+    if real is float:
+        return log_softmax_masked_f32(x, mask, y, n_rows, n_cols, num_threads)
+    else:
+        return log_softmax_masked_f64(x, mask, y, n_rows, n_cols, num_threads)
+
+cdef inline int logsumexp(const real* x, real* out, Py_ssize_t n_rows, Py_ssize_t n_cols, int num_threads) noexcept nogil:
+    if real is float:
+        return logsumexp_f32(x, out, n_rows, n_cols, num_threads)
+    else:
+        return logsumexp_f64(x, out, n_rows, n_cols, num_threads)
 # ---- the fused softmax cross-entropy (csoftmax.softmax_cross_entropy) --------
 #
 # logits: C-contiguous (n_rows, n_cols). labels: n_rows int64 class labels;

@@ -10,8 +10,9 @@ from libc.stdlib cimport free, malloc
 from csoftmax._engine cimport csm_xent_args
 from csoftmax._loss cimport XENT_BAD_LABEL, XENT_OK, xent_core
 
-from csoftmax._engine cimport (OP_LOG_SOFTMAX, OP_LOG_SOFTMAX_BACKWARD, OP_SOFTMAX,
-                               OP_SOFTMAX_BACKWARD, OP_SOFTMAX_JACOBIAN, run_f32, run_f64)
+from csoftmax._engine cimport (OP_LOG_SOFTMAX, OP_LOG_SOFTMAX_BACKWARD, OP_LOGSUMEXP,
+                               OP_SOFTMAX, OP_SOFTMAX_BACKWARD, OP_SOFTMAX_JACOBIAN,
+                               run_f32, run_f64, run_masked_f32, run_masked_f64)
 
 # The Python-level introspection lives in the engine; these names stay here
 # for code written against earlier releases.
@@ -206,6 +207,92 @@ cdef int log_softmax_backward_strided_f64(const double* y, Py_ssize_t y_rs, Py_s
     return _strided(OP_LOG_SOFTMAX_BACKWARD, y, y_rs, y_cs, grad, g_rs, g_cs, out, o_rs, o_cs, n_rows, n_cols, num_threads)
 
 
+# ---- masks and logsumexp ------------------------------------------------------
+
+cdef inline int _masked(int op, const real_t* a, const real_t* b, const unsigned char* m,
+                        real_t* out, Py_ssize_t n, Py_ssize_t k, int num_threads) noexcept nogil:
+    # m may be NULL only for logsumexp (the unmasked door).
+    cdef Py_ssize_t size = _elems(n, k, 1)
+    cdef Py_ssize_t out_elems, ors = k
+    cdef bint binary = op == OP_SOFTMAX_BACKWARD or op == OP_LOG_SOFTMAX_BACKWARD
+    cdef Py_ssize_t nbytes = size * <Py_ssize_t>sizeof(real_t)
+    if size < 0 or (op == OP_SOFTMAX_JACOBIAN and _elems(n, k, k) < 0):
+        return -1
+    if size == 0:
+        return 0
+    if a == NULL or out == NULL or (binary and b == NULL) or (m == NULL and op != OP_LOGSUMEXP):
+        return -1
+    if op == OP_LOGSUMEXP:
+        out_elems, ors = n, 1
+    elif op == OP_SOFTMAX_JACOBIAN:
+        out_elems, ors = n * k * k, k * k
+    else:
+        out_elems = size
+    cdef Py_ssize_t obytes = out_elems * <Py_ssize_t>sizeof(real_t)
+    if m != NULL and _overlap(out, obytes, m, size):
+        return -1
+    if op == OP_LOGSUMEXP or op == OP_SOFTMAX_JACOBIAN:
+        # Written before the input is read to the end: no overlap at all.
+        if _overlap(out, obytes, a, nbytes):
+            return -1
+    else:
+        if <const void*>out != <const void*>a and _overlap(out, nbytes, a, nbytes):
+            return -1
+        if binary and <const void*>out != <const void*>b and _overlap(out, nbytes, b, nbytes):
+            return -1
+    if not binary:
+        b = a
+    if real_t is float:
+        return run_masked_f32(op, a, k, 1, b, k, 1, m, k, 1, out, ors, 1, n, k, num_threads, 0)
+    else:
+        return run_masked_f64(op, a, k, 1, b, k, 1, m, k, 1, out, ors, 1, n, k, num_threads, 0)
+
+
+cdef int softmax_masked_f32(const float* x, const unsigned char* mask, float* y, Py_ssize_t n_rows, Py_ssize_t n_cols, int num_threads) noexcept nogil:
+    return _masked(OP_SOFTMAX, x, <const float*>NULL, mask, y, n_rows, n_cols, num_threads)
+
+cdef int softmax_masked_f64(const double* x, const unsigned char* mask, double* y, Py_ssize_t n_rows, Py_ssize_t n_cols, int num_threads) noexcept nogil:
+    return _masked(OP_SOFTMAX, x, <const double*>NULL, mask, y, n_rows, n_cols, num_threads)
+
+cdef int log_softmax_masked_f32(const float* x, const unsigned char* mask, float* y, Py_ssize_t n_rows, Py_ssize_t n_cols, int num_threads) noexcept nogil:
+    return _masked(OP_LOG_SOFTMAX, x, <const float*>NULL, mask, y, n_rows, n_cols, num_threads)
+
+cdef int log_softmax_masked_f64(const double* x, const unsigned char* mask, double* y, Py_ssize_t n_rows, Py_ssize_t n_cols, int num_threads) noexcept nogil:
+    return _masked(OP_LOG_SOFTMAX, x, <const double*>NULL, mask, y, n_rows, n_cols, num_threads)
+
+cdef int softmax_backward_masked_f32(const float* y, const float* grad, const unsigned char* mask, float* out, Py_ssize_t n_rows, Py_ssize_t n_cols, int num_threads) noexcept nogil:
+    return _masked(OP_SOFTMAX_BACKWARD, y, grad, mask, out, n_rows, n_cols, num_threads)
+
+cdef int softmax_backward_masked_f64(const double* y, const double* grad, const unsigned char* mask, double* out, Py_ssize_t n_rows, Py_ssize_t n_cols, int num_threads) noexcept nogil:
+    return _masked(OP_SOFTMAX_BACKWARD, y, grad, mask, out, n_rows, n_cols, num_threads)
+
+cdef int log_softmax_backward_masked_f32(const float* y, const float* grad, const unsigned char* mask, float* out, Py_ssize_t n_rows, Py_ssize_t n_cols, int num_threads) noexcept nogil:
+    return _masked(OP_LOG_SOFTMAX_BACKWARD, y, grad, mask, out, n_rows, n_cols, num_threads)
+
+cdef int log_softmax_backward_masked_f64(const double* y, const double* grad, const unsigned char* mask, double* out, Py_ssize_t n_rows, Py_ssize_t n_cols, int num_threads) noexcept nogil:
+    return _masked(OP_LOG_SOFTMAX_BACKWARD, y, grad, mask, out, n_rows, n_cols, num_threads)
+
+cdef int softmax_jacobian_masked_f32(const float* x, const unsigned char* mask, float* jac, Py_ssize_t n_rows, Py_ssize_t n_cols, int num_threads) noexcept nogil:
+    return _masked(OP_SOFTMAX_JACOBIAN, x, <const float*>NULL, mask, jac, n_rows, n_cols, num_threads)
+
+cdef int softmax_jacobian_masked_f64(const double* x, const unsigned char* mask, double* jac, Py_ssize_t n_rows, Py_ssize_t n_cols, int num_threads) noexcept nogil:
+    return _masked(OP_SOFTMAX_JACOBIAN, x, <const double*>NULL, mask, jac, n_rows, n_cols, num_threads)
+
+cdef int logsumexp_f32(const float* x, float* out, Py_ssize_t n_rows, Py_ssize_t n_cols, int num_threads) noexcept nogil:
+    return _masked(OP_LOGSUMEXP, x, <const float*>NULL, NULL, out, n_rows, n_cols, num_threads)
+
+cdef int logsumexp_f64(const double* x, double* out, Py_ssize_t n_rows, Py_ssize_t n_cols, int num_threads) noexcept nogil:
+    return _masked(OP_LOGSUMEXP, x, <const double*>NULL, NULL, out, n_rows, n_cols, num_threads)
+
+cdef int logsumexp_masked_f32(const float* x, const unsigned char* mask, float* out, Py_ssize_t n_rows, Py_ssize_t n_cols, int num_threads) noexcept nogil:
+    if mask == NULL and _elems(n_rows, n_cols, 1) > 0:
+        return -1
+    return _masked(OP_LOGSUMEXP, x, <const float*>NULL, mask, out, n_rows, n_cols, num_threads)
+
+cdef int logsumexp_masked_f64(const double* x, const unsigned char* mask, double* out, Py_ssize_t n_rows, Py_ssize_t n_cols, int num_threads) noexcept nogil:
+    if mask == NULL and _elems(n_rows, n_cols, 1) > 0:
+        return -1
+    return _masked(OP_LOGSUMEXP, x, <const double*>NULL, mask, out, n_rows, n_cols, num_threads)
 
 # ---- the fused softmax cross-entropy ----------------------------------------------
 

@@ -231,6 +231,47 @@ def test_strided_entry_points_take_any_layout_and_match_the_python_api(consumer,
     np.testing.assert_array_equal(buf, before)
 
 
+MASKED_OPS = ("softmax", "log_softmax", "softmax_backward", "log_softmax_backward",
+              "softmax_jacobian", "logsumexp", "logsumexp_unmasked")
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("op", MASKED_OPS)
+def test_masked_entry_points_match_the_python_api(consumer, op, dtype):
+    rng = np.random.default_rng(12)
+    for shape in [(23, 37), (6, 300)]:
+        a, b = _inputs(op if op in OPS else "softmax", shape, dtype, rng)
+        keep = rng.random(shape) > 0.3
+        keep[1] = False  # a fully masked row
+        if op == "logsumexp_unmasked":
+            expected = csoftmax.logsumexp(a)
+        elif op == "logsumexp":
+            expected = csoftmax.logsumexp(a, where=keep)
+        elif "backward" in op:
+            expected = getattr(csoftmax, op)(a, b, where=keep)
+        else:
+            expected = getattr(csoftmax, op)(a, where=keep)
+        for n_tasks in (1, 4, shape[0]):
+            for fused in (False, True):
+                out = np.full(expected.size, np.nan, dtype=dtype)
+                rcs = np.full(n_tasks, -7, dtype=np.intc)
+                consumer.run_masked(op, a, b, keep.view(np.uint8), out, rcs, 2, fused)
+                assert (rcs == 0).all(), (op, shape, n_tasks, rcs)
+                np.testing.assert_array_equal(out.reshape(expected.shape), expected)
+
+
+@pytest.mark.parametrize("op", MASKED_OPS[:6])
+def test_masked_entry_points_refuse_a_null_mask_and_write_nothing(consumer, op):
+    a = np.ones((3, 4))
+    out = np.full(48, 42.0)
+    assert consumer.masked_null_mask(op, a, out) == -1
+    assert (out == 42).all()
+
+
+def test_masked_output_that_overlaps_the_mask_is_refused(consumer):
+    buf = np.full(16, 0.5)
+    assert consumer.masked_overlapping_mask(np.ones((2, 3)), buf) == -1
+    assert (buf == 0.5).all()
 # ---- the fused softmax cross-entropy ---------------------------------------------
 
 @pytest.mark.parametrize("dtype", DTYPES)

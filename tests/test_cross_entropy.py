@@ -516,3 +516,17 @@ def test_main_jobs_training_example_learns_as_the_numpy_formula(capsys):
     np.testing.assert_allclose(losses, [h[0] for h in ref], rtol=1e-4)
     assert fused[-1][1] > 0.8  # accuracy on separable blobs
     assert "Training example" in capsys.readouterr().out
+
+
+def test_bfloat16_logits_and_dtype_compute_in_float32():
+    ml_dtypes = pytest.importorskip("ml_dtypes")
+    bf16 = np.dtype(ml_dtypes.bfloat16)
+    rng = np.random.default_rng(20)
+    x, y = _inputs(rng, 16, 10, np.float32, False)
+    xb = x.astype(bf16)
+    loss, grad = xent(xb, y, reduction="none", return_grad=True)
+    assert loss.dtype == bf16 and grad.dtype == bf16
+    l32, g32 = xent(xb.astype(np.float32), y, reduction="none", return_grad=True)
+    np.testing.assert_array_equal(loss, l32.astype(bf16))
+    np.testing.assert_array_equal(grad, g32.astype(bf16))
+    assert xent(x, y, dtype="bfloat16").dtype == bf16

@@ -18,6 +18,12 @@ from csoftmax.kernels cimport (
     log_softmax_strided_f32, log_softmax_strided_f64,
     softmax_backward_strided_f32, softmax_backward_strided_f64,
     log_softmax_backward_strided_f32, log_softmax_backward_strided_f64,
+    softmax_masked_f32, softmax_masked_f64,
+    log_softmax_masked_f32, log_softmax_masked_f64,
+    softmax_backward_masked_f32, softmax_backward_masked_f64,
+    log_softmax_backward_masked_f32, log_softmax_backward_masked_f64,
+    softmax_jacobian_masked_f32, softmax_jacobian_masked_f64,
+    logsumexp_f32, logsumexp_f64, logsumexp_masked_f32, logsumexp_masked_f64,
     softmax_cross_entropy_f32, softmax_cross_entropy_f64,
     softmax_cross_entropy_soft_f32, softmax_cross_entropy_soft_f64,
     REDUCTION_NONE, REDUCTION_MEAN, REDUCTION_SUM,
@@ -30,6 +36,9 @@ from csoftmax.kernels cimport log_softmax as log_softmax_real
 from csoftmax.kernels cimport softmax_backward as softmax_backward_real
 from csoftmax.kernels cimport log_softmax_backward as log_softmax_backward_real
 from csoftmax.kernels cimport softmax_jacobian as softmax_jacobian_real
+from csoftmax.kernels cimport softmax_masked as softmax_masked_real
+from csoftmax.kernels cimport log_softmax_masked as log_softmax_masked_real
+from csoftmax.kernels cimport logsumexp as logsumexp_real
 
 cdef extern from *:
     """
@@ -229,6 +238,91 @@ def strided(str op, const real[:, :] a, const real[:, :] b, real[:, :] out,
             else:
                 rc = log_softmax_backward_strided_f64(&a[0, 0], ars, acs, &b[0, 0], brs, bcs,
                                                       &out[0, 0], ors, ocs, n, k, num_threads)
+    return rc
+
+
+# ---- masks and logsumexp ------------------------------------------------------
+
+MASKED_OPS = ("softmax", "log_softmax", "softmax_backward", "log_softmax_backward",
+              "softmax_jacobian", "logsumexp", "logsumexp_unmasked")
+
+
+cdef int _masked_real(int op, const real* a, const real* b, const unsigned char* m,
+                      real* out, Py_ssize_t n, Py_ssize_t k, int nt, bint fused) noexcept nogil:
+    if fused and op == 0:
+        return softmax_masked_real(a, m, out, n, k, nt)
+    if fused and op == 1:
+        return log_softmax_masked_real(a, m, out, n, k, nt)
+    if fused and op == 6:
+        return logsumexp_real(a, out, n, k, nt)
+    if real is float:
+        if op == 0:
+            return softmax_masked_f32(a, m, out, n, k, nt)
+        if op == 1:
+            return log_softmax_masked_f32(a, m, out, n, k, nt)
+        if op == 2:
+            return softmax_backward_masked_f32(a, b, m, out, n, k, nt)
+        if op == 3:
+            return log_softmax_backward_masked_f32(a, b, m, out, n, k, nt)
+        if op == 4:
+            return softmax_jacobian_masked_f32(a, m, out, n, k, nt)
+        if op == 5:
+            return logsumexp_masked_f32(a, m, out, n, k, nt)
+        return logsumexp_f32(a, out, n, k, nt)
+    else:
+        if op == 0:
+            return softmax_masked_f64(a, m, out, n, k, nt)
+        if op == 1:
+            return log_softmax_masked_f64(a, m, out, n, k, nt)
+        if op == 2:
+            return softmax_backward_masked_f64(a, b, m, out, n, k, nt)
+        if op == 3:
+            return log_softmax_backward_masked_f64(a, b, m, out, n, k, nt)
+        if op == 4:
+            return softmax_jacobian_masked_f64(a, m, out, n, k, nt)
+        if op == 5:
+            return logsumexp_masked_f64(a, m, out, n, k, nt)
+        return logsumexp_f64(a, out, n, k, nt)
+
+
+def run_masked(str op, const real[:, ::1] a, const real[:, ::1] b,
+               const unsigned char[:, ::1] mask, real[::1] out, int[::1] rcs,
+               int num_threads, bint fused=False):
+    """out <- op(a[, b], mask) in len(rcs) tasks of consecutive rows, from a
+    prange of this module's own, each kernel call with num_threads=1. out is
+    flat: n*k elements (n*k*k for the Jacobian, n for logsumexp)."""
+    cdef int code = MASKED_OPS.index(op)
+    cdef Py_ssize_t n = a.shape[0], k = a.shape[1], n_tasks = rcs.shape[0]
+    cdef Py_ssize_t per_task = (n + n_tasks - 1) // n_tasks
+    cdef Py_ssize_t ldo = k * k if code == 4 else (1 if code >= 5 else k)
+    cdef Py_ssize_t t, r0, nr
+    for t in prange(n_tasks, nogil=True, num_threads=num_threads,
+                    schedule="static", chunksize=1):
+        r0 = t * per_task
+        nr = n - r0 if n - r0 < per_task else per_task
+        if nr <= 0:
+            rcs[t] = 0
+        else:
+            rcs[t] = _masked_real(code, &a[r0, 0], &b[r0, 0], &mask[r0, 0], &out[r0 * ldo],
+                                  nr, k, 1, fused)
+
+
+def masked_null_mask(str op, const double[:, ::1] a, double[::1] out):
+    """op with a NULL mask: the kernels refuse it (-1) and write nothing."""
+    cdef int code = MASKED_OPS.index(op)
+    cdef int rc
+    with nogil:
+        rc = _masked_real(code, &a[0, 0], &a[0, 0], NULL, &out[0], a.shape[0], a.shape[1],
+                          1, False)
+    return rc
+
+
+def masked_overlapping_mask(const double[:, ::1] a, double[::1] buf):
+    """softmax_masked_f64 with an output that overlaps the mask's bytes."""
+    cdef int rc
+    with nogil:
+        rc = softmax_masked_f64(&a[0, 0], <const unsigned char*>&buf[0], &buf[0],
+                                a.shape[0], a.shape[1], 1)
     return rc
 
 
