@@ -223,7 +223,8 @@ class BuildExt(build_ext):
 # extra C sources of csoftmax._engine, which holds the dispatch.
 ROWS_SOURCES = [f"csoftmax/_rows_{isa}.c" for isa in ("avx512", "avx2", "baseline")]
 ROWS_HEADERS = ["csoftmax/_ops.h", "csoftmax/_rows.h", "csoftmax/_rows_isa.h",
-                "csoftmax/_rows_impl.h", "csoftmax/_masked_impl.h"]
+                "csoftmax/_rows_impl.h", "csoftmax/_masked_impl.h", "csoftmax/_loss.h",
+                "csoftmax/_loss_impl.h"]
 
 
 def check_op_registry():
@@ -248,7 +249,7 @@ check_op_registry()
 def extensions():
     common = dict(include_dirs=["csoftmax", np.get_include()],
                   define_macros=[("NPY_NO_DEPRECATED_API", "NPY_2_0_API_VERSION")])
-    names = ["_engine", "kernels", "_cpu", "_entry"]
+    names = ["_engine", "_loss", "kernels", "_cpu", "_entry"]
     exts = [Extension(f"csoftmax.{n}", [f"csoftmax/{n}.pyx"], **common) for n in names]
     exts[0].sources += ROWS_SOURCES
     exts[0].depends += ROWS_HEADERS

@@ -50,6 +50,7 @@ from ._entry import (
     softmax_backward,
     softmax_jacobian,
 )
+from ._loss import softmax_cross_entropy
 from ._config import show_config
 
 __all__ = [
@@ -59,6 +60,7 @@ __all__ = [
     "log_softmax_backward",
     "softmax_jacobian",
     "logsumexp",
+    "softmax_cross_entropy",
     "show_config",
     "__version__",
 ]

@@ -18,6 +18,7 @@ __all__ = [
     "log_softmax_backward",
     "softmax_jacobian",
     "logsumexp",
+    "softmax_cross_entropy",
     "show_config",
     "__version__",
 ]
@@ -92,5 +93,15 @@ def softmax_jacobian(x: Any, axis: int = -1, *, where: Any = None, out: Any = No
 def logsumexp(x: Any, axis: _Axis = -1, *, where: Any = None, keepdims: bool = False,
               out: Any = None, dtype: DTypeLike | None = None,
               num_threads: int | None = None) -> Any: ...
+
+# The fused softmax cross-entropy: the loss (a NumPy scalar of the result dtype,
+# or the per-row losses for reduction="none"), or (loss, grad) with
+# return_grad=True. One signature (not overloads on return_grad): the result
+# type depends on reduction and return_grad together.
+def softmax_cross_entropy(logits: Any, target: Any, axis: int = -1, *,
+                          label_smoothing: float = 0.0, ignore_index: int | None = None,
+                          weight: Any = None, reduction: str = "mean", return_grad: bool = False,
+                          where: Any = None, dtype: Any = None, out: Any = None,
+                          grad_out: Any = None, num_threads: int | None = None) -> Any: ...
 
 def show_config(print_: bool = True) -> dict[str, Any]: ...

@@ -13,6 +13,7 @@ cdef extern from "_ops.h":
         OP_LOG_SOFTMAX_BACKWARD "CSM_OP_LOG_SOFTMAX_BACKWARD"
         OP_SOFTMAX_JACOBIAN "CSM_OP_SOFTMAX_JACOBIAN"
         OP_LOGSUMEXP "CSM_OP_LOGSUMEXP"
+        OP_SOFTMAX_CROSS_ENTROPY "CSM_OP_SOFTMAX_CROSS_ENTROPY"
         OP_EXP "CSM_OP_EXP"
         N_OPS "CSM_N_OPS"
 
@@ -59,3 +60,30 @@ cdef int run_masked_f64(int op, const double* a, Py_ssize_t ars, Py_ssize_t acs,
                         const unsigned char* m, Py_ssize_t mrs, Py_ssize_t mcs,
                         double* out, Py_ssize_t ors, Py_ssize_t ocs,
                         Py_ssize_t n, Py_ssize_t k, int num_threads, int flags) noexcept nogil
+
+# The fused softmax cross-entropy's arguments and row kernel (_loss.h).
+cdef extern from "_loss.h":
+    ctypedef struct csm_xent_args:
+        const void* x
+        Py_ssize_t ldx
+        Py_ssize_t K
+        const void* labels
+        int label_bytes
+        int has_ignore
+        long long ignore_index
+        const void* target
+        Py_ssize_t ldt
+        const void* weight
+        const unsigned char* mask
+        Py_ssize_t ldm
+        double eps
+        double wsum
+        double scale
+        void* grad
+        Py_ssize_t ldg
+        double* loss
+    ctypedef void (*csm_xent_fn)(const csm_xent_args*, Py_ssize_t, Py_ssize_t) noexcept nogil
+
+# Per-row losses (args.loss) and the gradient (args.grad, if not NULL) of n
+# rows; labels must be in range (checked by the caller). RUN_OK or RUN_INVALID.
+cdef int run_xent(bint f32, const csm_xent_args* args, Py_ssize_t n, int num_threads) noexcept nogil

@@ -34,6 +34,8 @@ cdef extern from "_rows.h" nogil:
                         Py_ssize_t, Py_ssize_t, Py_ssize_t, Py_ssize_t, double*)
     Py_ssize_t csm_masked_scratch(Py_ssize_t K)
     Py_ssize_t csm_lane_count(Py_ssize_t K)
+    csm_xent_fn csm_xent_f32
+    csm_xent_fn csm_xent_f64
     int csm_isa_in_use
     const char* csm_isa_names[]
     int CSM_N_ISA
@@ -48,6 +50,7 @@ cdef extern from "_rows.h" nogil:
     long csm_streamed_blocks
 
 cdef extern from "_ops.h" nogil:
+    int CSM_OUT_LOSS
     const char* csm_op_names[]
     const int csm_op_arity[]
     const int csm_op_out[]
@@ -301,8 +304,8 @@ cdef int _run(int op, const real_t* a, Py_ssize_t ars, Py_ssize_t acs,
     cdef bint rowwise
     cdef real_t* buf = NULL
     cdef Plan p
-    if op < 0 or op >= N_OPS or n < 0 or k < 0:
-        return RUN_INVALID
+    if op < 0 or op >= N_OPS or n < 0 or k < 0 or csm_op_out[op] == CSM_OUT_LOSS:
+        return RUN_INVALID  # (the loss has a launcher of its own: run_xent)
     if n == 0 or k == 0:
         return RUN_OK
     if b == NULL:
@@ -401,6 +404,43 @@ cdef int run_masked_f64(int op, const double* a, Py_ssize_t ars, Py_ssize_t acs,
     return _run(op, a, ars, acs, b, brs, bcs, m, mrs, mcs, out, ors, ocs, n, k, num_threads, flags)
 
 
+
+cdef int run_xent(bint f32, const csm_xent_args* args, Py_ssize_t n, int num_threads) noexcept nogil:
+    """The fused softmax cross-entropy (csm_xent_rows, _loss_impl.h) on n rows
+    of args.K elements with unit column stride: per-row losses into
+    args.loss, the gradient into args.grad. Blocks and threads as _plan
+    decides them for a row op; each row is computed by one thread, whichever,
+    so the results do not depend on the thread count."""
+    global _ran_parallel
+    cdef Py_ssize_t c, r0, r1, k = args.K
+    cdef Plan p
+    cdef csm_xent_fn fn = csm_xent_f32 if f32 else csm_xent_f64
+    if n < 0 or k < 0:
+        return RUN_INVALID
+    if n == 0 or k == 0:
+        return RUN_OK
+    _plan(OP_SOFTMAX_CROSS_ENTROPY, n, k, 1, 1, 1, num_threads, RUN_FRESH_OUT,
+          4 if f32 else 8, &p)
+    if p.num_threads <= 1:
+        fn(args, 0, n)
+        return RUN_OK
+    _ran_parallel = 1
+    cdef double t_start = csm_now(), t_caller = t_start, t_end
+    cdef double* t_caller_p = &t_caller  # written through: shared, not lastprivate
+    with parallel(num_threads=p.num_threads):
+        for c in prange(p.n_blocks, schedule='dynamic'):
+            r0 = c * p.block
+            r1 = r0 + p.block
+            if r1 > n:
+                r1 = n
+            fn(args, r0, r1)
+            if threadid() == 0:
+                t_caller_p[0] = csm_now()
+    if p.default_threads:
+        t_end = csm_now()
+        _judge(t_start, t_caller, t_end)
+    return RUN_OK
+
 # ---- the ISA switch and introspection -----------------------------------------
 
 # The build's constants, for tests that sit on their boundaries.
@@ -448,7 +488,7 @@ def streamed_blocks():
 OP_NAMES = tuple(csm_op_names[i].decode() for i in range(N_OPS))
 OPS = {
     OP_NAMES[i]: {"code": i, "arity": csm_op_arity[i],
-                  "out": ("rows", "blocks", "reduce")[csm_op_out[i]],
+                  "out": ("rows", "blocks", "reduce", "loss")[csm_op_out[i]],
                   "gpu": (None, "rows", "jacobian")[csm_op_gpu[i]]}
     for i in range(N_OPS)
 }

@@ -15,7 +15,9 @@
  *   arity  1: (x); 2: (y, grad), the backward passes
  *   out    CSM_OUT_ROWS: shaped like the input; CSM_OUT_BLOCKS: a K x K
  *          block per row (the Jacobian); CSM_OUT_REDUCE: one value per row
- *          (logsumexp)
+ *          (logsumexp); CSM_OUT_LOSS: a loss with a signature of its own
+ *          (softmax_cross_entropy: csm_xent_rows, _loss.h), so it has no
+ *          entry (0) in the row-kernel tables
  *   gpu    CSM_GPU_ROWS: a row kernel of softmax.cu (template argument OP =
  *          the op code); CSM_GPU_JACOBIAN: its Jacobian kernel; CSM_GPU_NONE
  *
@@ -31,7 +33,7 @@
 #ifndef CSOFTMAX_OPS_H
 #define CSOFTMAX_OPS_H
 
-enum { CSM_OUT_ROWS = 0, CSM_OUT_BLOCKS = 1, CSM_OUT_REDUCE = 2 };
+enum { CSM_OUT_ROWS = 0, CSM_OUT_BLOCKS = 1, CSM_OUT_REDUCE = 2, CSM_OUT_LOSS = 3 };
 enum { CSM_GPU_NONE = 0, CSM_GPU_ROWS = 1, CSM_GPU_JACOBIAN = 2 };
 
 #define CSM_OPS(X)                                                                  \
@@ -41,6 +43,7 @@ enum { CSM_GPU_NONE = 0, CSM_GPU_ROWS = 1, CSM_GPU_JACOBIAN = 2 };
     X(log_softmax_backward, LOG_SOFTMAX_BACKWARD, 2, CSM_OUT_ROWS,   CSM_GPU_ROWS)     \
     X(softmax_jacobian,     SOFTMAX_JACOBIAN,     1, CSM_OUT_BLOCKS, CSM_GPU_JACOBIAN) \
     X(logsumexp,            LOGSUMEXP,            1, CSM_OUT_REDUCE, CSM_GPU_NONE)     \
+    X(softmax_cross_entropy, SOFTMAX_CROSS_ENTROPY, 2, CSM_OUT_LOSS, CSM_GPU_NONE)     \
     /* The vectorised exp and log alone, for the accuracy tests. */                  \
     X(exp,                  EXP,                  1, CSM_OUT_ROWS,   CSM_GPU_NONE)     \
     X(log,                  LOG,                  1, CSM_OUT_ROWS,   CSM_GPU_NONE)

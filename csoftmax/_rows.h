@@ -119,6 +119,8 @@ static inline double csm_tree_sum(const double *a, ptrdiff_t stride)
 
 /* The operations and their codes: _ops.h. */
 #include "_ops.h"
+/* The cross-entropy kernel's arguments: _loss.h. */
+#include "_loss.h"
 
 /* Instruction sets, narrowest first. */
 enum { CSM_ISA_BASELINE = 0, CSM_ISA_AVX2 = 1, CSM_ISA_AVX512 = 2, CSM_N_ISA = 3 };
@@ -181,6 +183,8 @@ typedef struct {
     csm_strided_f64_t strided_f64;
     csm_masked_f32_t masked_f32;
     csm_masked_f64_t masked_f64;
+    csm_xent_fn xent_f32;       /* softmax_cross_entropy (_loss.h, _loss_impl.h) */
+    csm_xent_fn xent_f64;
 } csm_kernels_t;
 
 extern CSM_HIDDEN const csm_kernels_t csm_kernels_baseline;
@@ -225,6 +229,8 @@ static const csm_kernels_t *csm_kernels_in_use = &csm_kernels_baseline;
 #define csm_strided_f64 (csm_kernels_in_use->strided_f64)
 #define csm_masked_f32 (csm_kernels_in_use->masked_f32)
 #define csm_masked_f64 (csm_kernels_in_use->masked_f64)
+#define csm_xent_f32 (csm_kernels_in_use->xent_f32)
+#define csm_xent_f64 (csm_kernels_in_use->xent_f64)
 static int csm_isa_in_use = CSM_ISA_BASELINE;
 
 /* The widest ISA this CPU (and this build) can run. */

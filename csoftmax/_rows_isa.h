@@ -17,6 +17,7 @@
 #define CSM_SFX CSM_PASTE(f64, CSM_ISA)
 #include "_rows_impl.h"
 #include "_masked_impl.h"
+#include "_loss_impl.h"
 #undef CSM_T
 #undef CSM_F32
 #undef CSM_SFX
@@ -26,18 +27,27 @@
 #define CSM_SFX CSM_PASTE(f32, CSM_ISA)
 #include "_rows_impl.h"
 #include "_masked_impl.h"
+#include "_loss_impl.h"
 #undef CSM_T
 #undef CSM_F32
 #undef CSM_SFX
 
 /* The row kernels of each dtype, in op-code order: csm_<name>_rows for each
- * operation of _ops.h. */
-#define CSM_ROWS_F32_(name, NAME, arity, out, gpu) CSM_PASTE(CSM_PASTE(csm_##name##_rows, f32), CSM_ISA),
-#define CSM_ROWS_F64_(name, NAME, arity, out, gpu) CSM_PASTE(CSM_PASTE(csm_##name##_rows, f64), CSM_ISA),
+ * operation of _ops.h; 0 for an operation with a signature of its own
+ * (CSM_OUT_LOSS), whose kernel has a field of the table to itself. */
+#define CSM_ROWS_IF_CSM_OUT_ROWS(f) f,
+#define CSM_ROWS_IF_CSM_OUT_BLOCKS(f) f,
+#define CSM_ROWS_IF_CSM_OUT_REDUCE(f) f,
+#define CSM_ROWS_IF_CSM_OUT_LOSS(f) 0,
+#define CSM_ROWS_F32_(name, NAME, arity, out, gpu) \
+    CSM_ROWS_IF_##out(CSM_PASTE(CSM_PASTE(csm_##name##_rows, f32), CSM_ISA))
+#define CSM_ROWS_F64_(name, NAME, arity, out, gpu) \
+    CSM_ROWS_IF_##out(CSM_PASTE(CSM_PASTE(csm_##name##_rows, f64), CSM_ISA))
 #define CSM_KERNELS_(isa) CSM_HIDDEN const csm_kernels_t csm_kernels_##isa = {               \
     {CSM_OPS(CSM_ROWS_F32_)}, {CSM_OPS(CSM_ROWS_F64_)},                                       \
     csm_strided_rows_f32_##isa, csm_strided_rows_f64_##isa,                                   \
-    csm_masked_rows_f32_##isa, csm_masked_rows_f64_##isa }
+    csm_masked_rows_f32_##isa, csm_masked_rows_f64_##isa,                                     \
+    csm_xent_rows_f32_##isa, csm_xent_rows_f64_##isa }
 #define CSM_KERNELS(isa) CSM_KERNELS_(isa)
 
 CSM_KERNELS(CSM_ISA);
@@ -46,3 +56,7 @@ CSM_KERNELS(CSM_ISA);
 #undef CSM_KERNELS_
 #undef CSM_ROWS_F32_
 #undef CSM_ROWS_F64_
+#undef CSM_ROWS_IF_CSM_OUT_ROWS
+#undef CSM_ROWS_IF_CSM_OUT_BLOCKS
+#undef CSM_ROWS_IF_CSM_OUT_REDUCE
+#undef CSM_ROWS_IF_CSM_OUT_LOSS

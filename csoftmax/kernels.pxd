@@ -122,3 +122,32 @@ cdef inline int logsumexp(const real* x, real* out, Py_ssize_t n_rows, Py_ssize_
         return logsumexp_f32(x, out, n_rows, n_cols, num_threads)
     else:
         return logsumexp_f64(x, out, n_rows, n_cols, num_threads)
+# ---- the fused softmax cross-entropy (csoftmax.softmax_cross_entropy) --------
+#
+# logits: C-contiguous (n_rows, n_cols). labels: n_rows int64 class labels;
+# a label equal to ignore_index counts for nothing when use_ignore_index is
+# nonzero. target (the soft variant): C-contiguous (n_rows, n_cols) class
+# probabilities. weight: n_cols non-negative class weights, or NULL.
+# label_smoothing in [0, 1]. reduction: REDUCTION_NONE (loss: n_rows
+# values), REDUCTION_MEAN or REDUCTION_SUM (loss: one value), with torch's
+# divisor for the mean. grad: NULL, or (n_rows, n_cols) for dL/dlogits with
+# the reduction applied, written by the same pass. The semantics are those of
+# the Python function; the results are its bits.
+#
+# Returns 0; -1, writing nothing, for a negative or overflowing size, a NULL
+# pointer where data is needed, an unknown reduction, label_smoothing outside
+# [0, 1], a negative or NaN weight, or outputs (loss, grad) that overlap each
+# other or an input; -2, writing nothing, for a label outside [0, n_cols)
+# that is not ignored; -3 when the per-row scratch cannot be allocated.
+# num_threads == 1 starts no thread: safe inside the caller's own prange.
+from libc.stdint cimport int64_t
+
+cdef enum:
+    REDUCTION_NONE = 0
+    REDUCTION_MEAN = 1
+    REDUCTION_SUM = 2
+
+cdef int softmax_cross_entropy_f32(const float* logits, const int64_t* labels, const float* weight, double label_smoothing, int64_t ignore_index, int use_ignore_index, int reduction, float* loss, float* grad, Py_ssize_t n_rows, Py_ssize_t n_cols, int num_threads) noexcept nogil
+cdef int softmax_cross_entropy_f64(const double* logits, const int64_t* labels, const double* weight, double label_smoothing, int64_t ignore_index, int use_ignore_index, int reduction, double* loss, double* grad, Py_ssize_t n_rows, Py_ssize_t n_cols, int num_threads) noexcept nogil
+cdef int softmax_cross_entropy_soft_f32(const float* logits, const float* target, const float* weight, double label_smoothing, int reduction, float* loss, float* grad, Py_ssize_t n_rows, Py_ssize_t n_cols, int num_threads) noexcept nogil
+cdef int softmax_cross_entropy_soft_f64(const double* logits, const double* target, const double* weight, double label_smoothing, int reduction, double* loss, double* grad, Py_ssize_t n_rows, Py_ssize_t n_cols, int num_threads) noexcept nogil

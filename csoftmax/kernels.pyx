@@ -4,7 +4,11 @@
 Each function checks its arguments (see kernels.pxd for the contract) and
 runs the same engine (_engine.pyx) as the Python functions.
 """
-from libc.stdint cimport uintptr_t
+from libc.stdint cimport int64_t, uintptr_t
+from libc.stdlib cimport free, malloc
+
+from csoftmax._engine cimport csm_xent_args
+from csoftmax._loss cimport XENT_BAD_LABEL, XENT_OK, xent_core
 
 from csoftmax._engine cimport (OP_LOG_SOFTMAX, OP_LOG_SOFTMAX_BACKWARD, OP_LOGSUMEXP,
                                OP_SOFTMAX, OP_SOFTMAX_BACKWARD, OP_SOFTMAX_JACOBIAN,
@@ -289,3 +293,84 @@ cdef int logsumexp_masked_f64(const double* x, const unsigned char* mask, double
     if mask == NULL and _elems(n_rows, n_cols, 1) > 0:
         return -1
     return _masked(OP_LOGSUMEXP, x, <const double*>NULL, mask, out, n_rows, n_cols, num_threads)
+
+# ---- the fused softmax cross-entropy ----------------------------------------------
+
+cdef inline int _xent(const real_t* x, const int64_t* labels, const real_t* target,
+                      const real_t* weight, double eps, int64_t ignore_index, int use_ignore,
+                      int reduction, real_t* loss, real_t* grad, Py_ssize_t n, Py_ssize_t k,
+                      int num_threads) noexcept nogil:
+    cdef Py_ssize_t size = _elems(n, k, 1), item = sizeof(real_t), j, r, bad = -1
+    cdef Py_ssize_t nloss = n if reduction == REDUCTION_NONE else 1
+    cdef csm_xent_args a
+    cdef double result = 0.0
+    cdef double* rows
+    cdef int rc
+    if size < 0 or reduction < REDUCTION_NONE or reduction > REDUCTION_SUM:
+        return -1
+    if not (0.0 <= eps <= 1.0):
+        return -1
+    if loss == NULL and nloss > 0:
+        return -1
+    if size > 0 and x == NULL:
+        return -1
+    if n > 0 and labels == NULL and target == NULL:
+        return -1
+    if size > 0 and grad != NULL and (_overlap(grad, size * item, x, size * item)
+                                      or (target != NULL and _overlap(grad, size * item, target, size * item))
+                                      or (weight != NULL and _overlap(grad, size * item, weight, k * item))
+                                      or (labels != NULL and _overlap(grad, size * item, labels, n * 8))
+                                      or _overlap(grad, size * item, loss, nloss * item)):
+        return -1
+    if nloss > 0 and ((size > 0 and _overlap(loss, nloss * item, x, size * item))
+                      or (target != NULL and _overlap(loss, nloss * item, target, size * item))
+                      or (weight != NULL and _overlap(loss, nloss * item, weight, k * item))
+                      or (labels != NULL and _overlap(loss, nloss * item, labels, n * 8))):
+        return -1
+    if weight != NULL:
+        for j in range(k):
+            if not (weight[j] >= 0):
+                return -1
+    rows = <double*>malloc((n if n > 0 else 1) * sizeof(double))
+    if rows == NULL:
+        return -3
+    a.x = x
+    a.ldx = k
+    a.K = k
+    a.labels = labels if target == NULL else NULL
+    a.label_bytes = 8
+    a.has_ignore = use_ignore != 0
+    a.ignore_index = ignore_index
+    a.target = target
+    a.ldt = k
+    a.weight = weight
+    a.mask = NULL
+    a.ldm = 0
+    a.eps = eps
+    a.grad = grad
+    a.ldg = k
+    a.loss = rows
+    rc = xent_core(real_t is float, &a, n, reduction, &result, &bad, num_threads)
+    if rc == XENT_OK:
+        if reduction == REDUCTION_NONE:
+            for r in range(n):
+                loss[r] = <real_t>rows[r]
+        else:
+            loss[0] = <real_t>result
+    free(rows)
+    if rc == XENT_BAD_LABEL:
+        return -2
+    return 0 if rc == XENT_OK else -1
+
+
+cdef int softmax_cross_entropy_f32(const float* logits, const int64_t* labels, const float* weight, double label_smoothing, int64_t ignore_index, int use_ignore_index, int reduction, float* loss, float* grad, Py_ssize_t n_rows, Py_ssize_t n_cols, int num_threads) noexcept nogil:
+    return _xent(logits, labels, <const float*>NULL, weight, label_smoothing, ignore_index, use_ignore_index, reduction, loss, grad, n_rows, n_cols, num_threads)
+
+cdef int softmax_cross_entropy_f64(const double* logits, const int64_t* labels, const double* weight, double label_smoothing, int64_t ignore_index, int use_ignore_index, int reduction, double* loss, double* grad, Py_ssize_t n_rows, Py_ssize_t n_cols, int num_threads) noexcept nogil:
+    return _xent(logits, labels, <const double*>NULL, weight, label_smoothing, ignore_index, use_ignore_index, reduction, loss, grad, n_rows, n_cols, num_threads)
+
+cdef int softmax_cross_entropy_soft_f32(const float* logits, const float* target, const float* weight, double label_smoothing, int reduction, float* loss, float* grad, Py_ssize_t n_rows, Py_ssize_t n_cols, int num_threads) noexcept nogil:
+    return _xent(logits, NULL, target, weight, label_smoothing, 0, 0, reduction, loss, grad, n_rows, n_cols, num_threads)
+
+cdef int softmax_cross_entropy_soft_f64(const double* logits, const double* target, const double* weight, double label_smoothing, int reduction, double* loss, double* grad, Py_ssize_t n_rows, Py_ssize_t n_cols, int num_threads) noexcept nogil:
+    return _xent(logits, NULL, target, weight, label_smoothing, 0, 0, reduction, loss, grad, n_rows, n_cols, num_threads)

@@ -58,8 +58,13 @@ def test_consumer_compiles_against_the_pxd_of_the_imported_package(consumer):
     # to the build directory; it must be the kernels.pxd of the csoftmax this
     # process imports, not some other copy (e.g. a source tree on sys.path).
     dep = (consumer.BUILD_DIR / "consumer.c.dep").read_text()
+    # Cython's own declarations (libc/stdint.pxd, which kernels.pxd cimports)
+    # come from Cython.
+    import Cython
+    cython_dir = os.path.realpath(os.path.dirname(Cython.__file__))
     pxds = {os.path.realpath(consumer.BUILD_DIR / tok)
             for tok in dep.replace("\\\n", " ").split() if tok.endswith(".pxd")}
+    pxds = {p for p in pxds if not p.startswith(cython_dir + os.sep)}
     installed = os.path.realpath(Path(csoftmax.__file__).parent / "kernels.pxd")
     assert pxds == {installed}
 
@@ -267,3 +272,50 @@ def test_masked_output_that_overlaps_the_mask_is_refused(consumer):
     buf = np.full(16, 0.5)
     assert consumer.masked_overlapping_mask(np.ones((2, 3)), buf) == -1
     assert (buf == 0.5).all()
+# ---- the fused softmax cross-entropy ---------------------------------------------
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("soft", [False, True])
+@pytest.mark.parametrize("reduction", ["none", "mean", "sum"])
+def test_cross_entropy_from_the_callers_prange_matches_python_api(consumer, dtype, soft,
+                                                                  reduction):
+    rng = np.random.default_rng(21)
+    n, k = 41, 37
+    x = (3 * rng.standard_normal((n, k))).astype(dtype)
+    labels = None if soft else rng.integers(0, k, n).astype(np.int64)
+    target = rng.random((n, k)).astype(dtype) if soft else x  # x: unused placeholder
+    w = (rng.random(k) + 0.5).astype(dtype)
+    ignore = None if soft else int(labels[0])
+    want_loss, want_grad = csoftmax.softmax_cross_entropy(
+        x, target if soft else labels, weight=w, label_smoothing=0.1, ignore_index=ignore,
+        reduction=reduction, return_grad=True)
+    for n_tasks in ((1, 4, n) if reduction == "none" else (1,)):
+        loss = np.full(n if reduction == "none" else 1, np.nan, dtype)
+        grad = np.full((n, k), np.nan, dtype)
+        rcs = np.full(n_tasks, -7, dtype=np.intc)
+        consumer.cross_entropy(x, labels, target, w, 0.1, ignore, reduction, loss, grad, rcs)
+        assert (rcs == 0).all(), rcs
+        np.testing.assert_array_equal(grad, want_grad)
+        np.testing.assert_array_equal(loss if reduction == "none" else loss[0], want_loss)
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_cross_entropy_entry_points_refuse_bad_arguments_and_write_nothing(consumer, dtype):
+    x = np.zeros(12, dtype)
+    labels = np.array([0, 1, 2, 1], np.int64)
+    for sizes, lab, w, eps, red, code in [
+            ((-1, 3), labels, None, 0.0, 1, -1),
+            ((4, 3), np.array([0, 1, 3, 1], np.int64), None, 0.0, 1, -2),
+            ((4, 3), np.array([0, -1, 2, 1], np.int64), None, 0.0, 0, -2),
+            ((4, 3), labels, np.array([1, -1, 1], dtype), 0.0, 1, -1),
+            ((4, 3), labels, None, 1.5, 1, -1),
+            ((4, 3), labels, None, 0.0, 3, -1),
+            ((sys.maxsize // 2, 4), labels, None, 0.0, 1, -1)]:
+        loss = np.full(4, 7, dtype)
+        grad = np.full(12, 7, dtype)
+        rc = consumer.cross_entropy_raw(dtype, *sizes, x, lab, w, eps, red, loss, grad)
+        assert rc == code, (sizes, lab, w, eps, red, rc)
+        assert (loss == 7).all() and (grad == 7).all()
+    # The gradient may not overlap the logits.
+    loss = np.zeros(4, dtype)
+    assert consumer.cross_entropy_raw(dtype, 4, 3, x, labels, None, 0.0, 0, loss, x) == -1

@@ -24,7 +24,11 @@ from csoftmax.kernels cimport (
     log_softmax_backward_masked_f32, log_softmax_backward_masked_f64,
     softmax_jacobian_masked_f32, softmax_jacobian_masked_f64,
     logsumexp_f32, logsumexp_f64, logsumexp_masked_f32, logsumexp_masked_f64,
+    softmax_cross_entropy_f32, softmax_cross_entropy_f64,
+    softmax_cross_entropy_soft_f32, softmax_cross_entropy_soft_f64,
+    REDUCTION_NONE, REDUCTION_MEAN, REDUCTION_SUM,
 )
+from libc.stdint cimport int64_t
 # The fused convenience layer: one generic name for float and double.
 from csoftmax.kernels cimport real
 from csoftmax.kernels cimport softmax as softmax_real
@@ -319,4 +323,107 @@ def masked_overlapping_mask(const double[:, ::1] a, double[::1] buf):
     with nogil:
         rc = softmax_masked_f64(&a[0, 0], <const unsigned char*>&buf[0], &buf[0],
                                 a.shape[0], a.shape[1], 1)
+    return rc
+
+
+REDUCTIONS = {"none": REDUCTION_NONE, "mean": REDUCTION_MEAN, "sum": REDUCTION_SUM}
+
+
+def cross_entropy(const real[:, ::1] logits, labels, const real[:, ::1] target, weight,
+                  double label_smoothing, ignore_index, str reduction, real[::1] loss,
+                  real[:, ::1] grad, int[::1] rcs, int num_threads=2):
+    """softmax_cross_entropy on the rows of logits, split into len(rcs) tasks
+    of consecutive rows run in a prange of num_threads threads, each calling
+    the kernel with num_threads=1 (reduction "none": each task writes its
+    rows' losses; a scalar reduction needs one task). labels (int64) or
+    target: the other is None. grad may be None (no gradient)."""
+    cdef const int64_t[::1] lab
+    cdef const real[::1] w
+    cdef const int64_t* lp = NULL
+    cdef const real* tp = NULL
+    cdef const real* wp = NULL
+    cdef real* gp = NULL
+    cdef Py_ssize_t n = logits.shape[0], k = logits.shape[1], n_tasks = rcs.shape[0]
+    cdef Py_ssize_t per_task = (n + n_tasks - 1) // n_tasks, t, r0, nr
+    cdef int red = REDUCTIONS[reduction]
+    cdef int use_ignore = ignore_index is not None
+    cdef int64_t ign = ignore_index if use_ignore else 0
+    if labels is not None:
+        lab = labels
+        lp = &lab[0]
+    else:
+        tp = &target[0, 0]
+    if weight is not None:
+        w = weight
+        wp = &w[0]
+    if grad is not None:
+        gp = &grad[0, 0]
+    for t in prange(n_tasks, nogil=True, num_threads=num_threads,
+                    schedule="static", chunksize=1):
+        r0 = t * per_task
+        nr = n - r0 if n - r0 < per_task else per_task
+        if nr <= 0:
+            rcs[t] = 0
+        elif real is float:
+            if lp != NULL:
+                rcs[t] = softmax_cross_entropy_f32(
+                    &logits[r0, 0], lp + r0, wp, label_smoothing, ign, use_ignore, red,
+                    &loss[r0 if red == REDUCTION_NONE else 0], gp + r0 * k if gp != NULL else NULL,
+                    nr, k, 1)
+            else:
+                rcs[t] = softmax_cross_entropy_soft_f32(
+                    &logits[r0, 0], tp + r0 * k, wp, label_smoothing, red,
+                    &loss[r0 if red == REDUCTION_NONE else 0], gp + r0 * k if gp != NULL else NULL,
+                    nr, k, 1)
+        else:
+            if lp != NULL:
+                rcs[t] = softmax_cross_entropy_f64(
+                    &logits[r0, 0], lp + r0, wp, label_smoothing, ign, use_ignore, red,
+                    &loss[r0 if red == REDUCTION_NONE else 0], gp + r0 * k if gp != NULL else NULL,
+                    nr, k, 1)
+            else:
+                rcs[t] = softmax_cross_entropy_soft_f64(
+                    &logits[r0, 0], tp + r0 * k, wp, label_smoothing, red,
+                    &loss[r0 if red == REDUCTION_NONE else 0], gp + r0 * k if gp != NULL else NULL,
+                    nr, k, 1)
+
+
+def cross_entropy_raw(str dtype, Py_ssize_t n_rows, Py_ssize_t n_cols, logits, labels,
+                      weight, double label_smoothing, int reduction, loss, grad):
+    """One nogil call with the given sizes and codes on flat buffers (labels
+    int64; weight and grad may be None for NULL); returns the code."""
+    cdef const float[::1] xf, wf
+    cdef float[::1] lf, gf
+    cdef const double[::1] xd, wd
+    cdef double[::1] ld, gd
+    cdef const int64_t[::1] lab = labels
+    cdef const float* wfp = NULL
+    cdef float* gfp = NULL
+    cdef const double* wdp = NULL
+    cdef double* gdp = NULL
+    cdef int rc
+    if dtype == "float32":
+        xf = logits
+        lf = loss
+        if weight is not None:
+            wf = weight
+            wfp = &wf[0]
+        if grad is not None:
+            gf = grad
+            gfp = &gf[0]
+        with nogil:
+            rc = softmax_cross_entropy_f32(&xf[0], &lab[0], wfp, label_smoothing, 0, 0,
+                                           reduction, &lf[0], gfp, n_rows, n_cols, 1)
+    else:
+        xd = logits
+        ld = loss
+        if weight is not None:
+            wd = weight
+            wdp = &wd[0]
+        if grad is not None:
+            gd = grad
+            gdp = &gd[0]
+        with nogil:
+            rc = softmax_cross_entropy_f64(&xd[0], &lab[0], wdp, label_smoothing, 0, 0,
+                                           reduction, &ld[0], gdp, n_rows, n_cols, 1)
     return rc
