@@ -17,6 +17,7 @@ core contract of the kernels, a batch of rows (N, K), and maps the result back:
 
 Nothing here computes softmax; the kernels never validate.
 """
+import contextlib
 import math
 import operator
 import os
@@ -201,8 +202,22 @@ def _deliver(res, out, rdtype):
         return res.astype(rdtype, copy=False)
 
 
+def _on_device(inputs, names, out, fname):
+    """CuPy calls run under the device of their arrays, which must be one
+    (csoftmax._gpu.device_scope); NumPy calls under nothing."""
+    if not any(_is_gpu(a) for a in inputs + (out,)):
+        return contextlib.nullcontext()
+    from . import _gpu
+    return _gpu.device_scope(tuple(zip(names, inputs)) + (("out", out),), fname)
+
+
 def _elementwise(op, inputs, names, axis, out, num_threads):
     """softmax, log_softmax and both backward passes: result shaped like the input."""
+    with _on_device(inputs, names, out, op):
+        return _elementwise_here(op, inputs, names, axis, out, num_threads)
+
+
+def _elementwise_here(op, inputs, names, axis, out, num_threads):
     nt = _threads(num_threads, op)
     backend, xp = _backend(inputs, op, names)
     arrays = [_as_array(a, n, op, xp) for a, n in zip(inputs, names)]
@@ -259,6 +274,11 @@ def _memory_bytes():
 
 
 def softmax_jacobian(x, axis=-1, *, out=None, num_threads=None):
+    with _on_device((x,), ("x",), out, "softmax_jacobian"):
+        return _softmax_jacobian_here(x, axis, out, num_threads)
+
+
+def _softmax_jacobian_here(x, axis, out, num_threads):
     fname = "softmax_jacobian"
     nt = _threads(num_threads, fname)
     backend, xp = _backend((x,), fname, ("x",))
