@@ -136,15 +136,25 @@ def _row_kernel_block(dtype, op, vec, cache) -> str:
 
 
 @functools.lru_cache(maxsize=None)
+def group_names(op: str, dtype) -> tuple:
+    """The kernel instantiations the planner can choose for one (op, dtype):
+    the name expressions of one lazily compiled module (about a tenth of all)."""
+    dtype = np.dtype(dtype)
+    if op == _JACOBIAN:
+        return (f"csm_jacobian_warp<{_CTYPE[dtype]}>", f"csm_jacobian_block<{_CTYPE[dtype]}>")
+    names = [_row_kernel_warp(dtype, op, vec, nvec) for vec, nvec in _warp_configs(dtype)]
+    for vec in sorted({1, _vector_width(dtype)}):
+        names += [_row_kernel_block(dtype, op, vec, cache) for cache in (True, False)]
+    return tuple(names)
+
+
+@functools.lru_cache(maxsize=None)
 def name_expressions() -> tuple:
-    """Every kernel instantiation the planner can choose, for RawModule."""
+    """Every kernel instantiation the planner can choose (all groups)."""
     names = []
     for dtype in NATIVE_DTYPES:
-        for op in _ROW_OPS:
-            names += [_row_kernel_warp(dtype, op, vec, nvec) for vec, nvec in _warp_configs(dtype)]
-            for vec in sorted({1, _vector_width(dtype)}):
-                names += [_row_kernel_block(dtype, op, vec, cache) for cache in (True, False)]
-        names += [f"csm_jacobian_warp<{_CTYPE[dtype]}>", f"csm_jacobian_block<{_CTYPE[dtype]}>"]
+        for op in OPS:
+            names += group_names(op, dtype)
     return tuple(names)
 
 
@@ -259,12 +269,14 @@ def _device_properties(device_id: int) -> dict:
 
 
 @functools.lru_cache(maxsize=None)
-def _load_module(device_id: int):
-    """One RawModule per device; CuPy compiles it on first use and caches the cubin on disk."""
+def _load_module(device_id: int, group: tuple):
+    """One RawModule per device and (op, dtype name) group, built on its
+    first use: a call compiles the dozen kernels its operation and dtype may
+    need, not all of them (NVRTC 13.5 on 2 cores: see README, GPU)."""
     import cupy
 
     with cupy.cuda.Device(device_id):
-        return cupy.RawModule(code=source(), options=_OPTIONS, name_expressions=name_expressions())
+        return cupy.RawModule(code=source(), options=_OPTIONS, name_expressions=group_names(*group))
 
 
 # ---------------------------------------------------------------- launch
@@ -281,6 +293,10 @@ def _data_ptr(x) -> int:
 # properties of one device's loaded module, so both are keyed by the device.
 _kernels: dict = {}
 _raised_smem: dict = {}
+# plan() results by (device, op, n, k, dtype, aligned): repeated calls of one
+# shape skip the planning (9-15 us of Python). Bounded: cleared when full.
+_plans: dict = {}
+_PLANS_MAX = 4096
 
 # A null device pointer, for "no mask". CuPy packs a NumPy uint64 scalar as
 # its 8 bytes, which the kernel reads as `const unsigned char*` (so in every
@@ -288,12 +304,12 @@ _raised_smem: dict = {}
 NULL = np.uint64(0)
 
 
-def _kernel(device_id: int, name: str):
-    """The kernel ``name`` of the module on ``device_id``; call under that device."""
+def _kernel(device_id: int, group: tuple, name: str):
+    """The kernel ``name`` of group ``group`` on ``device_id``; call under that device."""
     key = (device_id, name)
     kernel = _kernels.get(key)
     if kernel is None:
-        kernel = _kernels[key] = _load_module(device_id).get_function(name)
+        kernel = _kernels[key] = _load_module(device_id, group).get_function(name)
     return kernel
 
 
@@ -376,7 +392,12 @@ def run(op: str, a, b, out, num_threads: int = 0, fresh: bool = False, mask=None
     props = _device_properties(device.id)
     arrays = (a, out) if b is None else (a, b, out)
     aligned = all(_data_ptr(x) % _VECTOR_BYTES == 0 for x in arrays)
-    launch = plan(op, n, k, a.dtype, aligned, props)
+    key = (device.id, op, n, k, a.dtype.char, aligned)
+    launch = _plans.get(key)
+    if launch is None:
+        if len(_plans) >= _PLANS_MAX:
+            _plans.clear()
+        launch = _plans[key] = plan(op, n, k, a.dtype, aligned, props)
     mask_ptr, ldm = mask_args(mask, n, k)
 
     scalars = (ldm, np.int64(n), np.int32(k))
@@ -387,7 +408,7 @@ def run(op: str, a, b, out, num_threads: int = 0, fresh: bool = False, mask=None
     else:
         args = (a, a if b is None else b, out, mask_ptr) + scalars
     with device:
-        kernel = _kernel(device.id, launch.kernel)
+        kernel = _kernel(device.id, (op, a.dtype.name), launch.kernel)
         if launch.shared_mem > props["sharedMemPerBlock"]:
             key = (device.id, launch.kernel)
             if _raised_smem.get(key, 0) < launch.shared_mem:

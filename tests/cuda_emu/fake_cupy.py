@@ -195,10 +195,19 @@ class FakeCuPy(types.ModuleType):
         return _wrap(np.full(shape, value, dtype=dtype))
 
     def RawModule(self, code, options=(), name_expressions=()):
+        # The emulated library holds every kernel (one g++ build, shared by
+        # all modules); a module hands out only the kernels it was built with.
+        from csoftmax import _gpu
+
         device_id = _state.current
-        module = EmuModule(code, name_expressions, self._props[device_id])
-        self.modules.append((device_id, module))
-        fake = types.SimpleNamespace()
-        fake.get_function = lambda name: (_need(device_id, "get_function"),
-                                          _Function(module.get_function(name), device_id))[1]
-        return fake
+        names = tuple(name_expressions)
+        module = EmuModule(code, _gpu.name_expressions(), self._props[device_id])
+        self.modules.append((device_id, names))
+
+        def get_function(name):
+            _need(device_id, "get_function")
+            if name not in names:
+                raise KeyError(f"{name} is not among this module's name expressions")
+            return _Function(module.get_function(name), device_id)
+
+        return types.SimpleNamespace(get_function=get_function)
