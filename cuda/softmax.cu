@@ -220,11 +220,49 @@ __device__ __forceinline__ void csm_load(const T* p, typename csm_acc<T>::type* 
     for (int c = 0; c < N; ++c) dst[c] = csm_to_acc(pk.v[c]);
 }
 
-template <typename T, int N>
+// Explicit 16-byte stores, by element type: v2.f64 and v4.f32 keep the
+// values in their own registers (a b32 view of doubles costs moves, and
+// ptxas then spills csm_rows_warp<double, 2, 2, 4> on sm_90); float16 packs
+// go as four 32-bit words.
+#ifdef __CUDA_ARCH__
+__device__ __forceinline__ void csm_st128(double* p, const csm_pack<double, 2>& v) {
+    asm volatile("st.global.v2.f64 [%0], {%1, %2};" ::"l"(p), "d"(v.v[0]), "d"(v.v[1]));
+}
+__device__ __forceinline__ void csm_st128(float* p, const csm_pack<float, 4>& v) {
+    asm volatile("st.global.v4.f32 [%0], {%1, %2, %3, %4};" ::"l"(p), "f"(v.v[0]), "f"(v.v[1]), "f"(v.v[2]),
+                 "f"(v.v[3]));
+}
+__device__ __forceinline__ void csm_st128(csm_half* p, const csm_pack<csm_half, 8>& v) {
+    unsigned w[4];
+#pragma unroll
+    for (int i = 0; i < 4; ++i) w[i] = (unsigned)v.v[2 * i].bits | ((unsigned)v.v[2 * i + 1].bits << 16);
+    asm volatile("st.global.v4.b32 [%0], {%1, %2, %3, %4};" ::"l"(p), "r"(w[0]), "r"(w[1]), "r"(w[2]), "r"(w[3]));
+}
+#endif
+
+#ifdef __CUDA_ARCH__
+template <typename T, int N> __device__ __forceinline__ void csm_st128_any(T* p, const csm_pack<T, N>& v) {
+    if constexpr (sizeof(csm_pack<T, N>) == 16) csm_st128(p, v);
+}
+#endif
+
+// EXPLICIT: the block tiers' stores. The warp tier's struct stores already
+// come out as STG.E.128, and the explicit form there makes ptxas spill
+// csm_rows_warp<double, 2, 2, 4> on sm_90 (NVRTC 13.5).
+template <typename T, int N, bool EXPLICIT = false>
 __device__ __forceinline__ void csm_store(T* p, const typename csm_acc<T>::type* src) {
     csm_pack<T, N> pk;
 #pragma unroll
     for (int c = 0; c < N; ++c) pk.v[c] = csm_from_acc<T>(src[c]);
+#ifdef __CUDA_ARCH__
+    if (EXPLICIT && sizeof(csm_pack<T, N>) == 16) {
+        // NVVM splits a 16-byte struct store into 4 x STG.E (float), 8 x
+        // STG.E.U16 (float16) or 2 x STG.E.64 (double) on sm_75..sm_90; an
+        // explicit st.global.v* keeps it one STG.E.128 (the SASS gate checks).
+        csm_st128_any(p, pk);
+        return;
+    }
+#endif
     *reinterpret_cast<csm_pack<T, N>*>(p) = pk;
 }
 
@@ -453,7 +491,7 @@ __global__ void __launch_bounds__(VEC > 1 ? CSM_MAX_THREADS_VEC : CSM_MAX_THREAD
                     }
                     xs[c] = ((keep >> c) & 1u) ? r : (OP == CSM_SOFTMAX ? A(0) : csm_neg_inf<A>());
                 }
-                csm_store<T, VEC>(po + v * VEC, xs);
+                csm_store<T, VEC, true>(po + v * VEC, xs);
             }
         } else {
             A s = A(0);
@@ -491,7 +529,7 @@ __global__ void __launch_bounds__(VEC > 1 ? CSM_MAX_THREADS_VEC : CSM_MAX_THREAD
                     const A r = (OP == CSM_SOFTMAX_BACKWARD) ? xs[c] * (gs[c] - s) : gs[c] - csm_exp(xs[c]) * s;
                     xs[c] = ((keep >> c) & 1u) ? r : A(0);
                 }
-                csm_store<T, VEC>(po + v * VEC, xs);
+                csm_store<T, VEC, true>(po + v * VEC, xs);
             }
         }
     }
