@@ -37,12 +37,14 @@ _CTYPE = {
 # setup.py and constants() check that it agrees.
 _ROW_OPS = {name: op["code"] for name, op in _engine.OPS.items() if op["gpu"] == "rows"}
 _JACOBIAN, = (name for name, op in _engine.OPS.items() if op["gpu"] == "jacobian")
-# logsumexp (one result per row) has code 5 in the registry; until a registry
-# without it is gone (the CPU kernel lands separately), the GPU knows it anyway.
-_ROW_OPS.setdefault("logsumexp", 5)
+# The row kernels' op codes: the registry's, plus logsumexp (one result per
+# row, code 5 in the registry) while the registry does not list it yet (its
+# CPU kernel lands separately).
+_ROW_CODES = dict(_ROW_OPS)
+_ROW_CODES.setdefault("logsumexp", 5)
 # Operations whose result is one value per row, shape (N,).
 _REDUCE_OPS = ("logsumexp",)
-OPS = tuple(_ROW_OPS) + (_JACOBIAN,)
+OPS = tuple(_ROW_CODES) + (_JACOBIAN,)
 
 # CuPy itself adds -arch, -ftz=true and --device-as-default-execution-space.
 _OPTIONS = ("--std=c++17",)
@@ -93,7 +95,7 @@ def source() -> str:
 def constants() -> dict:
     """The ``CSM_* = N,`` constants of softmax.cu, their single source."""
     found = {name: int(value) for name, value in re.findall(r"^\s*(CSM_\w+) = (\d+),", source(), re.M)}
-    for op, code in _ROW_OPS.items():
+    for op, code in _ROW_CODES.items():
         if found.get("CSM_" + op.upper()) != code:
             raise RuntimeError(f"softmax.cu and _gpu.py disagree on the code of {op}")
     return found
@@ -128,11 +130,11 @@ def _warp_configs(dtype: np.dtype) -> list:
 
 
 def _row_kernel_warp(dtype, op, vec, nvec) -> str:
-    return f"csm_rows_warp<{_CTYPE[dtype]}, {_ROW_OPS[op]}, {vec}, {nvec}>"
+    return f"csm_rows_warp<{_CTYPE[dtype]}, {_ROW_CODES[op]}, {vec}, {nvec}>"
 
 
 def _row_kernel_block(dtype, op, vec, cache) -> str:
-    return f"csm_rows_block<{_CTYPE[dtype]}, {_ROW_OPS[op]}, {vec}, {'true' if cache else 'false'}>"
+    return f"csm_rows_block<{_CTYPE[dtype]}, {_ROW_CODES[op]}, {vec}, {'true' if cache else 'false'}>"
 
 
 @functools.lru_cache(maxsize=None)
@@ -230,7 +232,7 @@ def plan(op: str, n: int, k: int, dtype, aligned: bool, props: dict) -> Launch:
         block = _block_size(1, k, c["CSM_MAX_THREADS"])
         smem = (c["CSM_SCRATCH"] + block) * acc
         return Launch(f"csm_jacobian_block<{ctype}>", "jacobian-block", _grid(props, n, block, smem), block, smem, 0)
-    if op not in _ROW_OPS:
+    if op not in _ROW_CODES:
         raise ValueError(f"unknown operation {op!r}; expected one of {OPS}")
 
     if k <= 32:

@@ -204,8 +204,9 @@ def _deliver(res, out, rdtype):
 
 def _on_device(inputs, names, out, fname):
     """CuPy calls run under the device of their arrays, which must be one
-    (csoftmax._gpu.device_scope); NumPy calls under nothing."""
-    if not any(_is_gpu(a) for a in inputs + (out,)):
+    (csoftmax._gpu.device_scope); NumPy calls, and mixes that _backend
+    refuses, under nothing."""
+    if not all(_is_gpu(a) for a in inputs):
         return contextlib.nullcontext()
     from . import _gpu
     return _gpu.device_scope(tuple(zip(names, inputs)) + (("out", out),), fname)

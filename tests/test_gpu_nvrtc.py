@@ -134,7 +134,7 @@ def test_every_global_access_of_the_vectorised_kernels_is_128_bit(disassembled, 
                 continue
             if m.group(1) == "LDG" and "U8" in width:
                 continue
-            if m.group(1) == "STG" and name.split(", ")[1] == str(_gpu._ROW_OPS["logsumexp"]):
+            if m.group(1) == "STG" and name.split(", ")[1] == str(_gpu._ROW_CODES["logsumexp"]):
                 continue
             bad.setdefault(name, []).append(ins)
     assert not bad, f"sm_{arch}: scalar global accesses in vectorised kernels: {bad}"
