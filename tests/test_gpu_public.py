@@ -63,9 +63,11 @@ def _same_as_cpu(op, got, host_args):
 
 # Every op in float32 in the warp tier (5, 300) and, for two ops, the block
 # tiers (1025; 1024-thread blocks cost ~0.1 s each on the emulator); float16
-# and float64 once each.
+# and float64 for one forward, one backward op and the Jacobian (every op and
+# dtype runs in tests/test_gpu_emulated.py).
 PUBLIC_CASES = ([(op, np.float32, k) for op in OPS for k in (5, 300)]
-                + [(op, dt, 40) for op in OPS for dt in (np.float16, np.float64)]
+                + [(op, dt, 40) for op in ("softmax", "softmax_backward", "softmax_jacobian")
+                   for dt in (np.float16, np.float64)]
                 + [("softmax", np.float32, 1025), ("log_softmax_backward", np.float64, 1025)])
 
 
