@@ -37,7 +37,10 @@ _CTYPE = {
 # setup.py and constants() check that it agrees.
 _ROW_OPS = {name: op["code"] for name, op in _engine.OPS.items() if op["gpu"] == "rows"}
 _JACOBIAN, = (name for name, op in _engine.OPS.items() if op["gpu"] == "jacobian")
-OPS = tuple(_ROW_OPS) + (_JACOBIAN,)
+_ROW_CODES = dict(_ROW_OPS)
+# Operations whose result is one value per row, shape (N,).
+_REDUCE_OPS = tuple(name for name, op in _engine.OPS.items() if op["out"] == "reduce")
+OPS = tuple(_ROW_CODES) + (_JACOBIAN,)
 
 # CuPy itself adds -arch, -ftz=true and --device-as-default-execution-space.
 _OPTIONS = ("--std=c++17",)
@@ -88,7 +91,7 @@ def source() -> str:
 def constants() -> dict:
     """The ``CSM_* = N,`` constants of softmax.cu, their single source."""
     found = {name: int(value) for name, value in re.findall(r"^\s*(CSM_\w+) = (\d+),", source(), re.M)}
-    for op, code in _ROW_OPS.items():
+    for op, code in _ROW_CODES.items():
         if found.get("CSM_" + op.upper()) != code:
             raise RuntimeError(f"softmax.cu and _gpu.py disagree on the code of {op}")
     return found
@@ -123,23 +126,33 @@ def _warp_configs(dtype: np.dtype) -> list:
 
 
 def _row_kernel_warp(dtype, op, vec, nvec) -> str:
-    return f"csm_rows_warp<{_CTYPE[dtype]}, {_ROW_OPS[op]}, {vec}, {nvec}>"
+    return f"csm_rows_warp<{_CTYPE[dtype]}, {_ROW_CODES[op]}, {vec}, {nvec}>"
 
 
 def _row_kernel_block(dtype, op, vec, cache) -> str:
-    return f"csm_rows_block<{_CTYPE[dtype]}, {_ROW_OPS[op]}, {vec}, {'true' if cache else 'false'}>"
+    return f"csm_rows_block<{_CTYPE[dtype]}, {_ROW_CODES[op]}, {vec}, {'true' if cache else 'false'}>"
+
+
+@functools.lru_cache(maxsize=None)
+def group_names(op: str, dtype) -> tuple:
+    """The kernel instantiations the planner can choose for one (op, dtype):
+    the name expressions of one lazily compiled module (about a tenth of all)."""
+    dtype = np.dtype(dtype)
+    if op == _JACOBIAN:
+        return (f"csm_jacobian_warp<{_CTYPE[dtype]}>", f"csm_jacobian_block<{_CTYPE[dtype]}>")
+    names = [_row_kernel_warp(dtype, op, vec, nvec) for vec, nvec in _warp_configs(dtype)]
+    for vec in sorted({1, _vector_width(dtype)}):
+        names += [_row_kernel_block(dtype, op, vec, cache) for cache in (True, False)]
+    return tuple(names)
 
 
 @functools.lru_cache(maxsize=None)
 def name_expressions() -> tuple:
-    """Every kernel instantiation the planner can choose, for RawModule."""
+    """Every kernel instantiation the planner can choose (all groups)."""
     names = []
     for dtype in NATIVE_DTYPES:
-        for op in _ROW_OPS:
-            names += [_row_kernel_warp(dtype, op, vec, nvec) for vec, nvec in _warp_configs(dtype)]
-            for vec in sorted({1, _vector_width(dtype)}):
-                names += [_row_kernel_block(dtype, op, vec, cache) for cache in (True, False)]
-        names += [f"csm_jacobian_warp<{_CTYPE[dtype]}>", f"csm_jacobian_block<{_CTYPE[dtype]}>"]
+        for op in OPS:
+            names += group_names(op, dtype)
     return tuple(names)
 
 
@@ -215,7 +228,7 @@ def plan(op: str, n: int, k: int, dtype, aligned: bool, props: dict) -> Launch:
         block = _block_size(1, k, c["CSM_MAX_THREADS"])
         smem = (c["CSM_SCRATCH"] + block) * acc
         return Launch(f"csm_jacobian_block<{ctype}>", "jacobian-block", _grid(props, n, block, smem), block, smem, 0)
-    if op not in _ROW_OPS:
+    if op not in _ROW_CODES:
         raise ValueError(f"unknown operation {op!r}; expected one of {OPS}")
 
     if k <= 32:
@@ -254,12 +267,14 @@ def _device_properties(device_id: int) -> dict:
 
 
 @functools.lru_cache(maxsize=None)
-def _load_module(device_id: int):
-    """One RawModule per device; CuPy compiles it on first use and caches the cubin on disk."""
+def _load_module(device_id: int, group: tuple):
+    """One RawModule per device and (op, dtype name) group, built on its
+    first use: a call compiles the dozen kernels its operation and dtype may
+    need, not all of them (NVRTC 13.5 on 2 cores: see README, GPU)."""
     import cupy
 
     with cupy.cuda.Device(device_id):
-        return cupy.RawModule(code=source(), options=_OPTIONS, name_expressions=name_expressions())
+        return cupy.RawModule(code=source(), options=_OPTIONS, name_expressions=group_names(*group))
 
 
 # ---------------------------------------------------------------- launch
@@ -271,41 +286,133 @@ def _data_ptr(x) -> int:
     return x.__array_interface__["data"][0]  # NumPy stand-ins of the emulator
 
 
-# Dynamic shared memory limits already raised, per (device, kernel).
+# Kernels (RawKernel objects) by (device, name expression), and the dynamic
+# shared memory limits already raised, by (device, name expression): both are
+# properties of one device's loaded module, so both are keyed by the device.
+_kernels: dict = {}
 _raised_smem: dict = {}
+# plan() results by (device, op, n, k, dtype, aligned): repeated calls of one
+# shape skip the planning (9-15 us of Python). Bounded: cleared when full.
+_plans: dict = {}
+_PLANS_MAX = 4096
+
+# A null device pointer, for "no mask". CuPy packs a NumPy uint64 scalar as
+# its 8 bytes, which the kernel reads as `const unsigned char*` (so in every
+# CuPy version; only recent ones pack None as a null pointer).
+NULL = np.uint64(0)
 
 
-def run(op: str, a, b, out, num_threads: int = 0, fresh: bool = False) -> None:
+def _kernel(device_id: int, group: tuple, name: str):
+    """The kernel ``name`` of group ``group`` on ``device_id``; call under that device."""
+    key = (device_id, name)
+    kernel = _kernels.get(key)
+    if kernel is None:
+        kernel = _kernels[key] = _load_module(device_id, group).get_function(name)
+    return kernel
+
+
+def check_same_device(named, fname: str) -> None:
+    """ValueError naming the arguments when the CuPy arrays among ``named``
+    ((name, array or None) pairs) are not all on one device."""
+    ids = [(name, _device_of(x).id) for name, x in named if x is not None]
+    if len({i for _, i in ids}) > 1:
+        where = ", ".join(f"{name} on device {i}" for name, i in ids)
+        raise ValueError(f"{fname}: the arrays must be on one device, got {where}")
+
+
+class _NoDevice:
+    """The scope of a call with no CuPy array: nothing to enter."""
+
+    def __enter__(self):
+        return None
+
+    def __exit__(self, *exc):
+        return False
+
+
+def device_scope(named, fname: str):
+    """The device context a public call on CuPy arrays runs in.
+
+    ``named``: (argument name, value) pairs; the CuPy arrays among them must
+    share one device (else ValueError naming them), and everything the call
+    does -- copies, allocations, kernel lookup, the launch -- happens under
+    that device, whichever device is current when the call starts.
+    """
+    arrays = [(name, x) for name, x in named if x is not None and is_gpu_array(x)]
+    if not arrays:
+        return _NoDevice()
+    check_same_device(arrays, fname)
+    return _device_of(arrays[0][1])
+
+
+def mask_args(mask, n: int, k: int) -> tuple:
+    """(pointer argument, row stride in elements) of a mask for an (n, k) problem.
+
+    ``mask`` is None, or a uint8 array of shape (k,) or (n, k) with unit
+    column stride (any row stride, 0 included: a broadcast (k,) mask).
+    """
+    if mask is None:
+        return NULL, np.int64(0)
+    if mask.dtype != np.uint8:
+        raise TypeError(f"mask: the kernels take a uint8 mask, not {mask.dtype}")
+    if mask.shape == (k,) or (mask.ndim == 2 and mask.shape == (n, k)):
+        if k > 1 and mask.strides[-1] != 1:
+            raise ValueError(f"mask: the column stride must be 1 byte, got {mask.strides[-1]}")
+        ldm = mask.strides[0] if mask.ndim == 2 and n > 1 else 0
+        return mask, np.int64(ldm)
+    raise ValueError(f"mask: shape {mask.shape} is neither ({k},) nor ({n}, {k})")
+
+
+def out_shape(op: str, n: int, k: int) -> tuple:
+    """The shape of ``op``'s result for an (n, k) input."""
+    if op == _JACOBIAN:
+        return (n, k, k)
+    if op in _REDUCE_OPS:
+        return (n,)
+    return (n, k)
+
+
+def run(op: str, a, b, out, num_threads: int = 0, fresh: bool = False, mask=None) -> None:
     """Compute ``op`` on the (N, K) array ``a`` (and gradient ``b``) into ``out``.
 
-    All arrays are C-contiguous and of one native dtype; ``out`` is (N, K), or
-    (N, K, K) for the Jacobian. ``b`` is None for the forward operations.
+    All arrays are C-contiguous and of one native dtype; ``out`` has the
+    shape ``out_shape(op, N, K)``: (N, K), (N, K, K) for the Jacobian, (N,)
+    for logsumexp. ``b`` is None for the forward operations. ``mask`` (where=)
+    is None or a uint8 array of shape (K,) or (N, K) with unit column stride.
     ``num_threads`` and ``fresh`` (``out`` was just allocated) are the CPU
     backend's knobs, part of the shared backend signature; the GPU has no
-    use for them.
+    use for them. Everything happens under the device that holds ``a``:
+    kernel lookup, the shared memory opt-in and the launch.
     """
     n, k = a.shape
+    check_same_device((("a", a), ("b", b), ("out", out), ("mask", mask)), op)
     device = _device_of(a)
     props = _device_properties(device.id)
     arrays = (a, out) if b is None else (a, b, out)
     aligned = all(_data_ptr(x) % _VECTOR_BYTES == 0 for x in arrays)
-    launch = plan(op, n, k, a.dtype, aligned, props)
-    kernel = _load_module(device.id).get_function(launch.kernel)
-    if launch.shared_mem > props["sharedMemPerBlock"]:
-        key = (device.id, launch.kernel)
-        if _raised_smem.get(key, 0) < launch.shared_mem:
-            # Above 48 KiB a kernel must opt in to more dynamic shared memory.
-            kernel.max_dynamic_shared_size_bytes = launch.shared_mem
-            _raised_smem[key] = launch.shared_mem
+    key = (device.id, op, n, k, a.dtype.char, aligned)
+    launch = _plans.get(key)
+    if launch is None:
+        if len(_plans) >= _PLANS_MAX:
+            _plans.clear()
+        launch = _plans[key] = plan(op, n, k, a.dtype, aligned, props)
+    mask_ptr, ldm = mask_args(mask, n, k)
 
-    scalars = (np.int64(n), np.int32(k))
+    scalars = (ldm, np.int64(n), np.int32(k))
     if launch.width:
         scalars += (np.int32(launch.width),)
     if op == _JACOBIAN:
-        args = (a, out) + scalars
+        args = (a, out, mask_ptr) + scalars
     else:
-        args = (a, a if b is None else b, out) + scalars
+        args = (a, a if b is None else b, out, mask_ptr) + scalars
     with device:
+        kernel = _kernel(device.id, (op, a.dtype.name), launch.kernel)
+        if launch.shared_mem > props["sharedMemPerBlock"]:
+            key = (device.id, launch.kernel)
+            if _raised_smem.get(key, 0) < launch.shared_mem:
+                # Above 48 KiB a kernel must opt in to more dynamic shared memory.
+                kernel.max_dynamic_shared_size_bytes = launch.shared_mem
+                _raised_smem[key] = launch.shared_mem
         kernel((launch.grid,), (launch.block,), args, shared_mem=launch.shared_mem)
 
 

@@ -42,7 +42,7 @@ enum { CSM_GPU_NONE = 0, CSM_GPU_ROWS = 1, CSM_GPU_JACOBIAN = 2 };
     X(softmax_backward,     SOFTMAX_BACKWARD,     2, CSM_OUT_ROWS,   CSM_GPU_ROWS)     \
     X(log_softmax_backward, LOG_SOFTMAX_BACKWARD, 2, CSM_OUT_ROWS,   CSM_GPU_ROWS)     \
     X(softmax_jacobian,     SOFTMAX_JACOBIAN,     1, CSM_OUT_BLOCKS, CSM_GPU_JACOBIAN) \
-    X(logsumexp,            LOGSUMEXP,            1, CSM_OUT_REDUCE, CSM_GPU_NONE)     \
+    X(logsumexp,            LOGSUMEXP,            1, CSM_OUT_REDUCE, CSM_GPU_ROWS)     \
     X(softmax_cross_entropy, SOFTMAX_CROSS_ENTROPY, 2, CSM_OUT_LOSS, CSM_GPU_NONE)     \
     /* The vectorised exp and log alone, for the accuracy tests. */                  \
     X(exp,                  EXP,                  1, CSM_OUT_ROWS,   CSM_GPU_NONE)     \

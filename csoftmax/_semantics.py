@@ -17,6 +17,7 @@ core contract of the kernels, a batch of rows (N, K), and maps the result back:
 
 Nothing here computes softmax; the kernels never validate.
 """
+import contextlib
 import math
 import operator
 import os
@@ -284,6 +285,19 @@ def _deliver(res, out, rdtype):
         return res.astype(rdtype, copy=False)
 
 
+def _on_device(inputs, names, out, fname, where=None):
+    """CuPy calls run under the device of their arrays, which must be one
+    (csoftmax._gpu.device_scope); NumPy calls, and mixes that _backend
+    refuses, under nothing."""
+    if not all(_is_gpu(a) for a in inputs):
+        return contextlib.nullcontext()
+    from . import _gpu
+    named = tuple(zip(names, inputs)) + (("out", out),)
+    if _is_gpu(where):
+        named += (("where", where),)
+    return _gpu.device_scope(named, fname)
+
+
 def _dtypes(arrays, names, dtype, fname, backend):
     """(result dtype, compute dtype) of a call: dtype= when given (the inputs
     are computed in it, torch's rule), else the inputs' own."""
@@ -299,15 +313,26 @@ def _dtypes(arrays, names, dtype, fname, backend):
 
 def _mask_rows(where, shape, rows, fname, xp):
     """where= as the kernels take it: the bool mask of the (N, K) rows (a view
-    where the layout allows, a compact copy of the mask otherwise)."""
+    where the layout allows, a compact copy of the mask otherwise). The CPU
+    kernels take any strides; the CUDA kernels bytes with unit column
+    stride (any row stride, 0 for one mask of every row)."""
     if where is None:
         return None
     w = rows.to_rows(_where_array(where, shape, fname, xp))
+    if xp is not np:
+        if w.shape[1] > 1 and w.strides[1] != 1:
+            w = xp.ascontiguousarray(w)
+        w = w.view(xp.uint8)
     return w
 
 
 def _elementwise(op, inputs, names, axis, out, num_threads, where=None, dtype=None):
     """softmax, log_softmax and both backward passes: result shaped like the input."""
+    with _on_device(inputs, names, out, op, where):
+        return _elementwise_here(op, inputs, names, axis, out, num_threads, where, dtype)
+
+
+def _elementwise_here(op, inputs, names, axis, out, num_threads, where, dtype):
     nt = _threads(num_threads, op)
     inputs, where, ma_mask = _unmask(list(inputs), where, op)
     backend, xp = _backend(inputs, op, names)
@@ -370,6 +395,11 @@ def log_softmax_backward(y, grad, axis=-1, *, where=None, out=None, dtype=None,
 
 def logsumexp(x, axis=-1, *, where=None, keepdims=False, out=None, dtype=None,
               num_threads=None):
+    with _on_device((x,), ("x",), out, "logsumexp", where):
+        return _logsumexp_here(x, axis, where, keepdims, out, dtype, num_threads)
+
+
+def _logsumexp_here(x, axis, where, keepdims, out, dtype, num_threads):
     fname = "logsumexp"
     nt = _threads(num_threads, fname)
     if not isinstance(keepdims, (bool, np.bool_)):
@@ -410,6 +440,11 @@ def _memory_bytes():
 
 
 def softmax_jacobian(x, axis=-1, *, where=None, out=None, dtype=None, num_threads=None):
+    with _on_device((x,), ("x",), out, "softmax_jacobian", where):
+        return _softmax_jacobian_here(x, axis, where, out, dtype, num_threads)
+
+
+def _softmax_jacobian_here(x, axis, where, out, dtype, num_threads):
     fname = "softmax_jacobian"
     nt = _threads(num_threads, fname)
     (x,), where, ma_mask = _unmask([x], where, fname)

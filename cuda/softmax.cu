@@ -14,6 +14,16 @@
 // (log_softmax). They all follow from max subtraction with IEEE arithmetic:
 // fmaxf ignores NaN, so the NaN reaches the sum instead and spreads from there.
 //
+// Masks (where=, the semantics of jax.nn.softmax(where=)): every kernel takes
+// `const unsigned char* mask` (nullptr: no mask; 1 = the element takes part,
+// 0 = masked) with unit column stride and a row stride `ldm` (0: one (k,) mask
+// for every row). Masked elements take no part in the max or the sums, whatever
+// their value (NaN included); they come out exactly 0 (softmax and the backward
+// passes) or -inf (log_softmax), and a fully masked row gives zeros / -inf /
+// logsumexp -inf, never NaN. Every result passes through a select on the
+// element's mask bit, because the arithmetic alone cannot tell a masked
+// element from an unmasked -inf once the row's max is -inf.
+//
 // No `__restrict__` on the inputs: csoftmax allows `out is x`, and restrict
 // would let the compiler use the non-coherent load path on aliased memory.
 
@@ -42,6 +52,7 @@ enum : int {
     CSM_LOG_SOFTMAX = 1,
     CSM_SOFTMAX_BACKWARD = 2,      // a = y, b = grad
     CSM_LOG_SOFTMAX_BACKWARD = 3,  // a = y (the log_softmax output), b = grad
+    CSM_LOGSUMEXP = 5,             // one output per row (4 is the Jacobian's code)
 };
 
 extern __shared__ __align__(16) unsigned char csm_smem[];
@@ -130,6 +141,11 @@ __device__ __forceinline__ float csm_log(float v) { return logf(v); }
 // in the warp and vectorised block kernels), and a spill fails the build.
 __device__ __noinline__ double csm_exp(double v) { return exp(v); }
 __device__ __noinline__ double csm_log(double v) { return log(v); }
+// Inlined double exp, for kernels with one or two per lane: there the calls
+// cost more registers (live across the call) than the inlined bodies
+// (NVRTC 13.5 spills csm_rows_warp<double, 3, 1, 1> on sm_100 otherwise).
+__device__ __forceinline__ float csm_exp_inline(float v) { return expf(v); }
+__device__ __forceinline__ double csm_exp_inline(double v) { return exp(v); }
 // A product the compiler may not fuse into an FMA, so that the Jacobian's
 // diagonal is exactly s - round(s * s), as on the CPU.
 __device__ __forceinline__ float csm_mul_rn(float a, float b) { return __fmul_rn(a, b); }
@@ -151,6 +167,27 @@ struct csm_sum_op {
     template <typename A> __device__ __forceinline__ static A identity() { return A(0); }
     template <typename A> __device__ __forceinline__ A operator()(A a, A b) const { return a + b; }
 };
+
+// True for finite v: inf - inf and NaN - NaN are NaN.
+template <typename A> __device__ __forceinline__ bool csm_finite(A v) { return v - v == A(0); }
+
+// The mask bits of VEC consecutive elements at mask[off..]: bit c set when
+// element c takes part; all set without a mask.
+template <int VEC>
+__device__ __forceinline__ unsigned csm_keep_bits(const unsigned char* mask, long long off) {
+    if (mask == nullptr) return (1u << VEC) - 1u;
+    unsigned bits = 0;
+#pragma unroll
+    for (int c = 0; c < VEC; ++c) bits |= (mask[off + c] != 0 ? 1u : 0u) << c;
+    return bits;
+}
+
+// The shift of a row's exps: its max, except for logsumexp with an infinite
+// max, which sums exp(x) unshifted so that the result is scipy's: +inf for a
+// +inf (NaN if a NaN is there too), -inf for a row of -inf or no element.
+template <int OP, typename A> __device__ __forceinline__ A csm_shift(A m) {
+    return (OP == CSM_LOGSUMEXP && !csm_finite(m)) ? A(0) : m;
+}
 
 // Butterfly all-reduce over groups of `width` lanes (a power of two <= 32).
 // Every lane ends with the same bits: each step combines the same two values
@@ -183,11 +220,49 @@ __device__ __forceinline__ void csm_load(const T* p, typename csm_acc<T>::type* 
     for (int c = 0; c < N; ++c) dst[c] = csm_to_acc(pk.v[c]);
 }
 
-template <typename T, int N>
+// Explicit 16-byte stores, by element type: v2.f64 and v4.f32 keep the
+// values in their own registers (a b32 view of doubles costs moves, and
+// ptxas then spills csm_rows_warp<double, 2, 2, 4> on sm_90); float16 packs
+// go as four 32-bit words.
+#ifdef __CUDA_ARCH__
+__device__ __forceinline__ void csm_st128(double* p, const csm_pack<double, 2>& v) {
+    asm volatile("st.global.v2.f64 [%0], {%1, %2};" ::"l"(p), "d"(v.v[0]), "d"(v.v[1]));
+}
+__device__ __forceinline__ void csm_st128(float* p, const csm_pack<float, 4>& v) {
+    asm volatile("st.global.v4.f32 [%0], {%1, %2, %3, %4};" ::"l"(p), "f"(v.v[0]), "f"(v.v[1]), "f"(v.v[2]),
+                 "f"(v.v[3]));
+}
+__device__ __forceinline__ void csm_st128(csm_half* p, const csm_pack<csm_half, 8>& v) {
+    unsigned w[4];
+#pragma unroll
+    for (int i = 0; i < 4; ++i) w[i] = (unsigned)v.v[2 * i].bits | ((unsigned)v.v[2 * i + 1].bits << 16);
+    asm volatile("st.global.v4.b32 [%0], {%1, %2, %3, %4};" ::"l"(p), "r"(w[0]), "r"(w[1]), "r"(w[2]), "r"(w[3]));
+}
+#endif
+
+#ifdef __CUDA_ARCH__
+template <typename T, int N> __device__ __forceinline__ void csm_st128_any(T* p, const csm_pack<T, N>& v) {
+    if constexpr (sizeof(csm_pack<T, N>) == 16) csm_st128(p, v);
+}
+#endif
+
+// EXPLICIT: the block tiers' stores. The warp tier's struct stores already
+// come out as STG.E.128, and the explicit form there makes ptxas spill
+// csm_rows_warp<double, 2, 2, 4> on sm_90 (NVRTC 13.5).
+template <typename T, int N, bool EXPLICIT = false>
 __device__ __forceinline__ void csm_store(T* p, const typename csm_acc<T>::type* src) {
     csm_pack<T, N> pk;
 #pragma unroll
     for (int c = 0; c < N; ++c) pk.v[c] = csm_from_acc<T>(src[c]);
+#ifdef __CUDA_ARCH__
+    if (EXPLICIT && sizeof(csm_pack<T, N>) == 16) {
+        // NVVM splits a 16-byte struct store into 4 x STG.E (float), 8 x
+        // STG.E.U16 (float16) or 2 x STG.E.64 (double) on sm_75..sm_90; an
+        // explicit st.global.v* keeps it one STG.E.128 (the SASS gate checks).
+        csm_st128_any(p, pk);
+        return;
+    }
+#endif
     *reinterpret_cast<csm_pack<T, N>*>(p) = pk;
 }
 
@@ -198,13 +273,26 @@ __device__ __forceinline__ void csm_store(T* p, const typename csm_acc<T>::type*
 // element c of pack p at column (p * width + lane_in_group) * VEC + c.
 // VEC > 1 only when k % VEC == 0 and the pointers are 16-byte aligned.
 // The row loop is warp-uniform so every lane reaches every shuffle.
+// A masked element is loaded as -inf (forward; its exp is 0 whenever the
+// row's max is finite) or as y = grad = 0 (backward), so max and sums need no
+// mask bits; the final pass re-reads them (a byte per element, from L1) for
+// the select, rather than holding them in registers across the row: ptxas
+// spills on sm_80-sm_89 otherwise (NVRTC 13.5).
 template <typename T, int OP, int VEC, int NVEC>
 __global__ void __launch_bounds__(CSM_WARP_THREADS)
-    csm_rows_warp(const T* a, const T* b, T* out, long long n_rows, int k, int width) {
+    csm_rows_warp(const T* a, const T* b, T* out, const unsigned char* mask, long long ldm, long long n_rows,
+                  int k, int width) {
     typedef typename csm_acc<T>::type A;
     constexpr int COLS = VEC * NVEC;
     constexpr bool BACKWARD = OP == CSM_SOFTMAX_BACKWARD || OP == CSM_LOG_SOFTMAX_BACKWARD;
-    static_assert(BACKWARD || OP == CSM_SOFTMAX || OP == CSM_LOG_SOFTMAX, "unknown operation code");
+    static_assert(BACKWARD || OP == CSM_SOFTMAX || OP == CSM_LOG_SOFTMAX || OP == CSM_LOGSUMEXP,
+                  "unknown operation code");
+    // Only the (1, 1) kernel serves rows of <= 32 elements in narrower
+    // groups; every other one runs with width 32, and saying so at compile
+    // time turns the shuffles into SHFL instructions instead of calls (a
+    // runtime width makes NVRTC 13.5 call __cuda_sm70_shflsync_bfly_p on
+    // sm_80+, and registers live across calls spill).
+    if (VEC > 1 || NVEC > 1) width = 32;
     const int lane = threadIdx.x & 31;
     const int col_lane = lane & (width - 1);
     const int rows_per_warp = 32 / width;
@@ -215,6 +303,9 @@ __global__ void __launch_bounds__(CSM_WARP_THREADS)
         const long long row = first + lane / width;
         const bool live = row < n_rows;
         const long long base = row * (long long)k;
+        // this row's mask (or nullptr): one pointer, fewer live registers
+        // than mask, ldm and row (ptxas spills on sm_100 otherwise)
+        const unsigned char* const mrow = mask == nullptr ? mask : mask + row * ldm;
         A x[COLS];
         A g[BACKWARD ? COLS : 1];
 #pragma unroll
@@ -223,6 +314,16 @@ __global__ void __launch_bounds__(CSM_WARP_THREADS)
             if (live && col < k) {
                 csm_load<T, VEC>(a + base + col, x + p * VEC);
                 if (BACKWARD) csm_load<T, VEC>(b + base + col, g + p * VEC);
+                if (mrow != nullptr) {
+                    const unsigned keep = csm_keep_bits<VEC>(mrow, col);
+#pragma unroll
+                    for (int c = 0; c < VEC; ++c) {
+                        if (!((keep >> c) & 1u)) {
+                            x[p * VEC + c] = BACKWARD ? A(0) : csm_neg_inf<A>();
+                            if (BACKWARD) g[p * VEC + c] = A(0);
+                        }
+                    }
+                }
             }
         }
 
@@ -236,29 +337,36 @@ __global__ void __launch_bounds__(CSM_WARP_THREADS)
                 }
             }
             m = csm_group_reduce<csm_max_op>(m, width);
+            const A shift = csm_shift<OP>(m);
             A s = A(0);
 #pragma unroll
             for (int p = 0; p < NVEC; ++p) {
                 if (live && (p * width + col_lane) * VEC < k) {
 #pragma unroll
                     for (int c = 0; c < VEC; ++c) {
-                        const A e = csm_exp(x[p * VEC + c] - m);
+                        const A e = csm_exp(x[p * VEC + c] - shift);
                         if (OP == CSM_SOFTMAX) x[p * VEC + c] = e;
                         s += e;
                     }
                 }
             }
             s = csm_group_reduce<csm_sum_op>(s, width);
+            if (OP == CSM_LOGSUMEXP) {
+                if (live && col_lane == 0) out[row] = csm_from_acc<T>(m + csm_log(s));
+                continue;
+            }
             const A inv = A(1) / s;
             const A log_s = csm_log(s);
 #pragma unroll
             for (int p = 0; p < NVEC; ++p) {
                 const int col = (p * width + col_lane) * VEC;
                 if (live && col < k) {
+                    const unsigned keep = csm_keep_bits<VEC>(mrow, col);
 #pragma unroll
                     for (int c = 0; c < VEC; ++c) {
                         A& v = x[p * VEC + c];
-                        v = (OP == CSM_SOFTMAX) ? v * inv : (v - m) - log_s;
+                        const A r = (OP == CSM_SOFTMAX) ? v * inv : (v - m) - log_s;
+                        v = ((keep >> c) & 1u) ? r : (OP == CSM_SOFTMAX ? A(0) : csm_neg_inf<A>());
                     }
                     csm_store<T, VEC>(out + base + col, x + p * VEC);
                 }
@@ -283,7 +391,18 @@ __global__ void __launch_bounds__(CSM_WARP_THREADS)
 #pragma unroll
                     for (int c = 0; c < VEC; ++c) {
                         const int i = p * VEC + c;
-                        x[i] = (OP == CSM_SOFTMAX_BACKWARD) ? x[i] * (g[i] - s) : g[i] - csm_exp(x[i]) * s;
+                        if (OP == CSM_SOFTMAX_BACKWARD) {
+                            x[i] = x[i] * (g[i] - s);
+                        } else {
+                            x[i] = g[i] - (COLS <= 2 ? csm_exp_inline(x[i]) : csm_exp(x[i])) * s;
+                        }
+                    }
+                    // The mask bits after the exp calls: live across a call,
+                    // they make ptxas spill the float64 kernels on sm_90.
+                    const unsigned keep = csm_keep_bits<VEC>(mrow, col);
+#pragma unroll
+                    for (int c = 0; c < VEC; ++c) {
+                        if (!((keep >> c) & 1u)) x[p * VEC + c] = A(0);
                     }
                     csm_store<T, VEC>(out + base + col, x + p * VEC);
                 }
@@ -299,13 +418,18 @@ __global__ void __launch_bounds__(CSM_WARP_THREADS)
 // laid out as [VEC][k / VEC] so consecutive threads touch consecutive words;
 // CACHE = false re-reads global memory (through L2) in every pass, for rows
 // that do not fit. Each thread only ever touches its own cached elements, so
-// the passes need no barrier besides the reductions'.
+// the passes need no barrier besides the reductions'. The mask bits are
+// re-read in every pass (a byte per element, from L1/L2) rather than cached.
+// A masked element is cached as -inf (forward) or 0 (backward), so the cache
+// holds no NaN from under the mask.
 template <typename T, int OP, int VEC, bool CACHE>
 __global__ void __launch_bounds__(VEC > 1 ? CSM_MAX_THREADS_VEC : CSM_MAX_THREADS)
-    csm_rows_block(const T* a, const T* b, T* out, long long n_rows, int k) {
+    csm_rows_block(const T* a, const T* b, T* out, const unsigned char* mask, long long ldm, long long n_rows,
+                   int k) {
     typedef typename csm_acc<T>::type A;
     constexpr bool BACKWARD = OP == CSM_SOFTMAX_BACKWARD || OP == CSM_LOG_SOFTMAX_BACKWARD;
-    static_assert(BACKWARD || OP == CSM_SOFTMAX || OP == CSM_LOG_SOFTMAX, "unknown operation code");
+    static_assert(BACKWARD || OP == CSM_SOFTMAX || OP == CSM_LOG_SOFTMAX || OP == CSM_LOGSUMEXP,
+                  "unknown operation code");
     A* const scratch = reinterpret_cast<A*>(csm_smem);
     A* const cache_a = scratch + CSM_SCRATCH;
     A* const cache_b = cache_a + k;
@@ -314,6 +438,7 @@ __global__ void __launch_bounds__(VEC > 1 ? CSM_MAX_THREADS_VEC : CSM_MAX_THREAD
 
     for (long long row = blockIdx.x; row < n_rows; row += gridDim.x) {
         const long long base = row * (long long)k;
+        const long long mrow = row * ldm;
         const T* const pa = a + base;
         const T* const pb = b + base;
         T* const po = out + base;
@@ -323,50 +448,66 @@ __global__ void __launch_bounds__(VEC > 1 ? CSM_MAX_THREADS_VEC : CSM_MAX_THREAD
             A m = csm_neg_inf<A>();
             for (int v = threadIdx.x; v < n_vec; v += blockDim.x) {
                 csm_load<T, VEC>(pa + v * VEC, xs);
+                const unsigned keep = csm_keep_bits<VEC>(mask, mrow + v * VEC);
 #pragma unroll
                 for (int c = 0; c < VEC; ++c) {
-                    m = csm_max_op()(m, xs[c]);
-                    if (CACHE) cache_a[c * n_vec + v] = xs[c];
+                    const A x = ((keep >> c) & 1u) ? xs[c] : csm_neg_inf<A>();
+                    m = csm_max_op()(m, x);
+                    if (CACHE) cache_a[c * n_vec + v] = x;
                 }
             }
             m = csm_block_reduce<csm_max_op>(m, scratch + 32 * (turn++ & 1));
+            const A shift = csm_shift<OP>(m);
             A s = A(0);
             for (int v = threadIdx.x; v < n_vec; v += blockDim.x) {
                 if (!CACHE) csm_load<T, VEC>(pa + v * VEC, xs);
+                const unsigned keep = csm_keep_bits<VEC>(mask, mrow + v * VEC);
 #pragma unroll
                 for (int c = 0; c < VEC; ++c) {
-                    const A e = csm_exp((CACHE ? cache_a[c * n_vec + v] : xs[c]) - m);
+                    const A x = CACHE ? cache_a[c * n_vec + v] : xs[c];
+                    const A e = ((keep >> c) & 1u) ? csm_exp(x - shift) : A(0);
                     if (CACHE && OP == CSM_SOFTMAX) cache_a[c * n_vec + v] = e;
                     s += e;
                 }
             }
             s = csm_block_reduce<csm_sum_op>(s, scratch + 32 * (turn++ & 1));
+            if (OP == CSM_LOGSUMEXP) {
+                if (threadIdx.x == 0) out[row] = csm_from_acc<T>(m + csm_log(s));
+                continue;
+            }
             const A inv = A(1) / s;
             const A log_s = csm_log(s);
             for (int v = threadIdx.x; v < n_vec; v += blockDim.x) {
                 if (!CACHE) csm_load<T, VEC>(pa + v * VEC, xs);
+                const unsigned keep = csm_keep_bits<VEC>(mask, mrow + v * VEC);
 #pragma unroll
                 for (int c = 0; c < VEC; ++c) {
                     const A x = CACHE ? cache_a[c * n_vec + v] : xs[c];
+                    A r;
                     if (OP == CSM_SOFTMAX) {
-                        xs[c] = (CACHE ? x : csm_exp(x - m)) * inv;
+                        r = (CACHE ? x : csm_exp(x - m)) * inv;
                     } else {
-                        xs[c] = (x - m) - log_s;
+                        r = (x - m) - log_s;
                     }
+                    xs[c] = ((keep >> c) & 1u) ? r : (OP == CSM_SOFTMAX ? A(0) : csm_neg_inf<A>());
                 }
-                csm_store<T, VEC>(po + v * VEC, xs);
+                csm_store<T, VEC, true>(po + v * VEC, xs);
             }
         } else {
             A s = A(0);
             for (int v = threadIdx.x; v < n_vec; v += blockDim.x) {
                 csm_load<T, VEC>(pa + v * VEC, xs);
                 csm_load<T, VEC>(pb + v * VEC, gs);
+                const unsigned keep = csm_keep_bits<VEC>(mask, mrow + v * VEC);
 #pragma unroll
                 for (int c = 0; c < VEC; ++c) {
-                    s += (OP == CSM_SOFTMAX_BACKWARD) ? gs[c] * xs[c] : gs[c];
+                    const bool kept = (keep >> c) & 1u;
+                    const A x = kept ? xs[c] : A(0);
+                    const A g = kept ? gs[c] : A(0);
+                    s += (OP == CSM_SOFTMAX_BACKWARD) ? g * x : g;
                     if (CACHE) {
-                        cache_a[c * n_vec + v] = xs[c];
-                        cache_b[c * n_vec + v] = gs[c];
+                        cache_a[c * n_vec + v] = x;
+                        cache_b[c * n_vec + v] = g;
                     }
                 }
             }
@@ -382,11 +523,13 @@ __global__ void __launch_bounds__(VEC > 1 ? CSM_MAX_THREADS_VEC : CSM_MAX_THREAD
                     csm_load<T, VEC>(pa + v * VEC, xs);
                     csm_load<T, VEC>(pb + v * VEC, gs);
                 }
+                const unsigned keep = csm_keep_bits<VEC>(mask, mrow + v * VEC);
 #pragma unroll
                 for (int c = 0; c < VEC; ++c) {
-                    xs[c] = (OP == CSM_SOFTMAX_BACKWARD) ? xs[c] * (gs[c] - s) : gs[c] - csm_exp(xs[c]) * s;
+                    const A r = (OP == CSM_SOFTMAX_BACKWARD) ? xs[c] * (gs[c] - s) : gs[c] - csm_exp(xs[c]) * s;
+                    xs[c] = ((keep >> c) & 1u) ? r : A(0);
                 }
-                csm_store<T, VEC>(po + v * VEC, xs);
+                csm_store<T, VEC, true>(po + v * VEC, xs);
             }
         }
     }
@@ -397,9 +540,31 @@ __global__ void __launch_bounds__(VEC > 1 ? CSM_MAX_THREADS_VEC : CSM_MAX_THREAD
 // J[n, i, j] = s_i * (delta_ij - s_j): the diagonal as s_i - s_i * s_i, the
 // rest as -(s_i * s_j). The product commutes exactly, so J is symmetric bit
 // for bit provided s_i is the same bits wherever it is used; each kernel
-// computes every s_i by one expression, exp(x_i - m) * inv.
-template <typename A> __device__ __forceinline__ A csm_jacobian_entry(A si, A sj, bool diagonal) {
-    return diagonal ? si - csm_mul_rn(si, si) : -(si * sj);
+// computes every s_i by one expression, csm_prob. With a mask, s is the masked
+// softmax, and the rows and columns of masked elements are exactly 0, also
+// where an unmasked s_i is NaN: a masked s_i is carried as -0.0, a value no
+// unmasked s_i takes (exp(.) * inv is +0 at the smallest, or NaN), and any
+// entry with a -0.0 factor is 0.
+template <typename A> __device__ __forceinline__ A csm_masked_prob();
+template <> __device__ __forceinline__ float csm_masked_prob<float>() { return __int_as_float(0x80000000); }
+template <> __device__ __forceinline__ double csm_masked_prob<double>() {
+    return __longlong_as_double((long long)0x8000000000000000ULL);
+}
+__device__ __forceinline__ bool csm_is_masked_prob(float v) { return __float_as_int(v) == (int)0x80000000; }
+__device__ __forceinline__ bool csm_is_masked_prob(double v) {
+    return __double_as_longlong(v) == (long long)0x8000000000000000ULL;
+}
+
+template <typename A> __device__ __forceinline__ A csm_jacobian_entry(A si, A sj, bool diagonal, bool zero) {
+    return zero ? A(0) : diagonal ? si - csm_mul_rn(si, si) : -(si * sj);
+}
+
+template <typename A> __device__ __forceinline__ A csm_prob(A x, A m, A inv, bool kept) {
+    return kept ? csm_exp(x - m) * inv : csm_masked_prob<A>();
+}
+
+__device__ __forceinline__ bool csm_kept(const unsigned char* mask, long long off) {
+    return mask == nullptr || mask[off] != 0;
 }
 
 // Rows of k <= 32: one group of `width` lanes per row holds s in registers and
@@ -407,7 +572,8 @@ template <typename A> __device__ __forceinline__ A csm_jacobian_entry(A si, A sj
 // addresses; s_i and s_j come from the group by shuffle.
 template <typename T>
 __global__ void __launch_bounds__(CSM_WARP_THREADS)
-    csm_jacobian_warp(const T* x, T* out, long long n_rows, int k, int width) {
+    csm_jacobian_warp(const T* x, T* out, const unsigned char* mask, long long ldm, long long n_rows, int k,
+                      int width) {
     typedef typename csm_acc<T>::type A;
     const int lane = threadIdx.x & 31;
     const int col_lane = lane & (width - 1);
@@ -418,12 +584,12 @@ __global__ void __launch_bounds__(CSM_WARP_THREADS)
 
     for (long long first = warp * rows_per_warp; first < n_rows; first += n_warps * rows_per_warp) {
         const long long row = first + lane / width;
-        const bool valid = row < n_rows && col_lane < k;
+        const bool valid = row < n_rows && col_lane < k && csm_kept(mask, row * ldm + col_lane);
         const A v = valid ? csm_to_acc(x[row * k + col_lane]) : csm_neg_inf<A>();
         const A m = csm_group_reduce<csm_max_op>(v, width);
         const A e = valid ? csm_exp(v - m) : A(0);
         const A inv = A(1) / csm_group_reduce<csm_sum_op>(e, width);
-        const A s = e * inv;
+        const A s = valid ? e * inv : csm_masked_prob<A>();
         T* const po = out + row * (long long)kk;
         for (int r0 = 0; r0 < kk; r0 += width) {
             const int r = r0 + col_lane;
@@ -431,7 +597,8 @@ __global__ void __launch_bounds__(CSM_WARP_THREADS)
             const int j = r < kk ? r - i * k : 0;
             const A si = __shfl_sync(0xffffffffu, s, i, width);
             const A sj = __shfl_sync(0xffffffffu, s, j, width);
-            if (row < n_rows && r < kk) po[r] = csm_from_acc<T>(csm_jacobian_entry(si, sj, i == j));
+            const bool zero = csm_is_masked_prob(si) || csm_is_masked_prob(sj);
+            if (row < n_rows && r < kk) po[r] = csm_from_acc<T>(csm_jacobian_entry(si, sj, i == j, zero));
         }
     }
 }
@@ -442,9 +609,11 @@ __global__ void __launch_bounds__(CSM_WARP_THREADS)
 // of blockDim.x values in shared memory; recomputing s costs k / blockDim.x
 // extra exps per element of s, negligible next to the k*k stores, and keeps
 // the kernel independent of k (no k-sized buffer).
+// (min. 1 block per SM: without it, ptxas for sm_100 aims at two 1024-thread
+// blocks, 32 registers, and spills the masked kernel; NVRTC 13.5.)
 template <typename T>
-__global__ void __launch_bounds__(CSM_MAX_THREADS)
-    csm_jacobian_block(const T* x, T* out, long long n_rows, int k) {
+__global__ void __launch_bounds__(CSM_MAX_THREADS, 1)
+    csm_jacobian_block(const T* x, T* out, const unsigned char* mask, long long ldm, long long n_rows, int k) {
     typedef typename csm_acc<T>::type A;
     A* const scratch = reinterpret_cast<A*>(csm_smem);
     A* const tile = scratch + CSM_SCRATCH;
@@ -452,27 +621,35 @@ __global__ void __launch_bounds__(CSM_MAX_THREADS)
 
     for (long long row = blockIdx.x; row < n_rows; row += gridDim.x) {
         const T* const px = x + row * (long long)k;
+        const long long mrow = row * ldm;
         T* const po = out + row * (long long)k * k;
         A m = csm_neg_inf<A>();
-        for (int c = threadIdx.x; c < k; c += blockDim.x) m = csm_max_op()(m, csm_to_acc(px[c]));
+        for (int c = threadIdx.x; c < k; c += blockDim.x) {
+            if (csm_kept(mask, mrow + c)) m = csm_max_op()(m, csm_to_acc(px[c]));
+        }
         m = csm_block_reduce<csm_max_op>(m, scratch + 32 * (turn++ & 1));
         A s = A(0);
-        for (int c = threadIdx.x; c < k; c += blockDim.x) s += csm_exp(csm_to_acc(px[c]) - m);
+        for (int c = threadIdx.x; c < k; c += blockDim.x) {
+            if (csm_kept(mask, mrow + c)) s += csm_exp(csm_to_acc(px[c]) - m);
+        }
         const A inv = A(1) / csm_block_reduce<csm_sum_op>(s, scratch + 32 * (turn++ & 1));
 
         for (int j0 = 0; j0 < k; j0 += blockDim.x) {
             const int j = j0 + threadIdx.x;
-            const A sj = j < k ? csm_exp(csm_to_acc(px[j]) - m) * inv : A(0);
+            const A sj = j < k ? csm_prob(csm_to_acc(px[j]), m, inv, csm_kept(mask, mrow + j)) : A(0);
+            const bool column_masked = csm_is_masked_prob(sj);
             for (int i0 = 0; i0 < k; i0 += blockDim.x) {
                 __syncthreads();  // everyone is done reading the previous tile
                 const int it = i0 + threadIdx.x;
-                if (it < k) tile[threadIdx.x] = csm_exp(csm_to_acc(px[it]) - m) * inv;
+                if (it < k) tile[threadIdx.x] = csm_prob(csm_to_acc(px[it]), m, inv, csm_kept(mask, mrow + it));
                 __syncthreads();
                 const int n_i = k - i0 < (int)blockDim.x ? k - i0 : (int)blockDim.x;
                 if (j < k) {
                     for (int ii = 0; ii < n_i; ++ii) {
                         const int i = i0 + ii;
-                        po[i * (long long)k + j] = csm_from_acc<T>(csm_jacobian_entry(tile[ii], sj, i == j));
+                        const A si = tile[ii];
+                        const bool zero = column_masked || csm_is_masked_prob(si);
+                        po[i * (long long)k + j] = csm_from_acc<T>(csm_jacobian_entry(si, sj, i == j, zero));
                     }
                 }
             }

@@ -11,7 +11,7 @@ import pytest
 from csoftmax import _gpu
 from cuda_emu import EmuError, EmuModule, devices, install
 from cuda_emu.mutants import MUTANTS, apply
-from cuda_emu.reference import check, inputs
+from cuda_emu.reference import check, inputs, masked_inputs
 from cuda_emu.runner import emulate
 
 pytestmark = pytest.mark.skipif(
@@ -23,7 +23,7 @@ PROPS = devices.EMULATED
 
 def _kernels(cases):
     names = set()
-    for op, dtype, n, k in cases:
+    for op, dtype, n, k, *_ in cases:
         for aligned in (True, False):
             names.add(_gpu.plan(op, n, k, np.dtype(dtype), aligned, PROPS).kernel)
     return sorted(names)
@@ -34,10 +34,13 @@ def _failures(source, cases, tag):
     failures = []
     with pytest.MonkeyPatch.context() as mp:
         install(mp, module, PROPS)
-        for op, dtype, n, k in cases:
-            a, b = inputs(op, n, k, np.dtype(dtype), seed=11)
+        for op, dtype, n, k, *masked in cases:
+            if masked:
+                a, b, mask = masked_inputs(op, n, k, np.dtype(dtype), seed=11)
+            else:
+                (a, b), mask = inputs(op, n, k, np.dtype(dtype), seed=11), None
             try:
-                check(op, emulate(op, a, b), a, b)
+                check(op, emulate(op, a, b, mask=mask), a, b, mask=mask)
             except (AssertionError, EmuError) as exc:
                 failures.append(f"{op} {dtype} N={n} K={k}: {str(exc).splitlines()[0][:200]}")
     return failures

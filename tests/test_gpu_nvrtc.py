@@ -83,3 +83,59 @@ def test_committed_resource_table_is_current(compiled):
         f"{nvrtc.TABLE} is stale: run `python tests/cuda_emu/nvrtc.py` and commit it "
         "(or install the pinned NVRTC)"
     )
+
+
+# ---- SASS gate: vector memory access survives code generation
+
+# sm_75 and sm_90 are where NVVM split 16-byte struct stores into scalar
+# stores (4 x STG.E for float32, 8 x STG.E.U16 for float16, 2 x STG.E.64 for
+# float64); the explicit st.global.v4.b32 of csm_store keeps them STG.E.128.
+SASS_ARCHS = ("75", "90")
+_GLOBAL = re.compile(r"^(?:@!?U?P\w+\s+)?(LDG|STG)(\.[\w.]+)?\s")
+
+
+def _require_nvdisasm():
+    _require_nvrtc()
+    if nvrtc.nvdisasm_path() is None:
+        if os.environ.get("CSOFTMAX_REQUIRE_NVRTC", "").strip().lower() in ("1", "true", "yes", "on"):
+            raise FileNotFoundError("nvdisasm: pip install nvidia-cuda-nvdisasm (the test-gpu extra)")
+        pytest.skip("nvdisasm is not installed (the test-gpu extra: pip install -e \".[test-gpu]\")")
+
+
+def _vectorised():
+    return [name for name in _gpu.name_expressions()
+            if name.startswith("csm_rows_") and name.split(", ")[2] != "1"]
+
+
+@pytest.fixture(scope="module")
+def disassembled():
+    _require_nvdisasm()
+    names = _vectorised()
+
+    def one(arch):
+        cubin, lowered = nvrtc.compile_cubin(_gpu.source(), names, arch, _gpu._OPTIONS)
+        code = nvrtc.sass(cubin)
+        return {name: code[lowered[name]] for name in names}
+
+    with ThreadPoolExecutor(max_workers=len(SASS_ARCHS)) as pool:
+        return dict(zip(SASS_ARCHS, pool.map(one, SASS_ARCHS)))
+
+
+@pytest.mark.parametrize("arch", SASS_ARCHS)
+def test_every_global_access_of_the_vectorised_kernels_is_128_bit(disassembled, arch):
+    # Allowed besides .128: the mask's bytes (LDG.E.U8) and logsumexp's one
+    # result per row (a scalar store of the row's dtype).
+    bad = {}
+    for name, code in disassembled[arch].items():
+        for ins in code:
+            m = _GLOBAL.match(ins)
+            width = (m.group(2) or "").split(".") if m else []  # e.g. E, 128, SYS (sm_75)
+            if not m or "128" in width:
+                continue
+            if m.group(1) == "LDG" and "U8" in width:
+                continue
+            if m.group(1) == "STG" and name.split(", ")[1] == str(_gpu._ROW_CODES["logsumexp"]):
+                continue
+            bad.setdefault(name, []).append(ins)
+    assert not bad, f"sm_{arch}: scalar global accesses in vectorised kernels: {bad}"
+    assert len(disassembled[arch]) == len(_vectorised())

@@ -31,8 +31,10 @@ def install(monkeypatch, module, props):
 
     monkeypatch.setattr(_gpu, "_device_of", lambda a: FakeDevice())
     monkeypatch.setattr(_gpu, "_device_properties", lambda device_id: props)
-    monkeypatch.setattr(_gpu, "_load_module", lambda device_id: module)
+    monkeypatch.setattr(_gpu, "_load_module", lambda device_id, group: module)
     monkeypatch.setattr(_gpu, "_raised_smem", {})
+    monkeypatch.setattr(_gpu, "_kernels", {})
+    monkeypatch.setattr(_gpu, "_plans", {})
 
 
 # Guard zones: 64 bytes on each side keep the view 16-byte aligned.

@@ -22,6 +22,7 @@ template <class T> struct type_name;
         static std::string get() { return #T; }            \
     };
 EMU_TYPE_NAME(int)
+EMU_TYPE_NAME(unsigned char)
 EMU_TYPE_NAME(unsigned int)
 EMU_TYPE_NAME(long long)
 EMU_TYPE_NAME(float)

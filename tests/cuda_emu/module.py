@@ -49,7 +49,9 @@ def _argument(value):
         ctype = {v: k for k, v in C_TYPES.items()}.get(value.dtype.name)
         if ctype is None:
             raise EmuError(f"array of dtype {value.dtype} has no kernel element type")
-        if not value.flags.c_contiguous:
+        if not value.flags.c_contiguous and not (ctype == "unsigned char" and value.strides[-1:] in ((), (1,))):
+            # RawKernel ignores strides; the one exception is a mask, passed
+            # with its own row stride argument and a unit column stride.
             raise EmuError("RawKernel ignores strides: arrays must be C-contiguous")
         return ctype + "*", ctypes.c_void_p(value.__array_interface__["data"][0]), value
     if isinstance(value, (bool, np.bool_)):
@@ -58,6 +60,12 @@ def _argument(value):
         return "int", ctypes.c_int32(int(value)), None
     if isinstance(value, np.uint32):
         return "unsigned int", ctypes.c_uint32(int(value)), None
+    if isinstance(value, np.uint64):
+        # CuPy packs the 8 bytes as they are: 0 is a null pointer, the only
+        # use csoftmax has for a uint64 argument.
+        if int(value) != 0:
+            raise EmuError("a uint64 kernel argument is csoftmax's null pointer and must be 0")
+        return "nullptr", ctypes.c_void_p(None), None
     if isinstance(value, (np.int64, int)):
         return "long long", ctypes.c_int64(int(value)), None
     if isinstance(value, np.float32):
@@ -69,6 +77,8 @@ def _argument(value):
 
 def _accepts(param: str, passed: str, array) -> bool:
     if param.endswith("*"):
+        if passed == "nullptr":
+            return param.startswith("const ")  # no output is ever optional
         if not passed.endswith("*"):
             return False
         if not param.startswith("const ") and array is not None and not array.flags.writeable:

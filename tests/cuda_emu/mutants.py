@@ -15,22 +15,30 @@ class Mutant(NamedTuple):
     why: str
     old: str
     new: str
-    cases: tuple  # (op, dtype name, n, k)
+    cases: tuple  # (op, dtype name, n, k), or (op, dtype name, n, k, "mask") to run with a mask
 
 
 MUTANTS = (
     Mutant(
         "warp-store-bound-off-by-one",
         "the warp tier stores one element past the row",
-        "if (live && col < k) {\n#pragma unroll\n                    for (int c = 0; c < VEC; ++c) {\n                        A& v",
-        "if (live && col <= k) {\n#pragma unroll\n                    for (int c = 0; c < VEC; ++c) {\n                        A& v",
+        "if (live && col < k) {\n                    const unsigned keep = csm_keep_bits<VEC>(mrow, col);\n#pragma unroll\n"
+        "                    for (int c = 0; c < VEC; ++c) {\n                        A& v",
+        "if (live && col <= k) {\n                    const unsigned keep = csm_keep_bits<VEC>(mrow, col);\n#pragma unroll\n"
+        "                    for (int c = 0; c < VEC; ++c) {\n                        A& v",
         (("softmax", "float32", 7, 33),),
     ),
     Mutant(
         "block-store-bound-off-by-one",
         "the block tiers store one vector past the row",
-        "for (int v = threadIdx.x; v < n_vec; v += blockDim.x) {\n                if (!CACHE) csm_load<T, VEC>(pa + v * VEC, xs);\n#pragma unroll\n                for (int c = 0; c < VEC; ++c) {\n                    const A x",
-        "for (int v = threadIdx.x; v <= n_vec; v += blockDim.x) {\n                if (!CACHE) csm_load<T, VEC>(pa + v * VEC, xs);\n#pragma unroll\n                for (int c = 0; c < VEC; ++c) {\n                    const A x",
+        "for (int v = threadIdx.x; v < n_vec; v += blockDim.x) {\n                if (!CACHE) csm_load<T, VEC>(pa + v * VEC, xs);\n"
+        "                const unsigned keep = csm_keep_bits<VEC>(mask, mrow + v * VEC);\n#pragma unroll\n"
+        "                for (int c = 0; c < VEC; ++c) {\n                    const A x = CACHE ? cache_a[c * n_vec + v] : xs[c];\n"
+        "                    A r;",
+        "for (int v = threadIdx.x; v <= n_vec; v += blockDim.x) {\n                if (!CACHE) csm_load<T, VEC>(pa + v * VEC, xs);\n"
+        "                const unsigned keep = csm_keep_bits<VEC>(mask, mrow + v * VEC);\n#pragma unroll\n"
+        "                for (int c = 0; c < VEC; ++c) {\n                    const A x = CACHE ? cache_a[c * n_vec + v] : xs[c];\n"
+        "                    A r;",
         (("softmax", "float32", 3, 1025), ("log_softmax", "float64", 3, 4097)),
     ),
     Mutant(
@@ -43,8 +51,9 @@ MUTANTS = (
     Mutant(
         "jacobian-tile-without-syncthreads",
         "threads read the tile of s_i before it is written",
-        "if (it < k) tile[threadIdx.x] = csm_exp(csm_to_acc(px[it]) - m) * inv;\n                __syncthreads();\n",
-        "if (it < k) tile[threadIdx.x] = csm_exp(csm_to_acc(px[it]) - m) * inv;\n",
+        "if (it < k) tile[threadIdx.x] = csm_prob(csm_to_acc(px[it]), m, inv, csm_kept(mask, mrow + it));\n"
+        "                __syncthreads();\n",
+        "if (it < k) tile[threadIdx.x] = csm_prob(csm_to_acc(px[it]), m, inv, csm_kept(mask, mrow + it));\n",
         (("softmax_jacobian", "float32", 2, 127),),
     ),
     Mutant(
@@ -70,6 +79,34 @@ MUTANTS = (
         "v = lane < (int)(blockDim.x >> 5) ? bank[lane]",
         "v = lane <= (int)(blockDim.x >> 5) ? bank[lane]",
         (("softmax", "float64", 3, 1000),),
+    ),
+    Mutant(
+        "mask-ignored-in-the-warp-max",
+        "masked elements (NaN, +inf under the mask) take part in the max",
+        "x[p * VEC + c] = BACKWARD ? A(0) : csm_neg_inf<A>();",
+        "x[p * VEC + c] = BACKWARD ? A(0) : x[p * VEC + c];",
+        (("softmax", "float32", 7, 33, "mask"),),
+    ),
+    Mutant(
+        "mask-row-stride-ignored",
+        "the block tiers read row 0's mask for every row",
+        "const long long mrow = row * ldm;\n        const T* const pa",
+        "const long long mrow = 0 * ldm;\n        const T* const pa",
+        (("log_softmax", "float32", 7, 1025, "mask"),),
+    ),
+    Mutant(
+        "masked-output-not-selected",
+        "log_softmax of a masked element computed instead of -inf (wrong in rows whose max is -inf)",
+        "xs[c] = ((keep >> c) & 1u) ? r : (OP == CSM_SOFTMAX ? A(0) : csm_neg_inf<A>());",
+        "xs[c] = r;",
+        (("log_softmax", "float32", 7, 1025, "mask"),),
+    ),
+    Mutant(
+        "logsumexp-shifts-by-an-infinite-max",
+        "logsumexp of a row with +inf, or of all -inf, gives NaN instead of scipy's +inf / -inf",
+        "return (OP == CSM_LOGSUMEXP && !csm_finite(m)) ? A(0) : m;",
+        "return m;",
+        (("logsumexp", "float32", 7, 33),),
     ),
 )
 

@@ -96,6 +96,65 @@ def _split_log(log: str):
     return resources, "\n".join(rest)
 
 
+def compile_cubin(source: str, names, arch: str, options=("--std=c++17",)):
+    """(cubin bytes, {name expression: mangled name}) for ``names`` on sm_``arch``."""
+    nvrtc = import_nvrtc()
+
+    prog = _check(nvrtc.nvrtcCreateProgram(source.encode(), b"softmax.cu", 0, [], []), "nvrtcCreateProgram")
+    try:
+        for name in names:
+            _check(nvrtc.nvrtcAddNameExpression(prog, name.encode()), "nvrtcAddNameExpression")
+        opts = [o.encode() for o in (f"-arch=sm_{arch}", *CUPY_OPTIONS, *options)]
+        (err,) = nvrtc.nvrtcCompileProgram(prog, len(opts), opts)
+        if int(err) != 0:
+            raise RuntimeError(f"sm_{arch}: compile failed: {err!r}")
+        size = _check(nvrtc.nvrtcGetCUBINSize(prog), "nvrtcGetCUBINSize")
+        buf = b" " * size
+        _check(nvrtc.nvrtcGetCUBIN(prog, buf), "nvrtcGetCUBIN")
+        lowered = {}
+        for name in names:
+            mangled = _check(nvrtc.nvrtcGetLoweredName(prog, name.encode()), "nvrtcGetLoweredName")
+            lowered[name] = mangled.decode() if isinstance(mangled, bytes) else mangled
+        return buf, lowered
+    finally:
+        nvrtc.nvrtcDestroyProgram(prog)
+
+
+def nvdisasm_path():
+    """The nvdisasm of the nvidia-cuda-nvdisasm wheel (test-gpu extra), or None."""
+    import glob
+    import sysconfig
+
+    for root in {sysconfig.get_paths()["purelib"], sysconfig.get_paths()["platlib"]}:
+        for found in sorted(glob.glob(os.path.join(root, "nvidia", "*", "bin", "nvdisasm"))):
+            return found
+    return None
+
+
+def sass(cubin: bytes) -> dict:
+    """{mangled kernel name: [SASS instruction text, ...]} of a cubin, by nvdisasm."""
+    import subprocess
+    import tempfile
+
+    tool = nvdisasm_path()
+    if tool is None:
+        raise FileNotFoundError("nvdisasm (pip install nvidia-cuda-nvdisasm, in the test-gpu extra)")
+    with tempfile.NamedTemporaryFile(suffix=".cubin") as f:
+        f.write(cubin)
+        f.flush()
+        text = subprocess.run([tool, "-c", f.name], capture_output=True, text=True, check=True).stdout
+    kernels, current = {}, None
+    for line in text.splitlines():
+        m = re.match(r"\s*\.text\.(\w+):", line)
+        if m:
+            current = kernels.setdefault(m.group(1), [])
+            continue
+        m = re.search(r"/\*[0-9a-f]{4,}\*/\s+(.*?);", line)
+        if m and current is not None:
+            current.append(m.group(1).strip())
+    return kernels
+
+
 def compile_source(source: str, names, arch: str, options=("--std=c++17",)) -> CompileResult:
     nvrtc = import_nvrtc()
 

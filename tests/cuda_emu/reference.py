@@ -9,7 +9,7 @@ import numpy as np
 
 from csoftmax import _reference
 
-ROW_OPS = ("softmax", "log_softmax", "softmax_backward", "log_softmax_backward")
+ROW_OPS = ("softmax", "log_softmax", "softmax_backward", "log_softmax_backward", "logsumexp")
 OPS = ROW_OPS + ("softmax_jacobian",)
 DTYPES = (np.dtype(np.float16), np.dtype(np.float32), np.dtype(np.float64))
 
@@ -17,9 +17,57 @@ DTYPES = (np.dtype(np.float16), np.dtype(np.float32), np.dtype(np.float64))
 HUGE = {np.dtype(np.float16): 6.0e4, np.dtype(np.float32): 1.0e30, np.dtype(np.float64): 1.0e30}
 
 
-def reference(op, a, b=None):
-    """Float64 result of ``op`` for inputs in their own dtype."""
-    return _reference.reference(op, a, b)
+def _logsumexp(x):
+    """scipy.special.logsumexp of each row, by its rules: NaN among the
+    elements -> NaN; else any +inf -> +inf; no element or all -inf -> -inf."""
+    x = np.asarray(x, np.float64)
+    out = np.empty(x.shape[0])
+    with np.errstate(invalid="ignore", over="ignore", divide="ignore"):
+        for r, row in enumerate(x):
+            if row.size == 0 or np.all(row == -np.inf):
+                out[r] = -np.inf
+            elif np.isnan(row).any():
+                out[r] = np.nan
+            elif np.isposinf(row).any():
+                out[r] = np.inf
+            else:
+                m = row.max()
+                out[r] = m + np.log(np.exp(row - m).sum())
+    return out
+
+
+def reference(op, a, b=None, mask=None):
+    """Float64 result of ``op`` for inputs in their own dtype; ``mask`` (bool
+    or uint8, (K,) or (N, K)) as where= (MASKS semantics: each row computed
+    on its unmasked subset, masked entries 0, or -inf for log_softmax; the
+    Jacobian from the masked softmax)."""
+    if mask is None:
+        if op == "logsumexp":
+            return _logsumexp(a)
+        return _reference.reference(op, a, b)
+    a64 = np.asarray(a, np.float64)
+    b64 = None if b is None else np.asarray(b, np.float64)
+    keep = np.broadcast_to(np.asarray(mask) != 0, a64.shape)
+    n, k = a64.shape
+    if op == "logsumexp":
+        return np.array([_logsumexp(a64[r, keep[r]][None])[0] for r in range(n)])
+    if op == "softmax_jacobian":
+        s = reference("softmax", a, None, mask)
+        with np.errstate(invalid="ignore", over="ignore"):
+            jac = -(s[:, :, None] * s[:, None, :])
+            idx = np.arange(k)
+            jac[:, idx, idx] = s - s * s
+        # rows and columns of masked entries: exactly 0, also next to NaN
+        jac[~keep] = 0.0
+        jac.transpose(0, 2, 1)[~keep] = 0.0
+        return jac
+    out = np.full((n, k), -np.inf if op == "log_softmax" else 0.0)
+    for r in range(n):
+        cols = keep[r]
+        if cols.any():
+            sub_b = None if b64 is None else b64[r, cols][None]
+            out[r, cols] = _reference.reference(op, a64[r, cols][None], sub_b)[0]
+    return out
 
 
 def inputs(op, n, k, dtype, seed=0):
@@ -47,7 +95,7 @@ def inputs(op, n, k, dtype, seed=0):
         x[5, cols[6]] = -HUGE[dtype]
     if n > 6:
         x[6, :] = rng.uniform(-100.0, 100.0, k)
-    if op in ("softmax", "log_softmax", "softmax_jacobian"):
+    if op in ("softmax", "log_softmax", "softmax_jacobian", "logsumexp"):
         return x.astype(dtype), None
     finite = np.where(np.isfinite(x), x, 0.0)
     if n > 1:
@@ -69,6 +117,11 @@ def allowed_error(op, a, b, ref, dtype):
     with np.errstate(invalid="ignore", over="ignore"):
         if op == "softmax":
             scale = np.nanmax(np.abs(ref), axis=-1, keepdims=True, initial=0.0)
+        elif op == "logsumexp":
+            # max + log(sum): the rounding of the max's magnitude, plus a few
+            # ulps of log(sum) <= log(K)
+            finite = np.where(np.isfinite(a64), np.abs(a64), 0.0)
+            scale = 1.0 + finite.max(axis=-1)
         elif op == "log_softmax":
             finite = np.where(np.isfinite(a64), np.abs(a64), 0.0)
             scale = 1.0 + 2.0 * finite.max(axis=-1, keepdims=True)
@@ -88,11 +141,11 @@ def allowed_error(op, a, b, ref, dtype):
     return 16 * eps * (np.abs(np.nan_to_num(ref, posinf=0.0, neginf=0.0)) + scale)
 
 
-def check(op, out, a, b, ref=None):
+def check(op, out, a, b, ref=None, mask=None):
     """Assert ``out`` (of a's dtype) matches the float64 reference."""
     dtype = np.asarray(a).dtype
     if ref is None:
-        ref = reference(op, a, b)
+        ref = reference(op, a, b, mask)
     if dtype == np.float16:
         # computed in float32 and rounded once: compare with the rounded reference
         with np.errstate(over="ignore", invalid="ignore"):
@@ -107,14 +160,72 @@ def check(op, out, a, b, ref=None):
     if op == "softmax":
         zeros = np.isneginf(np.asarray(a, np.float64)) & ~nan_ref
         assert np.all(got[zeros] == 0.0), f"{op}: -inf did not give an exact 0"
+    if mask is not None and op not in ("logsumexp", "softmax_jacobian"):
+        masked = ~np.broadcast_to(np.asarray(mask) != 0, got.shape)
+        exact = -np.inf if op == "log_softmax" else 0.0
+        assert np.all(got[masked] == exact), f"{op}: a masked entry is not exactly {exact}"
     finite = ~(nan_ref | inf_ref)
     with np.errstate(invalid="ignore"):
         err = np.abs(got - ref)
+    if mask is not None:
+        # the error scale comes from the unmasked entries only (NaN sits under the mask)
+        keep = np.broadcast_to(np.asarray(mask) != 0, np.shape(a))
+        a = np.where(keep, np.asarray(a, np.float64), 0.0)
+        b = None if b is None else np.where(keep, np.asarray(b, np.float64), 0.0)
     tol = allowed_error(op, a, b, ref, dtype)
     if dtype == np.float16:
         tol = np.maximum(tol, np.abs(ref) * 2.0**-10 + 2.0**-24)
+    # Results below the smallest normal number: the GPU flushes float32
+    # subnormals (-ftz=true); elsewhere they carry a few bits only.
+    tol = np.maximum(tol, float(np.finfo(np.float32).tiny) if dtype == np.float32
+                     else 2 * float(np.finfo(dtype).smallest_subnormal))
     over = finite & ~(err <= tol)
     if over.any():
         where = tuple(np.argwhere(over)[0])
         raise AssertionError(f"{op} {dtype}: {over.sum()} elements off, first at {where}: "
                              f"got {got[where]!r}, reference {ref[where]!r}, allowed {tol[where]:.3g}")
+
+
+MASK_KINDS = ("rows", "broadcast", "strided")
+
+
+def masked_inputs(op, n, k, dtype, kind="rows", seed=0):
+    """(a, b, mask) for ``op`` with a where= mask (uint8, unit column stride).
+
+    ``kind``: "rows" an (n, k) mask; "broadcast" one (k,) mask for every row
+    (row stride 0); "strided" an (n, k) view of a wider mask (row stride
+    k + 3). Row 0 is fully masked; NaN and +inf sit under the mask in every
+    row (x and, for the backward ops, y and grad); in row 2 every unmasked x
+    is -inf (the unmasked entries are NaN, the masked ones still exact);
+    row 3 keeps a single element.
+    """
+    a, b = inputs(op, n, k, dtype, seed)
+    rng = np.random.default_rng([seed, n, k, 99])
+    keep = rng.random((n, k)) < 0.6
+    if kind == "broadcast":
+        keep[:] = keep[min(1, n - 1)]
+        if k > 1:
+            keep[:, 0] = False
+    else:
+        keep[0] = False
+        if n > 3:
+            keep[3] = False
+            keep[3, k // 2] = True
+    hidden = ~keep & (rng.random((n, k)) < 0.5)
+    a = a.copy()
+    with np.errstate(invalid="ignore"):
+        a[hidden] = np.nan
+        a[~keep & ~hidden] = np.inf if op in ("softmax", "log_softmax", "logsumexp", "softmax_jacobian") else a[~keep & ~hidden]
+        if b is not None:
+            b = b.copy()
+            b[hidden] = np.nan
+    if n > 2 and op in ("softmax", "log_softmax", "logsumexp", "softmax_jacobian") and kind != "broadcast":
+        a[2, keep[2]] = -np.inf
+    mask = keep.astype(np.uint8)
+    if kind == "broadcast":
+        mask = np.broadcast_to(mask[0], (n, k)) if n > 1 and rng.random() < 0.5 else mask[0].copy()
+    elif kind == "strided":
+        wide = np.zeros((n, k + 3), np.uint8)
+        wide[:, :k] = mask
+        mask = wide[:, :k]
+    return a, b, mask

@@ -14,13 +14,15 @@ SENTINEL = 4097.0  # exact in float16 too; softmax <= 1, and reference checks ca
 
 
 def out_shape(op, a):
-    n, k = a.shape
-    return (n, k, k) if op == "softmax_jacobian" else (n, k)
+    from csoftmax import _gpu
+
+    return _gpu.out_shape(op, *a.shape)
 
 
-def emulate(op, a, b=None, misalign=0, in_place=None):
+def emulate(op, a, b=None, misalign=0, in_place=None, mask=None):
     """Result of ``op`` from the emulated kernels. ``in_place`` = "a" or "b"
-    makes ``out`` the very array passed as that input."""
+    makes ``out`` the very array passed as that input; ``mask`` (uint8, (K,)
+    or (N, K), any row stride) goes to the kernels as it is."""
     from csoftmax import _gpu
 
     a_buf, a_view = guarded(a.shape, a.dtype, np.nan, misalign)
@@ -36,7 +38,7 @@ def emulate(op, a, b=None, misalign=0, in_place=None):
     else:
         fill = SENTINEL
         out_buf, out_view = guarded(out_shape(op, a), a.dtype, fill, misalign)
-    _gpu.run(op, a_view, b_view, out_view)
+    _gpu.run(op, a_view, b_view, out_view, mask=mask)
     check_guards(out_buf, out_view, fill)
     if in_place != "a":
         check_guards(a_buf, a_view, np.nan)
