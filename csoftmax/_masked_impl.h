@@ -220,12 +220,25 @@ static CSM_INLINE CSM_TARGET void CSM_FN(csm_masked_row)(
             y[i] = mk[i] ? g[i] - CSM_FN(csm_exp)(x[i]) * sg : (CSM_T)0;
         break;
     }
-    case CSM_OP_SOFTMAX_JACOBIAN:
+    case CSM_OP_SOFTMAX_JACOBIAN: {
         /* s into the block's last row (scratch until it is written last),
-         * then the block: masked s_i = 0 zeroes row and column i. */
+         * then the block, with row and column i exactly 0 where element i is
+         * masked (a product 0 * s_j would be NaN beside a NaN row). Row
+         * K - 1 reads each s_j before its own store, as in
+         * csm_softmax_jacobian_rows. */
+        const CSM_T *sv = y + (K - 1) * K;
         CSM_FN(csm_masked_softmax_row)(x, mk, y + (K - 1) * K, K);
-        CSM_FN(csm_jacobian_block)(y + (K - 1) * K, y, 0, K, K);
+        for (ptrdiff_t i = 0; i < K; ++i) {
+            const CSM_T si = sv[i];
+            const CSM_MW_T mi = mk[i];
+            CSM_T *Ji = y + i * K;
+#pragma omp simd
+            for (ptrdiff_t j = 0; j < K; ++j)
+                Ji[j] = (mi & mk[j]) ? (CSM_T)0 - si * sv[j] : (CSM_T)0;
+            Ji[i] = mi ? si - si * si : (CSM_T)0;
+        }
         break;
+    }
     case CSM_OP_LOGSUMEXP: {
         /* scipy.special.logsumexp's rules: NaN -> NaN; else +inf -> +inf;
          * nothing but -inf (or nothing at all) -> -inf; else

@@ -66,6 +66,9 @@ def softmax_jacobian(x, where=None):
         jac = -(s[..., :, None] * s[..., None, :])
         idx = np.arange(s.shape[-1])
         jac[..., idx, idx] = s - s * s
+    if where is not None:  # masked rows and columns are exactly 0
+        keep = np.broadcast_to(where, s.shape)
+        jac = np.where(keep[..., :, None] & keep[..., None, :], jac, 0.0)
     return jac
 
 

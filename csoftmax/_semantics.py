@@ -322,7 +322,7 @@ def _mask_rows(where, shape, rows, fname, xp):
     if xp is not np:
         if w.shape[1] > 1 and w.strides[1] != 1:
             w = xp.ascontiguousarray(w)
-        w = w.view(xp.uint8)
+        w = w.view(np.uint8)
     return w
 
 

@@ -232,3 +232,39 @@ def test_the_stand_in_catches_work_on_the_wrong_device(cp):
         x1.astype(np.float64)
     with pytest.raises(WrongDevice):
         cp.ascontiguousarray(x1.T)
+
+
+@pytest.mark.parametrize("op", OPS + ("logsumexp",))
+@pytest.mark.parametrize("kind", ["rows", "columns", "row_flags"])
+@pytest.mark.parametrize("k", [40, 3000])
+def test_masked_calls_on_the_gpu_match_the_cpu(cp, op, kind, k):
+    rng = np.random.default_rng(k)
+    n = 5
+    host = _host_args(op if op != "logsumexp" else "softmax", n, k, np.float32, seed=9)
+    if kind == "rows":
+        where = rng.random((n, k)) < 0.6
+        where[1] = False
+    elif kind == "columns":
+        where = rng.random(k) < 0.6
+    else:
+        where = (np.arange(n) != 2)[:, None]
+    if op == "softmax_jacobian" and k > 100:
+        pytest.skip("a Jacobian of K = 3000 is 45 MB per row: the small K covers it")
+    cpu = _call(op, host, where=where)
+    got = _call(op, tuple(cp.asarray(a) for a in host), where=cp.asarray(where))
+    assert got.shape == cpu.shape and got.dtype == cpu.dtype
+    host_got = got.get()
+    assert np.array_equal(np.isnan(host_got), np.isnan(cpu))
+    np.testing.assert_allclose(host_got, cpu, rtol=2e-6, atol=2e-7)
+    if op in ("softmax", "softmax_backward", "log_softmax_backward"):
+        full = np.broadcast_to(where, (n, k))
+        assert np.all(host_got[~full] == 0)
+    if op == "log_softmax":
+        assert np.all(host_got[~np.broadcast_to(where, (n, k))] == -np.inf)
+
+
+def test_logsumexp_on_the_gpu_keeps_scipys_special_values(cp):
+    x = np.array([[np.nan, 1.0, 2.0], [np.inf, 1.0, 0.0], [-np.inf, -np.inf, -np.inf],
+                  [1000.0, 1.0, -5.0]], dtype=np.float32)
+    got = csoftmax.logsumexp(cp.asarray(x))
+    np.testing.assert_array_equal(got.get(), csoftmax.logsumexp(x))

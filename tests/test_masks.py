@@ -307,3 +307,12 @@ def test_readme_masks_example_runs():
     assert np.all(scope["attn"][~scope["mask"]] == 0)
     np.testing.assert_allclose(scope["attn"].sum(axis=1), 1, rtol=1e-6)
     assert np.all(scope["dx"][~scope["mask"]] == 0)
+
+
+def test_masked_jacobian_rows_and_columns_are_zero_beside_a_nan_row():
+    x = np.array([[1.0, np.nan, 2.0, 3.0], [1.0, 2.0, 3.0, 4.0]])
+    w = np.array([[True, True, False, True], [True, False, True, True]])
+    got = csoftmax.softmax_jacobian(x, where=w)
+    assert np.all(got[0, 2, :] == 0) and np.all(got[0, :, 2] == 0)
+    assert np.isnan(got[0, 0, 0])
+    _check(got, _reference.softmax_jacobian(x, where=w), np.float64)

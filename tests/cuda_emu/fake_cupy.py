@@ -186,6 +186,11 @@ class FakeCuPy(types.ModuleType):
         _need(a._device_id, "ascontiguousarray")
         return _wrap(np.ascontiguousarray(a.view(np.ndarray), dtype=dtype))
 
+    def broadcast_to(self, a, shape):
+        # a view on a's device, as CuPy's
+        _need(a._device_id, "broadcast_to")
+        return _wrap(np.broadcast_to(a.view(np.ndarray), shape), a._device_id)
+
     def empty(self, shape, dtype=np.float64, order="C"):
         _state.calls.append(("empty", _state.current))
         return _wrap(np.empty(shape, dtype=dtype, order=order))
