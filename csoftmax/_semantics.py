@@ -137,10 +137,12 @@ def _requested_dtype(dtype, fname):
         except ImportError:
             raise TypeError(f"{fname}: dtype={dtype!r}: {_BF16_HINT}") from None
         return np.dtype(ml_dtypes.bfloat16)
-    if getattr(dtype, "__module__", "").split(".", 1)[0] in ("torch", "jax", "jaxlib"):
+    if getattr(dtype, "__module__", "").split(".", 1)[0] == "torch":
         dtype = str(dtype).rsplit(".", 1)[-1]  # torch.float32 -> "float32"
         if dtype == "bfloat16":
             return _requested_dtype(dtype, fname)
+    # JAX's scalar types (jnp.float32, jnp.bfloat16) carry a NumPy .dtype,
+    # which np.dtype() reads.
     try:
         d = np.dtype(dtype)
     except TypeError:

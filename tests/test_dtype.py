@@ -129,3 +129,12 @@ def test_bfloat16_without_ml_dtypes_names_the_package(monkeypatch):
 
     with pytest.raises(TypeError, match="ml_dtypes"):
         csoftmax.softmax(Bfloat16Tensor())
+
+
+def test_dtype_may_be_a_jax_or_torch_dtype():
+    from csoftmax import _semantics
+    jnp = pytest.importorskip("jax.numpy", reason="JAX is not installed")
+    assert _semantics._requested_dtype(jnp.float32, "softmax") == np.float32
+    assert _semantics._requested_dtype(jnp.bfloat16, "softmax").name == "bfloat16"
+    torch = pytest.importorskip("torch", reason="torch is not installed")
+    assert _semantics._requested_dtype(torch.float64, "softmax") == np.float64
