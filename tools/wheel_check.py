@@ -176,6 +176,7 @@ def check_sdist(sdist):
         names = {n.split("/", 1)[1] for n in tar.getnames() if "/" in n}
     required = {"LICENSE", "pyproject.toml", "setup.py", "MANIFEST.in",
                 "csoftmax/_rows.h", "csoftmax/_rows_impl.h", "csoftmax/_rows_isa.h",
+                "csoftmax/_masked_impl.h", "csoftmax/_loss.h", "csoftmax/_loss_impl.h",
                 "csoftmax/_rows_baseline.c", "csoftmax/_rows_avx2.c",
                 "csoftmax/_rows_avx512.c", "csoftmax/kernels.pxd",
                 "csoftmax/__init__.pxd", "tests/test_cimport.py",
