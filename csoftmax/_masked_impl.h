@@ -392,8 +392,28 @@ static CSM_TARGET void CSM_FN(csm_logsumexp_rows)(
         CSM_FN(csm_small_lse_rows)(x, ldx, 0, 0, out, ldo, rows, K);
         return;
     }
-    for (ptrdiff_t r = 0; r < rows; ++r)
-        CSM_FN(csm_masked_row)(CSM_OP_LOGSUMEXP, x + r * ldx, 0, 0, out + r * ldo, K);
+    /* In chunks of CSM_LOG_CHUNK rows, as csm_log_softmax_core: maxima and
+     * sums, then one vectorised log over the chunk's sums (a log per row was
+     * 30% of the time at 4096 x 128 float32, AVX-512); the same values as
+     * csm_masked_row's logsumexp. */
+    CSM_T mx[CSM_LOG_CHUNK];
+    double sm[CSM_LOG_CHUNK];
+    for (ptrdiff_t r0 = 0; r0 < rows; r0 += CSM_LOG_CHUNK) {
+        const ptrdiff_t nr = rows - r0 < CSM_LOG_CHUNK ? rows - r0 : CSM_LOG_CHUNK;
+        for (ptrdiff_t r = 0; r < nr; ++r) {
+            const CSM_T *xr = x + (r0 + r) * ldx;
+            mx[r] = CSM_FN(csm_row_max)(xr, K);
+            sm[r] = mx[r] - mx[r] == 0 ? CSM_FN(csm_row_exp_total)(xr, 0, mx[r], K) : 1.0;
+        }
+#pragma omp simd
+        for (ptrdiff_t r = 0; r < nr; ++r)
+            sm[r] = CSM_PASTE(csm_log, CSM_PASTE(f64, CSM_ISA))(sm[r]);
+        for (ptrdiff_t r = 0; r < nr; ++r) {
+            const CSM_T m = mx[r];
+            out[(r0 + r) * ldo] = m - m == 0 ? (CSM_T)((double)m + sm[r])
+                : CSM_FN(csm_row_has_nan)(x + (r0 + r) * ldx, 0, K) ? (CSM_T)NAN : m;
+        }
+    }
 }
 
 /* Rows of op with a mask (mk may be NULL for logsumexp), operands of any
