@@ -291,14 +291,7 @@ static CSM_TARGET void CSM_FN(csm_small_rows_m)(
         CSM_T *yg = y + r * ldy;
         switch (K) { /* a constant K unrolls the transposes (see csm_small_rows) */
 #define CSM_K_CASE(kk) case kk: CSM_FN(csm_small_group_m)(xg, ldx, mg, ldm, yg, ldy, kk, log_out, CSM_LANES); break;
-        CSM_K_CASE(1) CSM_K_CASE(2) CSM_K_CASE(3) CSM_K_CASE(4)
-        CSM_K_CASE(5) CSM_K_CASE(6) CSM_K_CASE(7) CSM_K_CASE(8)
-        CSM_K_CASE(9) CSM_K_CASE(10) CSM_K_CASE(11) CSM_K_CASE(12)
-        CSM_K_CASE(13) CSM_K_CASE(14) CSM_K_CASE(15) CSM_K_CASE(16)
-        CSM_K_CASE(17) CSM_K_CASE(18) CSM_K_CASE(19) CSM_K_CASE(20)
-        CSM_K_CASE(21) CSM_K_CASE(22) CSM_K_CASE(23) CSM_K_CASE(24)
-        CSM_K_CASE(25) CSM_K_CASE(26) CSM_K_CASE(27) CSM_K_CASE(28)
-        CSM_K_CASE(29) CSM_K_CASE(30) CSM_K_CASE(31) CSM_K_CASE(32)
+        CSM_SMALL_K_CASES(CSM_K_CASE)
 #undef CSM_K_CASE
         default:
             break;
@@ -363,14 +356,7 @@ static CSM_TARGET void CSM_FN(csm_small_lse_rows)(
         CSM_T *og = out + r * ldo;
         switch (K) {
 #define CSM_K_CASE(kk) case kk: CSM_FN(csm_small_lse_group)(xg, ldx, mg, ldm, og, ldo, kk, CSM_LANES); break;
-        CSM_K_CASE(1) CSM_K_CASE(2) CSM_K_CASE(3) CSM_K_CASE(4)
-        CSM_K_CASE(5) CSM_K_CASE(6) CSM_K_CASE(7) CSM_K_CASE(8)
-        CSM_K_CASE(9) CSM_K_CASE(10) CSM_K_CASE(11) CSM_K_CASE(12)
-        CSM_K_CASE(13) CSM_K_CASE(14) CSM_K_CASE(15) CSM_K_CASE(16)
-        CSM_K_CASE(17) CSM_K_CASE(18) CSM_K_CASE(19) CSM_K_CASE(20)
-        CSM_K_CASE(21) CSM_K_CASE(22) CSM_K_CASE(23) CSM_K_CASE(24)
-        CSM_K_CASE(25) CSM_K_CASE(26) CSM_K_CASE(27) CSM_K_CASE(28)
-        CSM_K_CASE(29) CSM_K_CASE(30) CSM_K_CASE(31) CSM_K_CASE(32)
+        CSM_SMALL_K_CASES(CSM_K_CASE)
 #undef CSM_K_CASE
         default:
             break;

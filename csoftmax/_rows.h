@@ -54,6 +54,15 @@
  * cross-row path about 1.3 at any K up to 32. */
 #define CSM_SMALL_K 32
 
+/* The cases K = 1 .. CSM_SMALL_K of the short-row drivers' switch: each
+ * calls its group kernel with a constant K, which unrolls the transposes. */
+#define CSM_SMALL_K_CASES(CASE)                                                     \
+    CASE(1) CASE(2) CASE(3) CASE(4) CASE(5) CASE(6) CASE(7) CASE(8)                 \
+    CASE(9) CASE(10) CASE(11) CASE(12) CASE(13) CASE(14) CASE(15) CASE(16)          \
+    CASE(17) CASE(18) CASE(19) CASE(20) CASE(21) CASE(22) CASE(23) CASE(24)         \
+    CASE(25) CASE(26) CASE(27) CASE(28) CASE(29) CASE(30) CASE(31) CASE(32)
+_Static_assert(CSM_SMALL_K == 32, "CSM_SMALL_K_CASES lists K = 1 .. 32");
+
 /* Rows at least this long take the max over four streams (csm_row_max):
  * from K = 64 each stream holds two AVX2 float vectors. Measured, 6.4M
  * float32 at K = 64 on one thread: softmax 7.2 ms with four streams, 10.8 ms
