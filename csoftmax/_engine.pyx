@@ -41,6 +41,7 @@ cdef extern from "_rows.h" nogil:
     int CSM_N_ISA
     int CSM_SMALL_K
     int CSM_LANES
+    int CSM_LONG_ROW
     int csm_best_isa()
     int csm_select_isa(int isa)
     int csm_openmp_enabled()
@@ -73,13 +74,68 @@ cdef enum:
 cdef enum:
     PARALLEL_GRAIN = 16384
 
-# Outputs of at least this many bytes are written with streaming stores (no
-# read-for-ownership). Above the caches they cost DRAM one write instead of a
-# read and a write; below, a cached result is what the caller reads next.
-# 8 MiB is past the L2 of the machines measured (1-2 MiB per core) and a
-# quarter of their L3.
-cdef enum:
-    STREAM_BYTES = 8 << 20
+# Outputs larger than the last-level cache are written with streaming stores
+# (no read-for-ownership): past the caches a regular store costs DRAM a read
+# and a write, a streaming one only the write. An output that fits in the LLC
+# is written with regular stores and stays there, where the caller reads it
+# next. The LLC's size is read at import (_llc_bytes); where it cannot be,
+# 8 MiB, past the L2 of the machines measured (1-2 MiB per core).
+cdef Py_ssize_t _stream_bytes = 8 << 20
+
+
+def _llc_bytes():
+    """The size of the largest cache level of CPU 0, in bytes, or 0 where the
+    system does not say (sysfs on Linux; glibc's sysconf elsewhere)."""
+    import glob
+    best_level, best = 0, 0
+    for d in glob.glob("/sys/devices/system/cpu/cpu0/cache/index[0-9]*"):
+        try:
+            with open(d + "/level") as f:
+                level = int(f.read())
+            with open(d + "/type") as f:
+                if f.read().strip() == "Instruction":
+                    continue
+            with open(d + "/size") as f:
+                text = f.read().strip().upper()
+        except (OSError, ValueError):
+            continue
+        digits = text.rstrip("KMG")  # "2048K" (no negative indices: wraparound is off)
+        scale = {"K": 1 << 10, "M": 1 << 20, "G": 1 << 30}.get(text[len(digits):], 1)
+        try:
+            size = int(digits) * scale
+        except ValueError:
+            continue
+        if level > best_level:
+            best_level, best = level, size
+    if best:
+        return best
+    for name in ("SC_LEVEL3_CACHE_SIZE", "SC_LEVEL2_CACHE_SIZE"):
+        try:
+            size = os.sysconf(name)
+        except (ValueError, OSError, AttributeError):
+            continue
+        if size > 0:
+            return size
+    return 0
+
+
+_stream_bytes = _llc_bytes() or (8 << 20)
+
+
+def stream_bytes():
+    """Outputs of more than this many bytes (and reused, not freshly
+    allocated) are written with streaming stores: the LLC's size."""
+    return _stream_bytes
+
+
+def set_stream_bytes(Py_ssize_t nbytes):
+    """Set the streaming threshold (tests, benchmarks); returns the old one."""
+    global _stream_bytes
+    if nbytes < 0:
+        raise ValueError("set_stream_bytes: nbytes must be >= 0")
+    old, _stream_bytes = _stream_bytes, nbytes
+    return old
+
 
 # Scratch of the strided path that lives on the stack in a serial call, in
 # elements (32 KiB of float32); larger scratch, and every thread's scratch in
@@ -274,7 +330,7 @@ cdef int _plan(int op, Py_ssize_t n, Py_ssize_t k, Py_ssize_t acs, Py_ssize_t bc
     # Streaming never changes a value, only how it reaches memory. (The
     # masked family writes with regular stores.)
     p.stream = (not (flags & RUN_FRESH_OUT) and not masked
-                and work >= STREAM_BYTES // itemsize)
+                and work * itemsize > _stream_bytes)
     p.default_threads = num_threads <= 0
     if p.default_threads:
         num_threads = csm_max_threads()
@@ -447,9 +503,9 @@ cdef int run_xent(bint f32, const csm_xent_args* args, Py_ssize_t n, int num_thr
 CONSTANTS = {
     "small_k": CSM_SMALL_K,
     "lanes": CSM_LANES,
+    "long_row_bytes": CSM_LONG_ROW,
     "block_elems": BLOCK_ELEMS,
     "parallel_grain": PARALLEL_GRAIN,
-    "stream_bytes": STREAM_BYTES,
 }
 
 
@@ -468,8 +524,9 @@ def plan(str op, Py_ssize_t n, Py_ssize_t k, dtype="float32", bint unit_columns=
     if _plan(code, n, k, cs, cs, cs, num_threads, RUN_FRESH_OUT if fresh_out else 0,
              itemsize, &p, masked, cs) != RUN_OK:
         raise ValueError(f"plan: {op} has no kernels for this layout")
-    small = (p.rowwise and k <= CSM_SMALL_K and code in (OP_SOFTMAX, OP_LOG_SOFTMAX)
-             and not masked)
+    small = (p.rowwise and k <= CSM_SMALL_K and not masked
+             and code in (OP_SOFTMAX, OP_LOG_SOFTMAX, OP_SOFTMAX_BACKWARD,
+                          OP_LOG_SOFTMAX_BACKWARD))
     gathered = "gathered rows" if masked or code == OP_LOGSUMEXP else "lanes"
     return {"path": "small rows" if small else ("rows" if p.rowwise else gathered),
             "block": p.block, "n_blocks": p.n_blocks, "stream": bool(p.stream),

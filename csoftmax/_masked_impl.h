@@ -122,8 +122,12 @@ static CSM_INLINE CSM_TARGET double CSM_FN(csm_row_exp_total)(const CSM_T *x, co
 #undef CSM_EXP_TOTAL_LOOP_
 
 /* csm_row_sum over the unmasked elements (masked terms are exact zeros). */
-#define CSM_SUM_TERM_(i) (!mk[i] ? 0.0 : what == CSM_SUM_EXP ? (double)CSM_FN(csm_exp_neg)(a[i] - m) \
-                          : what == CSM_SUM_PLAIN ? (double)a[i] : (double)a[i] * (double)b[i])
+/* A masked term is an exact zero: 0 * 0 in the dot product (whatever a and
+ * b hold there), so an all-true mask gives csm_row_sum's bits. */
+#define CSM_SUM_ACC_(acc, i) ((acc) = what == CSM_SUM_DOT                              \
+    ? CSM_FMA(mk[i] ? (double)a[i] : 0.0, mk[i] ? (double)b[i] : 0.0, (acc))             \
+    : (acc) + (!mk[i] ? 0.0 : what == CSM_SUM_EXP ? (double)CSM_FN(csm_exp_neg)(a[i] - m) \
+               : (double)a[i]))
 static CSM_INLINE CSM_TARGET double CSM_FN(csm_row_sum_m)(const CSM_T *a, const CSM_T *b,
                                                           const CSM_MW_T *mk, CSM_T m,
                                                           ptrdiff_t K, const int what)
@@ -135,14 +139,14 @@ static CSM_INLINE CSM_TARGET double CSM_FN(csm_row_sum_m)(const CSM_T *a, const 
     for (; i + CSM_PARTS <= K; i += CSM_PARTS) {
 #pragma omp simd
         for (ptrdiff_t p = 0; p < CSM_PARTS; ++p)
-            acc[p] += CSM_SUM_TERM_(i + p);
+            CSM_SUM_ACC_(acc[p], i + p);
     }
 #pragma omp simd
     for (ptrdiff_t p = 0; p < K - i; ++p)
-        acc[p] += CSM_SUM_TERM_(i + p);
+        CSM_SUM_ACC_(acc[p], i + p);
     return csm_tree_sum(acc, 1);
 }
-#undef CSM_SUM_TERM_
+#undef CSM_SUM_ACC_
 
 /* The same with the byte mask. */
 static CSM_INLINE CSM_TARGET int CSM_FN(csm_row_has_nan_b)(const CSM_T *x, const unsigned char *mk,

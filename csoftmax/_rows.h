@@ -73,6 +73,12 @@ _Static_assert(CSM_SMALL_K == 32, "CSM_SMALL_K_CASES lists K = 1 .. 32");
  * this are written with regular stores. */
 #define CSM_SCRATCH 8192
 
+/* Rows of more than this many bytes take csm_long_rows: one output pass
+ * instead of three, exp computed twice. Past L2 (1-2 MiB per core on the
+ * machines measured) the passes cost DRAM traffic; below it, the second exp
+ * costs more than the passes. */
+#define CSM_LONG_ROW (1 << 20)
+
 /* Rows per cross-row group: one AVX-512 float vector, two AVX2 ones. */
 #define CSM_LANES 16
 
@@ -111,6 +117,7 @@ static inline ptrdiff_t csm_lane_count(ptrdiff_t K)
  * is that of a float sum and the error that of a short one, at any K. The
  * other sums are not compute-bound and use double partials. */
 #define CSM_SUM_BLOCK 128
+_Static_assert(CSM_SCRATCH % CSM_SUM_BLOCK == 0, "csm_long_rows sums whole blocks per chunk");
 
 /* What csm_row_sum (_rows_impl.h) sums: exp(a - m), a, or a * b. */
 enum { CSM_SUM_EXP, CSM_SUM_PLAIN, CSM_SUM_DOT };

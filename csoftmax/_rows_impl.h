@@ -206,9 +206,9 @@ static CSM_INLINE CSM_TARGET CSM_T CSM_FN(csm_tree_sum_t)(const CSM_T *f, ptrdif
  * whole row loses about K * eps relative (measured against float64: 1.1e-5
  * at K = 65536, up to 5e-4 at K = 10^6); blocked, the sum stays within
  * 7e-7 at any K. y may be x. */
-static CSM_INLINE CSM_TARGET double CSM_FN(csm_row_exp_sum)(const CSM_T *x, CSM_T *y, CSM_T m, ptrdiff_t K)
+static CSM_INLINE CSM_TARGET double CSM_FN(csm_row_exp_sum_from)(const CSM_T *x, CSM_T *y, CSM_T m,
+                                                                ptrdiff_t K, double acc)
 {
-    double acc = 0;
     CSM_T f[CSM_PARTS];
     for (ptrdiff_t blk = 0; blk < K; blk += CSM_SUM_BLOCK) {
         const ptrdiff_t end = K - blk < CSM_SUM_BLOCK ? K : blk + CSM_SUM_BLOCK;
@@ -234,6 +234,11 @@ static CSM_INLINE CSM_TARGET double CSM_FN(csm_row_exp_sum)(const CSM_T *x, CSM_
     return acc;
 }
 
+static CSM_INLINE CSM_TARGET double CSM_FN(csm_row_exp_sum)(const CSM_T *x, CSM_T *y, CSM_T m, ptrdiff_t K)
+{
+    return CSM_FN(csm_row_exp_sum_from)(x, y, m, K, 0.0);
+}
+
 /* The lane layout's twin of a block's end in csm_row_exp_sum: each lane's
  * CSM_PARTS partials (sf, partial p of lane l at sf[p * lanes + l]) are
  * summed by the tree into sd[l], in double, and cleared. Called after column
@@ -254,8 +259,9 @@ static CSM_INLINE CSM_TARGET void CSM_FN(csm_lanes_flush)(double *sd, CSM_T *sf,
  * log(sum) is small when one logit dominates, so the sum's rounding error
  * becomes a large relative error of log_softmax: a float sum gave 4e-6
  * relative error on N(0, 3^2) logits, K = 64; a double sum gives ~1e-7. */
-#define CSM_SUM_TERM_(i) (what == CSM_SUM_EXP ? (double)CSM_FN(csm_exp_neg)(a[i] - m)     \
-                          : what == CSM_SUM_PLAIN ? (double)a[i] : (double)a[i] * (double)b[i])
+#define CSM_SUM_ACC_(acc, i) ((acc) = what == CSM_SUM_DOT                            \
+    ? CSM_FMA((double)a[i], (double)b[i], (acc))                                       \
+    : (acc) + (what == CSM_SUM_EXP ? (double)CSM_FN(csm_exp_neg)(a[i] - m) : (double)a[i]))
 static CSM_INLINE CSM_TARGET double CSM_FN(csm_row_sum)(const CSM_T *a, const CSM_T *b, CSM_T m,
                                                          ptrdiff_t K, const int what)
 {
@@ -266,14 +272,14 @@ static CSM_INLINE CSM_TARGET double CSM_FN(csm_row_sum)(const CSM_T *a, const CS
     for (; i + CSM_PARTS <= K; i += CSM_PARTS) {
 #pragma omp simd
         for (ptrdiff_t p = 0; p < CSM_PARTS; ++p)
-            acc[p] += CSM_SUM_TERM_(i + p);
+            CSM_SUM_ACC_(acc[p], i + p);
     }
 #pragma omp simd
     for (ptrdiff_t p = 0; p < K - i; ++p)
-        acc[p] += CSM_SUM_TERM_(i + p);
+        CSM_SUM_ACC_(acc[p], i + p);
     return csm_tree_sum(acc, 1);
 }
-#undef CSM_SUM_TERM_
+#undef CSM_SUM_ACC_
 
 static CSM_INLINE CSM_TARGET void CSM_FN(csm_row_scale)(CSM_T *y, CSM_T c, ptrdiff_t K)
 {
@@ -458,6 +464,100 @@ static CSM_TARGET void CSM_FN(csm_small_rows)(
         CSM_FN(csm_small_group)(x + r * ldx, ldx, y + r * ldy, ldy, K, log_out, 1);
 }
 
+/* The backward passes of a group of short rows (K <= CSM_SMALL_K) with unit
+ * column stride, in the lane layout: y and g transposed in, the row's sum of
+ * g * y (softmax) or of g (log_softmax) per lane, the output computed in
+ * place of y and transposed out. The sum follows csm_row_sum's order written
+ * out for short rows: partial p is 0 + t_p (+ t_{p + 16}), in double, and the
+ * partials are combined by csm_tree_sum's tree; the output is the row
+ * kernels' formula. So the bits are those of the row path (tested), at a
+ * fraction of the cost: the row path spends its time in remainders and the
+ * per-row reduction at K = 10 (1024 x 10 float32 took 12.3 us, Numba's plain
+ * prange loop 11.5 us and a 3-array add 4.3 us on one AVX-512 thread). */
+static CSM_INLINE CSM_TARGET void CSM_FN(csm_small_bwd_group)(
+    const CSM_T *y, ptrdiff_t ldy, const CSM_T *g, ptrdiff_t ldg, CSM_T *out, ptrdiff_t ldo,
+    ptrdiff_t K, int logf, const ptrdiff_t lanes)
+{
+    CSM_T yb[CSM_SMALL_K * CSM_LANES], gb[CSM_SMALL_K * CSM_LANES], c[CSM_LANES];
+    for (ptrdiff_t l = 0; l < lanes; ++l)
+        for (ptrdiff_t j = 0; j < K; ++j) {
+            yb[j * lanes + l] = y[l * ldy + j];
+            gb[j * lanes + l] = g[l * ldg + j];
+        }
+#define CSM_E(e, j) e[(j) * lanes + l]
+#define CSM_ACC(j, acc) (logf ? (acc) + (double)CSM_E(gb, j) \
+    : CSM_FMA((double)CSM_E(gb, j), (double)CSM_E(yb, j), (acc)))
+#define CSM_PAIR(p) ((p) >= K ? 0.0 : (p) + 16 >= K ? CSM_ACC(p, 0.0) \
+    : CSM_ACC((p) + 16, CSM_ACC(p, 0.0)))
+#pragma omp simd
+    for (ptrdiff_t l = 0; l < lanes; ++l)
+        c[l] = (CSM_T)CSM_TREE16(CSM_PAIR);
+#undef CSM_PAIR
+#undef CSM_ACC
+    /* Two branches, not one loop with selects: an if-converted loop would
+     * compute log_softmax's exp for softmax too (see csm_lane_group). */
+    if (logf) {
+        for (ptrdiff_t j = 0; j < K; ++j) {
+#pragma omp simd
+            for (ptrdiff_t l = 0; l < lanes; ++l)
+                CSM_E(yb, j) = CSM_E(gb, j) - CSM_FN(csm_exp)(CSM_E(yb, j)) * c[l];
+        }
+    } else {
+        for (ptrdiff_t j = 0; j < K; ++j) {
+#pragma omp simd
+            for (ptrdiff_t l = 0; l < lanes; ++l)
+                CSM_E(yb, j) = CSM_E(yb, j) * (CSM_E(gb, j) - c[l]);
+        }
+    }
+#undef CSM_E
+    for (ptrdiff_t l = 0; l < lanes; ++l)
+        for (ptrdiff_t j = 0; j < K; ++j)
+            out[l * ldo + j] = yb[j * lanes + l];
+}
+
+/* A group of CSM_LANES rows with a constant K (which unrolls the transposes,
+ * see csm_small_rows). */
+static CSM_INLINE CSM_TARGET void CSM_FN(csm_small_bwd_switch)(
+    const CSM_T *y, ptrdiff_t ldy, const CSM_T *g, ptrdiff_t ldg, CSM_T *out, ptrdiff_t ldo,
+    ptrdiff_t K, int logf)
+{
+    switch (K) {
+#define CSM_K_CASE(kk) case kk: CSM_FN(csm_small_bwd_group)(y, ldy, g, ldg, out, ldo, kk, logf, CSM_LANES); break;
+    CSM_SMALL_K_CASES(CSM_K_CASE)
+#undef CSM_K_CASE
+    default: /* K <= CSM_SMALL_K = 32 here */
+        break;
+    }
+}
+
+/* The last rows (fewer than CSM_LANES) go through a whole group padded with
+ * zero rows, not a one-lane group: a one-lane group is scalar code, and GCC
+ * contracts the float64 products of the sum into FMAs in the vector code but
+ * not there, so the bits would depend on a row's position. */
+static CSM_TARGET void CSM_FN(csm_small_bwd_rows)(
+    const CSM_T *y, ptrdiff_t ldy, const CSM_T *g, ptrdiff_t ldg, CSM_T *out, ptrdiff_t ldo,
+    ptrdiff_t rows, ptrdiff_t K, int logf)
+{
+    ptrdiff_t r = 0;
+    for (; r + CSM_LANES <= rows; r += CSM_LANES)
+        CSM_FN(csm_small_bwd_switch)(y + r * ldy, ldy, g + r * ldg, ldg, out + r * ldo, ldo, K, logf);
+    if (r < rows) {
+        CSM_T ty[CSM_LANES * CSM_SMALL_K], tg[CSM_LANES * CSM_SMALL_K];
+        const ptrdiff_t n = rows - r;
+        for (ptrdiff_t i = 0; i < CSM_LANES * K; ++i)
+            ty[i] = tg[i] = 0;
+        for (ptrdiff_t l = 0; l < n; ++l)
+            for (ptrdiff_t j = 0; j < K; ++j) {
+                ty[l * K + j] = y[(r + l) * ldy + j];
+                tg[l * K + j] = g[(r + l) * ldg + j];
+            }
+        CSM_FN(csm_small_bwd_switch)(ty, K, tg, K, ty, K, K, logf);
+        for (ptrdiff_t l = 0; l < n; ++l)
+            for (ptrdiff_t j = 0; j < K; ++j)
+                out[(r + l) * ldo + j] = ty[l * K + j];
+    }
+}
+
 /* The lane path prefetches the input and output runs of the column this
  * many columns ahead. In a Fortran-ordered array with a power-of-two row
  * count the runs of a group map to a few L1 sets, so a longer distance
@@ -594,7 +694,7 @@ static CSM_INLINE CSM_TARGET void CSM_FN(csm_lane_group)(
                 const CSM_T y = yj[l], g = gj[l];
                 bj[l] = y;
                 hj[l] = g;
-                sdj[l] += (double)g * (double)y;
+                sdj[l] = CSM_FMA((double)g, (double)y, sdj[l]);
             }
         } else if (ars == 1 && brs == 1) {
 #pragma omp simd
@@ -610,7 +710,7 @@ static CSM_INLINE CSM_TARGET void CSM_FN(csm_lane_group)(
                 const CSM_T y = yj[l * ars], g = gj[l * brs];
                 bj[l] = y;
                 hj[l] = g;
-                sdj[l] += logf ? (double)g : (double)g * (double)y;
+                sdj[l] = logf ? sdj[l] + (double)g : CSM_FMA((double)g, (double)y, sdj[l]);
             }
         }
     }
@@ -761,6 +861,10 @@ static CSM_TARGET void CSM_FN(csm_softmax_backward_core)(
     const CSM_T *y, ptrdiff_t ldy, const CSM_T *g, ptrdiff_t ldg,
     CSM_T *out, ptrdiff_t ldo, ptrdiff_t rows, ptrdiff_t K)
 {
+    if (K <= CSM_SMALL_K) {
+        CSM_FN(csm_small_bwd_rows)(y, ldy, g, ldg, out, ldo, rows, K, 0);
+        return;
+    }
     for (ptrdiff_t r = 0; r < rows; ++r) {
         const CSM_T *yr = y + r * ldy, *gr = g + r * ldg;
         CSM_T *orow = out + r * ldo;
@@ -777,6 +881,10 @@ static CSM_TARGET void CSM_FN(csm_log_softmax_backward_core)(
     const CSM_T *y, ptrdiff_t ldy, const CSM_T *g, ptrdiff_t ldg,
     CSM_T *out, ptrdiff_t ldo, ptrdiff_t rows, ptrdiff_t K)
 {
+    if (K <= CSM_SMALL_K) {
+        CSM_FN(csm_small_bwd_rows)(y, ldy, g, ldg, out, ldo, rows, K, 1);
+        return;
+    }
     for (ptrdiff_t r = 0; r < rows; ++r) {
         const CSM_T *yr = y + r * ldy, *gr = g + r * ldg;
         CSM_T *orow = out + r * ldo;
@@ -787,6 +895,75 @@ static CSM_TARGET void CSM_FN(csm_log_softmax_backward_core)(
     }
 }
 
+/* softmax (log_out = 0) and log_softmax (1) of rows longer than the L2 cache.
+ * The row kernels above take three passes over the output (exp stored, then
+ * scaled) because a row stays in cache between them; a row past L2 would
+ * cost DRAM a read and a write per pass. Here the output is written once:
+ * the max, the sum without storing (softmax takes it over chunks of
+ * CSM_SCRATCH elements, in its blocked order, continued from chunk to chunk),
+ * and an output pass that recomputes exp(x - max) per chunk in L1 scratch and
+ * writes it out, streamed where the caller asked. The values are those of
+ * the row kernels bit for bit: the same sum in the same order, the same
+ * product. Measured on one AVX-512 thread, float32 (limit: a same-size copy):
+ * see CSM_LONG_ROW in _rows.h. */
+static CSM_TARGET void CSM_FN(csm_long_rows)(
+    const CSM_T *x, ptrdiff_t ldx, CSM_T *y, ptrdiff_t ldy, ptrdiff_t rows, ptrdiff_t K,
+    int log_out, int stream)
+{
+    CSM_T buf[CSM_SCRATCH];
+    for (ptrdiff_t r = 0; r < rows; ++r) {
+        const CSM_T *xr = x + r * ldx;
+        CSM_T *yr = y + r * ldy;
+        const CSM_T m = CSM_FN(csm_row_max)(xr, K);
+        CSM_T c;
+        if (log_out) {
+            c = (CSM_T)CSM_PASTE(csm_log, CSM_PASTE(f64, CSM_ISA))(
+                CSM_FN(csm_row_sum)(xr, xr, m, K, CSM_SUM_EXP));
+        } else {
+            double acc = 0.0;
+            /* Chunks are whole CSM_SUM_BLOCKs, so the blocks are those of one call. */
+            for (ptrdiff_t j = 0; j < K; j += CSM_SCRATCH) {
+                const ptrdiff_t n = K - j < CSM_SCRATCH ? K - j : CSM_SCRATCH;
+                acc = CSM_FN(csm_row_exp_sum_from)(xr + j, buf, m, n, acc);
+            }
+            c = (CSM_T)(1.0 / acc);
+        }
+        for (ptrdiff_t j = 0; j < K; j += CSM_SCRATCH) {
+            const ptrdiff_t n = K - j < CSM_SCRATCH ? K - j : CSM_SCRATCH;
+            CSM_T *dst = stream ? buf : yr + j;
+            if (log_out) {
+#pragma omp simd
+                for (ptrdiff_t i = 0; i < n; ++i)
+                    dst[i] = (xr[j + i] - m) - c;
+            } else {
+#pragma omp simd
+                for (ptrdiff_t i = 0; i < n; ++i)
+                    dst[i] = CSM_FN(csm_exp_neg)(xr[j + i] - m) * c;
+            }
+            if (stream)
+                CSM_FN(csm_stream_copy)(yr + j, buf, n);
+        }
+    }
+    if (stream) {
+        CSM_STREAM_FENCE();
+        csm_count_streamed();
+    }
+}
+
+#define CSM_LONG_ENTRY(name, log_out)                                                  \
+    static CSM_TARGET void CSM_FN(name##_rows)(                                        \
+        const CSM_T *a, ptrdiff_t lda, const CSM_T *b, ptrdiff_t ldb,                  \
+        CSM_T *out, ptrdiff_t ldo, ptrdiff_t rows, ptrdiff_t K, int stream)            \
+    {                                                                                  \
+        if (K * (ptrdiff_t)sizeof(CSM_T) > CSM_LONG_ROW)                               \
+            CSM_FN(csm_long_rows)(a, lda, out, ldo, rows, K, log_out, stream);         \
+        else                                                                           \
+            CSM_FN(csm_streamed)(CSM_FN(name##_core), a, lda, b, ldb, out, ldo, rows, K, stream); \
+    }
+CSM_LONG_ENTRY(csm_softmax, 0)
+CSM_LONG_ENTRY(csm_log_softmax, 1)
+#undef CSM_LONG_ENTRY
+
 #define CSM_STREAMED_ENTRY(name)                                                       \
     static CSM_TARGET void CSM_FN(name##_rows)(                                        \
         const CSM_T *a, ptrdiff_t lda, const CSM_T *b, ptrdiff_t ldb,                  \
@@ -794,8 +971,6 @@ static CSM_TARGET void CSM_FN(csm_log_softmax_backward_core)(
     {                                                                                  \
         CSM_FN(csm_streamed)(CSM_FN(name##_core), a, lda, b, ldb, out, ldo, rows, K, stream); \
     }
-CSM_STREAMED_ENTRY(csm_softmax)
-CSM_STREAMED_ENTRY(csm_log_softmax)
 CSM_STREAMED_ENTRY(csm_softmax_backward)
 CSM_STREAMED_ENTRY(csm_log_softmax_backward)
 #undef CSM_STREAMED_ENTRY

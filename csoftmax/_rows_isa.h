@@ -12,6 +12,19 @@
 #error "_rows_isa.h belongs to an ISA translation unit (_rows_<isa>.c)"
 #endif
 
+/* acc + a * b in double, with its rounding fixed by the code rather than by
+ * the compiler: GCC contracts `acc += a * b` into an FMA in some loops and not
+ * in others (vector code against a scalar remainder, a select in between), so
+ * the same row summed by two paths (C order, Fortran order, short-row lanes,
+ * masked with an all-true mask) gave different float64 bits. One fused
+ * rounding where the ISA has FMA; a separate product and sum where it has
+ * none (no contraction is possible there). */
+#if (CSM_X86_DISPATCH && CSM_ISA_ID >= 1) || defined(__aarch64__) || defined(__FMA__)
+  #define CSM_FMA(a, b, acc) __builtin_fma((a), (b), (acc))
+#else
+  #define CSM_FMA(a, b, acc) ((a) * (b) + (acc))
+#endif
+
 #define CSM_T double
 #define CSM_F32 0
 #define CSM_SFX CSM_PASTE(f64, CSM_ISA)
@@ -60,3 +73,4 @@ CSM_KERNELS(CSM_ISA);
 #undef CSM_ROWS_IF_CSM_OUT_BLOCKS
 #undef CSM_ROWS_IF_CSM_OUT_REDUCE
 #undef CSM_ROWS_IF_CSM_OUT_LOSS
+#undef CSM_FMA

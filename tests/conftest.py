@@ -74,3 +74,14 @@ def rel_err(got, want):
         return 0.0
     g, w = got[fin], want[fin]
     return float(np.max(np.abs(g - w) / np.maximum(np.abs(w), np.finfo(np.float64).tiny)))
+
+
+@pytest.fixture
+def stream_at_8mib():
+    # The threshold is the machine's LLC (up to hundreds of MiB on servers):
+    # the tests put it at 8 MiB so that their arrays stay small.
+    from csoftmax import _engine
+
+    old = _engine.set_stream_bytes(8 << 20)
+    yield 8 << 20
+    _engine.set_stream_bytes(old)

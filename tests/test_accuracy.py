@@ -197,9 +197,9 @@ def test_jacobian_equals_diag_s_minus_outer(isa, dtype):
 @pytest.mark.parametrize("dtype", DTYPES)
 @pytest.mark.parametrize("fn", ["softmax", "log_softmax", "softmax_backward",
                                 "log_softmax_backward", "softmax_jacobian"])
-def test_streaming_stores_give_identical_bits(isa, fn, dtype):
-    # Outputs of 8 MiB or more are written with streaming stores; slices of
-    # the same rows stay below that and take the regular stores.
+def test_streaming_stores_give_identical_bits(isa, fn, dtype, stream_at_8mib):
+    # Outputs past 8 MiB are written with streaming stores; slices of the
+    # same rows stay below that and take the regular stores.
     shape = (48, 300) if fn == "softmax_jacobian" else (1100, 2001)
     x = logits(shape, dtype)
     f = getattr(csoftmax, fn)

@@ -1,6 +1,9 @@
 """The engine's thresholds, tested where they sit: each boundary is read from
 the build (csoftmax._engine.CONSTANTS), the path a call takes is observed
 (csoftmax._engine.plan), and the results on both sides are checked."""
+import os
+import sys
+
 import numpy as np
 import pytest
 
@@ -32,6 +35,38 @@ def test_non_unit_column_strides_take_the_lane_path():
     assert _engine.plan("softmax", 100, 1, unit_columns=False)["path"] != "lanes"
 
 
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
+@pytest.mark.parametrize("fn", ["softmax_backward", "log_softmax_backward"])
+def test_short_backward_rows_give_the_bits_of_every_other_path(fn, dtype):
+    # Short rows of the backward passes are summed across SIMD lanes: the
+    # bits must be those of the lane kernels of Fortran order, of a row
+    # computed alone (padded into a group), and of the masked kernels with an
+    # all-true mask, on each side of the cutoff.
+    k = C["small_k"]
+    assert _engine.plan(fn, 64, k)["path"] == "small rows"
+    assert _engine.plan(fn, 64, k + 1)["path"] == "rows"
+    f = getattr(csoftmax, fn)
+    fwd = csoftmax.log_softmax if fn.startswith("log") else csoftmax.softmax
+    rng = np.random.default_rng(7)
+    for kk in (1, 7, 16, 17, 29, k, k + 1):
+        n = C["lanes"] * 2 + 3
+        x = (rng.standard_normal((n, kk)) * 4).astype(dtype)
+        x[1, 0] = -np.inf
+        y, g = fwd(x), rng.standard_normal((n, kk)).astype(dtype)
+        g[2, :] = -0.0
+        got = f(y, g)
+        ref = (y.astype(np.float64) * (g - (g.astype(np.float64) * y).sum(-1, keepdims=True))
+               if fn == "softmax_backward" else
+               g - np.exp(y.astype(np.float64)) * g.astype(np.float64).sum(-1, keepdims=True))
+        np.testing.assert_allclose(got, ref, rtol=2e-6 if dtype == "float32" else 1e-13,
+                                   atol=1e-6 if dtype == "float32" else 1e-14)
+        np.testing.assert_array_equal(f(np.asfortranarray(y), np.asfortranarray(g)), got)
+        alone = np.concatenate([f(y[i:i + 1], g[i:i + 1]) for i in range(n)])
+        np.testing.assert_array_equal(alone.view(np.uint8), got.view(np.uint8))
+        where = np.ones((n, kk), bool)
+        np.testing.assert_array_equal(f(y, g, where=where).view(np.uint8), got.view(np.uint8))
+
+
 def test_parallel_grain_is_where_threads_start():
     grain = C["parallel_grain"]
     below = _engine.plan("softmax", (grain - 1) // 100, 100, num_threads=2)
@@ -43,16 +78,28 @@ def test_parallel_grain_is_where_threads_start():
                                   csoftmax.softmax(x, num_threads=1))
 
 
+def test_streaming_threshold_is_the_last_level_cache():
+    llc = _engine._llc_bytes()
+    assert _engine.stream_bytes() == (llc or 8 << 20)
+    if sys.platform.startswith("linux") and os.path.isdir("/sys/devices/system/cpu/cpu0/cache"):
+        assert llc >= 1 << 20  # every x86-64 or arm64 Linux machine has an MiB of cache
+    with pytest.raises(ValueError, match="nbytes"):
+        _engine.set_stream_bytes(-1)
+
+
 @pytest.mark.parametrize("dtype,itemsize", [("float32", 4), ("float64", 8)])
-def test_streaming_threshold_is_where_streaming_starts(dtype, itemsize):
-    elems = C["stream_bytes"] // itemsize
+def test_streaming_threshold_is_where_streaming_starts(dtype, itemsize, stream_at_8mib):
+    elems = stream_at_8mib // itemsize
     k = 1000
-    n_at = -(-elems // k)
-    assert not _engine.plan("softmax", n_at - 1, k, dtype)["stream"]
-    assert _engine.plan("softmax", n_at, k, dtype)["stream"]
+    n_at = elems // k  # n_at rows fit; one more is past the threshold
+    assert not _engine.plan("softmax", n_at, k, dtype)["stream"]
+    assert _engine.plan("softmax", n_at + 1, k, dtype)["stream"]
     # A freshly allocated output never streams: its pages were just zeroed
     # into the cache.
-    assert not _engine.plan("softmax", n_at, k, dtype, fresh_out=True)["stream"]
+    assert not _engine.plan("softmax", n_at + 1, k, dtype, fresh_out=True)["stream"]
+    # An output that fits in the LLC stays there.
+    _engine.set_stream_bytes(1 << 30)
+    assert not _engine.plan("softmax", n_at + 1, k, dtype)["stream"]
 
 
 def test_blocks_depend_on_k_and_layout_only():
@@ -65,11 +112,11 @@ def test_blocks_depend_on_k_and_layout_only():
 
 @pytest.mark.parametrize("fn", ["softmax", "log_softmax", "softmax_backward",
                                 "softmax_jacobian"])
-def test_large_reused_outputs_are_written_with_streaming_stores(fn):
+def test_large_reused_outputs_are_written_with_streaming_stores(fn, stream_at_8mib):
     # The kernels count the blocks they stream: a reused output past the
     # threshold must stream, a fresh one or one below it must not.
     k = 40 if fn == "softmax_jacobian" else 1000
-    n = -(-C["stream_bytes"] // (4 * (k * k if fn == "softmax_jacobian" else k)))
+    n = stream_at_8mib // (4 * (k * k if fn == "softmax_jacobian" else k)) + 1
     x = np.random.default_rng(1).standard_normal((n, k)).astype(np.float32)
     args = (csoftmax.softmax(x), x) if "backward" in fn else (x,)
     f = getattr(csoftmax, fn)

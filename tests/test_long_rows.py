@@ -68,3 +68,39 @@ def test_float32_log_softmax_backward_is_within_2e_6_of_its_terms_at_any_k(isa, 
     scale = np.abs(g64) + np.exp(y64) * np.abs(np.sum(g64, axis=-1, keepdims=True))
     got = csoftmax.log_softmax_backward(y, g).astype(np.float64)
     assert np.all(np.abs(got - want) <= TOL * scale + np.finfo(np.float32).tiny)
+
+
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
+@pytest.mark.parametrize("fn", ["softmax", "log_softmax"])
+def test_rows_past_l2_give_the_bits_of_every_other_path(isa, fn, dtype, stream_at_8mib):
+    # Rows longer than CSM_LONG_ROW bytes write their output in one pass,
+    # recomputing exp: the bits must be those of the lane kernels (Fortran
+    # order), of an in-place call and of a streamed output, with special
+    # values in the rows.
+    from csoftmax import _engine
+
+    itemsize = np.dtype(dtype).itemsize
+    k = _engine.CONSTANTS["long_row_bytes"] // itemsize + 1000
+    x = (np.random.default_rng(3).standard_normal((4, k)) * 3).astype(dtype)
+    x[1, ::7] = -np.inf
+    x[2, 5] = np.nan
+    x[3, 9] = np.inf
+    f = getattr(csoftmax, fn)
+    got = f(x)
+    ref = (ref_softmax if fn == "softmax" else ref_log_softmax)(x[:1])
+    np.testing.assert_allclose(got[:1], ref, rtol=TOL if dtype == "float32" else 1e-13)
+    assert np.isnan(got[2]).all() and np.isnan(got[3]).all()
+    assert (got[1, ::7] == (0 if fn == "softmax" else -np.inf)).all()
+    np.testing.assert_array_equal(f(np.asfortranarray(x)), got)
+    inplace = x.copy()
+    f(inplace, out=inplace)
+    np.testing.assert_array_equal(inplace, got)
+    # 4 rows of > 1 MiB are past the 8 MiB threshold in float64 only; 9 rows
+    # are in both.
+    big = np.concatenate([x, x, x[:1]])
+    out = np.empty_like(big)
+    before = _engine.streamed_blocks()
+    f(big, out=out)
+    assert _engine.streamed_blocks() > before
+    np.testing.assert_array_equal(out[:4], got)
+
