@@ -452,6 +452,14 @@ __global__ void __launch_bounds__(CSM_WARP_THREADS)
 
 // ---------------------------------------------------------------- tiers 2 and 3: block
 
+// What the shared memory tier caches a row as: the accumulator type, except
+// for float16, whose values (inputs, -inf, 0) are exact in float16.
+template <typename T> struct csm_cache { typedef typename csm_acc<T>::type type; };
+template <> struct csm_cache<csm_half> { typedef csm_half type; };
+template <typename C> __device__ __forceinline__ C csm_to_cache(typename csm_acc<C>::type v) {
+    return csm_from_acc<C>(v);
+}
+
 // Calls f(v, xs, gs) for every pack v = threadIdx.x + j * blockDim.x < n_vec
 // of a row (pack v: elements v * VEC .. v * VEC + VEC - 1). With LOAD, xs
 // (and gs, with PAIR) hold pack v of pa (pb) as accumulator values, and the
@@ -519,8 +527,11 @@ __device__ __forceinline__ void csm_block_pass(const T* pa, const T* pb, const u
 }
 
 // One block per row (grid-stride over rows). CACHE = true keeps the row (and
-// for the backward ops the gradient) in shared memory as accumulator values,
-// laid out as [VEC][k / VEC] so consecutive threads touch consecutive words;
+// for the backward ops the gradient) in shared memory, laid out as
+// [VEC][k / VEC] so consecutive threads touch consecutive words: float32 and
+// float64 as accumulator values (softmax caches its exps there for the last
+// pass), float16 as float16 (exact, and twice the K fits; the last pass
+// recomputes the exps, one more exp per element of a memory-bound pass);
 // CACHE = false re-reads global memory (through L2) in every pass, for rows
 // that do not fit. Each thread only ever touches its own cached elements, so
 // the passes need no barrier besides the reductions'. The mask bits are
@@ -541,8 +552,11 @@ __global__ void __launch_bounds__(VEC > 1 ? CSM_MAX_THREADS_VEC : CSM_MAX_THREAD
     static_assert(BACKWARD || OP == CSM_SOFTMAX || OP == CSM_LOG_SOFTMAX || OP == CSM_LOGSUMEXP,
                   "unknown operation code");
     A* const scratch = reinterpret_cast<A*>(csm_smem);
-    A* const cache_a = scratch + CSM_SCRATCH;
-    A* const cache_b = cache_a + k;
+    // the cache's element type: float16 rows stay float16 (csm_cache_t)
+    typedef typename csm_cache<T>::type C;
+    constexpr bool CACHE_ACC = sizeof(C) == sizeof(A);
+    C* const cache_a = reinterpret_cast<C*>(scratch + CSM_SCRATCH);
+    C* const cache_b = cache_a + k;
     const int n_vec = k / VEC;
     int turn = 0;
 
@@ -562,7 +576,7 @@ __global__ void __launch_bounds__(VEC > 1 ? CSM_MAX_THREADS_VEC : CSM_MAX_THREAD
                 for (int c = 0; c < VEC; ++c) {
                     const A x = ((keep >> c) & 1u) ? xs[c] : csm_neg_inf<A>();
                     m = csm_max_op()(m, x);
-                    if (CACHE) cache_a[c * n_vec + v] = x;
+                    if (CACHE) cache_a[c * n_vec + v] = csm_to_cache<C>(x);
                 }
             });
             m = csm_block_reduce<csm_max_op>(m, scratch + 32 * (turn++ & 1));
@@ -572,9 +586,9 @@ __global__ void __launch_bounds__(VEC > 1 ? CSM_MAX_THREADS_VEC : CSM_MAX_THREAD
                 pa, pb, mrow, n_vec, [&](int v, unsigned keep, const A* xs, const A*) {
 #pragma unroll
                 for (int c = 0; c < VEC; ++c) {
-                    const A x = CACHE ? cache_a[c * n_vec + v] : xs[c];
+                    const A x = CACHE ? csm_to_acc(cache_a[c * n_vec + v]) : xs[c];
                     const A e = ((keep >> c) & 1u) ? csm_exp(x - shift) : A(0);
-                    if (CACHE && OP == CSM_SOFTMAX) cache_a[c * n_vec + v] = e;
+                    if (CACHE && CACHE_ACC && OP == CSM_SOFTMAX) cache_a[c * n_vec + v] = csm_to_cache<C>(e);
                     s += e;
                 }
             });
@@ -590,10 +604,10 @@ __global__ void __launch_bounds__(VEC > 1 ? CSM_MAX_THREADS_VEC : CSM_MAX_THREAD
                 A ys[VEC];
 #pragma unroll
                 for (int c = 0; c < VEC; ++c) {
-                    const A x = CACHE ? cache_a[c * n_vec + v] : xs[c];
+                    const A x = CACHE ? csm_to_acc(cache_a[c * n_vec + v]) : xs[c];
                     A r;
                     if (OP == CSM_SOFTMAX) {
-                        r = (CACHE ? x : csm_exp(x - m)) * inv;
+                        r = (CACHE && CACHE_ACC ? x : csm_exp(x - m)) * inv;
                     } else {
                         r = (x - m) - log_s;
                     }
@@ -622,8 +636,8 @@ __global__ void __launch_bounds__(VEC > 1 ? CSM_MAX_THREADS_VEC : CSM_MAX_THREAD
                     const A g = kept ? gs[c] : A(0);
                     s += (OP == CSM_SOFTMAX_BACKWARD) ? g * x : g;
                     if (CACHE) {
-                        cache_a[c * n_vec + v] = x;
-                        cache_b[c * n_vec + v] = g;
+                        cache_a[c * n_vec + v] = csm_to_cache<C>(x);
+                        cache_b[c * n_vec + v] = csm_to_cache<C>(g);
                     }
                 }
             });
@@ -634,8 +648,8 @@ __global__ void __launch_bounds__(VEC > 1 ? CSM_MAX_THREADS_VEC : CSM_MAX_THREAD
                 A ys[VEC];
 #pragma unroll
                 for (int c = 0; c < VEC; ++c) {
-                    const A x = CACHE ? cache_a[c * n_vec + v] : xs[c];
-                    const A g = CACHE ? cache_b[c * n_vec + v] : gs[c];
+                    const A x = CACHE ? csm_to_acc(cache_a[c * n_vec + v]) : xs[c];
+                    const A g = CACHE ? csm_to_acc(cache_b[c * n_vec + v]) : gs[c];
                     const A r = (OP == CSM_SOFTMAX_BACKWARD) ? x * (g - s) : g - csm_exp(x) * s;
                     ys[c] = ((keep >> c) & 1u) ? r : A(0);
                 }

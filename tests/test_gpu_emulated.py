@@ -352,3 +352,19 @@ def test_logsumexp_float32_is_within_2e_6_relative(emulated):
     out = emulate("logsumexp", x).astype(np.float64)
     ref = reference("logsumexp", x)
     assert np.all(np.abs(out - ref) <= 2e-6 * np.abs(ref))
+
+
+@pytest.mark.parametrize("masked", (False, True), ids=("plain", "masked"))
+@pytest.mark.parametrize("op", ROW_OPS)
+def test_float16_rows_cached_as_float16_fit_twice_the_k(emulated, op, masked):
+    # 32 KiB of shared memory per block on the emulated device: these rows
+    # fit as float16 (2 bytes an element), not as float (4).
+    k = 6000 if op.endswith("backward") else 12000
+    plan16 = _gpu.plan(op, 4, k, np.float16, True, devices.EMULATED)
+    assert plan16.tier == "block-smem", plan16
+    assert _gpu.plan(op, 4, k, np.float32, True, devices.EMULATED).tier == "block-l2"
+    if masked:
+        a, b, mask = masked_inputs(op, 4, k, np.float16, "rows", seed=23)
+    else:
+        (a, b), mask = inputs(op, 4, k, np.float16, seed=23), None
+    check(op, emulate(op, a, b, mask=mask), a, b, mask=mask)
