@@ -101,6 +101,13 @@ def _acc_size(dtype: np.dtype) -> int:
     return 8 if dtype == np.float64 else 4
 
 
+def _cache_size(dtype: np.dtype) -> int:
+    """Bytes per cached element in the shared memory tier: float16 rows are
+    cached as float16 (cuda/softmax.cu, csm_cache), the others as their
+    accumulator type."""
+    return dtype.itemsize if dtype == np.float16 else _acc_size(dtype)
+
+
 def _vector_width(dtype: np.dtype) -> int:
     return _VECTOR_BYTES // dtype.itemsize
 
@@ -243,7 +250,7 @@ def plan(op: str, n: int, k: int, dtype, aligned: bool, props: dict) -> Launch:
     v = vec if can_vectorise else 1
     block = _block_size(v, k, c["CSM_MAX_THREADS"])  # <= CSM_MAX_THREADS_VEC when v > 1
     n_rows_cached = 2 if op.endswith("backward") else 1
-    cached = (c["CSM_SCRATCH"] + n_rows_cached * k) * acc
+    cached = c["CSM_SCRATCH"] * acc + n_rows_cached * k * _cache_size(dtype)
     reserved = props.get("reservedSharedMemPerBlock", _RESERVED_SMEM_DEFAULT)
     if cached <= props["sharedMemPerBlockOptin"] and cached + reserved <= props["sharedMemPerMultiprocessor"]:
         return Launch(_row_kernel_block(dtype, op, v, True), "block-smem", _grid(props, n, block, cached), block, cached, 0)

@@ -45,6 +45,10 @@ enum : int {
     // per-warp partials (32 warps in a 1024-thread block). Block reductions
     // alternate banks, so each needs one __syncthreads (see csm_block_reduce).
     CSM_SCRATCH = 64,
+    // Packs each thread of the block tiers loads before using the first, so
+    // 4 loads are in flight (the pattern of PyTorch SoftMax.cu ilpReduce and
+    // WriteFpropResults, whose loops load ILP values into tmp[] first).
+    CSM_BLOCK_UNROLL = 4,
 
     // Operation codes (template argument OP); _gpu.py checks its own table
     // against these.
@@ -240,6 +244,41 @@ __device__ __forceinline__ void csm_st128(csm_half* p, const csm_pack<csm_half, 
 }
 #endif
 
+// Explicit 16-byte loads, for the block passes' steps: NVVM otherwise sinks a
+// step's loads past the mask tests into the code that uses each pack (one
+// load in flight, NVRTC 13.5, the shared memory kernels); volatile asm stays
+// in program order, so all of a step's loads are issued before any use.
+#ifdef __CUDA_ARCH__
+__device__ __forceinline__ void csm_ld128(const double* p, csm_pack<double, 2>& v) {
+    asm volatile("ld.global.v2.f64 {%0, %1}, [%2];" : "=d"(v.v[0]), "=d"(v.v[1]) : "l"(p));
+}
+__device__ __forceinline__ void csm_ld128(const float* p, csm_pack<float, 4>& v) {
+    asm volatile("ld.global.v4.f32 {%0, %1, %2, %3}, [%4];"
+                 : "=f"(v.v[0]), "=f"(v.v[1]), "=f"(v.v[2]), "=f"(v.v[3])
+                 : "l"(p));
+}
+__device__ __forceinline__ void csm_ld128(const csm_half* p, csm_pack<csm_half, 8>& v) {
+    unsigned w[4];
+    asm volatile("ld.global.v4.b32 {%0, %1, %2, %3}, [%4];" : "=r"(w[0]), "=r"(w[1]), "=r"(w[2]), "=r"(w[3]) : "l"(p));
+#pragma unroll
+    for (int i = 0; i < 4; ++i) {
+        v.v[2 * i].bits = (unsigned short)(w[i] & 0xffffu);
+        v.v[2 * i + 1].bits = (unsigned short)(w[i] >> 16);
+    }
+}
+#endif
+
+// A pack of global memory at p, by an explicit 16-byte load when it is one.
+template <typename T, int N> __device__ __forceinline__ void csm_load_pack(const T* p, csm_pack<T, N>& v) {
+#ifdef __CUDA_ARCH__
+    if constexpr (sizeof(csm_pack<T, N>) == 16) {
+        csm_ld128(p, v);
+        return;
+    }
+#endif
+    v = *reinterpret_cast<const csm_pack<T, N>*>(p);
+}
+
 #ifdef __CUDA_ARCH__
 template <typename T, int N> __device__ __forceinline__ void csm_st128_any(T* p, const csm_pack<T, N>& v) {
     if constexpr (sizeof(csm_pack<T, N>) == 16) csm_st128(p, v);
@@ -413,17 +452,99 @@ __global__ void __launch_bounds__(CSM_WARP_THREADS)
 
 // ---------------------------------------------------------------- tiers 2 and 3: block
 
+// What the shared memory tier caches a row as: the accumulator type, except
+// for float16, whose values (inputs, -inf, 0) are exact in float16.
+template <typename T> struct csm_cache { typedef typename csm_acc<T>::type type; };
+template <> struct csm_cache<csm_half> { typedef csm_half type; };
+template <typename C> __device__ __forceinline__ C csm_to_cache(typename csm_acc<C>::type v) {
+    return csm_from_acc<C>(v);
+}
+
+// Calls f(v, xs, gs) for every pack v = threadIdx.x + j * blockDim.x < n_vec
+// of a row (pack v: elements v * VEC .. v * VEC + VEC - 1). With LOAD, xs
+// (and gs, with PAIR) hold pack v of pa (pb) as accumulator values, and the
+// loads go CSM_BLOCK_UNROLL at a time (packs of pa, or pairs of packs of pa
+// and pb): all of a step's packs are loaded into registers before the first
+// is used, so each thread has that many loads in flight (as in PyTorch SoftMax.cu ilpReduce); the few packs left
+// over (fewer than CSM_BLOCK_UNROLL per thread) go one at a time. Without LOAD f
+// reads the shared memory cache itself. The packs reach f in increasing v
+// either way, so every thread's partials add in the same order as a plain
+// loop's (the results do not depend on the unrolling).
+template <typename T, int VEC, bool LOAD, bool PAIR, bool MASKED, typename F>
+__device__ __forceinline__ void csm_block_steps(const T* pa, const T* pb, const unsigned char* mrow, int n_vec,
+                                                F& f) {
+    typedef typename csm_acc<T>::type A;
+    // packs per step: with two rows (y and grad) half as many of each, the
+    // same loads in flight in fewer registers (float64 and float16 spill at
+    // 8 packs per step, NVRTC 13.5)
+    constexpr int U = PAIR ? CSM_BLOCK_UNROLL / 2 : CSM_BLOCK_UNROLL;
+    const int step = blockDim.x;
+    int v = threadIdx.x;
+    if (LOAD) {
+        for (; v + (U - 1) * step < n_vec; v += U * step) {
+            csm_pack<T, VEC> ra[U], rb[PAIR ? U : 1];
+#pragma unroll
+            for (int u = 0; u < U; ++u) {
+                csm_load_pack<T, VEC>(pa + (v + u * step) * VEC, ra[u]);
+                if (PAIR) csm_load_pack<T, VEC>(pb + (v + u * step) * VEC, rb[PAIR ? u : 0]);
+            }
+#pragma unroll
+            for (int u = 0; u < U; ++u) {
+                A xs[VEC], gs[VEC];
+#pragma unroll
+                for (int c = 0; c < VEC; ++c) {
+                    xs[c] = csm_to_acc(ra[u].v[c]);
+                    gs[c] = PAIR ? csm_to_acc(rb[PAIR ? u : 0].v[c]) : A(0);
+                }
+                // the mask bytes after the packs' loads, pack by pack: all
+                // of a step's bytes at once spill the float16 kernels
+                const int w = v + u * step;
+                f(w, MASKED ? csm_keep_bits<VEC>(mrow, w * VEC) : (1u << VEC) - 1u, xs, gs);
+            }
+        }
+    }
+    for (; v < n_vec; v += step) {
+        A xs[VEC], gs[VEC];
+        if (LOAD) {
+            csm_load<T, VEC>(pa + v * VEC, xs);
+            if (PAIR) csm_load<T, VEC>(pb + v * VEC, gs);
+        }
+        f(v, MASKED ? csm_keep_bits<VEC>(mrow, v * VEC) : (1u << VEC) - 1u, xs, gs);
+    }
+}
+
+// The loop for rows with and without a mask apart: a mask test inside a
+// step puts branches between its loads and their uses, and ptxas then sinks
+// the loads past them (one or two in flight instead of four; NVRTC 13.5).
+template <typename T, int VEC, bool LOAD, bool PAIR, typename F>
+__device__ __forceinline__ void csm_block_pass(const T* pa, const T* pb, const unsigned char* mrow, int n_vec,
+                                               F&& f) {
+    if (mrow == nullptr) {
+        csm_block_steps<T, VEC, LOAD, PAIR, false>(pa, pb, mrow, n_vec, f);
+    } else {
+        csm_block_steps<T, VEC, LOAD, PAIR, true>(pa, pb, mrow, n_vec, f);
+    }
+}
+
 // One block per row (grid-stride over rows). CACHE = true keeps the row (and
-// for the backward ops the gradient) in shared memory as accumulator values,
-// laid out as [VEC][k / VEC] so consecutive threads touch consecutive words;
+// for the backward ops the gradient) in shared memory, laid out as
+// [VEC][k / VEC] so consecutive threads touch consecutive words: float32 and
+// float64 as accumulator values (softmax caches its exps there for the last
+// pass), float16 as float16 (exact, and twice the K fits; the last pass
+// recomputes the exps, one more exp per element of a memory-bound pass);
 // CACHE = false re-reads global memory (through L2) in every pass, for rows
 // that do not fit. Each thread only ever touches its own cached elements, so
 // the passes need no barrier besides the reductions'. The mask bits are
 // re-read in every pass (a byte per element, from L1/L2) rather than cached.
 // A masked element is cached as -inf (forward) or 0 (backward), so the cache
-// holds no NaN from under the mask.
+// holds no NaN from under the mask. Every pass that reads global memory keeps
+// CSM_BLOCK_UNROLL loads in flight per thread (csm_block_pass). The
+// vectorised kernels ask for 2 resident blocks of 512 threads (64 registers),
+// not ptxas's default of full occupancy: at 32 registers ptxas serialises a
+// step's loads again, one or two in flight (NVRTC 13.5, sm_90; the SASS gate
+// of tests/test_gpu_nvrtc.py checks).
 template <typename T, int OP, int VEC, bool CACHE>
-__global__ void __launch_bounds__(VEC > 1 ? CSM_MAX_THREADS_VEC : CSM_MAX_THREADS)
+__global__ void __launch_bounds__(VEC > 1 ? CSM_MAX_THREADS_VEC : CSM_MAX_THREADS, VEC > 1 ? 2 : 1)
     csm_rows_block(const T* a, const T* b, T* out, const unsigned char* mask, long long ldm, long long n_rows,
                    int k) {
     typedef typename csm_acc<T>::type A;
@@ -431,45 +552,46 @@ __global__ void __launch_bounds__(VEC > 1 ? CSM_MAX_THREADS_VEC : CSM_MAX_THREAD
     static_assert(BACKWARD || OP == CSM_SOFTMAX || OP == CSM_LOG_SOFTMAX || OP == CSM_LOGSUMEXP,
                   "unknown operation code");
     A* const scratch = reinterpret_cast<A*>(csm_smem);
-    A* const cache_a = scratch + CSM_SCRATCH;
-    A* const cache_b = cache_a + k;
+    // the cache's element type: float16 rows stay float16 (csm_cache_t)
+    typedef typename csm_cache<T>::type C;
+    constexpr bool CACHE_ACC = sizeof(C) == sizeof(A);
+    C* const cache_a = reinterpret_cast<C*>(scratch + CSM_SCRATCH);
+    C* const cache_b = cache_a + k;
     const int n_vec = k / VEC;
     int turn = 0;
 
     for (long long row = blockIdx.x; row < n_rows; row += gridDim.x) {
         const long long base = row * (long long)k;
-        const long long mrow = row * ldm;
+        // this row's mask (or nullptr)
+        const unsigned char* const mrow = mask == nullptr ? mask : mask + row * ldm;
         const T* const pa = a + base;
         const T* const pb = b + base;
         T* const po = out + base;
-        A xs[VEC], gs[VEC];
 
         if (!BACKWARD) {
             A m = csm_neg_inf<A>();
-            for (int v = threadIdx.x; v < n_vec; v += blockDim.x) {
-                csm_load<T, VEC>(pa + v * VEC, xs);
-                const unsigned keep = csm_keep_bits<VEC>(mask, mrow + v * VEC);
+            csm_block_pass<T, VEC, true, false>(
+                pa, pb, mrow, n_vec, [&](int v, unsigned keep, const A* xs, const A*) {
 #pragma unroll
                 for (int c = 0; c < VEC; ++c) {
                     const A x = ((keep >> c) & 1u) ? xs[c] : csm_neg_inf<A>();
                     m = csm_max_op()(m, x);
-                    if (CACHE) cache_a[c * n_vec + v] = x;
+                    if (CACHE) cache_a[c * n_vec + v] = csm_to_cache<C>(x);
                 }
-            }
+            });
             m = csm_block_reduce<csm_max_op>(m, scratch + 32 * (turn++ & 1));
             const A shift = csm_shift<OP>(m);
             A s = A(0);
-            for (int v = threadIdx.x; v < n_vec; v += blockDim.x) {
-                if (!CACHE) csm_load<T, VEC>(pa + v * VEC, xs);
-                const unsigned keep = csm_keep_bits<VEC>(mask, mrow + v * VEC);
+            csm_block_pass<T, VEC, !CACHE, false>(
+                pa, pb, mrow, n_vec, [&](int v, unsigned keep, const A* xs, const A*) {
 #pragma unroll
                 for (int c = 0; c < VEC; ++c) {
-                    const A x = CACHE ? cache_a[c * n_vec + v] : xs[c];
+                    const A x = CACHE ? csm_to_acc(cache_a[c * n_vec + v]) : xs[c];
                     const A e = ((keep >> c) & 1u) ? csm_exp(x - shift) : A(0);
-                    if (CACHE && OP == CSM_SOFTMAX) cache_a[c * n_vec + v] = e;
+                    if (CACHE && CACHE_ACC && OP == CSM_SOFTMAX) cache_a[c * n_vec + v] = csm_to_cache<C>(e);
                     s += e;
                 }
-            }
+            });
             s = csm_block_reduce<csm_sum_op>(s, scratch + 32 * (turn++ & 1));
             if (OP == CSM_LOGSUMEXP) {
                 if (threadIdx.x == 0) out[row] = csm_from_acc<T>(m + csm_log(s));
@@ -477,28 +599,36 @@ __global__ void __launch_bounds__(VEC > 1 ? CSM_MAX_THREADS_VEC : CSM_MAX_THREAD
             }
             const A inv = A(1) / s;
             const A log_s = csm_log(s);
-            for (int v = threadIdx.x; v < n_vec; v += blockDim.x) {
-                if (!CACHE) csm_load<T, VEC>(pa + v * VEC, xs);
-                const unsigned keep = csm_keep_bits<VEC>(mask, mrow + v * VEC);
+            csm_block_pass<T, VEC, !CACHE, false>(
+                pa, pb, mrow, n_vec, [&](int v, unsigned keep, const A* xs, const A*) {
+                A ys[VEC];
 #pragma unroll
                 for (int c = 0; c < VEC; ++c) {
-                    const A x = CACHE ? cache_a[c * n_vec + v] : xs[c];
+                    const A x = CACHE ? csm_to_acc(cache_a[c * n_vec + v]) : xs[c];
                     A r;
                     if (OP == CSM_SOFTMAX) {
-                        r = (CACHE ? x : csm_exp(x - m)) * inv;
+                        r = (CACHE && CACHE_ACC ? x : csm_exp(x - m)) * inv;
                     } else {
                         r = (x - m) - log_s;
                     }
-                    xs[c] = ((keep >> c) & 1u) ? r : (OP == CSM_SOFTMAX ? A(0) : csm_neg_inf<A>());
+                    ys[c] = ((keep >> c) & 1u) ? r : (OP == CSM_SOFTMAX ? A(0) : csm_neg_inf<A>());
                 }
-                csm_store<T, VEC, true>(po + v * VEC, xs);
-            }
+                csm_store<T, VEC, true>(po + v * VEC, ys);
+            });
         } else {
             A s = A(0);
-            for (int v = threadIdx.x; v < n_vec; v += blockDim.x) {
-                csm_load<T, VEC>(pa + v * VEC, xs);
-                csm_load<T, VEC>(pb + v * VEC, gs);
-                const unsigned keep = csm_keep_bits<VEC>(mask, mrow + v * VEC);
+            if (OP == CSM_LOG_SOFTMAX_BACKWARD && !CACHE) {
+                // the sum needs grad alone: a pass over grad, in steps of
+                // CSM_BLOCK_UNROLL of its packs (a step of pairs would have
+                // only half as many loads in flight, y's being dead here)
+                csm_block_pass<T, VEC, true, false>(
+                    pb, pb, mrow, n_vec, [&](int, unsigned keep, const A* gs, const A*) {
+#pragma unroll
+                    for (int c = 0; c < VEC; ++c) s += ((keep >> c) & 1u) ? gs[c] : A(0);
+                });
+            } else {
+            csm_block_pass<T, VEC, true, true>(
+                pa, pb, mrow, n_vec, [&](int v, unsigned keep, const A* xs, const A* gs) {
 #pragma unroll
                 for (int c = 0; c < VEC; ++c) {
                     const bool kept = (keep >> c) & 1u;
@@ -506,31 +636,25 @@ __global__ void __launch_bounds__(VEC > 1 ? CSM_MAX_THREADS_VEC : CSM_MAX_THREAD
                     const A g = kept ? gs[c] : A(0);
                     s += (OP == CSM_SOFTMAX_BACKWARD) ? g * x : g;
                     if (CACHE) {
-                        cache_a[c * n_vec + v] = x;
-                        cache_b[c * n_vec + v] = g;
+                        cache_a[c * n_vec + v] = csm_to_cache<C>(x);
+                        cache_b[c * n_vec + v] = csm_to_cache<C>(g);
                     }
                 }
+            });
             }
             s = csm_block_reduce<csm_sum_op>(s, scratch + 32 * (turn++ & 1));
-            for (int v = threadIdx.x; v < n_vec; v += blockDim.x) {
-                if (CACHE) {
-#pragma unroll
-                    for (int c = 0; c < VEC; ++c) {
-                        xs[c] = cache_a[c * n_vec + v];
-                        gs[c] = cache_b[c * n_vec + v];
-                    }
-                } else {
-                    csm_load<T, VEC>(pa + v * VEC, xs);
-                    csm_load<T, VEC>(pb + v * VEC, gs);
-                }
-                const unsigned keep = csm_keep_bits<VEC>(mask, mrow + v * VEC);
+            csm_block_pass<T, VEC, !CACHE, true>(
+                pa, pb, mrow, n_vec, [&](int v, unsigned keep, const A* xs, const A* gs) {
+                A ys[VEC];
 #pragma unroll
                 for (int c = 0; c < VEC; ++c) {
-                    const A r = (OP == CSM_SOFTMAX_BACKWARD) ? xs[c] * (gs[c] - s) : gs[c] - csm_exp(xs[c]) * s;
-                    xs[c] = ((keep >> c) & 1u) ? r : A(0);
+                    const A x = CACHE ? csm_to_acc(cache_a[c * n_vec + v]) : xs[c];
+                    const A g = CACHE ? csm_to_acc(cache_b[c * n_vec + v]) : gs[c];
+                    const A r = (OP == CSM_SOFTMAX_BACKWARD) ? x * (g - s) : g - csm_exp(x) * s;
+                    ys[c] = ((keep >> c) & 1u) ? r : A(0);
                 }
-                csm_store<T, VEC, true>(po + v * VEC, xs);
-            }
+                csm_store<T, VEC, true>(po + v * VEC, ys);
+            });
         }
     }
 }

@@ -20,11 +20,13 @@ pytestmark = pytest.mark.skipif(
 )
 
 # K around every tier boundary: sub-warp groups (1..32), one warp (33..1024),
-# the block tiers (1025, 4097) and, on the emulated device, the L2 tier for
-# every dtype (9000).
+# the block tiers (1025, 4097) and, on the emulated device, the L2 tier
+# (9000; float16 rows are cached as float16, so they leave shared memory
+# above 16256 elements: 17000).
 WARP_KS = (1, 2, 3, 31, 32, 33, 64, 127)
 WIDE_KS = (1000, 1024)
 BLOCK_KS = (1025, 4097, 9000)
+L2_K_FLOAT16 = 17000
 
 
 def _cases():
@@ -33,7 +35,8 @@ def _cases():
         for dtype in DTYPES:
             if op == "logsumexp":
                 # softmax's passes without the last: one case per tier and dtype
-                cases += [(op, dtype, 7, k) for k in (3, 33, 1000) + BLOCK_KS]
+                ks = (3, 33, 1000) + BLOCK_KS[:-1] + ((L2_K_FLOAT16,) if dtype == np.float16 else BLOCK_KS[-1:])
+                cases += [(op, dtype, 7, k) for k in ks]
                 continue
             for k in WARP_KS:
                 cases += [(op, dtype, 64 if k > 3 else 300, k)] + [(op, dtype, n, k) for n in (1, 7)]
@@ -43,7 +46,8 @@ def _cases():
             if op == "softmax_jacobian":
                 cases.append((op, dtype, 1, 1025))  # two column chunks and two row tiles
             else:
-                cases += [(op, dtype, n, k) for k in BLOCK_KS for n in ((1, 7) if k == 1025 else (7,))]
+                ks = [L2_K_FLOAT16 if k == 9000 and dtype == np.float16 else k for k in BLOCK_KS]
+                cases += [(op, dtype, n, k) for k in ks for n in ((1, 7) if k == 1025 else (7,))]
     return cases
 
 
@@ -352,3 +356,19 @@ def test_logsumexp_float32_is_within_2e_6_relative(emulated):
     out = emulate("logsumexp", x).astype(np.float64)
     ref = reference("logsumexp", x)
     assert np.all(np.abs(out - ref) <= 2e-6 * np.abs(ref))
+
+
+@pytest.mark.parametrize("masked", (False, True), ids=("plain", "masked"))
+@pytest.mark.parametrize("op", ROW_OPS)
+def test_float16_rows_cached_as_float16_fit_twice_the_k(emulated, op, masked):
+    # 32 KiB of shared memory per block on the emulated device: these rows
+    # fit as float16 (2 bytes an element), not as float (4).
+    k = 6000 if op.endswith("backward") else 12000
+    plan16 = _gpu.plan(op, 4, k, np.float16, True, devices.EMULATED)
+    assert plan16.tier == "block-smem", plan16
+    assert _gpu.plan(op, 4, k, np.float32, True, devices.EMULATED).tier == "block-l2"
+    if masked:
+        a, b, mask = masked_inputs(op, 4, k, np.float16, "rows", seed=23)
+    else:
+        (a, b), mask = inputs(op, 4, k, np.float16, seed=23), None
+    check(op, emulate(op, a, b, mask=mask), a, b, mask=mask)

@@ -139,3 +139,84 @@ def test_every_global_access_of_the_vectorised_kernels_is_128_bit(disassembled, 
             bad.setdefault(name, []).append(ins)
     assert not bad, f"sm_{arch}: scalar global accesses in vectorised kernels: {bad}"
     assert len(disassembled[arch]) == len(_vectorised())
+
+
+# ---- SASS gate: loads in flight in the block passes
+#
+# The check, on nvdisasm's listing of each vectorised csm_rows_block kernel,
+# walked in program order: every LDG.E.128 opens an "in-flight" load, whose
+# four destination registers Rd..Rd+3 it records (a .128 load always fills an
+# aligned quad). Any later instruction that names one of them (reads it, or
+# overwrites it) ends that load: its value has been used. A branch, call,
+# return or exit ends every load in flight (the walk does not follow control
+# flow, so nothing is counted across one). A "burst" is a moment at which the
+# number of loads in flight reaches CSM_BLOCK_UNROLL (4): that many 128-bit
+# loads were issued before the first of them was used. The kernel passes when
+# it has at least one burst for each pass over the row that reads global
+# memory: 3 for softmax and log_softmax from L2 (max, sum, normalise), 2 for
+# logsumexp from L2 and for the backward ops from L2 (a step loads two packs
+# of y and two of grad), 1 for every shared memory tier (only the first pass
+# loads; log_softmax_backward's first pass from L2 reads grad alone, four
+# packs a step).
+# A one-pack-per-iteration loop (the code before csm_block_pass) never has
+# more than 1 (forward) or 2 (backward: y and grad) 128-bit loads in flight.
+_BRANCH = {"BRA", "BRX", "JMP", "JMX", "CALL", "RET", "EXIT", "BREAK", "KILL"}
+_REGISTER = re.compile(r"\bR(\d+)\b")
+
+
+def load_bursts(code, depth):
+    """The number of moments at which ``depth`` 128-bit loads are in flight (see above)."""
+    in_flight, bursts = [], 0
+    for ins in code:
+        text = re.sub(r"^@!?U?P\w+\s+", "", ins)
+        opcode, _, operands = text.partition(" ")
+        if opcode.split(".")[0] in _BRANCH:
+            in_flight = []
+            continue
+        named = {int(r) for r in _REGISTER.findall(operands)}
+        is_load = opcode.startswith("LDG") and "128" in opcode.split(".")
+        if is_load:
+            dest = int(_REGISTER.search(operands).group(1))
+            named.discard(dest)  # the destination is written, not read
+        in_flight = [regs for regs in in_flight if not regs & named]
+        if is_load:
+            in_flight.append({dest, dest + 1, dest + 2, dest + 3})
+            if len(in_flight) == depth:
+                bursts += 1
+    return bursts
+
+
+def global_passes(name):
+    """Passes of a csm_rows_block kernel that read the row from global memory."""
+    _, op, _, cache = name[:-1].split(", ")
+    if cache == "true":
+        return 1
+    codes = _gpu._ROW_CODES
+    if int(op) == codes["logsumexp"] or int(op) in (codes["softmax_backward"], codes["log_softmax_backward"]):
+        return 2
+    return 3
+
+
+@pytest.mark.parametrize("arch", SASS_ARCHS)
+def test_block_passes_keep_four_128_bit_loads_in_flight(disassembled, arch):
+    depth = _gpu.constants()["CSM_BLOCK_UNROLL"]
+    assert depth >= 4
+    codes = {name: code for name, code in disassembled[arch].items() if name.startswith("csm_rows_block")}
+    assert len(codes) == len([n for n in _vectorised() if n.startswith("csm_rows_block")]) > 0
+    bad = {name: (load_bursts(code, depth), global_passes(name)) for name, code in codes.items()
+           if load_bursts(code, depth) < global_passes(name)}
+    assert not bad, f"sm_{arch}: (bursts of {depth} loads in flight, passes reading global memory): {bad}"
+
+
+def test_load_bursts_counts_loads_issued_before_the_first_use():
+    four = ["LDG.E.128 R4, desc[UR4][R2.64]", "LDG.E.128 R8, desc[UR4][R2.64+0x800]",
+            "LDG.E.128 R12, desc[UR4][R2.64+0x1000]", "@P0 LDG.E.128 R16, desc[UR4][R2.64+0x1800]",
+            "FMNMX R4, R4, R5, !PT"]
+    assert load_bursts(four, 4) == 1
+    used_early = four[:2] + ["FMNMX R20, R9, R20, !PT"] + four[2:]
+    assert load_bursts(used_early, 4) == 0  # R8..R11 used before the 4th load
+    across_branch = four[:2] + ["@P1 BRA 0x200"] + four[2:]
+    assert load_bursts(across_branch, 4) == 0
+    sm75 = ["LDG.E.128.SYS R4, [R2]", "LDG.E.128.SYS R8, [R2+0x800]", "LDG.E.128.SYS R12, [R2+0x1000]",
+            "LDG.E.128.SYS R16, [R2+0x1800]"]
+    assert load_bursts(sm75, 4) == 1

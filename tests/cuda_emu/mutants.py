@@ -30,16 +30,24 @@ MUTANTS = (
     ),
     Mutant(
         "block-store-bound-off-by-one",
-        "the block tiers store one vector past the row",
-        "for (int v = threadIdx.x; v < n_vec; v += blockDim.x) {\n                if (!CACHE) csm_load<T, VEC>(pa + v * VEC, xs);\n"
-        "                const unsigned keep = csm_keep_bits<VEC>(mask, mrow + v * VEC);\n#pragma unroll\n"
-        "                for (int c = 0; c < VEC; ++c) {\n                    const A x = CACHE ? cache_a[c * n_vec + v] : xs[c];\n"
-        "                    A r;",
-        "for (int v = threadIdx.x; v <= n_vec; v += blockDim.x) {\n                if (!CACHE) csm_load<T, VEC>(pa + v * VEC, xs);\n"
-        "                const unsigned keep = csm_keep_bits<VEC>(mask, mrow + v * VEC);\n#pragma unroll\n"
-        "                for (int c = 0; c < VEC; ++c) {\n                    const A x = CACHE ? cache_a[c * n_vec + v] : xs[c];\n"
-        "                    A r;",
+        "the block passes handle one pack past the row (one at a time, after the steps of four)",
+        "    for (; v < n_vec; v += step) {\n        A xs[VEC], gs[VEC];",
+        "    for (; v <= n_vec; v += step) {\n        A xs[VEC], gs[VEC];",
         (("softmax", "float32", 3, 1025), ("log_softmax", "float64", 3, 4097)),
+    ),
+    Mutant(
+        "block-step-reads-past-the-row",
+        "a step of four packs starts while its last pack is past the row",
+        "for (; v + (U - 1) * step < n_vec; v += U * step) {",
+        "for (; v + (U - 2) * step < n_vec; v += U * step) {",
+        (("softmax", "float32", 3, 4800),),
+    ),
+    Mutant(
+        "block-step-skips-the-mask",
+        "the steps of four packs of a masked row ignore the mask",
+        "f(w, MASKED ? csm_keep_bits<VEC>(mrow, w * VEC) : (1u << VEC) - 1u, xs, gs);",
+        "f(w, (1u << VEC) - 1u, xs, gs);",
+        (("log_softmax", "float32", 7, 9000, "mask"),),
     ),
     Mutant(
         "block-reduce-without-syncthreads",
@@ -90,15 +98,15 @@ MUTANTS = (
     Mutant(
         "mask-row-stride-ignored",
         "the block tiers read row 0's mask for every row",
-        "const long long mrow = row * ldm;\n        const T* const pa",
-        "const long long mrow = 0 * ldm;\n        const T* const pa",
+        "mask == nullptr ? mask : mask + row * ldm;\n        const T* const pa",
+        "mask == nullptr ? mask : mask + 0 * ldm;\n        const T* const pa",
         (("log_softmax", "float32", 7, 1025, "mask"),),
     ),
     Mutant(
         "masked-output-not-selected",
         "log_softmax of a masked element computed instead of -inf (wrong in rows whose max is -inf)",
-        "xs[c] = ((keep >> c) & 1u) ? r : (OP == CSM_SOFTMAX ? A(0) : csm_neg_inf<A>());",
-        "xs[c] = r;",
+        "ys[c] = ((keep >> c) & 1u) ? r : (OP == CSM_SOFTMAX ? A(0) : csm_neg_inf<A>());",
+        "ys[c] = r;",
         (("log_softmax", "float32", 7, 1025, "mask"),),
     ),
     Mutant(
