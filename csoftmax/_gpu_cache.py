@@ -36,9 +36,9 @@ import tempfile
 FORMAT = 1
 ENV = "CSOFTMAX_CACHE_DIR"
 # What CuPy adds to a RawModule's options when it compiles with NVRTC
-# (cupy/cuda/compiler.py: -ftz=true; cupy/_core/raw.pyx:
-# --device-as-default-execution-space), so a cached cubin is the code CuPy
-# itself would build. tests/cuda_emu/nvrtc.py compiles with the same flags.
+# (cupy/cuda/compiler.py: -ftz=true always, --device-as-default-execution-space
+# with NVRTC 12 and newer), so a cached cubin is the code CuPy itself would
+# build. tests/cuda_emu/nvrtc.py compiles with the same flags.
 CUPY_FLAGS = ("-ftz=true", "--device-as-default-execution-space")
 
 
