@@ -48,26 +48,28 @@ def rows(op: int, x, g, axis, out):
     """``op`` on x (and g) into ``out`` or a new array, or None: the call is
     for the general path."""
     cp = sys.modules.get("cupy")
-    if cp is None or type(x) is not cp.ndarray or type(axis) is not int or x.ndim != 2:
-        return None
-    n, k = x.shape
-    if not (axis == -1 or axis == 1) or n == 0 or not 0 < k <= _gpu._MAX_K:
-        return None
-    if x.dtype not in _NATIVE or not x.flags.c_contiguous:
-        return None
-    name = NAMES.get(op)
-    if name is None:
-        return None
-    device = x.device
-    if g is not None and not (_like(g, x, cp) and g.device.id == device.id):
-        return None
-    if out is not None:
-        if not (_like(out, x, cp) and out.device.id == device.id and _apart_or_same(out, x)
-                and (g is None or _apart_or_same(out, g))):
+    try:
+        if cp is None or type(x) is not cp.ndarray or type(axis) is not int or x.ndim != 2:
             return None
-        _gpu.run(name, x, g, out)
-        return out
-    with device:
-        out = cp.empty((n, k), x.dtype)
+        n, k = x.shape
+        if not (axis == -1 or axis == 1) or n == 0 or not 0 < k <= _gpu._MAX_K:
+            return None
+        if x.dtype not in _NATIVE or not x.flags.c_contiguous:
+            return None
+        name = NAMES.get(op)
+        if name is None:
+            return None
+        device = x.device
+        if g is not None and not (_like(g, x, cp) and g.device.id == device.id):
+            return None
+        if out is not None and not (_like(out, x, cp) and out.device.id == device.id
+                                    and _apart_or_same(out, x)
+                                    and (g is None or _apart_or_same(out, g))):
+            return None
+    except (AttributeError, TypeError):  # an array-like that is not quite CuPy's
+        return None
+    if out is None:
+        with device:
+            out = cp.empty((n, k), x.dtype)
     _gpu.run(name, x, g, out)
     return out
