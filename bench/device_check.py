@@ -470,7 +470,7 @@ def part_timing(args):
                     fn = getattr(csoftmax, op)
                     entry("csoftmax API", timer(lambda b: fn(*(b if backward else b[:1])), repeat, bufs))
             except Exception as exc:
-                row["csoftmax"] = f"{type(exc).__name__}: {exc}"[:160]
+                row["csoftmax API"] = f"{type(exc).__name__}: {exc}"[:160]
             for peer, table in peers.items():
                 make = table.get(op)
                 if make is None:
