@@ -176,6 +176,8 @@ def load_module(cupy, source: str, options, names, arch):
     try:
         if arch is None:
             raise LookupError("the device's compute capability is unknown")
+        if getattr(getattr(getattr(cupy, "cuda", None), "runtime", None), "is_hip", False) is True:
+            raise LookupError("ROCm: hiprtc makes no cubin")
         nvrtc = compiler()
         if not nvrtc.supports(arch):
             raise LookupError(f"NVRTC cannot target sm_{arch}")

@@ -228,9 +228,13 @@ def test_an_empty_cache_setting_keeps_nothing_on_disk(tmp_path, monkeypatch):
     assert len(nvrtc.compiled) == 2 and list(tmp_path.iterdir()) == []
 
 
-@pytest.mark.parametrize("why", ("no NVRTC binding", "architecture NVRTC cannot target", "compile error"))
+@pytest.mark.parametrize("why", ("no NVRTC binding", "architecture NVRTC cannot target", "compile error",
+                                 "ROCm"))
 def test_without_a_usable_nvrtc_cupy_compiles_as_before(cache, monkeypatch, why):
-    if why == "no NVRTC binding":
+    cupy = MiniCuPy()
+    if why == "ROCm":
+        cupy.cuda = types.SimpleNamespace(runtime=types.SimpleNamespace(is_hip=True))
+    elif why == "no NVRTC binding":
         def missing():
             raise ImportError("No module named 'cupy_backends'")
 
@@ -242,7 +246,6 @@ def test_without_a_usable_nvrtc_cupy_compiles_as_before(cache, monkeypatch, why)
             raise RuntimeError("NVRTC_ERROR_COMPILATION")
 
         monkeypatch.setattr(cache.nvrtc, "compile", broken)
-    cupy = MiniCuPy()
     module = _load(cupy)
     assert cupy.code_modules == [NAMES] and module.get_function(NAMES[0]) == ("code", NAMES[0])
     assert _entries(cache.dir) == []
