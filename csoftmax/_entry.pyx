@@ -326,10 +326,31 @@ cdef inline bint _accepts(object x, object axis, object num_threads, object wher
     return c.ct >= 0
 
 
+# csoftmax._gpu_fast, imported with the first CuPy array a row function sees.
+cdef object _gpu_short = None
+
+
+cdef object _gpu_rows(int op, object x, object g, object axis, object out, object num_threads,
+                      object where, object dtype):
+    """The GPU's short path for a CuPy array (csoftmax/_gpu_fast.py), or
+    None: the call is for _semantics."""
+    global _gpu_short
+    if where is not None or dtype is not None or num_threads is not None:
+        return None
+    if _gpu_short is None:
+        if not type(x).__module__.startswith("cupy"):
+            return None
+        from csoftmax import _gpu_fast
+        _gpu_short = _gpu_fast
+    return _gpu_short.rows(op, x, g, axis, out)
+
+
 cdef object _rows(int op, object x, object g, object axis, object out, object num_threads,
                   object where, object dtype):
     """softmax, log_softmax and the backward passes (g is not None) on a
     NumPy 1-D/2-D array of any layout; None: the call is for _semantics."""
+    if type(x) is not cnp.ndarray:
+        return _gpu_rows(op, x, g, axis, out, num_threads, where, dtype)
     cdef Call c
     if not _accepts(x, axis, num_threads, where, dtype, &c):
         return None

@@ -275,13 +275,18 @@ def _device_properties(device_id: int) -> dict:
 
 @functools.lru_cache(maxsize=None)
 def _load_module(device_id: int, group: tuple):
-    """One RawModule per device and (op, dtype name) group, built on its
-    first use: a call compiles the dozen kernels its operation and dtype may
-    need, not all of them (NVRTC 13.5 on 2 cores: see README, GPU)."""
+    """One module per device and (op, dtype name) group, built on its first
+    use: a call compiles the dozen kernels its operation and dtype may need,
+    not all of them (NVRTC 13.5 on 2 cores: see README, GPU), and a later
+    process loads them from the disk cache (csoftmax/_gpu_cache.py)."""
     import cupy
 
+    from . import _gpu_cache
+
+    props = _device_properties(device_id)
+    arch = props["major"] * 10 + props["minor"] if "major" in props and "minor" in props else None
     with cupy.cuda.Device(device_id):
-        return cupy.RawModule(code=source(), options=_OPTIONS, name_expressions=group_names(*group))
+        return _gpu_cache.load_module(cupy, source(), _OPTIONS, group_names(*group), arch)
 
 
 # ---------------------------------------------------------------- launch

@@ -14,6 +14,8 @@ every operation, so a test can see where each happened.
 """
 from __future__ import annotations
 
+import hashlib
+import json
 import types
 
 import numpy as np
@@ -141,7 +143,8 @@ class FakeCuPy(types.ModuleType):
         self.__version__ = "99.0.0-emulated"
         self.ndarray = ndarray
         self._props = list(props_per_device)
-        self.modules = []  # (device id, EmuModule) of every RawModule built
+        self.modules = []  # (device id, name expressions) of every RawModule built from code
+        self.file_loads = []  # (device id, path) of every RawModule loaded from a file
         fake = self
 
         class _Runtime:
@@ -199,12 +202,14 @@ class FakeCuPy(types.ModuleType):
         _state.calls.append(("full", _state.current))
         return _wrap(np.full(shape, value, dtype=dtype))
 
-    def RawModule(self, code, options=(), name_expressions=()):
+    def RawModule(self, code=None, options=(), name_expressions=(), path=None):
         # The emulated library holds every kernel (one g++ build, shared by
         # all modules); a module hands out only the kernels it was built with.
         from csoftmax import _gpu
 
         device_id = _state.current
+        if path is not None:
+            return self._file_module(path, device_id)
         names = tuple(name_expressions)
         module = EmuModule(code, _gpu.name_expressions(), self._props[device_id])
         self.modules.append((device_id, names))
@@ -216,3 +221,73 @@ class FakeCuPy(types.ModuleType):
             return _Function(module.get_function(name), device_id)
 
         return types.SimpleNamespace(get_function=get_function)
+
+    # ---- cubin files (csoftmax/_gpu_cache.py) ------------------------------
+
+    def _file_module(self, path, device_id):
+        """``RawModule(path=...)``: a cubin of FakeNVRTC runs on the emulator,
+        its kernels looked up by lowered name; a real cubin (NVRTC's ELF)
+        only hands out the names its symbol table holds, and refuses to run."""
+        with open(path, "rb") as f:
+            data = f.read()
+        self.file_loads.append((device_id, path))
+        if data.startswith(FakeNVRTC.MAGIC):
+            payload = json.loads(data[len(FakeNVRTC.MAGIC):])
+            from csoftmax import _gpu
+
+            by_lowered = {low: name for name, low in payload["lowered"].items()}
+            module = EmuModule(payload["source"], _gpu.name_expressions(), self._props[device_id])
+
+            def get_function(lowered):
+                _need(device_id, "get_function")
+                return _Function(module.get_function(by_lowered[lowered]), device_id)
+
+        elif data.startswith(b"\x7fELF"):
+
+            def get_function(lowered):
+                _need(device_id, "get_function")
+                if lowered.encode() not in data:
+                    raise KeyError(f"{lowered} is not in {path}")
+                return _RealCubinKernel(lowered)
+
+        else:
+            raise ValueError(f"{path}: not a cubin (CUDA_ERROR_INVALID_IMAGE)")
+        return types.SimpleNamespace(get_function=get_function)
+
+
+class _RealCubinKernel:
+    """A kernel of a real cubin: the stand-in can find it, not run it."""
+
+    max_dynamic_shared_size_bytes = 0
+
+    def __init__(self, name):
+        self.name = name
+
+    def __call__(self, *args, **kwargs):
+        raise RuntimeError(f"{self.name}: a real cubin cannot run on the CPU emulator")
+
+
+class FakeNVRTC:
+    """A stand-in for CuPy's NVRTC binding (csoftmax._gpu_cache.compiler()):
+    counts compilations and emits a "cubin" that FakeCuPy.RawModule(path=)
+    runs on the emulator. ``archs``: the architectures it can target."""
+
+    MAGIC = b"CSM-EMULATED-CUBIN\n"
+
+    def __init__(self, version=(99, 0), archs=(75, 80, 86, 89, 90, 100)):
+        self._version = tuple(version)
+        self.archs = tuple(archs)
+        self.compiled = []  # (names, options) of every compilation
+
+    def version(self):
+        return self._version
+
+    def supports(self, arch):
+        return arch in self.archs
+
+    def compile(self, source, names, options):
+        names = tuple(names)
+        self.compiled.append((names, tuple(options)))
+        lowered = {n: "_Z_emu_" + hashlib.sha256(n.encode()).hexdigest()[:16] for n in names}
+        payload = {"source": source, "options": list(options), "lowered": lowered}
+        return self.MAGIC + json.dumps(payload).encode(), lowered

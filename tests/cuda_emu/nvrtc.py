@@ -98,26 +98,47 @@ def _split_log(log: str):
 
 def compile_cubin(source: str, names, arch: str, options=("--std=c++17",)):
     """(cubin bytes, {name expression: mangled name}) for ``names`` on sm_``arch``."""
-    nvrtc = import_nvrtc()
+    return Compiler().compile(source, names, (f"-arch=sm_{arch}", *CUPY_OPTIONS, *options))
 
-    prog = _check(nvrtc.nvrtcCreateProgram(source.encode(), b"softmax.cu", 0, [], []), "nvrtcCreateProgram")
-    try:
-        for name in names:
-            _check(nvrtc.nvrtcAddNameExpression(prog, name.encode()), "nvrtcAddNameExpression")
-        opts = [o.encode() for o in (f"-arch=sm_{arch}", *CUPY_OPTIONS, *options)]
-        (err,) = nvrtc.nvrtcCompileProgram(prog, len(opts), opts)
-        if int(err) != 0:
-            raise RuntimeError(f"sm_{arch}: compile failed: {err!r}")
-        size = _check(nvrtc.nvrtcGetCUBINSize(prog), "nvrtcGetCUBINSize")
-        buf = b" " * size
-        _check(nvrtc.nvrtcGetCUBIN(prog, buf), "nvrtcGetCUBIN")
-        lowered = {}
-        for name in names:
-            mangled = _check(nvrtc.nvrtcGetLoweredName(prog, name.encode()), "nvrtcGetLoweredName")
-            lowered[name] = mangled.decode() if isinstance(mangled, bytes) else mangled
-        return buf, lowered
-    finally:
-        nvrtc.nvrtcDestroyProgram(prog)
+
+class Compiler:
+    """csoftmax._gpu_cache's NVRTC front end over ``cuda.bindings.nvrtc``
+    (the test-gpu extra), for the disk-cache tests and bench: the same calls
+    as CuPy's binding, options given in full (-arch and CuPy's flags too)."""
+
+    def __init__(self):
+        self.nvrtc = import_nvrtc()
+        self.compiled = []  # names of every compilation
+
+    def version(self):
+        return tuple(_check(self.nvrtc.nvrtcVersion(), "nvrtcVersion"))
+
+    def supports(self, arch):
+        return arch in _check(self.nvrtc.nvrtcGetSupportedArchs(), "nvrtcGetSupportedArchs")
+
+    def compile(self, source, names, options):
+        nvrtc = self.nvrtc
+        names = tuple(names)
+        self.compiled.append(names)
+        prog = _check(nvrtc.nvrtcCreateProgram(source.encode(), b"softmax.cu", 0, [], []), "nvrtcCreateProgram")
+        try:
+            for name in names:
+                _check(nvrtc.nvrtcAddNameExpression(prog, name.encode()), "nvrtcAddNameExpression")
+            opts = [o.encode() for o in options]
+            (err,) = nvrtc.nvrtcCompileProgram(prog, len(opts), opts)
+            if int(err) != 0:
+                arch = next((o[len("-arch="):] for o in options if o.startswith("-arch=")), "?")
+                raise RuntimeError(f"{arch}: compile failed: {err!r}")
+            size = _check(nvrtc.nvrtcGetCUBINSize(prog), "nvrtcGetCUBINSize")
+            buf = b" " * size
+            _check(nvrtc.nvrtcGetCUBIN(prog, buf), "nvrtcGetCUBIN")
+            lowered = {}
+            for name in names:
+                mangled = _check(nvrtc.nvrtcGetLoweredName(prog, name.encode()), "nvrtcGetLoweredName")
+                lowered[name] = mangled.decode() if isinstance(mangled, bytes) else mangled
+            return buf, lowered
+        finally:
+            nvrtc.nvrtcDestroyProgram(prog)
 
 
 def nvdisasm_path():
