@@ -248,3 +248,194 @@ def run(x, labels, target, weight, mask, eps: float, ignore_index, reduction: st
                                           (loss, total, np.int64(n), np.float64(divisor)),
                                           shared_mem=c["CSM_SCRATCH"] * 8)
         return loss, total
+
+
+# ---------------------------------------------------------------- the public door
+
+
+def _span(a):
+    """[low, high) byte range a CuPy array (or view) covers."""
+    ptr = _gpu._data_ptr(a)
+    lo = hi = ptr
+    for n, s in zip(a.shape, a.strides):
+        if n == 0:
+            return ptr, ptr
+        if s >= 0:
+            hi += s * (n - 1)
+        else:
+            lo += s * (n - 1)
+    return lo, hi + a.itemsize
+
+
+def _overlap(a, b) -> bool:
+    (alo, ahi), (blo, bhi) = _span(a), _span(b)
+    return alo < bhi and blo < ahi and alo < ahi and blo < bhi
+
+
+def _check_out(arr, name, shape, dtype):
+    from . import _loss_semantics as sem
+
+    if not _gpu.is_gpu_array(arr):
+        raise TypeError(sem._err(f"{name} must be a CuPy array (the logits are), not {type(arr).__name__}"))
+    if arr.shape != tuple(shape):
+        raise ValueError(sem._err(f"{name} has shape {arr.shape}, expected {tuple(shape)}"))
+    if arr.dtype != dtype:
+        raise ValueError(sem._err(f"{name} has dtype {arr.dtype}, expected {dtype}"))
+
+
+def softmax_cross_entropy(logits, target, axis, label_smoothing, ignore_index, weight, reduction,
+                          return_grad, where, dtype, out, grad_out, num_threads):
+    """softmax_cross_entropy on CuPy arrays (see _loss_semantics for the CPU
+    twin and every message). logits, target, weight, where, out and grad_out
+    must all be CuPy arrays (or None) on one device; the call runs under it."""
+    from . import _loss_semantics as sem
+
+    named = (("logits", logits), ("target", target), ("weight", weight), ("where", where), ("out", out),
+             ("grad_out", grad_out))
+    host = [name for name, a in named if a is not None and not _gpu.is_gpu_array(a)]
+    if host:
+        raise TypeError(sem._err(f"{', '.join(host)}: expected CuPy arrays, as the other array "
+                                 "arguments are, not a mix of CuPy and host arrays"))
+    with _gpu.device_scope(named, FNAME):
+        return _here(sem, logits, target, axis, label_smoothing, ignore_index, weight, reduction,
+                     return_grad, where, dtype, out, grad_out, num_threads)
+
+
+def _here(sem, logits, target, axis, label_smoothing, ignore_index, weight, reduction, return_grad,
+          where, dtype, out, grad_out, num_threads):
+    import cupy as xp
+
+    from . import _semantics
+
+    _semantics._threads(num_threads, FNAME)  # checked; the GPU has no use for it
+    if logits.ndim == 0:
+        raise ValueError(sem._err("logits must have at least one dimension (the classes)"))
+    rdtype = sem._result_dtype(logits, dtype)
+    # float16 runs in its own kernels (accumulating in float); bfloat16 in float32.
+    cdtype = rdtype if rdtype in _gpu.NATIVE_DTYPES else np.dtype(np.float32)
+    ax = _semantics._axes(axis, logits.ndim, FNAME, single=True)[0]
+    shape = logits.shape
+    k = shape[ax]
+    batch_shape = shape[:ax] + shape[ax + 1:]
+    n = math.prod(batch_shape)
+    if where is not None:
+        if where.dtype != np.bool_:
+            raise TypeError(sem._err(f"where must be a CuPy array of dtype bool, not dtype {where.dtype}"))
+        try:
+            full = np.broadcast_shapes(where.shape, shape)
+        except ValueError:
+            full = None
+        if full != shape:
+            raise ValueError(sem._err(f"where has shape {where.shape}, which does not broadcast "
+                                      f"to the logits' shape {shape}"))
+        where = xp.broadcast_to(where, shape)
+    eps = sem._label_smoothing(label_smoothing)
+    ignore = sem._ignore_index(ignore_index)
+    reduction = sem._reduction(reduction)
+    if not isinstance(return_grad, (bool, np.bool_)):
+        raise TypeError(sem._err(f"return_grad must be a bool, not {type(return_grad).__name__}"))
+    want_grad = bool(return_grad)
+    if target.dtype.kind in "iu":
+        soft = False
+        if target.shape != batch_shape:
+            raise ValueError(sem._err(f"target has shape {target.shape}; integer labels must have "
+                                      f"the logits' shape without axis {ax}, {batch_shape}"))
+    elif target.dtype.kind == "f":
+        soft = True
+        if target.shape != shape:
+            raise ValueError(sem._err(f"target has shape {target.shape}; class probabilities must "
+                                      f"have the logits' shape {shape}"))
+        if ignore is not None:
+            raise ValueError(sem._err("ignore_index applies to integer labels only; target holds "
+                                      "class probabilities"))
+    else:
+        raise TypeError(sem._err(f"target has dtype {target.dtype}; expected integer class labels "
+                                 "or floating point class probabilities"))
+    acc = _ACC[cdtype]
+    if weight is not None:
+        if weight.dtype.kind not in "iuf":
+            raise TypeError(sem._err(f"weight has dtype {weight.dtype}; expected real numbers"))
+        if weight.shape != (k,):
+            raise ValueError(sem._err(f"weight has shape {weight.shape}, expected ({k},) "
+                                      "(one weight per class)"))
+        weight = xp.ascontiguousarray(weight, dtype=acc)
+        if k and not bool((weight >= 0).all()):  # one reduction, one sync
+            raise ValueError(sem._err("weight must be non-negative (and not NaN)"))
+    if out is not None:
+        if reduction != "none":
+            raise ValueError(sem._err(f"out is for reduction='none' (the per-row losses); "
+                                      f"reduction={reduction!r} returns a scalar"))
+        _check_out(out, "out", batch_shape, rdtype)
+    if grad_out is not None:
+        if not want_grad:
+            raise ValueError(sem._err("grad_out is given but return_grad is False"))
+        _check_out(grad_out, "grad_out", shape, rdtype)
+    if out is not None and grad_out is not None and _overlap(out, grad_out):
+        raise ValueError(sem._err("out and grad_out share memory"))
+
+    # ---- C-contiguous rows (N, K) in the compute dtype ------------------------------
+    perm = tuple(d for d in range(len(shape)) if d != ax) + (ax,)
+
+    def rows(a, dt):
+        a = a if ax == len(shape) - 1 else a.transpose(perm)
+        return xp.ascontiguousarray(a.reshape(n, k), dtype=dt)
+
+    if n == 0 or k == 0:
+        loss_rows, total = _degenerate(xp, target, soft, n, k, ignore, reduction)
+        grad = xp.full((n, k), 0.0, dtype=cdtype) if want_grad else None
+    else:
+        x2 = rows(logits, cdtype)
+        labels2 = None if soft else xp.ascontiguousarray(target.reshape(n), dtype=np.int64)
+        target2 = rows(target, cdtype) if soft else None
+        mask2 = rows(where, np.uint8) if where is not None else None
+        grad = xp.empty((n, k), dtype=cdtype) if want_grad else None
+        try:
+            loss_rows, total = run(x2, labels2, target2, weight, mask2, eps, ignore, reduction, grad)
+        except BadLabel as exc:
+            raise ValueError(str(exc)) from None
+
+    # ---- results: CuPy arrays of the result dtype -----------------------------------
+    if reduction == "none":
+        loss = loss_rows.reshape(batch_shape)
+        if out is not None:
+            out[...] = loss
+            loss = out
+        else:
+            loss = loss.astype(rdtype)
+    else:
+        loss = total.astype(rdtype)  # a 0-d CuPy array, as cupy.sum gives
+    if not want_grad:
+        return loss
+    g = grad.reshape(batch_shape + (k,))
+    if ax != len(shape) - 1:
+        inverse = [0] * len(shape)
+        for i, d in enumerate(perm):
+            inverse[d] = i
+        g = g.transpose(inverse)
+    if grad_out is not None:
+        grad_out[...] = g
+        g = grad_out
+    elif g.dtype != rdtype:
+        g = g.astype(rdtype)
+    return loss, g
+
+
+def _degenerate(xp, target, soft, n, k, ignore, reduction):
+    """No row or no class: losses 0 (soft labels over no class, an empty
+    sum); integer labels with K = 0 are all out of range unless ignored; the
+    mean of no counted row is 0 / 0 = NaN, as torch's."""
+    W = float(n) if soft else 0.0
+    if not soft and n:
+        flat = target.reshape(-1).get()
+        bad = (flat < 0) | (flat >= k)
+        if ignore is not None:
+            bad &= flat != ignore
+        if bad.any():
+            i = int(np.argmax(bad))
+            raise ValueError(str(BadLabel(i, int(flat[i]), k, ignore)))
+        W = 0.0  # K = 0: every label was ignore_index
+    loss_rows = xp.full((n,), 0.0, dtype=np.float64)
+    if reduction == "none":
+        return loss_rows, None
+    value = (math.nan if W == 0 else 0.0) if reduction == "mean" else 0.0
+    return loss_rows, xp.full((), value, dtype=np.float64)

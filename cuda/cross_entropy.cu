@@ -245,8 +245,11 @@ __device__ __forceinline__ void csm_xent_row(
 // 32 at compile time (a runtime width makes NVRTC call a shuffle helper).
 // labels: int64 (ignored for SOFT); t: soft labels (ignored otherwise);
 // weight, mask, grad: nullptr for none. loss: (n_rows,) doubles.
+// (min. 1 block per SM: without it ptxas aims at more resident blocks on
+// sm_86/sm_89/sm_100 and spills 4-24 bytes in csm_xent_warp<float, false, 1>,
+// <csm_half, false, 8> and <double, *, 2>; NVRTC 13.5.)
 template <typename T, bool SOFT, int VEC>
-__global__ void __launch_bounds__(CSM_WARP_THREADS)
+__global__ void __launch_bounds__(CSM_WARP_THREADS, 1)
     csm_xent_warp(const T* x, const T* t, const long long* labels, const typename csm_acc<T>::type* weight,
                   const unsigned char* mask, long long ldm, T* grad, double* loss, long long n_rows, int k,
                   double eps, double scale, double wsum, int has_ignore, long long ignore_index, int width) {
