@@ -49,7 +49,7 @@ def module():
 def emu(monkeypatch, module):
     monkeypatch.setattr(_gpu, "_device_of", lambda a: _Device())
     monkeypatch.setattr(_gpu, "_device_properties", lambda device_id: PROPS)
-    monkeypatch.setattr(_gpu_loss, "_load_module", lambda device_id, dtype_name: module)
+    monkeypatch.setattr(_gpu_loss, "_load_module", lambda device_id, names: module)
     monkeypatch.setattr(_gpu_loss, "_kernels", {})
     monkeypatch.setattr(_gpu_loss, "_raised_smem", {})
     return module
@@ -240,11 +240,23 @@ def test_the_total_is_the_same_bits_for_one_input(emu):
     assert a.tobytes() == b.tobytes()
 
 
-def test_names_of_every_group_are_compiled_by_nvrtc_and_the_emulator():
+def test_every_planned_kernel_is_among_the_compiled_names():
     names = _gpu_loss.name_expressions()
     assert len(names) == len(set(names)) == 3 * 12 + 2 + 1
     for dt in _gpu.NATIVE_DTYPES:
         assert set(_gpu_loss.group_names(dt)) <= set(names)
+        for k in (1, 5, 37, 64, 1500, 9000, 100000):
+            for soft in (False, True):
+                for aligned in (False, True):
+                    kernel = _gpu_loss.plan(3, k, dt, soft, aligned, devices.REAL["H100"]).kernel
+                    assert set(_gpu_loss.module_names(dt, kernel)) <= set(_gpu_loss.group_names(dt))
+
+
+def test_a_call_compiles_only_its_loss_kernel_and_the_two_small_ones(cp):
+    x, labels, _ = _case(3, 37, np.float32, False, seed=1)
+    csoftmax.softmax_cross_entropy(cp.asarray(x), cp.asarray(labels))
+    (device, names), = cp.modules
+    assert device == 0 and len(names) == 3 and names[0].startswith("csm_xent_warp<float, false, 1>")
 
 
 # ---------------------------------------------------------------- the public door
@@ -361,7 +373,7 @@ def _mutant_failures(source, cases, tag, monkeypatch):
     with monkeypatch.context() as mp:
         mp.setattr(_gpu, "_device_of", lambda a: _Device())
         mp.setattr(_gpu, "_device_properties", lambda device_id: PROPS)
-        mp.setattr(_gpu_loss, "_load_module", lambda device_id, dtype_name: module)
+        mp.setattr(_gpu_loss, "_load_module", lambda device_id, names: module)
         mp.setattr(_gpu_loss, "_kernels", {})
         for opts, dtype, n, k in cases:
             x, labels, target = _case(n, k, np.dtype(dtype).type, OPTIONS[opts][0], seed=k)
