@@ -86,8 +86,11 @@ def softmax_cross_entropy(logits, target, axis=-1, *, label_smoothing=0.0, ignor
 
     nt = _semantics._threads(num_threads, FNAME)
     if any(_is_gpu(a) for a in (logits, target, weight, where, out, grad_out)):
-        raise TypeError(_err("CuPy arrays are not supported yet: the GPU kernel of "
-                             "softmax_cross_entropy is not available; pass NumPy arrays"))
+        # CuPy arrays: the CUDA kernels (csoftmax/_gpu_loss.py, cuda/cross_entropy.cu).
+        from . import _gpu_loss
+        return _gpu_loss.softmax_cross_entropy(logits, target, axis, label_smoothing, ignore_index,
+                                               weight, reduction, return_grad, where, dtype, out,
+                                               grad_out, num_threads)
     # ---- logits, where -------------------------------------------------------
     if isinstance(logits, np.ma.MaskedArray):
         lmask = ~np.ma.getmaskarray(logits)

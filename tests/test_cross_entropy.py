@@ -491,10 +491,11 @@ def test_a_bad_label_with_buffers_given_writes_nothing():
     assert (out == 7).all() and (gout == 7).all()
 
 
-def test_cupy_input_raises_type_error_until_the_gpu_kernel_exists():
+def test_cupy_logits_with_a_numpy_target_are_a_type_error_naming_target():
+    # CuPy calls run on the GPU (tests/test_gpu_cross_entropy.py); a mix is refused.
     class FakeCupy:  # recognised by its module, as CuPy arrays are
         __module__ = "cupy._core.core"
-    with pytest.raises(TypeError, match="GPU"):
+    with pytest.raises(TypeError, match="target: expected CuPy arrays"):
         xent(FakeCupy(), np.zeros(1, np.int64))
 
 

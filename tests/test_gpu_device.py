@@ -193,3 +193,38 @@ def test_a_second_device_runs_its_own_arrays():
     check("softmax", y.get(), a, None)
     with pytest.raises(ValueError, match="on one device"):
         csoftmax.softmax(x1, out=cp.empty_like(cp.asarray(a)))
+
+
+# ---- softmax_cross_entropy (cuda/cross_entropy.cu) on the device
+
+XENT_KS = (1, 5, 33, 64, 1000, 1025, 4096, 70000)  # warp groups, warp, block-smem, block-l2
+
+
+@pytest.mark.parametrize("dtype", DTYPES, ids=lambda d: d.name)
+@pytest.mark.parametrize("k", XENT_KS)
+@pytest.mark.parametrize("soft", (False, True), ids=("labels", "soft"))
+def test_cross_entropy_matches_the_reference_and_the_cpu(dtype, k, soft):
+    import cupy as cp
+
+    import csoftmax
+    from csoftmax._loss_reference import softmax_cross_entropy as xent_reference
+
+    rng = np.random.default_rng(k)
+    n = 7
+    x = (rng.standard_normal((n, k)) * 3).astype(dtype)
+    target = rng.random((n, k)).astype(dtype) if soft else rng.integers(0, k, n)
+    weight = rng.random(k) + 0.25
+    where = rng.random((n, k)) < 0.8
+    where[:, 0] = True
+    kw = dict(label_smoothing=0.1, weight=weight, where=where, return_grad=True)
+    for reduction in ("mean", "none"):
+        loss, grad = csoftmax.softmax_cross_entropy(
+            cp.asarray(x), cp.asarray(target), reduction=reduction,
+            **dict(kw, weight=cp.asarray(weight), where=cp.asarray(where)))
+        ref_loss, ref_grad = xent_reference(x.astype(np.float64), target.astype(np.float64) if soft else target,
+                                            reduction=reduction, label_smoothing=0.1, weight=weight, where=where)
+        cpu_loss, cpu_grad = csoftmax.softmax_cross_entropy(x, target, reduction=reduction, **kw)
+        rtol = {np.float16: 2e-3, np.float32: 2e-5, np.float64: 1e-12}[np.dtype(dtype).type]
+        for got, ref, cpu in ((loss.get(), ref_loss, cpu_loss), (grad.get(), ref_grad, cpu_grad)):
+            np.testing.assert_allclose(got, ref, rtol=rtol, atol=rtol * 10)
+            np.testing.assert_allclose(got, cpu, rtol=rtol, atol=rtol * 10)

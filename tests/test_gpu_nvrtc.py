@@ -14,7 +14,7 @@ from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 
-from csoftmax import _gpu
+from csoftmax import _gpu, _gpu_loss
 from cuda_emu import nvrtc
 
 
@@ -41,9 +41,25 @@ def compiled():
         return dict(zip(nvrtc.ARCHS, results))
 
 
+@pytest.fixture(scope="module")
+def compiled_xent():
+    # cuda/cross_entropy.cu, compiled as _gpu_loss loads it: after softmax.cu.
+    _require_nvrtc()
+    with ThreadPoolExecutor(max_workers=os.cpu_count() or 1) as pool:
+        results = pool.map(
+            lambda arch: nvrtc.compile_source(_gpu_loss.source(), _gpu_loss.name_expressions(), arch,
+                                              _gpu._OPTIONS),
+            nvrtc.ARCHS,
+        )
+        return dict(zip(nvrtc.ARCHS, results))
+
+
 def test_source_has_no_include_directive():
     # NVRTC has no <math.h>, and the emulator compiles the text as is.
     assert not re.search(r"^\s*#\s*include", _gpu.source(), re.M)
+    assert not re.search(r"^\s*#\s*include", _gpu_loss.own_source(), re.M)
+    # the emulator defines softmax.cu's one shared array; cross_entropy.cu uses it
+    assert "__shared__" not in _gpu_loss.own_source()
 
 
 @pytest.mark.parametrize("arch", nvrtc.ARCHS)
@@ -73,11 +89,26 @@ def test_registers_allow_the_largest_block_the_planner_launches(compiled, arch):
         assert r["registers"] * block <= 65536, (name, r)
 
 
-def test_committed_resource_table_is_current(compiled):
+@pytest.mark.parametrize("arch", nvrtc.ARCHS)
+def test_every_cross_entropy_kernel_compiles_without_warning_spill_or_stack(compiled_xent, arch):
+    result = compiled_xent[arch]
+    assert result.ok and result.log == "", f"sm_{arch}:\n{result.log}"
+    assert set(result.lowered) == set(_gpu_loss.name_expressions())
+    bad = {name: r for name, r in result.resources.items() if r is None or r["stack"] or r["spill"]}
+    assert not bad, bad
+    c = _gpu_loss.constants()
+    for name, r in result.resources.items():  # the largest block the planner launches
+        block = (c["CSM_WARP_THREADS"] if name.startswith("csm_xent_warp") else
+                 c["CSM_MAX_THREADS_VEC"] if name.startswith("csm_xent_block") else
+                 c["CSM_XENT_REDUCE_THREADS"])
+        assert r["registers"] * block <= 65536, (name, r)
+
+
+def test_committed_resource_table_is_current(compiled, compiled_xent):
     if not nvrtc.TABLE.parent.joinpath("softmax.cu").exists():
         pytest.skip("no source tree beside these tests (an installed wheel): the "
                     "table is checked by the repository's own run")
-    expected = nvrtc.resource_table(compiled)
+    expected = nvrtc.resource_table(compiled) + nvrtc.cross_entropy_table(compiled_xent)
     committed = nvrtc.TABLE.read_text() if nvrtc.TABLE.exists() else ""
     assert committed == expected, (
         f"{nvrtc.TABLE} is stale: run `python tests/cuda_emu/nvrtc.py` and commit it "

@@ -23,3 +23,4 @@ def test_top_level_cuda_folder_does_not_hide_nvidia_cuda_bindings():
 def test_kernel_sources_are_package_data():
     from importlib.resources import files
     assert files("csoftmax.cuda").joinpath("softmax.cu").read_text().strip()
+    assert files("csoftmax.cuda").joinpath("cross_entropy.cu").read_text().strip()

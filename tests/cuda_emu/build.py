@@ -21,7 +21,8 @@ HEADERS = ("cuda_builtins.h", "emu_runtime.h", "emu_launch.h")
 # The emulator's own map from kernel element types to NumPy dtypes, kept apart
 # from csoftmax._gpu's so that a wrong map there shows up as a signature
 # mismatch here.
-C_TYPES = {"float": "float32", "double": "float64", "csm_half": "float16", "unsigned char": "uint8"}
+C_TYPES = {"float": "float32", "double": "float64", "csm_half": "float16", "unsigned char": "uint8",
+           "long long": "int64"}
 
 # Room for the largest dynamic shared memory request of any real device
 # (227 KiB on sm_90/sm_100) plus the guard zone.
@@ -50,7 +51,7 @@ def translation_unit(source_path: Path, source: str, names, extra: str = "") -> 
     lines.append(f"unsigned char {_smem_symbol(source)}[{SMEM_BYTES}] __attribute__((aligned(16)));")
     lines.append('#include "emu_launch.h"')
     for ctype in C_TYPES:
-        if ctype not in ("float", "double", "unsigned char") and re.search(rf"\bstruct {ctype}\b", source):
+        if ctype not in ("float", "double", "unsigned char", "long long") and re.search(rf"\bstruct {ctype}\b", source):
             lines.append(f"template <> struct emu::type_name<{ctype}> {{ static std::string get() {{ return \"{ctype}\"; }} }};")
     lines.append("static const emu::Entry emu_table[] = {")
     lines += [f"    EMU_KERNEL({name})," for name in names]

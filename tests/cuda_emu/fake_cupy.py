@@ -205,13 +205,16 @@ class FakeCuPy(types.ModuleType):
     def RawModule(self, code=None, options=(), name_expressions=(), path=None):
         # The emulated library holds every kernel (one g++ build, shared by
         # all modules); a module hands out only the kernels it was built with.
-        from csoftmax import _gpu
+        from csoftmax import _gpu, _gpu_loss
 
         device_id = _state.current
         if path is not None:
             return self._file_module(path, device_id)
         names = tuple(name_expressions)
-        module = EmuModule(code, _gpu.name_expressions(), self._props[device_id])
+        if code == _gpu_loss.source():  # softmax.cu + cross_entropy.cu: the loss kernels
+            module = EmuModule(code, _gpu_loss.name_expressions(), self._props[device_id], tag="xent")
+        else:
+            module = EmuModule(code, _gpu.name_expressions(), self._props[device_id])
         self.modules.append((device_id, names))
 
         def get_function(name):

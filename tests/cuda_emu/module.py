@@ -19,6 +19,12 @@ from .build import C_TYPES, build
 os.environ.setdefault("OMP_WAIT_POLICY", "passive")
 
 
+# The one optional output of any kernel: the gradient (argument 6) of the
+# cross-entropy's loss kernels (cuda/cross_entropy.cu), nullptr when the
+# caller wants no gradient.
+OPTIONAL_OUTPUT = ("csm_xent_", 6)
+
+
 class EmuError(RuntimeError):
     """A launch that would fail, hang or race on a GPU."""
 
@@ -75,10 +81,11 @@ def _argument(value):
     raise EmuError(f"cannot pass {type(value).__name__} to a kernel")
 
 
-def _accepts(param: str, passed: str, array) -> bool:
+def _accepts(param: str, passed: str, array, optional_out: bool = False) -> bool:
     if param.endswith("*"):
         if passed == "nullptr":
-            return param.startswith("const ")  # no output is ever optional
+            # No output is optional, except the cross-entropy's gradient.
+            return param.startswith("const ") or optional_out
         if not passed.endswith("*"):
             return False
         if not param.startswith("const ") and array is not None and not array.flags.writeable:
@@ -113,7 +120,8 @@ class EmuKernel:
         storage, pointers = [], []
         for position, (param, value) in enumerate(zip(self.signature, args)):
             passed, cvalue, array = _argument(value)
-            if not _accepts(param, passed, array):
+            optional = self.name.startswith(OPTIONAL_OUTPUT[0]) and position == OPTIONAL_OUTPUT[1]
+            if not _accepts(param, passed, array, optional):
                 raise EmuError(f"{self.name} argument {position}: kernel takes {param}, launch passes {passed} "
                                f"({type(value).__name__})")
             storage.append(cvalue)

@@ -119,6 +119,34 @@ MUTANTS = (
 )
 
 
+# Planted bugs in cuda/cross_entropy.cu (applied to _gpu_loss.source(), the
+# text NVRTC compiles); cases: (option set of tests/test_gpu_cross_entropy.py,
+# dtype name, n, k). tests/test_gpu_cross_entropy.py runs them.
+XENT_MUTANTS = (
+    Mutant(
+        "xent-gradient-label-term-on-the-wrong-class",
+        "the gradient subtracts the label's target one class too far",
+        "if (j == yc && yon) r -= gy;",
+        "if (j == yc + 1 && yon) r -= gy;",
+        (("int", "float32", 7, 37),),
+    ),
+    Mutant(
+        "xent-mask-ignored-in-the-class-count",
+        "label smoothing under where= spreads over all K classes, not the unmasked ones",
+        "cnt += on ? A(1) : A(0);",
+        "cnt += A(1);",
+        (("int-mask-weight-smooth", "float32", 7, 37),),
+    ),
+    Mutant(
+        "xent-total-drops-the-last-rows",
+        "the sum over rows stops a stride early",
+        "for (long long r = threadIdx.x; r < n_rows; r += blockDim.x) v += loss[r];",
+        "for (long long r = threadIdx.x; r + blockDim.x < n_rows; r += blockDim.x) v += loss[r];",
+        (("int", "float32", 7, 37),),
+    ),
+)
+
+
 def apply(source: str, mutant: Mutant) -> str:
     count = source.count(mutant.old)
     if count != 1:

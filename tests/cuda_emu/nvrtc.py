@@ -234,17 +234,37 @@ def resource_table(results: dict) -> str:
     return "\n".join(lines) + "\n"
 
 
+def cross_entropy_table(results: dict) -> str:
+    """The section of RESOURCES.md for cuda/cross_entropy.cu's kernels."""
+    archs = list(results)
+    lines = [
+        "",
+        "## Cross-entropy kernels (cuda/cross_entropy.cu, compiled after softmax.cu)",
+        "",
+        "| kernel | " + " | ".join(f"sm_{a}" for a in archs) + " |",
+        "|---|" + "---|" * len(archs),
+    ]
+    for name in next(iter(results.values())).resources:
+        cells = [f"{results[a].resources[name]['registers']} / {results[a].resources[name]['smem']}" for a in archs]
+        lines.append(f"| `{name}` | " + " | ".join(cells) + " |")
+    return "\n".join(lines) + "\n"
+
+
 def main():
     sys.path.insert(0, str(ROOT))
-    from csoftmax import _gpu
+    from csoftmax import _gpu, _gpu_loss
 
-    results = {}
-    for arch in ARCHS:
-        res = compile_source(_gpu.source(), _gpu.name_expressions(), arch, _gpu._OPTIONS)
-        if not res.ok or res.log:
-            raise SystemExit(f"sm_{arch}:\n{res.log}")
-        results[arch] = res
-    TABLE.write_text(resource_table(results))
+    tables = []
+    for source, names in ((_gpu.source(), _gpu.name_expressions()),
+                          (_gpu_loss.source(), _gpu_loss.name_expressions())):
+        results = {}
+        for arch in ARCHS:
+            res = compile_source(source, names, arch, _gpu._OPTIONS)
+            if not res.ok or res.log:
+                raise SystemExit(f"sm_{arch}:\n{res.log}")
+            results[arch] = res
+        tables.append(results)
+    TABLE.write_text(resource_table(tables[0]) + cross_entropy_table(tables[1]))
     print(f"wrote {TABLE}")
 
 
