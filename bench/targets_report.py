@@ -158,6 +158,8 @@ def machine_lines(results):
             L.append(f"- Skipped {fam}: {why}")
         if w.get("info", {}).get("numba_threading_layer"):
             L.append(f"- Numba threading layer: {w['info']['numba_threading_layer']}")
+    for label, j in sorted(results.get("workers_xla_flags", {}).items()):
+        L.append(f"- {label}: own process on CPUs {j['cpus']}, XLA_FLAGS=`{j['xla_flags']}`")
     tp = results["config"]["timing"]
     L.append(f"- Timing: {tp['rounds']} rounds per case and thread count, workers in rotated order; "
              f"samples of ≥ {tp['sample_ms']:g} ms of calls, {tp['min_samples']}–{tp['max_samples']} "
@@ -284,7 +286,7 @@ def markdown(results):
         L.append("")
     notes = []
     for c in results["cases"]:
-        if c["rotate_sets"] > 1 or "capped" in c["rotate_note"]:
+        if c["rotate"]:
             notes.append(f"- {c['id']}: rotated inputs/outputs: {c['rotate_note']}")
     seen = set()
     for c in results["cases"]:
