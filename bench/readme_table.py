@@ -48,6 +48,11 @@ def table(reports):
     missing = [LABEL[i] for i in SHOWN_ISAS if not any(i in r["isas"] for r in reports)]
     if missing:
         L.append(f"No machine here runs {', '.join(missing)}: {'that column is' if len(missing) == 1 else 'those columns are'} absent.  ")
+    L.append("Each ISA's cell: csoftmax allocating · with `out=`, and in brackets `out=` against the op's "
+             "limit measured in the same run (a copy for softmax and log_softmax, `np.exp` for logsumexp, "
+             "the 3-array add for the backward ops, a fill of the output for the Jacobian). *speed-up* = "
+             "fastest correct peer at its best variant / csoftmax's faster variant. Every case, "
+             "FLAGs and the targets: `bench/results/targets.md`.")
     L.append("")
     hdr = ["op", "shape", "dtype", "threads", "limit"]
     hdr += [f"{LABEL[isa]}{tag(ri)}: csoftmax · `out=`" for ri, isa in cols]
