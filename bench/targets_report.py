@@ -161,6 +161,9 @@ def machine_lines(results):
     for label, j in sorted(results.get("workers_xla_flags", {}).items()):
         L.append(f"- {label}: own process on CPUs {j['cpus']}, XLA_FLAGS=`{j['xla_flags']}`")
     tp = results["config"]["timing"]
+    if results.get("harness_overhead_s") is not None:
+        L.append(f"- Timing loop overhead: {fmt_time(results['harness_overhead_s'])} per call (a no-op "
+                 "closure through the same loop; included in every time, as in a caller's loop)")
     L.append(f"- Timing: {tp['rounds']} rounds per case and thread count, workers in rotated order; "
              f"samples of ≥ {tp['sample_ms']:g} ms of calls, {tp['min_samples']}–{tp['max_samples']} "
              f"per implementation per round; best per-call time reported; rotated copies "
