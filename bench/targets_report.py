@@ -166,8 +166,9 @@ def machine_lines(results):
                  "closure through the same loop; included in every time, as in a caller's loop)")
     L.append(f"- Timing: {tp['rounds']} rounds per case and thread count, workers in rotated order; "
              f"samples of ≥ {tp['sample_ms']:g} ms of calls, {tp['min_samples']}–{tp['max_samples']} "
-             f"per implementation per round; best per-call time reported; rotated copies "
-             f"≤ {tp['rotate_mib']} MiB per process")
+             f"per implementation per round; best per-call time reported; "
+             + (f"rotated copies ≤ {tp['rotate_mib']} MiB per process" if tp["rotate_mib"] > 0
+                else "no rotated copies (every case may sit in the LLC)"))
     return L
 
 
