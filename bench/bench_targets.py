@@ -243,6 +243,7 @@ class Worker:
             self.cs = csoftmax
             self.info["versions"]["csoftmax"] = csoftmax.__version__
             self.info["isa"] = csoftmax.kernels.isa()
+            self.info["csoftmax_path"] = str(Path(csoftmax.__file__).parent)
             self.info["supported_isas"] = csoftmax.kernels.supported_isas()
         elif kind == "jax":
             import peers
@@ -466,10 +467,12 @@ def probe_isas(env):
     code = "import csoftmax, json; print(json.dumps(csoftmax.kernels.supported_isas()))"
     try:
         out = subprocess.run([sys.executable, "-c", code], env=env, stdout=subprocess.PIPE,
-                             stderr=subprocess.PIPE, text=True, timeout=120, cwd=str(HERE.parent))
+                             stderr=subprocess.PIPE, text=True, timeout=120, cwd=str(HERE))
+        if out.returncode != 0:
+            return [], "csoftmax not importable: " + (out.stderr.strip().splitlines() or ["?"])[-1][:300]
         isas = json.loads(out.stdout.strip().splitlines()[-1])
     except Exception as exc:
-        return [], f"csoftmax not importable: {exc}"
+        return [], f"csoftmax not importable: {type(exc).__name__}: {exc}"
     flags = cpu_flags()
     if not flags:
         return isas, "no /proc/cpuinfo: csoftmax's own CPU probe decides"
@@ -588,9 +591,16 @@ def run(args):
     machine["loadavg_start"] = loadavg()
     base_env = dict(os.environ)
     base_env.pop("CSOFTMAX_ISA", None)
-    base_env["PYTHONPATH"] = os.pathsep.join([str(HERE.parent)] + (
-        [base_env["PYTHONPATH"]] if base_env.get("PYTHONPATH") else []))
     isas, isa_note = probe_isas(base_env)
+    if not isas:
+        # Not installed: the clone's own csoftmax (built with build_ext --inplace).
+        root_env = dict(base_env, PYTHONPATH=os.pathsep.join(
+            [str(HERE.parent)] + ([base_env["PYTHONPATH"]] if base_env.get("PYTHONPATH") else [])))
+        isas, note2 = probe_isas(root_env)
+        if isas:
+            base_env, isa_note = root_env, f"csoftmax from {HERE.parent} (PYTHONPATH)"
+        else:
+            isa_note = f"{isa_note}; from {HERE.parent}: {note2}"
     if args.isas:
         isas = [i for i in isas if i in args.isas]
     isas = isas[::-1]  # widest first, as the report's columns

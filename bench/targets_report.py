@@ -151,6 +151,9 @@ def machine_lines(results):
     for w in results["workers"].values():
         versions.update(w.get("info", {}).get("versions", {}))
     L.append("- Versions: " + ", ".join(f"{k} {v}" for k, v in sorted(versions.items())))
+    paths = {w["info"]["csoftmax_path"] for w in results["workers"].values() if w.get("info", {}).get("csoftmax_path")}
+    if paths:
+        L.append(f"- csoftmax imported from {', '.join(sorted(paths))}")
     for label, w in results["workers"].items():
         if not w["ok"]:
             L.append(f"- Skipped {label}: {w['skipped']}")
