@@ -54,7 +54,7 @@ def table(reports):
              "fastest correct peer at its best variant / csoftmax's faster variant. Every case, "
              "FLAGs and the targets: `bench/results/targets.md`.")
     L.append("")
-    hdr = ["op", "shape", "dtype", "threads", "limit"]
+    hdr = ["op", "shape", "dtype", "threads", f"limit{tag(0)}"]
     hdr += [f"{LABEL[isa]}{tag(ri)}: csoftmax · `out=`" for ri, isa in cols]
     hdr += [f"fastest peer{tag(ri)}" for ri in range(len(reports))]
     hdr += [f"speed-up {LABEL[isa]}{tag(ri)}" for ri, isa in cols]
