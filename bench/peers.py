@@ -6,8 +6,15 @@ timed region, and returns a zero-argument callable.  Calling it does the work
 once and returns the result (a NumPy array, a torch tensor or a JAX array;
 ``to_numpy`` converts it for the accuracy check, outside the timed region).
 
-Inputs are a dict: ``{"x": x}`` for softmax, log_softmax and the Jacobian,
-``{"y": y, "g": g}`` for the two backward ops (y is the forward output).
+Inputs are a dict: ``{"x": x}`` for softmax, log_softmax, logsumexp and the
+Jacobian, ``{"y": y, "g": g}`` for the two backward ops (y is the forward
+output).  It may also hold ``"out"``: a preallocated output that the ``out=``
+variants write into (bench_targets.py shares one between implementations and
+rotates several); without it each ``out=`` variant allocates its own.
+
+``main_impls(op, libs)`` gives the allocating calls (what bench_cpu.py times);
+``main_impls(op, libs, with_out=True)`` adds each peer's ``out=`` variant where
+it has one (numba, torch), so that a peer is timed at its best.
 
 Libraries are optional: ``load_libraries`` imports what is installed and
 records why the rest is skipped.  JAX is not imported here in the main
@@ -24,12 +31,10 @@ from typing import Callable
 import numpy as np
 
 OPS = ("softmax", "log_softmax", "softmax_backward", "log_softmax_backward", "jacobian")
+# bench_targets.py also times logsumexp (one value per row).
+ALL_OPS = OPS + ("logsumexp",)
 BACKWARD_OPS = ("softmax_backward", "log_softmax_backward")
 
-# Rows below this many elements in total run the numba kernels serially:
-# PyTorch's CPU softmax uses a grain of about 32768 elements per task for the
-# same reason (starting threads costs more than the work).
-NUMBA_GRAIN = 32768
 
 
 @dataclass
@@ -75,7 +80,17 @@ def out_shape(op, inputs):
     if op == "jacobian":
         n, k = a.shape
         return (n, k, k)
+    if op == "logsumexp":
+        return a.shape[:1]
     return a.shape
+
+
+def _out(inp, op):
+    """The shared preallocated output if the caller gave one, else a new one."""
+    if "out" in inp:
+        return inp["out"]
+    a = inp["x"] if "x" in inp else inp["y"]
+    return np.empty(out_shape(op, inp), dtype=a.dtype)
 
 
 # --------------------------------------------------------------------------
@@ -86,6 +101,11 @@ def _np_log_softmax(x):
     # x - max - log(sum) (PyTorch issue 11752: keeps [1000, 1] exact).
     z = x - np.max(x, axis=1, keepdims=True)
     return z - np.log(np.sum(np.exp(z), axis=1, keepdims=True))
+
+
+def _np_logsumexp(x):
+    m = np.max(x, axis=1, keepdims=True)
+    return (m + np.log(np.sum(np.exp(x - m), axis=1, keepdims=True)))[:, 0]
 
 
 def _np_softmax_backward(y, g):
@@ -115,6 +135,8 @@ def numpy_impls(op):
         return [Impl("numpy (formula)", "numpy", False, True, two(_np_log_softmax_backward))]
     if op == "jacobian":
         return [Impl("numpy (tutorial)", "numpy", False, True, plain(softmax_grad_numpy))]
+    if op == "logsumexp":
+        return [Impl("numpy (formula)", "numpy", False, True, plain(_np_logsumexp))]
     return []
 
 
@@ -124,6 +146,8 @@ def scipy_impls(op, special):
         f = special.softmax
     elif op == "log_softmax":
         f = special.log_softmax
+    elif op == "logsumexp":
+        f = special.logsumexp
     else:
         return []
     return [Impl("scipy", "scipy", False, True, lambda inp, t: functools.partial(f, inp["x"], axis=-1))]
@@ -138,6 +162,7 @@ _CS_FUNCS = {
     "softmax_backward": "softmax_backward",
     "log_softmax_backward": "log_softmax_backward",
     "jacobian": "softmax_jacobian",
+    "logsumexp": "logsumexp",
 }
 
 
@@ -155,7 +180,7 @@ def csoftmax_impls(op, cs):
             # writing f(x, num_threads=t) never pays; the other peers' partials
             # are positional and keep the vectorcall fast path.
             if with_out:
-                o = np.empty(out_shape(op, inp), dtype=args[0].dtype)
+                o = _out(inp, op)
                 return lambda: f(*args, out=o, num_threads=t)
             return lambda: f(*args, num_threads=t)
 
@@ -168,8 +193,9 @@ def csoftmax_impls(op, cs):
 
 
 # --------------------------------------------------------------------------
-# Numba: the tutorial's @njit versions and hand-tuned prange kernels.
-# Compiled lazily (first use), so importing this module stays cheap.
+# Numba: the tutorial's @njit versions, the limits' prange passes (here) and
+# the best hand-written kernels (numba_best.py).  Compiled lazily (first use),
+# so importing this module stays cheap; cached under bench/__pycache__.
 # --------------------------------------------------------------------------
 _NB = {}
 
@@ -182,7 +208,7 @@ def _numba_kernels():
     # The tutorial (crysx_nn activation.py) decorates with fastmath=True and
     # subtracts the max of the whole batch, not of each row: fine for these
     # inputs, but rows far below the global max underflow to 0/0 = NaN.
-    @njit(cache=False, fastmath=True)
+    @njit(cache=True, fastmath=True)
     def tut_softmax(x):
         e_x = np.exp(x - np.max(x))
         return e_x / e_x.sum(axis=1).reshape((-1, 1))
@@ -190,7 +216,7 @@ def _numba_kernels():
     # The tutorial's Jacobian: einsum is not supported by Numba, so it fills
     # diag and outer-product tensors with loops; they are float32 whatever the
     # input dtype (so float64 results lose precision: flagged by the check).
-    @njit(cache=False, fastmath=True)
+    @njit(cache=True, fastmath=True)
     def tut_softmax_grad(x):
         s = tut_softmax(x)
         a = np.eye(s.shape[-1])
@@ -203,106 +229,9 @@ def _numba_kernels():
                     t2[i, j, k] = s[i, j] * s[i, k]
         return t1 - t2
 
-    # Hand-tuned kernels.  fastmath without 'nnan'/'ninf': reassociation lets
-    # LLVM vectorise the sums with several accumulators, while NaN and inf
-    # keep their meaning.  error_model='numpy' drops the division-by-zero
-    # checks.  Accumulators are typed by the input (x.dtype.type(0)), so
-    # float32 rows are summed in float32 like the other peers do.
-    fm = {"nsz", "arcp", "contract", "afn", "reassoc"}
-    jit = functools.partial(njit, fastmath=fm, error_model="numpy", cache=False)
-
-    @jit
-    def row_softmax(x, o):
-        m = x[0]
-        for j in range(1, x.shape[0]):
-            if x[j] > m:
-                m = x[j]
-        s = x.dtype.type(0)
-        for j in range(x.shape[0]):
-            e = np.exp(x[j] - m)
-            o[j] = e
-            s += e
-        r = x.dtype.type(1) / s
-        for j in range(x.shape[0]):
-            o[j] *= r
-
-    @jit
-    def row_log_softmax(x, o):
-        m = x[0]
-        for j in range(1, x.shape[0]):
-            if x[j] > m:
-                m = x[j]
-        s = x.dtype.type(0)
-        for j in range(x.shape[0]):
-            s += np.exp(x[j] - m)
-        ls = np.log(s)
-        for j in range(x.shape[0]):
-            o[j] = (x[j] - m) - ls
-
-    @jit
-    def row_softmax_backward(y, g, o):
-        d = y.dtype.type(0)
-        for j in range(y.shape[0]):
-            d += g[j] * y[j]
-        for j in range(y.shape[0]):
-            o[j] = y[j] * (g[j] - d)
-
-    @jit
-    def row_log_softmax_backward(y, g, o):
-        s = g.dtype.type(0)
-        for j in range(y.shape[0]):
-            s += g[j]
-        for j in range(y.shape[0]):
-            o[j] = g[j] - np.exp(y[j]) * s
-
-    @jit
-    def block_jacobian(x, o):
-        # o is the (K, K) block of one row.  Its first row holds s as scratch
-        # (no per-row allocation), rows 1..K-1 are written from it, and row 0
-        # last, in place: J[i, j] = s_i * (delta_ij - s_j).
-        k = x.shape[0]
-        row_softmax(x, o[0])
-        for i in range(1, k):
-            si = o[0, i]
-            for j in range(k):
-                o[i, j] = -si * o[0, j]
-            o[i, i] += si
-        s0 = o[0, 0]
-        for j in range(k):
-            o[0, j] = -s0 * o[0, j]
-        o[0, 0] += s0
-
-    def drivers(row1, row2=None):
-        # A serial and a prange driver per op; the wrapper picks by size.
-        if row2 is None:
-
-            @jit
-            def ser(x, o):
-                for i in range(x.shape[0]):
-                    row1(x[i], o[i])
-
-            @njit(fastmath=fm, error_model="numpy", parallel=True)
-            def par(x, o):
-                for i in prange(x.shape[0]):
-                    row1(x[i], o[i])
-
-        else:
-
-            @jit
-            def ser(y, g, o):
-                for i in range(y.shape[0]):
-                    row2(y[i], g[i], o[i])
-
-            @njit(fastmath=fm, error_model="numpy", parallel=True)
-            def par(y, g, o):
-                for i in prange(y.shape[0]):
-                    row2(y[i], g[i], o[i])
-
-        return ser, par
-
     # Same-size references for two threads: each thread takes one contiguous
     # part of the flattened array ("split halves"), as a copy/add/fill would.
-    @njit(parallel=True, cache=False)
+    @njit(parallel=True, cache=True)
     def par_copy(dst, src, parts):
         n = src.size
         for p in prange(parts):
@@ -310,7 +239,7 @@ def _numba_kernels():
             hi = (p + 1) * n // parts
             dst[lo:hi] = src[lo:hi]
 
-    @njit(parallel=True, cache=False)
+    @njit(parallel=True, cache=True)
     def par_add(a, b, o, parts):
         n = a.size
         for p in prange(parts):
@@ -319,7 +248,7 @@ def _numba_kernels():
             for i in range(lo, hi):
                 o[i] = a[i] + b[i]
 
-    @njit(parallel=True, cache=False)
+    @njit(parallel=True, cache=True)
     def par_fill(o, v, parts):
         n = o.size
         for p in prange(parts):
@@ -330,11 +259,6 @@ def _numba_kernels():
     _NB.update(
         tut_softmax=tut_softmax,
         tut_softmax_grad=tut_softmax_grad,
-        softmax=drivers(row_softmax),
-        log_softmax=drivers(row_log_softmax),
-        softmax_backward=drivers(None, row_softmax_backward),
-        log_softmax_backward=drivers(None, row_log_softmax_backward),
-        jacobian=drivers(block_jacobian),
         par_copy=par_copy,
         par_add=par_add,
         par_fill=par_fill,
@@ -342,9 +266,10 @@ def _numba_kernels():
     return _NB
 
 
-def numba_impls(op, numba):
-    out = []
+def numba_impls(op, numba, with_out=False):
+    import numba_best
 
+    out = []
     if op == "softmax":
         out.append(
             Impl("numba (tutorial)", "numba", False, True,
@@ -358,58 +283,74 @@ def numba_impls(op, numba):
                  note="tutorial @njit loops; float32 temporaries whatever the input dtype")
         )
 
-    def make(inp, t):
-        numba.set_num_threads(t)
-        ser, par = _numba_kernels()[op]
-        a = inp["y"] if op in BACKWARD_OPS else inp["x"]
-        kern = ser if (t == 1 or a.size < NUMBA_GRAIN) else par
-        shape = out_shape(op, inp)
-        if op in BACKWARD_OPS:
-            y, g = inp["y"], inp["g"]
+    def make(preallocated):
+        def mk(inp, t):
+            numba.set_num_threads(t)
+            args = (inp["y"], inp["g"]) if op in BACKWARD_OPS else (inp["x"],)
+            kern = numba_best.kernel(op, t, args[0].size)
+            shape, dtype = out_shape(op, inp), args[0].dtype
+            if preallocated:
+                o = _out(inp, op)
 
-            def call():
-                o = np.empty(shape, a.dtype)
-                kern(y, g, o)
-                return o
-        else:
-            x = inp["x"]
+                def call():
+                    kern(*args, o)
+                    return o
+            else:
+                def call():
+                    o = np.empty(shape, dtype)
+                    kern(*args, o)
+                    return o
 
-            def call():
-                o = np.empty(shape, a.dtype)
-                kern(x, o)
-                return o
+            return call
 
-        return call
+        return mk
 
-    out.append(Impl("numba prange", "numba", True, True, make,
-                    note="hand-tuned: row kernels, prange over rows above 32768 elements"))
+    note = ("bench/numba_best.py: fused row passes, fastmath=False, eight accumulators; "
+            f"prange over rows above {numba_best.GRAIN} elements")
+    out.append(Impl("numba prange", "numba", True, True, make(False), note=note))
+    if with_out:
+        out.append(Impl("numba prange out=", "numba", True, False, make(True), note=note))
     return out
 
 
 # --------------------------------------------------------------------------
 # PyTorch (CPU).  torch.from_numpy shares memory, so no copy is timed.
 # --------------------------------------------------------------------------
-def torch_impls(op, torch):
+def torch_impls(op, torch, with_out=False):
     def prep(inp, t):
         torch.set_num_threads(t)
         return {k: torch.from_numpy(v) for k, v in inp.items()}
 
-    if op == "softmax":
+    # torch's out= overloads: (maker of the allocating call, of the out= call).
+    if op in ("softmax", "log_softmax", "logsumexp"):
+        f = {"softmax": torch.softmax, "log_softmax": torch.log_softmax, "logsumexp": torch.logsumexp}[op]
+
         def mk(inp, t):
             x = prep(inp, t)["x"]
-            return functools.partial(torch.softmax, x, -1)
-        return [Impl("torch", "torch", True, True, mk)]
-    if op == "log_softmax":
-        def mk(inp, t):
-            x = prep(inp, t)["x"]
-            return functools.partial(torch.log_softmax, x, -1)
-        return [Impl("torch", "torch", True, True, mk)]
+            return functools.partial(f, x, -1)
+
+        def mk_out(inp, t):
+            tt = prep(dict(inp, out=_out(inp, op)), t)
+            x, o = tt["x"], tt["out"]
+            return lambda: f(x, -1, out=o)
+
+        impls = [Impl("torch", "torch", True, True, mk)]
+        if with_out:
+            impls.append(Impl("torch out=", "torch", True, False, mk_out))
+        return impls
     if op in BACKWARD_OPS:
         native = torch._softmax_backward_data if op == "softmax_backward" else torch._log_softmax_backward_data
+        # The out= overloads name their output differently.
+        out_kw = "grad_input" if op == "softmax_backward" else "out"
 
         def mk_native(inp, t):
             tt = prep(inp, t)
             return functools.partial(native, tt["g"], tt["y"], -1, tt["y"].dtype)
+
+        def mk_native_out(inp, t):
+            tt = prep(dict(inp, out=_out(inp, op)), t)
+            g, y, o = tt["g"], tt["y"], tt["out"]
+            return lambda: native(g, y, -1, y.dtype, **{out_kw: o})
 
         def mk_formula(inp, t):
             tt = prep(inp, t)
@@ -418,11 +359,15 @@ def torch_impls(op, torch):
                 return lambda: y * (g - (g * y).sum(-1, keepdim=True))
             return lambda: g - torch.exp(y) * g.sum(-1, keepdim=True)
 
-        return [
+        impls = [
             Impl("torch (native)", "torch", True, True, mk_native,
                  note=f"torch.{native.__name__} (what autograd calls)"),
             Impl("torch (formula)", "torch", True, True, mk_formula),
         ]
+        if with_out:
+            impls.insert(1, Impl("torch (native) out=", "torch", True, False, mk_native_out,
+                                 note=f"torch.{native.__name__}({out_kw}=)"))
+        return impls
     if op == "jacobian":
         def mk(inp, t):
             x = prep(inp, t)["x"]
@@ -440,8 +385,9 @@ def torch_impls(op, torch):
     return []
 
 
-def main_impls(op, libs):
-    """The implementations run in the main process, in table order."""
+def main_impls(op, libs, with_out=False):
+    """The implementations run in the main process, in table order; with_out
+    adds the peers' out= variants."""
     impls = []
     if libs.have("csoftmax"):
         impls += csoftmax_impls(op, libs.mods["csoftmax"])
@@ -449,9 +395,9 @@ def main_impls(op, libs):
     if libs.have("scipy"):
         impls += scipy_impls(op, libs.mods["scipy"])
     if libs.have("numba"):
-        impls += numba_impls(op, libs.mods["numba"])
+        impls += numba_impls(op, libs.mods["numba"], with_out)
     if libs.have("torch"):
-        impls += torch_impls(op, libs.mods["torch"])
+        impls += torch_impls(op, libs.mods["torch"], with_out)
     return impls
 
 
@@ -472,6 +418,8 @@ def jax_impls(op):
     elif op == "log_softmax_backward":
         f = jax.jit(lambda y, g: g - jnp.exp(y) * jnp.sum(g, axis=-1, keepdims=True))
         name, note = "jax (formula)", "jitted formula"
+    elif op == "logsumexp":
+        f, name, note = jax.jit(functools.partial(jax.nn.logsumexp, axis=-1)), "jax", ""
     elif op == "jacobian":
         def jac(x):
             s = jax.nn.softmax(x, axis=-1)

@@ -1,0 +1,96 @@
+"""bench/bench_targets.py runs end to end and its report has every section.
+
+A smoke test, not a timed test: the harness's quick mode on the two tiny
+'smoke' cases, one thread, one round, NumPy as the only peer (the other
+peers' imports and JIT compiles would take longer than the whole run; a peer
+that is not installed is skipped by the harness anyway). It checks the
+report's structure, that csoftmax was timed under every ISA this CPU runs,
+that the targets section judges what was measured, and that
+bench/readme_table.py turns the JSON into a README table with the ISA
+columns. Under 15 s on a 2-core machine.
+"""
+import json
+import os
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+import csoftmax
+
+ROOT = Path(__file__).resolve().parent.parent
+BENCH = ROOT / "bench" / "bench_targets.py"
+TABLE = ROOT / "bench" / "readme_table.py"
+LABEL = {"avx512": "AVX-512", "avx2": "AVX2", "baseline": "baseline"}
+
+pytestmark = pytest.mark.skipif(not BENCH.is_file(), reason="bench/ is not here (tests run outside the source tree)")
+
+
+@pytest.fixture(scope="module")
+def report(tmp_path_factory):
+    out = tmp_path_factory.mktemp("bench") / "targets.md"
+    env = dict(os.environ, PYTHONPATH=str(ROOT))
+    env.pop("CSOFTMAX_ISA", None)
+    proc = subprocess.run(
+        [sys.executable, str(BENCH), "--quick", "--cases", "smoke", "--threads", "1", "--rounds", "1",
+         "--sample-ms", "0.5", "--peers", "numpy", "--out", str(out)],
+        cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    md = out.read_text()
+    assert proc.stdout.strip() == md.strip()  # the report also goes to stdout
+    return md, json.loads(out.with_suffix(".json").read_text())
+
+
+def test_report_has_every_section(report):
+    md, _ = report
+    for heading in ("## Machine", "## Summary", "## Results", "### softmax", "## Targets (issue 14)"):
+        assert re.search(rf"^{re.escape(heading)}", md, flags=re.M), heading
+    assert "Load average" in md and "last-level cache" in md
+
+
+def test_csoftmax_is_timed_under_every_isa_of_this_cpu(report):
+    md, res = report
+    isas = csoftmax.kernels.supported_isas()
+    assert sorted(res["isas"]) == sorted(isas)
+    for isa in isas:
+        assert f"| {LABEL[isa]} | {LABEL[isa]} out= |" in md
+        for case in res["cases"]:
+            runs = case["runs"]["1"]
+            for name in (f"csoftmax [{isa}]", f"csoftmax [{isa}] out="):
+                assert runs[name]["status"] == "ok" and runs[name]["best_s"] > 0, (case["id"], name)
+
+
+def test_peers_and_limits_are_measured_in_the_same_run(report):
+    _, res = report
+    for case in res["cases"]:
+        runs = case["runs"]["1"]
+        assert any(e["family"] == "numpy" and e.get("best_s") for e in runs.values())
+        kinds = {e.get("kind") for e in runs.values() if e["family"] == "limit" and e.get("best_s")}
+        assert {"copy", "np.exp"} <= kinds, kinds
+
+
+def test_targets_judge_the_measured_tiny_cases(report):
+    md, _ = report
+    rows = [ln for ln in md.splitlines() if ln.startswith("| softmax 1×10 f32 allocating")]
+    assert rows, "no target row for the 1x10 call"
+    assert all(("PASS" in r or "MISS" in r) for r in rows)
+    assert "Not measured in this run" in md  # the large cases were not in this run
+
+
+def test_readme_table_has_the_isa_columns(report, tmp_path):
+    _, res = report
+    js = tmp_path / "targets.json"
+    js.write_text(json.dumps(res))
+    readme = tmp_path / "README.md"
+    readme.write_text("intro\n<!-- bench_targets table: start -->\nold\n<!-- bench_targets table: end -->\nrest\n")
+    subprocess.run([sys.executable, str(TABLE), str(js), "--readme", str(readme)], check=True,
+                   stdout=subprocess.PIPE, stderr=subprocess.PIPE, timeout=60)
+    text = readme.read_text()
+    assert text.startswith("intro\n") and text.endswith("rest\n") and "\nold\n" not in text
+    assert res["machine"]["cpu_model"] in text
+    for isa in ("avx512", "avx2"):
+        if isa in res["isas"]:
+            assert f"{LABEL[isa]}: csoftmax" in text
+    assert "| softmax | 1×10 | float32 | 1 |" in text
