@@ -110,6 +110,15 @@ MUTANTS = (
         (("log_softmax", "float32", 7, 1025, "mask"),),
     ),
     Mutant(
+        "split-merge-without-rescaling",
+        "the split tier adds the chunks' sums without rescaling them to the row's max",
+        "s += part[2 * c + 1] * csm_exp(part[2 * c] - shift);",
+        "s += part[2 * c + 1];",
+        # float64 splits from 2 x 4096 elements, and 3 rows are fewer than
+        # 2 x the emulated device's 2 SMs: two chunks per row
+        (("softmax", "float64", 3, 8192),),
+    ),
+    Mutant(
         "logsumexp-shifts-by-an-infinite-max",
         "logsumexp of a row with +inf, or of all -inf, gives NaN instead of scipy's +inf / -inf",
         "return (OP == CSM_LOGSUMEXP && !csm_finite(m)) ? A(0) : m;",
