@@ -106,3 +106,37 @@ def test_split_rows_give_the_same_bits_on_every_run_and_in_place(emulated):
     first = emulate("softmax", a)
     assert np.array_equal(first, emulate("softmax", a), equal_nan=True)
     assert np.array_equal(first, emulate("softmax", a, in_place="a"), equal_nan=True)
+
+
+def test_split_rows_through_the_public_door_on_another_device(monkeypatch):
+    # csoftmax.softmax / log_softmax / logsumexp on CuPy arrays of device 1
+    # while device 0 is current: the partials' workspace, both launches and
+    # the kernel lookups happen under device 1 (the stand-in raises
+    # WrongDevice otherwise); results as the CPU backend's.
+    import sys
+
+    import csoftmax
+    from cuda_emu.fake_cupy import FakeCuPy
+
+    fake = FakeCuPy((PROPS, dict(PROPS, name=b"emulated-1")))
+    fake.reset()
+    monkeypatch.setitem(sys.modules, "cupy", fake)
+    monkeypatch.setattr(_gpu, "_SPLIT_MIN_CHUNK_BYTES", MIN_CHUNK_BYTES)
+    for cached in (_gpu._device_properties, _gpu._load_module):
+        cached.cache_clear()
+    for table in ("_kernels", "_raised_smem", "_plans"):
+        monkeypatch.setattr(_gpu, table, {})
+    try:
+        a, _ = inputs("softmax", 3, K, np.float32, seed=9)
+        with fake.cuda.Device(1):
+            x1 = fake.asarray(a)
+        for op in SPLIT_OPS:
+            got = getattr(csoftmax, op)(x1)
+            assert got.device.id == 1 and fake.cuda.runtime.getDevice() == 0
+            np.testing.assert_allclose(got.get(), getattr(csoftmax, op)(a), rtol=2e-6, atol=1e-7, equal_nan=True)
+        assert [dev for what, dev in fake.calls if what == "launch"] == [1] * 6  # two per call
+        assert not fake.violations
+    finally:
+        for cached in (_gpu._device_properties, _gpu._load_module):
+            cached.cache_clear()
+        fake.reset()
