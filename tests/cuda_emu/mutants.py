@@ -105,8 +105,9 @@ MUTANTS = (
     Mutant(
         "masked-output-not-selected",
         "log_softmax of a masked element computed instead of -inf (wrong in rows whose max is -inf)",
-        "ys[c] = ((keep >> c) & 1u) ? r : (OP == CSM_SOFTMAX ? A(0) : csm_neg_inf<A>());",
-        "ys[c] = r;",
+        # (the block tier's line, by its indentation: the split tier has the same)
+        "                    ys[c] = ((keep >> c) & 1u) ? r : (OP == CSM_SOFTMAX ? A(0) : csm_neg_inf<A>());",
+        "                    ys[c] = r;",
         (("log_softmax", "float32", 7, 1025, "mask"),),
     ),
     Mutant(
