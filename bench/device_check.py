@@ -450,6 +450,13 @@ def part_timing(args):
             reduce_ = op in ("logsumexp", "softmax_cross_entropy")
             moved = nbytes * (3 if backward else 1) + (n * 4 if reduce_ else nbytes)
             row = {"shape": f"{n}x{k}", "op": op, "copy GB/s": round(copy_gbps)}
+            if op in _gpu.OPS:
+                # the kernel tier the shape gets: 8x2^20 and 64x50257 split
+                # their rows over several blocks (softmax, log_softmax, logsumexp)
+                try:
+                    row["tier"] = _gpu.plan(op, n, k, np.float32, True, props).tier
+                except Exception as exc:
+                    row["tier"] = f"{type(exc).__name__}"
 
             def entry(label, seconds):
                 row[label] = {"us": round(seconds * 1e6, 1), "GB/s": round(moved / seconds / 1e9),
@@ -525,7 +532,8 @@ def part_timing(args):
 
 
 SANITIZER_DRIVER = textwrap.dedent("""
-    # Every kernel tier once, small: what compute-sanitizer checks.
+    # Every kernel tier once, small: what compute-sanitizer checks ((2, 9000)
+    # float64 and (2, 70000) take the split tier for the forward ops).
     import numpy as np, cupy as cp, csoftmax
     rng = np.random.default_rng(0)
     for dtype in (np.float16, np.float32, np.float64):

@@ -71,6 +71,21 @@ _WAVES = 32
 # Programming Guide, "Shared Memory" of compute capability 8.x); used when the
 # device properties do not report reservedSharedMemPerBlock.
 _RESERVED_SMEM_DEFAULT = 1024
+# Split rows (csm_rows_split_*): a row is split over several blocks when the
+# rows alone leave SMs idle, i.e. fewer than _SPLIT_ROWS_PER_SM rows per SM:
+# the vectorised block kernels run 2 resident blocks of 512 threads per SM
+# (__launch_bounds__(512, 2)), so fewer rows than 2 x SMs cannot fill one
+# wave. The chunks are sized for one full wave of blocks (SMs x resident
+# blocks) but never shorter than _SPLIT_MIN_CHUNK_BYTES: one step of a 512-
+# thread block with CSM_BLOCK_UNROLL = 4 loads of 16 bytes in flight per
+# thread (512 x 4 x 16 = 32 KiB), so each block issues at least one full
+# step and the second launch and the merge stay small next to the row. Rows
+# that give fewer than 2 chunks keep the one-block-per-row tiers. (Numbers
+# from the kernels' launch bounds, not measured on a device.)
+_SPLIT_ROWS_PER_SM = 2
+_SPLIT_MIN_CHUNK_BYTES = 512 * 4 * 16
+# The forward operations split (the backward ones keep the block tiers).
+_SPLIT_OPS = ("softmax", "log_softmax", "logsumexp")
 # Row length limit of the kernels: they index within a row with 32-bit ints
 # and step by up to 1024 threads without overflowing.
 _MAX_K = 1 << 30
@@ -140,6 +155,14 @@ def _row_kernel_block(dtype, op, vec, cache) -> str:
     return f"csm_rows_block<{_CTYPE[dtype]}, {_ROW_CODES[op]}, {vec}, {'true' if cache else 'false'}>"
 
 
+def _split_kernels(dtype, op, vec) -> tuple:
+    """(partial, finish) kernels of the split tier; logsumexp's finish only
+    merges, so it has one instantiation (VEC = 1)."""
+    finish_vec = 1 if op in _REDUCE_OPS else vec
+    return (f"csm_rows_split_partial<{_CTYPE[dtype]}, {vec}>",
+            f"csm_rows_split_finish<{_CTYPE[dtype]}, {_ROW_CODES[op]}, {finish_vec}>")
+
+
 @functools.lru_cache(maxsize=None)
 def group_names(op: str, dtype) -> tuple:
     """The kernel instantiations the planner can choose for one (op, dtype):
@@ -150,6 +173,9 @@ def group_names(op: str, dtype) -> tuple:
     names = [_row_kernel_warp(dtype, op, vec, nvec) for vec, nvec in _warp_configs(dtype)]
     for vec in sorted({1, _vector_width(dtype)}):
         names += [_row_kernel_block(dtype, op, vec, cache) for cache in (True, False)]
+    if op in _SPLIT_OPS:
+        for vec in sorted({1, _vector_width(dtype)}):
+            names += [name for name in _split_kernels(dtype, op, vec) if name not in names]
     return tuple(names)
 
 
@@ -159,7 +185,7 @@ def name_expressions() -> tuple:
     names = []
     for dtype in NATIVE_DTYPES:
         for op in OPS:
-            names += group_names(op, dtype)
+            names += [name for name in group_names(op, dtype) if name not in names]
     return tuple(names)
 
 
@@ -167,11 +193,17 @@ class Launch(NamedTuple):
     """One kernel launch: what ``plan`` decides and ``run`` executes."""
 
     kernel: str  # a name expression
-    tier: str  # "warp", "block-smem", "block-l2", "jacobian-warp" or "jacobian-block"
+    tier: str  # "warp", "block-smem", "block-l2", "split", "jacobian-warp" or "jacobian-block"
     grid: int
     block: int
     shared_mem: int  # dynamic shared memory, bytes
     width: int  # lanes per row for the warp kernels, 0 for the block kernels
+    # The split tier: elements per chunk (0 for the other tiers), and the
+    # second launch (same block, no dynamic shared memory): the kernel that
+    # merges the chunks' partials and writes the output, and its grid.
+    chunk: int = 0
+    finish: str = ""
+    finish_grid: int = 0
 
 
 def _pow2_ceil(v: int) -> int:
@@ -248,6 +280,10 @@ def plan(op: str, n: int, k: int, dtype, aligned: bool, props: dict) -> Launch:
             return Launch(_row_kernel_warp(dtype, op, v, cols // v), "warp", warp_grid(32), warp_threads, 0, 32)
 
     v = vec if can_vectorise else 1
+    if op in _SPLIT_OPS:
+        split = _split_plan(op, n, k, dtype, v, props)
+        if split is not None:
+            return split
     block = _block_size(v, k, c["CSM_MAX_THREADS"])  # <= CSM_MAX_THREADS_VEC when v > 1
     n_rows_cached = 2 if op.endswith("backward") else 1
     cached = c["CSM_SCRATCH"] * acc + n_rows_cached * k * _cache_size(dtype)
@@ -256,6 +292,35 @@ def plan(op: str, n: int, k: int, dtype, aligned: bool, props: dict) -> Launch:
         return Launch(_row_kernel_block(dtype, op, v, True), "block-smem", _grid(props, n, block, cached), block, cached, 0)
     smem = c["CSM_SCRATCH"] * acc
     return Launch(_row_kernel_block(dtype, op, v, False), "block-l2", _grid(props, n, block, smem), block, smem, 0)
+
+
+def _split_plan(op: str, n: int, k: int, dtype: np.dtype, v: int, props: dict):
+    """The split tier's Launch for an (n, k) problem, or None when the rows
+    fill the device by themselves or are too short for two chunks."""
+    sms = props["multiProcessorCount"]
+    if n >= _SPLIT_ROWS_PER_SM * sms:
+        return None
+    c = constants()
+    min_chunk = max(v, _SPLIT_MIN_CHUNK_BYTES // dtype.itemsize // v * v)
+    max_threads = c["CSM_MAX_THREADS_VEC"] if v > 1 else c["CSM_MAX_THREADS"]
+    smem = c["CSM_SCRATCH"] * _acc_size(dtype)
+    wave = sms * max(1, _resident_blocks(props, min(max_threads, _block_size(v, min_chunk, max_threads)), smem))
+    chunks = min(-(-wave // n), k // min_chunk)
+    if chunks < 2:
+        return None
+    chunk = -(-k // chunks)
+    chunk = -(-chunk // v) * v  # a multiple of the vector width
+    chunks = -(-k // chunk)
+    block = _block_size(v, chunk, c["CSM_MAX_THREADS"])
+    partial, finish = _split_kernels(dtype, op, v)
+    finish_items = n if op in _REDUCE_OPS else n * chunks
+    return Launch(partial, "split", _grid(props, n * chunks, block, smem), block, smem, 0,
+                  chunk, finish, _grid(props, finish_items, block, 0))
+
+
+def split_workspace_size(launch: Launch, n: int, k: int) -> int:
+    """Accumulator values the split tier's partials take: (max, sum) per chunk."""
+    return 2 * n * -(-k // launch.chunk) if launch.chunk else 0
 
 
 # ---------------------------------------------------------------- seams
@@ -409,6 +474,9 @@ def run(op: str, a, b, out, num_threads: int = 0, fresh: bool = False, mask=None
             _plans.clear()
         launch = _plans[key] = plan(op, n, k, a.dtype, aligned, props)
     mask_ptr, ldm = mask_args(mask, n, k)
+    if launch.chunk:
+        _run_split(op, launch, device, props, a, out, mask_ptr, ldm)
+        return
 
     scalars = (ldm, np.int64(n), np.int32(k))
     if launch.width:
@@ -426,6 +494,29 @@ def run(op: str, a, b, out, num_threads: int = 0, fresh: bool = False, mask=None
                 kernel.max_dynamic_shared_size_bytes = launch.shared_mem
                 _raised_smem[key] = launch.shared_mem
         kernel((launch.grid,), (launch.block,), args, shared_mem=launch.shared_mem)
+
+
+def _workspace(a, size: int, dtype):
+    """Scratch memory on ``a``'s device (call under that device)."""
+    if is_gpu_array(a):
+        import cupy
+
+        return cupy.empty((size,), dtype=dtype)
+    return np.empty((size,), dtype=dtype)  # NumPy stand-ins of the emulator
+
+
+def _run_split(op, launch, device, props, a, out, mask_ptr, ldm) -> None:
+    """The split tier's two launches: chunk partials, then merge and write."""
+    n, k = a.shape
+    acc = np.float64 if a.dtype == np.float64 else np.float32
+    scalars = (ldm, np.int64(n), np.int32(k), np.int32(launch.chunk))
+    group = (op, a.dtype.name)
+    with device:
+        ws = _workspace(a, split_workspace_size(launch, n, k), acc)
+        partial = _kernel(device.id, group, launch.kernel)
+        finish = _kernel(device.id, group, launch.finish)
+        partial((launch.grid,), (launch.block,), (a, ws, mask_ptr) + scalars, shared_mem=launch.shared_mem)
+        finish((launch.finish_grid,), (launch.block,), (a, out, ws, mask_ptr) + scalars, shared_mem=0)
 
 
 def info() -> dict:

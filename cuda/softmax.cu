@@ -659,6 +659,112 @@ __global__ void __launch_bounds__(VEC > 1 ? CSM_MAX_THREADS_VEC : CSM_MAX_THREAD
     }
 }
 
+// ---------------------------------------------------------------- tier 4: split rows
+
+// Rows too few to fill the device (fewer than about two per SM) and too long
+// for one block each are split into chunks of `chunk` elements (a multiple of
+// VEC; the last may be shorter), each chunk a block, in two launches:
+//
+// csm_rows_split_partial: block (row, c) reduces chunk c to the pair
+// (m_c, s_c): m_c the max of its unmasked elements and s_c the sum of
+// exp(x - m_c) over them, shifted by 0 instead when m_c is infinite (so a
+// chunk of -inf gives 0, a NaN gives NaN, a +inf gives +inf or NaN), into
+// ws[(row * chunks + c) * 2 + {0, 1}] in the accumulator type.
+//
+// csm_rows_split_finish: block (row, c) merges the row's pairs in the fixed
+// order c = 0, 1, ... with the online normaliser (M. Milakov, N. Gimelshein,
+// "Online normalizer calculation for softmax", 2018): M = max m_c,
+// S = sum s_c * exp(m_c - shift), shift = csm_shift<OP>(M). Every thread
+// merges the same values in the same order, so all get the same bits, and a
+// plan (chunk length, block size) always gives the same bits. Then it writes
+// chunk c of softmax = exp(x - M) / S or log_softmax = (x - M) - log S; for
+// logsumexp (one block per row) M + log S. The special rows come out as in
+// the other tiers: a NaN makes some s_c and so S NaN; a +inf makes M = +inf
+// and exp(m_c - M) NaN for its chunk (logsumexp: shift 0, S = +inf); a row
+// of -inf gives M = -inf and exp(-inf - -inf) NaN (logsumexp: S = 0, -inf);
+// a chunk of -inf in a finite row adds s_c * exp(-inf) = 0; a fully masked
+// row's output is selected by the mask anyway (logsumexp: S = 0, -inf).
+template <typename T, int VEC>
+__global__ void __launch_bounds__(VEC > 1 ? CSM_MAX_THREADS_VEC : CSM_MAX_THREADS, VEC > 1 ? 2 : 1)
+    csm_rows_split_partial(const T* a, typename csm_acc<T>::type* ws, const unsigned char* mask, long long ldm,
+                           long long n_rows, int k, int chunk) {
+    typedef typename csm_acc<T>::type A;
+    A* const scratch = reinterpret_cast<A*>(csm_smem);
+    const int chunks = (k - 1) / chunk + 1;
+    const long long n_items = n_rows * chunks;
+    int turn = 0;
+    for (long long item = blockIdx.x; item < n_items; item += gridDim.x) {
+        const long long row = item / chunks;
+        const int start = (int)(item - row * chunks) * chunk;
+        const int len = k - start < chunk ? k - start : chunk;
+        const T* const pa = a + row * (long long)k + start;
+        const unsigned char* const mrow = mask == nullptr ? mask : mask + row * ldm + start;
+        A m = csm_neg_inf<A>();
+        csm_block_pass<T, VEC, true, false>(pa, pa, mrow, len / VEC, [&](int, unsigned keep, const A* xs, const A*) {
+#pragma unroll
+            for (int c = 0; c < VEC; ++c) m = csm_max_op()(m, ((keep >> c) & 1u) ? xs[c] : csm_neg_inf<A>());
+        });
+        m = csm_block_reduce<csm_max_op>(m, scratch + 32 * (turn++ & 1));
+        const A shift = csm_finite(m) ? m : A(0);
+        A s = A(0);
+        csm_block_pass<T, VEC, true, false>(pa, pa, mrow, len / VEC, [&](int, unsigned keep, const A* xs, const A*) {
+#pragma unroll
+            for (int c = 0; c < VEC; ++c) s += ((keep >> c) & 1u) ? csm_exp(xs[c] - shift) : A(0);
+        });
+        s = csm_block_reduce<csm_sum_op>(s, scratch + 32 * (turn++ & 1));
+        if (threadIdx.x == 0) {
+            ws[2 * item] = m;
+            ws[2 * item + 1] = s;
+        }
+    }
+}
+
+// (float16 with 8-element packs: min. 1 block per SM, 128 registers; at the
+// 64 of 2 blocks, ptxas spills 16 bytes of the softmax kernel on sm_100,
+// NVRTC 13.5.)
+template <typename T, int OP, int VEC>
+__global__ void __launch_bounds__(VEC > 1 ? CSM_MAX_THREADS_VEC : CSM_MAX_THREADS,
+                                  VEC > 1 && sizeof(T) != 2 ? 2 : 1)
+    csm_rows_split_finish(const T* a, T* out, const typename csm_acc<T>::type* ws, const unsigned char* mask,
+                          long long ldm, long long n_rows, int k, int chunk) {
+    typedef typename csm_acc<T>::type A;
+    static_assert(OP == CSM_SOFTMAX || OP == CSM_LOG_SOFTMAX || OP == CSM_LOGSUMEXP, "a forward operation");
+    const int chunks = (k - 1) / chunk + 1;
+    // logsumexp: one item per row; the others: one per chunk
+    const int per_row = OP == CSM_LOGSUMEXP ? 1 : chunks;
+    const long long n_items = n_rows * per_row;
+    for (long long item = blockIdx.x; item < n_items; item += gridDim.x) {
+        const long long row = item / per_row;
+        const A* const part = ws + 2 * row * chunks;
+        A m = csm_neg_inf<A>();
+        for (int c = 0; c < chunks; ++c) m = csm_max_op()(m, part[2 * c]);
+        const A shift = csm_shift<OP>(m);
+        A s = A(0);
+        for (int c = 0; c < chunks; ++c) s += part[2 * c + 1] * csm_exp(part[2 * c] - shift);
+        if (OP == CSM_LOGSUMEXP) {
+            if (threadIdx.x == 0) out[row] = csm_from_acc<T>(m + csm_log(s));
+            continue;
+        }
+        const int start = (int)(item - row * chunks) * chunk;
+        const int len = k - start < chunk ? k - start : chunk;
+        const long long base = row * (long long)k + start;
+        const unsigned char* const mrow = mask == nullptr ? mask : mask + row * ldm + start;
+        T* const po = out + base;
+        const A inv = A(1) / s;
+        const A log_s = csm_log(s);
+        csm_block_pass<T, VEC, true, false>(a + base, a + base, mrow, len / VEC,
+                                            [&](int v, unsigned keep, const A* xs, const A*) {
+            A ys[VEC];
+#pragma unroll
+            for (int c = 0; c < VEC; ++c) {
+                const A r = OP == CSM_SOFTMAX ? csm_exp(xs[c] - m) * inv : (xs[c] - m) - log_s;
+                ys[c] = ((keep >> c) & 1u) ? r : (OP == CSM_SOFTMAX ? A(0) : csm_neg_inf<A>());
+            }
+            csm_store<T, VEC, true>(po + v * VEC, ys);
+        });
+    }
+}
+
 // ---------------------------------------------------------------- Jacobian
 
 // J[n, i, j] = s_i * (delta_ij - s_j): the diagonal as s_i - s_i * s_i, the

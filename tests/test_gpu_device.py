@@ -138,7 +138,9 @@ def test_info_reports_the_device():
 
 # ---- where= masks, logsumexp and several devices, on the real GPU
 
-MASK_KS = (3, 33, 1000, 1025, 4096, 70000)  # every tier, block-l2 included (70000 float32 > smem)
+# every tier: 70000 float32 is block-l2 for the backward ops (> smem) and the
+# split tier for the forward ones (7 rows < 2 x SMs)
+MASK_KS = (3, 33, 1000, 1025, 4096, 70000)
 
 
 @pytest.mark.parametrize("kind", ("rows", "broadcast", "strided"))
@@ -184,7 +186,8 @@ def test_a_second_device_runs_its_own_arrays():
         pytest.skip("one device")
     import csoftmax
 
-    a, _ = inputs("softmax", 64, 20000, np.float32, seed=23)  # block-smem above 48 KiB: the opt-in
+    # block-smem above 48 KiB, the opt-in (300 rows: more than 2 x SMs, not split)
+    a, _ = inputs("softmax", 300, 20000, np.float32, seed=23)
     with cp.cuda.Device(1):
         x1 = cp.asarray(a)
     assert cp.cuda.runtime.getDevice() == 0
@@ -228,3 +231,39 @@ def test_cross_entropy_matches_the_reference_and_the_cpu(dtype, k, soft):
         for got, ref, cpu in ((loss.get(), ref_loss, cpu_loss), (grad.get(), ref_grad, cpu_grad)):
             np.testing.assert_allclose(got, ref, rtol=rtol, atol=rtol * 10)
             np.testing.assert_allclose(got, cpu, rtol=rtol, atol=rtol * 10)
+
+
+# ---- the split tier: few long rows over several blocks per row
+
+SPLIT_SHAPES = ((8, 1 << 20), (64, 50257), (1, 65536))
+
+
+@pytest.mark.parametrize("shape", SPLIT_SHAPES, ids=lambda s: f"{s[0]}x{s[1]}")
+@pytest.mark.parametrize("op", ("softmax", "log_softmax", "logsumexp"))
+def test_split_rows_match_the_reference_with_the_same_bits_every_run(op, shape):
+    import cupy as cp
+
+    n, k = shape
+    props = _gpu._device_properties(cp.cuda.Device().id)
+    launch = _gpu.plan(op, n, k, np.float32, True, props)
+    if n >= 2 * props["multiProcessorCount"]:
+        pytest.skip("enough rows to fill this device without splitting")
+    assert launch.tier == "split", launch
+    a, _ = inputs(op, n, k, np.float32, seed=31)
+    first = _run(op, a)
+    check(op, first.get(), a, None)
+    assert bool(cp.array_equal(first, _run(op, a), equal_nan=True))
+
+
+@pytest.mark.parametrize("dtype", DTYPES, ids=lambda d: d.name)
+@pytest.mark.parametrize("op", ("softmax", "log_softmax", "logsumexp"))
+def test_masked_split_rows_match_the_masked_reference(op, dtype):
+    import cupy as cp
+
+    from cuda_emu.reference import masked_inputs
+
+    a, _, mask = masked_inputs(op, 7, 1 << 17, dtype, "rows", seed=32)
+    assert _gpu.plan(op, 7, 1 << 17, dtype, True, _gpu._device_properties(cp.cuda.Device().id)).tier == "split"
+    out = cp.full(_gpu.out_shape(op, 7, 1 << 17), 4097.0, dtype)
+    _gpu.run(op, cp.asarray(a), None, out, mask=cp.asarray(mask))
+    check(op, out.get(), a, None, mask=mask)

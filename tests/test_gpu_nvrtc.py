@@ -82,7 +82,7 @@ def test_registers_allow_the_largest_block_the_planner_launches(compiled, arch):
     for name, r in compiled[arch].resources.items():
         if name.startswith("csm_rows_warp") or name.startswith("csm_jacobian_warp"):
             block = c["CSM_WARP_THREADS"]
-        elif name.startswith("csm_rows_block") and name.split(", ")[2] != "1":
+        elif name.startswith(("csm_rows_block", "csm_rows_split")) and _vec(name) > 1:
             block = c["CSM_MAX_THREADS_VEC"]
         else:
             block = c["CSM_MAX_THREADS"]
@@ -133,9 +133,15 @@ def _require_nvdisasm():
         pytest.skip("nvdisasm is not installed (the test-gpu extra: pip install -e \".[test-gpu]\")")
 
 
+def _vec(name):
+    """VEC of a csm_rows_* kernel: its third template argument, the split
+    tier's partials' second."""
+    args = name[name.index("<") + 1:-1].split(", ")
+    return int(args[1] if name.startswith("csm_rows_split_partial") else args[2])
+
+
 def _vectorised():
-    return [name for name in _gpu.name_expressions()
-            if name.startswith("csm_rows_") and name.split(", ")[2] != "1"]
+    return [name for name in _gpu.name_expressions() if name.startswith("csm_rows_") and _vec(name) > 1]
 
 
 @pytest.fixture(scope="module")
@@ -154,8 +160,10 @@ def disassembled():
 
 @pytest.mark.parametrize("arch", SASS_ARCHS)
 def test_every_global_access_of_the_vectorised_kernels_is_128_bit(disassembled, arch):
-    # Allowed besides .128: the mask's bytes (LDG.E.U8) and logsumexp's one
-    # result per row (a scalar store of the row's dtype).
+    # Allowed besides .128: the mask's bytes (LDG.E.U8), logsumexp's one
+    # result per row (a scalar store of the row's dtype) and the split
+    # tier's partials (one (max, sum) pair stored per chunk, read back by
+    # the finishing kernel).
     bad = {}
     for name, code in disassembled[arch].items():
         for ins in code:
@@ -166,6 +174,8 @@ def test_every_global_access_of_the_vectorised_kernels_is_128_bit(disassembled, 
             if m.group(1) == "LDG" and "U8" in width:
                 continue
             if m.group(1) == "STG" and name.split(", ")[1] == str(_gpu._ROW_CODES["logsumexp"]):
+                continue
+            if (m.group(1) == "STG") == name.startswith("csm_rows_split_partial") and "csm_rows_split" in name:
                 continue
             bad.setdefault(name, []).append(ins)
     assert not bad, f"sm_{arch}: scalar global accesses in vectorised kernels: {bad}"
@@ -218,7 +228,11 @@ def load_bursts(code, depth):
 
 
 def global_passes(name):
-    """Passes of a csm_rows_block kernel that read the row from global memory."""
+    """Passes of a csm_rows_block kernel (or the split tier's) that read the
+    row from global memory: the partials read their chunk twice (max, sum),
+    the finishing kernel once."""
+    if name.startswith("csm_rows_split"):
+        return 2 if name.startswith("csm_rows_split_partial") else 1
     _, op, _, cache = name[:-1].split(", ")
     if cache == "true":
         return 1
@@ -232,8 +246,9 @@ def global_passes(name):
 def test_block_passes_keep_four_128_bit_loads_in_flight(disassembled, arch):
     depth = _gpu.constants()["CSM_BLOCK_UNROLL"]
     assert depth >= 4
-    codes = {name: code for name, code in disassembled[arch].items() if name.startswith("csm_rows_block")}
-    assert len(codes) == len([n for n in _vectorised() if n.startswith("csm_rows_block")]) > 0
+    codes = {name: code for name, code in disassembled[arch].items()
+             if name.startswith(("csm_rows_block", "csm_rows_split"))}
+    assert len(codes) == len([n for n in _vectorised() if n.startswith(("csm_rows_block", "csm_rows_split"))]) > 0
     bad = {name: (load_bursts(code, depth), global_passes(name)) for name, code in codes.items()
            if load_bursts(code, depth) < global_passes(name)}
     assert not bad, f"sm_{arch}: (bursts of {depth} loads in flight, passes reading global memory): {bad}"

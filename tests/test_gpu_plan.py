@@ -13,10 +13,12 @@ from cuda_emu.reference import DTYPES, OPS, ROW_OPS
 PROPS = dict(devices.REAL, emulated=devices.EMULATED, tiny=devices.EMULATED_TINY)
 KS = (1, 2, 3, 5, 31, 32, 33, 64, 100, 127, 128, 129, 255, 256, 257, 512, 513, 1000, 1023, 1024, 1025,
       4096, 4097, 8192, 20000, 29056, 58000, 65536, 262144, 2**30)
-TIER_ORDER = {"warp": 0, "block-smem": 1, "block-l2": 2}
+TIER_ORDER = {"warp": 0, "block-smem": 1, "block-l2": 2, "split": 3}
 
 
 def _vec(kernel):
+    if kernel.startswith("csm_rows_split"):
+        return int(kernel.rstrip(">").split(", ")[-1])
     return int(kernel.split(", ")[2]) if kernel.startswith("csm_rows") else 1
 
 
@@ -24,7 +26,7 @@ def _bound(kernel):
     c = _gpu.constants()
     if "_warp<" in kernel:
         return c["CSM_WARP_THREADS"]
-    if kernel.startswith("csm_rows_block") and _vec(kernel) > 1:
+    if kernel.startswith(("csm_rows_block", "csm_rows_split")) and _vec(kernel) > 1:
         return c["CSM_MAX_THREADS_VEC"]
     return c["CSM_MAX_THREADS"]
 
@@ -47,6 +49,7 @@ PLANS = list(_plans())
 def test_every_plan_names_a_compiled_kernel():
     names = set(_gpu.name_expressions())
     assert {p[-1].kernel for p in PLANS} <= names
+    assert {p[-1].finish for p in PLANS if p[-1].chunk} <= names
 
 
 def test_every_plan_fits_the_device_and_the_kernel_launch_bound():
@@ -54,12 +57,25 @@ def test_every_plan_fits_the_device_and_the_kernel_launch_bound():
         assert launch.block % 32 == 0 and 32 <= launch.block <= _bound(launch.kernel), (device, op, k, launch)
         assert 0 <= launch.shared_mem <= props["sharedMemPerBlockOptin"], (device, op, k, launch)
         assert 1 <= launch.grid <= props["maxGridSize"][0]
+        if launch.chunk:  # the split tier's second launch: same block, no shared memory
+            assert launch.finish and 1 <= launch.finish_grid <= props["maxGridSize"][0], (device, op, k, launch)
+            assert launch.block <= _bound(launch.finish), (device, op, k, launch)
 
 
 def test_grid_never_exceeds_the_work():
     for device, props, op, dtype, k, aligned, n, launch in PLANS:
         rows_per_block = launch.block // launch.width if launch.width else 1
-        assert (launch.grid - 1) * rows_per_block < n, (device, op, k, n, launch)
+        items = n * -(-k // launch.chunk) if launch.chunk else n  # split: a block per chunk
+        assert (launch.grid - 1) * rows_per_block < items, (device, op, k, n, launch)
+
+
+def test_split_plans_cover_the_row_in_vector_multiples():
+    for device, props, op, dtype, k, aligned, n, launch in PLANS:
+        if launch.chunk:
+            chunks = -(-k // launch.chunk)
+            assert n < 2 * props["multiProcessorCount"] and chunks >= 2, (device, op, k, n, launch)
+            assert launch.chunk % _vec(launch.kernel) == 0 and (chunks - 1) * launch.chunk < k
+            assert op in ("softmax", "log_softmax", "logsumexp")
 
 
 def test_warp_plans_cover_the_row():
@@ -156,3 +172,21 @@ def test_operation_codes_agree_with_the_kernel_source():
 def test_invalid_requests_raise(args, error):
     with pytest.raises(error):
         _gpu.plan(*args, True, devices.REAL["H100"])
+
+
+def test_split_tier_is_chosen_for_few_long_rows_on_real_devices():
+    h100 = devices.REAL["H100"]
+    for n, k in ((8, 1 << 20), (64, 50257)):
+        launch = _gpu.plan("softmax", n, k, np.float32, True, h100)
+        chunks = -(-k // launch.chunk)
+        assert launch.tier == "split" and launch.chunk % _vec(launch.kernel) == 0, launch
+        # every SM gets work: one wave of 2 resident 512-thread blocks per SM
+        assert n * chunks >= h100["multiProcessorCount"], (n, chunks)
+        assert launch.chunk * 4 >= _gpu._SPLIT_MIN_CHUNK_BYTES
+    # 50257 is odd: scalar kernels; 2^20 vectorises
+    assert _vec(_gpu.plan("softmax", 8, 1 << 20, np.float32, True, h100).kernel) == 4
+    # rows that fill the device, short rows and the backward ops keep their tiers
+    assert _gpu.plan("softmax", 1024, 32768, np.float32, True, h100).tier == "block-smem"
+    assert _gpu.plan("softmax", 8, 12000, np.float32, True, h100).tier != "split"
+    assert _gpu.plan("softmax_backward", 8, 1 << 20, np.float32, True, h100).tier == "block-l2"
+    assert _gpu.plan("logsumexp", 8, 1 << 20, np.float16, True, h100).tier == "split"

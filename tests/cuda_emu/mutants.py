@@ -105,9 +105,19 @@ MUTANTS = (
     Mutant(
         "masked-output-not-selected",
         "log_softmax of a masked element computed instead of -inf (wrong in rows whose max is -inf)",
-        "ys[c] = ((keep >> c) & 1u) ? r : (OP == CSM_SOFTMAX ? A(0) : csm_neg_inf<A>());",
-        "ys[c] = r;",
+        # (the block tier's line, by its indentation: the split tier has the same)
+        "                    ys[c] = ((keep >> c) & 1u) ? r : (OP == CSM_SOFTMAX ? A(0) : csm_neg_inf<A>());",
+        "                    ys[c] = r;",
         (("log_softmax", "float32", 7, 1025, "mask"),),
+    ),
+    Mutant(
+        "split-merge-without-rescaling",
+        "the split tier adds the chunks' sums without rescaling them to the row's max",
+        "s += part[2 * c + 1] * csm_exp(part[2 * c] - shift);",
+        "s += part[2 * c + 1];",
+        # float64 splits from 2 x 4096 elements, and 3 rows are fewer than
+        # 2 x the emulated device's 2 SMs: two chunks per row
+        (("softmax", "float64", 3, 8192),),
     ),
     Mutant(
         "logsumexp-shifts-by-an-infinite-max",
