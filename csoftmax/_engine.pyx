@@ -42,6 +42,7 @@ cdef extern from "_rows.h" nogil:
     int CSM_SMALL_K
     int CSM_LANES
     int CSM_LONG_ROW
+    int CSM_SMALL_BWD_K
     int csm_best_isa()
     int csm_select_isa(int isa)
     int csm_openmp_enabled()
@@ -504,6 +505,7 @@ CONSTANTS = {
     "small_k": CSM_SMALL_K,
     "lanes": CSM_LANES,
     "long_row_bytes": CSM_LONG_ROW,
+    "small_bwd_k": CSM_SMALL_BWD_K,
     "block_elems": BLOCK_ELEMS,
     "parallel_grain": PARALLEL_GRAIN,
 }
@@ -524,9 +526,9 @@ def plan(str op, Py_ssize_t n, Py_ssize_t k, dtype="float32", bint unit_columns=
     if _plan(code, n, k, cs, cs, cs, num_threads, RUN_FRESH_OUT if fresh_out else 0,
              itemsize, &p, masked, cs) != RUN_OK:
         raise ValueError(f"plan: {op} has no kernels for this layout")
-    small = (p.rowwise and k <= CSM_SMALL_K and not masked
-             and code in (OP_SOFTMAX, OP_LOG_SOFTMAX, OP_SOFTMAX_BACKWARD,
-                          OP_LOG_SOFTMAX_BACKWARD))
+    small = p.rowwise and not masked and (
+        (k <= CSM_SMALL_K and code in (OP_SOFTMAX, OP_LOG_SOFTMAX))
+        or (k <= CSM_SMALL_BWD_K and code in (OP_SOFTMAX_BACKWARD, OP_LOG_SOFTMAX_BACKWARD)))
     gathered = "gathered rows" if masked or code == OP_LOGSUMEXP else "lanes"
     return {"path": "small rows" if small else ("rows" if p.rowwise else gathered),
             "block": p.block, "n_blocks": p.n_blocks, "stream": bool(p.stream),

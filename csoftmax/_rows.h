@@ -54,6 +54,18 @@
  * cross-row path about 1.3 at any K up to 32. */
 #define CSM_SMALL_K 32
 
+/* Rows of the backward passes this short take the cross-row path
+ * (csm_small_bwd_rows): it transposes two inputs in and the output out, which
+ * costs more than the row path's remainders from K = 16 on. Measured with
+ * callgrind, AVX2, float32 softmax_backward, instructions per element, row
+ * path -> cross-row path: K = 4 28.3 -> 10.7, K = 8 12.3 -> 10.2, K = 12
+ * 12.5 -> 10.0, K = 16 7.1 -> 9.2, K = 30 7.9 -> 14.5. */
+#define CSM_SMALL_BWD_K 12
+#define CSM_SMALL_BWD_K_CASES(CASE)                                                 \
+    CASE(1) CASE(2) CASE(3) CASE(4) CASE(5) CASE(6) CASE(7) CASE(8)                 \
+    CASE(9) CASE(10) CASE(11) CASE(12)
+_Static_assert(CSM_SMALL_BWD_K == 12, "CSM_SMALL_BWD_K_CASES lists K = 1 .. 12");
+
 /* The cases K = 1 .. CSM_SMALL_K of the short-row drivers' switch: each
  * calls its group kernel with a constant K, which unrolls the transposes. */
 #define CSM_SMALL_K_CASES(CASE)                                                     \

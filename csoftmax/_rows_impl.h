@@ -464,7 +464,7 @@ static CSM_TARGET void CSM_FN(csm_small_rows)(
         CSM_FN(csm_small_group)(x + r * ldx, ldx, y + r * ldy, ldy, K, log_out, 1);
 }
 
-/* The backward passes of a group of short rows (K <= CSM_SMALL_K) with unit
+/* The backward passes of a group of short rows (K <= CSM_SMALL_BWD_K) with unit
  * column stride, in the lane layout: y and g transposed in, the row's sum of
  * g * y (softmax) or of g (log_softmax) per lane, the output computed in
  * place of y and transposed out. The sum follows csm_row_sum's order written
@@ -478,7 +478,7 @@ static CSM_INLINE CSM_TARGET void CSM_FN(csm_small_bwd_group)(
     const CSM_T *y, ptrdiff_t ldy, const CSM_T *g, ptrdiff_t ldg, CSM_T *out, ptrdiff_t ldo,
     ptrdiff_t K, int logf, const ptrdiff_t lanes)
 {
-    CSM_T yb[CSM_SMALL_K * CSM_LANES], gb[CSM_SMALL_K * CSM_LANES], c[CSM_LANES];
+    CSM_T yb[CSM_SMALL_BWD_K * CSM_LANES], gb[CSM_SMALL_BWD_K * CSM_LANES], c[CSM_LANES];
     for (ptrdiff_t l = 0; l < lanes; ++l)
         for (ptrdiff_t j = 0; j < K; ++j) {
             yb[j * lanes + l] = y[l * ldy + j];
@@ -523,9 +523,9 @@ static CSM_INLINE CSM_TARGET void CSM_FN(csm_small_bwd_switch)(
 {
     switch (K) {
 #define CSM_K_CASE(kk) case kk: CSM_FN(csm_small_bwd_group)(y, ldy, g, ldg, out, ldo, kk, logf, CSM_LANES); break;
-    CSM_SMALL_K_CASES(CSM_K_CASE)
+    CSM_SMALL_BWD_K_CASES(CSM_K_CASE)
 #undef CSM_K_CASE
-    default: /* K <= CSM_SMALL_K = 32 here */
+    default: /* K <= CSM_SMALL_BWD_K here */
         break;
     }
 }
@@ -542,7 +542,7 @@ static CSM_TARGET void CSM_FN(csm_small_bwd_rows)(
     for (; r + CSM_LANES <= rows; r += CSM_LANES)
         CSM_FN(csm_small_bwd_switch)(y + r * ldy, ldy, g + r * ldg, ldg, out + r * ldo, ldo, K, logf);
     if (r < rows) {
-        CSM_T ty[CSM_LANES * CSM_SMALL_K], tg[CSM_LANES * CSM_SMALL_K];
+        CSM_T ty[CSM_LANES * CSM_SMALL_BWD_K], tg[CSM_LANES * CSM_SMALL_BWD_K];
         const ptrdiff_t n = rows - r;
         for (ptrdiff_t i = 0; i < CSM_LANES * K; ++i)
             ty[i] = tg[i] = 0;
@@ -861,7 +861,7 @@ static CSM_TARGET void CSM_FN(csm_softmax_backward_core)(
     const CSM_T *y, ptrdiff_t ldy, const CSM_T *g, ptrdiff_t ldg,
     CSM_T *out, ptrdiff_t ldo, ptrdiff_t rows, ptrdiff_t K)
 {
-    if (K <= CSM_SMALL_K) {
+    if (K <= CSM_SMALL_BWD_K) {
         CSM_FN(csm_small_bwd_rows)(y, ldy, g, ldg, out, ldo, rows, K, 0);
         return;
     }
@@ -881,7 +881,7 @@ static CSM_TARGET void CSM_FN(csm_log_softmax_backward_core)(
     const CSM_T *y, ptrdiff_t ldy, const CSM_T *g, ptrdiff_t ldg,
     CSM_T *out, ptrdiff_t ldo, ptrdiff_t rows, ptrdiff_t K)
 {
-    if (K <= CSM_SMALL_K) {
+    if (K <= CSM_SMALL_BWD_K) {
         CSM_FN(csm_small_bwd_rows)(y, ldy, g, ldg, out, ldo, rows, K, 1);
         return;
     }

@@ -42,13 +42,13 @@ def test_short_backward_rows_give_the_bits_of_every_other_path(fn, dtype):
     # bits must be those of the lane kernels of Fortran order, of a row
     # computed alone (padded into a group), and of the masked kernels with an
     # all-true mask, on each side of the cutoff.
-    k = C["small_k"]
+    k = C["small_bwd_k"]
     assert _engine.plan(fn, 64, k)["path"] == "small rows"
     assert _engine.plan(fn, 64, k + 1)["path"] == "rows"
     f = getattr(csoftmax, fn)
     fwd = csoftmax.log_softmax if fn.startswith("log") else csoftmax.softmax
     rng = np.random.default_rng(7)
-    for kk in (1, 7, 16, 17, 29, k, k + 1):
+    for kk in (1, 7, k, k + 1, 16, 17, 29, C["small_k"] + 1):
         n = C["lanes"] * 2 + 3
         x = (rng.standard_normal((n, kk)) * 4).astype(dtype)
         x[1, 0] = -np.inf
