@@ -24,6 +24,7 @@
 
 #if CSM_F32
   #define CSM_UINT uint32_t
+  #define CSM_SINT int32_t
   #define CSM_MANT_BITS 23
   #define CSM_BIAS 127
   /* Clamp limits: below EXP_LO the result underflows to +0 even as a
@@ -40,6 +41,7 @@
   #define CSM_C(v) v##f
 #else
   #define CSM_UINT uint64_t
+  #define CSM_SINT int64_t
   #define CSM_MANT_BITS 52
   #define CSM_BIAS 1023
   #define CSM_EXP_LO (-746.0)
@@ -53,18 +55,23 @@
   #define CSM_C(v) v
 #endif
 
-/* exp(r) for |r| <= ln2/2. */
-static CSM_INLINE CSM_TARGET CSM_T CSM_FN(csm_exp_poly)(CSM_T r)
+/* exp(r) - 1 for |r| <= ln2/2, as r + r^2 P(r): the caller adds the 1 in
+ * the same rounding as its scale by 2^n (q * s + s, where q * s is exact).
+ */
+static CSM_INLINE CSM_TARGET CSM_T CSM_FN(csm_expm1_poly)(CSM_T r)
 {
 #if CSM_F32
-    /* Cephes expf minimax polynomial on [-ln2/2, ln2/2]. */
-    CSM_T p = CSM_C(1.9875691500E-4);
-    p = p * r + CSM_C(1.3981999507E-3);
-    p = p * r + CSM_C(8.3334519073E-3);
-    p = p * r + CSM_C(4.1665795894E-2);
-    p = p * r + CSM_C(1.6666665459E-1);
-    p = p * r + CSM_C(5.0000001201E-1);
-    p = (p * (r * r) + r) + CSM_C(1.0);
+    /* Degree 6: P of degree 4, fitted (relative-error minimax by reweighted
+     * least squares) to (exp(r) - 1 - r) / r^2 on [-ln2/2, ln2/2]. Against
+     * Cephes expf's degree 7 it saves a multiply-add and keeps the error of
+     * the whole exp at the same <= 1.01 ulp (float32, 6e6 points against
+     * float64 exp; tests/test_vmath.py sweeps the exp of every ISA). */
+    CSM_T p = CSM_C(0x1.687d90p-10);
+    p = p * r + CSM_C(0x1.123b8ep-7);
+    p = p * r + CSM_C(0x1.555b56p-5);
+    p = p * r + CSM_C(0x1.55548ep-3);
+    p = p * r + CSM_C(0x1.fffff8p-2);
+    return p * (r * r) + r;
 #else
     /* Taylor series to r^13: the truncation error is |r|^14/14! < 4.3e-18
      * relative at |r| = ln2/2, far below one ulp (1.1e-16). */
@@ -80,21 +87,28 @@ static CSM_INLINE CSM_TARGET CSM_T CSM_FN(csm_exp_poly)(CSM_T r)
     p = p * r + 1.0 / 24.0;
     p = p * r + 1.0 / 6.0;
     p = p * r + 0.5;
-    p = (p * (r * r) + r) + 1.0;
+    return p * (r * r) + r;
 #endif
-    return p;
 }
 
-/* exp(x), vectorisable, <= 1 ulp (tests/test_vmath.py sweeps it). Cody-Waite
- * reduction x = n ln2 + r with |r| <= ln2/2, a polynomial for exp(r), and 2^n
- * rebuilt from the bits of the rounding shifter. Where 2^n is not a normal
- * number (deep in the subnormal range, or just past the top) the exponent is
- * moved 64 the other way and the result scaled back by 2^-64 or 2^64, so it
- * still rounds once, correctly: one compare and select per side. NaN
- * propagates (the clamps are comparisons that a NaN fails), -inf gives +0,
- * +inf gives +inf. `upper` is a constant at each call site: 0 for the
- * softmax domain x <= 0 (the argument is x - max), which drops the top side;
- * 1 for any x. */
+/* exp(x), vectorisable, <= 1.01 ulp float32 (tests/test_vmath.py sweeps it).
+ * Cody-Waite reduction x = n ln2 + r with |r| <= ln2/2, q = exp(r) - 1 by a
+ * polynomial, and (1 + q) 2^n with one rounding, its scale rebuilt from the
+ * bits of the rounding shifter (their low mantissa bits hold n). 2^n alone
+ * is not a normal number where the result is subnormal or near the top, so
+ * the scale goes in two steps, without compares or selects (the old form
+ * took a compare and two selects per side: 26 instructions per 16 floats in
+ * softmax's AVX-512 exp-and-sum loop now, 34 before):
+ * - softmax domain (`upper` = 0: x <= 0 or NaN, the argument is x - max):
+ *   (q s + s) 2^-64 with s = 2^(n+64). n + 64 lies in [-86, 64] (float32;
+ *   [-1012, 64] float64), so q s is exact and q s + s rounds once (an FMA or
+ *   a multiply and an add: the same bits), normal; the product by 2^-64 is
+ *   exact where the result is normal and rounds once where it is subnormal.
+ * - any x (`upper` = 1): (q s1 + s1) s2 with s1 = 2^h, s2 = 2^(n-h), h =
+ *   floor(n/2): both normal over the clamped range; the last product rounds
+ *   once (to +inf past the top).
+ * NaN propagates (the clamps are comparisons that a NaN fails), -inf gives
+ * +0, +inf gives +inf. `upper` is a constant at each call site. */
 static CSM_INLINE CSM_TARGET CSM_T CSM_FN(csm_exp_core)(CSM_T x, const int upper)
 {
     x = x < CSM_EXP_LO ? CSM_EXP_LO : x;
@@ -103,20 +117,24 @@ static CSM_INLINE CSM_TARGET CSM_T CSM_FN(csm_exp_core)(CSM_T x, const int upper
     const CSM_T t = x * CSM_LOG2E + CSM_SHIFTER;
     const CSM_T n = t - CSM_SHIFTER;
     const CSM_T r = (x - n * CSM_LN2_HI) - n * CSM_LN2_LO;
-    const CSM_T p = CSM_FN(csm_exp_poly)(r);
-    const int deep = n < (CSM_T)(1 - CSM_BIAS);
-    const int high = upper && n > (CSM_T)CSM_BIAS;
+    const CSM_T q = CSM_FN(csm_expm1_poly)(r);
     CSM_UINT b;
     memcpy(&b, &t, sizeof b);
-    /* The low mantissa bits of t hold n (bits(t) - bits(shifter) = n). */
-    b = (b - (CSM_UINT)CSM_SHIFTER_BITS + (CSM_UINT)CSM_BIAS
-         + (deep ? (CSM_UINT)64 : (CSM_UINT)0) - (high ? (CSM_UINT)64 : (CSM_UINT)0))
-        << CSM_MANT_BITS;
-    CSM_T sc;
-    memcpy(&sc, &b, sizeof sc);
-    const CSM_T back = deep ? (CSM_T)5.42101086242752217004e-20   /* 2^-64 */
-                     : (high ? (CSM_T)18446744073709551616.0 : (CSM_T)1); /* 2^64 */
-    return (p * sc) * back;
+    if (!upper) {
+        b = (b - (CSM_UINT)CSM_SHIFTER_BITS + (CSM_UINT)(CSM_BIAS + 64)) << CSM_MANT_BITS;
+        CSM_T sc;
+        memcpy(&sc, &b, sizeof sc);
+        return (q * sc + sc) * (CSM_T)5.42101086242752217004e-20; /* 2^-64 */
+    }
+    /* n as a signed integer; h = floor(n / 2) by an arithmetic shift. */
+    const CSM_SINT ni = (CSM_SINT)(b - (CSM_UINT)CSM_SHIFTER_BITS);
+    const CSM_SINT h = ni >> 1;
+    CSM_UINT b1 = (CSM_UINT)(h + CSM_BIAS) << CSM_MANT_BITS;
+    CSM_UINT b2 = (CSM_UINT)(ni - h + CSM_BIAS) << CSM_MANT_BITS;
+    CSM_T s1, s2;
+    memcpy(&s1, &b1, sizeof s1);
+    memcpy(&s2, &b2, sizeof s2);
+    return (q * s1 + s1) * s2;
 }
 
 static CSM_INLINE CSM_TARGET CSM_T CSM_FN(csm_exp)(CSM_T x)
@@ -186,15 +204,27 @@ static CSM_INLINE CSM_TARGET CSM_T CSM_FN(csm_row_max)(const CSM_T *x, ptrdiff_t
 }
 
 /* The fixed tree of csm_tree_sum over CSM_PARTS values of the element type,
- * at f[0], f[stride], ... (softmax's block sums, see CSM_SUM_BLOCK). */
-#ifndef CSM_TREE16
-#define CSM_TREE16(F) \
-    ((((F(0) + F(1)) + (F(2) + F(3))) + ((F(4) + F(5)) + (F(6) + F(7)))) \
-     + (((F(8) + F(9)) + (F(10) + F(11))) + ((F(12) + F(13)) + (F(14) + F(15)))))
-#endif
-
+ * at f[0], f[stride], ... (softmax's block sums, see CSM_SUM_BLOCK). At
+ * stride 1 (the row kernels) the same tree as a vector's horizontal sum:
+ * halves added by shuffles, in registers. */
 static CSM_INLINE CSM_TARGET CSM_T CSM_FN(csm_tree_sum_t)(const CSM_T *f, ptrdiff_t stride)
 {
+#if defined(__GNUC__) && (__GNUC__ >= 12 || defined(__clang__))
+    if (stride == 1) {
+        typedef CSM_T v16 __attribute__((vector_size(16 * sizeof(CSM_T))));
+        typedef CSM_T v8 __attribute__((vector_size(8 * sizeof(CSM_T))));
+        typedef CSM_T v4 __attribute__((vector_size(4 * sizeof(CSM_T))));
+        typedef CSM_T v2 __attribute__((vector_size(2 * sizeof(CSM_T))));
+        v16 a;
+        memcpy(&a, f, sizeof a);
+        const v8 h = __builtin_shufflevector(a, a, 0, 1, 2, 3, 4, 5, 6, 7)
+                   + __builtin_shufflevector(a, a, 8, 9, 10, 11, 12, 13, 14, 15);
+        const v4 g = __builtin_shufflevector(h, h, 0, 1, 2, 3)
+                   + __builtin_shufflevector(h, h, 4, 5, 6, 7);
+        const v2 e = __builtin_shufflevector(g, g, 0, 1) + __builtin_shufflevector(g, g, 2, 3);
+        return e[0] + e[1];
+    }
+#endif
 #define CSM_F_(p) f[(p) * stride]
     return CSM_TREE16(CSM_F_);
 #undef CSM_F_
@@ -1078,6 +1108,7 @@ static CSM_TARGET void CSM_FN(csm_log_rows)(
 }
 
 #undef CSM_UINT
+#undef CSM_SINT
 #undef CSM_MANT_BITS
 #undef CSM_BIAS
 #undef CSM_EXP_LO
