@@ -9,6 +9,9 @@ with `bash -c` in the clone's root, in order, as a user would after
 PYTEST_ADDOPTS to a few fast test files, and CSOFTMAX_NESTED_README_RUN makes
 this test skip itself there, so the suite is not run twice.
 
+.ci/run, itself a fresh clone and venv, sets CSOFTMAX_CI_FRESH_CLONE: the
+slow test skips there, and .ci/run checks the main job's output itself.
+
 The cheap tests check that .ci/run runs the README's test line verbatim and
 that importing csoftmax from a source folder without compiled modules says
 what to run.
@@ -31,6 +34,11 @@ ROOT = Path(__file__).resolve().parent.parent
 README = ROOT / "README.md"
 CI_RUN = ROOT / ".ci" / "run"
 NESTED = "CSOFTMAX_NESTED_README_RUN"
+# Set by .ci/run, which is itself a fresh clone and venv running the README's
+# test line verbatim, and then runs the main-job line's `python -m csoftmax`
+# against that install: the nested clone here would build everything a
+# second time (about 230 s of CI's 20 minutes) to check the same two lines.
+CI_IS_THE_FRESH_CLONE = "CSOFTMAX_CI_FRESH_CLONE"
 # The nested run of the README's test line: two fast files (a few seconds).
 NESTED_PYTEST_ADDOPTS = "tests/test_errors.py tests/test_compat.py -q -p no:cacheprovider"
 TIMEOUT_S = 900
@@ -69,6 +77,21 @@ def test_ci_runs_the_readme_test_line_verbatim():
     assert test_line in lines, f".ci/run does not run the README's test line: {test_line}"
 
 
+def test_ci_runs_the_readme_main_job_after_its_install():
+    # With CSOFTMAX_CI_FRESH_CLONE, .ci/run checks the main job in place of
+    # the nested fresh clone: the job it runs must be the main line's.
+    if not CI_RUN.is_file():
+        pytest.skip(".ci/run is not here (tests run outside the source tree)")
+    main_line, test_line = readme_commands()
+    install, job = [part.strip() for part in main_line.split("&&")]
+    assert install.replace("-e .", '-e ".[test]"') == test_line.split("&&")[0].strip()
+    text = CI_RUN.read_text(encoding="utf-8")
+    assert f"export {CI_IS_THE_FRESH_CLONE}=1" in text
+    assert any(ln.strip().startswith(job + " ") or ln.strip() == job for ln in text.splitlines()), job
+    for p in PROBABILITIES:
+        assert p in text
+
+
 def test_import_from_an_unbuilt_source_folder_says_what_to_run(tmp_path):
     # The situation of `python -m csoftmax` after a plain `pip install .` in
     # the root of a clone: the source folder comes first on sys.path.
@@ -93,6 +116,8 @@ def test_import_from_an_unbuilt_source_folder_says_what_to_run(tmp_path):
 def _repository_or_skip():
     if os.environ.get(NESTED):
         pytest.skip("inside the nested run of the README's test line")
+    if os.environ.get(CI_IS_THE_FRESH_CLONE):
+        pytest.skip(".ci/run is the fresh clone: it runs the README's lines itself")
     if shutil.which("git") is None:
         pytest.skip("git is not installed")
     if not (ROOT / ".git").exists():
