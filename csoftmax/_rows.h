@@ -144,9 +144,26 @@ enum { CSM_SUM_EXP, CSM_SUM_PLAIN, CSM_SUM_DOT };
     ((((F(0) + F(8)) + (F(4) + F(12))) + ((F(2) + F(10)) + (F(6) + F(14)))) \
      + (((F(1) + F(9)) + (F(5) + F(13))) + ((F(3) + F(11)) + (F(7) + F(15)))))
 
-/* The sum of a[0], a[stride], ..., a[15 * stride] by the fixed tree. */
+/* The sum of a[0], a[stride], ..., a[15 * stride] by the fixed tree; at
+ * stride 1 (the row kernels' partials, in vector registers) by shuffles. */
 static inline double csm_tree_sum(const double *a, ptrdiff_t stride)
 {
+#if defined(__GNUC__) && (__GNUC__ >= 12 || defined(__clang__))
+    if (stride == 1) {
+        typedef double v16 __attribute__((vector_size(16 * sizeof(double))));
+        typedef double v8 __attribute__((vector_size(8 * sizeof(double))));
+        typedef double v4 __attribute__((vector_size(4 * sizeof(double))));
+        typedef double v2 __attribute__((vector_size(2 * sizeof(double))));
+        v16 v;
+        memcpy(&v, a, sizeof v);
+        const v8 h = __builtin_shufflevector(v, v, 0, 1, 2, 3, 4, 5, 6, 7)
+                   + __builtin_shufflevector(v, v, 8, 9, 10, 11, 12, 13, 14, 15);
+        const v4 g = __builtin_shufflevector(h, h, 0, 1, 2, 3)
+                   + __builtin_shufflevector(h, h, 4, 5, 6, 7);
+        const v2 e = __builtin_shufflevector(g, g, 0, 1) + __builtin_shufflevector(g, g, 2, 3);
+        return e[0] + e[1];
+    }
+#endif
 #define CSM_A(p) a[(p) * stride]
     return CSM_TREE16(CSM_A);
 #undef CSM_A
