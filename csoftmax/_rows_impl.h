@@ -1047,9 +1047,27 @@ static CSM_TARGET void CSM_FN(csm_softmax_jacobian_rows)(
         csm_count_streamed();
         return;
     }
-    /* s of every row at once, into the last row of each block, which serves
-     * as scratch until it is overwritten last, in place: s_i is read before
-     * row i is written, and row K - 1 reads each s_j before its own store. */
+    if (K <= CSM_SCRATCH / 2) {
+        /* s of a group of rows into L1 scratch, then their blocks. Softmax
+         * straight into the blocks' last rows first wrote every block once,
+         * a page apart (a 4 KiB block at K = 32), and came back for the
+         * rest: 10000 x 32 float32 took 2.0x a fill of the output, 1000 x
+         * 100 1.0x (bench/bench_targets.py, one thread, AVX-512). A row's s
+         * has the same bits computed with any group around it. */
+        CSM_T s[CSM_SCRATCH / 2];
+        const ptrdiff_t group = (CSM_SCRATCH / 2) / K;
+        for (ptrdiff_t r0 = 0; r0 < rows; r0 += group) {
+            const ptrdiff_t nr = rows - r0 < group ? rows - r0 : group;
+            CSM_FN(csm_softmax_core)(x + r0 * ldx, ldx, 0, 0, s, K, nr, K);
+            for (ptrdiff_t r = 0; r < nr; ++r)
+                CSM_FN(csm_jacobian_block)(s + r * K, jac + (r0 + r) * ldo, 0, K, K);
+        }
+        return;
+    }
+    /* Longer rows: s of every row at once, into the last row of each block,
+     * which serves as scratch until it is overwritten last, in place: s_i is
+     * read before row i is written, and row K - 1 reads each s_j before its
+     * own store. */
     CSM_FN(csm_softmax_core)(x, ldx, 0, 0, jac + (K - 1) * K, ldo, rows, K);
     for (ptrdiff_t r = 0; r < rows; ++r) {
         CSM_T *J = jac + r * ldo;
