@@ -75,11 +75,6 @@ _Static_assert(CSM_SMALL_BWD_K == 12, "CSM_SMALL_BWD_K_CASES lists K = 1 .. 12")
     CASE(25) CASE(26) CASE(27) CASE(28) CASE(29) CASE(30) CASE(31) CASE(32)
 _Static_assert(CSM_SMALL_K == 32, "CSM_SMALL_K_CASES lists K = 1 .. 32");
 
-/* Rows at least this long take the max over four streams (csm_row_max):
- * from K = 64 each stream holds two AVX2 float vectors. Measured, 6.4M
- * float32 at K = 64 on one thread: softmax 7.2 ms with four streams, 10.8 ms
- * with one; shorter quarters are mostly scalar remainders. */
-#define CSM_MAX_STREAMS_K 64
 /* Elements of the stack scratch that a group of rows is computed into before
  * it is streamed out (32 KiB of float32: an L1 data cache); rows longer than
  * this are written with regular stores. */

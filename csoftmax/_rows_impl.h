@@ -180,28 +180,55 @@ static CSM_INLINE CSM_TARGET double CSM_FN(csm_log)(double x)
 
 /* Largest element of a row. NaN is ignored here on purpose: it reaches the
  * sum through exp(NaN - max) and turns the whole row into NaN there.
- * Four independent streams (the row's quarters): one vector accumulator is
- * bound by the latency of max, four keep the pipeline full. */
+ * CSM_MAX_W accumulators, four vectors of the ISA: one vector is bound by
+ * the latency of max, four keep the pipeline full. They are combined
+ * elementwise by halving, and only the last vector is reduced across its
+ * lanes. The old form, four streams over the row's quarters, reduced each
+ * stream's vector across lanes on its own: four horizontal reductions per
+ * row, through memory (measured below, in softmax's in-cache time). The max
+ * is exact, so the
+ * order changes no bit. */
+#define CSM_MAX_W_ ((CSM_ISA_ID == 2 ? 256 : CSM_ISA_ID == 1 ? 128 : 64) / (int)sizeof(CSM_T))
+#define CSM_MAX_W (CSM_MAX_W_ > 16 ? CSM_MAX_W_ : 16)
 static CSM_INLINE CSM_TARGET CSM_T CSM_FN(csm_row_max)(const CSM_T *x, ptrdiff_t K)
 {
-    /* Quarters of a short row are too short to vectorise well (K = 63 gave
-     * 15-element streams, mostly scalar remainders): one stream there. */
-    const ptrdiff_t q = K >= CSM_MAX_STREAMS_K ? K / 4 : 0;
-    const CSM_T *x1 = x + q, *x2 = x + 2 * q, *x3 = x + 3 * q;
-    CSM_T m0 = -CSM_INF_T, m1 = -CSM_INF_T, m2 = -CSM_INF_T, m3 = -CSM_INF_T;
-#pragma omp simd reduction(max : m0, m1, m2, m3)
-    for (ptrdiff_t i = 0; i < q; ++i) {
-        m0 = x[i] > m0 ? x[i] : m0;
-        m1 = x1[i] > m1 ? x1[i] : m1;
-        m2 = x2[i] > m2 ? x2[i] : m2;
-        m3 = x3[i] > m3 ? x3[i] : m3;
+    CSM_T mv[CSM_MAX_W];
+    ptrdiff_t i = 0;
+    for (ptrdiff_t p = 0; p < CSM_MAX_W; ++p)
+        mv[p] = -CSM_INF_T;
+    for (; i + CSM_MAX_W <= K; i += CSM_MAX_W) {
+#pragma omp simd
+        for (ptrdiff_t p = 0; p < CSM_MAX_W; ++p)
+            mv[p] = x[i + p] > mv[p] ? x[i + p] : mv[p];
     }
-    for (ptrdiff_t i = 4 * q; i < K; ++i)
-        m0 = x[i] > m0 ? x[i] : m0;
-    m0 = m1 > m0 ? m1 : m0;
-    m2 = m3 > m2 ? m3 : m2;
-    return m2 > m0 ? m2 : m0;
+#pragma omp simd
+    for (ptrdiff_t p = 0; p < K - i; ++p)
+        mv[p] = x[i + p] > mv[p] ? x[i + p] : mv[p];
+    if (CSM_MAX_W >= 64) {
+#pragma omp simd
+        for (ptrdiff_t p = 0; p < 32; ++p)
+            mv[p] = mv[p + 32] > mv[p] ? mv[p + 32] : mv[p];
+    }
+    if (CSM_MAX_W >= 32) {
+#pragma omp simd
+        for (ptrdiff_t p = 0; p < 16; ++p)
+            mv[p] = mv[p + 16] > mv[p] ? mv[p + 16] : mv[p];
+    }
+    /* The same halving down to one; loops of constant length, which GCC
+     * turns into a max of vector halves each (a loop over the halving
+     * width went through memory, scalar below 16). */
+#pragma omp simd
+    for (ptrdiff_t p = 0; p < 8; ++p)
+        mv[p] = mv[p + 8] > mv[p] ? mv[p + 8] : mv[p];
+#pragma omp simd
+    for (ptrdiff_t p = 0; p < 4; ++p)
+        mv[p] = mv[p + 4] > mv[p] ? mv[p + 4] : mv[p];
+    for (ptrdiff_t p = 0; p < 2; ++p)
+        mv[p] = mv[p + 2] > mv[p] ? mv[p + 2] : mv[p];
+    return mv[1] > mv[0] ? mv[1] : mv[0];
 }
+#undef CSM_MAX_W
+#undef CSM_MAX_W_
 
 /* The fixed tree of csm_tree_sum over CSM_PARTS values of the element type,
  * at f[0], f[stride], ... (softmax's block sums, see CSM_SUM_BLOCK). At
