@@ -1,8 +1,9 @@
 """GPU backend: launches the kernels of ``cuda/softmax.cu`` through CuPy.
 
 ``csoftmax._semantics`` validates, promotes, moves axes and allocates ``out``; this
-module only picks a kernel and a launch configuration for a clean, C-contiguous
-(N, K) problem and launches it. CuPy is imported lazily, so importing csoftmax
+module only picks a kernel and a launch configuration for an (N, K) problem
+whose arrays have unit column stride (any non-negative row stride: row-sliced
+views are passed as they are) and launches it. CuPy is imported lazily, so importing csoftmax
 costs nothing on machines without it.
 
 Three seams stand between the launch code and CuPy -- ``_device_of``,
@@ -204,6 +205,9 @@ class Launch(NamedTuple):
     chunk: int = 0
     finish: str = ""
     finish_grid: int = 0
+    # Elements per vector access of the kernel(s): the dtype's 16-byte width,
+    # or 1 where K, a row stride or a pointer is not a multiple of it.
+    vec: int = 1
 
 
 def _pow2_ceil(v: int) -> int:
@@ -237,12 +241,16 @@ def _grid(props: dict, work_blocks: int, block: int, shared_mem: int) -> int:
     return int(max(1, min(work_blocks, cap, props.get("maxGridSize", (2**31 - 1,))[0])))
 
 
-def plan(op: str, n: int, k: int, dtype, aligned: bool, props: dict) -> Launch:
+def plan(op: str, n: int, k: int, dtype, aligned, props: dict) -> Launch:
     """Choose the kernel and launch configuration for an (n, k) problem.
 
-    ``aligned`` says whether every pointer is 16-byte aligned; ``props`` are
-    the device properties as ``cupy.cuda.runtime.getDeviceProperties`` gives
-    them.
+    ``aligned``: the widest vector, in elements, that the arrays' pointers
+    and row strides allow (``layout_width``); True stands for the dtype's
+    16-byte width (pointers 16-byte aligned, rows packed), False for 1.
+    ``props`` are the device properties as
+    ``cupy.cuda.runtime.getDeviceProperties`` gives them. The Launch's
+    ``vec`` is the width the kernel uses: the widest of the kernels' widths
+    (``_widths``) that divides K and the layout's width.
     """
     dtype = np.dtype(dtype)
     if dtype not in _CTYPE:
@@ -252,7 +260,10 @@ def plan(op: str, n: int, k: int, dtype, aligned: bool, props: dict) -> Launch:
     c = constants()
     acc = _acc_size(dtype)
     vec = _vector_width(dtype)
-    can_vectorise = aligned and k % vec == 0
+    allowed = (vec if aligned else 1) if isinstance(aligned, bool) else int(aligned)
+    # the kernels' widths are 1 and the 16-byte one (each width is another
+    # set of instantiations: NVRTC time, see README, GPU)
+    can_vectorise = allowed % vec == 0 and k % vec == 0
     warp_threads = c["CSM_WARP_THREADS"]
 
     def warp_grid(width):
@@ -272,12 +283,13 @@ def plan(op: str, n: int, k: int, dtype, aligned: bool, props: dict) -> Launch:
 
     if k <= 32:
         width = _pow2_ceil(k)
-        return Launch(_row_kernel_warp(dtype, op, 1, 1), "warp", warp_grid(width), warp_threads, 0, width)
+        return Launch(_row_kernel_warp(dtype, op, 1, 1), "warp", warp_grid(width), warp_threads, 0, width, vec=1)
     if k <= _warp_tier_max_k(dtype):
         cols = max(2, _pow2_ceil(-(-k // 32)))
         v = vec if can_vectorise and cols >= vec else 1
         if v > 1 or cols <= _WARP_SCALAR_MAX_COLS[dtype]:
-            return Launch(_row_kernel_warp(dtype, op, v, cols // v), "warp", warp_grid(32), warp_threads, 0, 32)
+            return Launch(_row_kernel_warp(dtype, op, v, cols // v), "warp", warp_grid(32), warp_threads, 0, 32,
+                          vec=v)
 
     v = vec if can_vectorise else 1
     if op in _SPLIT_OPS:
@@ -289,9 +301,11 @@ def plan(op: str, n: int, k: int, dtype, aligned: bool, props: dict) -> Launch:
     cached = c["CSM_SCRATCH"] * acc + n_rows_cached * k * _cache_size(dtype)
     reserved = props.get("reservedSharedMemPerBlock", _RESERVED_SMEM_DEFAULT)
     if cached <= props["sharedMemPerBlockOptin"] and cached + reserved <= props["sharedMemPerMultiprocessor"]:
-        return Launch(_row_kernel_block(dtype, op, v, True), "block-smem", _grid(props, n, block, cached), block, cached, 0)
+        return Launch(_row_kernel_block(dtype, op, v, True), "block-smem", _grid(props, n, block, cached), block, cached, 0,
+                      vec=v)
     smem = c["CSM_SCRATCH"] * acc
-    return Launch(_row_kernel_block(dtype, op, v, False), "block-l2", _grid(props, n, block, smem), block, smem, 0)
+    return Launch(_row_kernel_block(dtype, op, v, False), "block-l2", _grid(props, n, block, smem), block, smem, 0,
+                  vec=v)
 
 
 def _split_plan(op: str, n: int, k: int, dtype: np.dtype, v: int, props: dict):
@@ -315,7 +329,7 @@ def _split_plan(op: str, n: int, k: int, dtype: np.dtype, v: int, props: dict):
     partial, finish = _split_kernels(dtype, op, v)
     finish_items = n if op in _REDUCE_OPS else n * chunks
     return Launch(partial, "split", _grid(props, n * chunks, block, smem), block, smem, 0,
-                  chunk, finish, _grid(props, finish_items, block, 0))
+                  chunk, finish, _grid(props, finish_items, block, 0), vec=v)
 
 
 def split_workspace_size(launch: Launch, n: int, k: int) -> int:
@@ -368,7 +382,7 @@ def _data_ptr(x) -> int:
 # properties of one device's loaded module, so both are keyed by the device.
 _kernels: dict = {}
 _raised_smem: dict = {}
-# plan() results by (device, op, n, k, dtype, aligned): repeated calls of one
+# plan() results by (device, op, n, k, dtype, layout width): repeated calls of one
 # shape skip the planning (9-15 us of Python). Bounded: cleared when full.
 _plans: dict = {}
 _PLANS_MAX = 4096
@@ -449,12 +463,92 @@ def out_shape(op: str, n: int, k: int) -> tuple:
     return (n, k)
 
 
+def row_stride(x):
+    """The row stride of ``x`` in elements, as the row kernels take it, or
+    None when they cannot: a 2-D array needs a unit column stride and a
+    non-negative row stride that is a whole number of elements (0 included:
+    a row broadcast to every row); a 1-D array (logsumexp's output) a
+    positive stride of whole elements. A single row, or a single column,
+    has no stride that matters."""
+    item = x.itemsize
+    if x.ndim == 1:
+        n, = x.shape
+        s = x.strides[0]
+        if n <= 1:
+            return 1
+        return s // item if s > 0 and s % item == 0 else None
+    if x.ndim != 2:
+        return None
+    n, k = x.shape
+    if k > 1 and x.strides[1] != item:
+        return None
+    if n <= 1:
+        return k
+    s = x.strides[0]
+    return s // item if s >= 0 and s % item == 0 else None
+
+
+def _widths(dtype: np.dtype) -> tuple:
+    """The vector widths (elements per access) the row kernels are built
+    for, widest first: the 16-byte one and 1."""
+    vec = _vector_width(dtype)
+    return (vec, 1) if vec > 1 else (1,)
+
+
+def layout_width(dtype, k: int, ptrs, lds) -> int:
+    """The widest of the kernels' widths w that K, every row stride in
+    ``lds`` and every pointer in ``ptrs`` (at w * itemsize bytes) allow:
+    what ``plan`` takes as ``aligned``."""
+    dtype = np.dtype(dtype)
+    for w in _widths(dtype):
+        if k % w == 0 and all(ld % w == 0 for ld in lds) and all(p % (w * dtype.itemsize) == 0 for p in ptrs):
+            return w
+    return 1
+
+
+def kernel_args(op: str, launch: Launch, a, b, out, mask) -> tuple:
+    """The argument tuples of ``launch``'s kernel(s), in the order of their
+    signatures in cuda/softmax.cu: the row kernels take (a, b, out, mask,
+    ldm, lda, ldb, ldo, n_rows, k[, width]); the split tier's partial
+    (a, ws, mask, ldm, lda, n_rows, k, chunk) and finish (a, out, ws, mask,
+    ldm, lda, ldo, n_rows, k, chunk) -- with ``ws`` a placeholder (None) that
+    ``run`` fills in; the Jacobian's (x, out, mask, ldm, n_rows, k[, width])
+    on C-contiguous arrays. Every row stride is in elements."""
+    n, k = a.shape
+    mask_ptr, ldm = mask_args(mask, n, k)
+    if op == _JACOBIAN:
+        scalars = (ldm, np.int64(n), np.int32(k))
+        if launch.width:
+            scalars += (np.int32(launch.width),)
+        return ((a, out, mask_ptr) + scalars,)
+    lda = np.int64(_checked_stride(a, "a"))
+    ldo = np.int64(_checked_stride(out, "out"))
+    if launch.chunk:
+        tail = (np.int64(n), np.int32(k), np.int32(launch.chunk))
+        return ((a, None, mask_ptr, ldm, lda) + tail, (a, out, None, mask_ptr, ldm, lda, ldo) + tail)
+    b, ldb = (a, lda) if b is None else (b, np.int64(_checked_stride(b, "b")))
+    scalars = (np.int64(n), np.int32(k))
+    if launch.width:
+        scalars += (np.int32(launch.width),)
+    return ((a, b, out, mask_ptr, ldm, lda, ldb, ldo) + scalars,)
+
+
+def _checked_stride(x, name: str) -> int:
+    ld = row_stride(x)
+    if ld is None:
+        raise ValueError(f"{name}: the GPU kernels take a unit column stride and a non-negative row stride "
+                         f"of whole elements, got strides {x.strides}")
+    return ld
+
+
 def run(op: str, a, b, out, num_threads: int = 0, fresh: bool = False, mask=None) -> None:
     """Compute ``op`` on the (N, K) array ``a`` (and gradient ``b``) into ``out``.
 
-    All arrays are C-contiguous and of one native dtype; ``out`` has the
-    shape ``out_shape(op, N, K)``: (N, K), (N, K, K) for the Jacobian, (N,)
-    for logsumexp. ``b`` is None for the forward operations. ``mask`` (where=)
+    All arrays are of one native dtype with unit column stride and any
+    non-negative row stride (``row_stride``; C-contiguous for the
+    Jacobian); ``out`` has the shape ``out_shape(op, N, K)``: (N, K),
+    (N, K, K) for the Jacobian, (N,) for logsumexp, and rows that do not
+    overlap. ``b`` is None for the forward operations. ``mask`` (where=)
     is None or a uint8 array of shape (K,) or (N, K) with unit column stride.
     ``num_threads`` and ``fresh`` (``out`` was just allocated) are the CPU
     backend's knobs, part of the shared backend signature; the GPU has no
@@ -465,26 +559,24 @@ def run(op: str, a, b, out, num_threads: int = 0, fresh: bool = False, mask=None
     check_same_device((("a", a), ("b", b), ("out", out), ("mask", mask)), op)
     device = _device_of(a)
     props = _device_properties(device.id)
-    arrays = (a, out) if b is None else (a, b, out)
-    aligned = all(_data_ptr(x) % _VECTOR_BYTES == 0 for x in arrays)
-    key = (device.id, op, n, k, a.dtype.char, aligned)
+    if op == _JACOBIAN:
+        width = layout_width(a.dtype, k, (_data_ptr(a), _data_ptr(out)), ())
+    else:
+        # logsumexp writes one scalar per row: only its input's layout counts
+        vectors = (a,) if op in _REDUCE_OPS else (a, out) if b is None else (a, b, out)
+        width = layout_width(a.dtype, k, [_data_ptr(x) for x in vectors],
+                             [_checked_stride(x, name) for x, name in zip(vectors, ("a", "b", "out"))
+                              if x.ndim == 2])
+    key = (device.id, op, n, k, a.dtype.char, width)
     launch = _plans.get(key)
     if launch is None:
         if len(_plans) >= _PLANS_MAX:
             _plans.clear()
-        launch = _plans[key] = plan(op, n, k, a.dtype, aligned, props)
-    mask_ptr, ldm = mask_args(mask, n, k)
+        launch = _plans[key] = plan(op, n, k, a.dtype, width, props)
+    args = kernel_args(op, launch, a, b, out, mask)
     if launch.chunk:
-        _run_split(op, launch, device, props, a, out, mask_ptr, ldm)
+        _run_split(op, launch, device, a, args)
         return
-
-    scalars = (ldm, np.int64(n), np.int32(k))
-    if launch.width:
-        scalars += (np.int32(launch.width),)
-    if op == _JACOBIAN:
-        args = (a, out, mask_ptr) + scalars
-    else:
-        args = (a, a if b is None else b, out, mask_ptr) + scalars
     with device:
         kernel = _kernel(device.id, (op, a.dtype.name), launch.kernel)
         if launch.shared_mem > props["sharedMemPerBlock"]:
@@ -493,7 +585,7 @@ def run(op: str, a, b, out, num_threads: int = 0, fresh: bool = False, mask=None
                 # Above 48 KiB a kernel must opt in to more dynamic shared memory.
                 kernel.max_dynamic_shared_size_bytes = launch.shared_mem
                 _raised_smem[key] = launch.shared_mem
-        kernel((launch.grid,), (launch.block,), args, shared_mem=launch.shared_mem)
+        kernel((launch.grid,), (launch.block,), args[0], shared_mem=launch.shared_mem)
 
 
 def _workspace(a, size: int, dtype):
@@ -505,18 +597,19 @@ def _workspace(a, size: int, dtype):
     return np.empty((size,), dtype=dtype)  # NumPy stand-ins of the emulator
 
 
-def _run_split(op, launch, device, props, a, out, mask_ptr, ldm) -> None:
+def _run_split(op, launch, device, a, args) -> None:
     """The split tier's two launches: chunk partials, then merge and write."""
     n, k = a.shape
     acc = np.float64 if a.dtype == np.float64 else np.float32
-    scalars = (ldm, np.int64(n), np.int32(k), np.int32(launch.chunk))
+    partial_args, finish_args = args
     group = (op, a.dtype.name)
     with device:
         ws = _workspace(a, split_workspace_size(launch, n, k), acc)
         partial = _kernel(device.id, group, launch.kernel)
         finish = _kernel(device.id, group, launch.finish)
-        partial((launch.grid,), (launch.block,), (a, ws, mask_ptr) + scalars, shared_mem=launch.shared_mem)
-        finish((launch.finish_grid,), (launch.block,), (a, out, ws, mask_ptr) + scalars, shared_mem=0)
+        partial((launch.grid,), (launch.block,), partial_args[:1] + (ws,) + partial_args[2:],
+                shared_mem=launch.shared_mem)
+        finish((launch.finish_grid,), (launch.block,), finish_args[:2] + (ws,) + finish_args[3:], shared_mem=0)
 
 
 def info() -> dict:

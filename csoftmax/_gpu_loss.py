@@ -130,7 +130,7 @@ def plan(n: int, k: int, dtype, soft: bool, aligned: bool, props: dict) -> _gpu.
         if width < 32:
             v = 1  # groups narrower than a warp: the scalar kernel (runtime width)
         grid = _gpu._grid(props, -(-n // (threads // width)), threads, 0)
-        return _gpu.Launch(_warp_kernel(dtype, soft, v), "warp", grid, threads, 0, width)
+        return _gpu.Launch(_warp_kernel(dtype, soft, v), "warp", grid, threads, 0, width, vec=v)
     acc = _ACC[dtype].itemsize
     # The block kernels' bound is CSM_MAX_THREADS_VEC (cross_entropy.cu, csm_xent_block).
     block = _gpu._block_size(v, k, c["CSM_MAX_THREADS_VEC"])
@@ -138,10 +138,10 @@ def plan(n: int, k: int, dtype, soft: bool, aligned: bool, props: dict) -> _gpu.
     reserved = props.get("reservedSharedMemPerBlock", _gpu._RESERVED_SMEM_DEFAULT)
     if cached <= props["sharedMemPerBlockOptin"] and cached + reserved <= props["sharedMemPerMultiprocessor"]:
         return _gpu.Launch(_block_kernel(dtype, soft, v, True), "block-smem", _gpu._grid(props, n, block, cached),
-                           block, cached, 0)
+                           block, cached, 0, vec=v)
     smem = c["CSM_SCRATCH"] * acc
     return _gpu.Launch(_block_kernel(dtype, soft, v, False), "block-l2", _gpu._grid(props, n, block, smem), block,
-                       smem, 0)
+                       smem, 0, vec=v)
 
 
 # ---------------------------------------------------------------- seam and caches
