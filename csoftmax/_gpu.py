@@ -352,12 +352,11 @@ def _device_properties(device_id: int) -> dict:
     return cupy.cuda.runtime.getDeviceProperties(device_id)
 
 
-@functools.lru_cache(maxsize=None)
-def _load_module(device_id: int, group: tuple):
-    """One module per device and (op, dtype name) group, built on its first
-    use: a call compiles the dozen kernels its operation and dtype may need,
-    not all of them (NVRTC 13.5 on 2 cores: see README, GPU), and a later
-    process loads them from the disk cache (csoftmax/_gpu_cache.py)."""
+def build_module(device_id: int, code: str, names: tuple):
+    """The one loader of every CUDA module (softmax's groups here, the loss's
+    in _gpu_loss): the kernels ``names`` of the text ``code`` for
+    ``device_id``'s architecture, from the disk cache (csoftmax/_gpu_cache.py)
+    or compiled and stored there, loaded under that device."""
     import cupy
 
     from . import _gpu_cache
@@ -365,7 +364,16 @@ def _load_module(device_id: int, group: tuple):
     props = _device_properties(device_id)
     arch = props["major"] * 10 + props["minor"] if "major" in props and "minor" in props else None
     with cupy.cuda.Device(device_id):
-        return _gpu_cache.load_module(cupy, source(), _OPTIONS, group_names(*group), arch)
+        return _gpu_cache.load_module(cupy, code, _OPTIONS, names, arch)
+
+
+@functools.lru_cache(maxsize=None)
+def _load_module(device_id: int, group: tuple):
+    """One module per device and (op, dtype name) group, built on its first
+    use: a call compiles the dozen kernels its operation and dtype may need,
+    not all of them (NVRTC 13.5 on 2 cores: see README, GPU), and a later
+    process loads them from the disk cache (csoftmax/_gpu_cache.py)."""
+    return build_module(device_id, source(), group_names(*group))
 
 
 # ---------------------------------------------------------------- launch
@@ -393,13 +401,21 @@ _PLANS_MAX = 4096
 NULL = np.uint64(0)
 
 
+def cached_kernel(kernels: dict, load, device_id: int, group: tuple, name: str):
+    """The kernel ``name`` of the module ``load(device_id, group)``, looked
+    up once per (device, name) in ``kernels``; call under that device. (The
+    one kernel cache of softmax's and the loss's modules, each with its own
+    dict and loader seam.)"""
+    key = (device_id, name)
+    kernel = kernels.get(key)
+    if kernel is None:
+        kernel = kernels[key] = load(device_id, group).get_function(name)
+    return kernel
+
+
 def _kernel(device_id: int, group: tuple, name: str):
     """The kernel ``name`` of group ``group`` on ``device_id``; call under that device."""
-    key = (device_id, name)
-    kernel = _kernels.get(key)
-    if kernel is None:
-        kernel = _kernels[key] = _load_module(device_id, group).get_function(name)
-    return kernel
+    return cached_kernel(_kernels, _load_module, device_id, group, name)
 
 
 def check_same_device(named, fname: str) -> None:
