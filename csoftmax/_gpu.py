@@ -57,14 +57,19 @@ _VECTOR_BYTES = 16
 _WARP_TIER_MAX_K = 1024
 _WARP_TIER_MAX_BYTES = 4096
 _WARP_TIER_MAX_K_FLOAT64 = 256
-# Rows that cannot use vector loads (K not a multiple of 16 bytes, or an
-# unaligned pointer) stay in the warp tier up to 8 elements per lane (K <= 256):
-# at 16 and 32 scalar elements per lane ptxas needs 144 registers, and those 16
-# kernels took 9.5 of 21 s of NVRTC time per architecture (measured, sm_90).
+# Rows that cannot use vector loads (K, a row stride or a pointer not a
+# multiple of 16 bytes) stay in the warp tier up to this many elements per
+# lane (32 x this K), rather than take a block of up to 1024 threads per row
+# (issue 13, item 4: odd K such as 577 or 1001). float32 goes all the way
+# (32 per lane, K <= 1024): its 10 scalar kernels of 16 and 32 elements per
+# lane compile with no spill on sm_75..sm_100 at 48-118 registers, in
+# 2-4 s per architecture for all 10 (NVRTC 13.5, measured on a loaded
+# machine), about +0.5 s of CPU to a float32 group's first compile.
 # float16 stops at 4 (K <= 128): at 8, the backward kernels spill 12 bytes on
 # sm_80, sm_86 and sm_89 at 48-56 registers (ptxas's occupancy heuristic,
-# NVRTC 13.5), and a spill fails the build.
-_WARP_SCALAR_MAX_COLS = {np.dtype(np.float16): 4, np.dtype(np.float32): 8, np.dtype(np.float64): 8}
+# NVRTC 13.5), and a spill fails the build. float64 stops at 8 (its warp tier
+# ends at K = 256).
+_WARP_SCALAR_MAX_COLS = {np.dtype(np.float16): 4, np.dtype(np.float32): 32, np.dtype(np.float64): 8}
 # Grid = SMs x resident blocks per SM x waves, capped by the work: OneFlow
 # softmax.cuh GetNumBlocks (kNumWaves = 32); the kernels grid-stride over rows.
 _WAVES = 32

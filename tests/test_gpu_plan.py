@@ -163,8 +163,11 @@ def test_tiers_move_from_warp_to_shared_memory_to_l2_as_k_grows(device, op, dtyp
     "op, k, dtype, aligned, tier",
     [
         ("softmax", 1024, np.float32, True, "warp"),  # PyTorch's persistent-softmax limit
-        ("softmax", 1000, np.float32, False, "block-smem"),  # scalar rows leave the warp tier above 256
-        ("softmax", 256, np.float32, False, "warp"),
+        ("softmax", 1001, np.float32, True, "warp"),  # float32 scalar rows: the warp tier up to 1024
+        ("softmax", 1000, np.float32, False, "warp"),
+        ("softmax", 1025, np.float32, False, "block-smem"),
+        ("softmax", 129, np.float16, False, "block-smem"),  # float16 scalar rows leave it above 128
+        ("softmax", 257, np.float64, False, "block-smem"),
         ("softmax", 512, np.float64, True, "block-smem"),  # double stops at 256
         ("softmax", 58000, np.float32, True, "block-smem"),  # 227 KiB of shared memory on an H100
         ("softmax", 58100, np.float32, True, "block-l2"),

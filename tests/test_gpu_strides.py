@@ -30,8 +30,9 @@ PROPS = devices.EMULATED
 ELEMENTWISE = tuple(op for op in ROW_OPS if op != "logsumexp")
 
 # K: a sub-warp group (5), an odd scalar warp row (37), a vectorised warp row
-# (64), an odd block row (1001) and a vectorised block row (4096; the L2 tier
-# for float64 on the emulated device... shared memory otherwise).
+# (64), an odd long row (1001: the scalar warp tier for float32, 32 elements
+# per lane; a block per row for float16 and float64) and a vectorised block
+# row (4096).
 KS = (5, 37, 64, 1001, 4096)
 
 
@@ -111,6 +112,15 @@ def test_split_rows_with_a_row_stride(emulated, monkeypatch, op):
         got, launch = _emulate_with_plan(op, a, None, pad=pad)
         assert launch.tier == "split" and launch.vec == (1 if pad == 3 else _gpu._vector_width(dtype))
         check(op, got, a, None)
+
+
+@pytest.mark.parametrize("k", (577, 1001, 1023))
+@pytest.mark.parametrize("op", ROW_OPS)
+def test_odd_float32_rows_stay_in_the_warp_tier(emulated, op, k):
+    a, b = inputs(op, 7, k, np.dtype(np.float32), seed=k)
+    got, launch = _emulate_with_plan(op, a, b, pad=3)
+    check(op, got, a, b)
+    assert launch.tier == "warp" and launch.vec == 1 and launch.block == 128
 
 
 def test_layout_width_takes_k_strides_and_pointers():
