@@ -64,7 +64,8 @@ _WARP_TIER_MAX_K_FLOAT64 = 256
 # (32 per lane, K <= 1024): its 10 scalar kernels of 16 and 32 elements per
 # lane compile with no spill on sm_75..sm_100 at 48-118 registers, in
 # 2-4 s per architecture for all 10 (NVRTC 13.5, measured on a loaded
-# machine), about +0.5 s of CPU to a float32 group's first compile.
+# machine); they are a module of their own (kernel_group), compiled only
+# when a call needs one.
 # float16 stops at 4 (K <= 128): at 8, the backward kernels spill 12 bytes on
 # sm_80, sm_86 and sm_89 at 48-56 registers (ptxas's occupancy heuristic,
 # NVRTC 13.5), and a spill fails the build. float64 stops at 8 (its warp tier
@@ -169,10 +170,28 @@ def _split_kernels(dtype, op, vec) -> tuple:
             f"csm_rows_split_finish<{_CTYPE[dtype]}, {_ROW_CODES[op]}, {finish_vec}>")
 
 
+# The part of an (op, dtype) group compiled as a module of its own: the
+# scalar warp kernels of more than 8 elements per lane (float32 rows of
+# 257..1024 elements that cannot vectorise). They add about a third to a
+# float32 group's first compile (bench/gpu_compile_cache.py), so only a call
+# that needs one of them pays for them.
+_WIDE_SCALAR = "wide-scalar"
+
+
+def _wide_scalar(name: str) -> bool:
+    return name.startswith("csm_rows_warp<") and name.endswith((", 1, 16>", ", 1, 32>"))
+
+
+def kernel_group(op: str, dtype, name: str) -> tuple:
+    """The module (group) that holds kernel ``name`` of (op, dtype): the
+    argument of ``group_names`` and of the module loader."""
+    dtype = np.dtype(dtype)
+    return (op, dtype.name, _WIDE_SCALAR) if _wide_scalar(name) else (op, dtype.name)
+
+
 @functools.lru_cache(maxsize=None)
-def group_names(op: str, dtype) -> tuple:
-    """The kernel instantiations the planner can choose for one (op, dtype):
-    the name expressions of one lazily compiled module (about a tenth of all)."""
+def _op_names(op: str, dtype) -> tuple:
+    """Every kernel instantiation the planner can choose for one (op, dtype)."""
     dtype = np.dtype(dtype)
     if op == _JACOBIAN:
         return (f"csm_jacobian_warp<{_CTYPE[dtype]}>", f"csm_jacobian_block<{_CTYPE[dtype]}>")
@@ -186,12 +205,21 @@ def group_names(op: str, dtype) -> tuple:
 
 
 @functools.lru_cache(maxsize=None)
+def group_names(op: str, dtype, part: str = "") -> tuple:
+    """The name expressions of one lazily compiled module of (op, dtype):
+    the kernels the planner can choose (about a tenth of all), but for the
+    wide scalar warp kernels, which ``part`` = "wide-scalar" names (a module
+    of their own: kernel_group)."""
+    return tuple(name for name in _op_names(op, dtype) if _wide_scalar(name) == (part == _WIDE_SCALAR))
+
+
+@functools.lru_cache(maxsize=None)
 def name_expressions() -> tuple:
     """Every kernel instantiation the planner can choose (all groups)."""
     names = []
     for dtype in NATIVE_DTYPES:
         for op in OPS:
-            names += [name for name in group_names(op, dtype) if name not in names]
+            names += [name for name in _op_names(op, dtype) if name not in names]
     return tuple(names)
 
 
@@ -374,8 +402,8 @@ def build_module(device_id: int, code: str, names: tuple):
 
 @functools.lru_cache(maxsize=None)
 def _load_module(device_id: int, group: tuple):
-    """One module per device and (op, dtype name) group, built on its first
-    use: a call compiles the dozen kernels its operation and dtype may need,
+    """One module per device and (op, dtype name[, part]) group, built on its
+    first use: a call compiles the dozen kernels its operation and dtype may need,
     not all of them (NVRTC 13.5 on 2 cores: see README, GPU), and a later
     process loads them from the disk cache (csoftmax/_gpu_cache.py)."""
     return build_module(device_id, source(), group_names(*group))
@@ -599,7 +627,7 @@ def run(op: str, a, b, out, num_threads: int = 0, fresh: bool = False, mask=None
         _run_split(op, launch, device, a, args)
         return
     with device:
-        kernel = _kernel(device.id, (op, a.dtype.name), launch.kernel)
+        kernel = _kernel(device.id, kernel_group(op, a.dtype, launch.kernel), launch.kernel)
         if launch.shared_mem > props["sharedMemPerBlock"]:
             key = (device.id, launch.kernel)
             if _raised_smem.get(key, 0) < launch.shared_mem:

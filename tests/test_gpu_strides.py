@@ -292,3 +292,16 @@ def test_a_broadcast_row_is_passed_with_row_stride_0(cp, launched):
     check("log_softmax", got.get(), np.broadcast_to(a[0], (5, 64)), None)
     (_, seen, _, _), = launched
     assert seen.strides == (0, 4) and _copies(cp) == []
+
+
+def test_wide_scalar_warp_kernels_are_a_module_of_their_own(cp):
+    # a float32 group's first compile leaves out the scalar kernels of 16 and
+    # 32 elements per lane; the first call that needs one builds them apart
+    x = cp.asarray(inputs("softmax", 3, 64, np.dtype(np.float32), seed=1)[0])
+    csoftmax.softmax(x)
+    assert cp.modules == [(0, _gpu.group_names("softmax", np.float32))]
+    assert not any(name.endswith((", 1, 16>", ", 1, 32>")) for name in cp.modules[0][1])
+    a = inputs("softmax", 3, 1001, np.dtype(np.float32), seed=2)[0]
+    check("softmax", csoftmax.softmax(cp.asarray(a)).get(), a, None)
+    assert cp.modules[1:] == [(0, ("csm_rows_warp<float, 0, 1, 16>", "csm_rows_warp<float, 0, 1, 32>"))]
+    assert not cp.violations

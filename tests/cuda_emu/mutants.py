@@ -24,11 +24,10 @@ class Mutant(NamedTuple):
 MUTANTS = (
     Mutant(
         "warp-store-bound-off-by-one",
-        "the warp tier stores one element past the row",
-        "if (p < packs) {\n                    const unsigned keep = csm_keep_bits<VEC>(mrow, col);\n#pragma unroll\n"
-        "                    for (int c = 0; c < VEC; ++c) {\n                        A& v",
-        "if (p <= packs) {\n                    const unsigned keep = csm_keep_bits<VEC>(mrow, col);\n#pragma unroll\n"
-        "                    for (int c = 0; c < VEC; ++c) {\n                        A& v",
+        "the warp tier counts one pack too many for lanes whose last pack ends the row: it loads and "
+        "stores one element past the row",
+        "(k - col_lane * VEC - 1) / (width * VEC) + 1;",
+        "(k - col_lane * VEC) / (width * VEC) + 1;",
         (("softmax", "float32", 7, 33),),
     ),
     Mutant(
