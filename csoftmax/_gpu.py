@@ -182,6 +182,7 @@ def _wide_scalar(name: str) -> bool:
     return name.startswith("csm_rows_warp<") and name.endswith((", 1, 16>", ", 1, 32>"))
 
 
+@functools.lru_cache(maxsize=None)
 def kernel_group(op: str, dtype, name: str) -> tuple:
     """The module (group) that holds kernel ``name`` of (op, dtype): the
     argument of ``group_names`` and of the module loader."""
@@ -520,21 +521,21 @@ def row_stride(x):
     positive stride of whole elements. A single row, or a single column,
     has no stride that matters."""
     item = x.itemsize
-    if x.ndim == 1:
-        n, = x.shape
-        s = x.strides[0]
+    shape, strides = x.shape, x.strides
+    if len(shape) == 2:
+        n, k = shape
+        if k > 1 and strides[1] != item:
+            return None
         if n <= 1:
+            return k
+        s = strides[0]
+        return s // item if s >= 0 and s % item == 0 else None
+    if len(shape) == 1:
+        s = strides[0]
+        if shape[0] <= 1:
             return 1
         return s // item if s > 0 and s % item == 0 else None
-    if x.ndim != 2:
-        return None
-    n, k = x.shape
-    if k > 1 and x.strides[1] != item:
-        return None
-    if n <= 1:
-        return k
-    s = x.strides[0]
-    return s // item if s >= 0 and s % item == 0 else None
+    return None
 
 
 def _widths(dtype: np.dtype) -> tuple:
@@ -544,25 +545,41 @@ def _widths(dtype: np.dtype) -> tuple:
     return (vec, 1) if vec > 1 else (1,)
 
 
+# dtype -> its widths above 1, with their bytes (run() asks on every call)
+_WIDER = {dt: tuple((w, w * dt.itemsize) for w in _widths(dt) if w > 1) for dt in NATIVE_DTYPES}
+
+
 def layout_width(dtype, k: int, ptrs, lds) -> int:
     """The widest of the kernels' widths w that K, every row stride in
     ``lds`` and every pointer in ``ptrs`` (at w * itemsize bytes) allow:
     what ``plan`` takes as ``aligned``."""
-    dtype = np.dtype(dtype)
-    for w in _widths(dtype):
-        if k % w == 0 and all(ld % w == 0 for ld in lds) and all(p % (w * dtype.itemsize) == 0 for p in ptrs):
-            return w
+    wider = _WIDER.get(dtype)
+    if wider is None:
+        dtype = np.dtype(dtype)
+        wider = tuple((w, w * dtype.itemsize) for w in _widths(dtype) if w > 1)
+    for w, nbytes in wider:
+        if k % w == 0:
+            for ld in lds:
+                if ld % w:
+                    break
+            else:
+                for p in ptrs:
+                    if p % nbytes:
+                        break
+                else:
+                    return w
     return 1
 
 
-def kernel_args(op: str, launch: Launch, a, b, out, mask) -> tuple:
+def kernel_args(op: str, launch: Launch, a, b, out, mask, lds=None) -> tuple:
     """The argument tuples of ``launch``'s kernel(s), in the order of their
     signatures in cuda/softmax.cu: the row kernels take (a, b, out, mask,
     ldm, lda, ldb, ldo, n_rows, k[, width]); the split tier's partial
     (a, ws, mask, ldm, lda, n_rows, k, chunk) and finish (a, out, ws, mask,
     ldm, lda, ldo, n_rows, k, chunk) -- with ``ws`` a placeholder (None) that
     ``run`` fills in; the Jacobian's (x, out, mask, ldm, n_rows, k[, width])
-    on C-contiguous arrays. Every row stride is in elements."""
+    on C-contiguous arrays. Every row stride is in elements; ``lds``: the
+    (lda, ldb, ldo) that ``run`` already has, else computed here."""
     n, k = a.shape
     mask_ptr, ldm = mask_args(mask, n, k)
     if op == _JACOBIAN:
@@ -570,16 +587,24 @@ def kernel_args(op: str, launch: Launch, a, b, out, mask) -> tuple:
         if launch.width:
             scalars += (np.int32(launch.width),)
         return ((a, out, mask_ptr) + scalars,)
-    lda = np.int64(_checked_stride(a, "a"))
-    ldo = np.int64(_checked_stride(out, "out"))
+    if lds is None:
+        lds = _row_strides(a, b, out)
+    lda, ldb, ldo = lds
+    lda, ldb, ldo = np.int64(lda), np.int64(ldb), np.int64(ldo)
     if launch.chunk:
         tail = (np.int64(n), np.int32(k), np.int32(launch.chunk))
         return ((a, None, mask_ptr, ldm, lda) + tail, (a, out, None, mask_ptr, ldm, lda, ldo) + tail)
-    b, ldb = (a, lda) if b is None else (b, np.int64(_checked_stride(b, "b")))
+    b = a if b is None else b
     scalars = (np.int64(n), np.int32(k))
     if launch.width:
         scalars += (np.int32(launch.width),)
     return ((a, b, out, mask_ptr, ldm, lda, ldb, ldo) + scalars,)
+
+
+def _row_strides(a, b, out) -> tuple:
+    """(lda, ldb, ldo) of a row operation; ldb = lda without a gradient."""
+    lda = _checked_stride(a, "a")
+    return lda, lda if b is None else _checked_stride(b, "b"), _checked_stride(out, "out")
 
 
 def _checked_stride(x, name: str) -> int:
@@ -608,21 +633,24 @@ def run(op: str, a, b, out, num_threads: int = 0, fresh: bool = False, mask=None
     check_same_device((("a", a), ("b", b), ("out", out), ("mask", mask)), op)
     device = _device_of(a)
     props = _device_properties(device.id)
+    lds = None
     if op == _JACOBIAN:
-        width = layout_width(a.dtype, k, (_data_ptr(a), _data_ptr(out)), ())
+        width = 1  # the Jacobian kernels have no vector path
     else:
-        # logsumexp writes one scalar per row: only its input's layout counts
-        vectors = (a,) if op in _REDUCE_OPS else (a, out) if b is None else (a, b, out)
-        width = layout_width(a.dtype, k, [_data_ptr(x) for x in vectors],
-                             [_checked_stride(x, name) for x, name in zip(vectors, ("a", "b", "out"))
-                              if x.ndim == 2])
+        lds = lda, ldb, ldo = _row_strides(a, b, out)
+        if op in _REDUCE_OPS:  # one scalar per row out: only the input's layout counts
+            width = layout_width(a.dtype, k, (_data_ptr(a),), (lda,))
+        elif b is None:
+            width = layout_width(a.dtype, k, (_data_ptr(a), _data_ptr(out)), (lda, ldo))
+        else:
+            width = layout_width(a.dtype, k, (_data_ptr(a), _data_ptr(b), _data_ptr(out)), (lda, ldb, ldo))
     key = (device.id, op, n, k, a.dtype.char, width)
     launch = _plans.get(key)
     if launch is None:
         if len(_plans) >= _PLANS_MAX:
             _plans.clear()
         launch = _plans[key] = plan(op, n, k, a.dtype, width, props)
-    args = kernel_args(op, launch, a, b, out, mask)
+    args = kernel_args(op, launch, a, b, out, mask, lds)
     if launch.chunk:
         _run_split(op, launch, device, a, args)
         return
