@@ -1,8 +1,9 @@
 """GPU backend: launches the kernels of ``cuda/softmax.cu`` through CuPy.
 
 ``csoftmax._semantics`` validates, promotes, moves axes and allocates ``out``; this
-module only picks a kernel and a launch configuration for a clean, C-contiguous
-(N, K) problem and launches it. CuPy is imported lazily, so importing csoftmax
+module only picks a kernel and a launch configuration for an (N, K) problem
+whose arrays have unit column stride (any non-negative row stride: row-sliced
+views are passed as they are) and launches it. CuPy is imported lazily, so importing csoftmax
 costs nothing on machines without it.
 
 Three seams stand between the launch code and CuPy -- ``_device_of``,
@@ -56,14 +57,20 @@ _VECTOR_BYTES = 16
 _WARP_TIER_MAX_K = 1024
 _WARP_TIER_MAX_BYTES = 4096
 _WARP_TIER_MAX_K_FLOAT64 = 256
-# Rows that cannot use vector loads (K not a multiple of 16 bytes, or an
-# unaligned pointer) stay in the warp tier up to 8 elements per lane (K <= 256):
-# at 16 and 32 scalar elements per lane ptxas needs 144 registers, and those 16
-# kernels took 9.5 of 21 s of NVRTC time per architecture (measured, sm_90).
+# Rows that cannot use vector loads (K, a row stride or a pointer not a
+# multiple of 16 bytes) stay in the warp tier up to this many elements per
+# lane (32 x this K), rather than take a block of up to 1024 threads per row
+# (issue 13, item 4: odd K such as 577 or 1001). float32 goes all the way
+# (32 per lane, K <= 1024): its 10 scalar kernels of 16 and 32 elements per
+# lane compile with no spill on sm_75..sm_100 at 48-118 registers, in
+# 2-4 s per architecture for all 10 (NVRTC 13.5, measured on a loaded
+# machine); they are a module of their own (kernel_group), compiled only
+# when a call needs one.
 # float16 stops at 4 (K <= 128): at 8, the backward kernels spill 12 bytes on
 # sm_80, sm_86 and sm_89 at 48-56 registers (ptxas's occupancy heuristic,
-# NVRTC 13.5), and a spill fails the build.
-_WARP_SCALAR_MAX_COLS = {np.dtype(np.float16): 4, np.dtype(np.float32): 8, np.dtype(np.float64): 8}
+# NVRTC 13.5), and a spill fails the build. float64 stops at 8 (its warp tier
+# ends at K = 256).
+_WARP_SCALAR_MAX_COLS = {np.dtype(np.float16): 4, np.dtype(np.float32): 32, np.dtype(np.float64): 8}
 # Grid = SMs x resident blocks per SM x waves, capped by the work: OneFlow
 # softmax.cuh GetNumBlocks (kNumWaves = 32); the kernels grid-stride over rows.
 _WAVES = 32
@@ -163,10 +170,29 @@ def _split_kernels(dtype, op, vec) -> tuple:
             f"csm_rows_split_finish<{_CTYPE[dtype]}, {_ROW_CODES[op]}, {finish_vec}>")
 
 
+# The part of an (op, dtype) group compiled as a module of its own: the
+# scalar warp kernels of more than 8 elements per lane (float32 rows of
+# 257..1024 elements that cannot vectorise). They add about a third to a
+# float32 group's first compile (bench/gpu_compile_cache.py), so only a call
+# that needs one of them pays for them.
+_WIDE_SCALAR = "wide-scalar"
+
+
+def _wide_scalar(name: str) -> bool:
+    return name.startswith("csm_rows_warp<") and name.endswith((", 1, 16>", ", 1, 32>"))
+
+
 @functools.lru_cache(maxsize=None)
-def group_names(op: str, dtype) -> tuple:
-    """The kernel instantiations the planner can choose for one (op, dtype):
-    the name expressions of one lazily compiled module (about a tenth of all)."""
+def kernel_group(op: str, dtype, name: str) -> tuple:
+    """The module (group) that holds kernel ``name`` of (op, dtype): the
+    argument of ``group_names`` and of the module loader."""
+    dtype = np.dtype(dtype)
+    return (op, dtype.name, _WIDE_SCALAR) if _wide_scalar(name) else (op, dtype.name)
+
+
+@functools.lru_cache(maxsize=None)
+def _op_names(op: str, dtype) -> tuple:
+    """Every kernel instantiation the planner can choose for one (op, dtype)."""
     dtype = np.dtype(dtype)
     if op == _JACOBIAN:
         return (f"csm_jacobian_warp<{_CTYPE[dtype]}>", f"csm_jacobian_block<{_CTYPE[dtype]}>")
@@ -180,12 +206,21 @@ def group_names(op: str, dtype) -> tuple:
 
 
 @functools.lru_cache(maxsize=None)
+def group_names(op: str, dtype, part: str = "") -> tuple:
+    """The name expressions of one lazily compiled module of (op, dtype):
+    the kernels the planner can choose (about a tenth of all), but for the
+    wide scalar warp kernels, which ``part`` = "wide-scalar" names (a module
+    of their own: kernel_group)."""
+    return tuple(name for name in _op_names(op, dtype) if _wide_scalar(name) == (part == _WIDE_SCALAR))
+
+
+@functools.lru_cache(maxsize=None)
 def name_expressions() -> tuple:
     """Every kernel instantiation the planner can choose (all groups)."""
     names = []
     for dtype in NATIVE_DTYPES:
         for op in OPS:
-            names += [name for name in group_names(op, dtype) if name not in names]
+            names += [name for name in _op_names(op, dtype) if name not in names]
     return tuple(names)
 
 
@@ -204,6 +239,9 @@ class Launch(NamedTuple):
     chunk: int = 0
     finish: str = ""
     finish_grid: int = 0
+    # Elements per vector access of the kernel(s): the dtype's 16-byte width,
+    # or 1 where K, a row stride or a pointer is not a multiple of it.
+    vec: int = 1
 
 
 def _pow2_ceil(v: int) -> int:
@@ -237,12 +275,16 @@ def _grid(props: dict, work_blocks: int, block: int, shared_mem: int) -> int:
     return int(max(1, min(work_blocks, cap, props.get("maxGridSize", (2**31 - 1,))[0])))
 
 
-def plan(op: str, n: int, k: int, dtype, aligned: bool, props: dict) -> Launch:
+def plan(op: str, n: int, k: int, dtype, aligned, props: dict) -> Launch:
     """Choose the kernel and launch configuration for an (n, k) problem.
 
-    ``aligned`` says whether every pointer is 16-byte aligned; ``props`` are
-    the device properties as ``cupy.cuda.runtime.getDeviceProperties`` gives
-    them.
+    ``aligned``: the widest vector, in elements, that the arrays' pointers
+    and row strides allow (``layout_width``); True stands for the dtype's
+    16-byte width (pointers 16-byte aligned, rows packed), False for 1.
+    ``props`` are the device properties as
+    ``cupy.cuda.runtime.getDeviceProperties`` gives them. The Launch's
+    ``vec`` is the width the kernel uses: the widest of the kernels' widths
+    (``_widths``) that divides K and the layout's width.
     """
     dtype = np.dtype(dtype)
     if dtype not in _CTYPE:
@@ -252,7 +294,10 @@ def plan(op: str, n: int, k: int, dtype, aligned: bool, props: dict) -> Launch:
     c = constants()
     acc = _acc_size(dtype)
     vec = _vector_width(dtype)
-    can_vectorise = aligned and k % vec == 0
+    allowed = (vec if aligned else 1) if isinstance(aligned, bool) else int(aligned)
+    # the kernels' widths are 1 and the 16-byte one (each width is another
+    # set of instantiations: NVRTC time, see README, GPU)
+    can_vectorise = allowed % vec == 0 and k % vec == 0
     warp_threads = c["CSM_WARP_THREADS"]
 
     def warp_grid(width):
@@ -272,12 +317,13 @@ def plan(op: str, n: int, k: int, dtype, aligned: bool, props: dict) -> Launch:
 
     if k <= 32:
         width = _pow2_ceil(k)
-        return Launch(_row_kernel_warp(dtype, op, 1, 1), "warp", warp_grid(width), warp_threads, 0, width)
+        return Launch(_row_kernel_warp(dtype, op, 1, 1), "warp", warp_grid(width), warp_threads, 0, width, vec=1)
     if k <= _warp_tier_max_k(dtype):
         cols = max(2, _pow2_ceil(-(-k // 32)))
         v = vec if can_vectorise and cols >= vec else 1
         if v > 1 or cols <= _WARP_SCALAR_MAX_COLS[dtype]:
-            return Launch(_row_kernel_warp(dtype, op, v, cols // v), "warp", warp_grid(32), warp_threads, 0, 32)
+            return Launch(_row_kernel_warp(dtype, op, v, cols // v), "warp", warp_grid(32), warp_threads, 0, 32,
+                          vec=v)
 
     v = vec if can_vectorise else 1
     if op in _SPLIT_OPS:
@@ -289,9 +335,11 @@ def plan(op: str, n: int, k: int, dtype, aligned: bool, props: dict) -> Launch:
     cached = c["CSM_SCRATCH"] * acc + n_rows_cached * k * _cache_size(dtype)
     reserved = props.get("reservedSharedMemPerBlock", _RESERVED_SMEM_DEFAULT)
     if cached <= props["sharedMemPerBlockOptin"] and cached + reserved <= props["sharedMemPerMultiprocessor"]:
-        return Launch(_row_kernel_block(dtype, op, v, True), "block-smem", _grid(props, n, block, cached), block, cached, 0)
+        return Launch(_row_kernel_block(dtype, op, v, True), "block-smem", _grid(props, n, block, cached), block, cached, 0,
+                      vec=v)
     smem = c["CSM_SCRATCH"] * acc
-    return Launch(_row_kernel_block(dtype, op, v, False), "block-l2", _grid(props, n, block, smem), block, smem, 0)
+    return Launch(_row_kernel_block(dtype, op, v, False), "block-l2", _grid(props, n, block, smem), block, smem, 0,
+                  vec=v)
 
 
 def _split_plan(op: str, n: int, k: int, dtype: np.dtype, v: int, props: dict):
@@ -315,7 +363,7 @@ def _split_plan(op: str, n: int, k: int, dtype: np.dtype, v: int, props: dict):
     partial, finish = _split_kernels(dtype, op, v)
     finish_items = n if op in _REDUCE_OPS else n * chunks
     return Launch(partial, "split", _grid(props, n * chunks, block, smem), block, smem, 0,
-                  chunk, finish, _grid(props, finish_items, block, 0))
+                  chunk, finish, _grid(props, finish_items, block, 0), vec=v)
 
 
 def split_workspace_size(launch: Launch, n: int, k: int) -> int:
@@ -338,12 +386,11 @@ def _device_properties(device_id: int) -> dict:
     return cupy.cuda.runtime.getDeviceProperties(device_id)
 
 
-@functools.lru_cache(maxsize=None)
-def _load_module(device_id: int, group: tuple):
-    """One module per device and (op, dtype name) group, built on its first
-    use: a call compiles the dozen kernels its operation and dtype may need,
-    not all of them (NVRTC 13.5 on 2 cores: see README, GPU), and a later
-    process loads them from the disk cache (csoftmax/_gpu_cache.py)."""
+def build_module(device_id: int, code: str, names: tuple):
+    """The one loader of every CUDA module (softmax's groups here, the loss's
+    in _gpu_loss): the kernels ``names`` of the text ``code`` for
+    ``device_id``'s architecture, from the disk cache (csoftmax/_gpu_cache.py)
+    or compiled and stored there, loaded under that device."""
     import cupy
 
     from . import _gpu_cache
@@ -351,7 +398,16 @@ def _load_module(device_id: int, group: tuple):
     props = _device_properties(device_id)
     arch = props["major"] * 10 + props["minor"] if "major" in props and "minor" in props else None
     with cupy.cuda.Device(device_id):
-        return _gpu_cache.load_module(cupy, source(), _OPTIONS, group_names(*group), arch)
+        return _gpu_cache.load_module(cupy, code, _OPTIONS, names, arch)
+
+
+@functools.lru_cache(maxsize=None)
+def _load_module(device_id: int, group: tuple):
+    """One module per device and (op, dtype name[, part]) group, built on its
+    first use: a call compiles the dozen kernels its operation and dtype may need,
+    not all of them (NVRTC 13.5 on 2 cores: see README, GPU), and a later
+    process loads them from the disk cache (csoftmax/_gpu_cache.py)."""
+    return build_module(device_id, source(), group_names(*group))
 
 
 # ---------------------------------------------------------------- launch
@@ -368,7 +424,7 @@ def _data_ptr(x) -> int:
 # properties of one device's loaded module, so both are keyed by the device.
 _kernels: dict = {}
 _raised_smem: dict = {}
-# plan() results by (device, op, n, k, dtype, aligned): repeated calls of one
+# plan() results by (device, op, n, k, dtype, layout width): repeated calls of one
 # shape skip the planning (9-15 us of Python). Bounded: cleared when full.
 _plans: dict = {}
 _PLANS_MAX = 4096
@@ -379,13 +435,21 @@ _PLANS_MAX = 4096
 NULL = np.uint64(0)
 
 
+def cached_kernel(kernels: dict, load, device_id: int, group: tuple, name: str):
+    """The kernel ``name`` of the module ``load(device_id, group)``, looked
+    up once per (device, name) in ``kernels``; call under that device. (The
+    one kernel cache of softmax's and the loss's modules, each with its own
+    dict and loader seam.)"""
+    key = (device_id, name)
+    kernel = kernels.get(key)
+    if kernel is None:
+        kernel = kernels[key] = load(device_id, group).get_function(name)
+    return kernel
+
+
 def _kernel(device_id: int, group: tuple, name: str):
     """The kernel ``name`` of group ``group`` on ``device_id``; call under that device."""
-    key = (device_id, name)
-    kernel = _kernels.get(key)
-    if kernel is None:
-        kernel = _kernels[key] = _load_module(device_id, group).get_function(name)
-    return kernel
+    return cached_kernel(_kernels, _load_module, device_id, group, name)
 
 
 def check_same_device(named, fname: str) -> None:
@@ -449,12 +513,116 @@ def out_shape(op: str, n: int, k: int) -> tuple:
     return (n, k)
 
 
+def row_stride(x):
+    """The row stride of ``x`` in elements, as the row kernels take it, or
+    None when they cannot: a 2-D array needs a unit column stride and a
+    non-negative row stride that is a whole number of elements (0 included:
+    a row broadcast to every row); a 1-D array (logsumexp's output) a
+    positive stride of whole elements. A single row, or a single column,
+    has no stride that matters."""
+    item = x.itemsize
+    shape, strides = x.shape, x.strides
+    if len(shape) == 2:
+        n, k = shape
+        if k > 1 and strides[1] != item:
+            return None
+        if n <= 1:
+            return k
+        s = strides[0]
+        return s // item if s >= 0 and s % item == 0 else None
+    if len(shape) == 1:
+        s = strides[0]
+        if shape[0] <= 1:
+            return 1
+        return s // item if s > 0 and s % item == 0 else None
+    return None
+
+
+def _widths(dtype: np.dtype) -> tuple:
+    """The vector widths (elements per access) the row kernels are built
+    for, widest first: the 16-byte one and 1."""
+    vec = _vector_width(dtype)
+    return (vec, 1) if vec > 1 else (1,)
+
+
+# dtype -> its widths above 1, with their bytes (run() asks on every call)
+_WIDER = {dt: tuple((w, w * dt.itemsize) for w in _widths(dt) if w > 1) for dt in NATIVE_DTYPES}
+
+
+def layout_width(dtype, k: int, ptrs, lds) -> int:
+    """The widest of the kernels' widths w that K, every row stride in
+    ``lds`` and every pointer in ``ptrs`` (at w * itemsize bytes) allow:
+    what ``plan`` takes as ``aligned``."""
+    wider = _WIDER.get(dtype)
+    if wider is None:
+        dtype = np.dtype(dtype)
+        wider = tuple((w, w * dtype.itemsize) for w in _widths(dtype) if w > 1)
+    for w, nbytes in wider:
+        if k % w == 0:
+            for ld in lds:
+                if ld % w:
+                    break
+            else:
+                for p in ptrs:
+                    if p % nbytes:
+                        break
+                else:
+                    return w
+    return 1
+
+
+def kernel_args(op: str, launch: Launch, a, b, out, mask, lds=None) -> tuple:
+    """The argument tuples of ``launch``'s kernel(s), in the order of their
+    signatures in cuda/softmax.cu: the row kernels take (a, b, out, mask,
+    ldm, lda, ldb, ldo, n_rows, k[, width]); the split tier's partial
+    (a, ws, mask, ldm, lda, n_rows, k, chunk) and finish (a, out, ws, mask,
+    ldm, lda, ldo, n_rows, k, chunk) -- with ``ws`` a placeholder (None) that
+    ``run`` fills in; the Jacobian's (x, out, mask, ldm, n_rows, k[, width])
+    on C-contiguous arrays. Every row stride is in elements; ``lds``: the
+    (lda, ldb, ldo) that ``run`` already has, else computed here."""
+    n, k = a.shape
+    mask_ptr, ldm = mask_args(mask, n, k)
+    if op == _JACOBIAN:
+        scalars = (ldm, np.int64(n), np.int32(k))
+        if launch.width:
+            scalars += (np.int32(launch.width),)
+        return ((a, out, mask_ptr) + scalars,)
+    if lds is None:
+        lds = _row_strides(a, b, out)
+    lda, ldb, ldo = lds
+    lda, ldb, ldo = np.int64(lda), np.int64(ldb), np.int64(ldo)
+    if launch.chunk:
+        tail = (np.int64(n), np.int32(k), np.int32(launch.chunk))
+        return ((a, None, mask_ptr, ldm, lda) + tail, (a, out, None, mask_ptr, ldm, lda, ldo) + tail)
+    b = a if b is None else b
+    scalars = (np.int64(n), np.int32(k))
+    if launch.width:
+        scalars += (np.int32(launch.width),)
+    return ((a, b, out, mask_ptr, ldm, lda, ldb, ldo) + scalars,)
+
+
+def _row_strides(a, b, out) -> tuple:
+    """(lda, ldb, ldo) of a row operation; ldb = lda without a gradient."""
+    lda = _checked_stride(a, "a")
+    return lda, lda if b is None else _checked_stride(b, "b"), _checked_stride(out, "out")
+
+
+def _checked_stride(x, name: str) -> int:
+    ld = row_stride(x)
+    if ld is None:
+        raise ValueError(f"{name}: the GPU kernels take a unit column stride and a non-negative row stride "
+                         f"of whole elements, got strides {x.strides}")
+    return ld
+
+
 def run(op: str, a, b, out, num_threads: int = 0, fresh: bool = False, mask=None) -> None:
     """Compute ``op`` on the (N, K) array ``a`` (and gradient ``b``) into ``out``.
 
-    All arrays are C-contiguous and of one native dtype; ``out`` has the
-    shape ``out_shape(op, N, K)``: (N, K), (N, K, K) for the Jacobian, (N,)
-    for logsumexp. ``b`` is None for the forward operations. ``mask`` (where=)
+    All arrays are of one native dtype with unit column stride and any
+    non-negative row stride (``row_stride``; C-contiguous for the
+    Jacobian); ``out`` has the shape ``out_shape(op, N, K)``: (N, K),
+    (N, K, K) for the Jacobian, (N,) for logsumexp, and rows that do not
+    overlap. ``b`` is None for the forward operations. ``mask`` (where=)
     is None or a uint8 array of shape (K,) or (N, K) with unit column stride.
     ``num_threads`` and ``fresh`` (``out`` was just allocated) are the CPU
     backend's knobs, part of the shared backend signature; the GPU has no
@@ -465,35 +633,36 @@ def run(op: str, a, b, out, num_threads: int = 0, fresh: bool = False, mask=None
     check_same_device((("a", a), ("b", b), ("out", out), ("mask", mask)), op)
     device = _device_of(a)
     props = _device_properties(device.id)
-    arrays = (a, out) if b is None else (a, b, out)
-    aligned = all(_data_ptr(x) % _VECTOR_BYTES == 0 for x in arrays)
-    key = (device.id, op, n, k, a.dtype.char, aligned)
+    lds = None
+    if op == _JACOBIAN:
+        width = 1  # the Jacobian kernels have no vector path
+    else:
+        lds = lda, ldb, ldo = _row_strides(a, b, out)
+        if op in _REDUCE_OPS:  # one scalar per row out: only the input's layout counts
+            width = layout_width(a.dtype, k, (_data_ptr(a),), (lda,))
+        elif b is None:
+            width = layout_width(a.dtype, k, (_data_ptr(a), _data_ptr(out)), (lda, ldo))
+        else:
+            width = layout_width(a.dtype, k, (_data_ptr(a), _data_ptr(b), _data_ptr(out)), (lda, ldb, ldo))
+    key = (device.id, op, n, k, a.dtype.char, width)
     launch = _plans.get(key)
     if launch is None:
         if len(_plans) >= _PLANS_MAX:
             _plans.clear()
-        launch = _plans[key] = plan(op, n, k, a.dtype, aligned, props)
-    mask_ptr, ldm = mask_args(mask, n, k)
+        launch = _plans[key] = plan(op, n, k, a.dtype, width, props)
+    args = kernel_args(op, launch, a, b, out, mask, lds)
     if launch.chunk:
-        _run_split(op, launch, device, props, a, out, mask_ptr, ldm)
+        _run_split(op, launch, device, a, args)
         return
-
-    scalars = (ldm, np.int64(n), np.int32(k))
-    if launch.width:
-        scalars += (np.int32(launch.width),)
-    if op == _JACOBIAN:
-        args = (a, out, mask_ptr) + scalars
-    else:
-        args = (a, a if b is None else b, out, mask_ptr) + scalars
     with device:
-        kernel = _kernel(device.id, (op, a.dtype.name), launch.kernel)
+        kernel = _kernel(device.id, kernel_group(op, a.dtype, launch.kernel), launch.kernel)
         if launch.shared_mem > props["sharedMemPerBlock"]:
             key = (device.id, launch.kernel)
             if _raised_smem.get(key, 0) < launch.shared_mem:
                 # Above 48 KiB a kernel must opt in to more dynamic shared memory.
                 kernel.max_dynamic_shared_size_bytes = launch.shared_mem
                 _raised_smem[key] = launch.shared_mem
-        kernel((launch.grid,), (launch.block,), args, shared_mem=launch.shared_mem)
+        kernel((launch.grid,), (launch.block,), args[0], shared_mem=launch.shared_mem)
 
 
 def _workspace(a, size: int, dtype):
@@ -505,18 +674,19 @@ def _workspace(a, size: int, dtype):
     return np.empty((size,), dtype=dtype)  # NumPy stand-ins of the emulator
 
 
-def _run_split(op, launch, device, props, a, out, mask_ptr, ldm) -> None:
+def _run_split(op, launch, device, a, args) -> None:
     """The split tier's two launches: chunk partials, then merge and write."""
     n, k = a.shape
     acc = np.float64 if a.dtype == np.float64 else np.float32
-    scalars = (ldm, np.int64(n), np.int32(k), np.int32(launch.chunk))
+    partial_args, finish_args = args
     group = (op, a.dtype.name)
     with device:
         ws = _workspace(a, split_workspace_size(launch, n, k), acc)
         partial = _kernel(device.id, group, launch.kernel)
         finish = _kernel(device.id, group, launch.finish)
-        partial((launch.grid,), (launch.block,), (a, ws, mask_ptr) + scalars, shared_mem=launch.shared_mem)
-        finish((launch.finish_grid,), (launch.block,), (a, out, ws, mask_ptr) + scalars, shared_mem=0)
+        partial((launch.grid,), (launch.block,), partial_args[:1] + (ws,) + partial_args[2:],
+                shared_mem=launch.shared_mem)
+        finish((launch.finish_grid,), (launch.block,), finish_args[:2] + (ws,) + finish_args[3:], shared_mem=0)
 
 
 def info() -> dict:

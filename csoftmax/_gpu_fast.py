@@ -5,16 +5,18 @@ tens of microseconds on checks, the interop wrapper, the device scope, a
 contiguity copy and an output copy around a launch that takes a few. The
 public row functions (_entry.pyx) offer every call on a non-NumPy array here
 first; this path takes exactly the calls whose general path would do nothing
-but allocate the result and launch -- a 2-D C-contiguous CuPy array of
-float16/32/64 on its last axis, no where=, dtype= or num_threads=, ``grad``
+but allocate the result and launch -- a 2-D CuPy array of float16/32/64
+with unit column stride (any non-negative row stride: _gpu.row_stride) on
+its last axis, no where=, dtype= or num_threads=, ``grad``
 (backward passes) and ``out`` alike in every respect, on one device -- and
 computes them with the same ``_gpu.run`` (memoised plan, cached kernel),
 writing straight into a suitable ``out``. Anything else returns None and the
 general path runs, so errors, warnings and odd layouts behave exactly as
 there: this path raises nothing of its own.
 
-``out`` is suitable when it is C-contiguous, on the inputs' device, and is
-either disjoint from the inputs or one of them exactly (in place): every
+``out`` is suitable when its rows are apart (row stride >= K), it is on the
+inputs' device, and is either disjoint from the inputs (the byte ranges they
+span) or one of them exactly (same start and strides: in place): every
 kernel writes an element only after the reads that element's result needs
 (tests/test_gpu_fast.py checks each tier in place under the emulator). An
 ``out`` that overlaps an input otherwise goes to the general path, which
@@ -32,16 +34,24 @@ _NATIVE = frozenset(_gpu.NATIVE_DTYPES)
 
 
 def _like(a, x, cp):
-    """``a`` (grad or out) is a CuPy array of x's shape, dtype and layout."""
+    """``a`` (grad or out) is a CuPy array of x's shape and dtype that the
+    kernels take as it is (unit column stride, a row stride)."""
     return (type(a) is cp.ndarray and a.shape == x.shape and a.dtype == x.dtype
-            and a.flags.c_contiguous)
+            and _gpu.row_stride(a) is not None)
+
+
+def _span(a):
+    """The bytes [start, end) that the rows of the 2-D ``a`` lie in."""
+    n, k = a.shape
+    p = a.data.ptr
+    return p, p + (n - 1) * a.strides[0] + k * a.itemsize
 
 
 def _apart_or_same(out, a) -> bool:
-    """``out`` does not overlap ``a``, or is exactly ``a`` (same start; both
-    C-contiguous of one shape and dtype, so the same elements)."""
-    p, q = out.data.ptr, a.data.ptr
-    return p == q or p + out.nbytes <= q or q + a.nbytes <= p
+    """``out`` does not overlap ``a``, or is exactly ``a`` (same start and
+    strides, one shape and dtype: the same elements)."""
+    (p, p_end), (q, q_end) = _span(out), _span(a)
+    return (p == q and out.strides == a.strides) or p_end <= q or q_end <= p
 
 
 def rows(op: int, x, g, axis, out):
@@ -54,7 +64,7 @@ def rows(op: int, x, g, axis, out):
         n, k = x.shape
         if not (axis == -1 or axis == 1) or n == 0 or not 0 < k <= _gpu._MAX_K:
             return None
-        if x.dtype not in _NATIVE or not x.flags.c_contiguous:
+        if x.dtype not in _NATIVE or _gpu.row_stride(x) is None:
             return None
         name = NAMES.get(op)
         if name is None:
@@ -63,6 +73,7 @@ def rows(op: int, x, g, axis, out):
         if g is not None and not (_like(g, x, cp) and g.device.id == device.id):
             return None
         if out is not None and not (_like(out, x, cp) and out.device.id == device.id
+                                    and (n == 1 or out.strides[0] >= k * out.itemsize)
                                     and _apart_or_same(out, x)
                                     and (g is None or _apart_or_same(out, g))):
             return None

@@ -15,7 +15,9 @@ C-contiguous (N, K) rows as the CPU path does, and ``run`` launches:
 
 cross_entropy.cu is compiled as one text after softmax.cu (it reuses its
 helpers), one module per device and loss kernel (with the label check and
-total kernels of its dtype), on first use: a call compiles 3 kernels. Planning reuses csoftmax._gpu's (tiers, grid, block, shared
+total kernels of its dtype), on first use: a call compiles 3 kernels, and a
+later process loads them from the disk cache (the one loader,
+_gpu.build_module). Planning reuses csoftmax._gpu's (tiers, grid, block, shared
 memory); the device seams (``_gpu._device_of``, ``_gpu._device_properties``)
 are _gpu's, and ``_load_module`` here is this module's own seam.
 """
@@ -130,7 +132,7 @@ def plan(n: int, k: int, dtype, soft: bool, aligned: bool, props: dict) -> _gpu.
         if width < 32:
             v = 1  # groups narrower than a warp: the scalar kernel (runtime width)
         grid = _gpu._grid(props, -(-n // (threads // width)), threads, 0)
-        return _gpu.Launch(_warp_kernel(dtype, soft, v), "warp", grid, threads, 0, width)
+        return _gpu.Launch(_warp_kernel(dtype, soft, v), "warp", grid, threads, 0, width, vec=v)
     acc = _ACC[dtype].itemsize
     # The block kernels' bound is CSM_MAX_THREADS_VEC (cross_entropy.cu, csm_xent_block).
     block = _gpu._block_size(v, k, c["CSM_MAX_THREADS_VEC"])
@@ -138,10 +140,10 @@ def plan(n: int, k: int, dtype, soft: bool, aligned: bool, props: dict) -> _gpu.
     reserved = props.get("reservedSharedMemPerBlock", _gpu._RESERVED_SMEM_DEFAULT)
     if cached <= props["sharedMemPerBlockOptin"] and cached + reserved <= props["sharedMemPerMultiprocessor"]:
         return _gpu.Launch(_block_kernel(dtype, soft, v, True), "block-smem", _gpu._grid(props, n, block, cached),
-                           block, cached, 0)
+                           block, cached, 0, vec=v)
     smem = c["CSM_SCRATCH"] * acc
     return _gpu.Launch(_block_kernel(dtype, soft, v, False), "block-l2", _gpu._grid(props, n, block, smem), block,
-                       smem, 0)
+                       smem, 0, vec=v)
 
 
 # ---------------------------------------------------------------- seam and caches
@@ -149,11 +151,9 @@ def plan(n: int, k: int, dtype, soft: bool, aligned: bool, props: dict) -> _gpu.
 
 @functools.lru_cache(maxsize=None)
 def _load_module(device_id: int, names: tuple):
-    """One RawModule per device and module_names() group, built on first use."""
-    import cupy
-
-    with cupy.cuda.Device(device_id):
-        return cupy.RawModule(code=source(), options=_gpu._OPTIONS, name_expressions=names)
+    """One module per device and module_names() group, built on first use by
+    _gpu's loader: from the disk cache, or compiled and stored there."""
+    return _gpu.build_module(device_id, source(), names)
 
 
 # RawKernel objects and raised shared memory limits by (device, name).
@@ -163,11 +163,7 @@ _raised_smem: dict = {}
 
 def _kernel(device_id: int, names: tuple, name: str):
     """Kernel ``name`` of the module ``names`` on ``device_id``; call under that device."""
-    key = (device_id, name)
-    kernel = _kernels.get(key)
-    if kernel is None:
-        kernel = _kernels[key] = _load_module(device_id, names).get_function(name)
-    return kernel
+    return _gpu.cached_kernel(_kernels, _load_module, device_id, names, name)
 
 
 def _xp(a):

@@ -235,11 +235,16 @@ class _Rows:
         return r if self.identity else r.transpose(self.inverse)
 
 
-def _kernel_ready(a, dtype, xp):
+def _kernel_ready(a, dtype, xp, row_strides=True):
     """`a` (2-D) as the kernels take it: dtype, aligned, native byte order,
     strides that are whole numbers of elements (the CPU kernels take any
-    such strides). Copies only when `a` is not already so."""
+    such strides; the CUDA row kernels a unit column stride and any
+    non-negative row stride, csoftmax._gpu.row_stride, and the CUDA Jacobian
+    C order: `row_strides` False). Copies only when `a` is not already so."""
     if xp is not np:
+        from . import _gpu
+        if a.dtype == dtype and (a.flags.c_contiguous or (row_strides and _gpu.row_stride(a) is not None)):
+            return a
         return xp.ascontiguousarray(a, dtype=dtype)
     if a.dtype == dtype and a.flags.aligned and a.dtype.isnative and _whole_strides(a):
         return a
@@ -472,7 +477,7 @@ def _softmax_jacobian_here(x, axis, where, out, dtype, num_threads):
     if rows.n == 0 or rows.k == 0:
         return xp.empty(shape, dtype=rdtype) if out is None else out
 
-    src = _kernel_ready(rows.to_rows(x), cdtype, xp)
+    src = _kernel_ready(rows.to_rows(x), cdtype, xp, row_strides=False)
     if xp is np:
         from . import _entry  # the one rule for writing into out: see _elementwise
         target = None

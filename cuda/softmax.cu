@@ -6,13 +6,17 @@
 // Infinities are built from bit patterns; float16 is carried as raw bits
 // (`csm_half`) because `__half` needs <cuda_fp16.h>.
 //
-// Every kernel works on C-contiguous (n_rows, k) arrays; csoftmax/_gpu.py does
-// the planning (tier, vector width, grid, block, shared memory) and
-// csoftmax/_semantics.py everything else. Semantics are those of the CPU backend
-// (README.md, Semantics): a NaN or +inf anywhere gives a NaN row, a row of -inf
-// gives a NaN row, -inf in a finite row gives exactly 0 (softmax) / -inf
-// (log_softmax). They all follow from max subtraction with IEEE arithmetic:
-// fmaxf ignores NaN, so the NaN reaches the sum instead and spreads from there.
+// Every row kernel works on (n_rows, k) arrays with unit column stride and a
+// row stride of its own per array, in elements (`lda`, `ldb`, `ldo`; `ldo` is
+// logsumexp's output stride), so a row-sliced view (x[:, :K] of a wider
+// array, x[::2]) is passed as it is, not copied; the Jacobian kernels take
+// C-contiguous arrays. csoftmax/_gpu.py does the planning (tier, vector
+// width, grid, block, shared memory) and csoftmax/_semantics.py everything
+// else. Semantics are those of the CPU backend (README.md, Semantics): a NaN
+// or +inf anywhere gives a NaN row, a row of -inf gives a NaN row, -inf in a
+// finite row gives exactly 0 (softmax) / -inf (log_softmax). They all follow
+// from max subtraction with IEEE arithmetic: fmaxf ignores NaN, so the NaN
+// reaches the sum instead and spreads from there.
 //
 // Masks (where=, the semantics of jax.nn.softmax(where=)): every kernel takes
 // `const unsigned char* mask` (nullptr: no mask; 1 = the element takes part,
@@ -310,7 +314,8 @@ __device__ __forceinline__ void csm_store(T* p, const typename csm_acc<T>::type*
 // Groups of `width` lanes per row (width = 32 unless the row has <= 32
 // elements), the row held in registers: COLS = VEC * NVEC elements per lane,
 // element c of pack p at column (p * width + lane_in_group) * VEC + c.
-// VEC > 1 only when k % VEC == 0 and the pointers are 16-byte aligned.
+// VEC > 1 only when k and the row strides are multiples of VEC and the
+// pointers are 16-byte aligned.
 // The row loop is warp-uniform so every lane reaches every shuffle.
 // A masked element is loaded as -inf (forward; its exp is 0 whenever the
 // row's max is finite) or as y = grad = 0 (backward), so max and sums need no
@@ -319,8 +324,8 @@ __device__ __forceinline__ void csm_store(T* p, const typename csm_acc<T>::type*
 // spills on sm_80-sm_89 otherwise (NVRTC 13.5).
 template <typename T, int OP, int VEC, int NVEC>
 __global__ void __launch_bounds__(CSM_WARP_THREADS)
-    csm_rows_warp(const T* a, const T* b, T* out, const unsigned char* mask, long long ldm, long long n_rows,
-                  int k, int width) {
+    csm_rows_warp(const T* a, const T* b, T* out, const unsigned char* mask, long long ldm, long long lda,
+                  long long ldb, long long ldo, long long n_rows, int k, int width) {
     typedef typename csm_acc<T>::type A;
     constexpr int COLS = VEC * NVEC;
     constexpr bool BACKWARD = OP == CSM_SOFTMAX_BACKWARD || OP == CSM_LOG_SOFTMAX_BACKWARD;
@@ -341,7 +346,14 @@ __global__ void __launch_bounds__(CSM_WARP_THREADS)
     for (long long first = warp * rows_per_warp; first < n_rows; first += n_warps * rows_per_warp) {
         const long long row = first + lane / width;
         const bool live = row < n_rows;
-        const long long base = row * (long long)k;
+        // this lane's packs in the row: pack p (column (p * width + col_lane)
+        // * VEC) is in it when p < packs. One count instead of a column per
+        // pack to compare with k: those stay addressing immediates, and the
+        // double kernels keep a register free across their exp calls
+        // (csm_rows_warp<double, 0, 2, 4> spills 4 bytes on sm_90 otherwise,
+        // NVRTC 13.5, since the row strides came in).
+        const int packs = !live || col_lane * VEC >= k ? 0
+                          : NVEC == 1 ? 1 : (k - col_lane * VEC - 1) / (width * VEC) + 1;
         // this row's mask (or nullptr): one pointer, fewer live registers
         // than mask, ldm and row (ptxas spills on sm_100 otherwise)
         const unsigned char* const mrow = mask == nullptr ? mask : mask + row * ldm;
@@ -350,9 +362,9 @@ __global__ void __launch_bounds__(CSM_WARP_THREADS)
 #pragma unroll
         for (int p = 0; p < NVEC; ++p) {
             const int col = (p * width + col_lane) * VEC;
-            if (live && col < k) {
-                csm_load<T, VEC>(a + base + col, x + p * VEC);
-                if (BACKWARD) csm_load<T, VEC>(b + base + col, g + p * VEC);
+            if (p < packs) {
+                csm_load<T, VEC>(a + row * lda + col, x + p * VEC);
+                if (BACKWARD) csm_load<T, VEC>(b + row * ldb + col, g + p * VEC);
                 if (mrow != nullptr) {
                     const unsigned keep = csm_keep_bits<VEC>(mrow, col);
 #pragma unroll
@@ -370,7 +382,7 @@ __global__ void __launch_bounds__(CSM_WARP_THREADS)
             A m = csm_neg_inf<A>();
 #pragma unroll
             for (int p = 0; p < NVEC; ++p) {
-                if (live && (p * width + col_lane) * VEC < k) {
+                if (p < packs) {
 #pragma unroll
                     for (int c = 0; c < VEC; ++c) m = csm_max_op()(m, x[p * VEC + c]);
                 }
@@ -380,7 +392,7 @@ __global__ void __launch_bounds__(CSM_WARP_THREADS)
             A s = A(0);
 #pragma unroll
             for (int p = 0; p < NVEC; ++p) {
-                if (live && (p * width + col_lane) * VEC < k) {
+                if (p < packs) {
 #pragma unroll
                     for (int c = 0; c < VEC; ++c) {
                         const A e = csm_exp(x[p * VEC + c] - shift);
@@ -391,7 +403,7 @@ __global__ void __launch_bounds__(CSM_WARP_THREADS)
             }
             s = csm_group_reduce<csm_sum_op>(s, width);
             if (OP == CSM_LOGSUMEXP) {
-                if (live && col_lane == 0) out[row] = csm_from_acc<T>(m + csm_log(s));
+                if (live && col_lane == 0) out[row * ldo] = csm_from_acc<T>(m + csm_log(s));
                 continue;
             }
             const A inv = A(1) / s;
@@ -399,7 +411,7 @@ __global__ void __launch_bounds__(CSM_WARP_THREADS)
 #pragma unroll
             for (int p = 0; p < NVEC; ++p) {
                 const int col = (p * width + col_lane) * VEC;
-                if (live && col < k) {
+                if (p < packs) {
                     const unsigned keep = csm_keep_bits<VEC>(mrow, col);
 #pragma unroll
                     for (int c = 0; c < VEC; ++c) {
@@ -407,14 +419,14 @@ __global__ void __launch_bounds__(CSM_WARP_THREADS)
                         const A r = (OP == CSM_SOFTMAX) ? v * inv : (v - m) - log_s;
                         v = ((keep >> c) & 1u) ? r : (OP == CSM_SOFTMAX ? A(0) : csm_neg_inf<A>());
                     }
-                    csm_store<T, VEC>(out + base + col, x + p * VEC);
+                    csm_store<T, VEC>(out + row * ldo + col, x + p * VEC);
                 }
             }
         } else {
             A s = A(0);
 #pragma unroll
             for (int p = 0; p < NVEC; ++p) {
-                if (live && (p * width + col_lane) * VEC < k) {
+                if (p < packs) {
 #pragma unroll
                     for (int c = 0; c < VEC; ++c) {
                         const int i = p * VEC + c;
@@ -426,7 +438,7 @@ __global__ void __launch_bounds__(CSM_WARP_THREADS)
 #pragma unroll
             for (int p = 0; p < NVEC; ++p) {
                 const int col = (p * width + col_lane) * VEC;
-                if (live && col < k) {
+                if (p < packs) {
 #pragma unroll
                     for (int c = 0; c < VEC; ++c) {
                         const int i = p * VEC + c;
@@ -443,7 +455,7 @@ __global__ void __launch_bounds__(CSM_WARP_THREADS)
                     for (int c = 0; c < VEC; ++c) {
                         if (!((keep >> c) & 1u)) x[p * VEC + c] = A(0);
                     }
-                    csm_store<T, VEC>(out + base + col, x + p * VEC);
+                    csm_store<T, VEC>(out + row * ldo + col, x + p * VEC);
                 }
             }
         }
@@ -545,8 +557,8 @@ __device__ __forceinline__ void csm_block_pass(const T* pa, const T* pb, const u
 // of tests/test_gpu_nvrtc.py checks).
 template <typename T, int OP, int VEC, bool CACHE>
 __global__ void __launch_bounds__(VEC > 1 ? CSM_MAX_THREADS_VEC : CSM_MAX_THREADS, VEC > 1 ? 2 : 1)
-    csm_rows_block(const T* a, const T* b, T* out, const unsigned char* mask, long long ldm, long long n_rows,
-                   int k) {
+    csm_rows_block(const T* a, const T* b, T* out, const unsigned char* mask, long long ldm, long long lda,
+                   long long ldb, long long ldo, long long n_rows, int k) {
     typedef typename csm_acc<T>::type A;
     constexpr bool BACKWARD = OP == CSM_SOFTMAX_BACKWARD || OP == CSM_LOG_SOFTMAX_BACKWARD;
     static_assert(BACKWARD || OP == CSM_SOFTMAX || OP == CSM_LOG_SOFTMAX || OP == CSM_LOGSUMEXP,
@@ -561,12 +573,10 @@ __global__ void __launch_bounds__(VEC > 1 ? CSM_MAX_THREADS_VEC : CSM_MAX_THREAD
     int turn = 0;
 
     for (long long row = blockIdx.x; row < n_rows; row += gridDim.x) {
-        const long long base = row * (long long)k;
         // this row's mask (or nullptr)
         const unsigned char* const mrow = mask == nullptr ? mask : mask + row * ldm;
-        const T* const pa = a + base;
-        const T* const pb = b + base;
-        T* const po = out + base;
+        const T* const pa = a + row * lda;
+        const T* const pb = b + row * ldb;
 
         if (!BACKWARD) {
             A m = csm_neg_inf<A>();
@@ -594,7 +604,7 @@ __global__ void __launch_bounds__(VEC > 1 ? CSM_MAX_THREADS_VEC : CSM_MAX_THREAD
             });
             s = csm_block_reduce<csm_sum_op>(s, scratch + 32 * (turn++ & 1));
             if (OP == CSM_LOGSUMEXP) {
-                if (threadIdx.x == 0) out[row] = csm_from_acc<T>(m + csm_log(s));
+                if (threadIdx.x == 0) out[row * ldo] = csm_from_acc<T>(m + csm_log(s));
                 continue;
             }
             const A inv = A(1) / s;
@@ -613,7 +623,7 @@ __global__ void __launch_bounds__(VEC > 1 ? CSM_MAX_THREADS_VEC : CSM_MAX_THREAD
                     }
                     ys[c] = ((keep >> c) & 1u) ? r : (OP == CSM_SOFTMAX ? A(0) : csm_neg_inf<A>());
                 }
-                csm_store<T, VEC, true>(po + v * VEC, ys);
+                csm_store<T, VEC, true>(out + row * ldo + v * VEC, ys);
             });
         } else {
             A s = A(0);
@@ -653,7 +663,7 @@ __global__ void __launch_bounds__(VEC > 1 ? CSM_MAX_THREADS_VEC : CSM_MAX_THREAD
                     const A r = (OP == CSM_SOFTMAX_BACKWARD) ? x * (g - s) : g - csm_exp(x) * s;
                     ys[c] = ((keep >> c) & 1u) ? r : A(0);
                 }
-                csm_store<T, VEC, true>(po + v * VEC, ys);
+                csm_store<T, VEC, true>(out + row * ldo + v * VEC, ys);
             });
         }
     }
@@ -687,7 +697,7 @@ __global__ void __launch_bounds__(VEC > 1 ? CSM_MAX_THREADS_VEC : CSM_MAX_THREAD
 template <typename T, int VEC>
 __global__ void __launch_bounds__(VEC > 1 ? CSM_MAX_THREADS_VEC : CSM_MAX_THREADS, VEC > 1 ? 2 : 1)
     csm_rows_split_partial(const T* a, typename csm_acc<T>::type* ws, const unsigned char* mask, long long ldm,
-                           long long n_rows, int k, int chunk) {
+                           long long lda, long long n_rows, int k, int chunk) {
     typedef typename csm_acc<T>::type A;
     A* const scratch = reinterpret_cast<A*>(csm_smem);
     const int chunks = (k - 1) / chunk + 1;
@@ -697,7 +707,7 @@ __global__ void __launch_bounds__(VEC > 1 ? CSM_MAX_THREADS_VEC : CSM_MAX_THREAD
         const long long row = item / chunks;
         const int start = (int)(item - row * chunks) * chunk;
         const int len = k - start < chunk ? k - start : chunk;
-        const T* const pa = a + row * (long long)k + start;
+        const T* const pa = a + row * lda + start;
         const unsigned char* const mrow = mask == nullptr ? mask : mask + row * ldm + start;
         A m = csm_neg_inf<A>();
         csm_block_pass<T, VEC, true, false>(pa, pa, mrow, len / VEC, [&](int, unsigned keep, const A* xs, const A*) {
@@ -726,7 +736,7 @@ template <typename T, int OP, int VEC>
 __global__ void __launch_bounds__(VEC > 1 ? CSM_MAX_THREADS_VEC : CSM_MAX_THREADS,
                                   VEC > 1 && sizeof(T) != 2 ? 2 : 1)
     csm_rows_split_finish(const T* a, T* out, const typename csm_acc<T>::type* ws, const unsigned char* mask,
-                          long long ldm, long long n_rows, int k, int chunk) {
+                          long long ldm, long long lda, long long ldo, long long n_rows, int k, int chunk) {
     typedef typename csm_acc<T>::type A;
     static_assert(OP == CSM_SOFTMAX || OP == CSM_LOG_SOFTMAX || OP == CSM_LOGSUMEXP, "a forward operation");
     const int chunks = (k - 1) / chunk + 1;
@@ -742,17 +752,17 @@ __global__ void __launch_bounds__(VEC > 1 ? CSM_MAX_THREADS_VEC : CSM_MAX_THREAD
         A s = A(0);
         for (int c = 0; c < chunks; ++c) s += part[2 * c + 1] * csm_exp(part[2 * c] - shift);
         if (OP == CSM_LOGSUMEXP) {
-            if (threadIdx.x == 0) out[row] = csm_from_acc<T>(m + csm_log(s));
+            if (threadIdx.x == 0) out[row * ldo] = csm_from_acc<T>(m + csm_log(s));
             continue;
         }
         const int start = (int)(item - row * chunks) * chunk;
         const int len = k - start < chunk ? k - start : chunk;
-        const long long base = row * (long long)k + start;
         const unsigned char* const mrow = mask == nullptr ? mask : mask + row * ldm + start;
-        T* const po = out + base;
+        const T* const pa = a + row * lda + start;
+        T* const po = out + row * ldo + start;
         const A inv = A(1) / s;
         const A log_s = csm_log(s);
-        csm_block_pass<T, VEC, true, false>(a + base, a + base, mrow, len / VEC,
+        csm_block_pass<T, VEC, true, false>(pa, pa, mrow, len / VEC,
                                             [&](int v, unsigned keep, const A* xs, const A*) {
             A ys[VEC];
 #pragma unroll

@@ -324,6 +324,30 @@ def test_public_calls_load_their_group_from_the_cache_in_a_later_process(cp, cac
     assert not cp.violations
 
 
+@pytestmark_emulator
+def test_the_loss_kernels_share_the_loader_and_its_disk_cache(cp, cache, monkeypatch):
+    from csoftmax import _gpu_loss
+
+    _gpu_loss._load_module.cache_clear()
+    monkeypatch.setattr(_gpu_loss, "_kernels", {})
+    monkeypatch.setattr(_gpu_loss, "_raised_smem", {})
+    rng = np.random.default_rng(6)
+    logits = rng.standard_normal((5, 37)).astype(np.float32)
+    labels = rng.integers(0, 37, 5)
+    expected = csoftmax.softmax_cross_entropy(logits, labels)
+    got = csoftmax.softmax_cross_entropy(cp.asarray(logits), cp.asarray(labels))
+    np.testing.assert_allclose(float(got.get()), expected, rtol=1e-5)
+    assert len(cache.nvrtc.compiled) == 1 and not cp.modules  # compiled once, through the cache
+    # a later process: the loss module comes from the disk
+    _gpu_loss._load_module.cache_clear()
+    monkeypatch.setattr(_gpu_loss, "_kernels", {})
+    got = csoftmax.softmax_cross_entropy(cp.asarray(logits), cp.asarray(labels))
+    np.testing.assert_allclose(float(got.get()), expected, rtol=1e-5)
+    assert len(cache.nvrtc.compiled) == 1 and len(cp.file_loads) == 2
+    _gpu_loss._load_module.cache_clear()
+    assert not cp.violations
+
+
 # ---- the real compiler: NVRTC (test-gpu extra) ---------------------------------
 
 def _nvrtc_compiler():

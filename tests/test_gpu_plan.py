@@ -106,8 +106,46 @@ def test_shared_memory_tier_holds_its_rows():
 def test_vector_loads_only_when_aligned_and_k_divisible():
     for device, props, op, dtype, k, aligned, n, launch in PLANS:
         vec = _vec(launch.kernel)
+        assert launch.vec == vec, (op, k, launch)  # the plan reports the kernel's width
         if vec > 1:
             assert aligned and k % vec == 0 and vec * dtype.itemsize == 16
+
+
+@pytest.mark.parametrize("dtype", DTYPES, ids=lambda d: d.name)
+@pytest.mark.parametrize("op", ROW_OPS)
+def test_the_width_follows_the_layout(op, dtype):
+    """plan's ``aligned`` is the width the layout allows (layout_width): the
+    16-byte width when K, the row strides and the pointers allow it, else 1;
+    True and False stand for the 16-byte width and 1."""
+    h100 = devices.REAL["H100"]
+    vec = _gpu._vector_width(dtype)
+    item = dtype.itemsize
+    k = 256 if dtype == np.float64 else 512  # the warp tier, vectorised when it can be
+    assert _gpu.plan(op, 64, k, dtype, True, h100).vec == vec
+    assert _gpu.plan(op, 64, k, dtype, vec, h100).vec == vec
+    assert _gpu.plan(op, 64, k, dtype, False, h100).vec == 1
+    assert _gpu.plan(op, 64, k, dtype, 1, h100).vec == 1
+    # what run() passes: layout_width of the pointers and row strides
+    assert _gpu.layout_width(dtype, k, (0, 16 * 9), (k, k + vec)) == vec  # x[:, :K] of a wider array
+    assert _gpu.layout_width(dtype, k, (item, 16), (k + 8,)) == 1  # x[:, 1:K+1]: a pointer off 16 bytes
+    assert _gpu.layout_width(dtype, k, (0,), (2 * k,)) == vec  # x[::2]
+    assert _gpu.layout_width(dtype, k, (0,), (k + 1,)) == 1  # an odd row stride
+    assert _gpu.layout_width(dtype, k + 1, (0,), (k + 1,)) == 1  # odd K
+    for width in (vec, 1):
+        launch = _gpu.plan(op, 64, k, dtype, width, h100)
+        assert launch.vec == width and _vec(launch.kernel) == width
+        # scalar rows stay in the warp tier up to _WARP_SCALAR_MAX_COLS per lane
+        assert (launch.tier == "warp") == (width == vec or k <= 32 * _gpu._WARP_SCALAR_MAX_COLS[dtype])
+
+
+def test_the_layout_width_only_names_built_widths():
+    for dtype in DTYPES:
+        for k in (1, 2, 3, 4, 6, 8, 12, 16, 24, 32, 33, 64):
+            for ld in (0, 1, 2, 3, 4, 8, 16):
+                for ptr in (i * dtype.itemsize for i in (0, 1, 2, 3, 4, 6, 8)):  # element-aligned
+                    w = _gpu.layout_width(dtype, k, (ptr,), (ld,))
+                    assert w in _gpu._widths(dtype)
+                    assert k % w == 0 and ld % w == 0 and ptr % (w * dtype.itemsize) == 0
 
 
 @pytest.mark.parametrize("device", sorted(devices.REAL))
@@ -125,8 +163,11 @@ def test_tiers_move_from_warp_to_shared_memory_to_l2_as_k_grows(device, op, dtyp
     "op, k, dtype, aligned, tier",
     [
         ("softmax", 1024, np.float32, True, "warp"),  # PyTorch's persistent-softmax limit
-        ("softmax", 1000, np.float32, False, "block-smem"),  # scalar rows leave the warp tier above 256
-        ("softmax", 256, np.float32, False, "warp"),
+        ("softmax", 1001, np.float32, True, "warp"),  # float32 scalar rows: the warp tier up to 1024
+        ("softmax", 1000, np.float32, False, "warp"),
+        ("softmax", 1025, np.float32, False, "block-smem"),
+        ("softmax", 129, np.float16, False, "block-smem"),  # float16 scalar rows leave it above 128
+        ("softmax", 257, np.float64, False, "block-smem"),
         ("softmax", 512, np.float64, True, "block-smem"),  # double stops at 256
         ("softmax", 58000, np.float32, True, "block-smem"),  # 227 KiB of shared memory on an H100
         ("softmax", 58100, np.float32, True, "block-l2"),

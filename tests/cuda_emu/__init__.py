@@ -41,29 +41,38 @@ def install(monkeypatch, module, props):
 GUARD_BYTES = 64
 
 
-def guarded(shape, dtype, fill, misalign=0):
-    """(buffer, view): a C-contiguous view of ``shape`` inside a buffer with
-    guard zones, the buffer filled with ``fill``. ``misalign`` elements shift
-    the view off 16-byte alignment, to force the kernels' scalar path."""
+def guarded(shape, dtype, fill, misalign=0, pad=0):
+    """(buffer, view): a view of ``shape`` inside a buffer with guard zones,
+    the buffer filled with ``fill``. ``misalign`` elements shift the view off
+    16-byte alignment, to force the kernels' scalar path; ``pad`` elements
+    after each row of a 2-D view give it a row stride of K + pad (a row-sliced
+    view, x[:, :K] of a wider array), the gaps filled with ``fill`` too."""
     dtype = np.dtype(dtype)
-    size = int(np.prod(shape))
+    if pad:
+        n, k = shape
+        size = n * (k + pad)
+    else:
+        size = int(np.prod(shape))
     guard = GUARD_BYTES // dtype.itemsize
     raw = np.empty((size + 2 * guard + misalign) * dtype.itemsize + 64, np.uint8)
     start = (-raw.ctypes.data) % 64
     buffer = raw[start:start + (size + 2 * guard + misalign) * dtype.itemsize].view(dtype)
     buffer[...] = fill
-    view = buffer[guard + misalign:guard + misalign + size].reshape(shape)
+    flat = buffer[guard + misalign:guard + misalign + size]
+    view = flat.reshape(n, k + pad)[:, :k] if pad else flat.reshape(shape)
     return buffer, view
 
 
 def check_guards(buffer, view, fill):
-    """Assert that nothing outside ``view`` changed in ``buffer``."""
+    """Assert that nothing outside ``view`` (any strides) changed in ``buffer``."""
     start = (view.__array_interface__["data"][0] - buffer.__array_interface__["data"][0]) // buffer.itemsize
-    outside = np.concatenate([buffer[:start], buffer[start + view.size:]])
+    inside = np.zeros(buffer.shape, bool)
+    np.lib.stride_tricks.as_strided(inside[start:], shape=view.shape,
+                                    strides=tuple(s // buffer.itemsize for s in view.strides))[...] = True
+    outside = buffer[~inside]
     expected = np.full_like(outside, fill)
     same = (outside == expected) | (np.isnan(outside) & np.isnan(expected))
     if not same.all():
-        first = int(np.argwhere(~same)[0][0])
-        where = first if first < start else first + view.size
-        raise AssertionError(f"write outside the output at buffer index {where} "
-                             f"(the view is [{start}, {start + view.size}))")
+        first = int(np.flatnonzero(~inside)[np.argwhere(~same)[0][0]])
+        raise AssertionError(f"write outside the output at buffer index {first} "
+                             f"(the view starts at {start}, strides {view.strides})")

@@ -236,10 +236,14 @@ class FakeCuPy(types.ModuleType):
         self.file_loads.append((device_id, path))
         if data.startswith(FakeNVRTC.MAGIC):
             payload = json.loads(data[len(FakeNVRTC.MAGIC):])
-            from csoftmax import _gpu
+            from csoftmax import _gpu, _gpu_loss
 
             by_lowered = {low: name for name, low in payload["lowered"].items()}
-            module = EmuModule(payload["source"], _gpu.name_expressions(), self._props[device_id])
+            if payload["source"] == _gpu_loss.source():  # the loss kernels
+                module = EmuModule(payload["source"], _gpu_loss.name_expressions(), self._props[device_id],
+                                   tag="xent")
+            else:
+                module = EmuModule(payload["source"], _gpu.name_expressions(), self._props[device_id])
 
             def get_function(lowered):
                 _need(device_id, "get_function")

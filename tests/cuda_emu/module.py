@@ -49,16 +49,34 @@ def _signature(lib, index):
     return buf.value.decode().split(",")
 
 
-def _argument(value):
-    """(C type the launch passes, ctypes storage) for one kernel argument, as CuPy packs it."""
+# Kernels that take a row stride argument for each array (lda, ldb, ldo in
+# cuda/softmax.cu): their arrays may have any non-negative row stride with a
+# unit column stride (1-D: a positive stride).
+ROW_STRIDED = ("csm_rows_",)
+
+
+def _row_strided(value) -> bool:
+    s, item = value.strides, value.itemsize
+    if value.ndim == 1:
+        return value.shape[0] <= 1 or (s[0] > 0 and s[0] % item == 0)
+    return (value.ndim == 2 and (value.shape[1] <= 1 or s[1] == item)
+            and (value.shape[0] <= 1 or (s[0] >= 0 and s[0] % item == 0)))
+
+
+def _argument(value, row_strided=False):
+    """(C type the launch passes, ctypes storage) for one kernel argument, as
+    CuPy packs it. ``row_strided``: the kernel takes a row stride per array."""
     if isinstance(value, np.ndarray):
         ctype = {v: k for k, v in C_TYPES.items()}.get(value.dtype.name)
         if ctype is None:
             raise EmuError(f"array of dtype {value.dtype} has no kernel element type")
-        if not value.flags.c_contiguous and not (ctype == "unsigned char" and value.strides[-1:] in ((), (1,))):
-            # RawKernel ignores strides; the one exception is a mask, passed
-            # with its own row stride argument and a unit column stride.
-            raise EmuError("RawKernel ignores strides: arrays must be C-contiguous")
+        if (not value.flags.c_contiguous and not (ctype == "unsigned char" and value.strides[-1:] in ((), (1,)))
+                and not (row_strided and _row_strided(value))):
+            # RawKernel ignores strides; the exceptions are a mask, passed
+            # with its own row stride argument and a unit column stride, and
+            # the arrays of the row kernels, which take a row stride each.
+            raise EmuError("RawKernel ignores strides: arrays must be C-contiguous "
+                           "(the row kernels: unit column stride and a non-negative row stride)")
         return ctype + "*", ctypes.c_void_p(value.__array_interface__["data"][0]), value
     if isinstance(value, (bool, np.bool_)):
         raise EmuError("bool kernel arguments are not used by csoftmax")
@@ -119,7 +137,7 @@ class EmuKernel:
             raise EmuError(f"{self.name} takes {len(self.signature)} arguments, launch passes {len(args)}")
         storage, pointers = [], []
         for position, (param, value) in enumerate(zip(self.signature, args)):
-            passed, cvalue, array = _argument(value)
+            passed, cvalue, array = _argument(value, self.name.startswith(ROW_STRIDED))
             optional = self.name.startswith(OPTIONAL_OUTPUT[0]) and position == OPTIONAL_OUTPUT[1]
             if not _accepts(param, passed, array, optional):
                 raise EmuError(f"{self.name} argument {position}: kernel takes {param}, launch passes {passed} "

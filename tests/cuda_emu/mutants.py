@@ -15,17 +15,19 @@ class Mutant(NamedTuple):
     why: str
     old: str
     new: str
-    cases: tuple  # (op, dtype name, n, k), or (op, dtype name, n, k, "mask") to run with a mask
+    # (op, dtype name, n, k), or (op, dtype name, n, k, "mask") to run with a
+    # mask, or (op, dtype name, n, k, "strided") on views with a row stride of
+    # K + 4 (x[:, :K] of a wider array)
+    cases: tuple
 
 
 MUTANTS = (
     Mutant(
         "warp-store-bound-off-by-one",
-        "the warp tier stores one element past the row",
-        "if (live && col < k) {\n                    const unsigned keep = csm_keep_bits<VEC>(mrow, col);\n#pragma unroll\n"
-        "                    for (int c = 0; c < VEC; ++c) {\n                        A& v",
-        "if (live && col <= k) {\n                    const unsigned keep = csm_keep_bits<VEC>(mrow, col);\n#pragma unroll\n"
-        "                    for (int c = 0; c < VEC; ++c) {\n                        A& v",
+        "the warp tier counts one pack too many for lanes whose last pack ends the row: it loads and "
+        "stores one element past the row",
+        "(k - col_lane * VEC - 1) / (width * VEC) + 1;",
+        "(k - col_lane * VEC) / (width * VEC) + 1;",
         (("softmax", "float32", 7, 33),),
     ),
     Mutant(
@@ -101,6 +103,20 @@ MUTANTS = (
         "mask == nullptr ? mask : mask + row * ldm;\n        const T* const pa",
         "mask == nullptr ? mask : mask + 0 * ldm;\n        const T* const pa",
         (("log_softmax", "float32", 7, 1025, "mask"),),
+    ),
+    Mutant(
+        "block-row-stride-ignored",
+        "the block tiers index the input's rows by K instead of its row stride (row-sliced views)",
+        "        const T* const pa = a + row * lda;\n",
+        "        const T* const pa = a + row * (long long)k;\n",
+        (("softmax", "float32", 3, 1025, "strided"),),
+    ),
+    Mutant(
+        "warp-output-row-stride-ignored",
+        "the warp tier writes row r of out at r * K instead of r * ldo",
+        "                    csm_store<T, VEC>(out + row * ldo + col, x + p * VEC);\n                }\n            }\n        } else {",
+        "                    csm_store<T, VEC>(out + row * (long long)k + col, x + p * VEC);\n                }\n            }\n        } else {",
+        (("log_softmax", "float32", 7, 64, "strided"),),
     ),
     Mutant(
         "masked-output-not-selected",

@@ -19,17 +19,20 @@ def out_shape(op, a):
     return _gpu.out_shape(op, *a.shape)
 
 
-def emulate(op, a, b=None, misalign=0, in_place=None, mask=None):
+def emulate(op, a, b=None, misalign=0, in_place=None, mask=None, pad=0, out_pad=None):
     """Result of ``op`` from the emulated kernels. ``in_place`` = "a" or "b"
     makes ``out`` the very array passed as that input; ``mask`` (uint8, (K,)
-    or (N, K), any row stride) goes to the kernels as it is."""
+    or (N, K), any row stride) goes to the kernels as it is. ``pad``: the
+    inputs are row-sliced views with a row stride of K + pad elements (the
+    gaps NaN), and so is a 2-D ``out`` with ``out_pad`` (default ``pad``;
+    its gaps must keep the sentinel)."""
     from csoftmax import _gpu
 
-    a_buf, a_view = guarded(a.shape, a.dtype, np.nan, misalign)
+    a_buf, a_view = guarded(a.shape, a.dtype, np.nan, misalign, pad)
     a_view[...] = a
     b_buf = b_view = None
     if b is not None:
-        b_buf, b_view = guarded(b.shape, b.dtype, np.nan, misalign)
+        b_buf, b_view = guarded(b.shape, b.dtype, np.nan, misalign, pad)
         b_view[...] = b
     if in_place == "a":
         out_buf, out_view, fill = a_buf, a_view, np.nan
@@ -37,7 +40,9 @@ def emulate(op, a, b=None, misalign=0, in_place=None, mask=None):
         out_buf, out_view, fill = b_buf, b_view, np.nan
     else:
         fill = SENTINEL
-        out_buf, out_view = guarded(out_shape(op, a), a.dtype, fill, misalign)
+        shape = out_shape(op, a)
+        out_buf, out_view = guarded(shape, a.dtype, fill, misalign,
+                                    (pad if out_pad is None else out_pad) if len(shape) == 2 else 0)
     _gpu.run(op, a_view, b_view, out_view, mask=mask)
     check_guards(out_buf, out_view, fill)
     if in_place != "a":
