@@ -139,24 +139,40 @@ enum { CSM_SUM_EXP, CSM_SUM_PLAIN, CSM_SUM_DOT };
     ((((F(0) + F(8)) + (F(4) + F(12))) + ((F(2) + F(10)) + (F(6) + F(14)))) \
      + (((F(1) + F(9)) + (F(5) + F(13))) + ((F(3) + F(11)) + (F(7) + F(15)))))
 
-/* The sum of a[0], a[stride], ..., a[15 * stride] by the fixed tree; at
- * stride 1 (the row kernels' partials, in vector registers) by shuffles. */
+/* CSM_TREE16 over 16 contiguous values of type T at `src`, as a vector's
+ * horizontal sum: halves added by shuffles, in registers (GCC >= 12 and
+ * clang have __builtin_shufflevector). A statement that sets `dst`; the row
+ * kernels' partials sit in vector registers, so this replaces 15 scalar adds
+ * through memory. */
+#if defined(__GNUC__) && (__GNUC__ >= 12 || defined(__clang__))
+  #define CSM_HAVE_VTREE 1
+  #define CSM_VTREE16(T, dst, src) do {                                                   \
+        typedef T csm_v16_ __attribute__((vector_size(16 * sizeof(T))));                  \
+        typedef T csm_v8_ __attribute__((vector_size(8 * sizeof(T))));                    \
+        typedef T csm_v4_ __attribute__((vector_size(4 * sizeof(T))));                    \
+        typedef T csm_v2_ __attribute__((vector_size(2 * sizeof(T))));                    \
+        csm_v16_ v_;                                                                       \
+        memcpy(&v_, (src), sizeof v_);                                                     \
+        const csm_v8_ h_ = __builtin_shufflevector(v_, v_, 0, 1, 2, 3, 4, 5, 6, 7)         \
+                         + __builtin_shufflevector(v_, v_, 8, 9, 10, 11, 12, 13, 14, 15);  \
+        const csm_v4_ g_ = __builtin_shufflevector(h_, h_, 0, 1, 2, 3)                     \
+                         + __builtin_shufflevector(h_, h_, 4, 5, 6, 7);                    \
+        const csm_v2_ e_ = __builtin_shufflevector(g_, g_, 0, 1)                           \
+                         + __builtin_shufflevector(g_, g_, 2, 3);                          \
+        (dst) = e_[0] + e_[1];                                                             \
+    } while (0)
+#else
+  #define CSM_HAVE_VTREE 0
+#endif
+
+/* The sum of a[0], a[stride], ..., a[15 * stride] by the fixed tree. */
 static inline double csm_tree_sum(const double *a, ptrdiff_t stride)
 {
-#if defined(__GNUC__) && (__GNUC__ >= 12 || defined(__clang__))
+#if CSM_HAVE_VTREE
     if (stride == 1) {
-        typedef double v16 __attribute__((vector_size(16 * sizeof(double))));
-        typedef double v8 __attribute__((vector_size(8 * sizeof(double))));
-        typedef double v4 __attribute__((vector_size(4 * sizeof(double))));
-        typedef double v2 __attribute__((vector_size(2 * sizeof(double))));
-        v16 v;
-        memcpy(&v, a, sizeof v);
-        const v8 h = __builtin_shufflevector(v, v, 0, 1, 2, 3, 4, 5, 6, 7)
-                   + __builtin_shufflevector(v, v, 8, 9, 10, 11, 12, 13, 14, 15);
-        const v4 g = __builtin_shufflevector(h, h, 0, 1, 2, 3)
-                   + __builtin_shufflevector(h, h, 4, 5, 6, 7);
-        const v2 e = __builtin_shufflevector(g, g, 0, 1) + __builtin_shufflevector(g, g, 2, 3);
-        return e[0] + e[1];
+        double s;
+        CSM_VTREE16(double, s, a);
+        return s;
     }
 #endif
 #define CSM_A(p) a[(p) * stride]

@@ -236,20 +236,11 @@ static CSM_INLINE CSM_TARGET CSM_T CSM_FN(csm_row_max)(const CSM_T *x, ptrdiff_t
  * halves added by shuffles, in registers. */
 static CSM_INLINE CSM_TARGET CSM_T CSM_FN(csm_tree_sum_t)(const CSM_T *f, ptrdiff_t stride)
 {
-#if defined(__GNUC__) && (__GNUC__ >= 12 || defined(__clang__))
+#if CSM_HAVE_VTREE
     if (stride == 1) {
-        typedef CSM_T v16 __attribute__((vector_size(16 * sizeof(CSM_T))));
-        typedef CSM_T v8 __attribute__((vector_size(8 * sizeof(CSM_T))));
-        typedef CSM_T v4 __attribute__((vector_size(4 * sizeof(CSM_T))));
-        typedef CSM_T v2 __attribute__((vector_size(2 * sizeof(CSM_T))));
-        v16 a;
-        memcpy(&a, f, sizeof a);
-        const v8 h = __builtin_shufflevector(a, a, 0, 1, 2, 3, 4, 5, 6, 7)
-                   + __builtin_shufflevector(a, a, 8, 9, 10, 11, 12, 13, 14, 15);
-        const v4 g = __builtin_shufflevector(h, h, 0, 1, 2, 3)
-                   + __builtin_shufflevector(h, h, 4, 5, 6, 7);
-        const v2 e = __builtin_shufflevector(g, g, 0, 1) + __builtin_shufflevector(g, g, 2, 3);
-        return e[0] + e[1];
+        CSM_T s;
+        CSM_VTREE16(CSM_T, s, f);
+        return s;
     }
 #endif
 #define CSM_F_(p) f[(p) * stride]
