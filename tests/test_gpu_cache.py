@@ -22,7 +22,7 @@ import pytest
 
 import csoftmax
 from csoftmax import _gpu, _gpu_cache
-from cuda_emu import devices
+from cuda_emu import devices, fake_cupy
 from cuda_emu.fake_cupy import FakeCuPy, FakeNVRTC
 
 NAMES = _gpu.group_names("softmax", np.float32)
@@ -282,19 +282,8 @@ pytestmark_emulator = pytest.mark.skipif(
 
 @pytest.fixture
 def cp(cache, monkeypatch):
-    fake = FakeCuPy((devices.EMULATED, dict(devices.EMULATED, name=b"emulated-1")))
-    fake.reset()
-    monkeypatch.setitem(sys.modules, "cupy", fake)
-    _gpu._device_properties.cache_clear()
-    _gpu._load_module.cache_clear()
-    monkeypatch.setattr(_gpu, "_kernels", {})
-    monkeypatch.setattr(_gpu, "_raised_smem", {})
-    monkeypatch.setattr(_gpu, "_plans", {})
-    fake.nvrtc = cache.nvrtc
-    yield fake
-    _gpu._device_properties.cache_clear()
-    _gpu._load_module.cache_clear()
-    fake.reset()
+    yield from fake_cupy.installed(
+        monkeypatch, (devices.EMULATED, dict(devices.EMULATED, name=b"emulated-1")), nvrtc=cache.nvrtc)
 
 
 def _new_process(monkeypatch):

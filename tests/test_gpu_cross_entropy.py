@@ -10,7 +10,6 @@ float16/32/64. Shapes are small: the emulator runs a thread per CUDA thread.
 The public function on CuPy arrays runs through the CuPy stand-in
 (tests/cuda_emu/fake_cupy.py) on two fake devices.
 """
-import sys
 
 import numpy as np
 import pytest
@@ -18,8 +17,7 @@ import pytest
 import csoftmax
 from csoftmax import _gpu, _gpu_loss
 from csoftmax._loss_reference import softmax_cross_entropy as reference
-from cuda_emu import check_guards, devices, guarded
-from cuda_emu.fake_cupy import FakeCuPy
+from cuda_emu import check_guards, devices, fake_cupy, guarded
 from cuda_emu.module import EmuModule
 
 pytestmark = pytest.mark.skipif(
@@ -266,17 +264,7 @@ TWO = (devices.EMULATED, dict(devices.EMULATED, name=b"emulated-1"))
 
 @pytest.fixture
 def cp(monkeypatch):
-    fake = FakeCuPy(TWO)
-    fake.reset()
-    monkeypatch.setitem(sys.modules, "cupy", fake)
-    _gpu._device_properties.cache_clear()
-    _gpu_loss._load_module.cache_clear()
-    monkeypatch.setattr(_gpu_loss, "_kernels", {})
-    monkeypatch.setattr(_gpu_loss, "_raised_smem", {})
-    yield fake
-    _gpu._device_properties.cache_clear()
-    _gpu_loss._load_module.cache_clear()
-    fake.reset()
+    yield from fake_cupy.installed(monkeypatch, TWO)
 
 
 def _both(cp, *arrays):

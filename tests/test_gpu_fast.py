@@ -5,15 +5,13 @@ general path's results (in every kernel tier, into a new array, into a
 separate ``out`` and in place), every other call reaches the general path,
 and a wrong call raises exactly what the general path raises.
 """
-import sys
 
 import numpy as np
 import pytest
 
 import csoftmax
 from csoftmax import _gpu, _gpu_fast, _semantics
-from cuda_emu import devices
-from cuda_emu.fake_cupy import FakeCuPy
+from cuda_emu import devices, fake_cupy
 from cuda_emu.reference import check, inputs
 
 pytestmark = pytest.mark.skipif(
@@ -25,18 +23,8 @@ ROW_OPS = ("softmax", "log_softmax", "softmax_backward", "log_softmax_backward")
 
 @pytest.fixture
 def cp(monkeypatch):
-    fake = FakeCuPy((devices.EMULATED, dict(devices.EMULATED, name=b"emulated-1")))
-    fake.reset()
-    monkeypatch.setitem(sys.modules, "cupy", fake)
-    _gpu._device_properties.cache_clear()
-    _gpu._load_module.cache_clear()
-    monkeypatch.setattr(_gpu, "_kernels", {})
-    monkeypatch.setattr(_gpu, "_raised_smem", {})
-    monkeypatch.setattr(_gpu, "_plans", {})
-    yield fake
-    _gpu._device_properties.cache_clear()
-    _gpu._load_module.cache_clear()
-    fake.reset()
+    yield from fake_cupy.installed(
+        monkeypatch, (devices.EMULATED, dict(devices.EMULATED, name=b"emulated-1")))
 
 
 @pytest.fixture

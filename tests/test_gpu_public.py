@@ -7,15 +7,14 @@ runs the unchanged .cu text on the CPU, on two fake devices that require every
 operation to happen under the device of its arrays. Results are compared with
 the CPU backend and the float64 reference.
 """
-import sys
 
 import numpy as np
 import pytest
 
 import csoftmax
 from csoftmax import _gpu
-from cuda_emu import devices
-from cuda_emu.fake_cupy import FakeCuPy, WrongDevice
+from cuda_emu import devices, fake_cupy
+from cuda_emu.fake_cupy import WrongDevice
 from cuda_emu.reference import check, inputs
 
 pytestmark = pytest.mark.skipif(
@@ -28,18 +27,7 @@ OPS = ("softmax", "log_softmax", "softmax_backward", "log_softmax_backward", "so
 
 @pytest.fixture
 def cp(monkeypatch):
-    fake = FakeCuPy(PROPS)
-    fake.reset()
-    monkeypatch.setitem(sys.modules, "cupy", fake)
-    _gpu._device_properties.cache_clear()
-    _gpu._load_module.cache_clear()
-    monkeypatch.setattr(_gpu, "_kernels", {})
-    monkeypatch.setattr(_gpu, "_raised_smem", {})
-    monkeypatch.setattr(_gpu, "_plans", {})
-    yield fake
-    _gpu._device_properties.cache_clear()
-    _gpu._load_module.cache_clear()
-    fake.reset()
+    yield from fake_cupy.installed(monkeypatch, PROPS)
 
 
 def _call(op, args, **kw):

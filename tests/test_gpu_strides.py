@@ -10,15 +10,13 @@ the kernels without a copy (the kernel gets the view's own pointer), write
 straight into a row-sliced ``out`` and in place; negative row strides and
 non-unit column strides are copied.
 """
-import sys
 
 import numpy as np
 import pytest
 
 import csoftmax
 from csoftmax import _gpu
-from cuda_emu import EmuModule, devices, install
-from cuda_emu.fake_cupy import FakeCuPy
+from cuda_emu import EmuModule, devices, fake_cupy, install
 from cuda_emu.reference import DTYPES, ROW_OPS, check, inputs, masked_inputs
 from cuda_emu.runner import emulate
 
@@ -151,18 +149,7 @@ def test_row_stride_describes_what_the_kernels_take():
 
 @pytest.fixture
 def cp(monkeypatch):
-    fake = FakeCuPy((PROPS,))
-    fake.reset()
-    monkeypatch.setitem(sys.modules, "cupy", fake)
-    _gpu._device_properties.cache_clear()
-    _gpu._load_module.cache_clear()
-    monkeypatch.setattr(_gpu, "_kernels", {})
-    monkeypatch.setattr(_gpu, "_raised_smem", {})
-    monkeypatch.setattr(_gpu, "_plans", {})
-    yield fake
-    _gpu._device_properties.cache_clear()
-    _gpu._load_module.cache_clear()
-    fake.reset()
+    yield from fake_cupy.installed(monkeypatch, (PROPS,))
 
 
 @pytest.fixture

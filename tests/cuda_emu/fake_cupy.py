@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import sys
 import types
 
 import numpy as np
@@ -298,3 +299,33 @@ class FakeNVRTC:
         lowered = {n: "_Z_emu_" + hashlib.sha256(n.encode()).hexdigest()[:16] for n in names}
         payload = {"source": source, "options": list(options), "lowered": lowered}
         return self.MAGIC + json.dumps(payload).encode(), lowered
+
+
+def installed(monkeypatch, props_per_device, nvrtc=None):
+    """A pytest fixture's body: ``yield from installed(monkeypatch, props)``.
+
+    Puts a FakeCuPy over ``props_per_device`` in ``sys.modules`` as ``cupy``
+    and gives csoftmax's GPU backend empty caches (device properties, modules,
+    kernels, shared-memory opt-ins, plans) for the test, as in a new process;
+    ``nvrtc`` replaces the stand-in's compiler when given. Yields the fake."""
+    from csoftmax import _gpu, _gpu_loss
+
+    fake = FakeCuPy(props_per_device)
+    fake.reset()
+    if nvrtc is not None:
+        fake.nvrtc = nvrtc
+    monkeypatch.setitem(sys.modules, "cupy", fake)
+
+    def clear_caches():
+        _gpu._device_properties.cache_clear()
+        _gpu._load_module.cache_clear()
+        _gpu_loss._load_module.cache_clear()
+
+    clear_caches()
+    for module in (_gpu, _gpu_loss):
+        monkeypatch.setattr(module, "_kernels", {})
+        monkeypatch.setattr(module, "_raised_smem", {})
+    monkeypatch.setattr(_gpu, "_plans", {})
+    yield fake
+    clear_caches()
+    fake.reset()
