@@ -28,18 +28,47 @@ CHILD = textwrap.dedent("""
     t0 = time.perf_counter()
     fn(x, out=out, num_threads=1)
     full = time.perf_counter() - t0
-    sent = []
-    def interrupt():
-        sent.append(time.perf_counter())
-        os.kill(os.getpid(), signal.SIGINT)
-    threading.Timer(full / 10, interrupt).start()
-    t0 = time.perf_counter()
-    try:
-        fn(x, out=out, num_threads=1)
-    except KeyboardInterrupt:
-        print(f"interrupted {time.perf_counter() - sent[0]:.4f} of {full:.4f}")
+    def attempt():
+        # ("interrupted", seconds from the signal to the KeyboardInterrupt),
+        # ("missed", seconds of the call left after the signal), or None when
+        # the timer's thread got the CPU too late to send it inside the call.
+        sent = []
+        def interrupt():
+            sent.append(time.perf_counter())
+            os.kill(os.getpid(), signal.SIGINT)
+        timer = threading.Timer(full / 10, interrupt)
+        timer.start()
+        try:
+            fn(x, out=out, num_threads=1)
+        except KeyboardInterrupt:
+            return "interrupted", time.perf_counter() - sent[0]
+        end = time.perf_counter()
+        try:  # a signal sent after the call lands here, outside it
+            timer.cancel()
+            timer.join()
+            time.sleep(0.2)
+        except KeyboardInterrupt:
+            pass
+        # Sent with two slices (a quarter of the call) still to go: a miss.
+        if sent and end - sent[0] > full / 4:
+            return "missed", end - sent[0]
+        return None
+
+    # On a loaded machine (CI runs this beside other jobs) the timer's thread
+    # can wake after a 0.1 s call has ended: such a try proves nothing either
+    # way, and is repeated.
+    for _ in range(20):
+        result = attempt()
+        if result is not None:
+            break
+    else:
+        print("inconclusive: the signal never went out inside a call")
+        sys.exit(3)
+    kind, seconds = result
+    if kind == "interrupted":
+        print(f"interrupted {seconds:.4f} of {full:.4f}")
         sys.exit(0)
-    print(f"not interrupted {time.perf_counter() - t0:.4f}")
+    print(f"not interrupted: the signal came {seconds:.4f} s before the call's end, of {full:.4f}")
     sys.exit(1)
 """)
 
@@ -50,6 +79,8 @@ CHILD = textwrap.dedent("""
 def test_ctrl_c_interrupts_a_long_call_quickly(fn):
     proc = subprocess.run([sys.executable, "-c", CHILD, fn], capture_output=True, text=True,
                           timeout=120)
+    if proc.returncode == 3:
+        pytest.skip(f"the machine was too busy to place the signal inside a call: {proc.stdout}")
     assert proc.returncode == 0, proc.stdout + proc.stderr
     _, took, _, full = proc.stdout.split()
     # The call itself would take `full` seconds; the interrupt arrives after
