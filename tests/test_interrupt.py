@@ -18,6 +18,11 @@ CHILD = textwrap.dedent("""
     import numpy as np
     import csoftmax
     fn = getattr(csoftmax, sys.argv[1])
+    # Ctrl-C's handler, as in an interactive Python: a process started with
+    # SIGINT ignored (a background job of a non-interactive shell, which is
+    # how a CI script may run) inherits the ignore, and Python then installs
+    # no KeyboardInterrupt handler at all.
+    signal.signal(signal.SIGINT, signal.default_int_handler)
     # 2^27 float32 elements: 512 MiB in, 512 MiB out, well over a slice.
     x = np.ones((1 << 13, 1 << 14), np.float32)
     out = np.empty_like(x)
