@@ -184,10 +184,10 @@ static CSM_INLINE CSM_TARGET double CSM_FN(csm_log)(double x)
  * the latency of max, four keep the pipeline full. They are combined
  * elementwise by halving, and only the last vector is reduced across its
  * lanes. The old form, four streams over the row's quarters, reduced each
- * stream's vector across lanes on its own: four horizontal reductions per
- * row, through memory (measured below, in softmax's in-cache time). The max
- * is exact, so the
- * order changes no bit. */
+ * stream's vector across lanes on its own, through memory: four horizontal
+ * reductions per row (in-cache softmax, 4096 x 128 float32, one thread:
+ * 0.49 -> 0.47 ns per element on AVX-512, 0.67 -> 0.64 on AVX2). The max is
+ * exact, so the order changes no bit. */
 #define CSM_MAX_W_ ((CSM_ISA_ID == 2 ? 256 : CSM_ISA_ID == 1 ? 128 : 64) / (int)sizeof(CSM_T))
 #define CSM_MAX_W (CSM_MAX_W_ > 16 ? CSM_MAX_W_ : 16)
 static CSM_INLINE CSM_TARGET CSM_T CSM_FN(csm_row_max)(const CSM_T *x, ptrdiff_t K)
