@@ -42,6 +42,30 @@
   #define CSM_INLINE inline
 #endif
 
+/* The row kernels prefetch the row about CSM_PREFETCH_BYTES ahead of the
+ * one they compute, one cache line per 64 bytes of the compute loop, so that
+ * DRAM works while the core computes. Without it each row's first pass (the
+ * max, or the backward's sum) waited on memory while the other passes left
+ * it idle: time was the sum of compute and transfer, not their maximum.
+ * GCC documents that a prefetch never faults, even on an invalid address,
+ * so rows past the caller's block (another thread's, or past the array's
+ * end) may be named; the address is formed as an integer, not a pointer. */
+#define CSM_PREFETCH_BYTES 4096
+
+static inline const char *csm_prefetch_row(const void *row, ptrdiff_t ld, ptrdiff_t K, size_t size)
+{
+    const ptrdiff_t bytes = K * (ptrdiff_t)size;
+    const ptrdiff_t ahead = bytes >= CSM_PREFETCH_BYTES || bytes <= 0
+                                ? 1 : (CSM_PREFETCH_BYTES + bytes - 1) / bytes;
+    return (const char *)((uintptr_t)row + (uintptr_t)(ahead * ld * (ptrdiff_t)size));
+}
+
+#if defined(__GNUC__)
+  #define CSM_PREFETCH_LINE(p) __builtin_prefetch((p), 0, 3)
+#else
+  #define CSM_PREFETCH_LINE(p) ((void)(p))
+#endif
+
 /* Rows per vectorised log in log_softmax: enough lanes to fill an AVX-512
  * register 8 times over, small enough to stay on the stack. */
 #define CSM_LOG_CHUNK 64
