@@ -249,12 +249,13 @@ static CSM_INLINE CSM_TARGET CSM_T CSM_FN(csm_tree_sum_t)(const CSM_T *f, ptrdif
 }
 
 /* The lines of CSM_PARTS elements at element i of the row at pf (see
- * CSM_PREFETCH_BYTES), where pf is not null. */
-#define CSM_PREFETCH_PARTS_(pf, i)                                                     \
+ * CSM_PREFETCH_BYTES), where pf is not null; rw = 1 for a row about to be
+ * written (fetched for ownership, so the store does not wait for it). */
+#define CSM_PREFETCH_PARTS_(pf, i, rw)                                                 \
     do {                                                                               \
         if (pf)                                                                        \
             for (size_t o_ = 0; o_ < CSM_PARTS * sizeof(CSM_T); o_ += 64)              \
-                CSM_PREFETCH_LINE((pf) + (size_t)(i) * sizeof(CSM_T) + o_);            \
+                CSM_PREFETCH_LINE((pf) + (size_t)(i) * sizeof(CSM_T) + o_, rw);        \
     } while (0)
 
 /* y = exp(x - m), returning the sum in the order of CSM_SUM_BLOCK (_rows.h):
@@ -264,7 +265,8 @@ static CSM_INLINE CSM_TARGET CSM_T CSM_FN(csm_tree_sum_t)(const CSM_T *f, ptrdif
  * at K = 65536, up to 5e-4 at K = 10^6); blocked, the sum stays within
  * 7e-7 at any K. y may be x. */
 static CSM_INLINE CSM_TARGET double CSM_FN(csm_row_exp_sum_from)(const CSM_T *x, CSM_T *y, CSM_T m,
-                                                                ptrdiff_t K, double acc, const char *pf)
+                                                                ptrdiff_t K, double acc, const char *pf,
+                                                                const char *pfw)
 {
     CSM_T f[CSM_PARTS];
     for (ptrdiff_t blk = 0; blk < K; blk += CSM_SUM_BLOCK) {
@@ -273,7 +275,8 @@ static CSM_INLINE CSM_TARGET double CSM_FN(csm_row_exp_sum_from)(const CSM_T *x,
         for (ptrdiff_t p = 0; p < CSM_PARTS; ++p)
             f[p] = 0;
         for (; i + CSM_PARTS <= end; i += CSM_PARTS) {
-            CSM_PREFETCH_PARTS_(pf, i);
+            CSM_PREFETCH_PARTS_(pf, i, 0);
+            CSM_PREFETCH_PARTS_(pfw, i, 1);
 #pragma omp simd
             for (ptrdiff_t p = 0; p < CSM_PARTS; ++p) {
                 const CSM_T e = CSM_FN(csm_exp_neg)(x[i + p] - m);
@@ -293,9 +296,9 @@ static CSM_INLINE CSM_TARGET double CSM_FN(csm_row_exp_sum_from)(const CSM_T *x,
 }
 
 static CSM_INLINE CSM_TARGET double CSM_FN(csm_row_exp_sum)(const CSM_T *x, CSM_T *y, CSM_T m, ptrdiff_t K,
-                                                           const char *pf)
+                                                           const char *pf, const char *pfw)
 {
-    return CSM_FN(csm_row_exp_sum_from)(x, y, m, K, 0.0, pf);
+    return CSM_FN(csm_row_exp_sum_from)(x, y, m, K, 0.0, pf, pfw);
 }
 
 /* The lane layout's twin of a block's end in csm_row_exp_sum: each lane's
@@ -323,15 +326,17 @@ static CSM_INLINE CSM_TARGET void CSM_FN(csm_lanes_flush)(double *sd, CSM_T *sf,
     : (acc) + (what == CSM_SUM_EXP ? (double)CSM_FN(csm_exp_neg)(a[i] - m) : (double)a[i]))
 static CSM_INLINE CSM_TARGET double CSM_FN(csm_row_sum)(const CSM_T *a, const CSM_T *b, CSM_T m,
                                                          ptrdiff_t K, const int what,
-                                                         const char *pfa, const char *pfb)
+                                                         const char *pfa, const char *pfb,
+                                                         const char *pfw)
 {
     double acc[CSM_PARTS];
     ptrdiff_t i = 0;
     for (ptrdiff_t p = 0; p < CSM_PARTS; ++p)
         acc[p] = 0;
     for (; i + CSM_PARTS <= K; i += CSM_PARTS) {
-        CSM_PREFETCH_PARTS_(pfa, i);
-        CSM_PREFETCH_PARTS_(pfb, i);
+        CSM_PREFETCH_PARTS_(pfa, i, 0);
+        CSM_PREFETCH_PARTS_(pfb, i, 0);
+        CSM_PREFETCH_PARTS_(pfw, i, 1);
 #pragma omp simd
         for (ptrdiff_t p = 0; p < CSM_PARTS; ++p)
             CSM_SUM_ACC_(acc[p], i + p);
@@ -875,7 +880,8 @@ static CSM_TARGET void CSM_FN(csm_softmax_core)(
         const CSM_T *xr = x + r * ldx;
         CSM_T *yr = y + r * ldy;
         const CSM_T m = CSM_FN(csm_row_max)(xr, K);
-        const double s = CSM_FN(csm_row_exp_sum)(xr, yr, m, K, csm_prefetch_row(xr, ldx, K, sizeof(CSM_T)));
+        const double s = CSM_FN(csm_row_exp_sum)(xr, yr, m, K, csm_prefetch_row(xr, ldx, K, sizeof(CSM_T)),
+                                                 csm_prefetch_out_row(yr, ldy, K, sizeof(CSM_T), rows - 1 - r));
         CSM_FN(csm_row_scale)(yr, (CSM_T)(1.0 / s), K);
     }
 }
@@ -901,7 +907,8 @@ static CSM_TARGET void CSM_FN(csm_log_softmax_core)(
             const CSM_T *xr = x + (r0 + r) * ldx;
             mx[r] = CSM_FN(csm_row_max)(xr, K);
             lg[r] = CSM_FN(csm_row_sum)(xr, xr, mx[r], K, CSM_SUM_EXP,
-                                         csm_prefetch_row(xr, ldx, K, sizeof(CSM_T)), NULL);
+                                         csm_prefetch_row(xr, ldx, K, sizeof(CSM_T)), NULL,
+                                         (const char *)(y + (r0 + r) * ldy));
         }
 #pragma omp simd
         for (ptrdiff_t r = 0; r < nr; ++r)
@@ -934,7 +941,7 @@ static CSM_TARGET void CSM_FN(csm_softmax_backward_core)(
         /* The dot product in double, for the reason given at csm_row_exp_sum. */
         const CSM_T d = (CSM_T)CSM_FN(csm_row_sum)(gr, yr, 0, K, CSM_SUM_DOT,
                                                    csm_prefetch_row(gr, ldg, K, sizeof(CSM_T)),
-                                                   csm_prefetch_row(yr, ldy, K, sizeof(CSM_T)));
+                                                   csm_prefetch_row(yr, ldy, K, sizeof(CSM_T)), NULL);
 #pragma omp simd
         for (ptrdiff_t i = 0; i < K; ++i)
             orow[i] = yr[i] * (gr[i] - d);
@@ -955,7 +962,7 @@ static CSM_TARGET void CSM_FN(csm_log_softmax_backward_core)(
         CSM_T *orow = out + r * ldo;
         const CSM_T sg = (CSM_T)CSM_FN(csm_row_sum)(gr, gr, 0, K, CSM_SUM_PLAIN,
                                                     csm_prefetch_row(gr, ldg, K, sizeof(CSM_T)),
-                                                    csm_prefetch_row(yr, ldy, K, sizeof(CSM_T)));
+                                                    csm_prefetch_row(yr, ldy, K, sizeof(CSM_T)), NULL);
 #pragma omp simd
         for (ptrdiff_t i = 0; i < K; ++i)
             orow[i] = gr[i] - CSM_FN(csm_exp)(yr[i]) * sg;
@@ -985,13 +992,13 @@ static CSM_TARGET void CSM_FN(csm_long_rows)(
         CSM_T c;
         if (log_out) {
             c = (CSM_T)CSM_PASTE(csm_log, CSM_PASTE(f64, CSM_ISA))(
-                CSM_FN(csm_row_sum)(xr, xr, m, K, CSM_SUM_EXP, NULL, NULL));
+                CSM_FN(csm_row_sum)(xr, xr, m, K, CSM_SUM_EXP, NULL, NULL, NULL));
         } else {
             double acc = 0.0;
             /* Chunks are whole CSM_SUM_BLOCKs, so the blocks are those of one call. */
             for (ptrdiff_t j = 0; j < K; j += CSM_SCRATCH) {
                 const ptrdiff_t n = K - j < CSM_SCRATCH ? K - j : CSM_SCRATCH;
-                acc = CSM_FN(csm_row_exp_sum_from)(xr + j, buf, m, n, acc, NULL);
+                acc = CSM_FN(csm_row_exp_sum_from)(xr + j, buf, m, n, acc, NULL, NULL);
             }
             c = (CSM_T)(1.0 / acc);
         }

@@ -102,12 +102,17 @@ def test_streaming_threshold_is_where_streaming_starts(dtype, itemsize, stream_a
     assert not _engine.plan("softmax", n_at + 1, k, dtype)["stream"]
 
 
-def test_blocks_depend_on_k_and_layout_only():
+@pytest.mark.parametrize("n, k", [(100, 100), (10000, 100), (16384, 1000), (100000, 64), (3, 50000)])
+def test_blocks_depend_on_the_shape_and_layout_never_on_threads(n, k):
+    # Row-kernel blocks: about n * k / block_share elements, within
+    # [block_elems, block_max_elems], whole rows, at least one.
+    elems = min(max(n * k // C["block_share"], C["block_elems"]), C["block_max_elems"])
+    lane_blocks = set()
     for threads in (1, 2, 7):
-        p = _engine.plan("softmax", 10000, 100, num_threads=threads)
-        assert p["block"] == C["block_elems"] // 100
-        q = _engine.plan("softmax", 10000, 100, unit_columns=False, num_threads=threads)
-        assert q["block"] % C["lanes"] == 0
+        p = _engine.plan("softmax", n, k, num_threads=threads)
+        assert p["block"] == max(elems // k, 1)
+        lane_blocks.add(_engine.plan("softmax", n, k, unit_columns=False, num_threads=threads)["block"])
+    assert len(lane_blocks) == 1
 
 
 @pytest.mark.parametrize("fn", ["softmax", "log_softmax", "softmax_backward",
