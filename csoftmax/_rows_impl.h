@@ -1069,12 +1069,17 @@ CSM_STREAMED_ENTRY(csm_log_softmax_backward)
  * row and column are +0); the diagonal is
  * s_i - s_i * s_i, i.e. diag(s) - s s^T. */
 static CSM_INLINE CSM_TARGET void CSM_FN(csm_jacobian_block)(
-    const CSM_T *s, CSM_T *J, ptrdiff_t i0, ptrdiff_t i1, ptrdiff_t K)
+    const CSM_T *s, CSM_T *J, ptrdiff_t i0, ptrdiff_t i1, ptrdiff_t K, const char *pfw)
 {
-    /* Rows i0..i1 of the block; J points at row i0. */
+    /* Rows i0..i1 of the block; J points at row i0. pfw, where not null, is
+     * the next block (see CSM_PREFETCH_BYTES): its row i is fetched for
+     * ownership while row i of this one is written. */
     for (ptrdiff_t i = i0; i < i1; ++i) {
         const CSM_T si = s[i];
         CSM_T *Ji = J + (i - i0) * K;
+        if (pfw)
+            for (size_t o = 0; o < (size_t)K * sizeof(CSM_T); o += 64)
+                CSM_PREFETCH_LINE(pfw + (size_t)(i - i0) * K * sizeof(CSM_T) + o, 1);
 #pragma omp simd
         for (ptrdiff_t j = 0; j < K; ++j)
             Ji[j] = (CSM_T)0 - si * s[j]; /* +0, not -0, where s_i or s_j is 0 */
@@ -1097,7 +1102,7 @@ static CSM_TARGET void CSM_FN(csm_softmax_jacobian_rows)(
             CSM_T *J = jac + r * ldo;
             for (ptrdiff_t i0 = 0; i0 < K; i0 += group) {
                 const ptrdiff_t i1 = K - i0 < group ? K : i0 + group;
-                CSM_FN(csm_jacobian_block)(s, buf, i0, i1, K);
+                CSM_FN(csm_jacobian_block)(s, buf, i0, i1, K, NULL);
                 CSM_FN(csm_stream_copy)(J + i0 * K, buf, (i1 - i0) * K);
             }
         }
@@ -1117,8 +1122,12 @@ static CSM_TARGET void CSM_FN(csm_softmax_jacobian_rows)(
         for (ptrdiff_t r0 = 0; r0 < rows; r0 += group) {
             const ptrdiff_t nr = rows - r0 < group ? rows - r0 : group;
             CSM_FN(csm_softmax_core)(x + r0 * ldx, ldx, 0, 0, s, K, nr, K);
-            for (ptrdiff_t r = 0; r < nr; ++r)
-                CSM_FN(csm_jacobian_block)(s + r * K, jac + (r0 + r) * ldo, 0, K, K);
+            for (ptrdiff_t r = 0; r < nr; ++r) {
+                CSM_T *J = jac + (r0 + r) * ldo;
+                CSM_FN(csm_jacobian_block)(s + r * K, J, 0, K, K,
+                                           csm_prefetch_out_row(J, ldo, K * K, sizeof(CSM_T),
+                                                                rows - 1 - (r0 + r)));
+            }
         }
         return;
     }
@@ -1129,7 +1138,7 @@ static CSM_TARGET void CSM_FN(csm_softmax_jacobian_rows)(
     CSM_FN(csm_softmax_core)(x, ldx, 0, 0, jac + (K - 1) * K, ldo, rows, K);
     for (ptrdiff_t r = 0; r < rows; ++r) {
         CSM_T *J = jac + r * ldo;
-        CSM_FN(csm_jacobian_block)(J + (K - 1) * K, J, 0, K, K);
+        CSM_FN(csm_jacobian_block)(J + (K - 1) * K, J, 0, K, K, NULL);
     }
 }
 
@@ -1149,7 +1158,7 @@ static CSM_TARGET void CSM_FN(csm_strided_rows)(
                            rows, K, buf);
     for (ptrdiff_t r = 0; r < rows; ++r) {
         CSM_T *J = out + r * ors;
-        CSM_FN(csm_jacobian_block)(J + (K - 1) * K, J, 0, K, K);
+        CSM_FN(csm_jacobian_block)(J + (K - 1) * K, J, 0, K, K, NULL);
     }
 }
 
