@@ -50,6 +50,8 @@ cdef extern from "_rows.h" nogil:
     int csm_num_procs()
     double csm_now()
     long csm_streamed_blocks
+    int CSM_RUN_STREAM
+    int CSM_RUN_PREFETCH
 
 cdef extern from "_ops.h" nogil:
     int CSM_OUT_LOSS
@@ -95,9 +97,10 @@ cdef enum:
 cdef Py_ssize_t _stream_bytes = 8 << 20
 
 
-def _llc_bytes():
-    """The size of the largest cache level of CPU 0, in bytes, or 0 where the
-    system does not say (sysfs on Linux; glibc's sysconf elsewhere)."""
+def _llc_bytes(int want_level=0):
+    """The size of the largest cache level of CPU 0 (or of level want_level),
+    in bytes, or 0 where the system does not say (sysfs on Linux; glibc's
+    sysconf elsewhere)."""
     import glob
     best_level, best = 0, 0
     for d in glob.glob("/sys/devices/system/cpu/cpu0/cache/index[0-9]*"):
@@ -117,11 +120,14 @@ def _llc_bytes():
             size = int(digits) * scale
         except ValueError:
             continue
-        if level > best_level:
+        if (level == want_level) if want_level else (level > best_level):
             best_level, best = level, size
     if best:
         return best
-    for name in ("SC_LEVEL3_CACHE_SIZE", "SC_LEVEL2_CACHE_SIZE"):
+    names = ("SC_LEVEL3_CACHE_SIZE", "SC_LEVEL2_CACHE_SIZE")
+    if want_level == 2:
+        names = names[1:]
+    for name in names:
         try:
             size = os.sysconf(name)
         except (ValueError, OSError, AttributeError):
@@ -132,6 +138,27 @@ def _llc_bytes():
 
 
 _stream_bytes = _llc_bytes() or (8 << 20)
+
+# The row kernels prefetch the rows ahead (_rows.h, CSM_PREFETCH_BYTES) only
+# in calls whose operands and output together exceed this many bytes: the L2
+# cache of CPU 0, read at import; where it cannot be, 1 MiB, the smaller L2
+# of the machines measured. Smaller calls usually find their rows in cache.
+cdef Py_ssize_t _prefetch_bytes = _llc_bytes(2) or (1 << 20)
+
+
+def prefetch_bytes():
+    """Calls whose operands and output exceed this many bytes prefetch rows
+    ahead: the L2 cache's size."""
+    return _prefetch_bytes
+
+
+def set_prefetch_bytes(Py_ssize_t nbytes):
+    """Set the prefetch threshold (tests, benchmarks); returns the old one."""
+    global _prefetch_bytes
+    if nbytes < 0:
+        raise ValueError("set_prefetch_bytes: nbytes must be >= 0")
+    old, _prefetch_bytes = _prefetch_bytes, nbytes
+    return old
 
 
 def stream_bytes():
@@ -215,11 +242,11 @@ def serial_after_fork():
 
 cdef inline void _row_block(int op, const real_t* a, Py_ssize_t lda, const real_t* b,
                             Py_ssize_t ldb, real_t* out, Py_ssize_t ldo, Py_ssize_t n,
-                            Py_ssize_t k, int stream) noexcept nogil:
+                            Py_ssize_t k, int kflags) noexcept nogil:
     if real_t is float:
-        csm_rows_f32[op](a, lda, b, ldb, out, ldo, n, k, stream)
+        csm_rows_f32[op](a, lda, b, ldb, out, ldo, n, k, kflags)
     else:
-        csm_rows_f64[op](a, lda, b, ldb, out, ldo, n, k, stream)
+        csm_rows_f64[op](a, lda, b, ldb, out, ldo, n, k, kflags)
 
 
 cdef inline void _strided_block(int op, const real_t* a, Py_ssize_t ars, Py_ssize_t acs,
@@ -248,7 +275,7 @@ cdef inline void _block(int op, bint rowwise, Py_ssize_t c, Py_ssize_t block,
                         const real_t* b, Py_ssize_t brs, Py_ssize_t bcs,
                         const unsigned char* m, Py_ssize_t mrs, Py_ssize_t mcs,
                         real_t* out, Py_ssize_t ors, Py_ssize_t ocs,
-                        Py_ssize_t n, Py_ssize_t k, int stream, real_t* buf) noexcept nogil:
+                        Py_ssize_t n, Py_ssize_t k, int kflags, real_t* buf) noexcept nogil:
     cdef Py_ssize_t r0 = c * block
     cdef Py_ssize_t nr = n - r0 if n - r0 < block else block
     if m != NULL or (op == OP_LOGSUMEXP and not rowwise):
@@ -257,7 +284,7 @@ cdef inline void _block(int op, bint rowwise, Py_ssize_t c, Py_ssize_t block,
                       m + r0 * mrs if m != NULL else NULL, mrs, mcs,
                       out + r0 * ors, ors, ocs, nr, k, buf)
     elif rowwise:
-        _row_block(op, a + r0 * ars, ars, b + r0 * brs, brs, out + r0 * ors, ors, nr, k, stream)
+        _row_block(op, a + r0 * ars, ars, b + r0 * brs, brs, out + r0 * ors, ors, nr, k, kflags)
     else:
         _strided_block(op, a + r0 * ars, ars, acs, b + r0 * brs, brs, bcs,
                        out + r0 * ors, ors, ocs, nr, k, buf)
@@ -293,6 +320,7 @@ cdef struct Plan:
     Py_ssize_t n_blocks
     Py_ssize_t scratch      # elements of lane scratch per thread (0: none)
     bint stream             # streaming stores for the output
+    bint prefetch           # the row kernels prefetch the rows ahead
     int num_threads         # 1: the calling thread alone
     bint default_threads    # num_threads was not given: the busy-machine check applies
 
@@ -348,6 +376,7 @@ cdef int _plan(int op, Py_ssize_t n, Py_ssize_t k, Py_ssize_t acs, Py_ssize_t bc
     # masked family writes with regular stores.)
     p.stream = (not (flags & RUN_FRESH_OUT) and not masked
                 and work * itemsize > _stream_bytes)
+    p.prefetch = (work + n * k * csm_op_arity[op]) * itemsize > _prefetch_bytes
     p.default_threads = num_threads <= 0
     if p.default_threads:
         num_threads = csm_max_threads()
@@ -373,7 +402,7 @@ cdef int _run(int op, const real_t* a, Py_ssize_t ars, Py_ssize_t acs,
               Py_ssize_t n, Py_ssize_t k, int num_threads, int flags) noexcept nogil:
     global _ran_parallel
     cdef Py_ssize_t c, block, n_blocks, scratch
-    cdef int stream, failed = 0
+    cdef int kflags, failed = 0
     cdef bint rowwise
     cdef real_t* buf = NULL
     cdef Plan p
@@ -395,13 +424,14 @@ cdef int _run(int op, const real_t* a, Py_ssize_t ars, Py_ssize_t acs,
     if _plan(op, n, k, acs, bcs, ocs, num_threads, flags, sizeof(real_t), &p,
              m != NULL, mcs) != RUN_OK:
         return RUN_INVALID
-    rowwise, block, n_blocks, scratch, stream = p.rowwise, p.block, p.n_blocks, p.scratch, p.stream
+    rowwise, block, n_blocks, scratch = p.rowwise, p.block, p.n_blocks, p.scratch
+    kflags = (CSM_RUN_STREAM if p.stream else 0) | (CSM_RUN_PREFETCH if p.prefetch else 0)
     num_threads = p.num_threads
     if num_threads <= 1:
         if rowwise and scratch == 0:
             for c in range(n_blocks):
                 _block(op, True, c, block, a, ars, acs, b, brs, bcs, m, mrs, mcs, out, ors, ocs,
-                       n, k, stream, buf)
+                       n, k, kflags, buf)
             return RUN_OK
         return _serial_strided(op, n_blocks, block, a, ars, acs, b, brs, bcs, m, mrs, mcs,
                                out, ors, ocs, n, k, scratch)
@@ -420,7 +450,7 @@ cdef int _run(int op, const real_t* a, Py_ssize_t ars, Py_ssize_t acs,
                 failed += 1
             else:
                 _block(op, rowwise, c, block, a, ars, acs, b, brs, bcs, m, mrs, mcs, out, ors,
-                       ocs, n, k, stream, buf)
+                       ocs, n, k, kflags, buf)
             if threadid() == 0:
                 t_caller_p[0] = csm_now()
         free(buf)
@@ -549,7 +579,7 @@ def plan(str op, Py_ssize_t n, Py_ssize_t k, dtype="float32", bint unit_columns=
         or (k <= CSM_SMALL_BWD_K and code in (OP_SOFTMAX_BACKWARD, OP_LOG_SOFTMAX_BACKWARD)))
     gathered = "gathered rows" if masked or code == OP_LOGSUMEXP else "lanes"
     return {"path": "small rows" if small else ("rows" if p.rowwise else gathered),
-            "block": p.block, "n_blocks": p.n_blocks, "stream": bool(p.stream),
+            "block": p.block, "n_blocks": p.n_blocks, "stream": bool(p.stream), "prefetch": bool(p.prefetch),
             "threads": p.num_threads}
 
 

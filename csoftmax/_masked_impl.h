@@ -375,9 +375,9 @@ static CSM_TARGET void CSM_FN(csm_small_lse_rows)(
  * at out[r * ldo]. */
 static CSM_TARGET void CSM_FN(csm_logsumexp_rows)(
     const CSM_T *x, ptrdiff_t ldx, const CSM_T *unused, ptrdiff_t ldu,
-    CSM_T *out, ptrdiff_t ldo, ptrdiff_t rows, ptrdiff_t K, int stream)
+    CSM_T *out, ptrdiff_t ldo, ptrdiff_t rows, ptrdiff_t K, int flags)
 {
-    (void)unused; (void)ldu; (void)stream;
+    (void)unused; (void)ldu; (void)flags;
     if (K <= CSM_SMALL_K) {
         CSM_FN(csm_small_lse_rows)(x, ldx, 0, 0, out, ldo, rows, K);
         return;

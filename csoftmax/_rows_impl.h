@@ -251,6 +251,11 @@ static CSM_INLINE CSM_TARGET CSM_T CSM_FN(csm_tree_sum_t)(const CSM_T *f, ptrdif
 /* The lines of CSM_PARTS elements at element i of the row at pf (see
  * CSM_PREFETCH_BYTES), where pf is not null; rw = 1 for a row about to be
  * written (fetched for ownership, so the store does not wait for it). */
+/* The row ahead from csm_prefetch_row or csm_prefetch_out_row (_rows.h),
+ * or null where the engine did not ask for prefetching; `pf` is the
+ * kernel's flag. */
+#define CSM_PF_ROW_(fn, ...) (pf ? fn(__VA_ARGS__) : NULL)
+
 #define CSM_PREFETCH_PARTS_(pf, i, rw)                                                 \
     do {                                                                               \
         if (pf)                                                                        \
@@ -836,7 +841,7 @@ static CSM_TARGET void CSM_FN(csm_lanes_rows)(
 /* Each operation has a core, computing `rows` rows into (out, ldo) with
  * regular stores, and a table entry that adds streaming (csm_streamed). */
 typedef void (*CSM_FN(csm_core_t))(const CSM_T *, ptrdiff_t, const CSM_T *, ptrdiff_t,
-                                   CSM_T *, ptrdiff_t, ptrdiff_t, ptrdiff_t);
+                                   CSM_T *, ptrdiff_t, ptrdiff_t, ptrdiff_t, int);
 
 /* Streaming stores pay off only on whole cache lines: a row that ends
  * mid-line mixes streamed and regular stores in one line, and each partial
@@ -848,17 +853,18 @@ typedef void (*CSM_FN(csm_core_t))(const CSM_T *, ptrdiff_t, const CSM_T *, ptrd
  * stores. Streaming never changes a value. */
 static CSM_INLINE CSM_TARGET void CSM_FN(csm_streamed)(
     CSM_FN(csm_core_t) core, const CSM_T *a, ptrdiff_t lda, const CSM_T *b, ptrdiff_t ldb,
-    CSM_T *out, ptrdiff_t ldo, ptrdiff_t rows, ptrdiff_t K, int stream)
+    CSM_T *out, ptrdiff_t ldo, ptrdiff_t rows, ptrdiff_t K, int flags)
 {
-    if (!stream || ldo != K || K > CSM_SCRATCH) {
-        core(a, lda, b, ldb, out, ldo, rows, K);
+    const int pf = flags & CSM_RUN_PREFETCH;
+    if (!(flags & CSM_RUN_STREAM) || ldo != K || K > CSM_SCRATCH) {
+        core(a, lda, b, ldb, out, ldo, rows, K, pf);
         return;
     }
     CSM_T scratch[CSM_SCRATCH];
     const ptrdiff_t group = CSM_SCRATCH / K;
     for (ptrdiff_t r0 = 0; r0 < rows; r0 += group) {
         const ptrdiff_t nr = rows - r0 < group ? rows - r0 : group;
-        core(a + r0 * lda, lda, b + r0 * ldb, ldb, scratch, K, nr, K);
+        core(a + r0 * lda, lda, b + r0 * ldb, ldb, scratch, K, nr, K, pf);
         CSM_FN(csm_stream_copy)(out + r0 * K, scratch, nr * K);
     }
     CSM_STREAM_FENCE();
@@ -869,7 +875,7 @@ static CSM_INLINE CSM_TARGET void CSM_FN(csm_streamed)(
  * stays in L1/L2 between the passes, so DRAM sees one read and one write. */
 static CSM_TARGET void CSM_FN(csm_softmax_core)(
     const CSM_T *x, ptrdiff_t ldx, const CSM_T *unused, ptrdiff_t ldu,
-    CSM_T *y, ptrdiff_t ldy, ptrdiff_t rows, ptrdiff_t K)
+    CSM_T *y, ptrdiff_t ldy, ptrdiff_t rows, ptrdiff_t K, int pf)
 {
     (void)unused; (void)ldu;
     if (K <= CSM_SMALL_K) {
@@ -880,8 +886,8 @@ static CSM_TARGET void CSM_FN(csm_softmax_core)(
         const CSM_T *xr = x + r * ldx;
         CSM_T *yr = y + r * ldy;
         const CSM_T m = CSM_FN(csm_row_max)(xr, K);
-        const double s = CSM_FN(csm_row_exp_sum)(xr, yr, m, K, csm_prefetch_row(xr, ldx, K, sizeof(CSM_T)),
-                                                 csm_prefetch_out_row(yr, ldy, K, sizeof(CSM_T), rows - 1 - r));
+        const double s = CSM_FN(csm_row_exp_sum)(xr, yr, m, K, CSM_PF_ROW_(csm_prefetch_row, xr, ldx, K, sizeof(CSM_T)),
+                                                 CSM_PF_ROW_(csm_prefetch_out_row, yr, ldy, K, sizeof(CSM_T), rows - 1 - r));
         CSM_FN(csm_row_scale)(yr, (CSM_T)(1.0 / s), K);
     }
 }
@@ -892,7 +898,7 @@ static CSM_TARGET void CSM_FN(csm_softmax_core)(
  * [1000, 1] -> [0, -999] exact (PyTorch issue 11752). */
 static CSM_TARGET void CSM_FN(csm_log_softmax_core)(
     const CSM_T *x, ptrdiff_t ldx, const CSM_T *unused, ptrdiff_t ldu,
-    CSM_T *y, ptrdiff_t ldy, ptrdiff_t rows, ptrdiff_t K)
+    CSM_T *y, ptrdiff_t ldy, ptrdiff_t rows, ptrdiff_t K, int pf)
 {
     (void)unused; (void)ldu;
     if (K <= CSM_SMALL_K) {
@@ -907,8 +913,8 @@ static CSM_TARGET void CSM_FN(csm_log_softmax_core)(
             const CSM_T *xr = x + (r0 + r) * ldx;
             mx[r] = CSM_FN(csm_row_max)(xr, K);
             lg[r] = CSM_FN(csm_row_sum)(xr, xr, mx[r], K, CSM_SUM_EXP,
-                                         csm_prefetch_row(xr, ldx, K, sizeof(CSM_T)), NULL,
-                                         (const char *)(y + (r0 + r) * ldy));
+                                         CSM_PF_ROW_(csm_prefetch_row, xr, ldx, K, sizeof(CSM_T)), NULL,
+                                         pf ? (const char *)(y + (r0 + r) * ldy) : NULL);
         }
 #pragma omp simd
         for (ptrdiff_t r = 0; r < nr; ++r)
@@ -929,7 +935,7 @@ static CSM_TARGET void CSM_FN(csm_log_softmax_core)(
  * y or g. */
 static CSM_TARGET void CSM_FN(csm_softmax_backward_core)(
     const CSM_T *y, ptrdiff_t ldy, const CSM_T *g, ptrdiff_t ldg,
-    CSM_T *out, ptrdiff_t ldo, ptrdiff_t rows, ptrdiff_t K)
+    CSM_T *out, ptrdiff_t ldo, ptrdiff_t rows, ptrdiff_t K, int pf)
 {
     if (K <= CSM_SMALL_BWD_K) {
         CSM_FN(csm_small_bwd_rows)(y, ldy, g, ldg, out, ldo, rows, K, 0);
@@ -940,8 +946,8 @@ static CSM_TARGET void CSM_FN(csm_softmax_backward_core)(
         CSM_T *orow = out + r * ldo;
         /* The dot product in double, for the reason given at csm_row_exp_sum. */
         const CSM_T d = (CSM_T)CSM_FN(csm_row_sum)(gr, yr, 0, K, CSM_SUM_DOT,
-                                                   csm_prefetch_row(gr, ldg, K, sizeof(CSM_T)),
-                                                   csm_prefetch_row(yr, ldy, K, sizeof(CSM_T)), NULL);
+                                                   CSM_PF_ROW_(csm_prefetch_row, gr, ldg, K, sizeof(CSM_T)),
+                                                   CSM_PF_ROW_(csm_prefetch_row, yr, ldy, K, sizeof(CSM_T)), NULL);
 #pragma omp simd
         for (ptrdiff_t i = 0; i < K; ++i)
             orow[i] = yr[i] * (gr[i] - d);
@@ -951,7 +957,7 @@ static CSM_TARGET void CSM_FN(csm_softmax_backward_core)(
 /* log_softmax backward: out = g - exp(y) * sum(g). out may be y or g. */
 static CSM_TARGET void CSM_FN(csm_log_softmax_backward_core)(
     const CSM_T *y, ptrdiff_t ldy, const CSM_T *g, ptrdiff_t ldg,
-    CSM_T *out, ptrdiff_t ldo, ptrdiff_t rows, ptrdiff_t K)
+    CSM_T *out, ptrdiff_t ldo, ptrdiff_t rows, ptrdiff_t K, int pf)
 {
     if (K <= CSM_SMALL_BWD_K) {
         CSM_FN(csm_small_bwd_rows)(y, ldy, g, ldg, out, ldo, rows, K, 1);
@@ -965,9 +971,9 @@ static CSM_TARGET void CSM_FN(csm_log_softmax_backward_core)(
          * compute-bound, not in the sum's pass, which is memory-bound
          * already (16384 x 1000 float64, one thread, AVX-512: 1.8x the
          * 3-array pass with the prefetches in the sum's pass). */
-        const char *pg = csm_prefetch_row(gr, ldg, K, sizeof(CSM_T));
-        const char *py = csm_prefetch_row(yr, ldy, K, sizeof(CSM_T));
-        const char *po = csm_prefetch_out_row(orow, ldo, K, sizeof(CSM_T), rows - 1 - r);
+        const char *pg = CSM_PF_ROW_(csm_prefetch_row, gr, ldg, K, sizeof(CSM_T));
+        const char *py = CSM_PF_ROW_(csm_prefetch_row, yr, ldy, K, sizeof(CSM_T));
+        const char *po = CSM_PF_ROW_(csm_prefetch_out_row, orow, ldo, K, sizeof(CSM_T), rows - 1 - r);
         ptrdiff_t i = 0;
         for (; i + CSM_PARTS <= K; i += CSM_PARTS) {
             CSM_PREFETCH_PARTS_(pg, i, 0);
@@ -1041,12 +1047,13 @@ static CSM_TARGET void CSM_FN(csm_long_rows)(
 #define CSM_LONG_ENTRY(name, log_out)                                                  \
     static CSM_TARGET void CSM_FN(name##_rows)(                                        \
         const CSM_T *a, ptrdiff_t lda, const CSM_T *b, ptrdiff_t ldb,                  \
-        CSM_T *out, ptrdiff_t ldo, ptrdiff_t rows, ptrdiff_t K, int stream)            \
+        CSM_T *out, ptrdiff_t ldo, ptrdiff_t rows, ptrdiff_t K, int flags)             \
     {                                                                                  \
         if (K * (ptrdiff_t)sizeof(CSM_T) > CSM_LONG_ROW)                               \
-            CSM_FN(csm_long_rows)(a, lda, out, ldo, rows, K, log_out, stream);         \
+            CSM_FN(csm_long_rows)(a, lda, out, ldo, rows, K, log_out,                  \
+                                  flags & CSM_RUN_STREAM);                             \
         else                                                                           \
-            CSM_FN(csm_streamed)(CSM_FN(name##_core), a, lda, b, ldb, out, ldo, rows, K, stream); \
+            CSM_FN(csm_streamed)(CSM_FN(name##_core), a, lda, b, ldb, out, ldo, rows, K, flags); \
     }
 CSM_LONG_ENTRY(csm_softmax, 0)
 CSM_LONG_ENTRY(csm_log_softmax, 1)
@@ -1055,9 +1062,9 @@ CSM_LONG_ENTRY(csm_log_softmax, 1)
 #define CSM_STREAMED_ENTRY(name)                                                       \
     static CSM_TARGET void CSM_FN(name##_rows)(                                        \
         const CSM_T *a, ptrdiff_t lda, const CSM_T *b, ptrdiff_t ldb,                  \
-        CSM_T *out, ptrdiff_t ldo, ptrdiff_t rows, ptrdiff_t K, int stream)            \
+        CSM_T *out, ptrdiff_t ldo, ptrdiff_t rows, ptrdiff_t K, int flags)             \
     {                                                                                  \
-        CSM_FN(csm_streamed)(CSM_FN(name##_core), a, lda, b, ldb, out, ldo, rows, K, stream); \
+        CSM_FN(csm_streamed)(CSM_FN(name##_core), a, lda, b, ldb, out, ldo, rows, K, flags); \
     }
 CSM_STREAMED_ENTRY(csm_softmax_backward)
 CSM_STREAMED_ENTRY(csm_log_softmax_backward)
@@ -1089,16 +1096,17 @@ static CSM_INLINE CSM_TARGET void CSM_FN(csm_jacobian_block)(
 
 static CSM_TARGET void CSM_FN(csm_softmax_jacobian_rows)(
     const CSM_T *x, ptrdiff_t ldx, const CSM_T *unused, ptrdiff_t ldu,
-    CSM_T *jac, ptrdiff_t ldo, ptrdiff_t rows, ptrdiff_t K, int stream)
+    CSM_T *jac, ptrdiff_t ldo, ptrdiff_t rows, ptrdiff_t K, int flags)
 {
+    const int pf = flags & CSM_RUN_PREFETCH;
     (void)unused; (void)ldu;
-    if (stream && ldo == K * K && K <= CSM_SCRATCH / 2) {
+    if ((flags & CSM_RUN_STREAM) && ldo == K * K && K <= CSM_SCRATCH / 2) {
         /* The output is one contiguous span: rows of J are built in L1
          * scratch, as many as fit, and streamed (see csm_streamed). */
         CSM_T s[CSM_SCRATCH / 2], buf[CSM_SCRATCH / 2];
         const ptrdiff_t group = (CSM_SCRATCH / 2) / K;
         for (ptrdiff_t r = 0; r < rows; ++r) {
-            CSM_FN(csm_softmax_core)(x + r * ldx, ldx, 0, 0, s, K, 1, K);
+            CSM_FN(csm_softmax_core)(x + r * ldx, ldx, 0, 0, s, K, 1, K, pf);
             CSM_T *J = jac + r * ldo;
             for (ptrdiff_t i0 = 0; i0 < K; i0 += group) {
                 const ptrdiff_t i1 = K - i0 < group ? K : i0 + group;
@@ -1121,11 +1129,11 @@ static CSM_TARGET void CSM_FN(csm_softmax_jacobian_rows)(
         const ptrdiff_t group = (CSM_SCRATCH / 2) / K;
         for (ptrdiff_t r0 = 0; r0 < rows; r0 += group) {
             const ptrdiff_t nr = rows - r0 < group ? rows - r0 : group;
-            CSM_FN(csm_softmax_core)(x + r0 * ldx, ldx, 0, 0, s, K, nr, K);
+            CSM_FN(csm_softmax_core)(x + r0 * ldx, ldx, 0, 0, s, K, nr, K, pf);
             for (ptrdiff_t r = 0; r < nr; ++r) {
                 CSM_T *J = jac + (r0 + r) * ldo;
                 CSM_FN(csm_jacobian_block)(s + r * K, J, 0, K, K,
-                                           csm_prefetch_out_row(J, ldo, K * K, sizeof(CSM_T),
+                                           CSM_PF_ROW_(csm_prefetch_out_row, J, ldo, K * K, sizeof(CSM_T),
                                                                 rows - 1 - (r0 + r)));
             }
         }
@@ -1135,7 +1143,7 @@ static CSM_TARGET void CSM_FN(csm_softmax_jacobian_rows)(
      * which serves as scratch until it is overwritten last, in place: s_i is
      * read before row i is written, and row K - 1 reads each s_j before its
      * own store. */
-    CSM_FN(csm_softmax_core)(x, ldx, 0, 0, jac + (K - 1) * K, ldo, rows, K);
+    CSM_FN(csm_softmax_core)(x, ldx, 0, 0, jac + (K - 1) * K, ldo, rows, K, pf);
     for (ptrdiff_t r = 0; r < rows; ++r) {
         CSM_T *J = jac + r * ldo;
         CSM_FN(csm_jacobian_block)(J + (K - 1) * K, J, 0, K, K, NULL);
@@ -1166,9 +1174,9 @@ static CSM_TARGET void CSM_FN(csm_strided_rows)(
  * sweep (tests/test_vmath.py), so they measure the code the kernels inline. */
 static CSM_TARGET void CSM_FN(csm_exp_rows)(
     const CSM_T *x, ptrdiff_t ldx, const CSM_T *unused, ptrdiff_t ldu,
-    CSM_T *y, ptrdiff_t ldy, ptrdiff_t rows, ptrdiff_t K, int stream)
+    CSM_T *y, ptrdiff_t ldy, ptrdiff_t rows, ptrdiff_t K, int flags)
 {
-    (void)unused; (void)ldu; (void)stream;
+    (void)unused; (void)ldu; (void)flags;
     for (ptrdiff_t r = 0; r < rows; ++r) {
         const CSM_T *xr = x + r * ldx;
         CSM_T *yr = y + r * ldy;
@@ -1180,9 +1188,9 @@ static CSM_TARGET void CSM_FN(csm_exp_rows)(
 
 static CSM_TARGET void CSM_FN(csm_log_rows)(
     const CSM_T *x, ptrdiff_t ldx, const CSM_T *unused, ptrdiff_t ldu,
-    CSM_T *y, ptrdiff_t ldy, ptrdiff_t rows, ptrdiff_t K, int stream)
+    CSM_T *y, ptrdiff_t ldy, ptrdiff_t rows, ptrdiff_t K, int flags)
 {
-    (void)unused; (void)ldu; (void)stream;
+    (void)unused; (void)ldu; (void)flags;
     for (ptrdiff_t r = 0; r < rows; ++r) {
         const CSM_T *xr = x + r * ldx;
         CSM_T *yr = y + r * ldy;

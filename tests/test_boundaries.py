@@ -133,3 +133,45 @@ def test_large_reused_outputs_are_written_with_streaming_stores(fn, stream_at_8m
     assert _engine.streamed_blocks() == before
     f(*args, out=out)
     assert _engine.streamed_blocks() > before
+
+
+def test_calls_past_l2_prefetch_and_calls_in_cache_do_not():
+    l2 = _engine.prefetch_bytes()
+    assert l2 > 0
+    k = 1000
+    small = max(1, l2 // (8 * k * 4))  # input + output well inside L2
+    large = l2 // (k * 4) + 1  # the input alone exceeds it
+    assert not _engine.plan("softmax", small, k)["prefetch"]
+    assert _engine.plan("softmax", large, k)["prefetch"]
+    assert _engine.plan("softmax_backward", large, k)["prefetch"]
+
+
+@pytest.mark.parametrize("threads", [1, 2])
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("fn", ["softmax", "log_softmax", "softmax_backward",
+                                "log_softmax_backward", "softmax_jacobian"])
+@pytest.mark.parametrize("k", [40, 1000])
+def test_prefetching_never_changes_a_bit(isa, fn, dtype, k, threads):
+    # Prefetches (and the blocks they stop at) are hints: the same call with
+    # them on (threshold 0) and off gives the same bits, in place too.
+    n = (200 if k < 100 else 5) if fn == "softmax_jacobian" else 600
+    rng = np.random.default_rng(7)
+    x = (rng.standard_normal((n, k)) * 4).astype(dtype)
+    x[3, :5] = -np.inf
+    args = (csoftmax.softmax(x), rng.standard_normal((n, k)).astype(dtype)) if "backward" in fn else (x,)
+    f = getattr(csoftmax, fn)
+    results = []
+    for threshold in (0, 1 << 62):
+        old = _engine.set_prefetch_bytes(threshold)
+        try:
+            assert _engine.plan(fn, n, k)["prefetch"] == (threshold == 0)
+            out = f(*args, num_threads=threads)
+            inplace = args[0].copy()
+            f(*((inplace,) + args[1:]), out=inplace, num_threads=threads) if fn != "softmax_jacobian" else None
+        finally:
+            _engine.set_prefetch_bytes(old)
+        results.append((out, inplace))
+    np.testing.assert_array_equal(results[0][0], results[1][0], strict=True)
+    if fn != "softmax_jacobian":
+        np.testing.assert_array_equal(results[0][1], results[1][1], strict=True)
+        np.testing.assert_array_equal(results[0][0], results[0][1], strict=True)
