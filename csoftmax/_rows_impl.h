@@ -947,7 +947,9 @@ static CSM_TARGET void CSM_FN(csm_softmax_backward_core)(
         /* The dot product in double, for the reason given at csm_row_exp_sum. */
         const CSM_T d = (CSM_T)CSM_FN(csm_row_sum)(gr, yr, 0, K, CSM_SUM_DOT,
                                                    CSM_PF_ROW_(csm_prefetch_row, gr, ldg, K, sizeof(CSM_T)),
-                                                   CSM_PF_ROW_(csm_prefetch_row, yr, ldy, K, sizeof(CSM_T)), NULL);
+                                                   CSM_PF_ROW_(csm_prefetch_row, yr, ldy, K, sizeof(CSM_T)),
+                                                   CSM_PF_ROW_(csm_prefetch_out_row, orow, ldo, K, sizeof(CSM_T),
+                                                               rows - 1 - r));
 #pragma omp simd
         for (ptrdiff_t i = 0; i < K; ++i)
             orow[i] = yr[i] * (gr[i] - d);
