@@ -75,8 +75,10 @@ cdef enum:
 # within a few percent, of at most BLOCK_MAX_ELEMS elements. The row kernels
 # prefetch the output row ahead only inside their block (_rows.h,
 # csm_prefetch_out_row), so a block's first row starts cold: at 4096
-# elements that was one row in four at K = 1000 (softmax 16384 x 1000
-# float32, one thread, AVX-512: 9.7 -> 8.4 ms with 32768-element blocks).
+# elements that was one row in four at K = 1000. And with small blocks the
+# threads' rows interleave, so neither reads a contiguous run (softmax
+# 16384 x 1000 float32, AVX-512, 4096 -> 32768-element blocks: one thread
+# 10.2 -> 8.1 ms, two threads 7.8 -> 4.3 ms).
 cdef enum:
     BLOCK_SHARE = 64
     BLOCK_MAX_ELEMS = 32768
@@ -97,12 +99,11 @@ cdef enum:
 cdef Py_ssize_t _stream_bytes = 8 << 20
 
 
-def _llc_bytes(int want_level=0):
-    """The size of the largest cache level of CPU 0 (or of level want_level),
-    in bytes, or 0 where the system does not say (sysfs on Linux; glibc's
-    sysconf elsewhere)."""
+def _cache_sizes():
+    """{level: bytes} of CPU 0's data (or unified) caches, from sysfs on
+    Linux, else glibc's sysconf; empty where the system does not say."""
     import glob
-    best_level, best = 0, 0
+    sizes = {}
     for d in glob.glob("/sys/devices/system/cpu/cpu0/cache/index[0-9]*"):
         try:
             with open(d + "/level") as f:
@@ -117,24 +118,26 @@ def _llc_bytes(int want_level=0):
         digits = text.rstrip("KMG")  # "2048K" (no negative indices: wraparound is off)
         scale = {"K": 1 << 10, "M": 1 << 20, "G": 1 << 30}.get(text[len(digits):], 1)
         try:
-            size = int(digits) * scale
+            sizes[level] = int(digits) * scale
         except ValueError:
             continue
-        if (level == want_level) if want_level else (level > best_level):
-            best_level, best = level, size
-    if best:
-        return best
-    names = ("SC_LEVEL3_CACHE_SIZE", "SC_LEVEL2_CACHE_SIZE")
-    if want_level == 2:
-        names = names[1:]
-    for name in names:
+    if sizes:
+        return sizes
+    for level in (2, 3):
         try:
-            size = os.sysconf(name)
+            size = os.sysconf(f"SC_LEVEL{level}_CACHE_SIZE")
         except (ValueError, OSError, AttributeError):
             continue
         if size > 0:
-            return size
-    return 0
+            sizes[level] = size
+    return sizes
+
+
+def _llc_bytes():
+    """The size of the largest cache level of CPU 0, in bytes, or 0 where the
+    system does not say."""
+    sizes = _cache_sizes()
+    return sizes[max(sizes)] if sizes else 0
 
 
 _stream_bytes = _llc_bytes() or (8 << 20)
@@ -143,7 +146,7 @@ _stream_bytes = _llc_bytes() or (8 << 20)
 # in calls whose operands and output together exceed this many bytes: the L2
 # cache of CPU 0, read at import; where it cannot be, 1 MiB, the smaller L2
 # of the machines measured. Smaller calls usually find their rows in cache.
-cdef Py_ssize_t _prefetch_bytes = _llc_bytes(2) or (1 << 20)
+cdef Py_ssize_t _prefetch_bytes = _cache_sizes().get(2) or (1 << 20)
 
 
 def prefetch_bytes():

@@ -57,11 +57,17 @@
  * per line and gain nothing (1 MB operands, one thread, softmax_backward
  * K = 64: 1.14x AVX-512, 1.34x AVX2 with them). */
 
-static inline const char *csm_prefetch_row(const void *row, ptrdiff_t ld, ptrdiff_t K, size_t size)
+/* Rows ahead: enough rows of K elements to span CSM_PREFETCH_BYTES, one at
+ * least. */
+static inline ptrdiff_t csm_prefetch_ahead(ptrdiff_t K, size_t size)
 {
     const ptrdiff_t bytes = K * (ptrdiff_t)size;
-    const ptrdiff_t ahead = bytes >= CSM_PREFETCH_BYTES || bytes <= 0
-                                ? 1 : (CSM_PREFETCH_BYTES + bytes - 1) / bytes;
+    return bytes >= CSM_PREFETCH_BYTES || bytes <= 0 ? 1 : (CSM_PREFETCH_BYTES + bytes - 1) / bytes;
+}
+
+static inline const char *csm_prefetch_row(const void *row, ptrdiff_t ld, ptrdiff_t K, size_t size)
+{
+    const ptrdiff_t ahead = csm_prefetch_ahead(K, size);
     return (const char *)((uintptr_t)row + (uintptr_t)(ahead * ld * (ptrdiff_t)size));
 }
 
@@ -74,10 +80,7 @@ static inline const char *csm_prefetch_row(const void *row, ptrdiff_t ld, ptrdif
 static inline const char *csm_prefetch_out_row(const void *row, ptrdiff_t ld, ptrdiff_t K, size_t size,
                                                ptrdiff_t left)
 {
-    const ptrdiff_t bytes = K * (ptrdiff_t)size;
-    const ptrdiff_t ahead = bytes >= CSM_PREFETCH_BYTES || bytes <= 0
-                                ? 1 : (CSM_PREFETCH_BYTES + bytes - 1) / bytes;
-    return ahead <= left ? csm_prefetch_row(row, ld, K, size) : NULL;
+    return csm_prefetch_ahead(K, size) <= left ? csm_prefetch_row(row, ld, K, size) : NULL;
 }
 
 #if defined(__GNUC__)
