@@ -133,11 +133,14 @@ def _cache_sizes():
     return sizes
 
 
+# Read once, at import.
+_CACHE_SIZES = _cache_sizes()
+
+
 def _llc_bytes():
     """The size of the largest cache level of CPU 0, in bytes, or 0 where the
     system does not say."""
-    sizes = _cache_sizes()
-    return sizes[max(sizes)] if sizes else 0
+    return _CACHE_SIZES[max(_CACHE_SIZES)] if _CACHE_SIZES else 0
 
 
 _stream_bytes = _llc_bytes() or (8 << 20)
@@ -146,7 +149,7 @@ _stream_bytes = _llc_bytes() or (8 << 20)
 # in calls whose operands and output together exceed this many bytes: the L2
 # cache of CPU 0, read at import; where it cannot be, 1 MiB, the smaller L2
 # of the machines measured. Smaller calls usually find their rows in cache.
-cdef Py_ssize_t _prefetch_bytes = _cache_sizes().get(2) or (1 << 20)
+cdef Py_ssize_t _prefetch_bytes = _CACHE_SIZES.get(2) or (1 << 20)
 
 
 def prefetch_bytes():

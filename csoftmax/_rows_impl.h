@@ -248,19 +248,29 @@ static CSM_INLINE CSM_TARGET CSM_T CSM_FN(csm_tree_sum_t)(const CSM_T *f, ptrdif
 #undef CSM_F_
 }
 
-/* The lines of CSM_PARTS elements at element i of the row at pf (see
- * CSM_PREFETCH_BYTES), where pf is not null; rw = 1 for a row about to be
- * written (fetched for ownership, so the store does not wait for it). */
+/* Every cache line of the n elements at p; w = 1 for elements about to be
+ * written (fetched for ownership, so the store does not wait for them). */
+static CSM_INLINE CSM_TARGET void CSM_FN(csm_prefetch_run)(const CSM_T *p, ptrdiff_t n, const int w)
+{
+    for (ptrdiff_t i = 0; i < n; i += 64 / (ptrdiff_t)sizeof(CSM_T)) {
+        if (w) /* __builtin_prefetch takes a constant */
+            CSM_PREFETCH_LINE(p + i, 1);
+        else
+            CSM_PREFETCH_LINE(p + i, 0);
+    }
+}
+
 /* The row ahead from csm_prefetch_row or csm_prefetch_out_row (_rows.h),
  * or null where the engine did not ask for prefetching; `pf` is the
  * kernel's flag. */
 #define CSM_PF_ROW_(fn, ...) (pf ? fn(__VA_ARGS__) : NULL)
 
-#define CSM_PREFETCH_PARTS_(pf, i, rw)                                                 \
+/* The lines of CSM_PARTS elements at element i of the row ahead at pf, where
+ * pf is not null (see CSM_PREFETCH_BYTES). */
+#define CSM_PREFETCH_PARTS_(pf, i, w)                                                  \
     do {                                                                               \
         if (pf)                                                                        \
-            for (size_t o_ = 0; o_ < CSM_PARTS * sizeof(CSM_T); o_ += 64)              \
-                CSM_PREFETCH_LINE((pf) + (size_t)(i) * sizeof(CSM_T) + o_, rw);        \
+            CSM_FN(csm_prefetch_run)((const CSM_T *)(pf) + (i), CSM_PARTS, w);         \
     } while (0)
 
 /* y = exp(x - m), returning the sum in the order of CSM_SUM_BLOCK (_rows.h):
@@ -639,20 +649,7 @@ static CSM_TARGET void CSM_FN(csm_small_bwd_rows)(
  * and 1.39x. */
 #define CSM_PREFETCH_COLS 4
 
-static CSM_INLINE CSM_TARGET void CSM_FN(csm_prefetch_run)(const CSM_T *p, ptrdiff_t n, const int w)
-{
-#if defined(__GNUC__)
-    for (ptrdiff_t i = 0; i < n; i += 64 / (ptrdiff_t)sizeof(CSM_T)) {
-        if (w)
-            __builtin_prefetch(p + i, 1, 3);
-        else
-            __builtin_prefetch(p + i, 0, 3);
-    }
 
-#else
-    (void)p; (void)n;
-#endif
-}
 
 /* One group of `lanes` rows of any strides, through the lane layout:
  * operand a (row l, column j at a + l * ars + j * acs), b likewise (the
@@ -1087,8 +1084,7 @@ static CSM_INLINE CSM_TARGET void CSM_FN(csm_jacobian_block)(
         const CSM_T si = s[i];
         CSM_T *Ji = J + (i - i0) * K;
         if (pfw)
-            for (size_t o = 0; o < (size_t)K * sizeof(CSM_T); o += 64)
-                CSM_PREFETCH_LINE(pfw + (size_t)(i - i0) * K * sizeof(CSM_T) + o, 1);
+            CSM_FN(csm_prefetch_run)((const CSM_T *)pfw + (i - i0) * K, K, 1);
 #pragma omp simd
         for (ptrdiff_t j = 0; j < K; ++j)
             Ji[j] = (CSM_T)0 - si * s[j]; /* +0, not -0, where s_i or s_j is 0 */

@@ -137,7 +137,7 @@ def test_large_reused_outputs_are_written_with_streaming_stores(fn, stream_at_8m
 
 def test_calls_past_l2_prefetch_and_calls_in_cache_do_not():
     l2 = _engine.prefetch_bytes()
-    assert l2 == (_engine._cache_sizes().get(2) or 1 << 20)
+    assert l2 == (_engine._CACHE_SIZES.get(2) or 1 << 20)
     k = 1000
     small = max(1, l2 // (8 * k * 4))  # input + output well inside L2
     large = l2 // (k * 4) + 1  # the input alone exceeds it
