@@ -39,10 +39,13 @@ cdef extern from "_rows.h" nogil:
     int csm_isa_in_use
     const char* csm_isa_names[]
     int CSM_N_ISA
+    int CSM_ISA_AVX2
     int CSM_SMALL_K
     int CSM_LANES
     int CSM_LONG_ROW
     int CSM_SMALL_BWD_K
+    int CSM_VEC_BWD_MIN
+    int CSM_VEC_BWD_K
     int csm_best_isa()
     int csm_select_isa(int isa)
     int csm_openmp_enabled()
@@ -558,6 +561,8 @@ CONSTANTS = {
     "lanes": CSM_LANES,
     "long_row_bytes": CSM_LONG_ROW,
     "small_bwd_k": CSM_SMALL_BWD_K,
+    "vec_bwd_min": CSM_VEC_BWD_MIN,
+    "vec_bwd_k": CSM_VEC_BWD_K,
     "block_elems": BLOCK_ELEMS,
     "block_share": BLOCK_SHARE,
     "block_max_elems": BLOCK_MAX_ELEMS,
@@ -580,11 +585,15 @@ def plan(str op, Py_ssize_t n, Py_ssize_t k, dtype="float32", bint unit_columns=
     if _plan(code, n, k, cs, cs, cs, num_threads, RUN_FRESH_OUT if fresh_out else 0,
              itemsize, &p, masked, cs) != RUN_OK:
         raise ValueError(f"plan: {op} has no kernels for this layout")
-    small = p.rowwise and not masked and (
+    bwd = code in (OP_SOFTMAX_BACKWARD, OP_LOG_SOFTMAX_BACKWARD)
+    # csm_vec_bwd_rows exists in the AVX2 and AVX-512 kernels only.
+    vec = (p.rowwise and not masked and bwd and csm_isa_in_use >= CSM_ISA_AVX2
+           and CSM_VEC_BWD_MIN <= k <= CSM_VEC_BWD_K)
+    small = p.rowwise and not masked and not vec and (
         (k <= CSM_SMALL_K and code in (OP_SOFTMAX, OP_LOG_SOFTMAX))
-        or (k <= CSM_SMALL_BWD_K and code in (OP_SOFTMAX_BACKWARD, OP_LOG_SOFTMAX_BACKWARD)))
+        or (k <= CSM_SMALL_BWD_K and bwd))
     gathered = "gathered rows" if masked or code == OP_LOGSUMEXP else "lanes"
-    return {"path": "small rows" if small else ("rows" if p.rowwise else gathered),
+    return {"path": "row vectors" if vec else "small rows" if small else ("rows" if p.rowwise else gathered),
             "block": p.block, "n_blocks": p.n_blocks, "stream": bool(p.stream), "prefetch": bool(p.prefetch),
             "threads": p.num_threads}
 

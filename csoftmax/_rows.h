@@ -113,6 +113,20 @@ static inline const char *csm_prefetch_out_row(const void *row, ptrdiff_t ld, pt
     CASE(9) CASE(10) CASE(11) CASE(12)
 _Static_assert(CSM_SMALL_BWD_K == 12, "CSM_SMALL_BWD_K_CASES lists K = 1 .. 12");
 
+/* Under AVX2 and AVX-512, backward rows of CSM_VEC_BWD_MIN <= K <=
+ * CSM_VEC_BWD_K take csm_vec_bwd_rows instead: a row per one or two sets of
+ * registers, loaded and stored with masks, no transposes. Measured against
+ * the lane path (K <= 12) and the row path (K > 12), one thread, float32,
+ * 1024 rows, softmax_backward / log_softmax_backward in us, AVX-512 | AVX2:
+ * K = 4: 5.9 -> 4.3 / 7.2 -> 10.1 | 5.3 -> 6.1 / 7.0 -> 10.1 (the lanes
+ * compute log's exp on whole vectors: K < 5 keeps them); K = 5: 7.0 -> 4.4 /
+ * 9.0 -> 10.0 | 7.1 -> 7.0 / 10.8 -> 10.1; K = 10: 12.8 -> 6.1 / 17.9 ->
+ * 10.1 | 13.7 -> 7.7 / 18.1 -> 15.5; K = 20: 25.6 -> 9.0 / 35.0 -> 16.5 |
+ * 13.5 -> 12.3 / 27.9 -> 22.1; K = 32: 12.5 -> 10.5 / 21.5 -> 16.8 | 13.8 ->
+ * 12.0 / 27.9 -> 27.4. Baseline x86-64 keeps the other paths. */
+#define CSM_VEC_BWD_MIN 5
+#define CSM_VEC_BWD_K 32
+
 /* The cases K = 1 .. CSM_SMALL_K of the short-row drivers' switch: each
  * calls its group kernel with a constant K, which unrolls the transposes. */
 #define CSM_SMALL_K_CASES(CASE)                                                     \

@@ -640,6 +640,173 @@ static CSM_TARGET void CSM_FN(csm_small_bwd_rows)(
     }
 }
 
+/* ---- Short backward rows, one row per register set -------------------------
+ * AVX2 and AVX-512, rows of CSM_VEC_BWD_MIN <= K <= CSM_VEC_BWD_K with unit
+ * column stride. Each row is loaded whole by masked loads (zeros past K) into
+ * one or two sets of CSM_NV_ native vectors (16 elements each: one AVX-512 float register, up to four AVX2 double
+ * ones), its partials formed in double, summed by the fixed tree as a
+ * horizontal sum, and the output written by masked stores. The arithmetic is
+ * csm_row_sum's and the row kernels' for K <= 2 * CSM_PARTS (see
+ * csm_vec_partials), the pad partials are +0, and the tree is CSM_TREE16 (vector halves first, then halves within a vector); so the bits
+ * are those of every other path (tested). Against the lane path
+ * (csm_small_bwd_rows) it drops the transposes in and out: see CSM_VEC_BWD_K
+ * in _rows.h for the measurements. Native vectors only: GCC keeps a 16-float
+ * generic vector in memory under AVX2 and moves it element by element. */
+#if defined(__x86_64__) && CSM_X86_DISPATCH && CSM_ISA_ID >= 1
+#define CSM_VEC_BWD 1
+#define CSM_VB_ (CSM_ISA_ID == 2 ? 64 : 32)            /* bytes per native vector */
+#define CSM_VL_ (CSM_VB_ / (int)sizeof(CSM_T))          /* elements per vector */
+#define CSM_NV_ (16 / CSM_VL_)                          /* vectors per row */
+#define CSM_DL_ (CSM_VB_ / 8)                           /* doubles per vector */
+#define CSM_ND_ (16 / CSM_DL_)                          /* double vectors of partials */
+typedef CSM_T CSM_FN(csm_vt_) __attribute__((vector_size(CSM_VB_)));
+typedef double CSM_FN(csm_vd_) __attribute__((vector_size(CSM_VB_)));
+#define CSM_VT_ CSM_FN(csm_vt_)
+#define CSM_VD_ CSM_FN(csm_vd_)
+#if CSM_ISA_ID == 2
+  /* Lane masks for the first n lanes of each vector (n may be <= 0 or >= VL). */
+  #define CSM_MASK_T_ unsigned
+  #define CSM_MASK_(n) ((n) >= CSM_VL_ ? (1u << CSM_VL_) - 1u : (n) <= 0 ? 0u : (1u << (n)) - 1u)
+  #if CSM_F32
+    #define CSM_VLOAD_(p, m) ((CSM_VT_)_mm512_maskz_loadu_ps((__mmask16)(m), (p)))
+    #define CSM_VSTORE_(p, m, v) _mm512_mask_storeu_ps((p), (__mmask16)(m), (__m512)(v))
+  #else
+    #define CSM_VLOAD_(p, m) ((CSM_VT_)_mm512_maskz_loadu_pd((__mmask8)(m), (p)))
+    #define CSM_VSTORE_(p, m, v) _mm512_mask_storeu_pd((p), (__mmask8)(m), (__m512d)(v))
+  #endif
+#else
+  #define CSM_MASK_T_ __m256i
+  #if CSM_F32
+    #define CSM_MASK_(n) _mm256_cmpgt_epi32(_mm256_set1_epi32((int)(n)),                \
+                                            _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7))
+    #define CSM_VLOAD_(p, m) ((CSM_VT_)_mm256_maskload_ps((p), (m)))
+    #define CSM_VSTORE_(p, m, v) _mm256_maskstore_ps((p), (m), (__m256)(v))
+  #else
+    #define CSM_MASK_(n) _mm256_cmpgt_epi64(_mm256_set1_epi64x((long long)(n)),         \
+                                            _mm256_setr_epi64x(0, 1, 2, 3))
+    #define CSM_VLOAD_(p, m) ((CSM_VT_)_mm256_maskload_pd((p), (m)))
+    #define CSM_VSTORE_(p, m, v) _mm256_maskstore_pd((p), (m), (__m256d)(v))
+  #endif
+#endif
+
+/* The partials of 16 elements in double: fma(g, y, 0) or 0 + g for the
+ * first 16 (the `+ 0.0` turns a product's -0 into +0, as the fma does),
+ * fma(g, y, partial) or partial + g for the next 16 (their pad lanes add +0
+ * or fma(0, 0, x), which leave x as it is). */
+#if CSM_F32
+  /* Each float vector holds two double vectors' worth; intrinsics, because
+   * GCC splits __builtin_convertvector of 4 floats into two conversions
+   * through the stack under AVX2. */
+  #if CSM_ISA_ID == 2
+    #define CSM_H_(x, h) ((CSM_VD_)_mm512_cvtps_pd((h) ? _mm512_extractf32x8_ps((__m512)(x), 1) \
+                                                        : _mm512_castps512_ps256((__m512)(x))))
+  #else
+    #define CSM_H_(x, h) ((CSM_VD_)_mm256_cvtps_pd((h) ? _mm256_extractf128_ps((__m256)(x), 1) \
+                                                        : _mm256_castps256_ps128((__m256)(x))))
+  #endif
+#endif
+#if CSM_ISA_ID == 2
+  #define CSM_DFMA_(a, b, c) ((CSM_VD_)_mm512_fmadd_pd((__m512d)(a), (__m512d)(b), (__m512d)(c)))
+#else
+  #define CSM_DFMA_(a, b, c) ((CSM_VD_)_mm256_fmadd_pd((__m256d)(a), (__m256d)(b), (__m256d)(c)))
+#endif
+static CSM_INLINE CSM_TARGET void CSM_FN(csm_vec_partials)(CSM_VD_ *d, CSM_VT_ gv, CSM_VT_ yv,
+                                                         const int logf, const int first)
+{
+#if CSM_F32
+    const CSM_VD_ g0 = CSM_H_(gv, 0), g1 = CSM_H_(gv, 1);
+    if (first) {
+        d[0] = logf ? g0 + 0.0 : g0 * CSM_H_(yv, 0) + 0.0;
+        d[1] = logf ? g1 + 0.0 : g1 * CSM_H_(yv, 1) + 0.0;
+    } else {
+        d[0] = logf ? d[0] + g0 : CSM_DFMA_(g0, CSM_H_(yv, 0), d[0]);
+        d[1] = logf ? d[1] + g1 : CSM_DFMA_(g1, CSM_H_(yv, 1), d[1]);
+    }
+#else
+    if (first)
+        d[0] = logf ? gv + 0.0 : gv * yv + 0.0;
+    else
+        d[0] = logf ? d[0] + gv : CSM_DFMA_(gv, yv, d[0]);
+#endif
+}
+#undef CSM_H_
+#undef CSM_DFMA_
+
+/* Rows of K <= 16 * halves elements (halves = 1 or 2, a constant). */
+static CSM_INLINE CSM_TARGET void CSM_FN(csm_vec_bwd_rows_n)(
+    const CSM_T *y, ptrdiff_t ldy, const CSM_T *g, ptrdiff_t ldg, CSM_T *out, ptrdiff_t ldo,
+    ptrdiff_t rows, ptrdiff_t K, const int logf, const int halves)
+{
+    enum { DPV = CSM_ND_ / CSM_NV_ };               /* double vectors per element vector */
+    CSM_MASK_T_ mk[2 * CSM_NV_];
+    for (int v = 0; v < halves * CSM_NV_; ++v)
+        mk[v] = CSM_MASK_(K - v * CSM_VL_);
+    for (ptrdiff_t r = 0; r < rows; ++r) {
+        CSM_VT_ yv[2 * CSM_NV_], gv[2 * CSM_NV_];
+        CSM_VD_ d[CSM_ND_];
+        for (int v = 0; v < halves * CSM_NV_; ++v) {
+            yv[v] = CSM_VLOAD_(y + r * ldy + v * CSM_VL_, mk[v]);
+            gv[v] = CSM_VLOAD_(g + r * ldg + v * CSM_VL_, mk[v]);
+            CSM_FN(csm_vec_partials)(d + (v % CSM_NV_) * DPV, gv[v], yv[v], logf, v < CSM_NV_);
+        }
+        /* CSM_TREE16: partial i + partial i + 8 first; across vectors while
+         * there are several, then across each vector's halves. */
+        for (int n = CSM_ND_ / 2; n >= 1; n /= 2)
+            for (int v = 0; v < n; ++v)
+                d[v] = d[v] + d[v + n];
+#if CSM_ISA_ID == 2
+        typedef double csm_d4_ __attribute__((vector_size(32)));
+        const csm_d4_ d4 = __builtin_shufflevector(d[0], d[0], 0, 1, 2, 3)
+                         + __builtin_shufflevector(d[0], d[0], 4, 5, 6, 7);
+#else
+        const CSM_VD_ d4 = d[0];
+#endif
+        typedef double csm_d2_ __attribute__((vector_size(16)));
+        const csm_d2_ d2 = __builtin_shufflevector(d4, d4, 0, 1)
+                         + __builtin_shufflevector(d4, d4, 2, 3);
+        const CSM_T c = (CSM_T)(d2[0] + d2[1]);
+        for (int v = 0; v < halves * CSM_NV_ && v * CSM_VL_ < K; ++v) {
+            CSM_VT_ o;
+            if (logf) {
+                /* Whole-vector stores and loads: memcpy here became two
+                 * 16-byte stores and a 32-byte load under AVX2, a failed
+                 * store forward on every row (3x the time). */
+                CSM_T e[CSM_VL_] __attribute__((aligned(CSM_VB_)));
+                *(CSM_VT_ *)e = yv[v];
+#pragma omp simd
+                for (int p = 0; p < CSM_VL_; ++p)
+                    e[p] = CSM_FN(csm_exp)(e[p]);
+                o = gv[v] - *(const CSM_VT_ *)e * c;
+            } else {
+                o = yv[v] * (gv[v] - c);
+            }
+            CSM_VSTORE_(out + r * ldo + v * CSM_VL_, mk[v], o);
+        }
+    }
+}
+
+static CSM_TARGET void CSM_FN(csm_vec_bwd_rows)(
+    const CSM_T *y, ptrdiff_t ldy, const CSM_T *g, ptrdiff_t ldg, CSM_T *out, ptrdiff_t ldo,
+    ptrdiff_t rows, ptrdiff_t K, const int logf)
+{
+    if (K <= 16)
+        CSM_FN(csm_vec_bwd_rows_n)(y, ldy, g, ldg, out, ldo, rows, K, logf, 1);
+    else
+        CSM_FN(csm_vec_bwd_rows_n)(y, ldy, g, ldg, out, ldo, rows, K, logf, 2);
+}
+#undef CSM_VLOAD_
+#undef CSM_VSTORE_
+#undef CSM_MASK_
+#undef CSM_MASK_T_
+#undef CSM_VT_
+#undef CSM_VD_
+#undef CSM_VB_
+#undef CSM_VL_
+#undef CSM_NV_
+#undef CSM_DL_
+#undef CSM_ND_
+#endif
+
 /* The lane path prefetches the input and output runs of the column this
  * many columns ahead. In a Fortran-ordered array with a power-of-two row
  * count the runs of a group map to a few L1 sets, so a longer distance
@@ -934,6 +1101,12 @@ static CSM_TARGET void CSM_FN(csm_softmax_backward_core)(
     const CSM_T *y, ptrdiff_t ldy, const CSM_T *g, ptrdiff_t ldg,
     CSM_T *out, ptrdiff_t ldo, ptrdiff_t rows, ptrdiff_t K, int pf)
 {
+#ifdef CSM_VEC_BWD
+    if (K >= CSM_VEC_BWD_MIN && K <= CSM_VEC_BWD_K) {
+        CSM_FN(csm_vec_bwd_rows)(y, ldy, g, ldg, out, ldo, rows, K, 0);
+        return;
+    }
+#endif
     if (K <= CSM_SMALL_BWD_K) {
         CSM_FN(csm_small_bwd_rows)(y, ldy, g, ldg, out, ldo, rows, K, 0);
         return;
@@ -958,6 +1131,12 @@ static CSM_TARGET void CSM_FN(csm_log_softmax_backward_core)(
     const CSM_T *y, ptrdiff_t ldy, const CSM_T *g, ptrdiff_t ldg,
     CSM_T *out, ptrdiff_t ldo, ptrdiff_t rows, ptrdiff_t K, int pf)
 {
+#ifdef CSM_VEC_BWD
+    if (K >= CSM_VEC_BWD_MIN && K <= CSM_VEC_BWD_K) {
+        CSM_FN(csm_vec_bwd_rows)(y, ldy, g, ldg, out, ldo, rows, K, 1);
+        return;
+    }
+#endif
     if (K <= CSM_SMALL_BWD_K) {
         CSM_FN(csm_small_bwd_rows)(y, ldy, g, ldg, out, ldo, rows, K, 1);
         return;

@@ -35,20 +35,28 @@ def test_non_unit_column_strides_take_the_lane_path():
     assert _engine.plan("softmax", 100, 1, unit_columns=False)["path"] != "lanes"
 
 
+def _short_backward_path(k, isa):
+    """The path a C-ordered backward call with rows of k takes under isa."""
+    if isa != "baseline" and C["vec_bwd_min"] <= k <= C["vec_bwd_k"]:
+        return "row vectors"
+    return "small rows" if k <= C["small_bwd_k"] else "rows"
+
+
 @pytest.mark.parametrize("dtype", ["float32", "float64"])
 @pytest.mark.parametrize("fn", ["softmax_backward", "log_softmax_backward"])
-def test_short_backward_rows_give_the_bits_of_every_other_path(fn, dtype):
-    # Short rows of the backward passes are summed across SIMD lanes: the
-    # bits must be those of the lane kernels of Fortran order, of a row
-    # computed alone (padded into a group), and of the masked kernels with an
-    # all-true mask, on each side of the cutoff.
-    k = C["small_bwd_k"]
-    assert _engine.plan(fn, 64, k)["path"] == "small rows"
-    assert _engine.plan(fn, 64, k + 1)["path"] == "rows"
+def test_short_backward_rows_give_the_bits_of_every_other_path(fn, dtype, isa):
+    # Short rows of the backward passes are summed across SIMD lanes (the
+    # lane path) or across one row's registers (the row-vector path of AVX2
+    # and AVX-512): the bits must be those of the lane kernels of Fortran
+    # order, of a row computed alone (padded into a group), and of the masked
+    # kernels with an all-true mask, on each side of every cutoff.
+    k, lo, hi = C["small_bwd_k"], C["vec_bwd_min"], C["vec_bwd_k"]
+    for kk in (lo - 1, lo, k, k + 1, hi, hi + 1):
+        assert _engine.plan(fn, 64, kk)["path"] == _short_backward_path(kk, isa)
     f = getattr(csoftmax, fn)
     fwd = csoftmax.log_softmax if fn.startswith("log") else csoftmax.softmax
     rng = np.random.default_rng(7)
-    for kk in (1, 7, k, k + 1, 16, 17, 29, C["small_k"] + 1):
+    for kk in (1, lo - 1, lo, 7, k, k + 1, 16, 17, 29, hi, hi + 1):
         n = C["lanes"] * 2 + 3
         x = (rng.standard_normal((n, kk)) * 4).astype(dtype)
         x[1, 0] = -np.inf
