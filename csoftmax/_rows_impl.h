@@ -1183,34 +1183,66 @@ static CSM_TARGET void CSM_FN(csm_long_rows)(
     int log_out, int stream)
 {
     CSM_T buf[CSM_SCRATCH];
+    /* Each pass prefetches CSM_PREFETCH_BYTES ahead of itself in the row:
+     * the hardware's streamers stop at every 4 KiB page, and a row past L2
+     * is read three times. */
+    enum { AHEAD = CSM_PREFETCH_BYTES / sizeof(CSM_T) };
     for (ptrdiff_t r = 0; r < rows; ++r) {
         const CSM_T *xr = x + r * ldx;
         CSM_T *yr = y + r * ldy;
-        const CSM_T m = CSM_FN(csm_row_max)(xr, K);
+        const char *pfx = (const char *)((uintptr_t)xr + AHEAD * sizeof(CSM_T));
+        const char *pfy = (const char *)((uintptr_t)yr + AHEAD * sizeof(CSM_T));
+        /* The max in runs of 1 KiB, each after its lines ahead are asked
+         * for, so that the prefetches spread over the pass. */
+        enum { RUN = 1024 / sizeof(CSM_T) };
+        CSM_T m = -CSM_INF_T;
+        for (ptrdiff_t j = 0; j < K; j += RUN) {
+            const ptrdiff_t n = K - j < RUN ? K - j : RUN;
+            CSM_FN(csm_prefetch_run)((const CSM_T *)pfx + j, n, 0);
+            const CSM_T mj = CSM_FN(csm_row_max)(xr + j, n);
+            m = mj > m ? mj : m;
+        }
         CSM_T c;
         if (log_out) {
             c = (CSM_T)CSM_PASTE(csm_log, CSM_PASTE(f64, CSM_ISA))(
-                CSM_FN(csm_row_sum)(xr, xr, m, K, CSM_SUM_EXP, NULL, NULL, NULL));
+                CSM_FN(csm_row_sum)(xr, xr, m, K, CSM_SUM_EXP, pfx, NULL, NULL));
         } else {
             double acc = 0.0;
             /* Chunks are whole CSM_SUM_BLOCKs, so the blocks are those of one call. */
             for (ptrdiff_t j = 0; j < K; j += CSM_SCRATCH) {
                 const ptrdiff_t n = K - j < CSM_SCRATCH ? K - j : CSM_SCRATCH;
-                acc = CSM_FN(csm_row_exp_sum_from)(xr + j, buf, m, n, acc, NULL, NULL);
+                acc = CSM_FN(csm_row_exp_sum_from)(xr + j, buf, m, n, acc, pfx + j * sizeof(CSM_T), NULL);
             }
             c = (CSM_T)(1.0 / acc);
         }
         for (ptrdiff_t j = 0; j < K; j += CSM_SCRATCH) {
             const ptrdiff_t n = K - j < CSM_SCRATCH ? K - j : CSM_SCRATCH;
             CSM_T *dst = stream ? buf : yr + j;
+            const CSM_T *xj = xr + j;
+            const char *px = pfx + j * sizeof(CSM_T), *py = stream ? NULL : pfy + j * sizeof(CSM_T);
+            ptrdiff_t i = 0;
             if (log_out) {
+                for (; i + CSM_PARTS <= n; i += CSM_PARTS) {
+                    CSM_PREFETCH_PARTS_(px, i, 0);
+                    CSM_PREFETCH_PARTS_(py, i, 1);
 #pragma omp simd
-                for (ptrdiff_t i = 0; i < n; ++i)
-                    dst[i] = (xr[j + i] - m) - c;
+                    for (ptrdiff_t p = 0; p < CSM_PARTS; ++p)
+                        dst[i + p] = (xj[i + p] - m) - c;
+                }
+#pragma omp simd
+                for (ptrdiff_t p = 0; p < n - i; ++p)
+                    dst[i + p] = (xj[i + p] - m) - c;
             } else {
+                for (; i + CSM_PARTS <= n; i += CSM_PARTS) {
+                    CSM_PREFETCH_PARTS_(px, i, 0);
+                    CSM_PREFETCH_PARTS_(py, i, 1);
 #pragma omp simd
-                for (ptrdiff_t i = 0; i < n; ++i)
-                    dst[i] = CSM_FN(csm_exp_neg)(xr[j + i] - m) * c;
+                    for (ptrdiff_t p = 0; p < CSM_PARTS; ++p)
+                        dst[i + p] = CSM_FN(csm_exp_neg)(xj[i + p] - m) * c;
+                }
+#pragma omp simd
+                for (ptrdiff_t p = 0; p < n - i; ++p)
+                    dst[i + p] = CSM_FN(csm_exp_neg)(xj[i + p] - m) * c;
             }
             if (stream)
                 CSM_FN(csm_stream_copy)(yr + j, buf, n);
