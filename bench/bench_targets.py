@@ -20,7 +20,12 @@ count when XLA starts):
   OpenMP settings csoftmax loads with cannot touch the peers;
 * one csoftmax worker per ISA that csoftmax reports this CPU can run
   (kernels.supported_isas(), cross-checked with /proc/cpuinfo);
-* one JAX worker per thread count (XLA_FLAGS and CPU affinity set).
+* one JAX worker per thread count (XLA_FLAGS and CPU affinity set);
+* on a CPU with AVX-512, a second peers worker and JAX worker set pinned to
+  AVX2 (PIN_ENV: NumPy's dispatch, torch's kernels, Numba's and XLA's code
+  generation), so that the AVX2 column is measured against what the peers
+  run on an AVX2 machine, not against their AVX-512 code. Their entries are
+  named "<peer> [avx2]" and serve that column only (--no-pinned-peers: off).
 This process only schedules: for every case and thread count it runs
 --rounds rounds, and in each round every worker times each of its
 implementations once, in a rotated order. Results are the best per-call time
@@ -67,6 +72,16 @@ TIMING = {
 }
 GAP_S = 0.02  # between workers: another process's OpenMP threads stop spinning
 JAX_XLA_FLAGS = {1: "--xla_cpu_multi_thread_eigen=false intra_op_parallelism_threads=1"}
+
+# What keeps each peer to AVX2 on an AVX-512 CPU (each checked on this
+# machine: np.exp of 4096 x 128 float32 254 -> 318 us, torch reports "AVX2",
+# Numba's assembly has no zmm register, XLA takes the flag).
+AVX512_NPY = "AVX512F AVX512CD AVX512_KNL AVX512_KNM AVX512_SKX AVX512_CLX AVX512_CNL AVX512_ICL AVX512_SPR"
+HASWELL_FEATURES = ("+64bit,+avx,+avx2,+bmi,+bmi2,+cmov,+cx16,+f16c,+fma,+fsgsbase,+lzcnt,+mmx,+movbe,"
+                    "+popcnt,+sse,+sse2,+sse3,+sse4.1,+sse4.2,+ssse3,+xsave,-avx512f")
+PIN_ENV = {"avx2": {"NPY_DISABLE_CPU_FEATURES": AVX512_NPY, "ATEN_CPU_CAPABILITY": "avx2",
+                    "NUMBA_CPU_NAME": "haswell", "NUMBA_CPU_FEATURES": HASWELL_FEATURES,
+                    "XLA_FLAGS": "--xla_cpu_max_isa=AVX2"}}
 
 
 def log(msg):
@@ -408,8 +423,8 @@ def worker_main(kind, peers_words, threads):
 # Scheduler side
 # --------------------------------------------------------------------------
 class Proc:
-    def __init__(self, label, kind, env, args, cpus=None, only_threads=None):
-        self.label, self.kind, self.only_threads = label, kind, only_threads
+    def __init__(self, label, kind, env, args, cpus=None, only_threads=None, pin=None):
+        self.label, self.kind, self.only_threads, self.pin = label, kind, only_threads, pin
         cmd = [sys.executable, str(Path(__file__).resolve()), "--_worker", kind,
                "--threads", ",".join(map(str, args.threads)), "--peers", args.peers or ""]
         self.p = subprocess.Popen(cmd, env=env, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True,
@@ -615,19 +630,34 @@ def run(args):
         f"ISAs {isas}; starting workers")
     try:
         # Started together (imports and JIT compiles overlap), then greeted.
-        procs.append(Proc("peers", "peers", base_env, args))
+        pins = [None] + [i for i in PIN_ENV if i in isas and "avx512" in isas and not args.no_pinned_peers]
+        results["pinned_peers"] = {i: PIN_ENV[i] for i in pins if i}
+
+        def pinned(env, pin):
+            if not pin:
+                return dict(env)
+            env = dict(env, **{k: v for k, v in PIN_ENV[pin].items() if k != "XLA_FLAGS"})
+            env["XLA_FLAGS"] = (env.get("XLA_FLAGS", "") + " " + PIN_ENV[pin]["XLA_FLAGS"]).strip()
+            return env
+
+        for pin in pins:
+            tag = f" [{pin}]" if pin else ""
+            procs.append(Proc("peers" + tag, "peers", pinned(base_env, pin), args, pin=pin))
         for isa in isas:
             procs.append(Proc(f"csoftmax [{isa}]", "csoftmax", dict(base_env, CSOFTMAX_ISA=isa), args))
         if not words or any(w in "jax" for w in words):
             ncpu = sorted(os.sched_getaffinity(0))
-            for t in args.threads:
-                env = dict(base_env)
-                if t in JAX_XLA_FLAGS:
-                    env["XLA_FLAGS"] = (env.get("XLA_FLAGS", "") + " " + JAX_XLA_FLAGS[t]).strip()
-                procs.append(Proc(f"jax [{t}T]", "jax", env, args, cpus=ncpu[:t], only_threads=t))
-                results["workers_xla_flags"] = results.get("workers_xla_flags", {})
-                results["workers_xla_flags"][f"jax [{t}T]"] = {"xla_flags": env.get("XLA_FLAGS", ""),
-                                                               "cpus": ncpu[:t]}
+            for pin in pins:
+                tag = f" [{pin}]" if pin else ""
+                for t in args.threads:
+                    env = pinned(base_env, pin)
+                    if t in JAX_XLA_FLAGS:
+                        env["XLA_FLAGS"] = (env.get("XLA_FLAGS", "") + " " + JAX_XLA_FLAGS[t]).strip()
+                    procs.append(Proc(f"jax [{t}T]{tag}", "jax", env, args, cpus=ncpu[:t], only_threads=t,
+                                      pin=pin))
+                    results["workers_xla_flags"] = results.get("workers_xla_flags", {})
+                    results["workers_xla_flags"][f"jax [{t}T]{tag}"] = {"xla_flags": env.get("XLA_FLAGS", ""),
+                                                                        "cpus": ncpu[:t]}
         for p in procs:
             p.greet()
             results["workers"][p.label] = {"ok": p.ok, "skipped": p.skipped, "info": p.info}
@@ -663,6 +693,9 @@ def run(args):
                                 isa = p.label[10:-1]
                                 e["impl"] = e["impl"].replace("csoftmax", f"csoftmax [{isa}]")
                                 e["isa"] = isa
+                            elif p.pin:
+                                e["impl"] = f"{e['impl']} [{p.pin}]"
+                                e["peer_isa"] = p.pin
                             m = merged.setdefault(e["impl"], dict(e, samples=[], worker=p.label))
                             m["samples"] += e.get("samples", [])
                 for e in merged.values():
@@ -715,6 +748,8 @@ def parse_args(argv):
     ap.add_argument("--sample-ms", type=float, default=None, help="length of one timed sample")
     ap.add_argument("--rotate-mib", type=int, default=None,
                     help="most MiB of rotated input/output copies per process (default 1024; quick 0: none)")
+    ap.add_argument("--no-pinned-peers", action="store_true",
+                    help="do not time the peers a second time pinned to AVX2 on an AVX-512 CPU")
     ap.add_argument("--seed", type=int, default=1234)
     ap.add_argument("--out", default=str(HERE / "results" / "targets.md"),
                     help="markdown report (the JSON goes next to it, .json)")

@@ -19,7 +19,7 @@ from pathlib import Path
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 import targets_cases  # noqa: E402
-from targets_report import best_peer, cs_best, cs_entry, fmt_time, limit  # noqa: E402
+from targets_report import best_peer, cs_best, cs_entry, fmt_time, limit, runs_for  # noqa: E402
 
 START = "<!-- bench_targets table: start -->"
 END = "<!-- bench_targets table: end -->"
@@ -51,7 +51,9 @@ def table(reports):
     L.append("Each ISA's cell: csoftmax allocating · with `out=`, and in brackets `out=` against the op's "
              "limit measured in the same run (a copy for softmax and log_softmax, `np.exp` for logsumexp, "
              "the 3-array add for the backward ops, a fill of the output for the Jacobian). *speed-up* = "
-             "fastest correct peer at its best variant / csoftmax's faster variant. Every case, "
+             "fastest correct peer at its best variant / csoftmax's faster variant; on an AVX-512 CPU the AVX2 "
+             "column's peers and limits are timed pinned to AVX2 (NumPy, torch, Numba and XLA told not to "
+             "use AVX-512), as they would run on an AVX2 machine. Every case, "
              "FLAGs and the targets: `bench/results/targets.md`.")
     L.append("")
     hdr = ["op", "shape", "dtype", "threads", f"limit{tag(0)}"]
@@ -65,14 +67,14 @@ def table(reports):
             row = [c["op"], f"{c['shape'][0]}×{c['shape'][1]}", c["dtype"], str(t)]
             prim = targets_cases.PRIMARY_LIMIT[c["op"]]
             runs0 = c["runs"].get(str(t), {})
-            lim0 = limit(runs0, prim, t)[0]
+            lim0 = limit(runs_for(runs0, None), prim, t)[0]
             row.append(f"{prim} {fmt_time(lim0)}" if lim0 else "–")
             per = []
             for r in reports:
                 rc = next((x for x in r["cases"] if x["id"] == c["id"]), None)
                 per.append(rc["runs"].get(str(t), {}) if rc else {})
             for ri, isa in cols:
-                runs = per[ri]
+                runs = runs_for(per[ri], isa)
                 lim = limit(runs, prim, t)[0]
                 a, o = cs_entry(runs, isa, "alloc"), cs_entry(runs, isa, "out")
                 txt = f"{fmt_time(a['best_s']) if a else '–'} · {fmt_time(o['best_s']) if o else '–'}"
@@ -80,10 +82,10 @@ def table(reports):
                     txt += f" ({o['best_s'] / lim:.2f}× {prim})"
                 row.append(txt)
             for runs in per:
-                bp = best_peer(runs)
+                bp = best_peer(runs_for(runs, None))
                 row.append(f"{bp['impl']} {fmt_time(bp['best_s'])}" if bp else "–")
             for ri, isa in cols:
-                b, bp = cs_best(per[ri], isa), best_peer(per[ri])
+                b, bp = cs_best(per[ri], isa), best_peer(runs_for(per[ri], isa))
                 row.append(f"**{bp['best_s'] / b['best_s']:.2f}×**" if b and bp else "–")
             L.append("| " + " | ".join(row) + " |")
     return "\n".join(L)

@@ -29,6 +29,15 @@ def isa_label(isa):
 # --------------------------------------------------------------------------
 # Lookups in one case's run at one thread count
 # --------------------------------------------------------------------------
+def runs_for(runs, isa):
+    """The entries that an ISA's column is judged against: csoftmax's, and
+    the peers and limits pinned to that ISA where the run has them (see
+    PIN_ENV in bench_targets.py), else the unpinned ones."""
+    pinned = any(e.get("peer_isa") == isa for e in runs.values())
+    return {n: e for n, e in runs.items()
+            if e["family"] == "csoftmax" or e.get("peer_isa") == (isa if pinned else None)}
+
+
 def limit(runs, kind, t):
     """(best seconds, method) of the fastest method of a limit with <= t threads."""
     es = [e for e in runs.values() if e["family"] == "limit" and e.get("kind") == kind
@@ -58,6 +67,7 @@ def best_peer(runs, alloc_only=False):
 
 def flags(runs, isa):
     """Why csoftmax under `isa` is not the fastest here ([] when it is)."""
+    runs = runs_for(runs, isa)
     out = []
     b, bp = cs_best(runs, isa), best_peer(runs)
     if b and bp and bp["best_s"] < b["best_s"]:
@@ -94,6 +104,7 @@ def evaluate(results):
 
 
 def _check(tg, runs, isa, t, row):
+    runs = runs_for(runs, isa)
     if tg["kind"] == "limit":
         e = cs_entry(runs, isa, tg["variant"])
         lim, method = limit(runs, tg["limit"], t)
@@ -161,6 +172,9 @@ def machine_lines(results):
             L.append(f"- Skipped {fam}: {why}")
         if w.get("info", {}).get("numba_threading_layer"):
             L.append(f"- Numba threading layer: {w['info']['numba_threading_layer']}")
+    for pin, env in sorted(results.get("pinned_peers", {}).items()):
+        L.append(f"- peers pinned to {isa_label(pin)} (\"<peer> [{pin}]\"): "
+                 + ", ".join(f"{k}=`{v}`" for k, v in env.items()))
     for label, j in sorted(results.get("workers_xla_flags", {}).items()):
         L.append(f"- {label}: own process on CPUs {j['cpus']}, XLA_FLAGS=`{j['xla_flags']}`")
     tp = results["config"]["timing"]
@@ -198,20 +212,22 @@ def op_table(results, op):
             if not runs:
                 continue
             row = [f"{c['shape'][0]}×{c['shape'][1]} {c['dtype']}", str(t)]
-            lims = {k: limit(runs, k, t)[0] for k in limits}
+            native = runs_for(runs, None)
+            lims = {k: limit(native, k, t)[0] for k in limits}
             row += [fmt_time(lims[k]) for k in limits]
             p = lims.get(prim)
             for isa in isas:
+                mine = runs_for(runs, isa)
                 for v in ("alloc", "out"):
-                    e = cs_entry(runs, isa, v)
-                    ref = p if not (op == "jacobian" and v == "alloc") else lims.get("empty+fill")
+                    e = cs_entry(mine, isa, v)
+                    ref = limit(mine, prim if not (op == "jacobian" and v == "alloc") else "empty+fill", t)[0]
                     row.append(_cell(e, ref, runs.get(f"csoftmax [{isa}]" + (" out=" if v == "out" else ""))))
-            bp = best_peer(runs)
+            bp = best_peer(native)
             row.append(f"{bp['impl']} {fmt_time(bp['best_s'])}" if bp else "–")
             fl = []
             for isa in isas:
-                b = cs_best(runs, isa)
-                row.append(f"{bp['best_s'] / b['best_s']:.2f}×" if b and bp else "–")
+                b, bpi = cs_best(runs, isa), best_peer(runs_for(runs, isa))
+                row.append(f"{bpi['best_s'] / b['best_s']:.2f}×" if b and bpi else "–")
                 f = flags(runs, isa)
                 if f:
                     n_flag[isa] += 1
@@ -260,7 +276,9 @@ def markdown(results):
           "measured in the same run at the same thread count (copy for softmax and log_softmax, "
           "np.exp for logsumexp, the 3-array add for the backward ops, fill of the (N, K, K) output "
           "for the Jacobian with out= and np.empty + fill for allocating Jacobian calls). "
-          "*speed-up* = fastest correct peer (any variant) / csoftmax's faster variant under that ISA. "
+          "*speed-up* = fastest correct peer (any variant) / csoftmax's faster variant under that ISA; "
+          "where the run has peers pinned to an ISA (\"<peer> [avx2]\"), that ISA's column, ratios, "
+          "FLAGs and targets are judged against them and their limits. "
           "**FLAG**: csoftmax is not the fastest (or its allocating call loses to an allocating peer). "
           "Single-threaded peers show their 1-thread time at 2 threads.", ""]
     for k, v in targets_cases.LIMIT_TEXT.items():

@@ -94,3 +94,32 @@ def test_readme_table_has_the_isa_columns(report, tmp_path):
         if isa in res["isas"]:
             assert f"{LABEL[isa]}: csoftmax" in text
     assert "| softmax | 1×10 | float32 | 1 |" in text
+
+
+def test_on_an_avx512_cpu_the_avx2_column_has_peers_pinned_to_avx2(report):
+    _, res = report
+    if not {"avx512", "avx2"} <= set(res["isas"]):
+        pytest.skip("the pinned peers run only on a CPU with AVX-512")
+    assert "avx2" in res["pinned_peers"]
+    for case in res["cases"]:
+        pinned = [e for e in case["runs"]["1"].values() if e.get("peer_isa") == "avx2"]
+        assert any(e["family"] == "numpy" and e.get("best_s") for e in pinned), case["id"]
+        assert any(e.get("kind") == "np.exp" and e.get("best_s") for e in pinned), case["id"]
+
+
+def test_each_isa_column_is_judged_against_its_own_pinned_peers():
+    sys.path.insert(0, str(ROOT / "bench"))
+    from targets_report import best_peer, flags, runs_for
+
+    def entry(impl, s, family="torch", **kw):
+        return dict(impl=impl, best_s=s, family=family, status="ok", alloc=True, threads_used=1, **kw)
+
+    runs = {"csoftmax [avx512]": entry("csoftmax [avx512]", 2.0, "csoftmax"),
+            "csoftmax [avx2]": entry("csoftmax [avx2]", 3.0, "csoftmax"),
+            "torch": entry("torch", 1.0),
+            "torch [avx2]": entry("torch [avx2]", 4.0, peer_isa="avx2")}
+    assert best_peer(runs_for(runs, "avx512"))["impl"] == "torch"
+    assert best_peer(runs_for(runs, "avx2"))["impl"] == "torch [avx2]"
+    assert flags(runs, "avx512") and not flags(runs, "avx2")
+    # No pinned peers for an ISA: its column is judged against the unpinned ones.
+    assert best_peer(runs_for(runs, "baseline"))["impl"] == "torch"
