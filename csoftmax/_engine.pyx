@@ -46,6 +46,7 @@ cdef extern from "_rows.h" nogil:
     int CSM_SMALL_BWD_K
     int CSM_VEC_BWD_MIN
     int CSM_VEC_BWD_K
+    int CSM_VEC_BWD_K_AVX2_F64
     int csm_best_isa()
     int csm_select_isa(int isa)
     int csm_openmp_enabled()
@@ -563,6 +564,7 @@ CONSTANTS = {
     "small_bwd_k": CSM_SMALL_BWD_K,
     "vec_bwd_min": CSM_VEC_BWD_MIN,
     "vec_bwd_k": CSM_VEC_BWD_K,
+    "vec_bwd_k_avx2_f64": CSM_VEC_BWD_K_AVX2_F64,
     "block_elems": BLOCK_ELEMS,
     "block_share": BLOCK_SHARE,
     "block_max_elems": BLOCK_MAX_ELEMS,
@@ -587,8 +589,10 @@ def plan(str op, Py_ssize_t n, Py_ssize_t k, dtype="float32", bint unit_columns=
         raise ValueError(f"plan: {op} has no kernels for this layout")
     bwd = code in (OP_SOFTMAX_BACKWARD, OP_LOG_SOFTMAX_BACKWARD)
     # csm_vec_bwd_rows exists in the AVX2 and AVX-512 kernels only.
+    vec_hi = (CSM_VEC_BWD_K_AVX2_F64 if csm_isa_in_use == CSM_ISA_AVX2 and itemsize == 8
+              else CSM_VEC_BWD_K)
     vec = (p.rowwise and not masked and bwd and csm_isa_in_use >= CSM_ISA_AVX2
-           and CSM_VEC_BWD_MIN <= k <= CSM_VEC_BWD_K)
+           and CSM_VEC_BWD_MIN <= k <= vec_hi)
     small = p.rowwise and not masked and not vec and (
         (k <= CSM_SMALL_K and code in (OP_SOFTMAX, OP_LOG_SOFTMAX))
         or (k <= CSM_SMALL_BWD_K and bwd))

@@ -126,6 +126,11 @@ _Static_assert(CSM_SMALL_BWD_K == 12, "CSM_SMALL_BWD_K_CASES lists K = 1 .. 12")
  * 12.0 / 27.9 -> 27.4. Baseline x86-64 keeps the other paths. */
 #define CSM_VEC_BWD_MIN 5
 #define CSM_VEC_BWD_K 32
+/* AVX2 float64 only up to here: 16 elements take four registers per operand,
+ * and past K = 12 the spills cost more than the row path saves (1024 rows,
+ * one thread, softmax_backward: K = 10 16.3 -> 9.0 us, but K = 16 11.6 ->
+ * 14.9 and K = 32 15.6 -> 21.4). */
+#define CSM_VEC_BWD_K_AVX2_F64 12
 
 /* The cases K = 1 .. CSM_SMALL_K of the short-row drivers' switch: each
  * calls its group kernel with a constant K, which unrolls the transposes. */

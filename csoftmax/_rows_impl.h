@@ -654,6 +654,7 @@ static CSM_TARGET void CSM_FN(csm_small_bwd_rows)(
  * generic vector in memory under AVX2 and moves it element by element. */
 #if defined(__x86_64__) && CSM_X86_DISPATCH && CSM_ISA_ID >= 1
 #define CSM_VEC_BWD 1
+#define CSM_VEC_BWD_HI_ (CSM_ISA_ID == 1 && !CSM_F32 ? CSM_VEC_BWD_K_AVX2_F64 : CSM_VEC_BWD_K)
 #define CSM_VB_ (CSM_ISA_ID == 2 ? 64 : 32)            /* bytes per native vector */
 #define CSM_VL_ (CSM_VB_ / (int)sizeof(CSM_T))          /* elements per vector */
 #define CSM_NV_ (16 / CSM_VL_)                          /* vectors per row */
@@ -1102,7 +1103,7 @@ static CSM_TARGET void CSM_FN(csm_softmax_backward_core)(
     CSM_T *out, ptrdiff_t ldo, ptrdiff_t rows, ptrdiff_t K, int pf)
 {
 #ifdef CSM_VEC_BWD
-    if (K >= CSM_VEC_BWD_MIN && K <= CSM_VEC_BWD_K) {
+    if (K >= CSM_VEC_BWD_MIN && K <= CSM_VEC_BWD_HI_) {
         CSM_FN(csm_vec_bwd_rows)(y, ldy, g, ldg, out, ldo, rows, K, 0);
         return;
     }
@@ -1132,7 +1133,7 @@ static CSM_TARGET void CSM_FN(csm_log_softmax_backward_core)(
     CSM_T *out, ptrdiff_t ldo, ptrdiff_t rows, ptrdiff_t K, int pf)
 {
 #ifdef CSM_VEC_BWD
-    if (K >= CSM_VEC_BWD_MIN && K <= CSM_VEC_BWD_K) {
+    if (K >= CSM_VEC_BWD_MIN && K <= CSM_VEC_BWD_HI_) {
         CSM_FN(csm_vec_bwd_rows)(y, ldy, g, ldg, out, ldo, rows, K, 1);
         return;
     }

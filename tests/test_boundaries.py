@@ -35,9 +35,13 @@ def test_non_unit_column_strides_take_the_lane_path():
     assert _engine.plan("softmax", 100, 1, unit_columns=False)["path"] != "lanes"
 
 
-def _short_backward_path(k, isa):
+def _vec_bwd_hi(isa, dtype):
+    return C["vec_bwd_k_avx2_f64"] if (isa, dtype) == ("avx2", "float64") else C["vec_bwd_k"]
+
+
+def _short_backward_path(k, isa, dtype):
     """The path a C-ordered backward call with rows of k takes under isa."""
-    if isa != "baseline" and C["vec_bwd_min"] <= k <= C["vec_bwd_k"]:
+    if isa != "baseline" and C["vec_bwd_min"] <= k <= _vec_bwd_hi(isa, dtype):
         return "row vectors"
     return "small rows" if k <= C["small_bwd_k"] else "rows"
 
@@ -50,9 +54,9 @@ def test_short_backward_rows_give_the_bits_of_every_other_path(fn, dtype, isa):
     # and AVX-512): the bits must be those of the lane kernels of Fortran
     # order, of a row computed alone (padded into a group), and of the masked
     # kernels with an all-true mask, on each side of every cutoff.
-    k, lo, hi = C["small_bwd_k"], C["vec_bwd_min"], C["vec_bwd_k"]
-    for kk in (lo - 1, lo, k, k + 1, hi, hi + 1):
-        assert _engine.plan(fn, 64, kk)["path"] == _short_backward_path(kk, isa)
+    k, lo, hi = C["small_bwd_k"], C["vec_bwd_min"], _vec_bwd_hi(isa, dtype)
+    for kk in (lo - 1, lo, k, k + 1, hi, hi + 1, C["vec_bwd_k"], C["vec_bwd_k"] + 1):
+        assert _engine.plan(fn, 64, kk, dtype)["path"] == _short_backward_path(kk, isa, dtype)
     f = getattr(csoftmax, fn)
     fwd = csoftmax.log_softmax if fn.startswith("log") else csoftmax.softmax
     rng = np.random.default_rng(7)
