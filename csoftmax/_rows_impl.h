@@ -1095,6 +1095,25 @@ static CSM_TARGET void CSM_FN(csm_log_softmax_core)(
     }
 }
 
+/* The backward passes' short rows: the row-vector path (AVX2, AVX-512) or
+ * the lane path; 0 where the rows take the row path. */
+static CSM_INLINE CSM_TARGET int CSM_FN(csm_short_bwd)(
+    const CSM_T *y, ptrdiff_t ldy, const CSM_T *g, ptrdiff_t ldg, CSM_T *out, ptrdiff_t ldo,
+    ptrdiff_t rows, ptrdiff_t K, const int logf)
+{
+#ifdef CSM_VEC_BWD
+    if (K >= CSM_VEC_BWD_MIN && K <= CSM_VEC_BWD_HI_) {
+        CSM_FN(csm_vec_bwd_rows)(y, ldy, g, ldg, out, ldo, rows, K, logf);
+        return 1;
+    }
+#endif
+    if (K <= CSM_SMALL_BWD_K) {
+        CSM_FN(csm_small_bwd_rows)(y, ldy, g, ldg, out, ldo, rows, K, logf);
+        return 1;
+    }
+    return 0;
+}
+
 /* softmax backward: out = y * (g - sum(g * y)). One pass for the dot product,
  * one fused elementwise pass; the row stays in cache in between. out may be
  * y or g. */
@@ -1102,16 +1121,8 @@ static CSM_TARGET void CSM_FN(csm_softmax_backward_core)(
     const CSM_T *y, ptrdiff_t ldy, const CSM_T *g, ptrdiff_t ldg,
     CSM_T *out, ptrdiff_t ldo, ptrdiff_t rows, ptrdiff_t K, int pf)
 {
-#ifdef CSM_VEC_BWD
-    if (K >= CSM_VEC_BWD_MIN && K <= CSM_VEC_BWD_HI_) {
-        CSM_FN(csm_vec_bwd_rows)(y, ldy, g, ldg, out, ldo, rows, K, 0);
+    if (CSM_FN(csm_short_bwd)(y, ldy, g, ldg, out, ldo, rows, K, 0))
         return;
-    }
-#endif
-    if (K <= CSM_SMALL_BWD_K) {
-        CSM_FN(csm_small_bwd_rows)(y, ldy, g, ldg, out, ldo, rows, K, 0);
-        return;
-    }
     for (ptrdiff_t r = 0; r < rows; ++r) {
         const CSM_T *yr = y + r * ldy, *gr = g + r * ldg;
         CSM_T *orow = out + r * ldo;
@@ -1132,16 +1143,8 @@ static CSM_TARGET void CSM_FN(csm_log_softmax_backward_core)(
     const CSM_T *y, ptrdiff_t ldy, const CSM_T *g, ptrdiff_t ldg,
     CSM_T *out, ptrdiff_t ldo, ptrdiff_t rows, ptrdiff_t K, int pf)
 {
-#ifdef CSM_VEC_BWD
-    if (K >= CSM_VEC_BWD_MIN && K <= CSM_VEC_BWD_HI_) {
-        CSM_FN(csm_vec_bwd_rows)(y, ldy, g, ldg, out, ldo, rows, K, 1);
+    if (CSM_FN(csm_short_bwd)(y, ldy, g, ldg, out, ldo, rows, K, 1))
         return;
-    }
-#endif
-    if (K <= CSM_SMALL_BWD_K) {
-        CSM_FN(csm_small_bwd_rows)(y, ldy, g, ldg, out, ldo, rows, K, 1);
-        return;
-    }
     for (ptrdiff_t r = 0; r < rows; ++r) {
         const CSM_T *yr = y + r * ldy, *gr = g + r * ldg;
         CSM_T *orow = out + r * ldo;

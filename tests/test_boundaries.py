@@ -60,7 +60,7 @@ def test_short_backward_rows_give_the_bits_of_every_other_path(fn, dtype, isa):
     f = getattr(csoftmax, fn)
     fwd = csoftmax.log_softmax if fn.startswith("log") else csoftmax.softmax
     rng = np.random.default_rng(7)
-    for kk in (1, lo - 1, lo, 7, k, k + 1, 16, 17, 29, hi, hi + 1):
+    for kk in (1, lo - 1, lo, 7, k, k + 1, 16, 17, 29, hi, hi + 1, C["vec_bwd_k"], C["vec_bwd_k"] + 1):
         n = C["lanes"] * 2 + 3
         x = (rng.standard_normal((n, kk)) * 4).astype(dtype)
         x[1, 0] = -np.inf
