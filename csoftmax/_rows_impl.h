@@ -643,12 +643,13 @@ static CSM_TARGET void CSM_FN(csm_small_bwd_rows)(
 /* ---- Short backward rows, one row per register set -------------------------
  * AVX2 and AVX-512, rows of CSM_VEC_BWD_MIN <= K <= CSM_VEC_BWD_K with unit
  * column stride. Each row is loaded whole by masked loads (zeros past K) into
- * one or two sets of CSM_NV_ native vectors (16 elements each: one AVX-512 float register, up to four AVX2 double
- * ones), its partials formed in double, summed by the fixed tree as a
- * horizontal sum, and the output written by masked stores. The arithmetic is
- * csm_row_sum's and the row kernels' for K <= 2 * CSM_PARTS (see
- * csm_vec_partials), the pad partials are +0, and the tree is CSM_TREE16 (vector halves first, then halves within a vector); so the bits
- * are those of every other path (tested). Against the lane path
+ * one or two sets of CSM_NV_ native vectors (16 elements a set: one AVX-512
+ * float register, up to four AVX2 double ones), its partials formed in
+ * double, summed by the fixed tree as a horizontal sum, and the output
+ * written by masked stores. The arithmetic is csm_row_sum's and the row
+ * kernels' for K <= 2 * CSM_PARTS (see csm_vec_partials), the pad partials
+ * are +0, and the tree is CSM_TREE16 (vector halves first, then halves
+ * within a vector); so the bits are those of every other path (tested). Against the lane path
  * (csm_small_bwd_rows) it drops the transposes in and out: see CSM_VEC_BWD_K
  * in _rows.h for the measurements. Native vectors only: GCC keeps a 16-float
  * generic vector in memory under AVX2 and moves it element by element. */
