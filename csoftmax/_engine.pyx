@@ -388,16 +388,20 @@ cdef int _plan(int op, Py_ssize_t n, Py_ssize_t k, Py_ssize_t acs, Py_ssize_t bc
                 and work * itemsize > _stream_bytes)
     p.prefetch = (work + n * k * csm_op_arity[op]) * itemsize > _prefetch_bytes
     p.default_threads = num_threads <= 0
+    p.num_threads = 1
+    if _serial_after_fork or work < PARALLEL_GRAIN:
+        # Before any OpenMP query: libgomp's omp_get_num_procs reads the
+        # affinity mask by a syscall on every call (perf: a quarter of a
+        # 1x10 softmax call, at both of its call sites below).
+        return RUN_OK
     if p.default_threads:
         num_threads = csm_max_threads()
     # A thread without a block would idle, and a huge request must not spawn
     # a huge team: 16 threads per processor is past any useful oversubscription.
     if num_threads > p.n_blocks:
         num_threads = <int>p.n_blocks
-    if num_threads > 16 * csm_num_procs():
+    if num_threads > 16 and num_threads > 16 * csm_num_procs():
         num_threads = 16 * csm_num_procs()
-    if _serial_after_fork or work < PARALLEL_GRAIN:
-        num_threads = 1
     if p.default_threads and num_threads > 1 and _serial_until > 0.0:
         if csm_now() < _serial_until:
             num_threads = 1
