@@ -57,38 +57,34 @@
 
 /* exp(r) - 1 for |r| <= ln2/2, as r + r^2 P(r): the caller adds the 1 in
  * the same rounding as its scale by 2^n (q * s + s, where q * s is exact).
- */
+ * P's coefficients, highest degree first, are one table for the scalar form
+ * here and the AVX-512 register form (csm_exp_neg_v), which must agree to
+ * the bit. */
+#if CSM_F32
+/* Degree 6: P of degree 4, fitted (relative-error minimax by reweighted
+ * least squares) to (exp(r) - 1 - r) / r^2 on [-ln2/2, ln2/2]. Against
+ * Cephes expf's degree 7 it saves a multiply-add and keeps the error of
+ * the whole exp at the same <= 1.01 ulp (float32, 6e6 points against
+ * float64 exp; tests/test_vmath.py sweeps the exp of every ISA). */
+  #define CSM_EXPM1_P(X0, X) X0(0x1.687d90p-10f) X(0x1.123b8ep-7f) X(0x1.555b56p-5f) \
+                         X(0x1.55548ep-3f) X(0x1.fffff8p-2f)
+#else
+/* Taylor series to r^13: the truncation error is |r|^14/14! < 4.3e-18
+ * relative at |r| = ln2/2, far below one ulp (1.1e-16). */
+  #define CSM_EXPM1_P(X0, X) X0(1.0 / 6227020800.0) X(1.0 / 479001600.0) X(1.0 / 39916800.0) \
+                         X(1.0 / 3628800.0) X(1.0 / 362880.0) X(1.0 / 40320.0)           \
+                         X(1.0 / 5040.0) X(1.0 / 720.0) X(1.0 / 120.0) X(1.0 / 24.0)     \
+                         X(1.0 / 6.0) X(0.5)
+#endif
+
 static CSM_INLINE CSM_TARGET CSM_T CSM_FN(csm_expm1_poly)(CSM_T r)
 {
-#if CSM_F32
-    /* Degree 6: P of degree 4, fitted (relative-error minimax by reweighted
-     * least squares) to (exp(r) - 1 - r) / r^2 on [-ln2/2, ln2/2]. Against
-     * Cephes expf's degree 7 it saves a multiply-add and keeps the error of
-     * the whole exp at the same <= 1.01 ulp (float32, 6e6 points against
-     * float64 exp; tests/test_vmath.py sweeps the exp of every ISA). */
-    CSM_T p = CSM_C(0x1.687d90p-10);
-    p = p * r + CSM_C(0x1.123b8ep-7);
-    p = p * r + CSM_C(0x1.555b56p-5);
-    p = p * r + CSM_C(0x1.55548ep-3);
-    p = p * r + CSM_C(0x1.fffff8p-2);
+#define CSM_HORNER0_(c) CSM_T p = (c);
+#define CSM_HORNER_(c) p = p * r + (c);
+    CSM_EXPM1_P(CSM_HORNER0_, CSM_HORNER_)
+#undef CSM_HORNER0_
+#undef CSM_HORNER_
     return p * (r * r) + r;
-#else
-    /* Taylor series to r^13: the truncation error is |r|^14/14! < 4.3e-18
-     * relative at |r| = ln2/2, far below one ulp (1.1e-16). */
-    CSM_T p = 1.0 / 6227020800.0;          /* 1/13! */
-    p = p * r + 1.0 / 479001600.0;         /* 1/12! */
-    p = p * r + 1.0 / 39916800.0;
-    p = p * r + 1.0 / 3628800.0;
-    p = p * r + 1.0 / 362880.0;
-    p = p * r + 1.0 / 40320.0;
-    p = p * r + 1.0 / 5040.0;
-    p = p * r + 1.0 / 720.0;
-    p = p * r + 1.0 / 120.0;
-    p = p * r + 1.0 / 24.0;
-    p = p * r + 1.0 / 6.0;
-    p = p * r + 0.5;
-    return p * (r * r) + r;
-#endif
 }
 
 /* exp(x), vectorisable, <= 1.01 ulp float32 (tests/test_vmath.py sweeps it).
@@ -147,6 +143,45 @@ static CSM_INLINE CSM_TARGET CSM_T CSM_FN(csm_exp_neg)(CSM_T x)
 {
     return CSM_FN(csm_exp_core)(x, 0);
 }
+
+#if CSM_X86_DISPATCH && CSM_ISA_ID == 2
+/* csm_exp_neg on one AVX-512 register, for the loops that are written with
+ * registers (csm_row_exp_sum_from). Its results are those of csm_exp_neg to
+ * the bit, so a row's bits do not depend on which path computes them:
+ * - the clamp is vmax(LO, x), which returns x for a NaN as the compare does;
+ * - the reduction and P are the same multiply-adds, fused as GCC fuses them;
+ * - the scale is vscalef(1 + q, n), one instruction for csm_exp_core's four
+ *   (the exponent built from t's bits, q s + s, the product by 2^-64): 1 + q
+ *   rounds as q s + s does (s is a power of two and both are normal), and
+ *   the scale by 2^n is exact or rounds once into a subnormal, as the product
+ *   by 2^-64 does.
+ * (tests/test_vmath.py compares the two on every float32 in [-104, 0].) */
+  #if CSM_F32
+    #define CSM_V __m512
+    #define CSM_V_(op) _mm512_##op##_ps
+  #else
+    #define CSM_V __m512d
+    #define CSM_V_(op) _mm512_##op##_pd
+  #endif
+static CSM_INLINE CSM_TARGET CSM_V CSM_FN(csm_exp_neg_v)(CSM_V x)
+{
+    x = CSM_V_(max)(CSM_V_(set1)(CSM_EXP_LO), x);
+    const CSM_V n = CSM_V_(sub)(CSM_V_(fmadd)(x, CSM_V_(set1)(CSM_LOG2E), CSM_V_(set1)(CSM_SHIFTER)),
+                                CSM_V_(set1)(CSM_SHIFTER));
+    CSM_V r = CSM_V_(fnmadd)(n, CSM_V_(set1)(CSM_LN2_HI), x);
+    r = CSM_V_(fnmadd)(n, CSM_V_(set1)(CSM_LN2_LO), r);
+#define CSM_HORNER0_(c) CSM_V p = CSM_V_(set1)(c);
+#define CSM_HORNER_(c) p = CSM_V_(fmadd)(p, r, CSM_V_(set1)(c));
+    CSM_EXPM1_P(CSM_HORNER0_, CSM_HORNER_)
+#undef CSM_HORNER0_
+#undef CSM_HORNER_
+    const CSM_V q = CSM_V_(fmadd)(p, CSM_V_(mul)(r, r), r);
+    return CSM_V_(scalef)(CSM_V_(add)(q, CSM_V_(set1)(1)), n);
+}
+  #define CSM_EXP_V 1
+#else
+  #define CSM_EXP_V 0
+#endif
 
 #if !CSM_F32
 /* log(x) for x >= 1 (a softmax denominator), NaN and +inf. fdlibm's
@@ -289,6 +324,25 @@ static CSM_INLINE CSM_TARGET double CSM_FN(csm_row_exp_sum_from)(const CSM_T *x,
         ptrdiff_t i = blk;
         for (ptrdiff_t p = 0; p < CSM_PARTS; ++p)
             f[p] = 0;
+#if CSM_EXP_V
+        /* The same sums in registers, with the exp's cheaper scale. */
+        enum { W_ = 64 / (int)sizeof(CSM_T), NV_ = CSM_PARTS / W_ };
+        CSM_V fv[NV_];
+        for (int h = 0; h < NV_; ++h)
+            fv[h] = CSM_V_(setzero)();
+        for (; i + CSM_PARTS <= end; i += CSM_PARTS) {
+            CSM_PREFETCH_PARTS_(pf, i, 0);
+            CSM_PREFETCH_PARTS_(pfw, i, 1);
+            for (int h = 0; h < NV_; ++h) {
+                const CSM_V e = CSM_FN(csm_exp_neg_v)(CSM_V_(sub)(CSM_V_(loadu)(x + i + h * W_),
+                                                                  CSM_V_(set1)(m)));
+                CSM_V_(storeu)(y + i + h * W_, e);
+                fv[h] = CSM_V_(add)(fv[h], e);
+            }
+        }
+        for (int h = 0; h < NV_; ++h)
+            CSM_V_(storeu)(f + h * W_, fv[h]);
+#else
         for (; i + CSM_PARTS <= end; i += CSM_PARTS) {
             CSM_PREFETCH_PARTS_(pf, i, 0);
             CSM_PREFETCH_PARTS_(pfw, i, 1);
@@ -299,6 +353,7 @@ static CSM_INLINE CSM_TARGET double CSM_FN(csm_row_exp_sum_from)(const CSM_T *x,
                 f[p] += e;
             }
         }
+#endif
 #pragma omp simd
         for (ptrdiff_t p = 0; p < end - i; ++p) {
             const CSM_T e = CSM_FN(csm_exp_neg)(x[i + p] - m);
@@ -348,6 +403,27 @@ static CSM_INLINE CSM_TARGET double CSM_FN(csm_row_sum)(const CSM_T *a, const CS
     ptrdiff_t i = 0;
     for (ptrdiff_t p = 0; p < CSM_PARTS; ++p)
         acc[p] = 0;
+#if CSM_EXP_V
+    if (what == CSM_SUM_EXP) {
+        /* The same sums in registers, with the exp's cheaper scale: the 16
+         * double partials are two registers. */
+        __m512d lo = _mm512_setzero_pd(), hi = _mm512_setzero_pd();
+        for (; i + CSM_PARTS <= K; i += CSM_PARTS) {
+            CSM_PREFETCH_PARTS_(pfa, i, 0);
+            CSM_PREFETCH_PARTS_(pfw, i, 1);
+  #if CSM_F32
+            const __m512 e = CSM_FN(csm_exp_neg_v)(_mm512_sub_ps(_mm512_loadu_ps(a + i), _mm512_set1_ps(m)));
+            lo = _mm512_add_pd(lo, _mm512_cvtps_pd(_mm512_castps512_ps256(e)));
+            hi = _mm512_add_pd(hi, _mm512_cvtps_pd(_mm256_castpd_ps(_mm512_extractf64x4_pd(_mm512_castps_pd(e), 1))));
+  #else
+            lo = _mm512_add_pd(lo, CSM_FN(csm_exp_neg_v)(_mm512_sub_pd(_mm512_loadu_pd(a + i), _mm512_set1_pd(m))));
+            hi = _mm512_add_pd(hi, CSM_FN(csm_exp_neg_v)(_mm512_sub_pd(_mm512_loadu_pd(a + i + 8), _mm512_set1_pd(m))));
+  #endif
+        }
+        _mm512_storeu_pd(acc, lo);
+        _mm512_storeu_pd(acc + 8, hi);
+    }
+#endif
     for (; i + CSM_PARTS <= K; i += CSM_PARTS) {
         CSM_PREFETCH_PARTS_(pfa, i, 0);
         CSM_PREFETCH_PARTS_(pfb, i, 0);
@@ -1241,9 +1317,15 @@ static CSM_TARGET void CSM_FN(csm_long_rows)(
                 for (; i + CSM_PARTS <= n; i += CSM_PARTS) {
                     CSM_PREFETCH_PARTS_(px, i, 0);
                     CSM_PREFETCH_PARTS_(py, i, 1);
+#if CSM_EXP_V
+                    for (ptrdiff_t h = 0; h < CSM_PARTS; h += 64 / (ptrdiff_t)sizeof(CSM_T))
+                        CSM_V_(storeu)(dst + i + h, CSM_V_(mul)(CSM_FN(csm_exp_neg_v)(CSM_V_(sub)(
+                            CSM_V_(loadu)(xj + i + h), CSM_V_(set1)(m))), CSM_V_(set1)(c)));
+#else
 #pragma omp simd
                     for (ptrdiff_t p = 0; p < CSM_PARTS; ++p)
                         dst[i + p] = CSM_FN(csm_exp_neg)(xj[i + p] - m) * c;
+#endif
                 }
 #pragma omp simd
                 for (ptrdiff_t p = 0; p < n - i; ++p)
@@ -1400,6 +1482,29 @@ static CSM_TARGET void CSM_FN(csm_exp_rows)(
     }
 }
 
+/* csm_exp_neg, row by row: whole registers through csm_exp_neg_v where the
+ * ISA has it, the rest of the row through csm_exp_neg. Rows of 16 and of 15
+ * elements thus send the same values through the two forms, which
+ * tests/test_vmath.py compares to the bit. */
+static CSM_TARGET void CSM_FN(csm_exp_neg_rows)(
+    const CSM_T *x, ptrdiff_t ldx, const CSM_T *unused, ptrdiff_t ldu,
+    CSM_T *y, ptrdiff_t ldy, ptrdiff_t rows, ptrdiff_t K, int flags)
+{
+    (void)unused; (void)ldu; (void)flags;
+    for (ptrdiff_t r = 0; r < rows; ++r) {
+        const CSM_T *xr = x + r * ldx;
+        CSM_T *yr = y + r * ldy;
+        ptrdiff_t i = 0;
+#if CSM_EXP_V
+        for (; i + 64 / (ptrdiff_t)sizeof(CSM_T) <= K; i += 64 / (ptrdiff_t)sizeof(CSM_T))
+            CSM_V_(storeu)(yr + i, CSM_FN(csm_exp_neg_v)(CSM_V_(loadu)(xr + i)));
+#endif
+#pragma omp simd
+        for (ptrdiff_t j = i; j < K; ++j)
+            yr[j] = CSM_FN(csm_exp_neg)(xr[j]);
+    }
+}
+
 static CSM_TARGET void CSM_FN(csm_log_rows)(
     const CSM_T *x, ptrdiff_t ldx, const CSM_T *unused, ptrdiff_t ldu,
     CSM_T *y, ptrdiff_t ldy, ptrdiff_t rows, ptrdiff_t K, int flags)
@@ -1426,3 +1531,9 @@ static CSM_TARGET void CSM_FN(csm_log_rows)(
 #undef CSM_LN2_HI
 #undef CSM_LN2_LO
 #undef CSM_C
+#undef CSM_EXPM1_P
+#undef CSM_EXP_V
+#ifdef CSM_V
+  #undef CSM_V
+  #undef CSM_V_
+#endif

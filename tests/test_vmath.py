@@ -51,6 +51,51 @@ def test_exp_keeps_ieee_specials(isa, dtype):
     assert got[0] == 0 and np.isposinf(got[1]) and np.isnan(got[2])
 
 
+def softmax_domain(dtype):
+    """The exp's arguments in a softmax, x - max <= 0: float32 every 211th
+    bit pattern from -0 down to the clamp at -104 and past it, float64 a
+    linear and a random sweep; with -0, -inf, NaNs of both signs, subnormals
+    and the values around the clamp and around the subnormal results."""
+    if dtype == np.float32:
+        top = np.float32(-110.0).view(np.uint32)
+        x = np.arange(np.uint32(0x80000000), top, 211, dtype=np.uint32).view(np.float32)
+    else:
+        rng = np.random.default_rng(5)
+        x = np.concatenate([np.linspace(-750.0, 0.0, 3_000_001), -rng.exponential(50.0, 2_000_000)])
+    lo = -104.0 if dtype == np.float32 else -746.0
+    sub = -np.log(np.finfo(dtype).tiny)
+    edges = np.array([lo, -sub, -0.0, -np.inf, np.nan, -np.nan, -np.finfo(dtype).smallest_subnormal,
+                      -np.finfo(dtype).tiny, -1e30], dtype=dtype)
+    near = np.concatenate([np.nextafter(np.full(64, v, dtype), np.array(-np.inf, dtype)) for v in (lo, -sub)])
+    return np.concatenate([x.astype(dtype), edges, near, np.spacing(np.array([lo, -sub], dtype)) + edges[:2]])
+
+
+def rows_of(op, x, k):
+    """op over x cut into rows of k elements (x zero-padded to whole rows)."""
+    pad = (-x.size) % k
+    a = np.concatenate([x, np.zeros(pad, x.dtype)]).reshape(-1, k)
+    out = np.empty_like(a)
+    _cpu.run(op, a, None, out, 1)
+    return out.ravel()[:x.size]
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_softmax_exp_gives_the_bits_of_exp_in_registers_and_alone(isa, dtype):
+    # Rows of 16 go through the register form where the ISA has one
+    # (AVX-512), rows of 15 through the form the other loops inline; on the
+    # softmax domain both must give the general exp's bits.
+    x = softmax_domain(dtype)
+    uint = np.uint32 if dtype == np.float32 else np.uint64
+    want = vm("exp", x)
+    nan = np.isnan(want)
+    assert nan.sum() == 2  # the two NaN arguments; NaN payloads are not compared
+    for k in (16, 15):
+        got = rows_of("exp_neg", x, k)
+        np.testing.assert_array_equal(np.isnan(got), nan, err_msg=f"rows of {k}")
+        np.testing.assert_array_equal(got[~nan].view(uint), want[~nan].view(uint),
+                                      err_msg=f"rows of {k}")
+
+
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
 def test_exp_has_no_spurious_overflow(isa, dtype):
     # Up to the largest finite exp, the result is finite and accurate.
