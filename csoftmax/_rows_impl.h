@@ -58,7 +58,7 @@
 /* exp(r) - 1 for |r| <= ln2/2, as r + r^2 P(r): the caller adds the 1 in
  * the same rounding as its scale by 2^n (q * s + s, where q * s is exact).
  * P's coefficients, highest degree first, are one table for the scalar form
- * here and the AVX-512 register form (csm_exp_neg_v), which must agree to
+ * here and the register form (csm_exp_v), which must agree to
  * the bit. */
 #if CSM_F32
 /* Degree 6: P of degree 4, fitted (relative-error minimax by reweighted
@@ -144,43 +144,109 @@ static CSM_INLINE CSM_TARGET CSM_T CSM_FN(csm_exp_neg)(CSM_T x)
     return CSM_FN(csm_exp_core)(x, 0);
 }
 
-#if CSM_X86_DISPATCH && CSM_ISA_ID == 2
-/* csm_exp_neg on one AVX-512 register, for the loops that are written with
- * registers (csm_row_exp_sum_from). Its results are those of csm_exp_neg to
- * the bit, so a row's bits do not depend on which path computes them:
- * - the clamp is vmax(LO, x), which returns x for a NaN as the compare does;
+#if CSM_X86_DISPATCH && CSM_ISA_ID >= 1
+/* csm_exp_core on one native register (AVX2, AVX-512), for the loops that
+ * are written with registers. Its results are the C form's to the bit, so a
+ * row's bits do not depend on which path computes them:
+ * - the clamps are vmax(LO, x) and vmin(HI, x), which return x for a NaN as
+ *   the compares do (GCC makes the C form's clamps a compare and a mask, and
+ *   under AVX2 the upper one three compares, three logic operations and a
+ *   blend);
  * - the reduction and P are the same multiply-adds, fused as GCC fuses them;
- * - the scale is vscalef(1 + q, n), one instruction for csm_exp_core's four
- *   (the exponent built from t's bits, q s + s, the product by 2^-64): 1 + q
- *   rounds as q s + s does (s is a power of two and both are normal), and
- *   the scale by 2^n is exact or rounds once into a subnormal, as the product
- *   by 2^-64 does.
- * (tests/test_vmath.py compares the two on every float32 in [-104, 0].) */
-  #if CSM_F32
-    #define CSM_V __m512
-    #define CSM_V_(op) _mm512_##op##_ps
+ * - AVX-512 scales by vscalef(1 + q, n), one instruction for the C form's
+ *   four (the exponent from t's bits, q s + s, the product by 2^-64 or by
+ *   2^(n-h)): 1 + q rounds as q s + s does (s is a normal power of two), and
+ *   the scale by 2^n is exact or rounds once, as the C form's last product;
+ * - AVX2 builds the scales from t's bits as the C form does.
+ * tests/test_vmath.py compares the forms on every 211th float32 of the
+ * softmax domain and over the whole range of exp. AVX2 has no 64-bit
+ * arithmetic shift, so its float64 register form has the softmax domain
+ * only (CSM_EXP_V_UP). */
+  #if CSM_ISA_ID == 2 && CSM_F32
+    #define CSM_XV __m512
+    #define CSM_XVI __m512i
+    #define CSM_XV_(op) _mm512_##op##_ps
+    #define CSM_XVI_(op) _mm512_##op##_epi32
+    #define CSM_XVI_SET1(v) _mm512_set1_epi32((int)(v))
+  #elif CSM_ISA_ID == 2
+    #define CSM_XV __m512d
+    #define CSM_XVI __m512i
+    #define CSM_XV_(op) _mm512_##op##_pd
+    #define CSM_XVI_(op) _mm512_##op##_epi64
+    #define CSM_XVI_SET1(v) _mm512_set1_epi64((long long)(v))
+  #elif CSM_F32
+    #define CSM_XV __m256
+    #define CSM_XVI __m256i
+    #define CSM_XV_(op) _mm256_##op##_ps
+    #define CSM_XVI_(op) _mm256_##op##_epi32
+    #define CSM_XVI_SET1(v) _mm256_set1_epi32((int)(v))
   #else
-    #define CSM_V __m512d
-    #define CSM_V_(op) _mm512_##op##_pd
+    #define CSM_XV __m256d
+    #define CSM_XVI __m256i
+    #define CSM_XV_(op) _mm256_##op##_pd
+    #define CSM_XVI_(op) _mm256_##op##_epi64
+    #define CSM_XVI_SET1(v) _mm256_set1_epi64x((long long)(v))
   #endif
-static CSM_INLINE CSM_TARGET CSM_V CSM_FN(csm_exp_neg_v)(CSM_V x)
+  #if CSM_ISA_ID == 2
+    #define CSM_XVD __m512d
+    #define CSM_XVD_(op) _mm512_##op##_pd
+    #define CSM_XCVT_LO(e) _mm512_cvtps_pd(_mm512_castps512_ps256(e))
+    #define CSM_XCVT_HI(e) _mm512_cvtps_pd(_mm512_extractf32x8_ps((e), 1))
+  #else
+    #define CSM_XVD __m256d
+    #define CSM_XVD_(op) _mm256_##op##_pd
+    #define CSM_XCVT_LO(e) _mm256_cvtps_pd(_mm256_castps256_ps128(e))
+    #define CSM_XCVT_HI(e) _mm256_cvtps_pd(_mm256_extractf128_ps((e), 1))
+  #endif
+  #define CSM_XVW ((ptrdiff_t)(sizeof(CSM_XV) / sizeof(CSM_T))) /* elements per register */
+  #define CSM_XVDW ((ptrdiff_t)(sizeof(CSM_XVD) / sizeof(double)))
+  #define CSM_EXP_V 1
+  #define CSM_EXP_V_UP (CSM_F32 || CSM_ISA_ID == 2)
+static CSM_INLINE CSM_TARGET CSM_XV CSM_FN(csm_exp_v)(CSM_XV x, const int upper)
 {
-    x = CSM_V_(max)(CSM_V_(set1)(CSM_EXP_LO), x);
-    const CSM_V n = CSM_V_(sub)(CSM_V_(fmadd)(x, CSM_V_(set1)(CSM_LOG2E), CSM_V_(set1)(CSM_SHIFTER)),
-                                CSM_V_(set1)(CSM_SHIFTER));
-    CSM_V r = CSM_V_(fnmadd)(n, CSM_V_(set1)(CSM_LN2_HI), x);
-    r = CSM_V_(fnmadd)(n, CSM_V_(set1)(CSM_LN2_LO), r);
-#define CSM_HORNER0_(c) CSM_V p = CSM_V_(set1)(c);
-#define CSM_HORNER_(c) p = CSM_V_(fmadd)(p, r, CSM_V_(set1)(c));
+    x = CSM_XV_(max)(CSM_XV_(set1)(CSM_EXP_LO), x);
+    if (upper)
+        x = CSM_XV_(min)(CSM_XV_(set1)(CSM_EXP_HI), x);
+    const CSM_XV t = CSM_XV_(fmadd)(x, CSM_XV_(set1)(CSM_LOG2E), CSM_XV_(set1)(CSM_SHIFTER));
+    const CSM_XV n = CSM_XV_(sub)(t, CSM_XV_(set1)(CSM_SHIFTER));
+    CSM_XV r = CSM_XV_(fnmadd)(n, CSM_XV_(set1)(CSM_LN2_HI), x);
+    r = CSM_XV_(fnmadd)(n, CSM_XV_(set1)(CSM_LN2_LO), r);
+#define CSM_HORNER0_(c) CSM_XV p = CSM_XV_(set1)(c);
+#define CSM_HORNER_(c) p = CSM_XV_(fmadd)(p, r, CSM_XV_(set1)(c));
     CSM_EXPM1_P(CSM_HORNER0_, CSM_HORNER_)
 #undef CSM_HORNER0_
 #undef CSM_HORNER_
-    const CSM_V q = CSM_V_(fmadd)(p, CSM_V_(mul)(r, r), r);
-    return CSM_V_(scalef)(CSM_V_(add)(q, CSM_V_(set1)(1)), n);
+    const CSM_XV q = CSM_XV_(fmadd)(p, CSM_XV_(mul)(r, r), r);
+#if CSM_ISA_ID == 2
+    (void)upper;
+    return CSM_XV_(scalef)(CSM_XV_(add)(q, CSM_XV_(set1)(1)), n);
+#else
+    CSM_XVI b;
+    memcpy(&b, &t, sizeof b);
+    if (!upper) {
+        b = CSM_XVI_(slli)(CSM_XVI_(add)(b, CSM_XVI_SET1((CSM_UINT)(CSM_BIAS + 64) - (CSM_UINT)CSM_SHIFTER_BITS)),
+                          CSM_MANT_BITS);
+        CSM_XV sc;
+        memcpy(&sc, &b, sizeof sc);
+        return CSM_XV_(mul)(CSM_XV_(fmadd)(q, sc, sc), CSM_XV_(set1)((CSM_T)5.42101086242752217004e-20));
+    }
+  #if CSM_EXP_V_UP
+    const CSM_XVI ni = CSM_XVI_(sub)(b, CSM_XVI_SET1(CSM_SHIFTER_BITS));
+    const CSM_XVI h = CSM_XVI_(srai)(ni, 1);
+    CSM_XVI b1 = CSM_XVI_(slli)(CSM_XVI_(add)(h, CSM_XVI_SET1(CSM_BIAS)), CSM_MANT_BITS);
+    CSM_XVI b2 = CSM_XVI_(slli)(CSM_XVI_(add)(CSM_XVI_(sub)(ni, h), CSM_XVI_SET1(CSM_BIAS)), CSM_MANT_BITS);
+    CSM_XV s1, s2;
+    memcpy(&s1, &b1, sizeof s1);
+    memcpy(&s2, &b2, sizeof s2);
+    return CSM_XV_(mul)(CSM_XV_(fmadd)(q, s1, s1), s2);
+  #else
+    return q; /* not reached: callers test CSM_EXP_V_UP */
+  #endif
+#endif
 }
-  #define CSM_EXP_V 1
 #else
   #define CSM_EXP_V 0
+  #define CSM_EXP_V_UP 0
 #endif
 
 #if !CSM_F32
@@ -325,23 +391,23 @@ static CSM_INLINE CSM_TARGET double CSM_FN(csm_row_exp_sum_from)(const CSM_T *x,
         for (ptrdiff_t p = 0; p < CSM_PARTS; ++p)
             f[p] = 0;
 #if CSM_EXP_V
-        /* The same sums in registers, with the exp's cheaper scale. */
-        enum { W_ = 64 / (int)sizeof(CSM_T), NV_ = CSM_PARTS / W_ };
-        CSM_V fv[NV_];
+        /* The same sums in registers (csm_exp_v). */
+        enum { NV_ = CSM_PARTS / CSM_XVW };
+        CSM_XV fv[NV_];
         for (int h = 0; h < NV_; ++h)
-            fv[h] = CSM_V_(setzero)();
+            fv[h] = CSM_XV_(setzero)();
         for (; i + CSM_PARTS <= end; i += CSM_PARTS) {
             CSM_PREFETCH_PARTS_(pf, i, 0);
             CSM_PREFETCH_PARTS_(pfw, i, 1);
             for (int h = 0; h < NV_; ++h) {
-                const CSM_V e = CSM_FN(csm_exp_neg_v)(CSM_V_(sub)(CSM_V_(loadu)(x + i + h * W_),
-                                                                  CSM_V_(set1)(m)));
-                CSM_V_(storeu)(y + i + h * W_, e);
-                fv[h] = CSM_V_(add)(fv[h], e);
+                const CSM_XV e = CSM_FN(csm_exp_v)(CSM_XV_(sub)(CSM_XV_(loadu)(x + i + h * CSM_XVW),
+                                                              CSM_XV_(set1)(m)), 0);
+                CSM_XV_(storeu)(y + i + h * CSM_XVW, e);
+                fv[h] = CSM_XV_(add)(fv[h], e);
             }
         }
         for (int h = 0; h < NV_; ++h)
-            CSM_V_(storeu)(f + h * W_, fv[h]);
+            CSM_XV_(storeu)(f + h * CSM_XVW, fv[h]);
 #else
         for (; i + CSM_PARTS <= end; i += CSM_PARTS) {
             CSM_PREFETCH_PARTS_(pf, i, 0);
@@ -405,23 +471,28 @@ static CSM_INLINE CSM_TARGET double CSM_FN(csm_row_sum)(const CSM_T *a, const CS
         acc[p] = 0;
 #if CSM_EXP_V
     if (what == CSM_SUM_EXP) {
-        /* The same sums in registers, with the exp's cheaper scale: the 16
-         * double partials are two registers. */
-        __m512d lo = _mm512_setzero_pd(), hi = _mm512_setzero_pd();
+        /* The same sums in registers (csm_exp_v): the 16 double partials are
+         * CSM_PARTS / CSM_XVDW registers. */
+        enum { NV_ = CSM_PARTS / CSM_XVW, ND_ = CSM_PARTS / CSM_XVDW };
+        CSM_XVD av[ND_];
+        for (int h = 0; h < ND_; ++h)
+            av[h] = CSM_XVD_(setzero)();
         for (; i + CSM_PARTS <= K; i += CSM_PARTS) {
             CSM_PREFETCH_PARTS_(pfa, i, 0);
             CSM_PREFETCH_PARTS_(pfw, i, 1);
+            for (int h = 0; h < NV_; ++h) {
+                const CSM_XV e = CSM_FN(csm_exp_v)(CSM_XV_(sub)(CSM_XV_(loadu)(a + i + h * CSM_XVW),
+                                                              CSM_XV_(set1)(m)), 0);
   #if CSM_F32
-            const __m512 e = CSM_FN(csm_exp_neg_v)(_mm512_sub_ps(_mm512_loadu_ps(a + i), _mm512_set1_ps(m)));
-            lo = _mm512_add_pd(lo, _mm512_cvtps_pd(_mm512_castps512_ps256(e)));
-            hi = _mm512_add_pd(hi, _mm512_cvtps_pd(_mm256_castpd_ps(_mm512_extractf64x4_pd(_mm512_castps_pd(e), 1))));
+                av[2 * h] = CSM_XVD_(add)(av[2 * h], CSM_XCVT_LO(e));
+                av[2 * h + 1] = CSM_XVD_(add)(av[2 * h + 1], CSM_XCVT_HI(e));
   #else
-            lo = _mm512_add_pd(lo, CSM_FN(csm_exp_neg_v)(_mm512_sub_pd(_mm512_loadu_pd(a + i), _mm512_set1_pd(m))));
-            hi = _mm512_add_pd(hi, CSM_FN(csm_exp_neg_v)(_mm512_sub_pd(_mm512_loadu_pd(a + i + 8), _mm512_set1_pd(m))));
+                av[h] = CSM_XVD_(add)(av[h], e);
   #endif
+            }
         }
-        _mm512_storeu_pd(acc, lo);
-        _mm512_storeu_pd(acc + 8, hi);
+        for (int h = 0; h < ND_; ++h)
+            CSM_XVD_(storeu)(acc + h * CSM_XVDW, av[h]);
     }
 #endif
     for (; i + CSM_PARTS <= K; i += CSM_PARTS) {
@@ -1238,9 +1309,15 @@ static CSM_TARGET void CSM_FN(csm_log_softmax_backward_core)(
             CSM_PREFETCH_PARTS_(pg, i, 0);
             CSM_PREFETCH_PARTS_(py, i, 0);
             CSM_PREFETCH_PARTS_(po, i, 1);
+#if CSM_EXP_V_UP
+            for (ptrdiff_t h = 0; h < CSM_PARTS; h += CSM_XVW)
+                CSM_XV_(storeu)(orow + i + h, CSM_XV_(fnmadd)(CSM_FN(csm_exp_v)(CSM_XV_(loadu)(yr + i + h), 1),
+                                                            CSM_XV_(set1)(sg), CSM_XV_(loadu)(gr + i + h)));
+#else
 #pragma omp simd
             for (ptrdiff_t p = 0; p < CSM_PARTS; ++p)
                 orow[i + p] = gr[i + p] - CSM_FN(csm_exp)(yr[i + p]) * sg;
+#endif
         }
 #pragma omp simd
         for (ptrdiff_t p = 0; p < K - i; ++p)
@@ -1318,9 +1395,9 @@ static CSM_TARGET void CSM_FN(csm_long_rows)(
                     CSM_PREFETCH_PARTS_(px, i, 0);
                     CSM_PREFETCH_PARTS_(py, i, 1);
 #if CSM_EXP_V
-                    for (ptrdiff_t h = 0; h < CSM_PARTS; h += 64 / (ptrdiff_t)sizeof(CSM_T))
-                        CSM_V_(storeu)(dst + i + h, CSM_V_(mul)(CSM_FN(csm_exp_neg_v)(CSM_V_(sub)(
-                            CSM_V_(loadu)(xj + i + h), CSM_V_(set1)(m))), CSM_V_(set1)(c)));
+                    for (ptrdiff_t h = 0; h < CSM_PARTS; h += CSM_XVW)
+                        CSM_XV_(storeu)(dst + i + h, CSM_XV_(mul)(CSM_FN(csm_exp_v)(CSM_XV_(sub)(
+                            CSM_XV_(loadu)(xj + i + h), CSM_XV_(set1)(m)), 0), CSM_XV_(set1)(c)));
 #else
 #pragma omp simd
                     for (ptrdiff_t p = 0; p < CSM_PARTS; ++p)
@@ -1466,45 +1543,48 @@ static CSM_TARGET void CSM_FN(csm_strided_rows)(
     }
 }
 
-/* The vectorised exp and log themselves, row by row: what the accuracy tests
- * sweep (tests/test_vmath.py), so they measure the code the kernels inline. */
-static CSM_TARGET void CSM_FN(csm_exp_rows)(
-    const CSM_T *x, ptrdiff_t ldx, const CSM_T *unused, ptrdiff_t ldu,
-    CSM_T *y, ptrdiff_t ldy, ptrdiff_t rows, ptrdiff_t K, int flags)
+/* The vectorised exp itself, row by row, what the accuracy tests sweep
+ * (tests/test_vmath.py): exp for any x (`upper`) or on the softmax domain.
+ * Whole registers go through csm_exp_v where the ISA has it, the rest of a
+ * row through the C form the other loops inline; rows of 16 and of 3
+ * elements thus send the same values through the two forms, which the tests
+ * compare to the bit. */
+static CSM_INLINE CSM_TARGET void CSM_FN(csm_exp_any_rows)(
+    const CSM_T *x, ptrdiff_t ldx, CSM_T *y, ptrdiff_t ldy, ptrdiff_t rows, ptrdiff_t K,
+    const int upper)
 {
-    (void)unused; (void)ldu; (void)flags;
-    for (ptrdiff_t r = 0; r < rows; ++r) {
-        const CSM_T *xr = x + r * ldx;
-        CSM_T *yr = y + r * ldy;
-#pragma omp simd
-        for (ptrdiff_t i = 0; i < K; ++i)
-            yr[i] = CSM_FN(csm_exp)(xr[i]);
-    }
-}
-
-/* csm_exp_neg, row by row: whole registers through csm_exp_neg_v where the
- * ISA has it, the rest of the row through csm_exp_neg. Rows of 16 and of 15
- * elements thus send the same values through the two forms, which
- * tests/test_vmath.py compares to the bit. */
-static CSM_TARGET void CSM_FN(csm_exp_neg_rows)(
-    const CSM_T *x, ptrdiff_t ldx, const CSM_T *unused, ptrdiff_t ldu,
-    CSM_T *y, ptrdiff_t ldy, ptrdiff_t rows, ptrdiff_t K, int flags)
-{
-    (void)unused; (void)ldu; (void)flags;
     for (ptrdiff_t r = 0; r < rows; ++r) {
         const CSM_T *xr = x + r * ldx;
         CSM_T *yr = y + r * ldy;
         ptrdiff_t i = 0;
 #if CSM_EXP_V
-        for (; i + 64 / (ptrdiff_t)sizeof(CSM_T) <= K; i += 64 / (ptrdiff_t)sizeof(CSM_T))
-            CSM_V_(storeu)(yr + i, CSM_FN(csm_exp_neg_v)(CSM_V_(loadu)(xr + i)));
+        if (!upper || CSM_EXP_V_UP)
+            for (; i + CSM_XVW <= K; i += CSM_XVW)
+                CSM_XV_(storeu)(yr + i, CSM_FN(csm_exp_v)(CSM_XV_(loadu)(xr + i), upper));
 #endif
 #pragma omp simd
         for (ptrdiff_t j = i; j < K; ++j)
-            yr[j] = CSM_FN(csm_exp_neg)(xr[j]);
+            yr[j] = CSM_FN(csm_exp_core)(xr[j], upper);
     }
 }
 
+static CSM_TARGET void CSM_FN(csm_exp_rows)(
+    const CSM_T *x, ptrdiff_t ldx, const CSM_T *unused, ptrdiff_t ldu,
+    CSM_T *y, ptrdiff_t ldy, ptrdiff_t rows, ptrdiff_t K, int flags)
+{
+    (void)unused; (void)ldu; (void)flags;
+    CSM_FN(csm_exp_any_rows)(x, ldx, y, ldy, rows, K, 1);
+}
+
+static CSM_TARGET void CSM_FN(csm_exp_neg_rows)(
+    const CSM_T *x, ptrdiff_t ldx, const CSM_T *unused, ptrdiff_t ldu,
+    CSM_T *y, ptrdiff_t ldy, ptrdiff_t rows, ptrdiff_t K, int flags)
+{
+    (void)unused; (void)ldu; (void)flags;
+    CSM_FN(csm_exp_any_rows)(x, ldx, y, ldy, rows, K, 0);
+}
+
+/* The vectorised log, row by row, for the same tests. */
 static CSM_TARGET void CSM_FN(csm_log_rows)(
     const CSM_T *x, ptrdiff_t ldx, const CSM_T *unused, ptrdiff_t ldu,
     CSM_T *y, ptrdiff_t ldy, ptrdiff_t rows, ptrdiff_t K, int flags)
@@ -1533,7 +1613,17 @@ static CSM_TARGET void CSM_FN(csm_log_rows)(
 #undef CSM_C
 #undef CSM_EXPM1_P
 #undef CSM_EXP_V
-#ifdef CSM_V
-  #undef CSM_V
-  #undef CSM_V_
+#undef CSM_EXP_V_UP
+#ifdef CSM_XV
+  #undef CSM_XV
+  #undef CSM_XVI
+  #undef CSM_XV_
+  #undef CSM_XVI_
+  #undef CSM_XVI_SET1
+  #undef CSM_XVD
+  #undef CSM_XVD_
+  #undef CSM_XCVT_LO
+  #undef CSM_XCVT_HI
+  #undef CSM_XVW
+  #undef CSM_XVDW
 #endif

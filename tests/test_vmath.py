@@ -79,21 +79,33 @@ def rows_of(op, x, k):
     return out.ravel()[:x.size]
 
 
+def assert_same_bits(got, want, what):
+    """Bit for bit, except NaN payloads: NaN where want is NaN."""
+    uint = np.uint32 if got.dtype == np.float32 else np.uint64
+    nan = np.isnan(want)
+    np.testing.assert_array_equal(np.isnan(got), nan, err_msg=what)
+    np.testing.assert_array_equal(got[~nan].view(uint), want[~nan].view(uint), err_msg=what)
+
+
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
 def test_softmax_exp_gives_the_bits_of_exp_in_registers_and_alone(isa, dtype):
-    # Rows of 16 go through the register form where the ISA has one
-    # (AVX-512), rows of 15 through the form the other loops inline; on the
+    # Rows of 16 go through the register form where the ISA has one (AVX2,
+    # AVX-512), rows of 3 through the C form the other loops inline; on the
     # softmax domain both must give the general exp's bits.
     x = softmax_domain(dtype)
-    uint = np.uint32 if dtype == np.float32 else np.uint64
-    want = vm("exp", x)
-    nan = np.isnan(want)
-    assert nan.sum() == 2  # the two NaN arguments; NaN payloads are not compared
-    for k in (16, 15):
-        got = rows_of("exp_neg", x, k)
-        np.testing.assert_array_equal(np.isnan(got), nan, err_msg=f"rows of {k}")
-        np.testing.assert_array_equal(got[~nan].view(uint), want[~nan].view(uint),
-                                      err_msg=f"rows of {k}")
+    want = rows_of("exp", x, 3)
+    assert np.isnan(want).sum() == 2  # the two NaN arguments
+    for k in (16, 3):
+        assert_same_bits(rows_of("exp_neg", x, k), want, f"exp_neg, rows of {k}")
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_exp_gives_the_same_bits_in_registers_and_alone(isa, dtype):
+    # The general exp (log_softmax_backward's), past both clamps.
+    top = np.log(np.finfo(dtype).max)
+    x = np.concatenate([softmax_domain(dtype), np.linspace(0, top * 1.01, 1_000_001).astype(dtype),
+                        np.array([np.inf, 1e30, 1e6, top, np.nextafter(top, np.inf)], dtype)])
+    assert_same_bits(rows_of("exp", x, 16), rows_of("exp", x, 3), "exp, rows of 16 and 3")
 
 
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
