@@ -38,7 +38,6 @@
   /* Cody-Waite split of ln 2 (Cephes expf): n * LN2_HI is exact for |n| < 2^14. */
   #define CSM_LN2_HI 0.693359375f
   #define CSM_LN2_LO (-2.12194440e-4f)
-  #define CSM_C(v) v##f
 #else
   #define CSM_UINT uint64_t
   #define CSM_SINT int64_t
@@ -52,14 +51,12 @@
   /* fdlibm's split of ln 2: n * LN2_HI is exact for |n| < 2^11. */
   #define CSM_LN2_HI 6.93147180369123816490e-01
   #define CSM_LN2_LO 1.90821492927058770002e-10
-  #define CSM_C(v) v
 #endif
 
 /* exp(r) - 1 for |r| <= ln2/2, as r + r^2 P(r): the caller adds the 1 in
  * the same rounding as its scale by 2^n (q * s + s, where q * s is exact).
  * P's coefficients, highest degree first, are one table for the scalar form
- * here and the register form (csm_exp_v), which must agree to
- * the bit. */
+ * here and the register form (csm_exp_v), which must agree to the bit. */
 #if CSM_F32
 /* Degree 6: P of degree 4, fitted (relative-error minimax by reweighted
  * least squares) to (exp(r) - 1 - r) / r^2 on [-ln2/2, ln2/2]. Against
@@ -224,8 +221,8 @@ static CSM_INLINE CSM_TARGET CSM_XV CSM_FN(csm_exp_v)(CSM_XV x, const int upper)
     CSM_XVI b;
     memcpy(&b, &t, sizeof b);
     if (!upper) {
-        b = CSM_XVI_(slli)(CSM_XVI_(add)(b, CSM_XVI_SET1((CSM_UINT)(CSM_BIAS + 64) - (CSM_UINT)CSM_SHIFTER_BITS)),
-                          CSM_MANT_BITS);
+        const CSM_UINT to_biased = (CSM_UINT)(CSM_BIAS + 64) - (CSM_UINT)CSM_SHIFTER_BITS;
+        b = CSM_XVI_(slli)(CSM_XVI_(add)(b, CSM_XVI_SET1(to_biased)), CSM_MANT_BITS);
         CSM_XV sc;
         memcpy(&sc, &b, sizeof sc);
         return CSM_XV_(mul)(CSM_XV_(fmadd)(q, sc, sc), CSM_XV_(set1)((CSM_T)5.42101086242752217004e-20));
@@ -1311,8 +1308,9 @@ static CSM_TARGET void CSM_FN(csm_log_softmax_backward_core)(
             CSM_PREFETCH_PARTS_(po, i, 1);
 #if CSM_EXP_V_UP
             for (ptrdiff_t h = 0; h < CSM_PARTS; h += CSM_XVW)
-                CSM_XV_(storeu)(orow + i + h, CSM_XV_(fnmadd)(CSM_FN(csm_exp_v)(CSM_XV_(loadu)(yr + i + h), 1),
-                                                            CSM_XV_(set1)(sg), CSM_XV_(loadu)(gr + i + h)));
+                CSM_XV_(storeu)(orow + i + h,
+                                CSM_XV_(fnmadd)(CSM_FN(csm_exp_v)(CSM_XV_(loadu)(yr + i + h), 1),
+                                                CSM_XV_(set1)(sg), CSM_XV_(loadu)(gr + i + h)));
 #else
 #pragma omp simd
             for (ptrdiff_t p = 0; p < CSM_PARTS; ++p)
@@ -1610,7 +1608,6 @@ static CSM_TARGET void CSM_FN(csm_log_rows)(
 #undef CSM_LOG2E
 #undef CSM_LN2_HI
 #undef CSM_LN2_LO
-#undef CSM_C
 #undef CSM_EXPM1_P
 #undef CSM_EXP_V
 #undef CSM_EXP_V_UP
