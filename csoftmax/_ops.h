@@ -44,9 +44,9 @@ enum { CSM_GPU_NONE = 0, CSM_GPU_ROWS = 1, CSM_GPU_JACOBIAN = 2 };
     X(softmax_jacobian,     SOFTMAX_JACOBIAN,     1, CSM_OUT_BLOCKS, CSM_GPU_JACOBIAN) \
     X(logsumexp,            LOGSUMEXP,            1, CSM_OUT_REDUCE, CSM_GPU_ROWS)     \
     X(softmax_cross_entropy, SOFTMAX_CROSS_ENTROPY, 2, CSM_OUT_LOSS, CSM_GPU_NONE)     \
-    /* The vectorised exp and log alone, for the accuracy tests; exp_neg is  \
-       the softmax domain's exp (x <= 0), in registers where the ISA has a    \
-       register form of it. */                                                \
+    /* The vectorised exp and log alone, for the accuracy tests; exp_neg is            \
+       the softmax domain's exp (x <= 0), in registers where the ISA has a             \
+       register form of it. */                                                         \
     X(exp,                  EXP,                  1, CSM_OUT_ROWS,   CSM_GPU_NONE)     \
     X(log,                  LOG,                  1, CSM_OUT_ROWS,   CSM_GPU_NONE)     \
     X(exp_neg,              EXP_NEG,              1, CSM_OUT_ROWS,   CSM_GPU_NONE)
