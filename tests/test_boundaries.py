@@ -187,3 +187,115 @@ def test_prefetching_never_changes_a_bit(isa, fn, dtype, k, threads):
     if fn != "softmax_jacobian":
         np.testing.assert_array_equal(results[0][1], results[1][1], strict=True)
         np.testing.assert_array_equal(results[0][0], results[0][1], strict=True)
+
+
+# Row lengths whose last elements fill less than the 16 partial sums of a row
+# (every tail length, 1 .. 15, and none), and tails after whole 128-element
+# blocks of softmax's blocked sum.
+TAIL_KS = list(range(33, 50)) + [100, 129, 143, 1000, 1001]
+TAIL_FNS = ["softmax", "log_softmax", "logsumexp", "softmax_backward", "log_softmax_backward"]
+
+
+def _tail_inputs(fn, n, k, dtype, rng):
+    """Rows whose hostile values sit in the tail: the max, NaN, +-inf, 1e30,
+    subnormals and +-0 in the last elements."""
+    x = (rng.standard_normal((n, k)) * 4).astype(dtype)
+    tiny = np.finfo(dtype).tiny
+    x[0, -1] = 50.0                   # the max in the tail
+    x[1, -1] = np.nan
+    x[2, -3:] = -np.inf
+    x[3, -1] = np.inf
+    x[4, -2:] = 1e30
+    x[5, -5:] = tiny / 8
+    x[6, :] = 0.0
+    x[6, -3::2] = -0.0
+    x[7, :-1] = -np.inf               # one finite element, the last
+    x[8, -7:] = -200.0
+    if fn in ("softmax_backward", "log_softmax_backward"):
+        y = csoftmax.softmax(x) if fn == "softmax_backward" else csoftmax.log_softmax(x)
+        g = rng.standard_normal((n, k)).astype(dtype)
+        g[9, -1] = np.inf
+        g[10, -4:] = -0.0
+        return [y, g]
+    return [x]
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("fn", TAIL_FNS)
+def test_row_tails_give_the_bits_of_the_lane_kernels(fn, dtype, isa):
+    # The row kernels take a row's last elements (fewer than a register) in
+    # masked registers; Fortran order takes the lane kernels, which have no
+    # tails. Every tail length must give the lanes' bits, hostile values
+    # included, and the float64 reference where the row is finite.
+    rng = np.random.default_rng(11)
+    f = getattr(csoftmax, fn)
+    for k in TAIL_KS:
+        arrays = _tail_inputs(fn, 19, k, dtype, rng)
+        got = f(*arrays)
+        lanes = f(*[np.asfortranarray(a) for a in arrays])
+        assert got.tobytes() == lanes.tobytes(), (fn, k)  # C-order bytes of both
+        if fn in ("softmax", "log_softmax"):
+            ref = (ref_softmax if fn == "softmax" else ref_log_softmax)(arrays[0].astype(np.float64))
+            ok = np.isfinite(arrays[0]).all(axis=1) & (np.abs(arrays[0]) < 1e29).all(axis=1)
+            # log_softmax near 0 is held to its absolute error: a few ulp of
+            # the row's largest |x - max| (up to 64 here).
+            atol = 1e-30 if fn == "softmax" else 64 * np.finfo(dtype).eps
+            np.testing.assert_allclose(got[ok], ref[ok], rtol=3e-6 if dtype == np.float32 else 1e-13,
+                                       atol=atol)
+
+
+_GUARD_SCRIPT = r"""
+import ctypes, mmap, sys
+import numpy as np
+import csoftmax
+from csoftmax import kernels
+
+libc = ctypes.CDLL(None, use_errno=True)
+libc.mprotect.argtypes = [ctypes.c_void_p, ctypes.c_size_t, ctypes.c_int]
+PAGE = mmap.PAGESIZE
+maps = []
+
+def at_page_end(n, k, dtype):
+    # An (n, k) array whose last element ends where an inaccessible page
+    # begins: a read or write past the last row faults.
+    nbytes = n * k * np.dtype(dtype).itemsize
+    pages = -(-nbytes // PAGE)
+    m = mmap.mmap(-1, (pages + 1) * PAGE)
+    maps.append(m)
+    base = ctypes.addressof(ctypes.c_char.from_buffer(m))
+    assert libc.mprotect(base + pages * PAGE, PAGE, 0) == 0
+    a = np.frombuffer(m, dtype, n * k, pages * PAGE - nbytes).reshape(n, k)
+    return a
+
+fns = sys.argv[1].split(",")
+rng = np.random.default_rng(3)
+for isa in kernels.supported_isas():
+    kernels.select_isa(isa)
+    for dtype in (np.float32, np.float64):
+        for k in (33, 40, 47, 100, 129, 1001):
+            for fn in fns:
+                f = getattr(csoftmax, fn)
+                ins = []
+                for _ in range(2 if "backward" in fn else 1):
+                    a = at_page_end(5, k, dtype)
+                    a[...] = rng.standard_normal((5, k))
+                    ins.append(a)
+                want = f(*[np.array(a) for a in ins])
+                o = at_page_end(*want.shape, dtype) if want.ndim == 2 else None
+                got = f(*ins, out=o) if o is not None else f(*ins)
+                assert np.array_equal(got, want, equal_nan=True), (isa, fn, k)
+print("ok")
+"""
+
+
+def test_row_tails_read_and_write_nothing_past_the_row(tmp_path):
+    # Masked loads and stores touch only a row's own elements: arrays that
+    # end where an inaccessible page begins, in and out, under every ISA.
+    # A subprocess, so that a fault fails this test instead of the run.
+    import subprocess
+
+    script = tmp_path / "guard.py"
+    script.write_text(_GUARD_SCRIPT)
+    r = subprocess.run([sys.executable, str(script), ",".join(TAIL_FNS)],
+                       capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0 and r.stdout.strip() == "ok", (r.returncode, r.stdout, r.stderr[-2000:])
