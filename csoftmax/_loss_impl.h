@@ -27,6 +27,38 @@ static CSM_INLINE CSM_TARGET double CSM_FN(csm_xent_expsum)(
     ptrdiff_t i = 0;
     for (ptrdiff_t p = 0; p < CSM_PARTS; ++p)
         acc[p] = 0;
+#if CSM_EXP_V
+    {
+        /* In registers, the tail in masked ones, as csm_row_sum's sum of
+         * exp (the C form below then runs no iteration). */
+        enum { NV_ = CSM_PARTS / CSM_XVW, ND_ = CSM_PARTS / CSM_XVDW };
+        CSM_XVD av[ND_];
+        for (int h = 0; h < ND_; ++h)
+            av[h] = CSM_XVD_(setzero)();
+        const CSM_XM all = CSM_XM_FIRST(CSM_XVW);
+        for (; i + CSM_PARTS <= K; i += CSM_PARTS) {
+            for (int h = 0; h < NV_; ++h) {
+                const CSM_XV v = CSM_FN(csm_exp_v)(CSM_XV_(sub)(CSM_XV_(loadu)(x + i + h * CSM_XVW),
+                                                              CSM_XV_(set1)(m)), 0);
+                if (store)
+                    CSM_XV_(storeu)(e + i + h * CSM_XVW, v);
+                CSM_FN(csm_sum_v)(av, h, v, v, m, CSM_SUM_PLAIN, all, 0);
+            }
+        }
+        for (int h = 0; h < NV_ && i + h * CSM_XVW < K; ++h) {
+            const ptrdiff_t n = K - i - h * CSM_XVW;
+            const CSM_XM k = CSM_XM_FIRST(n < CSM_XVW ? n : CSM_XVW);
+            const CSM_XV v = CSM_XV_ZEROM(k, CSM_FN(csm_exp_v)(CSM_XV_(sub)(
+                CSM_XV_LOADM(x + i + h * CSM_XVW, k), CSM_XV_(set1)(m)), 0));
+            if (store)
+                CSM_XV_STOREM(e + i + h * CSM_XVW, k, v);
+            CSM_FN(csm_sum_v)(av, h, v, v, m, CSM_SUM_PLAIN, k, 1);
+        }
+        i = K;
+        for (int h = 0; h < ND_; ++h)
+            CSM_XVD_(storeu)(acc + h * CSM_XVDW, av[h]);
+    }
+#endif
     for (; i + CSM_PARTS <= K; i += CSM_PARTS) {
 #pragma omp simd
         for (ptrdiff_t p = 0; p < CSM_PARTS; ++p) {
@@ -375,3 +407,26 @@ static CSM_TARGET void CSM_FN(csm_xent_rows)(const csm_xent_args *a, ptrdiff_t r
 }
 
 #undef CSM_XLOG
+
+/* The end of _rows_impl.h's register form (this is the last of the three
+ * templates that _rows_isa.h includes). */
+#undef CSM_EXP_V
+#undef CSM_EXP_V_UP
+#ifdef CSM_XV
+  #undef CSM_XM
+  #undef CSM_XM_FIRST
+  #undef CSM_XV_LOADM
+  #undef CSM_XV_STOREM
+  #undef CSM_XV_ZEROM
+  #undef CSM_XV
+  #undef CSM_XVI
+  #undef CSM_XV_
+  #undef CSM_XVI_
+  #undef CSM_XVI_SET1
+  #undef CSM_XVD
+  #undef CSM_XVD_
+  #undef CSM_XCVT_LO
+  #undef CSM_XCVT_HI
+  #undef CSM_XVW
+  #undef CSM_XVDW
+#endif

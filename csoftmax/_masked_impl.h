@@ -103,21 +103,17 @@ static CSM_INLINE CSM_TARGET double CSM_FN(csm_row_exp_sum_m)(const CSM_T *x, co
             f[p] += TERM(i + p);                                                   \
         acc += (double)CSM_FN(csm_tree_sum_t)(f, 1);                               \
     }
-#define CSM_TERM_PLAIN_(i) CSM_FN(csm_exp_neg)(x[i] - m)
 #define CSM_TERM_MASKED_(i) (mk[i] ? CSM_FN(csm_exp_neg)(x[i] - m) : (CSM_T)0)
 static CSM_INLINE CSM_TARGET double CSM_FN(csm_row_exp_total)(const CSM_T *x, const CSM_MW_T *mk,
                                                               CSM_T m, ptrdiff_t K)
 {
     double acc = 0;
     CSM_T f[CSM_PARTS];
-    if (mk) {
-        CSM_EXP_TOTAL_LOOP_(CSM_TERM_MASKED_)
-    } else {
-        CSM_EXP_TOTAL_LOOP_(CSM_TERM_PLAIN_)
-    }
+    if (!mk) /* the same order as softmax's sum, which has the register form */
+        return CSM_FN(csm_row_exp_sum_from)(x, NULL, m, K, 0.0, NULL, NULL);
+    CSM_EXP_TOTAL_LOOP_(CSM_TERM_MASKED_)
     return acc;
 }
-#undef CSM_TERM_PLAIN_
 #undef CSM_TERM_MASKED_
 #undef CSM_EXP_TOTAL_LOOP_
 

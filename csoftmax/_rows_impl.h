@@ -416,7 +416,7 @@ static CSM_INLINE CSM_TARGET void CSM_FN(csm_prefetch_run)(const CSM_T *p, ptrdi
  * the element type, and the blocks' sums in double. A float sum over the
  * whole row loses about K * eps relative (measured against float64: 1.1e-5
  * at K = 65536, up to 5e-4 at K = 10^6); blocked, the sum stays within
- * 7e-7 at any K. y may be x. */
+ * 7e-7 at any K. y may be x, or NULL: the sum alone (logsumexp). */
 static CSM_INLINE CSM_TARGET double CSM_FN(csm_row_exp_sum_from)(const CSM_T *x, CSM_T *y, CSM_T m,
                                                                 ptrdiff_t K, double acc, const char *pf,
                                                                 const char *pfw)
@@ -439,7 +439,8 @@ static CSM_INLINE CSM_TARGET double CSM_FN(csm_row_exp_sum_from)(const CSM_T *x,
             for (int h = 0; h < NV_; ++h) {
                 const CSM_XV e = CSM_FN(csm_exp_v)(CSM_XV_(sub)(CSM_XV_(loadu)(x + i + h * CSM_XVW),
                                                               CSM_XV_(set1)(m)), 0);
-                CSM_XV_(storeu)(y + i + h * CSM_XVW, e);
+                if (y)
+                    CSM_XV_(storeu)(y + i + h * CSM_XVW, e);
                 fv[h] = CSM_XV_(add)(fv[h], e);
             }
         }
@@ -449,7 +450,8 @@ static CSM_INLINE CSM_TARGET double CSM_FN(csm_row_exp_sum_from)(const CSM_T *x,
             const CSM_XM k = CSM_XM_FIRST(n < CSM_XVW ? n : CSM_XVW);
             const CSM_XV e = CSM_FN(csm_exp_v)(CSM_XV_(sub)(CSM_XV_LOADM(x + i + h * CSM_XVW, k),
                                                           CSM_XV_(set1)(m)), 0);
-            CSM_XV_STOREM(y + i + h * CSM_XVW, k, e);
+            if (y)
+                CSM_XV_STOREM(y + i + h * CSM_XVW, k, e);
             fv[h] = CSM_XV_(add)(fv[h], CSM_XV_ZEROM(k, e));
         }
         i = end;
@@ -462,7 +464,8 @@ static CSM_INLINE CSM_TARGET double CSM_FN(csm_row_exp_sum_from)(const CSM_T *x,
 #pragma omp simd
             for (ptrdiff_t p = 0; p < CSM_PARTS; ++p) {
                 const CSM_T e = CSM_FN(csm_exp_neg)(x[i + p] - m);
-                y[i + p] = e;
+                if (y)
+                    y[i + p] = e;
                 f[p] += e;
             }
         }
@@ -470,7 +473,8 @@ static CSM_INLINE CSM_TARGET double CSM_FN(csm_row_exp_sum_from)(const CSM_T *x,
 #pragma omp simd
         for (ptrdiff_t p = 0; p < end - i; ++p) {
             const CSM_T e = CSM_FN(csm_exp_neg)(x[i + p] - m);
-            y[i + p] = e;
+            if (y)
+                y[i + p] = e;
             f[p] += e;
         }
         acc += (double)CSM_FN(csm_tree_sum_t)(f, 1);
@@ -1714,23 +1718,5 @@ static CSM_TARGET void CSM_FN(csm_log_rows)(
 #undef CSM_LN2_HI
 #undef CSM_LN2_LO
 #undef CSM_EXPM1_P
-#undef CSM_EXP_V
-#undef CSM_EXP_V_UP
-#ifdef CSM_XV
-  #undef CSM_XM
-  #undef CSM_XM_FIRST
-  #undef CSM_XV_LOADM
-  #undef CSM_XV_STOREM
-  #undef CSM_XV_ZEROM
-  #undef CSM_XV
-  #undef CSM_XVI
-  #undef CSM_XV_
-  #undef CSM_XVI_
-  #undef CSM_XVI_SET1
-  #undef CSM_XVD
-  #undef CSM_XVD_
-  #undef CSM_XCVT_LO
-  #undef CSM_XCVT_HI
-  #undef CSM_XVW
-  #undef CSM_XVDW
-#endif
+/* The register form (CSM_EXP_V, CSM_XV and the rest) stays defined for
+ * _masked_impl.h and _loss_impl.h, which end it. */
