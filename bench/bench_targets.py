@@ -215,6 +215,41 @@ def limit_impls(op, nb, threads):
     return out
 
 
+def own_limit_impls(op, threads):
+    """Limits timed inside each csoftmax worker. What an allocation costs
+    depends on the process: where freed pages come back already faulted in,
+    np.empty is nearly free; where they come back fresh, every page faults.
+    The peers' worker, after the JIT compilers' and frameworks' allocations,
+    is often the first kind and csoftmax's lean worker the second (the same
+    40 MB np.empty + fill took 0.9-2 ms in one and 5-9 ms in the other), so
+    the allocating-call target compares the call with np.empty + fill timed
+    in the call's own process."""
+    if "empty+fill" not in targets_cases.LIMITS_FOR[op]:
+        return []
+    import concurrent.futures
+
+    kind = targets_cases.OWN_EMPTY_FILL
+    out = [Limit(kind, "np.empty + fill", 1,
+                 lambda b, t: lambda: np.empty(b["o"].shape, b["o"].dtype).fill(0))]
+    for t in threads:
+        if t == 1:
+            continue
+
+        def mk(b, t_, t=t):
+            # ndarray.fill releases the GIL: t Python threads, one part each.
+            pool = concurrent.futures.ThreadPoolExecutor(t)
+            shape, dt = b["o"].shape, b["o"].dtype
+
+            def call():
+                a = np.empty(shape, dt).reshape(-1)
+                cuts = [a.size * i // t for i in range(t + 1)]
+                for f in [pool.submit(a[lo:hi].fill, 0) for lo, hi in zip(cuts, cuts[1:])]:
+                    f.result()
+            return call
+        out.append(Limit(kind, f"np.empty + fill, {t} Python threads", t, mk))
+    return out
+
+
 def _nb_call(fn, *args):
     return lambda: fn(*args)
 
@@ -272,7 +307,7 @@ class Worker:
     def impls(self, op):
         p = self.peers
         if self.kind == "csoftmax":
-            return p.csoftmax_impls(op, self.cs)
+            return p.csoftmax_impls(op, self.cs) + own_limit_impls(op, self.threads)
         if self.kind == "jax":
             return p.jax_impls(op)
         out = [i for i in p.main_impls(op, self.libs, with_out=True) if self.wants(i.name)]
@@ -691,7 +726,8 @@ def run(args):
                         for e in rep["entries"]:
                             if p.kind == "csoftmax":
                                 isa = p.label[10:-1]
-                                e["impl"] = e["impl"].replace("csoftmax", f"csoftmax [{isa}]")
+                                e["impl"] = (f"{e['impl']} [{isa}]" if e["family"] == "limit"
+                                             else e["impl"].replace("csoftmax", f"csoftmax [{isa}]"))
                                 e["isa"] = isa
                             elif p.pin:
                                 e["impl"] = f"{e['impl']} [{p.pin}]"

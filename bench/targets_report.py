@@ -30,12 +30,19 @@ def isa_label(isa):
 # Lookups in one case's run at one thread count
 # --------------------------------------------------------------------------
 def runs_for(runs, isa):
-    """The entries that an ISA's column is judged against: csoftmax's, and
-    the peers and limits pinned to that ISA where the run has them (see
-    PIN_ENV in bench_targets.py), else the unpinned ones."""
+    """The entries that an ISA's column is judged against: csoftmax's, the
+    limits timed in that ISA's csoftmax worker (own_limit_impls in
+    bench_targets.py), and the peers and limits pinned to that ISA where the
+    run has them (see PIN_ENV in bench_targets.py), else the unpinned ones."""
     pinned = any(e.get("peer_isa") == isa for e in runs.values())
-    return {n: e for n, e in runs.items()
-            if e["family"] == "csoftmax" or e.get("peer_isa") == (isa if pinned else None)}
+
+    def keep(e):
+        if e["family"] == "csoftmax":
+            return True
+        if e["family"] == "limit" and e.get("isa"):
+            return e["isa"] == isa
+        return e.get("peer_isa") == (isa if pinned else None)
+    return {n: e for n, e in runs.items() if keep(e)}
 
 
 def limit(runs, kind, t):
@@ -220,7 +227,8 @@ def op_table(results, op):
                 mine = runs_for(runs, isa)
                 for v in ("alloc", "out"):
                     e = cs_entry(mine, isa, v)
-                    ref = limit(mine, prim if not (op == "jacobian" and v == "alloc") else "empty+fill", t)[0]
+                    ref = limit(mine, prim if not (op == "jacobian" and v == "alloc")
+                                else targets_cases.OWN_EMPTY_FILL, t)[0]
                     row.append(_cell(e, ref, runs.get(f"csoftmax [{isa}]" + (" out=" if v == "out" else ""))))
             bp = best_peer(native)
             row.append(f"{bp['impl']} {fmt_time(bp['best_s'])}" if bp else "–")

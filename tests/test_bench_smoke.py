@@ -123,3 +123,28 @@ def test_each_isa_column_is_judged_against_its_own_pinned_peers():
     assert flags(runs, "avx512") and not flags(runs, "avx2")
     # No pinned peers for an ISA: its column is judged against the unpinned ones.
     assert best_peer(runs_for(runs, "baseline"))["impl"] == "torch"
+
+
+def test_the_allocating_jacobian_is_judged_against_empty_and_fill_in_its_own_process():
+    # np.empty + fill costs what the process's allocator makes it cost: the
+    # allocating target compares the call with the one timed in the same
+    # csoftmax worker, never with a cheaper one from the peers' process.
+    sys.path.insert(0, str(ROOT / "bench"))
+    import targets_cases
+    from targets_report import _check
+
+    own = targets_cases.OWN_EMPTY_FILL
+
+    def lim(impl, s, kind, **kw):
+        return dict(impl=impl, best_s=s, family="limit", kind=kind, method="m", status="ok",
+                    alloc=True, threads_used=1, **kw)
+
+    runs = {"csoftmax [avx512]": dict(impl="csoftmax [avx512]", best_s=6.0, family="csoftmax",
+                                      status="ok", alloc=True, threads_used=1),
+            "empty+fill [np.empty + fill]": lim("empty+fill [np.empty + fill]", 1.0, "empty+fill"),
+            f"{own} [avx512]": lim(f"{own} [avx512]", 5.0, own, isa="avx512"),
+            f"{own} [avx2]": lim(f"{own} [avx2]", 0.5, own, isa="avx2")}
+    tg = next(t for t in targets_cases.TARGETS if t["id"] == "jacobian-alloc")
+    row = {"bound": 1.3}
+    _check(tg, runs, "avx512", 1, row)
+    assert row["value"] == pytest.approx(6.0 / 5.0) and row["status"] == "PASS"
