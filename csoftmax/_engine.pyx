@@ -41,6 +41,8 @@ cdef extern from "_rows.h" nogil:
     int CSM_N_ISA
     int CSM_ISA_AVX2
     int CSM_SMALL_K
+    int CSM_SMALL_FWD_K
+    int CSM_SMALL_FWD_K_ISA(int isa)
     int CSM_LANES
     int CSM_LONG_ROW
     int CSM_SMALL_BWD_K
@@ -563,6 +565,7 @@ cdef int run_xent(bint f32, const csm_xent_args* args, Py_ssize_t n, int num_thr
 # The build's constants, for tests that sit on their boundaries.
 CONSTANTS = {
     "small_k": CSM_SMALL_K,
+    "small_fwd_k": CSM_SMALL_FWD_K,
     "lanes": CSM_LANES,
     "long_row_bytes": CSM_LONG_ROW,
     "small_bwd_k": CSM_SMALL_BWD_K,
@@ -598,7 +601,7 @@ def plan(str op, Py_ssize_t n, Py_ssize_t k, dtype="float32", bint unit_columns=
     vec = (p.rowwise and not masked and bwd and csm_isa_in_use >= CSM_ISA_AVX2
            and CSM_VEC_BWD_MIN <= k <= vec_hi)
     small = p.rowwise and not masked and not vec and (
-        (k <= CSM_SMALL_K and code in (OP_SOFTMAX, OP_LOG_SOFTMAX))
+        (k <= CSM_SMALL_FWD_K_ISA(csm_isa_in_use) and code in (OP_SOFTMAX, OP_LOG_SOFTMAX))
         or (k <= CSM_SMALL_BWD_K and bwd))
     gathered = "gathered rows" if masked or code == OP_LOGSUMEXP else "lanes"
     return {"path": "row vectors" if vec else "small rows" if small else ("rows" if p.rowwise else gathered),

@@ -95,11 +95,25 @@ static inline const char *csm_prefetch_out_row(const void *row, ptrdiff_t ld, pt
 
 #define CSM_INF_T ((CSM_T)INFINITY)
 
-/* Rows this short take the cross-row path (csm_small_rows). Measured with
- * AVX2, float32, one thread: the row path costs 3.75 ns per element at
- * K = 17 and 1.56 at K = 32 (remainders and per-row reductions); the
+/* Rows this short can take the cross-row path (csm_small_rows and its
+ * masked, logsumexp and loss twins). Measured with AVX2, float32, one
+ * thread, when the row kernels took a row's tail element by element: the
+ * row path cost 3.75 ns per element at K = 17 and 1.56 at K = 32; the
  * cross-row path about 1.3 at any K up to 32. */
 #define CSM_SMALL_K 32
+
+/* softmax and log_softmax take the cross-row path below K = 32 only. At
+ * K = 32 every row is whole registers (two float32 AVX-512 ones, four AVX2
+ * ones), without a tail, and the row kernels are faster: 8192 x 32, one
+ * thread, ns per element, cross-row -> row path: AVX-512 float32 softmax
+ * 1.19 -> 1.03, log_softmax 1.28 -> 1.03, float64 2.37 -> 1.56 and
+ * 2.11 -> 1.53; AVX2 float32 1.63 -> 1.10, 1.77 -> 1.52, float64
+ * 2.61 -> 2.22, 2.88 -> 2.21. At K = 16 to 28 they are mixed. The
+ * baseline ISA, whose row kernels take tails element by element, keeps
+ * K = 32 on the cross-row path (float64 softmax took 1.1-1.7x as long on
+ * the row path). */
+#define CSM_SMALL_FWD_K 31
+#define CSM_SMALL_FWD_K_ISA(isa) ((isa) == CSM_ISA_BASELINE ? CSM_SMALL_K : CSM_SMALL_FWD_K)
 
 /* Rows of the backward passes this short take the cross-row path
  * (csm_small_bwd_rows): it transposes two inputs in and the output out, which

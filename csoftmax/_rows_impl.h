@@ -1287,7 +1287,7 @@ static CSM_TARGET void CSM_FN(csm_softmax_core)(
     CSM_T *y, ptrdiff_t ldy, ptrdiff_t rows, ptrdiff_t K, int pf)
 {
     (void)unused; (void)ldu;
-    if (K <= CSM_SMALL_K) {
+    if (K <= CSM_SMALL_FWD_K_ISA(CSM_ISA_ID)) {
         CSM_FN(csm_small_rows)(x, ldx, y, ldy, rows, K, 0);
         return;
     }
@@ -1310,7 +1310,7 @@ static CSM_TARGET void CSM_FN(csm_log_softmax_core)(
     CSM_T *y, ptrdiff_t ldy, ptrdiff_t rows, ptrdiff_t K, int pf)
 {
     (void)unused; (void)ldu;
-    if (K <= CSM_SMALL_K) {
+    if (K <= CSM_SMALL_FWD_K_ISA(CSM_ISA_ID)) {
         CSM_FN(csm_small_rows)(x, ldx, y, ldy, rows, K, 1);
         return;
     }

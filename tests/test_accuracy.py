@@ -12,8 +12,8 @@ from conftest import (ref_jacobian, ref_log_softmax, ref_log_softmax_backward,
 # (the issue's bounds; the kernels' exp and log are <= 1 ulp, the rest is the
 # rounding of x - max, of the sum and of the final scaling).
 RTOL = {np.float32: 2e-6, np.float64: 1e-12}
-# Rows up to this length take the lane path (one row per SIMD lane).
-_SMALL_K = _engine.CONSTANTS["small_k"]
+# softmax's rows up to this length take the lane path (one row per SIMD lane).
+_SMALL_K = _engine.CONSTANTS["small_fwd_k"]
 SHAPES = [(1, 1), (1, 10), (7, 3), (64, 10), (33, 1000), (3, 4097), (200, 64)]
 DTYPES = [np.float32, np.float64]
 
