@@ -61,6 +61,37 @@ static CSM_INLINE CSM_TARGET double CSM_FN(csm_row_exp_sum_m)(const CSM_T *x, co
         ptrdiff_t i = blk;
         for (ptrdiff_t p = 0; p < CSM_PARTS; ++p)
             f[p] = 0;
+#if CSM_EXP_V
+        /* In registers, the tail in masked ones, as csm_row_exp_sum_from: the
+         * widened mask, read as the element type, keeps e or makes it +0
+         * (past the row it reads as 0). */
+        enum { NV_ = CSM_PARTS / CSM_XVW };
+        CSM_XV fv[NV_];
+        for (int h = 0; h < NV_; ++h)
+            fv[h] = CSM_XV_(setzero)();
+        for (; i + CSM_PARTS <= end; i += CSM_PARTS) {
+            for (int h = 0; h < NV_; ++h) {
+                const ptrdiff_t j = i + h * CSM_XVW;
+                const CSM_XV e = CSM_XV_(and)(
+                    CSM_FN(csm_exp_v)(CSM_XV_(sub)(CSM_XV_(loadu)(x + j), CSM_XV_(set1)(m)), 0),
+                    CSM_XV_(loadu)((const CSM_T *)(mk + j)));
+                CSM_XV_(storeu)(y + j, e);
+                fv[h] = CSM_XV_(add)(fv[h], e);
+            }
+        }
+        for (int h = 0; h < NV_ && i + h * CSM_XVW < end; ++h) {
+            const ptrdiff_t j = i + h * CSM_XVW, n = end - j;
+            const CSM_XM k = CSM_XM_FIRST(n < CSM_XVW ? n : CSM_XVW);
+            const CSM_XV e = CSM_XV_(and)(
+                CSM_FN(csm_exp_v)(CSM_XV_(sub)(CSM_XV_LOADM(x + j, k), CSM_XV_(set1)(m)), 0),
+                CSM_XV_LOADM((const CSM_T *)(mk + j), k));
+            CSM_XV_STOREM(y + j, k, e);
+            fv[h] = CSM_XV_(add)(fv[h], e);
+        }
+        i = end;
+        for (int h = 0; h < NV_; ++h)
+            CSM_XV_(storeu)(f + h * CSM_XVW, fv[h]);
+#endif
         for (; i + CSM_PARTS <= end; i += CSM_PARTS) {
 #pragma omp simd
             for (ptrdiff_t p = 0; p < CSM_PARTS; ++p) {
@@ -132,6 +163,36 @@ static CSM_INLINE CSM_TARGET double CSM_FN(csm_row_sum_m)(const CSM_T *a, const 
     ptrdiff_t i = 0;
     for (ptrdiff_t p = 0; p < CSM_PARTS; ++p)
         acc[p] = 0;
+#if CSM_EXP_V
+    {
+        /* In registers, as csm_row_sum, the terms kept or made +0 by the
+         * widened mask (read as the element type; 0 past the row). */
+        enum { NV_ = CSM_PARTS / CSM_XVW, ND_ = CSM_PARTS / CSM_XVDW };
+        CSM_XVD av[ND_];
+        for (int h = 0; h < ND_; ++h)
+            av[h] = CSM_XVD_(setzero)();
+        const CSM_XM all = CSM_XM_FIRST(CSM_XVW);
+        for (; i < K; i += CSM_PARTS) {
+            for (int h = 0; h < NV_ && i + h * CSM_XVW < K; ++h) {
+                const ptrdiff_t j = i + h * CSM_XVW, n = K - j;
+                const CSM_XM k = n < CSM_XVW ? CSM_XM_FIRST(n) : all;
+                const CSM_XV keep = CSM_XV_LOADM((const CSM_T *)(mk + j), k);
+                const CSM_XV va = CSM_XV_LOADM(a + j, k);
+                if (what == CSM_SUM_DOT) {
+                    CSM_FN(csm_sum_v)(av, h, CSM_XV_(and)(va, keep),
+                                      CSM_XV_(and)(CSM_XV_LOADM(b + j, k), keep), m, what, k, 0);
+                } else {
+                    const CSM_XV t = what == CSM_SUM_EXP
+                        ? CSM_FN(csm_exp_v)(CSM_XV_(sub)(va, CSM_XV_(set1)(m)), 0) : va;
+                    CSM_FN(csm_sum_v)(av, h, CSM_XV_(and)(t, keep), va, m, CSM_SUM_PLAIN, k, 0);
+                }
+            }
+        }
+        i = K;
+        for (int h = 0; h < ND_; ++h)
+            CSM_XVD_(storeu)(acc + h * CSM_XVDW, av[h]);
+    }
+#endif
     for (; i + CSM_PARTS <= K; i += CSM_PARTS) {
 #pragma omp simd
         for (ptrdiff_t p = 0; p < CSM_PARTS; ++p)
