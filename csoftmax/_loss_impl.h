@@ -18,64 +18,12 @@
 
 #define CSM_XLOG CSM_PASTE(csm_log, CSM_PASTE(f64, CSM_ISA))
 
-/* sum_j exp(x_j - m), double partials in the order of CSM_PARTS; e_j stored
- * into e when `store` (a constant at every call site). */
+/* sum_j exp(x_j - m), double partials in the order of CSM_PARTS (log_softmax's
+ * sum); e_j stored into e when `store` (a constant at every call site). */
 static CSM_INLINE CSM_TARGET double CSM_FN(csm_xent_expsum)(
     const CSM_T *x, CSM_T *e, CSM_T m, ptrdiff_t K, const int store)
 {
-    double acc[CSM_PARTS];
-    ptrdiff_t i = 0;
-    for (ptrdiff_t p = 0; p < CSM_PARTS; ++p)
-        acc[p] = 0;
-#if CSM_EXP_V
-    {
-        /* In registers, the tail in masked ones, as csm_row_sum's sum of
-         * exp (the C form below then runs no iteration). */
-        enum { NV_ = CSM_PARTS / CSM_XVW, ND_ = CSM_PARTS / CSM_XVDW };
-        CSM_XVD av[ND_];
-        for (int h = 0; h < ND_; ++h)
-            av[h] = CSM_XVD_(setzero)();
-        const CSM_XM all = CSM_XM_FIRST(CSM_XVW);
-        for (; i + CSM_PARTS <= K; i += CSM_PARTS) {
-            for (int h = 0; h < NV_; ++h) {
-                const CSM_XV v = CSM_FN(csm_exp_v)(CSM_XV_(sub)(CSM_XV_(loadu)(x + i + h * CSM_XVW),
-                                                              CSM_XV_(set1)(m)), 0);
-                if (store)
-                    CSM_XV_(storeu)(e + i + h * CSM_XVW, v);
-                CSM_FN(csm_sum_v)(av, h, v, v, m, CSM_SUM_PLAIN, all, 0);
-            }
-        }
-        for (int h = 0; h < NV_ && i + h * CSM_XVW < K; ++h) {
-            const ptrdiff_t n = K - i - h * CSM_XVW;
-            const CSM_XM k = CSM_XM_FIRST(n < CSM_XVW ? n : CSM_XVW);
-            const CSM_XV v = CSM_XV_ZEROM(k, CSM_FN(csm_exp_v)(CSM_XV_(sub)(
-                CSM_XV_LOADM(x + i + h * CSM_XVW, k), CSM_XV_(set1)(m)), 0));
-            if (store)
-                CSM_XV_STOREM(e + i + h * CSM_XVW, k, v);
-            CSM_FN(csm_sum_v)(av, h, v, v, m, CSM_SUM_PLAIN, k, 1);
-        }
-        i = K;
-        for (int h = 0; h < ND_; ++h)
-            CSM_XVD_(storeu)(acc + h * CSM_XVDW, av[h]);
-    }
-#endif
-    for (; i + CSM_PARTS <= K; i += CSM_PARTS) {
-#pragma omp simd
-        for (ptrdiff_t p = 0; p < CSM_PARTS; ++p) {
-            const CSM_T v = CSM_FN(csm_exp_neg)(x[i + p] - m);
-            if (store)
-                e[i + p] = v;
-            acc[p] += (double)v;
-        }
-    }
-#pragma omp simd
-    for (ptrdiff_t p = 0; p < K - i; ++p) {
-        const CSM_T v = CSM_FN(csm_exp_neg)(x[i + p] - m);
-        if (store)
-            e[i + p] = v;
-        acc[p] += (double)v;
-    }
-    return csm_tree_sum(acc, 1);
+    return CSM_FN(csm_row_sum)(x, x, NULL, store ? e : NULL, m, K, CSM_SUM_EXP, NULL, NULL, NULL);
 }
 
 /* One row with the options as constants: soft labels, a mask, a gradient, a

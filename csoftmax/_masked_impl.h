@@ -29,11 +29,6 @@
  * gathered into a contiguous scratch row first (csm_masked_rows).
  */
 
-#if CSM_F32
-  #define CSM_MW_T uint32_t
-#else
-  #define CSM_MW_T uint64_t
-#endif
 
 /* The largest unmasked element (-inf when there is none). NaN is ignored,
  * as in csm_row_max: it reaches the sum and makes the row NaN there. */
@@ -49,161 +44,19 @@ static CSM_INLINE CSM_TARGET CSM_T CSM_FN(csm_row_max_m)(const CSM_T *x, const C
     return m0;
 }
 
-/* csm_row_exp_sum over the unmasked elements: y = exp(x - m) there and 0
- * elsewhere, the sum in the same blocked order. */
-static CSM_INLINE CSM_TARGET double CSM_FN(csm_row_exp_sum_m)(const CSM_T *x, const CSM_MW_T *mk,
-                                                              CSM_T *y, CSM_T m, ptrdiff_t K)
-{
-    double acc = 0;
-    CSM_T f[CSM_PARTS];
-    for (ptrdiff_t blk = 0; blk < K; blk += CSM_SUM_BLOCK) {
-        const ptrdiff_t end = K - blk < CSM_SUM_BLOCK ? K : blk + CSM_SUM_BLOCK;
-        ptrdiff_t i = blk;
-        for (ptrdiff_t p = 0; p < CSM_PARTS; ++p)
-            f[p] = 0;
-#if CSM_EXP_V
-        /* In registers, the tail in masked ones, as csm_row_exp_sum_from: the
-         * widened mask, read as the element type, keeps e or makes it +0
-         * (past the row it reads as 0). */
-        enum { NV_ = CSM_PARTS / CSM_XVW };
-        CSM_XV fv[NV_];
-        for (int h = 0; h < NV_; ++h)
-            fv[h] = CSM_XV_(setzero)();
-        for (; i + CSM_PARTS <= end; i += CSM_PARTS) {
-            for (int h = 0; h < NV_; ++h) {
-                const ptrdiff_t j = i + h * CSM_XVW;
-                const CSM_XV e = CSM_XV_(and)(
-                    CSM_FN(csm_exp_v)(CSM_XV_(sub)(CSM_XV_(loadu)(x + j), CSM_XV_(set1)(m)), 0),
-                    CSM_XV_(loadu)((const CSM_T *)(mk + j)));
-                CSM_XV_(storeu)(y + j, e);
-                fv[h] = CSM_XV_(add)(fv[h], e);
-            }
-        }
-        for (int h = 0; h < NV_ && i + h * CSM_XVW < end; ++h) {
-            const ptrdiff_t j = i + h * CSM_XVW, n = end - j;
-            const CSM_XM k = CSM_XM_FIRST(n < CSM_XVW ? n : CSM_XVW);
-            const CSM_XV e = CSM_XV_(and)(
-                CSM_FN(csm_exp_v)(CSM_XV_(sub)(CSM_XV_LOADM(x + j, k), CSM_XV_(set1)(m)), 0),
-                CSM_XV_LOADM((const CSM_T *)(mk + j), k));
-            CSM_XV_STOREM(y + j, k, e);
-            fv[h] = CSM_XV_(add)(fv[h], e);
-        }
-        i = end;
-        for (int h = 0; h < NV_; ++h)
-            CSM_XV_(storeu)(f + h * CSM_XVW, fv[h]);
-#endif
-        for (; i + CSM_PARTS <= end; i += CSM_PARTS) {
-#pragma omp simd
-            for (ptrdiff_t p = 0; p < CSM_PARTS; ++p) {
-                const CSM_T e = mk[i + p] ? CSM_FN(csm_exp_neg)(x[i + p] - m) : (CSM_T)0;
-                y[i + p] = e;
-                f[p] += e;
-            }
-        }
-#pragma omp simd
-        for (ptrdiff_t p = 0; p < end - i; ++p) {
-            const CSM_T e = mk[i + p] ? CSM_FN(csm_exp_neg)(x[i + p] - m) : (CSM_T)0;
-            y[i + p] = e;
-            f[p] += e;
-        }
-        acc += (double)CSM_FN(csm_tree_sum_t)(f, 1);
-    }
-    return acc;
-}
-
 /* sum(exp(x - m)) over the (unmasked, when mk is not NULL) elements without
- * storing the terms: logsumexp's sum, in csm_row_exp_sum's blocked order
- * (partials in the element type within blocks of CSM_SUM_BLOCK, the blocks
- * in double), which keeps its error near that of the float exp terms
- * themselves. Double partials throughout (log_softmax's csm_row_sum) cost
- * as much as softmax's whole row: callgrind, AVX2, 4096 x 128 float32:
- * 6.6 instructions per element, the same as softmax, which also stores. */
-#define CSM_EXP_TOTAL_LOOP_(TERM)                                                  \
-    for (ptrdiff_t blk = 0; blk < K; blk += CSM_SUM_BLOCK) {                      \
-        const ptrdiff_t end = K - blk < CSM_SUM_BLOCK ? K : blk + CSM_SUM_BLOCK;  \
-        ptrdiff_t i = blk;                                                         \
-        for (ptrdiff_t p = 0; p < CSM_PARTS; ++p)                                  \
-            f[p] = 0;                                                              \
-        for (; i + CSM_PARTS <= end; i += CSM_PARTS) {                             \
-            _Pragma("omp simd")                                                    \
-            for (ptrdiff_t p = 0; p < CSM_PARTS; ++p)                              \
-                f[p] += TERM(i + p);                                               \
-        }                                                                          \
-        _Pragma("omp simd")                                                        \
-        for (ptrdiff_t p = 0; p < end - i; ++p)                                    \
-            f[p] += TERM(i + p);                                                   \
-        acc += (double)CSM_FN(csm_tree_sum_t)(f, 1);                               \
-    }
-#define CSM_TERM_MASKED_(i) (mk[i] ? CSM_FN(csm_exp_neg)(x[i] - m) : (CSM_T)0)
+ * storing the terms: logsumexp's sum, in softmax's blocked order (partials
+ * in the element type within blocks of CSM_SUM_BLOCK, the blocks in double),
+ * which keeps its error near that of the float exp terms themselves. Double
+ * partials throughout (log_softmax's csm_row_sum) cost as much as softmax's
+ * whole row: callgrind, AVX2, 4096 x 128 float32: 6.6 instructions per
+ * element, the same as softmax, which also stores. */
 static CSM_INLINE CSM_TARGET double CSM_FN(csm_row_exp_total)(const CSM_T *x, const CSM_MW_T *mk,
                                                               CSM_T m, ptrdiff_t K)
 {
-    double acc = 0;
-    CSM_T f[CSM_PARTS];
-    if (!mk) /* the same order as softmax's sum, which has the register form */
-        return CSM_FN(csm_row_exp_sum_from)(x, NULL, m, K, 0.0, NULL, NULL);
-    CSM_EXP_TOTAL_LOOP_(CSM_TERM_MASKED_)
-    return acc;
+    return CSM_FN(csm_row_exp_sum_from)(x, mk, NULL, m, K, 0.0, NULL, NULL);
 }
-#undef CSM_TERM_MASKED_
-#undef CSM_EXP_TOTAL_LOOP_
 
-/* csm_row_sum over the unmasked elements (masked terms are exact zeros). */
-/* A masked term is an exact zero: 0 * 0 in the dot product (whatever a and
- * b hold there), so an all-true mask gives csm_row_sum's bits. */
-#define CSM_SUM_ACC_(acc, i) ((acc) = what == CSM_SUM_DOT                              \
-    ? CSM_FMA(mk[i] ? (double)a[i] : 0.0, mk[i] ? (double)b[i] : 0.0, (acc))             \
-    : (acc) + (!mk[i] ? 0.0 : what == CSM_SUM_EXP ? (double)CSM_FN(csm_exp_neg)(a[i] - m) \
-               : (double)a[i]))
-static CSM_INLINE CSM_TARGET double CSM_FN(csm_row_sum_m)(const CSM_T *a, const CSM_T *b,
-                                                          const CSM_MW_T *mk, CSM_T m,
-                                                          ptrdiff_t K, const int what)
-{
-    double acc[CSM_PARTS];
-    ptrdiff_t i = 0;
-    for (ptrdiff_t p = 0; p < CSM_PARTS; ++p)
-        acc[p] = 0;
-#if CSM_EXP_V
-    {
-        /* In registers, as csm_row_sum, the terms kept or made +0 by the
-         * widened mask (read as the element type; 0 past the row). */
-        enum { NV_ = CSM_PARTS / CSM_XVW, ND_ = CSM_PARTS / CSM_XVDW };
-        CSM_XVD av[ND_];
-        for (int h = 0; h < ND_; ++h)
-            av[h] = CSM_XVD_(setzero)();
-        const CSM_XM all = CSM_XM_FIRST(CSM_XVW);
-        for (; i < K; i += CSM_PARTS) {
-            for (int h = 0; h < NV_ && i + h * CSM_XVW < K; ++h) {
-                const ptrdiff_t j = i + h * CSM_XVW, n = K - j;
-                const CSM_XM k = n < CSM_XVW ? CSM_XM_FIRST(n) : all;
-                const CSM_XV keep = CSM_XV_LOADM((const CSM_T *)(mk + j), k);
-                const CSM_XV va = CSM_XV_LOADM(a + j, k);
-                if (what == CSM_SUM_DOT) {
-                    CSM_FN(csm_sum_v)(av, h, CSM_XV_(and)(va, keep),
-                                      CSM_XV_(and)(CSM_XV_LOADM(b + j, k), keep), m, what, k, 0);
-                } else {
-                    const CSM_XV t = what == CSM_SUM_EXP
-                        ? CSM_FN(csm_exp_v)(CSM_XV_(sub)(va, CSM_XV_(set1)(m)), 0) : va;
-                    CSM_FN(csm_sum_v)(av, h, CSM_XV_(and)(t, keep), va, m, CSM_SUM_PLAIN, k, 0);
-                }
-            }
-        }
-        i = K;
-        for (int h = 0; h < ND_; ++h)
-            CSM_XVD_(storeu)(acc + h * CSM_XVDW, av[h]);
-    }
-#endif
-    for (; i + CSM_PARTS <= K; i += CSM_PARTS) {
-#pragma omp simd
-        for (ptrdiff_t p = 0; p < CSM_PARTS; ++p)
-            CSM_SUM_ACC_(acc[p], i + p);
-    }
-#pragma omp simd
-    for (ptrdiff_t p = 0; p < K - i; ++p)
-        CSM_SUM_ACC_(acc[p], i + p);
-    return csm_tree_sum(acc, 1);
-}
-#undef CSM_SUM_ACC_
 
 /* The same with the byte mask. */
 static CSM_INLINE CSM_TARGET int CSM_FN(csm_row_has_nan_b)(const CSM_T *x, const unsigned char *mk,
@@ -231,7 +84,7 @@ static CSM_INLINE CSM_TARGET void CSM_FN(csm_masked_softmax_row)(
     const CSM_T *x, const CSM_MW_T *mk, CSM_T *y, ptrdiff_t K)
 {
     const CSM_T m = CSM_FN(csm_row_max_m)(x, mk, K);
-    const double s = CSM_FN(csm_row_exp_sum_m)(x, mk, y, m, K);
+    const double s = CSM_FN(csm_row_exp_sum_from)(x, mk, y, m, K, 0.0, NULL, NULL);
     const CSM_T c = (CSM_T)(1.0 / s);
     if (c - c == 0) {
         /* The masked y are exact zeros, and stay so times a finite c: the
@@ -258,7 +111,7 @@ static CSM_INLINE CSM_TARGET void CSM_FN(csm_masked_row)(
         break;
     case CSM_OP_LOG_SOFTMAX: {
         const CSM_T m = CSM_FN(csm_row_max_m)(x, mk, K);
-        const double s = CSM_FN(csm_row_sum_m)(x, x, mk, m, K, CSM_SUM_EXP);
+        const double s = CSM_FN(csm_row_sum)(x, x, mk, NULL, m, K, CSM_SUM_EXP, NULL, NULL, NULL);
         /* s >= 1 whenever an unmasked element is finite, NaN when one is NaN;
          * s = 0 only when nothing is unmasked, and the select gives -inf. */
         const CSM_T l = (CSM_T)CSM_PASTE(csm_log, CSM_PASTE(f64, CSM_ISA))(s == 0 ? 1.0 : s);
@@ -268,14 +121,14 @@ static CSM_INLINE CSM_TARGET void CSM_FN(csm_masked_row)(
         break;
     }
     case CSM_OP_SOFTMAX_BACKWARD: {
-        const CSM_T d = (CSM_T)CSM_FN(csm_row_sum_m)(g, x, mk, 0, K, CSM_SUM_DOT);
+        const CSM_T d = (CSM_T)CSM_FN(csm_row_sum)(g, x, mk, NULL, 0, K, CSM_SUM_DOT, NULL, NULL, NULL);
 #pragma omp simd
         for (ptrdiff_t i = 0; i < K; ++i)
             y[i] = mk[i] ? x[i] * (g[i] - d) : (CSM_T)0;
         break;
     }
     case CSM_OP_LOG_SOFTMAX_BACKWARD: {
-        const CSM_T sg = (CSM_T)CSM_FN(csm_row_sum_m)(g, g, mk, 0, K, CSM_SUM_PLAIN);
+        const CSM_T sg = (CSM_T)CSM_FN(csm_row_sum)(g, g, mk, NULL, 0, K, CSM_SUM_PLAIN, NULL, NULL, NULL);
 #pragma omp simd
         for (ptrdiff_t i = 0; i < K; ++i)
             y[i] = mk[i] ? g[i] - CSM_FN(csm_exp)(x[i]) * sg : (CSM_T)0;

@@ -22,6 +22,14 @@
 
 #define CSM_FN(name) CSM_PASTE(name, CSM_SFX)
 
+/* A mask widened to the element's width: all ones (the element takes part)
+ * or zero; the masked kernels (_masked_impl.h) make it once per row. */
+#if CSM_F32
+  #define CSM_MW_T uint32_t
+#else
+  #define CSM_MW_T uint64_t
+#endif
+
 #if CSM_F32
   #define CSM_UINT uint32_t
   #define CSM_SINT int32_t
@@ -416,9 +424,13 @@ static CSM_INLINE CSM_TARGET void CSM_FN(csm_prefetch_run)(const CSM_T *p, ptrdi
  * the element type, and the blocks' sums in double. A float sum over the
  * whole row loses about K * eps relative (measured against float64: 1.1e-5
  * at K = 65536, up to 5e-4 at K = 10^6); blocked, the sum stays within
- * 7e-7 at any K. y may be x, or NULL: the sum alone (logsumexp). */
-static CSM_INLINE CSM_TARGET double CSM_FN(csm_row_exp_sum_from)(const CSM_T *x, CSM_T *y, CSM_T m,
-                                                                ptrdiff_t K, double acc, const char *pf,
+ * 7e-7 at any K. y may be x, or NULL: the sum alone (logsumexp). mk, where
+ * not NULL, is a widened mask (CSM_MW_T): a masked element's term is +0
+ * (the masked kernels). Both are constants where the callers pass NULL
+ * (the function is always inlined), so their tests cost nothing there. */
+static CSM_INLINE CSM_TARGET double CSM_FN(csm_row_exp_sum_from)(const CSM_T *x, const CSM_MW_T *mk,
+                                                                CSM_T *y, CSM_T m, ptrdiff_t K,
+                                                                double acc, const char *pf,
                                                                 const char *pfw)
 {
     CSM_T f[CSM_PARTS];
@@ -428,7 +440,8 @@ static CSM_INLINE CSM_TARGET double CSM_FN(csm_row_exp_sum_from)(const CSM_T *x,
         for (ptrdiff_t p = 0; p < CSM_PARTS; ++p)
             f[p] = 0;
 #if CSM_EXP_V
-        /* The same sums in registers (csm_exp_v). */
+        /* The same sums in registers (csm_exp_v); the mask, read as the
+         * element type, keeps a term or makes it +0 by a bitwise and. */
         enum { NV_ = CSM_PARTS / CSM_XVW };
         CSM_XV fv[NV_];
         for (int h = 0; h < NV_; ++h)
@@ -437,22 +450,25 @@ static CSM_INLINE CSM_TARGET double CSM_FN(csm_row_exp_sum_from)(const CSM_T *x,
             CSM_PREFETCH_PARTS_(pf, i, 0);
             CSM_PREFETCH_PARTS_(pfw, i, 1);
             for (int h = 0; h < NV_; ++h) {
-                const CSM_XV e = CSM_FN(csm_exp_v)(CSM_XV_(sub)(CSM_XV_(loadu)(x + i + h * CSM_XVW),
-                                                              CSM_XV_(set1)(m)), 0);
+                const ptrdiff_t j = i + h * CSM_XVW;
+                CSM_XV e = CSM_FN(csm_exp_v)(CSM_XV_(sub)(CSM_XV_(loadu)(x + j), CSM_XV_(set1)(m)), 0);
+                if (mk)
+                    e = CSM_XV_(and)(e, CSM_XV_(loadu)((const CSM_T *)(mk + j)));
                 if (y)
-                    CSM_XV_(storeu)(y + i + h * CSM_XVW, e);
+                    CSM_XV_(storeu)(y + j, e);
                 fv[h] = CSM_XV_(add)(fv[h], e);
             }
         }
-        /* The tail: element i + p still goes to partial p. */
+        /* The tail: element i + p still goes to partial p; the lanes past
+         * the row add +0. */
         for (int h = 0; h < NV_ && i + h * CSM_XVW < end; ++h) {
-            const ptrdiff_t n = end - i - h * CSM_XVW;
+            const ptrdiff_t j = i + h * CSM_XVW, n = end - j;
             const CSM_XM k = CSM_XM_FIRST(n < CSM_XVW ? n : CSM_XVW);
-            const CSM_XV e = CSM_FN(csm_exp_v)(CSM_XV_(sub)(CSM_XV_LOADM(x + i + h * CSM_XVW, k),
-                                                          CSM_XV_(set1)(m)), 0);
+            CSM_XV e = CSM_FN(csm_exp_v)(CSM_XV_(sub)(CSM_XV_LOADM(x + j, k), CSM_XV_(set1)(m)), 0);
+            e = mk ? CSM_XV_(and)(e, CSM_XV_LOADM((const CSM_T *)(mk + j), k)) : CSM_XV_ZEROM(k, e);
             if (y)
-                CSM_XV_STOREM(y + i + h * CSM_XVW, k, e);
-            fv[h] = CSM_XV_(add)(fv[h], CSM_XV_ZEROM(k, e));
+                CSM_XV_STOREM(y + j, k, e);
+            fv[h] = CSM_XV_(add)(fv[h], e);
         }
         i = end;
         for (int h = 0; h < NV_; ++h)
@@ -463,7 +479,7 @@ static CSM_INLINE CSM_TARGET double CSM_FN(csm_row_exp_sum_from)(const CSM_T *x,
             CSM_PREFETCH_PARTS_(pfw, i, 1);
 #pragma omp simd
             for (ptrdiff_t p = 0; p < CSM_PARTS; ++p) {
-                const CSM_T e = CSM_FN(csm_exp_neg)(x[i + p] - m);
+                const CSM_T e = !mk || mk[i + p] ? CSM_FN(csm_exp_neg)(x[i + p] - m) : (CSM_T)0;
                 if (y)
                     y[i + p] = e;
                 f[p] += e;
@@ -472,7 +488,7 @@ static CSM_INLINE CSM_TARGET double CSM_FN(csm_row_exp_sum_from)(const CSM_T *x,
 #endif
 #pragma omp simd
         for (ptrdiff_t p = 0; p < end - i; ++p) {
-            const CSM_T e = CSM_FN(csm_exp_neg)(x[i + p] - m);
+            const CSM_T e = !mk || mk[i + p] ? CSM_FN(csm_exp_neg)(x[i + p] - m) : (CSM_T)0;
             if (y)
                 y[i + p] = e;
             f[p] += e;
@@ -485,7 +501,7 @@ static CSM_INLINE CSM_TARGET double CSM_FN(csm_row_exp_sum_from)(const CSM_T *x,
 static CSM_INLINE CSM_TARGET double CSM_FN(csm_row_exp_sum)(const CSM_T *x, CSM_T *y, CSM_T m, ptrdiff_t K,
                                                            const char *pf, const char *pfw)
 {
-    return CSM_FN(csm_row_exp_sum_from)(x, y, m, K, 0.0, pf, pfw);
+    return CSM_FN(csm_row_exp_sum_from)(x, NULL, y, m, K, 0.0, pf, pfw);
 }
 
 /* The lane layout's twin of a block's end in csm_row_exp_sum: each lane's
@@ -502,53 +518,70 @@ static CSM_INLINE CSM_TARGET void CSM_FN(csm_lanes_flush)(double *sd, CSM_T *sf,
 }
 
 #if CSM_EXP_V
-/* One register of csm_row_sum's terms added to its double partials (av[2h]
- * and av[2h + 1] for float, av[h] for double), as the C form adds them: the
- * term widened to double, a product by one FMA in double. In a tail (`tail`,
- * lanes outside k loaded as +0) the lanes outside k add +0, which changes no
- * partial (a partial is never -0: it starts at +0). */
+/* One register of csm_row_sum's terms, a, exp(a - m) or a * b, added to its
+ * double partials (av[2h] and av[2h + 1] for float, av[h] for double) as the
+ * C form adds them: the term widened to double, a product by one FMA in
+ * double. mk, where not NULL, is this register's widened mask, read as the
+ * element type and ANDed with the operands, so a masked term is +0. In a
+ * tail (`tail`: the lanes outside k were loaded as +0) those lanes add +0,
+ * which changes no partial (a partial is never -0: it starts at +0). e,
+ * where not NULL, receives the terms (CSM_SUM_EXP). */
 static CSM_INLINE CSM_TARGET void CSM_FN(csm_sum_v)(CSM_XVD *av, int h, CSM_XV va, CSM_XV vb,
-                                                   CSM_T m, const int what, CSM_XM k, const int tail)
+                                                   const CSM_MW_T *mk, CSM_T m, const int what,
+                                                   CSM_T *e, CSM_XM k, const int tail)
 {
-  #if CSM_F32
+    CSM_XV keep = CSM_XV_(setzero)();
+    if (mk)
+        keep = tail ? CSM_XV_LOADM((const CSM_T *)mk, k) : CSM_XV_(loadu)((const CSM_T *)mk);
     if (what == CSM_SUM_DOT) {
+        if (mk) {
+            va = CSM_XV_(and)(va, keep);
+            vb = CSM_XV_(and)(vb, keep);
+        }
+  #if CSM_F32
         av[2 * h] = CSM_XVD_(fmadd)(CSM_XCVT_LO(va), CSM_XCVT_LO(vb), av[2 * h]);
         av[2 * h + 1] = CSM_XVD_(fmadd)(CSM_XCVT_HI(va), CSM_XCVT_HI(vb), av[2 * h + 1]);
-        return;
-    }
   #else
-    if (what == CSM_SUM_DOT) {
         av[h] = CSM_XVD_(fmadd)(va, vb, av[h]);
+  #endif
         return;
     }
-  #endif
-    CSM_XV e = va;
-    if (what == CSM_SUM_EXP) {
-        e = CSM_FN(csm_exp_v)(CSM_XV_(sub)(va, CSM_XV_(set1)(m)), 0);
+    CSM_XV t = what == CSM_SUM_EXP ? CSM_FN(csm_exp_v)(CSM_XV_(sub)(va, CSM_XV_(set1)(m)), 0) : va;
+    if (mk)
+        t = CSM_XV_(and)(t, keep);
+    else if (tail && what == CSM_SUM_EXP)
+        t = CSM_XV_ZEROM(k, t);
+    if (e) {
         if (tail)
-            e = CSM_XV_ZEROM(k, e);
+            CSM_XV_STOREM(e, k, t);
+        else
+            CSM_XV_(storeu)(e, t);
     }
-    (void)k;
   #if CSM_F32
-    av[2 * h] = CSM_XVD_(add)(av[2 * h], CSM_XCVT_LO(e));
-    av[2 * h + 1] = CSM_XVD_(add)(av[2 * h + 1], CSM_XCVT_HI(e));
+    av[2 * h] = CSM_XVD_(add)(av[2 * h], CSM_XCVT_LO(t));
+    av[2 * h + 1] = CSM_XVD_(add)(av[2 * h + 1], CSM_XCVT_HI(t));
   #else
-    av[h] = CSM_XVD_(add)(av[h], e);
+    av[h] = CSM_XVD_(add)(av[h], t);
   #endif
 }
 #endif
 
 /* A sum over a row in double, in the order of CSM_PARTS: of exp(a - m)
- * (CSM_SUM_EXP: log_softmax's first pass, which stores nothing), of a
- * (CSM_SUM_PLAIN: log_softmax's backward) or of a * b (CSM_SUM_DOT: softmax's
- * backward). `what` is a constant at every call site. Double, because
- * log(sum) is small when one logit dominates, so the sum's rounding error
- * becomes a large relative error of log_softmax: a float sum gave 4e-6
+ * (CSM_SUM_EXP: log_softmax's first pass and the loss's, which may store the
+ * terms into y), of a (CSM_SUM_PLAIN: log_softmax's backward) or of a * b
+ * (CSM_SUM_DOT: softmax's backward). `what` is a constant at every call
+ * site; mk, where not NULL, a widened mask whose masked terms are exact
+ * zeros (0 * 0 in the dot product, whatever a and b hold there). Double,
+ * because log(sum) is small when one logit dominates, so the sum's rounding
+ * error becomes a large relative error of log_softmax: a float sum gave 4e-6
  * relative error on N(0, 3^2) logits, K = 64; a double sum gives ~1e-7. */
-#define CSM_SUM_ACC_(acc, i) ((acc) = what == CSM_SUM_DOT                            \
-    ? CSM_FMA((double)a[i], (double)b[i], (acc))                                       \
-    : (acc) + (what == CSM_SUM_EXP ? (double)CSM_FN(csm_exp_neg)(a[i] - m) : (double)a[i]))
-static CSM_INLINE CSM_TARGET double CSM_FN(csm_row_sum)(const CSM_T *a, const CSM_T *b, CSM_T m,
+#define CSM_KEEP_(i) (!mk || mk[i])
+#define CSM_SUM_ACC_(acc, i) ((acc) = what == CSM_SUM_DOT                                          \
+    ? CSM_FMA(CSM_KEEP_(i) ? (double)a[i] : 0.0, CSM_KEEP_(i) ? (double)b[i] : 0.0, (acc))         \
+    : (acc) + (!CSM_KEEP_(i) ? 0.0 : what == CSM_SUM_EXP ? (double)CSM_FN(csm_exp_neg)(a[i] - m)   \
+               : (double)a[i]))
+static CSM_INLINE CSM_TARGET double CSM_FN(csm_row_sum)(const CSM_T *a, const CSM_T *b,
+                                                         const CSM_MW_T *mk, CSM_T *y, CSM_T m,
                                                          ptrdiff_t K, const int what,
                                                          const char *pfa, const char *pfb,
                                                          const char *pfw)
@@ -560,7 +593,8 @@ static CSM_INLINE CSM_TARGET double CSM_FN(csm_row_sum)(const CSM_T *a, const CS
 #if CSM_EXP_V
     {
         /* The same sums in registers: the 16 double partials are
-         * CSM_PARTS / CSM_XVDW registers (csm_sum_v). */
+         * CSM_PARTS / CSM_XVDW registers (csm_sum_v); the mask is read as
+         * the element type. */
         enum { NV_ = CSM_PARTS / CSM_XVW, ND_ = CSM_PARTS / CSM_XVDW };
         CSM_XVD av[ND_];
         for (int h = 0; h < ND_; ++h)
@@ -570,21 +604,21 @@ static CSM_INLINE CSM_TARGET double CSM_FN(csm_row_sum)(const CSM_T *a, const CS
             CSM_PREFETCH_PARTS_(pfa, i, 0);
             CSM_PREFETCH_PARTS_(pfb, i, 0);
             CSM_PREFETCH_PARTS_(pfw, i, 1);
-            for (int h = 0; h < NV_; ++h)
-                CSM_FN(csm_sum_v)(av, h, CSM_XV_(loadu)(a + i + h * CSM_XVW),
-                                  what == CSM_SUM_DOT ? CSM_XV_(loadu)(b + i + h * CSM_XVW)
-                                                      : CSM_XV_(setzero)(),
-                                  m, what, all, 0);
+            for (int h = 0; h < NV_; ++h) {
+                const ptrdiff_t j = i + h * CSM_XVW;
+                CSM_FN(csm_sum_v)(av, h, CSM_XV_(loadu)(a + j),
+                                  what == CSM_SUM_DOT ? CSM_XV_(loadu)(b + j) : CSM_XV_(setzero)(),
+                                  mk ? mk + j : NULL, m, what, y ? y + j : NULL, all, 0);
+            }
         }
         /* The tail, as in csm_row_exp_sum_from: element i + p still goes to
          * partial p. */
         for (int h = 0; h < NV_ && i + h * CSM_XVW < K; ++h) {
-            const ptrdiff_t n = K - i - h * CSM_XVW;
+            const ptrdiff_t j = i + h * CSM_XVW, n = K - j;
             const CSM_XM k = CSM_XM_FIRST(n < CSM_XVW ? n : CSM_XVW);
-            CSM_FN(csm_sum_v)(av, h, CSM_XV_LOADM(a + i + h * CSM_XVW, k),
-                              what == CSM_SUM_DOT ? CSM_XV_LOADM(b + i + h * CSM_XVW, k)
-                                                  : CSM_XV_(setzero)(),
-                              m, what, k, 1);
+            CSM_FN(csm_sum_v)(av, h, CSM_XV_LOADM(a + j, k),
+                              what == CSM_SUM_DOT ? CSM_XV_LOADM(b + j, k) : CSM_XV_(setzero)(),
+                              mk ? mk + j : NULL, m, what, y ? y + j : NULL, k, 1);
         }
         i = K;
         for (int h = 0; h < ND_; ++h)
@@ -596,15 +630,22 @@ static CSM_INLINE CSM_TARGET double CSM_FN(csm_row_sum)(const CSM_T *a, const CS
         CSM_PREFETCH_PARTS_(pfb, i, 0);
         CSM_PREFETCH_PARTS_(pfw, i, 1);
 #pragma omp simd
-        for (ptrdiff_t p = 0; p < CSM_PARTS; ++p)
+        for (ptrdiff_t p = 0; p < CSM_PARTS; ++p) {
             CSM_SUM_ACC_(acc[p], i + p);
+            if (y)
+                y[i + p] = CSM_KEEP_(i + p) ? CSM_FN(csm_exp_neg)(a[i + p] - m) : (CSM_T)0;
+        }
     }
 #pragma omp simd
-    for (ptrdiff_t p = 0; p < K - i; ++p)
+    for (ptrdiff_t p = 0; p < K - i; ++p) {
         CSM_SUM_ACC_(acc[p], i + p);
+        if (y)
+            y[i + p] = CSM_KEEP_(i + p) ? CSM_FN(csm_exp_neg)(a[i + p] - m) : (CSM_T)0;
+    }
     return csm_tree_sum(acc, 1);
 }
 #undef CSM_SUM_ACC_
+#undef CSM_KEEP_
 
 static CSM_INLINE CSM_TARGET void CSM_FN(csm_row_scale)(CSM_T *y, CSM_T c, ptrdiff_t K)
 {
@@ -1321,7 +1362,7 @@ static CSM_TARGET void CSM_FN(csm_log_softmax_core)(
         for (ptrdiff_t r = 0; r < nr; ++r) {
             const CSM_T *xr = x + (r0 + r) * ldx;
             mx[r] = CSM_FN(csm_row_max)(xr, K);
-            lg[r] = CSM_FN(csm_row_sum)(xr, xr, mx[r], K, CSM_SUM_EXP,
+            lg[r] = CSM_FN(csm_row_sum)(xr, xr, NULL, NULL, mx[r], K, CSM_SUM_EXP,
                                          CSM_PF_ROW_(csm_prefetch_row, xr, ldx, K, sizeof(CSM_T)), NULL,
                                          pf ? (const char *)(y + (r0 + r) * ldy) : NULL);
         }
@@ -1371,7 +1412,7 @@ static CSM_TARGET void CSM_FN(csm_softmax_backward_core)(
         const CSM_T *yr = y + r * ldy, *gr = g + r * ldg;
         CSM_T *orow = out + r * ldo;
         /* The dot product in double, for the reason given at csm_row_exp_sum. */
-        const CSM_T d = (CSM_T)CSM_FN(csm_row_sum)(gr, yr, 0, K, CSM_SUM_DOT,
+        const CSM_T d = (CSM_T)CSM_FN(csm_row_sum)(gr, yr, NULL, NULL, 0, K, CSM_SUM_DOT,
                                                    CSM_PF_ROW_(csm_prefetch_row, gr, ldg, K, sizeof(CSM_T)),
                                                    CSM_PF_ROW_(csm_prefetch_row, yr, ldy, K, sizeof(CSM_T)),
                                                    CSM_PF_ROW_(csm_prefetch_out_row, orow, ldo, K, sizeof(CSM_T),
@@ -1392,7 +1433,8 @@ static CSM_TARGET void CSM_FN(csm_log_softmax_backward_core)(
     for (ptrdiff_t r = 0; r < rows; ++r) {
         const CSM_T *yr = y + r * ldy, *gr = g + r * ldg;
         CSM_T *orow = out + r * ldo;
-        const CSM_T sg = (CSM_T)CSM_FN(csm_row_sum)(gr, gr, 0, K, CSM_SUM_PLAIN, NULL, NULL, NULL);
+        const CSM_T sg = (CSM_T)CSM_FN(csm_row_sum)(gr, gr, NULL, NULL, 0, K, CSM_SUM_PLAIN,
+                                                    NULL, NULL, NULL);
         /* The next rows are prefetched here, in the pass the exp makes
          * compute-bound, not in the sum's pass, which is memory-bound
          * already (16384 x 1000 float64, one thread, AVX-512: 1.8x the
@@ -1470,13 +1512,14 @@ static CSM_TARGET void CSM_FN(csm_long_rows)(
         CSM_T c;
         if (log_out) {
             c = (CSM_T)CSM_PASTE(csm_log, CSM_PASTE(f64, CSM_ISA))(
-                CSM_FN(csm_row_sum)(xr, xr, m, K, CSM_SUM_EXP, pfx, NULL, NULL));
+                CSM_FN(csm_row_sum)(xr, xr, NULL, NULL, m, K, CSM_SUM_EXP, pfx, NULL, NULL));
         } else {
             double acc = 0.0;
             /* Chunks are whole CSM_SUM_BLOCKs, so the blocks are those of one call. */
             for (ptrdiff_t j = 0; j < K; j += CSM_SCRATCH) {
                 const ptrdiff_t n = K - j < CSM_SCRATCH ? K - j : CSM_SCRATCH;
-                acc = CSM_FN(csm_row_exp_sum_from)(xr + j, buf, m, n, acc, pfx + j * sizeof(CSM_T), NULL);
+                acc = CSM_FN(csm_row_exp_sum_from)(xr + j, NULL, buf, m, n, acc,
+                                                   pfx + j * sizeof(CSM_T), NULL);
             }
             c = (CSM_T)(1.0 / acc);
         }

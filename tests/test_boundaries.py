@@ -237,21 +237,34 @@ def test_cross_entropy_row_tails_give_the_bits_of_every_layout(smoothing, dtype,
         assert loss.tobytes() == loss_f.tobytes() and grad.tobytes() == grad_f.tobytes(), k
 
 
+@pytest.mark.parametrize("masked", [False, True])
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
 @pytest.mark.parametrize("fn", TAIL_FNS)
-def test_row_tails_give_the_bits_of_the_lane_kernels(fn, dtype, isa):
-    # The row kernels take a row's last elements (fewer than a register) in
-    # masked registers; Fortran order takes the lane kernels, which have no
-    # tails. Every tail length must give the lanes' bits, hostile values
-    # included, and the float64 reference where the row is finite.
+def test_row_tails_give_the_bits_of_every_path(fn, dtype, masked, isa):
+    # The row kernels, and with where= the masked kernels, take a row's last
+    # elements (fewer than a register) in masked registers; Fortran order
+    # takes the lane kernels or gathered rows, which have no tails. Every tail
+    # length must give their bits, hostile values included; an all-true mask
+    # gives the unmasked bits; and the float64 reference holds where the row
+    # is finite.
     rng = np.random.default_rng(11)
     f = getattr(csoftmax, fn)
     for k in TAIL_KS:
         arrays = _tail_inputs(fn, 19, k, dtype, rng)
-        got = f(*arrays)
-        lanes = f(*[np.asfortranarray(a) for a in arrays])
-        assert got.tobytes() == lanes.tobytes(), (fn, k)  # C-order bytes of both
-        if fn in ("softmax", "log_softmax"):
+        kw, kw_f = {}, {}
+        if masked:
+            where = rng.random((19, k)) > 0.3
+            where[11, -1] = False      # the tail's last element masked
+            where[12, :-1] = False     # only the tail's last element takes part
+            where[13, :] = False       # nothing takes part
+            kw, kw_f = {"where": where}, {"where": np.asfortranarray(where)}
+        got = f(*arrays, **kw)
+        other = f(*[np.asfortranarray(a) for a in arrays], **kw_f)
+        assert got.tobytes() == other.tobytes(), (fn, k)  # C-order bytes of both
+        if masked:
+            every = f(*arrays, where=np.ones((19, k), bool))
+            assert every.tobytes() == f(*arrays).tobytes(), (fn, k)
+        elif fn in ("softmax", "log_softmax"):
             ref = (ref_softmax if fn == "softmax" else ref_log_softmax)(arrays[0].astype(np.float64))
             ok = np.isfinite(arrays[0]).all(axis=1) & (np.abs(arrays[0]) < 1e29).all(axis=1)
             # log_softmax near 0 is held to its absolute error: a few ulp of
@@ -259,28 +272,6 @@ def test_row_tails_give_the_bits_of_the_lane_kernels(fn, dtype, isa):
             atol = 1e-30 if fn == "softmax" else 64 * np.finfo(dtype).eps
             np.testing.assert_allclose(got[ok], ref[ok], rtol=3e-6 if dtype == np.float32 else 1e-13,
                                        atol=atol)
-
-
-@pytest.mark.parametrize("dtype", [np.float32, np.float64])
-@pytest.mark.parametrize("fn", TAIL_FNS)
-def test_masked_row_tails_give_the_bits_of_every_path(fn, dtype, isa):
-    # The masked kernels take the tail in masked registers too, the mask
-    # keeping each term or making it +0: at every tail length the result is
-    # that of the gathered rows (Fortran order), and an all-true mask gives
-    # the unmasked bits.
-    rng = np.random.default_rng(13)
-    f = getattr(csoftmax, fn)
-    for k in TAIL_KS:
-        arrays = _tail_inputs(fn, 19, k, dtype, rng)
-        where = rng.random((19, k)) > 0.3
-        where[11, -1] = False          # the tail's last element masked
-        where[12, :-1] = False         # only the tail's last element takes part
-        where[13, :] = False           # nothing takes part
-        got = f(*arrays, where=where)
-        gathered = f(*[np.asfortranarray(a) for a in arrays], where=np.asfortranarray(where))
-        assert got.tobytes() == gathered.tobytes(), (fn, k)
-        every = f(*arrays, where=np.ones((19, k), bool))
-        assert every.tobytes() == f(*arrays).tobytes(), (fn, k)
 
 
 _GUARD_SCRIPT = r"""
