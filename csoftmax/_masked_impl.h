@@ -29,7 +29,6 @@
  * gathered into a contiguous scratch row first (csm_masked_rows).
  */
 
-
 /* The largest unmasked element (-inf when there is none). NaN is ignored,
  * as in csm_row_max: it reaches the sum and makes the row NaN there. */
 static CSM_INLINE CSM_TARGET CSM_T CSM_FN(csm_row_max_m)(const CSM_T *x, const CSM_MW_T *mk,
@@ -56,7 +55,6 @@ static CSM_INLINE CSM_TARGET double CSM_FN(csm_row_exp_total)(const CSM_T *x, co
 {
     return CSM_FN(csm_row_exp_sum_from)(x, mk, NULL, m, K, 0.0, NULL, NULL);
 }
-
 
 /* The same with the byte mask. */
 static CSM_INLINE CSM_TARGET int CSM_FN(csm_row_has_nan_b)(const CSM_T *x, const unsigned char *mk,
