@@ -110,8 +110,8 @@ static inline const char *csm_prefetch_out_row(const void *row, ptrdiff_t ld, pt
  * 2.11 -> 1.53; AVX2 float32 1.63 -> 1.10, 1.77 -> 1.52, float64
  * 2.61 -> 2.22, 2.88 -> 2.21. At K = 16 to 28 they are mixed. The
  * baseline ISA, whose row kernels take tails element by element, keeps
- * K = 32 on the cross-row path (float64 softmax took 1.1-1.7x as long on
- * the row path). */
+ * K = 32 on the cross-row path (float64 softmax took 1.1-2.6x as long on
+ * the row path, in three noisy runs). */
 #define CSM_SMALL_FWD_K 31
 #define CSM_SMALL_FWD_K_ISA(isa) ((isa) == CSM_ISA_BASELINE ? CSM_SMALL_K : CSM_SMALL_FWD_K)
 
