@@ -42,6 +42,8 @@ cdef extern from "_rows.h" nogil:
     int CSM_ISA_AVX2
     int CSM_SMALL_K
     int CSM_SMALL_FWD_K
+    int CSM_ROWS_MAX
+    int CSM_ROWS_MAX_K
     int CSM_SMALL_FWD_K_ISA(int isa)
     int CSM_LANES
     int CSM_LONG_ROW
@@ -566,6 +568,8 @@ cdef int run_xent(bint f32, const csm_xent_args* args, Py_ssize_t n, int num_thr
 CONSTANTS = {
     "small_k": CSM_SMALL_K,
     "small_fwd_k": CSM_SMALL_FWD_K,
+    "rows_at_once": CSM_ROWS_MAX,
+    "rows_at_once_k": CSM_ROWS_MAX_K,
     "lanes": CSM_LANES,
     "long_row_bytes": CSM_LONG_ROW,
     "small_bwd_k": CSM_SMALL_BWD_K,

@@ -279,6 +279,35 @@ static CSM_TARGET void CSM_FN(csm_small_lse_rows)(
                                     out + r * ldo, ldo, K, 1);
 }
 
+/* logsumexp's maxima and sums of R rows (R a constant): sm[r] is 1 where
+ * the max is not finite (the value comes from the max then). */
+static CSM_INLINE CSM_TARGET void CSM_FN(csm_lse_sum_group)(const int R, const CSM_T *x, ptrdiff_t ldx,
+                                                            ptrdiff_t K, CSM_T *mx, double *sm)
+{
+    const CSM_T *xr[CSM_ROWS_MAX];
+    const CSM_MW_T *mk[CSM_ROWS_MAX];
+    CSM_T *none[CSM_ROWS_MAX];
+    const char *nopf[CSM_ROWS_MAX];
+    int finite = 1;
+    CSM_EACH_ROW
+    for (int rr = 0; rr < R; ++rr) {
+        xr[rr] = x + rr * ldx;
+        mk[rr] = NULL;
+        none[rr] = NULL;
+        nopf[rr] = NULL;
+        mx[rr] = CSM_FN(csm_group_row_max)(R, xr[rr], K);
+        finite &= mx[rr] - mx[rr] == 0;
+        sm[rr] = 0.0;
+    }
+    if (finite) {
+        CSM_FN(csm_rows_exp_sum_from)(R, xr, mk, none, mx, K, sm, nopf, nopf);
+        return;
+    }
+    CSM_EACH_ROW
+    for (int rr = 0; rr < R; ++rr)
+        sm[rr] = mx[rr] - mx[rr] == 0 ? CSM_FN(csm_row_exp_total)(xr[rr], 0, mx[rr], K) : 1.0;
+}
+
 /* logsumexp's row kernel, for the table of _rows_isa.h: one value per row,
  * at out[r * ldo]. */
 static CSM_TARGET void CSM_FN(csm_logsumexp_rows)(
@@ -298,11 +327,14 @@ static CSM_TARGET void CSM_FN(csm_logsumexp_rows)(
     double sm[CSM_LOG_CHUNK];
     for (ptrdiff_t r0 = 0; r0 < rows; r0 += CSM_LOG_CHUNK) {
         const ptrdiff_t nr = rows - r0 < CSM_LOG_CHUNK ? rows - r0 : CSM_LOG_CHUNK;
-        for (ptrdiff_t r = 0; r < nr; ++r) {
-            const CSM_T *xr = x + (r0 + r) * ldx;
-            mx[r] = CSM_FN(csm_row_max)(xr, K);
-            sm[r] = mx[r] - mx[r] == 0 ? CSM_FN(csm_row_exp_total)(xr, 0, mx[r], K) : 1.0;
-        }
+        ptrdiff_t r = 0;
+#if CSM_EXP_V
+        if (CSM_ROWS_AT_ONCE(K) == CSM_ROWS_MAX)
+            for (; r + CSM_ROWS_MAX <= nr; r += CSM_ROWS_MAX)
+                CSM_FN(csm_lse_sum_group)(CSM_ROWS_MAX, x + (r0 + r) * ldx, ldx, K, mx + r, sm + r);
+#endif
+        for (; r < nr; ++r)
+            CSM_FN(csm_lse_sum_group)(1, x + (r0 + r) * ldx, ldx, K, mx + r, sm + r);
 #pragma omp simd
         for (ptrdiff_t r = 0; r < nr; ++r)
             sm[r] = CSM_PASTE(csm_log, CSM_PASTE(f64, CSM_ISA))(sm[r]);

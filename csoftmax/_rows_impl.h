@@ -376,6 +376,19 @@ static CSM_INLINE CSM_TARGET CSM_T CSM_FN(csm_row_max)(const CSM_T *x, ptrdiff_t
 #undef CSM_MAX_W
 #undef CSM_MAX_W_
 
+/* csm_row_max as a call, for groups of CSM_ROWS_MAX rows (see CSM_ROWS_MAX
+ * in _rows.h): inlined twice there, GCC kept its accumulators in memory. */
+static __attribute__((noinline)) CSM_TARGET CSM_T CSM_FN(csm_row_max_call)(const CSM_T *x, ptrdiff_t K)
+{
+    return CSM_FN(csm_row_max)(x, K);
+}
+
+/* The max of a row of a group of R rows (R a constant). */
+static CSM_INLINE CSM_TARGET CSM_T CSM_FN(csm_group_row_max)(const int R, const CSM_T *x, ptrdiff_t K)
+{
+    return R == 1 ? CSM_FN(csm_row_max)(x, K) : CSM_FN(csm_row_max_call)(x, K);
+}
+
 /* The fixed tree of csm_tree_sum over CSM_PARTS values of the element type,
  * at f[0], f[stride], ... (softmax's block sums, see CSM_SUM_BLOCK). At
  * stride 1 (the row kernels) the same tree as a vector's horizontal sum:
@@ -419,7 +432,8 @@ static CSM_INLINE CSM_TARGET void CSM_FN(csm_prefetch_run)(const CSM_T *p, ptrdi
             CSM_FN(csm_prefetch_run)((const CSM_T *)(pf) + (i), CSM_PARTS, w);         \
     } while (0)
 
-/* y = exp(x - m), returning the sum in the order of CSM_SUM_BLOCK (_rows.h):
+/* For each of R rows (R a constant, 1 or CSM_ROWS_MAX): y = exp(x - m),
+ * adding the sum to acc in the order of CSM_SUM_BLOCK (_rows.h):
  * per block of 128 elements, CSM_PARTS partial sums and their fixed tree in
  * the element type, and the blocks' sums in double. A float sum over the
  * whole row loses about K * eps relative (measured against float64: 1.1e-5
@@ -428,73 +442,109 @@ static CSM_INLINE CSM_TARGET void CSM_FN(csm_prefetch_run)(const CSM_T *p, ptrdi
  * not NULL, is a widened mask (CSM_MW_T): a masked element's term is +0
  * (the masked kernels). Both are constants where the callers pass NULL
  * (the function is always inlined), so their tests cost nothing there. */
-static CSM_INLINE CSM_TARGET double CSM_FN(csm_row_exp_sum_from)(const CSM_T *x, const CSM_MW_T *mk,
-                                                                CSM_T *y, CSM_T m, ptrdiff_t K,
-                                                                double acc, const char *pf,
-                                                                const char *pfw)
+static CSM_INLINE CSM_TARGET void CSM_FN(csm_rows_exp_sum_from)(
+    const int R, const CSM_T *const *x, const CSM_MW_T *const *mk, CSM_T *const *y,
+    const CSM_T *m, ptrdiff_t K, double *acc, const char *const *pf, const char *const *pfw)
 {
-    CSM_T f[CSM_PARTS];
     for (ptrdiff_t blk = 0; blk < K; blk += CSM_SUM_BLOCK) {
         const ptrdiff_t end = K - blk < CSM_SUM_BLOCK ? K : blk + CSM_SUM_BLOCK;
-        ptrdiff_t i = blk;
-        for (ptrdiff_t p = 0; p < CSM_PARTS; ++p)
-            f[p] = 0;
 #if CSM_EXP_V
         /* The same sums in registers (csm_exp_v); the mask, read as the
-         * element type, keeps a term or makes it +0 by a bitwise and. */
+         * element type, keeps a term or makes it +0 by a bitwise and. The
+         * R rows' registers are interleaved: each row's exp is a chain of
+         * about 14 dependent operations, and a second row's chain fills the
+         * pipeline where one row's waits. */
         enum { NV_ = CSM_PARTS / CSM_XVW };
-        CSM_XV fv[NV_];
-        for (int h = 0; h < NV_; ++h)
-            fv[h] = CSM_XV_(setzero)();
+        CSM_XV fv[CSM_ROWS_MAX][NV_];
+        ptrdiff_t i = blk;
+        CSM_EACH_ROW
+        for (int rr = 0; rr < R; ++rr)
+            for (int h = 0; h < NV_; ++h)
+                fv[rr][h] = CSM_XV_(setzero)();
         for (; i + CSM_PARTS <= end; i += CSM_PARTS) {
-            CSM_PREFETCH_PARTS_(pf, i, 0);
-            CSM_PREFETCH_PARTS_(pfw, i, 1);
-            for (int h = 0; h < NV_; ++h) {
-                const ptrdiff_t j = i + h * CSM_XVW;
-                CSM_XV e = CSM_FN(csm_exp_v)(CSM_XV_(sub)(CSM_XV_(loadu)(x + j), CSM_XV_(set1)(m)), 0);
-                if (mk)
-                    e = CSM_XV_(and)(e, CSM_XV_(loadu)((const CSM_T *)(mk + j)));
-                if (y)
-                    CSM_XV_(storeu)(y + j, e);
-                fv[h] = CSM_XV_(add)(fv[h], e);
+            CSM_EACH_ROW
+            for (int rr = 0; rr < R; ++rr) {
+                CSM_PREFETCH_PARTS_(pf[rr], i, 0);
+                CSM_PREFETCH_PARTS_(pfw[rr], i, 1);
             }
+            for (int h = 0; h < NV_; ++h)
+                CSM_EACH_ROW
+                for (int rr = 0; rr < R; ++rr) {
+                    const ptrdiff_t j = i + h * CSM_XVW;
+                    CSM_XV e = CSM_FN(csm_exp_v)(
+                        CSM_XV_(sub)(CSM_XV_(loadu)(x[rr] + j), CSM_XV_(set1)(m[rr])), 0);
+                    if (mk[rr])
+                        e = CSM_XV_(and)(e, CSM_XV_(loadu)((const CSM_T *)(mk[rr] + j)));
+                    if (y[rr])
+                        CSM_XV_(storeu)(y[rr] + j, e);
+                    fv[rr][h] = CSM_XV_(add)(fv[rr][h], e);
+                }
         }
         /* The tail: element i + p still goes to partial p; the lanes past
          * the row add +0. */
         for (int h = 0; h < NV_ && i + h * CSM_XVW < end; ++h) {
             const ptrdiff_t j = i + h * CSM_XVW, n = end - j;
             const CSM_XM k = CSM_XM_FIRST(n < CSM_XVW ? n : CSM_XVW);
-            CSM_XV e = CSM_FN(csm_exp_v)(CSM_XV_(sub)(CSM_XV_LOADM(x + j, k), CSM_XV_(set1)(m)), 0);
-            e = mk ? CSM_XV_(and)(e, CSM_XV_LOADM((const CSM_T *)(mk + j), k)) : CSM_XV_ZEROM(k, e);
-            if (y)
-                CSM_XV_STOREM(y + j, k, e);
-            fv[h] = CSM_XV_(add)(fv[h], e);
-        }
-        i = end;
-        for (int h = 0; h < NV_; ++h)
-            CSM_XV_(storeu)(f + h * CSM_XVW, fv[h]);
-#else
-        for (; i + CSM_PARTS <= end; i += CSM_PARTS) {
-            CSM_PREFETCH_PARTS_(pf, i, 0);
-            CSM_PREFETCH_PARTS_(pfw, i, 1);
-#pragma omp simd
-            for (ptrdiff_t p = 0; p < CSM_PARTS; ++p) {
-                const CSM_T e = !mk || mk[i + p] ? CSM_FN(csm_exp_neg)(x[i + p] - m) : (CSM_T)0;
-                if (y)
-                    y[i + p] = e;
-                f[p] += e;
+            CSM_EACH_ROW
+            for (int rr = 0; rr < R; ++rr) {
+                CSM_XV e = CSM_FN(csm_exp_v)(
+                    CSM_XV_(sub)(CSM_XV_LOADM(x[rr] + j, k), CSM_XV_(set1)(m[rr])), 0);
+                e = mk[rr] ? CSM_XV_(and)(e, CSM_XV_LOADM((const CSM_T *)(mk[rr] + j), k))
+                           : CSM_XV_ZEROM(k, e);
+                if (y[rr])
+                    CSM_XV_STOREM(y[rr] + j, k, e);
+                fv[rr][h] = CSM_XV_(add)(fv[rr][h], e);
             }
         }
-#endif
-#pragma omp simd
-        for (ptrdiff_t p = 0; p < end - i; ++p) {
-            const CSM_T e = !mk || mk[i + p] ? CSM_FN(csm_exp_neg)(x[i + p] - m) : (CSM_T)0;
-            if (y)
-                y[i + p] = e;
-            f[p] += e;
+        CSM_EACH_ROW
+        for (int rr = 0; rr < R; ++rr) {
+            CSM_T f[CSM_PARTS];
+            for (int h = 0; h < NV_; ++h)
+                CSM_XV_(storeu)(f + h * CSM_XVW, fv[rr][h]);
+            acc[rr] += (double)CSM_FN(csm_tree_sum_t)(f, 1);
         }
-        acc += (double)CSM_FN(csm_tree_sum_t)(f, 1);
+#else
+        CSM_EACH_ROW
+        for (int rr = 0; rr < R; ++rr) {
+            const CSM_T *xr = x[rr];
+            const CSM_MW_T *mr = mk[rr];
+            CSM_T *yr = y[rr];
+            const CSM_T mm = m[rr];
+            CSM_T f[CSM_PARTS];
+            ptrdiff_t i = blk;
+            for (ptrdiff_t p = 0; p < CSM_PARTS; ++p)
+                f[p] = 0;
+            for (; i + CSM_PARTS <= end; i += CSM_PARTS) {
+                CSM_PREFETCH_PARTS_(pf[rr], i, 0);
+                CSM_PREFETCH_PARTS_(pfw[rr], i, 1);
+#pragma omp simd
+                for (ptrdiff_t p = 0; p < CSM_PARTS; ++p) {
+                    const CSM_T e = !mr || mr[i + p] ? CSM_FN(csm_exp_neg)(xr[i + p] - mm) : (CSM_T)0;
+                    if (yr)
+                        yr[i + p] = e;
+                    f[p] += e;
+                }
+            }
+#pragma omp simd
+            for (ptrdiff_t p = 0; p < end - i; ++p) {
+                const CSM_T e = !mr || mr[i + p] ? CSM_FN(csm_exp_neg)(xr[i + p] - mm) : (CSM_T)0;
+                if (yr)
+                    yr[i + p] = e;
+                f[p] += e;
+            }
+            acc[rr] += (double)CSM_FN(csm_tree_sum_t)(f, 1);
+        }
+#endif
     }
+}
+
+/* One row of csm_rows_exp_sum_from. */
+static CSM_INLINE CSM_TARGET double CSM_FN(csm_row_exp_sum_from)(const CSM_T *x, const CSM_MW_T *mk,
+                                                                CSM_T *y, CSM_T m, ptrdiff_t K,
+                                                                double acc, const char *pf,
+                                                                const char *pfw)
+{
+    CSM_FN(csm_rows_exp_sum_from)(1, &x, &mk, &y, &m, K, &acc, &pf, &pfw);
     return acc;
 }
 
@@ -566,7 +616,8 @@ static CSM_INLINE CSM_TARGET void CSM_FN(csm_sum_v)(CSM_XVD *av, int h, CSM_XV v
 }
 #endif
 
-/* A sum over a row in double, in the order of CSM_PARTS: of exp(a - m)
+/* A sum over each of R rows (R a constant, 1 or CSM_ROWS_MAX) into out[r],
+ * in double, in the order of CSM_PARTS: of exp(a - m)
  * (CSM_SUM_EXP: log_softmax's first pass and the loss's, which may store the
  * terms into y), of a (CSM_SUM_PLAIN: log_softmax's backward) or of a * b
  * (CSM_SUM_DOT: softmax's backward). `what` is a constant at every call
@@ -580,69 +631,103 @@ static CSM_INLINE CSM_TARGET void CSM_FN(csm_sum_v)(CSM_XVD *av, int h, CSM_XV v
     ? CSM_FMA(CSM_KEEP_(i) ? (double)a[i] : 0.0, CSM_KEEP_(i) ? (double)b[i] : 0.0, (acc))         \
     : (acc) + (!CSM_KEEP_(i) ? 0.0 : what == CSM_SUM_EXP ? (double)CSM_FN(csm_exp_neg)(a[i] - m)   \
                : (double)a[i]))
+static CSM_INLINE CSM_TARGET void CSM_FN(csm_rows_sum)(
+    const int R, const CSM_T *const *ar, const CSM_T *const *br, const CSM_MW_T *const *mkr,
+    CSM_T *const *yr, const CSM_T *mr, ptrdiff_t K, const int what, double *out,
+    const char *const *pfar, const char *const *pfbr, const char *const *pfwr)
+{
+#if CSM_EXP_V
+    /* The same sums in registers: the 16 double partials are
+     * CSM_PARTS / CSM_XVDW registers (csm_sum_v); the mask is read as the
+     * element type. The R rows' registers are interleaved, as in
+     * csm_rows_exp_sum_from. */
+    enum { NV_ = CSM_PARTS / CSM_XVW, ND_ = CSM_PARTS / CSM_XVDW };
+    CSM_XVD av[CSM_ROWS_MAX][ND_];
+    ptrdiff_t i = 0;
+    CSM_EACH_ROW
+    for (int rr = 0; rr < R; ++rr)
+        for (int h = 0; h < ND_; ++h)
+            av[rr][h] = CSM_XVD_(setzero)();
+    const CSM_XM all = CSM_XM_FIRST(CSM_XVW);
+    for (; i + CSM_PARTS <= K; i += CSM_PARTS) {
+        CSM_EACH_ROW
+        for (int rr = 0; rr < R; ++rr) {
+            CSM_PREFETCH_PARTS_(pfar[rr], i, 0);
+            CSM_PREFETCH_PARTS_(pfbr[rr], i, 0);
+            CSM_PREFETCH_PARTS_(pfwr[rr], i, 1);
+        }
+        for (int h = 0; h < NV_; ++h)
+            CSM_EACH_ROW
+            for (int rr = 0; rr < R; ++rr) {
+                const ptrdiff_t j = i + h * CSM_XVW;
+                CSM_FN(csm_sum_v)(av[rr], h, CSM_XV_(loadu)(ar[rr] + j),
+                                  what == CSM_SUM_DOT ? CSM_XV_(loadu)(br[rr] + j) : CSM_XV_(setzero)(),
+                                  mkr[rr] ? mkr[rr] + j : NULL, mr[rr], what,
+                                  yr[rr] ? yr[rr] + j : NULL, all, 0);
+            }
+    }
+    /* The tail, as in csm_rows_exp_sum_from: element i + p still goes to
+     * partial p. */
+    for (int h = 0; h < NV_ && i + h * CSM_XVW < K; ++h) {
+        const ptrdiff_t j = i + h * CSM_XVW, n = K - j;
+        const CSM_XM k = CSM_XM_FIRST(n < CSM_XVW ? n : CSM_XVW);
+        CSM_EACH_ROW
+        for (int rr = 0; rr < R; ++rr)
+            CSM_FN(csm_sum_v)(av[rr], h, CSM_XV_LOADM(ar[rr] + j, k),
+                              what == CSM_SUM_DOT ? CSM_XV_LOADM(br[rr] + j, k) : CSM_XV_(setzero)(),
+                              mkr[rr] ? mkr[rr] + j : NULL, mr[rr], what,
+                              yr[rr] ? yr[rr] + j : NULL, k, 1);
+    }
+    CSM_EACH_ROW
+    for (int rr = 0; rr < R; ++rr) {
+        double acc[CSM_PARTS];
+        for (int h = 0; h < ND_; ++h)
+            CSM_XVD_(storeu)(acc + h * CSM_XVDW, av[rr][h]);
+        out[rr] = csm_tree_sum(acc, 1);
+    }
+#else
+    CSM_EACH_ROW
+    for (int rr = 0; rr < R; ++rr) {
+        const CSM_T *a = ar[rr], *b = br[rr];
+        const CSM_MW_T *mk = mkr[rr];
+        CSM_T *y = yr[rr];
+        const CSM_T m = mr[rr];
+        double acc[CSM_PARTS];
+        ptrdiff_t i = 0;
+        for (ptrdiff_t p = 0; p < CSM_PARTS; ++p)
+            acc[p] = 0;
+        for (; i + CSM_PARTS <= K; i += CSM_PARTS) {
+            CSM_PREFETCH_PARTS_(pfar[rr], i, 0);
+            CSM_PREFETCH_PARTS_(pfbr[rr], i, 0);
+            CSM_PREFETCH_PARTS_(pfwr[rr], i, 1);
+#pragma omp simd
+            for (ptrdiff_t p = 0; p < CSM_PARTS; ++p) {
+                CSM_SUM_ACC_(acc[p], i + p);
+                if (y)
+                    y[i + p] = CSM_KEEP_(i + p) ? CSM_FN(csm_exp_neg)(a[i + p] - m) : (CSM_T)0;
+            }
+        }
+#pragma omp simd
+        for (ptrdiff_t p = 0; p < K - i; ++p) {
+            CSM_SUM_ACC_(acc[p], i + p);
+            if (y)
+                y[i + p] = CSM_KEEP_(i + p) ? CSM_FN(csm_exp_neg)(a[i + p] - m) : (CSM_T)0;
+        }
+        out[rr] = csm_tree_sum(acc, 1);
+    }
+#endif
+}
+
+/* One row of csm_rows_sum. */
 static CSM_INLINE CSM_TARGET double CSM_FN(csm_row_sum)(const CSM_T *a, const CSM_T *b,
                                                          const CSM_MW_T *mk, CSM_T *y, CSM_T m,
                                                          ptrdiff_t K, const int what,
                                                          const char *pfa, const char *pfb,
                                                          const char *pfw)
 {
-    double acc[CSM_PARTS];
-    ptrdiff_t i = 0;
-    for (ptrdiff_t p = 0; p < CSM_PARTS; ++p)
-        acc[p] = 0;
-#if CSM_EXP_V
-    {
-        /* The same sums in registers: the 16 double partials are
-         * CSM_PARTS / CSM_XVDW registers (csm_sum_v); the mask is read as
-         * the element type. */
-        enum { NV_ = CSM_PARTS / CSM_XVW, ND_ = CSM_PARTS / CSM_XVDW };
-        CSM_XVD av[ND_];
-        for (int h = 0; h < ND_; ++h)
-            av[h] = CSM_XVD_(setzero)();
-        const CSM_XM all = CSM_XM_FIRST(CSM_XVW);
-        for (; i + CSM_PARTS <= K; i += CSM_PARTS) {
-            CSM_PREFETCH_PARTS_(pfa, i, 0);
-            CSM_PREFETCH_PARTS_(pfb, i, 0);
-            CSM_PREFETCH_PARTS_(pfw, i, 1);
-            for (int h = 0; h < NV_; ++h) {
-                const ptrdiff_t j = i + h * CSM_XVW;
-                CSM_FN(csm_sum_v)(av, h, CSM_XV_(loadu)(a + j),
-                                  what == CSM_SUM_DOT ? CSM_XV_(loadu)(b + j) : CSM_XV_(setzero)(),
-                                  mk ? mk + j : NULL, m, what, y ? y + j : NULL, all, 0);
-            }
-        }
-        /* The tail, as in csm_row_exp_sum_from: element i + p still goes to
-         * partial p. */
-        for (int h = 0; h < NV_ && i + h * CSM_XVW < K; ++h) {
-            const ptrdiff_t j = i + h * CSM_XVW, n = K - j;
-            const CSM_XM k = CSM_XM_FIRST(n < CSM_XVW ? n : CSM_XVW);
-            CSM_FN(csm_sum_v)(av, h, CSM_XV_LOADM(a + j, k),
-                              what == CSM_SUM_DOT ? CSM_XV_LOADM(b + j, k) : CSM_XV_(setzero)(),
-                              mk ? mk + j : NULL, m, what, y ? y + j : NULL, k, 1);
-        }
-        i = K;
-        for (int h = 0; h < ND_; ++h)
-            CSM_XVD_(storeu)(acc + h * CSM_XVDW, av[h]);
-    }
-#endif
-    for (; i + CSM_PARTS <= K; i += CSM_PARTS) {
-        CSM_PREFETCH_PARTS_(pfa, i, 0);
-        CSM_PREFETCH_PARTS_(pfb, i, 0);
-        CSM_PREFETCH_PARTS_(pfw, i, 1);
-#pragma omp simd
-        for (ptrdiff_t p = 0; p < CSM_PARTS; ++p) {
-            CSM_SUM_ACC_(acc[p], i + p);
-            if (y)
-                y[i + p] = CSM_KEEP_(i + p) ? CSM_FN(csm_exp_neg)(a[i + p] - m) : (CSM_T)0;
-        }
-    }
-#pragma omp simd
-    for (ptrdiff_t p = 0; p < K - i; ++p) {
-        CSM_SUM_ACC_(acc[p], i + p);
-        if (y)
-            y[i + p] = CSM_KEEP_(i + p) ? CSM_FN(csm_exp_neg)(a[i + p] - m) : (CSM_T)0;
-    }
-    return csm_tree_sum(acc, 1);
+    double s;
+    CSM_FN(csm_rows_sum)(1, &a, &b, &mk, &y, &m, K, what, &s, &pfa, &pfb, &pfw);
+    return s;
 }
 #undef CSM_SUM_ACC_
 #undef CSM_KEEP_
@@ -1321,6 +1406,34 @@ static CSM_INLINE CSM_TARGET void CSM_FN(csm_streamed)(
     csm_count_streamed();
 }
 
+/* R rows of softmax (R a constant), `left` rows from x to the end of the
+ * core's rows (the prefetches look ahead). */
+static CSM_INLINE CSM_TARGET void CSM_FN(csm_softmax_row_group)(
+    const int R, const CSM_T *x, ptrdiff_t ldx, CSM_T *y, ptrdiff_t ldy, ptrdiff_t K, int pf,
+    ptrdiff_t left)
+{
+    const CSM_T *xr[CSM_ROWS_MAX];
+    CSM_T *yr[CSM_ROWS_MAX];
+    const CSM_MW_T *mk[CSM_ROWS_MAX];
+    const char *pfr[CSM_ROWS_MAX], *pfw[CSM_ROWS_MAX];
+    CSM_T m[CSM_ROWS_MAX];
+    double s[CSM_ROWS_MAX];
+    CSM_EACH_ROW
+    for (int rr = 0; rr < R; ++rr) {
+        xr[rr] = x + rr * ldx;
+        yr[rr] = y + rr * ldy;
+        mk[rr] = NULL;
+        pfr[rr] = CSM_PF_ROW_(csm_prefetch_row, xr[rr], ldx, K, sizeof(CSM_T));
+        pfw[rr] = CSM_PF_ROW_(csm_prefetch_out_row, yr[rr], ldy, K, sizeof(CSM_T), left - 1 - rr);
+        m[rr] = CSM_FN(csm_group_row_max)(R, xr[rr], K);
+        s[rr] = 0.0;
+    }
+    CSM_FN(csm_rows_exp_sum_from)(R, xr, mk, yr, m, K, s, pfr, pfw);
+    CSM_EACH_ROW
+    for (int rr = 0; rr < R; ++rr)
+        CSM_FN(csm_row_scale)(yr[rr], (CSM_T)(1.0 / s[rr]), K);
+}
+
 /* softmax: max; exp(x - max) into y while summing; scale by 1/sum. The row
  * stays in L1/L2 between the passes, so DRAM sees one read and one write. */
 static CSM_TARGET void CSM_FN(csm_softmax_core)(
@@ -1332,14 +1445,36 @@ static CSM_TARGET void CSM_FN(csm_softmax_core)(
         CSM_FN(csm_small_rows)(x, ldx, y, ldy, rows, K, 0);
         return;
     }
-    for (ptrdiff_t r = 0; r < rows; ++r) {
-        const CSM_T *xr = x + r * ldx;
-        CSM_T *yr = y + r * ldy;
-        const CSM_T m = CSM_FN(csm_row_max)(xr, K);
-        const double s = CSM_FN(csm_row_exp_sum)(xr, yr, m, K, CSM_PF_ROW_(csm_prefetch_row, xr, ldx, K, sizeof(CSM_T)),
-                                                 CSM_PF_ROW_(csm_prefetch_out_row, yr, ldy, K, sizeof(CSM_T), rows - 1 - r));
-        CSM_FN(csm_row_scale)(yr, (CSM_T)(1.0 / s), K);
+    ptrdiff_t r = 0;
+#if CSM_EXP_V
+    if (CSM_ROWS_AT_ONCE(K) == CSM_ROWS_MAX)
+        for (; r + CSM_ROWS_MAX <= rows; r += CSM_ROWS_MAX)
+            CSM_FN(csm_softmax_row_group)(CSM_ROWS_MAX, x + r * ldx, ldx, y + r * ldy, ldy, K, pf, rows - r);
+#endif
+    for (; r < rows; ++r)
+        CSM_FN(csm_softmax_row_group)(1, x + r * ldx, ldx, y + r * ldy, ldy, K, pf, rows - r);
+}
+
+/* log_softmax's maxima and sums of R rows (R a constant): mx[r], lg[r]. */
+static CSM_INLINE CSM_TARGET void CSM_FN(csm_log_sum_group)(
+    const int R, const CSM_T *x, ptrdiff_t ldx, CSM_T *y, ptrdiff_t ldy, ptrdiff_t K, int pf,
+    CSM_T *mx, double *lg)
+{
+    const CSM_T *xr[CSM_ROWS_MAX];
+    const CSM_MW_T *mk[CSM_ROWS_MAX];
+    CSM_T *none[CSM_ROWS_MAX];
+    const char *pfx[CSM_ROWS_MAX], *pfn[CSM_ROWS_MAX], *pfw[CSM_ROWS_MAX];
+    CSM_EACH_ROW
+    for (int rr = 0; rr < R; ++rr) {
+        xr[rr] = x + rr * ldx;
+        mk[rr] = NULL;
+        none[rr] = NULL;
+        pfx[rr] = CSM_PF_ROW_(csm_prefetch_row, xr[rr], ldx, K, sizeof(CSM_T));
+        pfn[rr] = NULL;
+        pfw[rr] = pf ? (const char *)(y + rr * ldy) : NULL;
+        mx[rr] = CSM_FN(csm_group_row_max)(R, xr[rr], K);
     }
+    CSM_FN(csm_rows_sum)(R, xr, xr, mk, none, mx, K, CSM_SUM_EXP, lg, pfx, pfn, pfw);
 }
 
 /* log_softmax in chunks of CSM_LOG_CHUNK rows: maxima and sums for the chunk,
@@ -1359,13 +1494,16 @@ static CSM_TARGET void CSM_FN(csm_log_softmax_core)(
     double lg[CSM_LOG_CHUNK];
     for (ptrdiff_t r0 = 0; r0 < rows; r0 += CSM_LOG_CHUNK) {
         const ptrdiff_t nr = rows - r0 < CSM_LOG_CHUNK ? rows - r0 : CSM_LOG_CHUNK;
-        for (ptrdiff_t r = 0; r < nr; ++r) {
-            const CSM_T *xr = x + (r0 + r) * ldx;
-            mx[r] = CSM_FN(csm_row_max)(xr, K);
-            lg[r] = CSM_FN(csm_row_sum)(xr, xr, NULL, NULL, mx[r], K, CSM_SUM_EXP,
-                                         CSM_PF_ROW_(csm_prefetch_row, xr, ldx, K, sizeof(CSM_T)), NULL,
-                                         pf ? (const char *)(y + (r0 + r) * ldy) : NULL);
-        }
+        ptrdiff_t r = 0;
+#if CSM_EXP_V
+        if (CSM_ROWS_AT_ONCE(K) == CSM_ROWS_MAX)
+            for (; r + CSM_ROWS_MAX <= nr; r += CSM_ROWS_MAX)
+                CSM_FN(csm_log_sum_group)(CSM_ROWS_MAX, x + (r0 + r) * ldx, ldx, y + (r0 + r) * ldy, ldy,
+                                          K, pf, mx + r, lg + r);
+#endif
+        for (; r < nr; ++r)
+            CSM_FN(csm_log_sum_group)(1, x + (r0 + r) * ldx, ldx, y + (r0 + r) * ldy, ldy, K, pf,
+                                      mx + r, lg + r);
 #pragma omp simd
         for (ptrdiff_t r = 0; r < nr; ++r)
             lg[r] = CSM_PASTE(csm_log, CSM_PASTE(f64, CSM_ISA))(lg[r]);

@@ -223,6 +223,29 @@ def _tail_inputs(fn, n, k, dtype, rng):
 
 
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("fn", ["softmax", "log_softmax", "logsumexp"])
+def test_rows_computed_together_give_the_bits_of_a_row_alone(fn, dtype, isa):
+    # Under AVX2 and AVX-512, rows up to rows_at_once_k elements are computed
+    # rows_at_once at a time, their registers interleaved. A row's bits must
+    # not depend on its neighbour (a NaN, -inf, +inf or 1e30 row beside a
+    # plain one) or on whether it is the odd row out: every row of a batch
+    # must give what the same row gives alone.
+    C = _engine.CONSTANTS
+    assert C["rows_at_once"] == 2
+    f = getattr(csoftmax, fn)
+    rng = np.random.default_rng(21)
+    hi = C["rows_at_once_k"]
+    for k in [C["small_fwd_k"] + 1, 48, 100, 129, hi, hi + 1]:
+        (x,) = _tail_inputs(fn, 11, k, dtype, rng)
+        x[9, :] = np.nan                  # whole hostile rows beside plain ones
+        x[10, k // 2] = np.inf
+        for n in (2, 3, 11):
+            got = f(x[:n], num_threads=1)
+            alone = np.concatenate([f(x[i:i + 1], num_threads=1) for i in range(n)])
+            assert got.tobytes() == alone.tobytes(), (fn, k, n)
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
 @pytest.mark.parametrize("smoothing", [0.0, 0.1])
 def test_cross_entropy_row_tails_give_the_bits_of_every_layout(smoothing, dtype, isa):
     # The loss's exp-and-sum pass takes the tail in masked registers too; its
