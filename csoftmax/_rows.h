@@ -194,7 +194,7 @@ static inline ptrdiff_t csm_lane_count(ptrdiff_t K)
  * the instruction set only: Fortran and C order give the same bits. */
 #define CSM_PARTS 16
 
-/* softmax's denominator (the sum in csm_row_exp_sum and its lane twins) is
+/* softmax's denominator (the sum in csm_rows_exp_sum_from and its lane twins) is
  * the one sum whose cost shows, so it takes its partials in the element type
  * over blocks of CSM_SUM_BLOCK elements (eight per partial), sums each
  * block's partials by the fixed tree in the element type (together at most

@@ -548,13 +548,7 @@ static CSM_INLINE CSM_TARGET double CSM_FN(csm_row_exp_sum_from)(const CSM_T *x,
     return acc;
 }
 
-static CSM_INLINE CSM_TARGET double CSM_FN(csm_row_exp_sum)(const CSM_T *x, CSM_T *y, CSM_T m, ptrdiff_t K,
-                                                           const char *pf, const char *pfw)
-{
-    return CSM_FN(csm_row_exp_sum_from)(x, NULL, y, m, K, 0.0, pf, pfw);
-}
-
-/* The lane layout's twin of a block's end in csm_row_exp_sum: each lane's
+/* The lane layout's twin of a block's end in csm_rows_exp_sum_from: each lane's
  * CSM_PARTS partials (sf, partial p of lane l at sf[p * lanes + l]) are
  * summed by the tree into sd[l], in double, and cleared. Called after column
  * j when (j + 1) % CSM_SUM_BLOCK == 0 and after the last column. */
@@ -1549,7 +1543,7 @@ static CSM_TARGET void CSM_FN(csm_softmax_backward_core)(
     for (ptrdiff_t r = 0; r < rows; ++r) {
         const CSM_T *yr = y + r * ldy, *gr = g + r * ldg;
         CSM_T *orow = out + r * ldo;
-        /* The dot product in double, for the reason given at csm_row_exp_sum. */
+        /* The dot product in double, for the reason given at csm_row_sum. */
         const CSM_T d = (CSM_T)CSM_FN(csm_row_sum)(gr, yr, NULL, NULL, 0, K, CSM_SUM_DOT,
                                                    CSM_PF_ROW_(csm_prefetch_row, gr, ldg, K, sizeof(CSM_T)),
                                                    CSM_PF_ROW_(csm_prefetch_row, yr, ldy, K, sizeof(CSM_T)),
