@@ -47,6 +47,7 @@ cdef extern from "_rows.h" nogil:
     int CSM_SMALL_FWD_K_ISA(int isa)
     int CSM_LANES
     int CSM_LONG_ROW
+    int CSM_LONG_CHUNK
     int CSM_SMALL_BWD_K
     int CSM_VEC_BWD_MIN
     int CSM_VEC_BWD_K
@@ -572,6 +573,7 @@ CONSTANTS = {
     "rows_at_once_k": CSM_ROWS_MAX_K,
     "lanes": CSM_LANES,
     "long_row_bytes": CSM_LONG_ROW,
+    "long_chunk": CSM_LONG_CHUNK,
     "small_bwd_k": CSM_SMALL_BWD_K,
     "vec_bwd_min": CSM_VEC_BWD_MIN,
     "vec_bwd_k": CSM_VEC_BWD_K,

@@ -29,20 +29,6 @@
  * gathered into a contiguous scratch row first (csm_masked_rows).
  */
 
-/* The largest unmasked element (-inf when there is none). NaN is ignored,
- * as in csm_row_max: it reaches the sum and makes the row NaN there. */
-static CSM_INLINE CSM_TARGET CSM_T CSM_FN(csm_row_max_m)(const CSM_T *x, const CSM_MW_T *mk,
-                                                          ptrdiff_t K)
-{
-    CSM_T m0 = -CSM_INF_T;
-#pragma omp simd reduction(max : m0)
-    for (ptrdiff_t i = 0; i < K; ++i) {
-        const CSM_T v = mk[i] ? x[i] : -CSM_INF_T;
-        m0 = v > m0 ? v : m0;
-    }
-    return m0;
-}
-
 /* sum(exp(x - m)) over the (unmasked, when mk is not NULL) elements without
  * storing the terms: logsumexp's sum, in softmax's blocked order (partials
  * in the element type within blocks of CSM_SUM_BLOCK, the blocks in double),
@@ -81,6 +67,16 @@ static CSM_INLINE CSM_TARGET int CSM_FN(csm_row_has_nan)(const CSM_T *x, const C
 static CSM_INLINE CSM_TARGET void CSM_FN(csm_masked_softmax_row)(
     const CSM_T *x, const CSM_MW_T *mk, CSM_T *y, ptrdiff_t K)
 {
+    if (K * (ptrdiff_t)sizeof(CSM_T) > CSM_LONG_ROW) {
+        /* A row past L2, as csm_long_rows takes it: the max and the sum in
+         * one read, then exp(x - max) * c. */
+        CSM_T m;
+        const CSM_T c = (CSM_T)(1.0 / CSM_FN(csm_long_max_sum)(x, mk, K, &m));
+#pragma omp simd
+        for (ptrdiff_t i = 0; i < K; ++i)
+            y[i] = mk[i] ? CSM_FN(csm_exp_neg)(x[i] - m) * c : (CSM_T)0;
+        return;
+    }
     const CSM_T m = CSM_FN(csm_row_max_m)(x, mk, K);
     const double s = CSM_FN(csm_row_exp_sum_from)(x, mk, y, m, K, 0.0, NULL, NULL);
     const CSM_T c = (CSM_T)(1.0 / s);
@@ -108,8 +104,12 @@ static CSM_INLINE CSM_TARGET void CSM_FN(csm_masked_row)(
         CSM_FN(csm_masked_softmax_row)(x, mk, y, K);
         break;
     case CSM_OP_LOG_SOFTMAX: {
-        const CSM_T m = CSM_FN(csm_row_max_m)(x, mk, K);
-        const double s = CSM_FN(csm_row_sum)(x, x, mk, NULL, m, K, CSM_SUM_EXP, NULL, NULL, NULL);
+        /* A row past L2 takes its max and sum as csm_long_rows does. */
+        CSM_T m;
+        const double s = K * (ptrdiff_t)sizeof(CSM_T) > CSM_LONG_ROW
+            ? CSM_FN(csm_long_max_sum)(x, mk, K, &m)
+            : CSM_FN(csm_row_sum)(x, x, mk, NULL, m = CSM_FN(csm_row_max_m)(x, mk, K), K,
+                                  CSM_SUM_EXP, NULL, NULL, NULL);
         /* s >= 1 whenever an unmasked element is finite, NaN when one is NaN;
          * s = 0 only when nothing is unmasked, and the select gives -inf. */
         const CSM_T l = (CSM_T)CSM_PASTE(csm_log, CSM_PASTE(f64, CSM_ISA))(s == 0 ? 1.0 : s);

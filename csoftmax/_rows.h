@@ -160,11 +160,18 @@ _Static_assert(CSM_SMALL_K == 32, "CSM_SMALL_K_CASES lists K = 1 .. 32");
  * this are written with regular stores. */
 #define CSM_SCRATCH 8192
 
-/* Rows of more than this many bytes take csm_long_rows: one output pass
- * instead of three, exp computed twice. Past L2 (1-2 MiB per core on the
- * machines measured) the passes cost DRAM traffic; below it, the second exp
- * costs more than the passes. */
+/* Rows of more than this many bytes take csm_long_rows: two reads and one
+ * output pass instead of three passes, exp computed twice. Past L2 (1-2
+ * MiB per core on the machines measured) the passes cost L3 or DRAM
+ * traffic; below it, the second exp costs more than the passes. Measured
+ * (8 x 2^20 float32, out=; docs/design.md): softmax 1.6x a same-size copy
+ * on one AVX-512 thread, 1.9x under AVX2. */
 #define CSM_LONG_ROW (1 << 20)
+
+/* Elements per chunk of csm_long_max_sum: the chunk's max reads it from
+ * memory (or from the prefetches), its sum again from L1 (32 KiB of
+ * float32, an L1 data cache). */
+#define CSM_LONG_CHUNK 8192
 
 /* Rows per cross-row group: one AVX-512 float vector, two AVX2 ones. */
 #define CSM_LANES 16

@@ -389,6 +389,20 @@ static CSM_INLINE CSM_TARGET CSM_T CSM_FN(csm_group_row_max)(const int R, const 
     return R == 1 ? CSM_FN(csm_row_max)(x, K) : CSM_FN(csm_row_max_call)(x, K);
 }
 
+/* The largest unmasked element (-inf when there is none). NaN is ignored,
+ * as in csm_row_max: it reaches the sum and makes the row NaN there. */
+static CSM_INLINE CSM_TARGET CSM_T CSM_FN(csm_row_max_m)(const CSM_T *x, const CSM_MW_T *mk,
+                                                          ptrdiff_t K)
+{
+    CSM_T m0 = -CSM_INF_T;
+#pragma omp simd reduction(max : m0)
+    for (ptrdiff_t i = 0; i < K; ++i) {
+        const CSM_T v = mk[i] ? x[i] : -CSM_INF_T;
+        m0 = v > m0 ? v : m0;
+    }
+    return m0;
+}
+
 /* The fixed tree of csm_tree_sum over CSM_PARTS values of the element type,
  * at f[0], f[stride], ... (softmax's block sums, see CSM_SUM_BLOCK). At
  * stride 1 (the row kernels) the same tree as a vector's horizontal sum:
@@ -725,6 +739,51 @@ static CSM_INLINE CSM_TARGET double CSM_FN(csm_row_sum)(const CSM_T *a, const CS
 }
 #undef CSM_SUM_ACC_
 #undef CSM_KEEP_
+
+/* The max M of a row past L2 and its sum S = sum(exp(x - M)), reading the
+ * row from memory once instead of twice (a pass for the max, a pass for the
+ * sum): chunk by chunk (CSM_LONG_CHUNK elements), the chunk's max m_c, read
+ * from memory, then its sum s_c = sum(exp(x - m_c)) from L1, while the next
+ * chunk is prefetched; S = sum_c s_c exp(m_c - M), rescaled in double as M
+ * grows (the online normalizer of Milakov and Gimelshein, "Online
+ * normalizer calculation for softmax", 2018, per chunk instead of per
+ * element, so that the rescaling costs one exp per chunk). The chunk sums
+ * are softmax's blocked sum (csm_row_exp_sum_from), for log_softmax too:
+ * within 7e-7 relative (CSM_SUM_BLOCK), so log(S) within 7e-7 absolute,
+ * inside the 2e-6 that log_softmax's rows keep. mk, where not NULL, is a
+ * widened mask (the masked kernels): masked elements take no part, so an
+ * all-true mask gives the bits of no mask. A chunk with no finite or +inf
+ * element (m_c = -inf: -inf, NaN or masked elements only) adds its terms
+ * exp(x - 0), 0 or NaN, unscaled: S then keeps the row's NaN, and is 0 for
+ * a row of -inf or of masked elements only, as the one-pass sums give. A
+ * +inf makes S NaN, as there. */
+static CSM_INLINE CSM_TARGET double CSM_FN(csm_long_max_sum)(const CSM_T *x, const CSM_MW_T *mk,
+                                                             ptrdiff_t K, CSM_T *max_out)
+{
+    double s = 0.0;
+    CSM_T M = -CSM_INF_T;
+    for (ptrdiff_t j = 0; j < K; j += CSM_LONG_CHUNK) {
+        const ptrdiff_t n = K - j < CSM_LONG_CHUNK ? K - j : CSM_LONG_CHUNK;
+        const CSM_T *xj = x + j;
+        const CSM_MW_T *mj = mk ? mk + j : NULL;
+        /* The next chunk (or the next row's first, past the last one): a
+         * prefetch never faults (see CSM_PREFETCH_BYTES). */
+        const char *next = (const char *)((uintptr_t)(xj + CSM_LONG_CHUNK));
+        const CSM_T m = mk ? CSM_FN(csm_row_max_m)(xj, mj, n) : CSM_FN(csm_row_max)(xj, n);
+        const CSM_T ref = m == -CSM_INF_T ? (CSM_T)0 : m;
+        const double sj = CSM_FN(csm_row_exp_sum_from)(xj, mj, NULL, ref, n, 0.0, next, NULL);
+        if (m == -CSM_INF_T) {
+            s += sj;
+        } else if (m > M) {
+            s = s * CSM_PASTE(csm_exp_neg, CSM_PASTE(f64, CSM_ISA))((double)M - (double)m) + sj;
+            M = m;
+        } else {
+            s += sj * CSM_PASTE(csm_exp_neg, CSM_PASTE(f64, CSM_ISA))((double)m - (double)M);
+        }
+    }
+    *max_out = M;
+    return s;
+}
 
 static CSM_INLINE CSM_TARGET void CSM_FN(csm_row_scale)(CSM_T *y, CSM_T c, ptrdiff_t K)
 {
@@ -1349,11 +1408,31 @@ static CSM_INLINE CSM_TARGET void CSM_FN(csm_lane_group)(
  * of one line per page. `buf` holds csm_lane_count(K) * K elements per
  * operand (two operands for the backward ops). An operand may be the output
  * itself (same strides): a group is read whole before it is written. */
+static CSM_TARGET void CSM_FN(csm_long_rows)(
+    const CSM_T *x, ptrdiff_t ldx, CSM_T *y, ptrdiff_t ldy, ptrdiff_t rows, ptrdiff_t K,
+    int log_out, int stream);
+
 static CSM_TARGET void CSM_FN(csm_lanes_rows)(
     int op, const CSM_T *a, ptrdiff_t ars, ptrdiff_t acs, const CSM_T *b, ptrdiff_t brs,
     ptrdiff_t bcs, CSM_T *out, ptrdiff_t ors, ptrdiff_t ocs, ptrdiff_t rows, ptrdiff_t K,
     CSM_T *buf)
 {
+    if ((op == CSM_OP_SOFTMAX || op == CSM_OP_LOG_SOFTMAX)
+        && K * (ptrdiff_t)sizeof(CSM_T) > CSM_LONG_ROW) {
+        /* Rows past L2 (one per group: csm_lane_count) take the contiguous
+         * rows' algorithm, csm_long_rows, on a gathered copy, so that their
+         * bits are those of C order. */
+        for (ptrdiff_t r = 0; r < rows; ++r) {
+            const CSM_T *ar = a + r * ars;
+            CSM_T *orow = out + r * ors;
+            for (ptrdiff_t j = 0; j < K; ++j)
+                buf[j] = ar[j * acs];
+            CSM_FN(csm_long_rows)(buf, K, buf, K, 1, K, op == CSM_OP_LOG_SOFTMAX, 0);
+            for (ptrdiff_t j = 0; j < K; ++j)
+                orow[j * ocs] = buf[j];
+        }
+        return;
+    }
     const ptrdiff_t L = csm_lane_count(K);
     CSM_T *gbuf = buf + L * K;
     for (ptrdiff_t r = 0; r < rows; r += L) {
@@ -1609,52 +1688,30 @@ static CSM_TARGET void CSM_FN(csm_log_softmax_backward_core)(
 /* softmax (log_out = 0) and log_softmax (1) of rows longer than the L2 cache.
  * The row kernels above take three passes over the output (exp stored, then
  * scaled) because a row stays in cache between them; a row past L2 would
- * cost DRAM a read and a write per pass. Here the output is written once:
- * the max, the sum without storing (softmax takes it over chunks of
- * CSM_SCRATCH elements, in its blocked order, continued from chunk to chunk),
- * and an output pass that recomputes exp(x - max) per chunk in L1 scratch and
- * writes it out, streamed where the caller asked. The values are those of
- * the row kernels bit for bit: the same sum in the same order, the same
- * product. Measured on one AVX-512 thread, float32 (limit: a same-size copy):
- * see CSM_LONG_ROW in _rows.h. */
+ * cost memory a read and a write per pass. Here the row is read twice and
+ * the output written once: the max and the sum in one read
+ * (csm_long_max_sum), then an output pass that recomputes exp(x - max) and
+ * writes it out, streamed (through L1 scratch) where the caller asked. Every
+ * other path to a row this long (Fortran order, other strides, a mask) ends
+ * here or in csm_long_max_sum, so its bits are these. Measured: see
+ * CSM_LONG_ROW in _rows.h. */
 static CSM_TARGET void CSM_FN(csm_long_rows)(
     const CSM_T *x, ptrdiff_t ldx, CSM_T *y, ptrdiff_t ldy, ptrdiff_t rows, ptrdiff_t K,
     int log_out, int stream)
 {
     CSM_T buf[CSM_SCRATCH];
-    /* Each pass prefetches CSM_PREFETCH_BYTES ahead of itself in the row:
-     * the hardware's streamers stop at every 4 KiB page, and a row past L2
-     * is read three times. */
+    /* The output pass prefetches CSM_PREFETCH_BYTES ahead of itself in the
+     * row: the hardware's streamers stop at every 4 KiB page. */
     enum { AHEAD = CSM_PREFETCH_BYTES / sizeof(CSM_T) };
     for (ptrdiff_t r = 0; r < rows; ++r) {
         const CSM_T *xr = x + r * ldx;
         CSM_T *yr = y + r * ldy;
         const char *pfx = (const char *)((uintptr_t)xr + AHEAD * sizeof(CSM_T));
         const char *pfy = (const char *)((uintptr_t)yr + AHEAD * sizeof(CSM_T));
-        /* The max in runs of 1 KiB, each after its lines ahead are asked
-         * for, so that the prefetches spread over the pass. */
-        enum { RUN = 1024 / sizeof(CSM_T) };
-        CSM_T m = -CSM_INF_T;
-        for (ptrdiff_t j = 0; j < K; j += RUN) {
-            const ptrdiff_t n = K - j < RUN ? K - j : RUN;
-            CSM_FN(csm_prefetch_run)((const CSM_T *)pfx + j, n, 0);
-            const CSM_T mj = CSM_FN(csm_row_max)(xr + j, n);
-            m = mj > m ? mj : m;
-        }
-        CSM_T c;
-        if (log_out) {
-            c = (CSM_T)CSM_PASTE(csm_log, CSM_PASTE(f64, CSM_ISA))(
-                CSM_FN(csm_row_sum)(xr, xr, NULL, NULL, m, K, CSM_SUM_EXP, pfx, NULL, NULL));
-        } else {
-            double acc = 0.0;
-            /* Chunks are whole CSM_SUM_BLOCKs, so the blocks are those of one call. */
-            for (ptrdiff_t j = 0; j < K; j += CSM_SCRATCH) {
-                const ptrdiff_t n = K - j < CSM_SCRATCH ? K - j : CSM_SCRATCH;
-                acc = CSM_FN(csm_row_exp_sum_from)(xr + j, NULL, buf, m, n, acc,
-                                                   pfx + j * sizeof(CSM_T), NULL);
-            }
-            c = (CSM_T)(1.0 / acc);
-        }
+        CSM_T m;
+        const double s = CSM_FN(csm_long_max_sum)(xr, NULL, K, &m);
+        const CSM_T c = log_out ? (CSM_T)CSM_PASTE(csm_log, CSM_PASTE(f64, CSM_ISA))(s)
+                                : (CSM_T)(1.0 / s);
         for (ptrdiff_t j = 0; j < K; j += CSM_SCRATCH) {
             const ptrdiff_t n = K - j < CSM_SCRATCH ? K - j : CSM_SCRATCH;
             CSM_T *dst = stream ? buf : yr + j;

@@ -73,9 +73,9 @@ def test_float32_log_softmax_backward_is_within_2e_6_of_its_terms_at_any_k(isa, 
 @pytest.mark.parametrize("dtype", ["float32", "float64"])
 @pytest.mark.parametrize("fn", ["softmax", "log_softmax"])
 def test_rows_past_l2_give_the_bits_of_every_other_path(isa, fn, dtype, stream_at_8mib):
-    # Rows longer than CSM_LONG_ROW bytes write their output in one pass,
-    # recomputing exp: the bits must be those of the lane kernels (Fortran
-    # order), of an in-place call and of a streamed output, with special
+    # Rows longer than CSM_LONG_ROW bytes are read twice and written once,
+    # recomputing exp: the bits must be those of Fortran order (a gathered
+    # row), of an in-place call and of a streamed output, with special
     # values in the rows.
     from csoftmax import _engine
 
@@ -104,3 +104,89 @@ def test_rows_past_l2_give_the_bits_of_every_other_path(isa, fn, dtype, stream_a
     assert _engine.streamed_blocks() > before
     np.testing.assert_array_equal(out[:4], got)
 
+
+
+def _chunk_rows(dtype):
+    """Rows past L2 whose chunks (csm_long_max_sum: max and sum per chunk,
+    rescaled as the max grows) hold hostile values, with a ragged last
+    chunk; and whether each row's result is NaN throughout."""
+    from csoftmax import _engine
+
+    c = _engine.CONSTANTS["long_chunk"]
+    k = _engine.CONSTANTS["long_row_bytes"] // np.dtype(dtype).itemsize + c // 2 + 3
+    rng = np.random.default_rng(11)
+    base = rng.standard_normal(k) * 3
+    rows, nan_rows = [], []
+
+    def add(r, nan=False):
+        rows.append(r)
+        nan_rows.append(nan)
+
+    add(np.linspace(-60, 60, k) + base * 0.01)  # the max grows in every chunk
+    add(np.linspace(60, -60, k) + base * 0.01)  # the first chunk's max stays
+    r = base.copy(); r[:c] = -np.inf; add(r)  # a first chunk of -inf only
+    r = base.copy(); r[3 * c:4 * c] = -np.inf; add(r)  # and one in the middle
+    r = base.copy(); r[-5] = 1e30; r[7] = -1e30; add(r)  # one-hot in the last chunk
+    r = base * 40; r[c + 1] = r[5 * c + 2] = r.max() + 1; add(r)  # two equal maxima; underflow
+    r = np.full(k, -np.inf); r[c:2 * c] = np.nan; add(r, nan=True)  # NaN chunk, -inf elsewhere
+    r = base.copy(); r[-2] = np.inf; add(r, nan=True)  # +inf in the last chunk
+    r = base.copy(); r[2 * c + 9] = np.nan; add(r, nan=True)
+    add(np.full(k, -np.inf), nan=True)
+    return np.array(rows).astype(dtype), np.array(nan_rows)
+
+
+def _assert_close(fn, got, want, x, dtype):
+    """got within the README's bound of the float64 want, rows without NaN."""
+    tol = TOL if dtype == "float32" else 1e-13
+    if fn == "softmax":
+        # Far below the max, the rounding of x - max itself (|x - max| / 2
+        # ulps of exp's argument) adds to the bound: the ramps reach -120.
+        with np.errstate(invalid="ignore"):  # -inf - -inf where masked
+            xm = np.abs(x.astype(np.float64) - np.max(x, axis=1, keepdims=True))
+            bound = (tol + xm * np.finfo(dtype).eps / 2) * want
+        normal = want > np.finfo(dtype).tiny
+        assert np.all(np.abs(got - want)[normal] <= bound[normal])
+        assert np.all(got[~normal] <= np.finfo(dtype).tiny)
+    else:
+        assert np.array_equal(got[np.isinf(want)], want[np.isinf(want)])
+        ok = np.isfinite(want)
+        assert np.max(np.abs(got[ok] - want[ok]) / np.maximum(np.abs(want[ok]), 1.0)) <= tol
+
+
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
+@pytest.mark.parametrize("fn", ["softmax", "log_softmax"])
+def test_rows_past_l2_match_the_float64_reference_whatever_chunk_holds_the_max(isa, fn, dtype):
+    x, nan_rows = _chunk_rows(dtype)
+    f = getattr(csoftmax, fn)
+    got = f(x).astype(np.float64)
+    want = (ref_softmax if fn == "softmax" else ref_log_softmax)(x)
+    assert np.isnan(got[nan_rows]).all()
+    assert np.array_equal(np.isnan(got), np.isnan(want))
+    fin = ~nan_rows
+    _assert_close(fn, got[fin], want[fin], x[fin], dtype)
+    # Every path that reaches a row past L2 gives its bits: Fortran order
+    # (gathered rows), an all-true mask (the masked kernels), two threads.
+    np.testing.assert_array_equal(f(np.asfortranarray(x)), got.astype(dtype))
+    np.testing.assert_array_equal(f(x, where=np.ones(x.shape, bool)), got.astype(dtype))
+    np.testing.assert_array_equal(f(x, num_threads=2), got.astype(dtype))
+
+
+@pytest.mark.parametrize("fn", ["softmax", "log_softmax"])
+def test_masked_rows_past_l2_match_the_masked_reference(isa, fn):
+    from csoftmax import _engine
+
+    c = _engine.CONSTANTS["long_chunk"]
+    x, nan_rows = _chunk_rows("float32")
+    x = x[~nan_rows][:4].copy()
+    w = np.random.default_rng(12).random(x.shape) > 0.3
+    w[0, -c:] = False  # the row's max masked away with its chunk
+    w[1, :c] = False  # a first chunk with nothing unmasked
+    w[2] = False  # a row with nothing unmasked
+    x[3, ~w[3]] = np.nan  # NaN and +inf under the mask take no part
+    x[3, np.flatnonzero(~w[3])[:9]] = np.inf
+    got = getattr(csoftmax, fn)(x, where=w).astype(np.float64)
+    want = (ref_softmax if fn == "softmax" else ref_log_softmax)(x, where=w)
+    assert not np.isnan(got).any()
+    assert np.array_equal(got[~w], want[~w])  # exact 0 or -inf
+    assert np.array_equal(np.isinf(got), np.isinf(want))
+    _assert_close(fn, got, want, np.where(w, x, -np.inf), "float32")
