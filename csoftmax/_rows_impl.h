@@ -754,9 +754,10 @@ static CSM_INLINE CSM_TARGET double CSM_FN(csm_row_sum)(const CSM_T *a, const CS
  * widened mask (the masked kernels): masked elements take no part, so an
  * all-true mask gives the bits of no mask. A chunk with no finite or +inf
  * element (m_c = -inf: -inf, NaN or masked elements only) adds its terms
- * exp(x - 0), 0 or NaN, unscaled: S then keeps the row's NaN, and is 0 for
- * a row of -inf or of masked elements only, as the one-pass sums give. A
- * +inf makes S NaN, as there. */
+ * exp(x - 0), 0 or NaN, unscaled: S keeps the row's NaN, and is 0 for a
+ * row of only -inf or masked elements, whose output pass then gives NaN
+ * (exp(-inf - -inf)) or the masked kernels' zeros and -inf, as rows of the
+ * three-pass kernels get. A +inf makes S NaN, as there. */
 static CSM_INLINE CSM_TARGET double CSM_FN(csm_long_max_sum)(const CSM_T *x, const CSM_MW_T *mk,
                                                              ptrdiff_t K, CSM_T *max_out)
 {
