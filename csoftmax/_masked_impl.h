@@ -104,12 +104,15 @@ static CSM_INLINE CSM_TARGET void CSM_FN(csm_masked_row)(
         CSM_FN(csm_masked_softmax_row)(x, mk, y, K);
         break;
     case CSM_OP_LOG_SOFTMAX: {
-        /* A row past L2 takes its max and sum as csm_long_rows does. */
         CSM_T m;
-        const double s = K * (ptrdiff_t)sizeof(CSM_T) > CSM_LONG_ROW
-            ? CSM_FN(csm_long_max_sum)(x, mk, K, &m)
-            : CSM_FN(csm_row_sum)(x, x, mk, NULL, m = CSM_FN(csm_row_max_m)(x, mk, K), K,
-                                  CSM_SUM_EXP, NULL, NULL, NULL);
+        double s;
+        if (K * (ptrdiff_t)sizeof(CSM_T) > CSM_LONG_ROW) {
+            /* A row past L2 takes its max and sum as csm_long_rows does. */
+            s = CSM_FN(csm_long_max_sum)(x, mk, K, &m);
+        } else {
+            m = CSM_FN(csm_row_max_m)(x, mk, K);
+            s = CSM_FN(csm_row_sum)(x, x, mk, NULL, m, K, CSM_SUM_EXP, NULL, NULL, NULL);
+        }
         /* s >= 1 whenever an unmasked element is finite, NaN when one is NaN;
          * s = 0 only when nothing is unmasked, and the select gives -inf. */
         const CSM_T l = (CSM_T)CSM_PASTE(csm_log, CSM_PASTE(f64, CSM_ISA))(s == 0 ? 1.0 : s);

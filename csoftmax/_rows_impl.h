@@ -1402,6 +1402,11 @@ static CSM_INLINE CSM_TARGET void CSM_FN(csm_lane_group)(
     }
 }
 
+/* Defined below; the lane kernels hand it their rows past L2. */
+static CSM_TARGET void CSM_FN(csm_long_rows)(
+    const CSM_T *x, ptrdiff_t ldx, CSM_T *y, ptrdiff_t ldy, ptrdiff_t rows, ptrdiff_t K,
+    int log_out, int stream);
+
 /* Rows of any strides: groups of csm_lane_count(K) rows through
  * csm_lane_group. A group of many rows pays off in Fortran-ordered arrays,
  * where column j of the group is then one run of up to 256 bytes (four
@@ -1409,10 +1414,6 @@ static CSM_INLINE CSM_TARGET void CSM_FN(csm_lane_group)(
  * of one line per page. `buf` holds csm_lane_count(K) * K elements per
  * operand (two operands for the backward ops). An operand may be the output
  * itself (same strides): a group is read whole before it is written. */
-static CSM_TARGET void CSM_FN(csm_long_rows)(
-    const CSM_T *x, ptrdiff_t ldx, CSM_T *y, ptrdiff_t ldy, ptrdiff_t rows, ptrdiff_t K,
-    int log_out, int stream);
-
 static CSM_TARGET void CSM_FN(csm_lanes_rows)(
     int op, const CSM_T *a, ptrdiff_t ars, ptrdiff_t acs, const CSM_T *b, ptrdiff_t brs,
     ptrdiff_t bcs, CSM_T *out, ptrdiff_t ors, ptrdiff_t ocs, ptrdiff_t rows, ptrdiff_t K,

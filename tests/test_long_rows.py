@@ -165,8 +165,10 @@ def test_rows_past_l2_match_the_float64_reference_whatever_chunk_holds_the_max(i
     fin = ~nan_rows
     _assert_close(fn, got[fin], want[fin], x[fin], dtype)
     # Every path that reaches a row past L2 gives its bits: Fortran order
-    # (gathered rows), an all-true mask (the masked kernels), two threads.
+    # and other strides (gathered rows), an all-true mask (the masked
+    # kernels), two threads.
     np.testing.assert_array_equal(f(np.asfortranarray(x)), got.astype(dtype))
+    np.testing.assert_array_equal(f(x[::-1, ::-1]), f(x[::-1, ::-1].copy()))
     np.testing.assert_array_equal(f(x, where=np.ones(x.shape, bool)), got.astype(dtype))
     np.testing.assert_array_equal(f(x, num_threads=2), got.astype(dtype))
 
