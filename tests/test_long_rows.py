@@ -105,7 +105,6 @@ def test_rows_past_l2_give_the_bits_of_every_other_path(isa, fn, dtype, stream_a
     np.testing.assert_array_equal(out[:4], got)
 
 
-
 def _chunk_rows(dtype):
     """Rows past L2 whose chunks (csm_long_max_sum: max and sum per chunk,
     rescaled as the max grows) hold hostile values, with a ragged last
