@@ -99,13 +99,27 @@ cdef enum:
 cdef enum:
     PARALLEL_GRAIN = 16384
 
-# Outputs larger than the last-level cache are written with streaming stores
-# (no read-for-ownership): past the caches a regular store costs DRAM a read
-# and a write, a streaming one only the write. An output that fits in the LLC
-# is written with regular stores and stays there, where the caller reads it
-# next. The LLC's size is read at import (_llc_bytes); where it cannot be,
-# 8 MiB, past the L2 of the machines measured (1-2 MiB per core).
-cdef Py_ssize_t _stream_bytes = 8 << 20
+# Outputs larger than twice the last-level cache, written by two or more
+# threads, go out with streaming stores (no read-for-ownership): past the
+# caches a regular store costs DRAM a read and a write, a streaming one only
+# the write. Everywhere else regular stores won. `python
+# bench/bench_streaming.py` on AMD Zen 5 (2 cores, 32 MiB L3), float32 out=,
+# streaming / regular time in ms:
+# - one thread: softmax 38 MiB 2.88 / 2.12, 144 MiB 11.07 / 8.22;
+#   softmax_backward 38 MiB 3.15 / 2.77; the Jacobian 38 MiB 1.06 / 0.72
+#   (at 144 MiB alone it streams faster, 3.95 / 4.18). One core's reads for
+#   ownership are hidden by the prefetchers, and the streaming path's span
+#   scratch (_rows.h) only adds work.
+# - two threads, up to two LLCs: softmax 38 MiB 1.65 / 1.34, the Jacobian
+#   0.94 / 0.44: much of an output of about the LLC's size is still in L3
+#   and the L2s at the next call.
+# - two threads, past two LLCs: softmax 144 MiB 6.92 / 7.05, the Jacobian
+#   144 MiB 3.66 / 4.13; softmax_backward 9.60 regular against 10.21, 77 MiB
+#   even (softmax 3.60 / 3.56).
+# The LLC's size is read at import (_llc_bytes); where it cannot be, 8 MiB,
+# past the L2 of the machines measured (1-2 MiB per core).
+cdef Py_ssize_t _stream_bytes = 16 << 20
+cdef int _stream_threads = 2
 
 
 def _cache_sizes():
@@ -152,7 +166,7 @@ def _llc_bytes():
     return _CACHE_SIZES[max(_CACHE_SIZES)] if _CACHE_SIZES else 0
 
 
-_stream_bytes = _llc_bytes() or (8 << 20)
+_stream_bytes = 2 * (_llc_bytes() or (8 << 20))
 
 # The row kernels prefetch the rows ahead (_rows.h, CSM_PREFETCH_BYTES) only
 # in calls whose operands and output together exceed this many bytes: the L2
@@ -178,8 +192,25 @@ def set_prefetch_bytes(Py_ssize_t nbytes):
 
 def stream_bytes():
     """Outputs of more than this many bytes (and reused, not freshly
-    allocated) are written with streaming stores: the LLC's size."""
+    allocated), written by two or more threads, are written with streaming
+    stores: twice the LLC's size."""
     return _stream_bytes
+
+
+def stream_threads():
+    """Outputs are written with streaming stores only by calls that run on at
+    least this many threads: 2."""
+    return _stream_threads
+
+
+def set_stream_threads(int threads):
+    """Set the least thread count that streams (tests, benchmarks); returns
+    the old one."""
+    global _stream_threads
+    if threads < 1:
+        raise ValueError("set_stream_threads: threads must be >= 1")
+    old, _stream_threads = _stream_threads, threads
+    return old
 
 
 def set_stream_bytes(Py_ssize_t nbytes):
@@ -349,6 +380,7 @@ cdef int _plan(int op, Py_ssize_t n, Py_ssize_t k, Py_ssize_t acs, Py_ssize_t bc
     cdef bint jacobian = op == OP_SOFTMAX_JACOBIAN
     cdef bint shaped = jacobian or op == OP_LOGSUMEXP  # out is not shaped like a row
     cdef Py_ssize_t lanes, work
+    cdef bint big_out
     # The row kernels take unit column strides (every stride is unit when
     # K == 1); everything else goes through the lane layout, or, for the
     # masked family, through a gathered row.
@@ -388,9 +420,10 @@ cdef int _plan(int op, Py_ssize_t n, Py_ssize_t k, Py_ssize_t acs, Py_ssize_t bc
     if jacobian:
         work = work * k
     # Streaming never changes a value, only how it reaches memory. (The
-    # masked family writes with regular stores.)
-    p.stream = (not (flags & RUN_FRESH_OUT) and not masked
-                and work * itemsize > _stream_bytes)
+    # masked family writes with regular stores.) It needs _stream_threads.
+    big_out = (not (flags & RUN_FRESH_OUT) and not masked
+               and work * itemsize > _stream_bytes)
+    p.stream = big_out and _stream_threads <= 1
     p.prefetch = (work + n * k * csm_op_arity[op]) * itemsize > _prefetch_bytes
     p.default_threads = num_threads <= 0
     p.num_threads = 1
@@ -411,6 +444,7 @@ cdef int _plan(int op, Py_ssize_t n, Py_ssize_t k, Py_ssize_t acs, Py_ssize_t bc
         if csm_now() < _serial_until:
             num_threads = 1
     p.num_threads = num_threads
+    p.stream = big_out and num_threads >= _stream_threads
     return RUN_OK
 
 

@@ -92,13 +92,16 @@ def test_parallel_grain_is_where_threads_start():
                                   csoftmax.softmax(x, num_threads=1))
 
 
-def test_streaming_threshold_is_the_last_level_cache():
+def test_streaming_threshold_is_twice_the_last_level_cache_and_two_threads():
     llc = _engine._llc_bytes()
-    assert _engine.stream_bytes() == (llc or 8 << 20)
+    assert _engine.stream_bytes() == 2 * (llc or 8 << 20)
+    assert _engine.stream_threads() == 2
     if sys.platform.startswith("linux") and os.path.isdir("/sys/devices/system/cpu/cpu0/cache"):
         assert llc >= 1 << 20  # every x86-64 or arm64 Linux machine has an MiB of cache
     with pytest.raises(ValueError, match="nbytes"):
         _engine.set_stream_bytes(-1)
+    with pytest.raises(ValueError, match="threads"):
+        _engine.set_stream_threads(0)
 
 
 @pytest.mark.parametrize("dtype,itemsize", [("float32", 4), ("float64", 8)])
@@ -106,14 +109,21 @@ def test_streaming_threshold_is_where_streaming_starts(dtype, itemsize, stream_a
     elems = stream_at_8mib // itemsize
     k = 1000
     n_at = elems // k  # n_at rows fit; one more is past the threshold
-    assert not _engine.plan("softmax", n_at, k, dtype)["stream"]
-    assert _engine.plan("softmax", n_at + 1, k, dtype)["stream"]
+    assert not _engine.plan("softmax", n_at, k, dtype, num_threads=2)["stream"]
+    assert _engine.plan("softmax", n_at + 1, k, dtype, num_threads=2)["stream"]
+    # One thread writes with regular stores at any size (bench_streaming.py).
+    assert not _engine.plan("softmax", n_at + 1, k, dtype, num_threads=1)["stream"]
+    old = _engine.set_stream_threads(1)
+    try:
+        assert _engine.plan("softmax", n_at + 1, k, dtype, num_threads=1)["stream"]
+    finally:
+        _engine.set_stream_threads(old)
     # A freshly allocated output never streams: its pages were just zeroed
     # into the cache.
-    assert not _engine.plan("softmax", n_at + 1, k, dtype, fresh_out=True)["stream"]
+    assert not _engine.plan("softmax", n_at + 1, k, dtype, fresh_out=True, num_threads=2)["stream"]
     # An output that fits in the LLC stays there.
     _engine.set_stream_bytes(1 << 30)
-    assert not _engine.plan("softmax", n_at + 1, k, dtype)["stream"]
+    assert not _engine.plan("softmax", n_at + 1, k, dtype, num_threads=2)["stream"]
 
 
 @pytest.mark.parametrize("n, k", [(100, 100), (10000, 100), (16384, 1000), (100000, 64), (3, 50000)])
@@ -133,7 +143,8 @@ def test_blocks_depend_on_the_shape_and_layout_never_on_threads(n, k):
                                 "softmax_jacobian"])
 def test_large_reused_outputs_are_written_with_streaming_stores(fn, stream_at_8mib):
     # The kernels count the blocks they stream: a reused output past the
-    # threshold must stream, a fresh one or one below it must not.
+    # threshold written by two threads must stream; a fresh one, one below
+    # the threshold or one written by one thread must not.
     k = 40 if fn == "softmax_jacobian" else 1000
     n = stream_at_8mib // (4 * (k * k if fn == "softmax_jacobian" else k)) + 1
     x = np.random.default_rng(1).standard_normal((n, k)).astype(np.float32)
@@ -143,9 +154,11 @@ def test_large_reused_outputs_are_written_with_streaming_stores(fn, stream_at_8m
     before = _engine.streamed_blocks()
     f(*args)  # fresh output
     assert _engine.streamed_blocks() == before
-    f(*(a[: n // 2] for a in args), out=out[: n // 2])  # below the threshold
+    f(*(a[: n // 2] for a in args), out=out[: n // 2], num_threads=2)  # below the threshold
     assert _engine.streamed_blocks() == before
-    f(*args, out=out)
+    f(*args, out=out, num_threads=1)  # one thread
+    assert _engine.streamed_blocks() == before
+    f(*args, out=out, num_threads=2)
     assert _engine.streamed_blocks() > before
 
 

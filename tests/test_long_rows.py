@@ -100,7 +100,7 @@ def test_rows_past_l2_give_the_bits_of_every_other_path(isa, fn, dtype, stream_a
     big = np.concatenate([x, x, x[:1]])
     out = np.empty_like(big)
     before = _engine.streamed_blocks()
-    f(big, out=out)
+    f(big, out=out, num_threads=2)
     assert _engine.streamed_blocks() > before
     np.testing.assert_array_equal(out[:4], got)
 

@@ -1,0 +1,98 @@
+#!/usr/bin/env python
+"""Streaming against regular stores for outputs past the last-level cache.
+
+    python bench/bench_streaming.py            # about a minute
+    python bench/bench_streaming.py --quick    # the two smallest outputs
+
+The engine writes an output with streaming (non-temporal) stores only where
+it is larger than stream_bytes() (twice the LLC) and two or more threads
+write it (_engine.pyx). This bench checks that rule on the machine at hand:
+for each op and output size (in LLCs) it times the same out= call with the
+threshold forced to 0 (every reused output streams) and to 2^40 (none does)
+(and the least thread count that streams to 1), interleaved, best of
+several repeats, at 1 and 2 threads, with a fill of the
+output (ndarray.fill) beside them. The last column says which the rule picks
+and whether that is the faster one here.
+"""
+import argparse
+import platform
+import time
+
+import numpy as np
+
+import csoftmax
+from csoftmax import _engine
+
+
+def best(f, reps):
+    f()
+    t_best = float("inf")
+    for _ in range(reps):
+        n = 3
+        t = time.perf_counter()
+        for _ in range(n):
+            f()
+        t_best = min(t_best, (time.perf_counter() - t) / n)
+    return t_best
+
+
+def cases(llc, quick):
+    """(op, x shape, output bytes): outputs of about 1.2, 2 and 4 LLCs."""
+    out = []
+    for llcs in ((1.2, 2.4) if quick else (1.2, 2.4, 4.5)):
+        nbytes = int(llcs * llc)
+        out.append(("softmax", (max(nbytes // 4000, 1), 1000)))
+        out.append(("softmax_backward", (max(nbytes // 4000, 1), 1000)))
+        out.append(("softmax_jacobian", (max(nbytes // 40000, 1), 100)))
+    return out
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--quick", action="store_true")
+    ap.add_argument("--reps", type=int, default=7)
+    args = ap.parse_args()
+    llc = _engine._llc_bytes() or (8 << 20)
+    print(f"# {platform.processor() or platform.machine()}, LLC {llc >> 20} MiB, "
+          f"stream_bytes {_engine.stream_bytes() >> 20} MiB, ISA {_engine.isa()}")
+    print(f"{'op':18} {'x':>14} {'out MiB':>8} {'thr':>3} {'stream':>10} {'regular':>10} "
+          f"{'fill':>10}  rule")
+    rng = np.random.default_rng(0)
+    for op, shape in cases(llc, args.quick):
+        x = rng.standard_normal(shape).astype(np.float32)
+        f = getattr(csoftmax, op)
+        if op == "softmax_backward":
+            operands = (csoftmax.softmax(x), rng.standard_normal(shape).astype(np.float32))
+            out = np.empty_like(x)
+        elif op == "softmax_jacobian":
+            operands = (x,)
+            out = np.empty((shape[0], shape[1], shape[1]), np.float32)
+        else:
+            operands = (x,)
+            out = np.empty_like(x)
+        for threads in (1, 2):
+            def call():
+                f(*operands, out=out, num_threads=threads)
+
+            times = {"stream": float("inf"), "regular": float("inf")}
+            for _ in range(2):  # interleaved: both see the same machine
+                for name, nbytes in (("stream", 0), ("regular", 1 << 40)):
+                    old = _engine.set_stream_bytes(nbytes)
+                    old_threads = _engine.set_stream_threads(1)
+                    try:
+                        times[name] = min(times[name], best(call, args.reps))
+                    finally:
+                        _engine.set_stream_bytes(old)
+                        _engine.set_stream_threads(old_threads)
+            fill = best(lambda: out.fill(1.0), args.reps)
+            picks = _engine.plan(op, shape[0], shape[1], num_threads=threads)["stream"]
+            faster = min(times, key=times.get)
+            rule = ("stream" if picks else "regular") + (" (faster)" if (picks == (faster == "stream"))
+                                                         else " (slower)")
+            print(f"{op:18} {'x'.join(map(str, shape)):>14} {out.nbytes / 2**20:8.0f} {threads:3d} "
+                  f"{times['stream'] * 1e6:8.0f}us {times['regular'] * 1e6:8.0f}us "
+                  f"{fill * 1e6:8.0f}us  {rule}")
+
+
+if __name__ == "__main__":
+    main()
