@@ -1614,7 +1614,15 @@ static CSM_INLINE CSM_TARGET int CSM_FN(csm_short_bwd)(
 
 /* softmax backward: out = y * (g - sum(g * y)). One pass for the dot product,
  * one fused elementwise pass; the row stays in cache in between. out may be
- * y or g. */
+ * y or g. The backward passes prefetch the input rows ahead, not the output
+ * row: the write prefetch cost more than the reads for ownership it hid.
+ * AMD Zen 5, AVX-512, one thread, out=, us with and without it (best of 3
+ * interleaved rounds): softmax_backward float32 4096 x 128 88.4 / 83.5,
+ * 16384 x 1000 4828 / 4692, float64 16384 x 1000 11364 / 10301;
+ * log_softmax_backward float32 16384 x 1000 4868 / 4624 (100000 x 64
+ * 1390 / 1453 and the others within 3%). Without the input prefetches too,
+ * float32 100000 x 64 took 1.16x and log_softmax_backward float64 16384 x
+ * 1000 1.36x. */
 static CSM_TARGET void CSM_FN(csm_softmax_backward_core)(
     const CSM_T *y, ptrdiff_t ldy, const CSM_T *g, ptrdiff_t ldg,
     CSM_T *out, ptrdiff_t ldo, ptrdiff_t rows, ptrdiff_t K, int pf)
@@ -1628,8 +1636,7 @@ static CSM_TARGET void CSM_FN(csm_softmax_backward_core)(
         const CSM_T d = (CSM_T)CSM_FN(csm_row_sum)(gr, yr, NULL, NULL, 0, K, CSM_SUM_DOT,
                                                    CSM_PF_ROW_(csm_prefetch_row, gr, ldg, K, sizeof(CSM_T)),
                                                    CSM_PF_ROW_(csm_prefetch_row, yr, ldy, K, sizeof(CSM_T)),
-                                                   CSM_PF_ROW_(csm_prefetch_out_row, orow, ldo, K, sizeof(CSM_T),
-                                                               rows - 1 - r));
+                                                   NULL);
 #pragma omp simd
         for (ptrdiff_t i = 0; i < K; ++i)
             orow[i] = yr[i] * (gr[i] - d);
@@ -1654,12 +1661,10 @@ static CSM_TARGET void CSM_FN(csm_log_softmax_backward_core)(
          * 3-array pass with the prefetches in the sum's pass). */
         const char *pg = CSM_PF_ROW_(csm_prefetch_row, gr, ldg, K, sizeof(CSM_T));
         const char *py = CSM_PF_ROW_(csm_prefetch_row, yr, ldy, K, sizeof(CSM_T));
-        const char *po = CSM_PF_ROW_(csm_prefetch_out_row, orow, ldo, K, sizeof(CSM_T), rows - 1 - r);
         ptrdiff_t i = 0;
         for (; i + CSM_PARTS <= K; i += CSM_PARTS) {
             CSM_PREFETCH_PARTS_(pg, i, 0);
             CSM_PREFETCH_PARTS_(py, i, 0);
-            CSM_PREFETCH_PARTS_(po, i, 1);
 #if CSM_EXP_V_UP
             for (ptrdiff_t h = 0; h < CSM_PARTS; h += CSM_XVW)
                 CSM_XV_(storeu)(orow + i + h,
