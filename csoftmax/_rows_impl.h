@@ -197,11 +197,13 @@ static CSM_INLINE CSM_TARGET CSM_T CSM_FN(csm_exp_neg)(CSM_T x)
     #define CSM_XVD_(op) _mm512_##op##_pd
     #define CSM_XCVT_LO(e) _mm512_cvtps_pd(_mm512_castps512_ps256(e))
     #define CSM_XCVT_HI(e) _mm512_cvtps_pd(_mm512_extractf32x8_ps((e), 1))
+    #define CSM_XCVT_LOAD(p) _mm512_cvtps_pd(_mm256_loadu_ps(p)) /* CSM_XVDW floats at p */
   #else
     #define CSM_XVD __m256d
     #define CSM_XVD_(op) _mm256_##op##_pd
     #define CSM_XCVT_LO(e) _mm256_cvtps_pd(_mm256_castps256_ps128(e))
     #define CSM_XCVT_HI(e) _mm256_cvtps_pd(_mm256_extractf128_ps((e), 1))
+    #define CSM_XCVT_LOAD(p) _mm256_cvtps_pd(_mm_loadu_ps(p))
   #endif
   #define CSM_XVW ((ptrdiff_t)(sizeof(CSM_XV) / sizeof(CSM_T))) /* elements per register */
   #define CSM_XVDW ((ptrdiff_t)(sizeof(CSM_XVD) / sizeof(double)))
@@ -668,6 +670,22 @@ static CSM_INLINE CSM_TARGET void CSM_FN(csm_rows_sum)(
             CSM_EACH_ROW
             for (int rr = 0; rr < R; ++rr) {
                 const ptrdiff_t j = i + h * CSM_XVW;
+  #if CSM_F32
+                if (what != CSM_SUM_EXP && !mkr[rr]) {
+                    /* csm_sum_v's terms, each half of the register widened
+                     * straight from memory (vcvtps2pd with a memory operand):
+                     * csm_sum_v's halves of a loaded register cost an extract
+                     * and a conversion each. */
+                    for (int half = 0; half < 2; ++half) {
+                        const CSM_XVD wa = CSM_XCVT_LOAD(ar[rr] + j + half * CSM_XVDW);
+                        CSM_XVD *acc = &av[rr][2 * h + half];
+                        *acc = what == CSM_SUM_DOT
+                                   ? CSM_XVD_(fmadd)(wa, CSM_XCVT_LOAD(br[rr] + j + half * CSM_XVDW), *acc)
+                                   : CSM_XVD_(add)(*acc, wa);
+                    }
+                    continue;
+                }
+  #endif
                 CSM_FN(csm_sum_v)(av[rr], h, CSM_XV_(loadu)(ar[rr] + j),
                                   what == CSM_SUM_DOT ? CSM_XV_(loadu)(br[rr] + j) : CSM_XV_(setzero)(),
                                   mkr[rr] ? mkr[rr] + j : NULL, mr[rr], what,
