@@ -92,6 +92,24 @@ static CSM_INLINE CSM_TARGET CSM_T CSM_FN(csm_expm1_poly)(CSM_T r)
     return p * (r * r) + r;
 }
 
+/* The same P, carried to exp(r) itself by Horner's rule: ((P r + 1) r + 1,
+ * two multiply-adds). The AVX-512 kernels take it: their scale,
+ * vscalef(exp(r), n), then needs no 1 + q; the polynomial and its
+ * reconstruction are 6 operations per register, not 7 (a product r r, the
+ * multiply-add of q and the add of 1 replaced by two multiply-adds). The
+ * last multiply-add rounds exp(r) once, as 1 + q did. Measured in
+ * tests/test_vmath.py's sweeps against float64 exp. */
+static CSM_INLINE CSM_TARGET CSM_T CSM_FN(csm_exp_poly)(CSM_T r)
+{
+#define CSM_HORNER0_(c) CSM_T p = (c);
+#define CSM_HORNER_(c) p = p * r + (c);
+    CSM_EXPM1_P(CSM_HORNER0_, CSM_HORNER_)
+#undef CSM_HORNER0_
+#undef CSM_HORNER_
+    p = p * r + (CSM_T)1;
+    return p * r + (CSM_T)1;
+}
+
 /* exp(x), vectorisable, <= 1.01 ulp float32 (tests/test_vmath.py sweeps it).
  * Cody-Waite reduction x = n ln2 + r with |r| <= ln2/2, q = exp(r) - 1 by a
  * polynomial, and (1 + q) 2^n with one rounding, its scale rebuilt from the
@@ -118,14 +136,21 @@ static CSM_INLINE CSM_TARGET CSM_T CSM_FN(csm_exp_core)(CSM_T x, const int upper
     const CSM_T t = x * CSM_LOG2E + CSM_SHIFTER;
     const CSM_T n = t - CSM_SHIFTER;
     const CSM_T r = (x - n * CSM_LN2_HI) - n * CSM_LN2_LO;
+#if CSM_ISA_ID == 2
+    /* exp(r) s is exact, as q s + s rounds once, below. */
+    const CSM_T e = CSM_FN(csm_exp_poly)(r);
+  #define CSM_EXP_SCALED_(s) (e * (s))
+#else
     const CSM_T q = CSM_FN(csm_expm1_poly)(r);
+  #define CSM_EXP_SCALED_(s) (q * (s) + (s))
+#endif
     CSM_UINT b;
     memcpy(&b, &t, sizeof b);
     if (!upper) {
         b = (b - (CSM_UINT)CSM_SHIFTER_BITS + (CSM_UINT)(CSM_BIAS + 64)) << CSM_MANT_BITS;
         CSM_T sc;
         memcpy(&sc, &b, sizeof sc);
-        return (q * sc + sc) * (CSM_T)5.42101086242752217004e-20; /* 2^-64 */
+        return CSM_EXP_SCALED_(sc) * (CSM_T)5.42101086242752217004e-20; /* 2^-64 */
     }
     /* n as a signed integer; h = floor(n / 2) by an arithmetic shift. */
     const CSM_SINT ni = (CSM_SINT)(b - (CSM_UINT)CSM_SHIFTER_BITS);
@@ -135,7 +160,8 @@ static CSM_INLINE CSM_TARGET CSM_T CSM_FN(csm_exp_core)(CSM_T x, const int upper
     CSM_T s1, s2;
     memcpy(&s1, &b1, sizeof s1);
     memcpy(&s2, &b2, sizeof s2);
-    return (q * s1 + s1) * s2;
+    return CSM_EXP_SCALED_(s1) * s2;
+#undef CSM_EXP_SCALED_
 }
 
 static CSM_INLINE CSM_TARGET CSM_T CSM_FN(csm_exp)(CSM_T x)
@@ -158,10 +184,10 @@ static CSM_INLINE CSM_TARGET CSM_T CSM_FN(csm_exp_neg)(CSM_T x)
  *   under AVX2 the upper one three compares, three logic operations and a
  *   blend);
  * - the reduction and P are the same multiply-adds, fused as GCC fuses them;
- * - AVX-512 scales by vscalef(1 + q, n), one instruction for the C form's
- *   four (the exponent from t's bits, q s + s, the product by 2^-64 or by
- *   2^(n-h)): 1 + q rounds as q s + s does (s is a normal power of two), and
- *   the scale by 2^n is exact or rounds once, as the C form's last product;
+ * - AVX-512 scales by vscalef(exp(r), n), one instruction for the C form's
+ *   four (the exponent from t's bits, exp(r) s, the product by 2^-64 or by
+ *   2^(n-h)): exp(r) s is exact (s is a normal power of two), and the scale
+ *   by 2^n is exact or rounds once, as the C form's last product;
  * - AVX2 builds the scales from t's bits as the C form does.
  * tests/test_vmath.py compares the forms on every 211th float32 of the
  * softmax domain and over the whole range of exp. AVX2 has no 64-bit
@@ -250,11 +276,12 @@ static CSM_INLINE CSM_TARGET CSM_XV CSM_FN(csm_exp_v)(CSM_XV x, const int upper)
     CSM_EXPM1_P(CSM_HORNER0_, CSM_HORNER_)
 #undef CSM_HORNER0_
 #undef CSM_HORNER_
-    const CSM_XV q = CSM_XV_(fmadd)(p, CSM_XV_(mul)(r, r), r);
 #if CSM_ISA_ID == 2
     (void)upper;
-    return CSM_XV_(scalef)(CSM_XV_(add)(q, CSM_XV_(set1)(1)), n);
+    p = CSM_XV_(fmadd)(p, r, CSM_XV_(set1)(1));
+    return CSM_XV_(scalef)(CSM_XV_(fmadd)(p, r, CSM_XV_(set1)(1)), n);
 #else
+    const CSM_XV q = CSM_XV_(fmadd)(p, CSM_XV_(mul)(r, r), r);
     CSM_XVI b;
     memcpy(&b, &t, sizeof b);
     if (!upper) {
