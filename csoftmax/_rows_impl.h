@@ -1851,8 +1851,27 @@ static CSM_INLINE CSM_TARGET void CSM_FN(csm_jacobian_block)(
         CSM_T *Ji = J + (i - i0) * K;
         if (pfw)
             CSM_FN(csm_prefetch_run)((const CSM_T *)pfw + (i - i0) * K, K, 1);
-#pragma omp simd
-        for (ptrdiff_t j = 0; j < K; ++j)
+        ptrdiff_t j = 0;
+#if CSM_EXP_V
+        /* In registers: GCC's loop over a row of unknown K paid a prologue
+         * and an epilogue per row of the block (AMD Zen 5, AVX-512, float32
+         * out=, one thread: 64 x 10 1.4 -> 1.1 us; 10000 x 32 and 1000 x
+         * 100 are bound by memory, and unchanged). The same product and
+         * negation, so the same bits. */
+        const CSM_XV vsi = CSM_XV_(set1)(si);
+        for (; j + CSM_XVW <= K; j += CSM_XVW)
+            CSM_XV_(storeu)(Ji + j, CSM_XV_(sub)(CSM_XV_(setzero)(),
+                                                 CSM_XV_(mul)(vsi, CSM_XV_(loadu)(s + j))));
+  #if CSM_ISA_ID == 2
+        if (j < K) {
+            const CSM_XM k = CSM_XM_FIRST(K - j);
+            CSM_XV_STOREM(Ji + j, k, CSM_XV_(sub)(CSM_XV_(setzero)(),
+                                                  CSM_XV_(mul)(vsi, CSM_XV_LOADM(s + j, k))));
+            j = K;
+        }
+  #endif
+#endif
+        for (; j < K; ++j)
             Ji[j] = (CSM_T)0 - si * s[j]; /* +0, not -0, where s_i or s_j is 0 */
         Ji[i] = si - si * si;
     }
