@@ -68,6 +68,37 @@ def test_log_softmax_backward_matches_float64_reference(isa, shape, dtype):
 
 
 @pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("k", [40, 100, 1000])
+def test_log_softmax_backward_of_any_y_matches_float64_reference(isa, k, dtype):
+    # The kernels take exp's cheaper softmax-domain form for rows whose y are
+    # all <= 0 (a log_softmax's) and the whole exp for the others: a y > 0,
+    # +inf, NaN or -inf anywhere in a row must give exp's values and bits
+    # either way, in every layout.
+    rng = np.random.default_rng(k)
+    y = (rng.standard_normal((8, k)) * 20 - 30).clip(None, 0).astype(dtype)
+    y[1, k // 2] = 3.5  # one y > 0: the whole row takes the whole exp
+    y[2] = rng.uniform(-80, 80, k).astype(dtype)
+    y[3, 0] = 0.0
+    y[4, -1] = np.inf
+    y[5, 3] = np.nan
+    y[6, :] = -np.inf
+    y[7, 5] = -0.0
+    g = logits((8, k), dtype, seed=1)
+    got = csoftmax.log_softmax_backward(y, g)
+    with np.errstate(over="ignore", invalid="ignore"):
+        want = ref_log_softmax_backward(y, g)
+        sg = np.abs(g.astype(np.float64)).sum(axis=-1, keepdims=True)
+        bound = 4 * RTOL[dtype] * (np.abs(g) + np.exp(y.astype(np.float64)) * sg)
+        fin = np.isfinite(want)
+        assert np.all(np.abs(got - want)[fin] <= bound[fin])
+    np.testing.assert_array_equal(got[~fin], want[~fin].astype(dtype))
+    np.testing.assert_array_equal(csoftmax.log_softmax_backward(np.asfortranarray(y), g), got)
+    np.testing.assert_array_equal(csoftmax.log_softmax_backward(y, g, where=np.ones(y.shape, bool)), got)
+    for r in range(8):  # a row alone gives the row's bits in the batch
+        np.testing.assert_array_equal(csoftmax.log_softmax_backward(y[r:r + 1], g[r:r + 1])[0], got[r])
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
 @pytest.mark.parametrize("shape", [(1, 1), (5, 3), (64, 10), (4, 130)])
 def test_jacobian_matches_float64_reference(isa, shape, dtype):
     x = logits(shape, dtype)
