@@ -217,6 +217,24 @@ def test_jacobian_is_symmetric_with_zero_row_sums(isa, dtype):
 
 
 @pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("k", [10, 33, 100])
+def test_jacobian_is_bitwise_symmetric_where_products_underflow(isa, dtype, k):
+    # Tiny probabilities whose products s_i s_j underflow past the smallest
+    # subnormal: every entry of a block, in registers or in a row's tail,
+    # must round 0 - s_i s_j the same way, down to the sign of a zero.
+    single = np.dtype(dtype).itemsize == 4
+    lo = -60.0 if single else -400.0
+    x = np.linspace(0.0, lo, k)[None].repeat(3, axis=0).astype(dtype)
+    x[1] = x[1][::-1]
+    x[2, ::3] = lo / 2
+    J = csoftmax.softmax_jacobian(x)
+    uint = np.uint32 if single else np.uint64
+    np.testing.assert_array_equal(J.view(uint), np.ascontiguousarray(np.swapaxes(J, 1, 2)).view(uint))
+    assert (J == 0).any()  # the case the test is about
+    np.testing.assert_array_equal(csoftmax.softmax_jacobian(np.asfortranarray(x)).view(uint), J.view(uint))
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
 def test_jacobian_equals_diag_s_minus_outer(isa, dtype):
     x = logits((20, 9), dtype)
     s = csoftmax.softmax(x).astype(np.float64)
