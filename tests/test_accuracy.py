@@ -73,7 +73,7 @@ def test_log_softmax_backward_of_any_y_matches_float64_reference(isa, k, dtype):
     # The kernels take exp's cheaper softmax-domain form for rows whose y are
     # all <= 0 (a log_softmax's) and the whole exp for the others: a y > 0,
     # +inf, NaN or -inf anywhere in a row must give exp's values and bits
-    # either way, in every layout.
+    # either way, in every layout (C, Fortran, strided, masked, a row alone).
     rng = np.random.default_rng(k)
     y = (rng.standard_normal((8, k)) * 20 - 30).clip(None, 0).astype(dtype)
     y[1, k // 2] = 3.5  # one y > 0: the whole row takes the whole exp
@@ -93,6 +93,8 @@ def test_log_softmax_backward_of_any_y_matches_float64_reference(isa, k, dtype):
         assert np.all(np.abs(got - want)[fin] <= bound[fin])
     np.testing.assert_array_equal(got[~fin], want[~fin].astype(dtype))
     np.testing.assert_array_equal(csoftmax.log_softmax_backward(np.asfortranarray(y), g), got)
+    wide = np.repeat(y, 2, axis=1)[:, ::2]  # every other column: the strided path
+    np.testing.assert_array_equal(csoftmax.log_softmax_backward(wide, g), got)
     np.testing.assert_array_equal(csoftmax.log_softmax_backward(y, g, where=np.ones(y.shape, bool)), got)
     for r in range(8):  # a row alone gives the row's bits in the batch
         np.testing.assert_array_equal(csoftmax.log_softmax_backward(y[r:r + 1], g[r:r + 1])[0], got[r])
@@ -221,7 +223,8 @@ def test_jacobian_is_symmetric_with_zero_row_sums(isa, dtype):
 def test_jacobian_is_bitwise_symmetric_where_products_underflow(isa, dtype, k):
     # Tiny probabilities whose products s_i s_j underflow past the smallest
     # subnormal: every entry of a block, in registers or in a row's tail,
-    # must round 0 - s_i s_j the same way, down to the sign of a zero.
+    # must round 0 - s_i s_j the same way, down to the sign of a zero, in C,
+    # Fortran and strided layouts.
     single = np.dtype(dtype).itemsize == 4
     lo = -60.0 if single else -400.0
     x = np.linspace(0.0, lo, k)[None].repeat(3, axis=0).astype(dtype)
@@ -232,6 +235,8 @@ def test_jacobian_is_bitwise_symmetric_where_products_underflow(isa, dtype, k):
     np.testing.assert_array_equal(J.view(uint), np.ascontiguousarray(np.swapaxes(J, 1, 2)).view(uint))
     assert (J == 0).any()  # the case the test is about
     np.testing.assert_array_equal(csoftmax.softmax_jacobian(np.asfortranarray(x)).view(uint), J.view(uint))
+    wide = np.repeat(x, 2, axis=1)[:, ::2]  # every other column: the strided path
+    np.testing.assert_array_equal(csoftmax.softmax_jacobian(wide).view(uint), J.view(uint))
 
 
 @pytest.mark.parametrize("dtype", DTYPES)
