@@ -249,7 +249,7 @@ check_op_registry()
 def extensions():
     common = dict(include_dirs=["csoftmax", np.get_include()],
                   define_macros=[("NPY_NO_DEPRECATED_API", "NPY_2_0_API_VERSION")])
-    names = ["_engine", "_loss", "kernels", "_cpu", "_entry"]
+    names = ["_engine", "_loss", "kernels", "_cpu", "_entry", "_alloc"]
     exts = [Extension(f"csoftmax.{n}", [f"csoftmax/{n}.pyx"], **common) for n in names]
     exts[0].sources += ROWS_SOURCES
     exts[0].depends += ROWS_HEADERS

@@ -51,6 +51,7 @@ from ._entry import (
     softmax_jacobian,
 )
 from ._loss import softmax_cross_entropy
+from ._alloc import output_cache, set_output_cache
 from ._config import show_config
 
 __all__ = [
@@ -62,5 +63,7 @@ __all__ = [
     "logsumexp",
     "softmax_cross_entropy",
     "show_config",
+    "set_output_cache",
+    "output_cache",
     "__version__",
 ]

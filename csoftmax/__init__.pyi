@@ -20,6 +20,8 @@ __all__ = [
     "logsumexp",
     "softmax_cross_entropy",
     "show_config",
+    "set_output_cache",
+    "output_cache",
     "__version__",
 ]
 
@@ -105,3 +107,5 @@ def softmax_cross_entropy(logits: Any, target: Any, axis: int = -1, *,
                           grad_out: Any = None, num_threads: int | None = None) -> Any: ...
 
 def show_config(print_: bool = True) -> dict[str, Any]: ...
+def set_output_cache(nbytes: int) -> int: ...
+def output_cache() -> dict[str, int]: ...

@@ -2,7 +2,7 @@
 import json
 import pprint
 
-from . import _engine, _openmp_env, kernels
+from . import _alloc, _engine, _openmp_env, kernels
 from ._version import __version__
 
 
@@ -39,6 +39,7 @@ def show_config(print_=True):
         "openmp_spin": _openmp_env.setting(),
         "serial_after_fork": _engine.serial_after_fork(),
         "busy_machine": _engine.contention(),
+        "output_cache": _alloc.output_cache(),
         "build": _build_info(),
         "gpu": _gpu_info(),
     }

@@ -16,8 +16,8 @@ errors; both reach the same kernels, so they give identical results.
 cimport numpy as cnp
 from cpython.long cimport PyLong_AsLongAndOverflow
 from cpython.mem cimport PyMem_Free, PyMem_Malloc
-from cpython.ref cimport Py_INCREF
 
+from csoftmax._alloc cimport empty, empty_like
 from csoftmax._cpu cimport Operand, launch
 from csoftmax._engine cimport (OP_LOG_SOFTMAX, OP_LOG_SOFTMAX_BACKWARD, OP_LOGSUMEXP,
                                OP_SOFTMAX, OP_SOFTMAX_BACKWARD, OP_SOFTMAX_JACOBIAN)
@@ -25,11 +25,6 @@ from csoftmax import _engine, _semantics
 import numpy as np
 
 cnp.import_array()
-
-cdef extern from "numpy/arrayobject.h":
-    # Steals a reference to descr; NULL keeps the prototype's dtype.
-    object PyArray_NewLikeArray(cnp.ndarray prototype, cnp.NPY_ORDER order,
-                                cnp.PyArray_Descr* descr, int subok)
 
 cdef extern from "numpy/arrayobject.h":
     enum:
@@ -127,6 +122,7 @@ cdef inline bint _operand(cnp.ndarray a, int ax, Operand* op):
     whole number of elements (a copy makes it so)."""
     cdef Py_ssize_t s0 = 0, s1 = 0
     op.data = <char*>cnp.PyArray_DATA(a)
+    op.rs = op.cs = 0  # set on every return: GCC cannot tell which a False skips
     if cnp.PyArray_NDIM(a) == 1:
         op.rs = 0
         return _elem_stride(a, 0, &op.cs)
@@ -150,15 +146,13 @@ cdef inline bint _usable(cnp.ndarray a, int t, int ax, Operand* op):
 cdef cnp.ndarray _like(cnp.ndarray a, int t):
     """A new array shaped like a, in a's memory order (NumPy's order 'K'), so
     that the result of a Fortran-ordered input is Fortran-ordered too and the
-    kernels write it as they read a."""
+    kernels write it as they read a. Large ones come from _alloc's cache."""
     # PyArray_EMPTY for the common orders: NewLikeArray costs ~0.1 us more.
     if cnp.PyArray_IS_C_CONTIGUOUS(a):
-        return <cnp.ndarray>cnp.PyArray_EMPTY(cnp.PyArray_NDIM(a), cnp.PyArray_DIMS(a), t, 0)
+        return empty(cnp.PyArray_NDIM(a), cnp.PyArray_DIMS(a), t, 0)
     if cnp.PyArray_IS_F_CONTIGUOUS(a):
-        return <cnp.ndarray>cnp.PyArray_EMPTY(cnp.PyArray_NDIM(a), cnp.PyArray_DIMS(a), t, 1)
-    descr = cnp.PyArray_DescrFromType(t)
-    Py_INCREF(descr)
-    return <cnp.ndarray>PyArray_NewLikeArray(a, cnp.NPY_KEEPORDER, <cnp.PyArray_Descr*>descr, 0)
+        return empty(cnp.PyArray_NDIM(a), cnp.PyArray_DIMS(a), t, 1)
+    return empty_like(a, t)
 
 
 cdef cnp.ndarray _converted(cnp.ndarray a, int t, int ax):
@@ -504,13 +498,13 @@ cdef object _jacobian(object x, object axis, object out, object num_threads,
             and not _overlap(<cnp.ndarray>out, a) and not _overlap(<cnp.ndarray>out, <cnp.ndarray>x)):
         res = <cnp.ndarray>out
     else:
-        res = cnp.PyArray_EMPTY(nd + 1, dims, ct, 0)
+        res = empty(nd + 1, dims, ct, 0)
     oo = Operand(<char*>cnp.PyArray_DATA(res), k * k, 1)
     launch(OP_SOFTMAX_JACOBIAN, ct == cnp.NPY_FLOAT, oa, oa, oo, n, k, nt, res is not out, m)
     if res is out:
         return out
     if rt != ct:  # float16: round the whole (n, k, k) result, as n * k rows
-        o = cnp.PyArray_EMPTY(nd + 1, dims, rt, 0)
+        o = empty(nd + 1, dims, rt, 0)
         csm_narrow_f16(<const float*>cnp.PyArray_DATA(res), k, 1,
                        <unsigned short*>cnp.PyArray_DATA(o), k, 1, n * k, k)
         res = o

@@ -15,6 +15,7 @@ from cpython.long cimport PyLong_AsLongAndOverflow, PyLong_AsLongLongAndOverflow
 from cpython.mem cimport PyMem_Free, PyMem_Malloc
 from libc.stdint cimport uintptr_t
 
+from csoftmax._alloc cimport empty
 from csoftmax._engine cimport csm_xent_args, run_xent
 
 import numpy as np
@@ -174,7 +175,7 @@ cdef object _run(cnp.ndarray x, object labels, object target, object weight, obj
         if grad_out is not None:
             g = <cnp.ndarray>grad_out
         else:
-            g = <cnp.ndarray>cnp.PyArray_EMPTY(2, cnp.PyArray_DIMS(x), cnp.PyArray_TYPE(x), 0)
+            g = empty(2, cnp.PyArray_DIMS(x), cnp.PyArray_TYPE(x), 0)
         a.grad = cnp.PyArray_DATA(g)
     if n > STACK_ROWS:
         loss = <double*>PyMem_Malloc(n * sizeof(double))
