@@ -79,18 +79,25 @@ cdef extern from "_ops.h" nogil:
 cdef enum:
     BLOCK_ELEMS = 4096
 
-# Large calls of the row kernels take larger blocks: at least BLOCK_SHARE
-# blocks per call, so that the dynamic schedule still balances the threads
-# within a few percent, of at most BLOCK_MAX_ELEMS elements. The row kernels
-# prefetch the output row ahead only inside their block (_rows.h,
-# csm_prefetch_out_row), so a block's first row starts cold: at 4096
-# elements that was one row in four at K = 1000. And with small blocks the
-# threads' rows interleave, so neither reads a contiguous run (softmax
+# Large calls of the row kernels take larger blocks: at least _block_share
+# blocks per call (BLOCKS_PER_THREAD per thread of the default team, read at
+# import), so that the dynamic schedule still balances the threads within a
+# block, of at most BLOCK_MAX_ELEMS elements. The row kernels prefetch the
+# next row only inside their block, so a block's first row starts cold: at
+# 4096 elements that was one row in four at K = 1000. And with small blocks
+# the threads' rows interleave, so neither reads a contiguous run (softmax
 # 16384 x 1000 float32, AVX-512, 4096 -> 32768-element blocks: one thread
-# 10.2 -> 8.1 ms, two threads 7.8 -> 4.3 ms).
+# 10.2 -> 8.1 ms, two threads 7.8 -> 4.3 ms). Mid sizes showed the same:
+# on 2 threads (AMD Zen 5, float32, AVX-512, interleaved), 64 blocks per call
+# -> 16: softmax_backward 4096 x 128 44.4 -> 40.0 us, 2048 x 256 45.3 ->
+# 41.3 us, 1024 x 1000 82.3 -> 77.9 us, log_softmax_backward 4096 x 128
+# 57.4 -> 54.5 us, softmax 4096 x 128 59.9 -> 57.5 us; one thread 2-4% (4
+# blocks per call were no faster than 16). Rows never depend on their block,
+# so neither do the bits.
 cdef enum:
-    BLOCK_SHARE = 64
+    BLOCKS_PER_THREAD = 8
     BLOCK_MAX_ELEMS = 32768
+cdef Py_ssize_t _block_share = BLOCKS_PER_THREAD * max(csm_max_threads(), 2)
 
 # Below this much work (elements written) a call runs on the calling thread:
 # waking a second thread costs more than it saves. Measured as above: at 8K
@@ -396,7 +403,7 @@ cdef int _plan(int op, Py_ssize_t n, Py_ssize_t k, Py_ssize_t acs, Py_ssize_t bc
         if masked or not p.rowwise:  # logsumexp's own rows need none
             p.scratch = csm_masked_scratch(k)
     elif p.rowwise:
-        work = n * k // BLOCK_SHARE
+        work = n * k // _block_share
         if work < BLOCK_ELEMS:
             work = BLOCK_ELEMS
         if work > BLOCK_MAX_ELEMS:
@@ -613,7 +620,7 @@ CONSTANTS = {
     "vec_bwd_k": CSM_VEC_BWD_K,
     "vec_bwd_k_avx2_f64": CSM_VEC_BWD_K_AVX2_F64,
     "block_elems": BLOCK_ELEMS,
-    "block_share": BLOCK_SHARE,
+    "block_share": _block_share,
     "block_max_elems": BLOCK_MAX_ELEMS,
     "parallel_grain": PARALLEL_GRAIN,
 }

@@ -365,3 +365,26 @@ def test_row_tails_read_and_write_nothing_past_the_row(tmp_path):
     r = subprocess.run([sys.executable, str(script), ",".join(TAIL_FNS)],
                        capture_output=True, text=True, timeout=300)
     assert r.returncode == 0 and r.stdout.strip() == "ok", (r.returncode, r.stdout, r.stderr[-2000:])
+
+
+def test_blocks_scale_with_the_default_team_and_bits_do_not():
+    # 8 blocks per thread of the default team (OMP_NUM_THREADS at import);
+    # the rows, and so the bits, never depend on their block.
+    import subprocess
+    code = ("import numpy as np, csoftmax, hashlib; from csoftmax import _engine;"
+            "x = np.random.default_rng(0).standard_normal((4096, 130)).astype(np.float32);"
+            "g = np.random.default_rng(1).standard_normal(x.shape).astype(np.float32);"
+            "y = csoftmax.softmax(x); d = csoftmax.softmax_backward(y, g);"
+            "print(_engine.CONSTANTS['block_share'], _engine.plan('softmax', 4096, 130)['n_blocks'],"
+            " hashlib.sha256(y.tobytes() + d.tobytes()).hexdigest())")
+    seen = {}
+    for team in (1, 2, 4):
+        env = dict(os.environ, OMP_NUM_THREADS=str(team))
+        r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                           env=env, timeout=120)
+        assert r.returncode == 0, r.stderr
+        share, n_blocks, digest = r.stdout.split()
+        assert int(share) == 8 * max(team, 2)
+        seen[team] = (int(n_blocks), digest)
+    assert seen[4][0] > seen[2][0]
+    assert len({d for _, d in seen.values()}) == 1
