@@ -7,9 +7,11 @@
  *
  * Per row, at most three passes over the row while it sits in L1/L2: the max
  * (with a mask: also the count and weight of the unmasked classes); exp(x - m)
- * summed in double in the order of CSM_PARTS (log_softmax's sum, so L is
- * log_softmax's), stored into the gradient's row when one is wanted, with the
- * soft labels' dot products fused in; and the gradient written in place over
+ * summed with double partials in the order of CSM_PARTS (log_softmax's own
+ * sum is blocked in the element type, CSM_SUM_BLOCK; the loss keeps double
+ * partials, which its masked and soft-label loops share), stored into the
+ * gradient's row when one is wanted, with the soft labels' dot products
+ * fused in; and the gradient written in place over
  * the stored exponentials. An integer label costs one element read, no pass.
  * Label smoothing with integer labels adds a dot product pass (L1). The
  * per-row loss goes to args->loss[r] in double; the caller reduces the rows
@@ -18,8 +20,8 @@
 
 #define CSM_XLOG CSM_PASTE(csm_log, CSM_PASTE(f64, CSM_ISA))
 
-/* sum_j exp(x_j - m), double partials in the order of CSM_PARTS (log_softmax's
- * sum); e_j stored into e when `store` (a constant at every call site). */
+/* sum_j exp(x_j - m), double partials in the order of CSM_PARTS; e_j stored
+ * into e when `store` (a constant at every call site). */
 static CSM_INLINE CSM_TARGET double CSM_FN(csm_xent_expsum)(
     const CSM_T *x, CSM_T *e, CSM_T m, ptrdiff_t K, const int store)
 {

@@ -111,7 +111,7 @@ static CSM_INLINE CSM_TARGET void CSM_FN(csm_masked_row)(
             s = CSM_FN(csm_long_max_sum)(x, mk, K, &m);
         } else {
             m = CSM_FN(csm_row_max_m)(x, mk, K);
-            s = CSM_FN(csm_row_sum)(x, x, mk, NULL, m, K, CSM_SUM_EXP, NULL, NULL, NULL);
+            s = CSM_FN(csm_row_exp_sum_from)(x, mk, NULL, m, K, 0.0, NULL, NULL);
         }
         /* s >= 1 whenever an unmasked element is finite, NaN when one is NaN;
          * s = 0 only when nothing is unmasked, and the select gives -inf. */

@@ -655,7 +655,7 @@ static CSM_INLINE CSM_TARGET void CSM_FN(csm_sum_v)(CSM_XVD *av, int h, CSM_XV v
 
 /* A sum over each of R rows (R a constant, 1 or CSM_ROWS_MAX) into out[r],
  * in double, in the order of CSM_PARTS: of exp(a - m)
- * (CSM_SUM_EXP: log_softmax's first pass and the loss's, which may store the
+ * (CSM_SUM_EXP: the loss's first pass, which may store the
  * terms into y), of a (CSM_SUM_PLAIN: log_softmax's backward) or of a * b
  * (CSM_SUM_DOT: softmax's backward). `what` is a constant at every call
  * site; mk, where not NULL, a widened mask whose masked terms are exact
@@ -909,9 +909,8 @@ static CSM_INLINE CSM_TARGET void CSM_FN(csm_stream_copy)(CSM_T *dst, const CSM_
  * in buf (K <= CSM_SMALL_K), in place. The sums follow CSM_PARTS and
  * CSM_SUM_BLOCK exactly as the row kernels take them, written out for short
  * rows: partial p holds elements p and p + 16, so the sum is the fixed tree
- * of those pairs (softmax: the pair added in the element type, as within a
- * block; log_softmax: in double). With K a constant at the call sites, the
- * terms past K fold away. */
+ * of those pairs, added in the element type as within a block. With K a
+ * constant at the call sites, the terms past K fold away. */
 static CSM_INLINE CSM_TARGET void CSM_FN(csm_lanes_softmax_buf)(
     CSM_T *buf, ptrdiff_t K, int log_out, const ptrdiff_t lanes)
 {
@@ -958,11 +957,11 @@ static CSM_INLINE CSM_TARGET void CSM_FN(csm_lanes_softmax_buf)(
             for (ptrdiff_t l = 0; l < lanes; ++l)
                 ej[l] = CSM_FN(csm_exp_neg)(bj[l] - m[l]);
         }
-#define CSM_PAIR(p) ((p) >= K ? 0.0 : (p) + 16 >= K ? (double)CSM_E(ebuf, p) \
-    : (double)CSM_E(ebuf, p) + (double)CSM_E(ebuf, (p) + 16))
+#define CSM_PAIR(p) ((p) >= K ? (CSM_T)0 : (p) + 16 >= K ? CSM_E(ebuf, p) \
+    : CSM_E(ebuf, p) + CSM_E(ebuf, (p) + 16))
 #pragma omp simd
         for (ptrdiff_t l = 0; l < lanes; ++l)
-            c[l] = (CSM_T)CSM_PASTE(csm_log, CSM_PASTE(f64, CSM_ISA))(CSM_TREE(CSM_PAIR));
+            c[l] = (CSM_T)CSM_PASTE(csm_log, CSM_PASTE(f64, CSM_ISA))((double)CSM_TREE(CSM_PAIR));
 #undef CSM_PAIR
         for (ptrdiff_t j = 0; j < K; ++j) {
             CSM_T *bj = buf + j * lanes;
@@ -1301,9 +1300,9 @@ static CSM_INLINE CSM_TARGET void CSM_FN(csm_lane_group)(
     CSM_T *gbuf, const ptrdiff_t lanes)
 {
     CSM_T m[CSM_LANE_GROUP], c[CSM_LANE_GROUP];
-    /* Partial p of lane l at [p * lanes + l]: double partials (log_softmax,
-     * the backward ops), softmax's block partials in the element type; sd's
-     * first `lanes` entries then hold softmax's sums of whole blocks. */
+    /* Partial p of lane l at [p * lanes + l]: double partials (the backward
+     * ops), softmax's and log_softmax's block partials in the element type;
+     * sd's first `lanes` entries then hold their sums of whole blocks. */
     double sd[CSM_PARTS * CSM_LANE_GROUP];
     CSM_T sf[CSM_PARTS * CSM_LANE_GROUP];
     const int logf = op == CSM_OP_LOG_SOFTMAX || op == CSM_OP_LOG_SOFTMAX_BACKWARD;
@@ -1356,16 +1355,19 @@ static CSM_INLINE CSM_TARGET void CSM_FN(csm_lane_group)(
             for (ptrdiff_t l = 0; l < lanes; ++l)
                 c[l] = (CSM_T)(1.0 / sd[l]);
         } else {
+            /* The same blocked sum; buf keeps x for the output. */
             for (ptrdiff_t j = 0; j < K; ++j) {
                 const CSM_T *bj = buf + j * lanes;
-                double *sdj = sd + (j % CSM_PARTS) * lanes;
+                CSM_T *sfj = sf + (j % CSM_PARTS) * lanes;
 #pragma omp simd
                 for (ptrdiff_t l = 0; l < lanes; ++l)
-                    sdj[l] += (double)CSM_FN(csm_exp_neg)(bj[l] - m[l]);
+                    sfj[l] += CSM_FN(csm_exp_neg)(bj[l] - m[l]);
+                if ((j + 1) % CSM_SUM_BLOCK == 0 || j + 1 == K)
+                    CSM_FN(csm_lanes_flush)(sd, sf, lanes);
             }
 #pragma omp simd
             for (ptrdiff_t l = 0; l < lanes; ++l)
-                c[l] = (CSM_T)CSM_PASTE(csm_log, CSM_PASTE(f64, CSM_ISA))(csm_tree_sum(sd + l, lanes));
+                c[l] = (CSM_T)CSM_PASTE(csm_log, CSM_PASTE(f64, CSM_ISA))(sd[l]);
         }
         for (ptrdiff_t j = 0; j < K; ++j) {
             CSM_T *yj = out + j * ocs;
@@ -1583,18 +1585,18 @@ static CSM_INLINE CSM_TARGET void CSM_FN(csm_log_sum_group)(
     const CSM_T *xr[CSM_ROWS_MAX];
     const CSM_MW_T *mk[CSM_ROWS_MAX];
     CSM_T *none[CSM_ROWS_MAX];
-    const char *pfx[CSM_ROWS_MAX], *pfn[CSM_ROWS_MAX], *pfw[CSM_ROWS_MAX];
+    const char *pfx[CSM_ROWS_MAX], *pfw[CSM_ROWS_MAX];
     CSM_EACH_ROW
     for (int rr = 0; rr < R; ++rr) {
         xr[rr] = x + rr * ldx;
         mk[rr] = NULL;
         none[rr] = NULL;
         pfx[rr] = CSM_PF_ROW_(csm_prefetch_row, xr[rr], ldx, K, sizeof(CSM_T));
-        pfn[rr] = NULL;
         pfw[rr] = pf ? (const char *)(y + rr * ldy) : NULL;
         mx[rr] = CSM_FN(csm_group_row_max)(R, xr[rr], K);
+        lg[rr] = 0.0;
     }
-    CSM_FN(csm_rows_sum)(R, xr, xr, mk, none, mx, K, CSM_SUM_EXP, lg, pfx, pfn, pfw);
+    CSM_FN(csm_rows_exp_sum_from)(R, xr, mk, none, mx, K, lg, pfx, pfw);
 }
 
 /* log_softmax in chunks of CSM_LOG_CHUNK rows: maxima and sums for the chunk,
