@@ -12,24 +12,13 @@ cache (the default), the same call with the cache off
 threshold), the call with out=, and np.empty + fill of the output as what
 any allocating call must at least pay without a cache.
 """
-import argparse
 import platform
-import time
 
 import numpy as np
 
+import _timing
 import csoftmax
 
-
-def best(f, reps, n=3):
-    f()
-    t_best = float("inf")
-    for _ in range(reps):
-        t = time.perf_counter()
-        for _ in range(n):
-            f()
-        t_best = min(t_best, (time.perf_counter() - t) / n)
-    return t_best
 
 
 def cases(quick):
@@ -53,10 +42,7 @@ def cases(quick):
 
 
 def main():
-    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--quick", action="store_true")
-    ap.add_argument("--reps", type=int, default=7)
-    args = ap.parse_args()
+    args = _timing.args(__doc__)
     limit = csoftmax.output_cache()["limit"]
     print(f"# {platform.processor() or platform.machine()}, output cache limit {limit >> 20} MiB")
     print(f"{'case':34} {'thr':>3} {'cached':>9} {'no cache':>9} {'out=':>9} {'empty+fill':>11}")
@@ -68,12 +54,12 @@ def main():
                 for key, limit_now in (("cached", limit), ("no cache", 0)):
                     old = csoftmax.set_output_cache(limit_now)
                     try:
-                        times[key] = min(times[key], best(lambda: call(t=threads), args.reps))
+                        times[key] = min(times[key], _timing.best(lambda: call(t=threads), args.reps))
                     finally:
                         csoftmax.set_output_cache(old)
-                times["out="] = min(times["out="], best(lambda: call(o, threads), args.reps))
+                times["out="] = min(times["out="], _timing.best(lambda: call(o, threads), args.reps))
                 times["empty+fill"] = min(times["empty+fill"],
-                                          best(lambda: np.empty(shape, dtype).fill(0), args.reps))
+                                          _timing.best(lambda: np.empty(shape, dtype).fill(0), args.reps))
             print(f"{name:34} {threads:3d} " + " ".join(
                 f"{times[k] * 1e3:7.2f}ms" for k in ("cached", "no cache", "out=")) +
                 f" {times['empty+fill'] * 1e3:9.2f}ms")

@@ -14,26 +14,13 @@ several repeats, at 1 and 2 threads, with a fill of the
 output (ndarray.fill) beside them. The last column says which the rule picks
 and whether that is the faster one here.
 """
-import argparse
 import platform
-import time
 
 import numpy as np
 
+import _timing
 import csoftmax
 from csoftmax import _engine
-
-
-def best(f, reps):
-    f()
-    t_best = float("inf")
-    for _ in range(reps):
-        n = 3
-        t = time.perf_counter()
-        for _ in range(n):
-            f()
-        t_best = min(t_best, (time.perf_counter() - t) / n)
-    return t_best
 
 
 def cases(llc, quick):
@@ -48,10 +35,7 @@ def cases(llc, quick):
 
 
 def main():
-    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--quick", action="store_true")
-    ap.add_argument("--reps", type=int, default=7)
-    args = ap.parse_args()
+    args = _timing.args(__doc__)
     llc = _engine._llc_bytes() or (8 << 20)
     print(f"# {platform.processor() or platform.machine()}, LLC {llc >> 20} MiB, "
           f"stream_bytes {_engine.stream_bytes() >> 20} MiB, ISA {_engine.isa()}")
@@ -80,11 +64,11 @@ def main():
                     old = _engine.set_stream_bytes(nbytes)
                     old_threads = _engine.set_stream_threads(1)
                     try:
-                        times[name] = min(times[name], best(call, args.reps))
+                        times[name] = min(times[name], _timing.best(call, args.reps))
                     finally:
                         _engine.set_stream_bytes(old)
                         _engine.set_stream_threads(old_threads)
-            fill = best(lambda: out.fill(1.0), args.reps)
+            fill = _timing.best(lambda: out.fill(1.0), args.reps)
             picks = _engine.plan(op, shape[0], shape[1], num_threads=threads)["stream"]
             faster = min(times, key=times.get)
             rule = ("stream" if picks else "regular") + (" (faster)" if (picks == (faster == "stream"))
