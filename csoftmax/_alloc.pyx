@@ -119,6 +119,7 @@ def _limit_from_env():
 
 _limit_from_env()
 
+
 def _after_fork_in_child():
     csm_oc_after_fork()
 
