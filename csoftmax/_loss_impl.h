@@ -7,11 +7,9 @@
  *
  * Per row, at most three passes over the row while it sits in L1/L2: the max
  * (with a mask: also the count and weight of the unmasked classes); exp(x - m)
- * summed with double partials in the order of CSM_PARTS (log_softmax's own
- * sum is blocked in the element type, CSM_SUM_BLOCK; the loss keeps double
- * partials, which its masked and soft-label loops share), stored into the
- * gradient's row when one is wanted, with the soft labels' dot products
- * fused in; and the gradient written in place over
+ * summed as log_softmax sums it (CSM_SUM_BLOCK, so L is log_softmax's),
+ * stored into the gradient's row when one is wanted, with the soft labels'
+ * dot products fused in (in double); and the gradient written in place over
  * the stored exponentials. An integer label costs one element read, no pass.
  * Label smoothing with integer labels adds a dot product pass (L1). The
  * per-row loss goes to args->loss[r] in double; the caller reduces the rows
@@ -20,12 +18,13 @@
 
 #define CSM_XLOG CSM_PASTE(csm_log, CSM_PASTE(f64, CSM_ISA))
 
-/* sum_j exp(x_j - m), double partials in the order of CSM_PARTS; e_j stored
- * into e when `store` (a constant at every call site). */
+/* sum_j exp(x_j - m) as log_softmax takes it (CSM_SUM_BLOCK: element-type
+ * partials in the order of CSM_PARTS, each block's tree added in double);
+ * e_j stored into e when `store` (a constant at every call site). */
 static CSM_INLINE CSM_TARGET double CSM_FN(csm_xent_expsum)(
     const CSM_T *x, CSM_T *e, CSM_T m, ptrdiff_t K, const int store)
 {
-    return CSM_FN(csm_row_sum)(x, x, NULL, store ? e : NULL, m, K, CSM_SUM_EXP, NULL, NULL, NULL);
+    return CSM_FN(csm_row_exp_sum_from)(x, NULL, store ? e : NULL, m, K, 0.0, NULL, NULL);
 }
 
 /* One row with the options as constants: soft labels, a mask, a gradient, a
@@ -110,11 +109,17 @@ static CSM_INLINE CSM_TARGET void CSM_FN(csm_xent_row)(
     if (!soft && !masked) {
         s = CSM_FN(csm_xent_expsum)(x, g, m, K, want_grad);
     } else {
-        double acc[CSM_PARTS], at[CSM_PARTS], ad[CSM_PARTS];
+        /* s as csm_xent_expsum takes it: element-type partials, each
+         * block's tree added in double; the targets' sums in double. */
+        CSM_T acc[CSM_PARTS];
+        double at[CSM_PARTS], ad[CSM_PARTS];
         const CSM_T *t = soft ? (const CSM_T *)a->target + r * a->ldt : 0;
         const CSM_T keep = (CSM_T)(1 - eps), add = (CSM_T)ek;
-        for (ptrdiff_t p = 0; p < CSM_PARTS; ++p)
-            acc[p] = at[p] = ad[p] = 0;
+        s = 0;
+        for (ptrdiff_t p = 0; p < CSM_PARTS; ++p) {
+            acc[p] = 0;
+            at[p] = ad[p] = 0;
+        }
         for (ptrdiff_t i = 0; i < K; i += CSM_PARTS) {
             const ptrdiff_t nb = K - i < CSM_PARTS ? K - i : CSM_PARTS;
 #pragma omp simd
@@ -125,7 +130,7 @@ static CSM_INLINE CSM_TARGET void CSM_FN(csm_xent_row)(
                 v = on ? v : (CSM_T)0;
                 if (want_grad)
                     g[j] = v;
-                acc[p] += (double)v;
+                acc[p] += v;
                 if (soft) {
                     CSM_T q = t[j] * keep + add;
                     if (weighted)
@@ -135,8 +140,12 @@ static CSM_INLINE CSM_TARGET void CSM_FN(csm_xent_row)(
                     ad[p] += on ? dq * ((double)x[j] - md) : 0.0;
                 }
             }
+            if ((i + nb) % CSM_SUM_BLOCK == 0 || i + nb == K) {
+                s += (double)CSM_FN(csm_tree_sum_t)(acc, 1);
+                for (ptrdiff_t p = 0; p < CSM_PARTS; ++p)
+                    acc[p] = 0;
+            }
         }
-        s = csm_tree_sum(acc, 1);
         tt = csm_tree_sum(at, 1);
         dot = csm_tree_sum(ad, 1);
     }
