@@ -122,14 +122,14 @@ static CSM_INLINE CSM_TARGET void CSM_FN(csm_masked_row)(
         break;
     }
     case CSM_OP_SOFTMAX_BACKWARD: {
-        const CSM_T d = (CSM_T)CSM_FN(csm_row_sum)(g, x, mk, NULL, 0, K, CSM_SUM_DOT, NULL, NULL, NULL);
+        const CSM_T d = (CSM_T)CSM_FN(csm_row_sum)(g, x, mk, K, CSM_SUM_DOT, NULL, NULL, NULL);
 #pragma omp simd
         for (ptrdiff_t i = 0; i < K; ++i)
             y[i] = mk[i] ? x[i] * (g[i] - d) : (CSM_T)0;
         break;
     }
     case CSM_OP_LOG_SOFTMAX_BACKWARD: {
-        const CSM_T sg = (CSM_T)CSM_FN(csm_row_sum)(g, g, mk, NULL, 0, K, CSM_SUM_PLAIN, NULL, NULL, NULL);
+        const CSM_T sg = (CSM_T)CSM_FN(csm_row_sum)(g, g, mk, K, CSM_SUM_PLAIN, NULL, NULL, NULL);
 #pragma omp simd
         for (ptrdiff_t i = 0; i < K; ++i)
             y[i] = mk[i] ? g[i] - CSM_FN(csm_exp)(x[i]) * sg : (CSM_T)0;

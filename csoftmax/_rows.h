@@ -241,8 +241,8 @@ static inline ptrdiff_t csm_lane_count(ptrdiff_t K)
 #define CSM_EACH_ROW _Pragma("GCC unroll 2")
 _Static_assert(CSM_SCRATCH % CSM_SUM_BLOCK == 0, "csm_long_rows sums whole blocks per chunk");
 
-/* What csm_row_sum (_rows_impl.h) sums: exp(a - m), a, or a * b. */
-enum { CSM_SUM_EXP, CSM_SUM_PLAIN, CSM_SUM_DOT };
+/* What csm_row_sum (_rows_impl.h) sums: a, or a * b. */
+enum { CSM_SUM_PLAIN, CSM_SUM_DOT };
 
 /* The fixed tree over 16 partials: halving, a[i] + a[i + 8], then + 4,
  * + 2, + 1. It is the order of a vector's horizontal sum (add the upper half

@@ -605,17 +605,16 @@ static CSM_INLINE CSM_TARGET void CSM_FN(csm_lanes_flush)(double *sd, CSM_T *sf,
 }
 
 #if CSM_EXP_V
-/* One register of csm_row_sum's terms, a, exp(a - m) or a * b, added to its
- * double partials (av[2h] and av[2h + 1] for float, av[h] for double) as the
- * C form adds them: the term widened to double, a product by one FMA in
- * double. mk, where not NULL, is this register's widened mask, read as the
- * element type and ANDed with the operands, so a masked term is +0. In a
- * tail (`tail`: the lanes outside k were loaded as +0) those lanes add +0,
- * which changes no partial (a partial is never -0: it starts at +0). e,
- * where not NULL, receives the terms (CSM_SUM_EXP). */
+/* One register of csm_row_sum's terms, a or a * b, added to its double
+ * partials (av[2h] and av[2h + 1] for float, av[h] for double) as the C form
+ * adds them: the term widened to double, a product by one FMA in double.
+ * mk, where not NULL, is this register's widened mask, read as the element
+ * type and ANDed with the operands, so a masked term is +0. In a tail
+ * (`tail`: the lanes outside k were loaded as +0) those lanes add +0, which
+ * changes no partial (a partial is never -0: it starts at +0). */
 static CSM_INLINE CSM_TARGET void CSM_FN(csm_sum_v)(CSM_XVD *av, int h, CSM_XV va, CSM_XV vb,
-                                                   const CSM_MW_T *mk, CSM_T m, const int what,
-                                                   CSM_T *e, CSM_XM k, const int tail)
+                                                   const CSM_MW_T *mk, const int what,
+                                                   CSM_XM k, const int tail)
 {
     CSM_XV keep = CSM_XV_(setzero)();
     if (mk)
@@ -633,17 +632,9 @@ static CSM_INLINE CSM_TARGET void CSM_FN(csm_sum_v)(CSM_XVD *av, int h, CSM_XV v
   #endif
         return;
     }
-    CSM_XV t = what == CSM_SUM_EXP ? CSM_FN(csm_exp_v)(CSM_XV_(sub)(va, CSM_XV_(set1)(m)), 0) : va;
+    CSM_XV t = va;
     if (mk)
         t = CSM_XV_(and)(t, keep);
-    else if (tail && what == CSM_SUM_EXP)
-        t = CSM_XV_ZEROM(k, t);
-    if (e) {
-        if (tail)
-            CSM_XV_STOREM(e, k, t);
-        else
-            CSM_XV_(storeu)(e, t);
-    }
   #if CSM_F32
     av[2 * h] = CSM_XVD_(add)(av[2 * h], CSM_XCVT_LO(t));
     av[2 * h + 1] = CSM_XVD_(add)(av[2 * h + 1], CSM_XCVT_HI(t));
@@ -654,23 +645,18 @@ static CSM_INLINE CSM_TARGET void CSM_FN(csm_sum_v)(CSM_XVD *av, int h, CSM_XV v
 #endif
 
 /* A sum over each of R rows (R a constant, 1 or CSM_ROWS_MAX) into out[r],
- * in double, in the order of CSM_PARTS: of exp(a - m)
- * (CSM_SUM_EXP: the loss's first pass, which may store the
- * terms into y), of a (CSM_SUM_PLAIN: log_softmax's backward) or of a * b
- * (CSM_SUM_DOT: softmax's backward). `what` is a constant at every call
- * site; mk, where not NULL, a widened mask whose masked terms are exact
- * zeros (0 * 0 in the dot product, whatever a and b hold there). Double,
- * because log(sum) is small when one logit dominates, so the sum's rounding
- * error becomes a large relative error of log_softmax: a float sum gave 4e-6
- * relative error on N(0, 3^2) logits, K = 64; a double sum gives ~1e-7. */
+ * in double, in the order of CSM_PARTS: of a (CSM_SUM_PLAIN: log_softmax's
+ * backward) or of a * b (CSM_SUM_DOT: softmax's backward). `what` is a
+ * constant at every call site; mk, where not NULL, a widened mask whose
+ * masked terms are exact zeros (0 * 0 in the dot product, whatever a and b
+ * hold there). (The sums of exp(x - max) are csm_rows_exp_sum_from's.) */
 #define CSM_KEEP_(i) (!mk || mk[i])
 #define CSM_SUM_ACC_(acc, i) ((acc) = what == CSM_SUM_DOT                                          \
     ? CSM_FMA(CSM_KEEP_(i) ? (double)a[i] : 0.0, CSM_KEEP_(i) ? (double)b[i] : 0.0, (acc))         \
-    : (acc) + (!CSM_KEEP_(i) ? 0.0 : what == CSM_SUM_EXP ? (double)CSM_FN(csm_exp_neg)(a[i] - m)   \
-               : (double)a[i]))
+    : (acc) + (!CSM_KEEP_(i) ? 0.0 : (double)a[i]))
 static CSM_INLINE CSM_TARGET void CSM_FN(csm_rows_sum)(
     const int R, const CSM_T *const *ar, const CSM_T *const *br, const CSM_MW_T *const *mkr,
-    CSM_T *const *yr, const CSM_T *mr, ptrdiff_t K, const int what, double *out,
+    ptrdiff_t K, const int what, double *out,
     const char *const *pfar, const char *const *pfbr, const char *const *pfwr)
 {
 #if CSM_EXP_V
@@ -698,7 +684,7 @@ static CSM_INLINE CSM_TARGET void CSM_FN(csm_rows_sum)(
             for (int rr = 0; rr < R; ++rr) {
                 const ptrdiff_t j = i + h * CSM_XVW;
   #if CSM_F32
-                if (what != CSM_SUM_EXP && !mkr[rr]) {
+                if (!mkr[rr]) {
                     /* csm_sum_v's terms, each half of the register widened
                      * straight from memory (vcvtps2pd with a memory operand):
                      * csm_sum_v's halves of a loaded register cost an extract
@@ -715,8 +701,7 @@ static CSM_INLINE CSM_TARGET void CSM_FN(csm_rows_sum)(
   #endif
                 CSM_FN(csm_sum_v)(av[rr], h, CSM_XV_(loadu)(ar[rr] + j),
                                   what == CSM_SUM_DOT ? CSM_XV_(loadu)(br[rr] + j) : CSM_XV_(setzero)(),
-                                  mkr[rr] ? mkr[rr] + j : NULL, mr[rr], what,
-                                  yr[rr] ? yr[rr] + j : NULL, all, 0);
+                                  mkr[rr] ? mkr[rr] + j : NULL, what, all, 0);
             }
     }
     /* The tail, as in csm_rows_exp_sum_from: element i + p still goes to
@@ -728,8 +713,7 @@ static CSM_INLINE CSM_TARGET void CSM_FN(csm_rows_sum)(
         for (int rr = 0; rr < R; ++rr)
             CSM_FN(csm_sum_v)(av[rr], h, CSM_XV_LOADM(ar[rr] + j, k),
                               what == CSM_SUM_DOT ? CSM_XV_LOADM(br[rr] + j, k) : CSM_XV_(setzero)(),
-                              mkr[rr] ? mkr[rr] + j : NULL, mr[rr], what,
-                              yr[rr] ? yr[rr] + j : NULL, k, 1);
+                              mkr[rr] ? mkr[rr] + j : NULL, what, k, 1);
     }
     CSM_EACH_ROW
     for (int rr = 0; rr < R; ++rr) {
@@ -743,8 +727,6 @@ static CSM_INLINE CSM_TARGET void CSM_FN(csm_rows_sum)(
     for (int rr = 0; rr < R; ++rr) {
         const CSM_T *a = ar[rr], *b = br[rr];
         const CSM_MW_T *mk = mkr[rr];
-        CSM_T *y = yr[rr];
-        const CSM_T m = mr[rr];
         double acc[CSM_PARTS];
         ptrdiff_t i = 0;
         for (ptrdiff_t p = 0; p < CSM_PARTS; ++p)
@@ -754,18 +736,12 @@ static CSM_INLINE CSM_TARGET void CSM_FN(csm_rows_sum)(
             CSM_PREFETCH_PARTS_(pfbr[rr], i, 0);
             CSM_PREFETCH_PARTS_(pfwr[rr], i, 1);
 #pragma omp simd
-            for (ptrdiff_t p = 0; p < CSM_PARTS; ++p) {
+            for (ptrdiff_t p = 0; p < CSM_PARTS; ++p)
                 CSM_SUM_ACC_(acc[p], i + p);
-                if (y)
-                    y[i + p] = CSM_KEEP_(i + p) ? CSM_FN(csm_exp_neg)(a[i + p] - m) : (CSM_T)0;
-            }
         }
 #pragma omp simd
-        for (ptrdiff_t p = 0; p < K - i; ++p) {
+        for (ptrdiff_t p = 0; p < K - i; ++p)
             CSM_SUM_ACC_(acc[p], i + p);
-            if (y)
-                y[i + p] = CSM_KEEP_(i + p) ? CSM_FN(csm_exp_neg)(a[i + p] - m) : (CSM_T)0;
-        }
         out[rr] = csm_tree_sum(acc, 1);
     }
 #endif
@@ -773,13 +749,12 @@ static CSM_INLINE CSM_TARGET void CSM_FN(csm_rows_sum)(
 
 /* One row of csm_rows_sum. */
 static CSM_INLINE CSM_TARGET double CSM_FN(csm_row_sum)(const CSM_T *a, const CSM_T *b,
-                                                         const CSM_MW_T *mk, CSM_T *y, CSM_T m,
-                                                         ptrdiff_t K, const int what,
-                                                         const char *pfa, const char *pfb,
-                                                         const char *pfw)
+                                                         const CSM_MW_T *mk, ptrdiff_t K,
+                                                         const int what, const char *pfa,
+                                                         const char *pfb, const char *pfw)
 {
     double s;
-    CSM_FN(csm_rows_sum)(1, &a, &b, &mk, &y, &m, K, what, &s, &pfa, &pfb, &pfw);
+    CSM_FN(csm_rows_sum)(1, &a, &b, &mk, K, what, &s, &pfa, &pfb, &pfw);
     return s;
 }
 #undef CSM_SUM_ACC_
@@ -1680,7 +1655,7 @@ static CSM_TARGET void CSM_FN(csm_softmax_backward_core)(
         const CSM_T *yr = y + r * ldy, *gr = g + r * ldg;
         CSM_T *orow = out + r * ldo;
         /* The dot product in double, for the reason given at csm_row_sum. */
-        const CSM_T d = (CSM_T)CSM_FN(csm_row_sum)(gr, yr, NULL, NULL, 0, K, CSM_SUM_DOT,
+        const CSM_T d = (CSM_T)CSM_FN(csm_row_sum)(gr, yr, NULL, K, CSM_SUM_DOT,
                                                    CSM_PF_ROW_(csm_prefetch_row, gr, ldg, K, sizeof(CSM_T)),
                                                    CSM_PF_ROW_(csm_prefetch_row, yr, ldy, K, sizeof(CSM_T)),
                                                    NULL);
@@ -1752,7 +1727,7 @@ static CSM_TARGET void CSM_FN(csm_log_softmax_backward_core)(
     for (ptrdiff_t r = 0; r < rows; ++r) {
         const CSM_T *yr = y + r * ldy, *gr = g + r * ldg;
         CSM_T *orow = out + r * ldo;
-        const CSM_T sg = (CSM_T)CSM_FN(csm_row_sum)(gr, gr, NULL, NULL, 0, K, CSM_SUM_PLAIN,
+        const CSM_T sg = (CSM_T)CSM_FN(csm_row_sum)(gr, gr, NULL, K, CSM_SUM_PLAIN,
                                                     NULL, NULL, NULL);
         const char *pg = CSM_PF_ROW_(csm_prefetch_row, gr, ldg, K, sizeof(CSM_T));
         const char *py = CSM_PF_ROW_(csm_prefetch_row, yr, ldy, K, sizeof(CSM_T));
