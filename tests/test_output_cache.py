@@ -7,6 +7,7 @@ element would show it.
 """
 import concurrent.futures
 import os
+import pickle
 import subprocess
 import sys
 import textwrap
@@ -117,12 +118,29 @@ def test_cached_outputs_are_ordinary_arrays(cache, order):
     # shrinking it (the allocator's realloc), copies, pickling.
     y *= 2
     z = y.copy()
+    assert np.array_equal(pickle.loads(pickle.dumps(y)), z)
     if order == "C":
         y.resize((2048, 512), refcheck=False)
         np.testing.assert_array_equal(y[:1024], z)
         y.resize((10, 10), refcheck=False)
         np.testing.assert_array_equal(y.reshape(-1), z.reshape(-1)[:100])
     del y, z
+
+
+@pytest.mark.parametrize("num_threads", [1, 2])
+def test_strided_inputs_get_cached_outputs_with_the_bits_of_a_copy(cache, num_threads):
+    # Neither C- nor F-contiguous (every other column, and a transposed
+    # view along axis 0): the order-'K' allocation path.
+    wide = np.random.default_rng(10).standard_normal((1024, 1024)).astype(np.float32)
+    for x, axis in ((wide[:, ::2], -1), (wide[::2, :].T, 0)):
+        want = csoftmax.log_softmax(np.ascontiguousarray(x), axis=axis, num_threads=num_threads)
+        _poison(want.shape, want.dtype)
+        hits = cache()["hits"]
+        got = csoftmax.log_softmax(x, axis=axis, num_threads=num_threads)
+        assert cache()["hits"] > hits
+        assert got.flags.owndata and got.ctypes.data % 64 == 0
+        assert np.array_equal(got, want)
+        del got
 
 
 def test_the_cache_never_holds_more_than_its_limit(cache):
