@@ -232,7 +232,7 @@ def check_op_registry():
     for its row kernels, since NVRTC compiles it without includes: a build
     fails here when the two disagree, before a GPU ever sees the kernels."""
     with open("csoftmax/_ops.h") as f:
-        ops = re.findall(r"^\s*X\((\w+),\s*(\w+),\s*\d,\s*\w+,\s*(\w+)\)", f.read(), re.M)
+        ops = re.findall(r"^\s*X\((\w+),\s*(\w+),\s*\d,\s*\w+,\s*(\w+),\s*\d\)", f.read(), re.M)
     with open("cuda/softmax.cu") as f:
         cu = dict(re.findall(r"^\s*CSM_(\w+) = (\d+),", f.read(), re.M))
     for code, (name, upper, gpu) in enumerate(ops):

@@ -68,6 +68,7 @@ cdef extern from "_ops.h" nogil:
     const int csm_op_arity[]
     const int csm_op_out[]
     const int csm_op_gpu[]
+    const int csm_op_cost[]
 
 # Rows are processed in blocks of about this many input elements. Block
 # boundaries depend on the row length and layout only, never on the thread
@@ -99,12 +100,25 @@ cdef enum:
     BLOCK_MAX_ELEMS = 32768
 cdef Py_ssize_t _block_share = BLOCKS_PER_THREAD * max(csm_max_threads(), 2)
 
-# Below this much work (elements written) a call runs on the calling thread:
-# waking a second thread costs more than it saves. Measured as above: at 8K
-# elements two threads gained nothing (K = 1000) to 1.36x (K = 16); at 16K
-# they gain 1.66-1.74x. (PyTorch's GRAIN_SIZE is 32768.)
+# Below this much work a call runs on the calling thread: waking a second
+# thread costs more than it saves. Work is the elements written plus
+# ROW_COST per row (a row's fixed cost: its max, its sums, its setup),
+# times the op's cost in the registry (_ops.h: 2 for a few additions per
+# element, 3 for an exp or a log). So a float32 softmax_backward goes
+# parallel at 16K elements (measured as above: at 8K elements two threads
+# gained nothing (K = 1000) to 1.36x (K = 16); at 16K they gain 1.66-1.74x;
+# PyTorch's GRAIN_SIZE is 32768), and an op with an exp per element at about
+# 11K, fewer where rows are short. AMD Zen 5, float32, two threads against
+# one, interleaved, AVX-512 | AVX2: softmax, log_softmax, logsumexp and
+# log_softmax_backward took 0.65-0.78x | 0.62-0.72x of the time at 820 x 10
+# and 1024 x 10, 0.84-0.96x | 0.70-0.76x at 16 x 1000, but 1.06-1.31x |
+# 0.83-0.97x at 64 x 128 and 8 x 1024 (8192 elements in long rows, about
+# 1.7 us on one thread under AVX-512), which stay on one thread here;
+# softmax_backward took 0.85-0.94x | 0.84-0.86x at 1024 x 10, 1.3-1.4x at
+# 128 x 64.
 cdef enum:
-    PARALLEL_GRAIN = 16384
+    PARALLEL_GRAIN = 32768
+    ROW_COST = 8
 
 # Outputs larger than twice the last-level cache, written by two or more
 # threads, go out with streaming stores (no read-for-ownership): past the
@@ -434,7 +448,7 @@ cdef int _plan(int op, Py_ssize_t n, Py_ssize_t k, Py_ssize_t acs, Py_ssize_t bc
     p.prefetch = (work + n * k * csm_op_arity[op]) * itemsize > _prefetch_bytes
     p.default_threads = num_threads <= 0
     p.num_threads = 1
-    if _serial_after_fork or work < PARALLEL_GRAIN:
+    if _serial_after_fork or n * (work // n + ROW_COST) * csm_op_cost[op] < PARALLEL_GRAIN:
         # Before any OpenMP query: libgomp's omp_get_num_procs reads the
         # affinity mask by a syscall on every call (perf: a quarter of a
         # 1x10 softmax call, at both of its call sites below).
@@ -623,6 +637,7 @@ CONSTANTS = {
     "block_share": _block_share,
     "block_max_elems": BLOCK_MAX_ELEMS,
     "parallel_grain": PARALLEL_GRAIN,
+    "row_cost": ROW_COST,
 }
 
 
@@ -664,12 +679,14 @@ def streamed_blocks():
 # The registry of operations (_ops.h), in op-code order: names, and for each
 # name its code, arity ((x) or (y, grad)), output ("rows": shaped like the
 # input; "blocks": a K x K block per row; "reduce": one value per row) and
-# GPU kernel ("rows", "jacobian" or None).
+# GPU kernel ("rows", "jacobian" or None), and the cost of an element against
+# the parallel grain.
 OP_NAMES = tuple(csm_op_names[i].decode() for i in range(N_OPS))
 OPS = {
     OP_NAMES[i]: {"code": i, "arity": csm_op_arity[i],
                   "out": ("rows", "blocks", "reduce", "loss")[csm_op_out[i]],
-                  "gpu": (None, "rows", "jacobian")[csm_op_gpu[i]]}
+                  "gpu": (None, "rows", "jacobian")[csm_op_gpu[i]],
+                  "cost": csm_op_cost[i]}
     for i in range(N_OPS)
 }
 

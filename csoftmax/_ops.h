@@ -1,7 +1,7 @@
 /*
  * The operations of csoftmax, declared once.
  *
- * CSM_OPS(X) calls X(name, NAME, arity, out, gpu) for each operation, in the
+ * CSM_OPS(X) calls X(name, NAME, arity, out, gpu, cost) for each operation, in the
  * order of its op code. Everything that names an operation comes from this
  * list: the op codes (CSM_OP_<NAME>), the name table the Python side reads
  * (csm_op_names, csoftmax._engine.OP_NAMES), each instruction set's table of
@@ -20,6 +20,10 @@
  *          entry (0) in the row-kernel tables
  *   gpu    CSM_GPU_ROWS: a row kernel of softmax.cu (template argument OP =
  *          the op code); CSM_GPU_JACOBIAN: its Jacobian kernel; CSM_GPU_NONE
+ *   cost   what an element of the op's work weighs against the engine's
+ *          parallel grain (_engine.pyx, PARALLEL_GRAIN): 3 where each input
+ *          element takes an exp or a log, 2 where it takes a few additions
+ *          (the backward pass of softmax, the Jacobian's fill)
  *
  * Every operation but the test ops takes a mask (where=): its masked row is
  * a case of csm_masked_row (_masked_impl.h).
@@ -36,36 +40,39 @@
 enum { CSM_OUT_ROWS = 0, CSM_OUT_BLOCKS = 1, CSM_OUT_REDUCE = 2, CSM_OUT_LOSS = 3 };
 enum { CSM_GPU_NONE = 0, CSM_GPU_ROWS = 1, CSM_GPU_JACOBIAN = 2 };
 
-#define CSM_OPS(X)                                                                  \
-    X(softmax,              SOFTMAX,              1, CSM_OUT_ROWS,   CSM_GPU_ROWS)     \
-    X(log_softmax,          LOG_SOFTMAX,          1, CSM_OUT_ROWS,   CSM_GPU_ROWS)     \
-    X(softmax_backward,     SOFTMAX_BACKWARD,     2, CSM_OUT_ROWS,   CSM_GPU_ROWS)     \
-    X(log_softmax_backward, LOG_SOFTMAX_BACKWARD, 2, CSM_OUT_ROWS,   CSM_GPU_ROWS)     \
-    X(softmax_jacobian,     SOFTMAX_JACOBIAN,     1, CSM_OUT_BLOCKS, CSM_GPU_JACOBIAN) \
-    X(logsumexp,            LOGSUMEXP,            1, CSM_OUT_REDUCE, CSM_GPU_ROWS)     \
-    X(softmax_cross_entropy, SOFTMAX_CROSS_ENTROPY, 2, CSM_OUT_LOSS, CSM_GPU_NONE)     \
-    /* The vectorised exp and log alone, for the accuracy tests; exp_neg is            \
-       the softmax domain's exp (x <= 0), in registers where the ISA has a             \
-       register form of it. */                                                         \
-    X(exp,                  EXP,                  1, CSM_OUT_ROWS,   CSM_GPU_NONE)     \
-    X(log,                  LOG,                  1, CSM_OUT_ROWS,   CSM_GPU_NONE)     \
-    X(exp_neg,              EXP_NEG,              1, CSM_OUT_ROWS,   CSM_GPU_NONE)
+#define CSM_OPS(X)                                                                         \
+    X(softmax,               SOFTMAX,               1, CSM_OUT_ROWS,   CSM_GPU_ROWS,     3) \
+    X(log_softmax,           LOG_SOFTMAX,           1, CSM_OUT_ROWS,   CSM_GPU_ROWS,     3) \
+    X(softmax_backward,      SOFTMAX_BACKWARD,      2, CSM_OUT_ROWS,   CSM_GPU_ROWS,     2) \
+    X(log_softmax_backward,  LOG_SOFTMAX_BACKWARD,  2, CSM_OUT_ROWS,   CSM_GPU_ROWS,     3) \
+    X(softmax_jacobian,      SOFTMAX_JACOBIAN,      1, CSM_OUT_BLOCKS, CSM_GPU_JACOBIAN, 2) \
+    X(logsumexp,             LOGSUMEXP,             1, CSM_OUT_REDUCE, CSM_GPU_ROWS,     3) \
+    X(softmax_cross_entropy, SOFTMAX_CROSS_ENTROPY, 2, CSM_OUT_LOSS,   CSM_GPU_NONE,     3) \
+    /* The vectorised exp and log alone, for the accuracy tests; exp_neg is                 \
+       the softmax domain's exp (x <= 0), in registers where the ISA has a                  \
+       register form of it. */                                                              \
+    X(exp,                   EXP,                   1, CSM_OUT_ROWS,   CSM_GPU_NONE,     3) \
+    X(log,                   LOG,                   1, CSM_OUT_ROWS,   CSM_GPU_NONE,     3) \
+    X(exp_neg,               EXP_NEG,               1, CSM_OUT_ROWS,   CSM_GPU_NONE,     3)
 
-#define CSM_OP_CODE_(name, NAME, arity, out, gpu) CSM_OP_##NAME,
+#define CSM_OP_CODE_(name, NAME, arity, out, gpu, cost) CSM_OP_##NAME,
 enum { CSM_OPS(CSM_OP_CODE_) CSM_N_OPS };
 #undef CSM_OP_CODE_
 
-#define CSM_OP_FIELD_NAME_(name, NAME, arity, out, gpu) #name,
-#define CSM_OP_FIELD_ARITY_(name, NAME, arity, out, gpu) arity,
-#define CSM_OP_FIELD_OUT_(name, NAME, arity, out, gpu) out,
-#define CSM_OP_FIELD_GPU_(name, NAME, arity, out, gpu) gpu,
+#define CSM_OP_FIELD_NAME_(name, NAME, arity, out, gpu, cost) #name,
+#define CSM_OP_FIELD_ARITY_(name, NAME, arity, out, gpu, cost) arity,
+#define CSM_OP_FIELD_OUT_(name, NAME, arity, out, gpu, cost) out,
+#define CSM_OP_FIELD_GPU_(name, NAME, arity, out, gpu, cost) gpu,
+#define CSM_OP_FIELD_COST_(name, NAME, arity, out, gpu, cost) cost,
 static const char *const csm_op_names[CSM_N_OPS] = {CSM_OPS(CSM_OP_FIELD_NAME_)};
 static const int csm_op_arity[CSM_N_OPS] = {CSM_OPS(CSM_OP_FIELD_ARITY_)};
 static const int csm_op_out[CSM_N_OPS] = {CSM_OPS(CSM_OP_FIELD_OUT_)};
 static const int csm_op_gpu[CSM_N_OPS] = {CSM_OPS(CSM_OP_FIELD_GPU_)};
+static const int csm_op_cost[CSM_N_OPS] = {CSM_OPS(CSM_OP_FIELD_COST_)};
 #undef CSM_OP_FIELD_NAME_
 #undef CSM_OP_FIELD_ARITY_
 #undef CSM_OP_FIELD_OUT_
 #undef CSM_OP_FIELD_GPU_
+#undef CSM_OP_FIELD_COST_
 
 #endif /* CSOFTMAX_OPS_H */

@@ -52,9 +52,9 @@
 #define CSM_ROWS_IF_CSM_OUT_BLOCKS(f) f,
 #define CSM_ROWS_IF_CSM_OUT_REDUCE(f) f,
 #define CSM_ROWS_IF_CSM_OUT_LOSS(f) 0,
-#define CSM_ROWS_F32_(name, NAME, arity, out, gpu) \
+#define CSM_ROWS_F32_(name, NAME, arity, out, gpu, cost) \
     CSM_ROWS_IF_##out(CSM_PASTE(CSM_PASTE(csm_##name##_rows, f32), CSM_ISA))
-#define CSM_ROWS_F64_(name, NAME, arity, out, gpu) \
+#define CSM_ROWS_F64_(name, NAME, arity, out, gpu, cost) \
     CSM_ROWS_IF_##out(CSM_PASTE(CSM_PASTE(csm_##name##_rows, f64), CSM_ISA))
 #define CSM_KERNELS_(isa) CSM_HIDDEN const csm_kernels_t csm_kernels_##isa = {               \
     {CSM_OPS(CSM_ROWS_F32_)}, {CSM_OPS(CSM_ROWS_F64_)},                                       \

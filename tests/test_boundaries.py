@@ -81,15 +81,23 @@ def test_short_backward_rows_give_the_bits_of_every_other_path(fn, dtype, isa):
         np.testing.assert_array_equal(f(y, g, where=where).view(np.uint8), got.view(np.uint8))
 
 
-def test_parallel_grain_is_where_threads_start():
-    grain = C["parallel_grain"]
-    below = _engine.plan("softmax", (grain - 1) // 100, 100, num_threads=2)
-    at = _engine.plan("softmax", grain // 100 + 1, 100, num_threads=2)
-    assert below["threads"] == 1
+@pytest.mark.parametrize("k", [10, 100, 1000])
+@pytest.mark.parametrize("fn", ["softmax", "softmax_backward", "log_softmax_backward", "logsumexp"])
+def test_parallel_grain_is_where_threads_start(fn, k):
+    # Work is (elements + row_cost per row) times the op's cost in the
+    # registry: 2 for a few additions per element, 3 for an exp.
+    cost = _engine.OPS[fn]["cost"]
+    assert cost == (2 if fn == "softmax_backward" else 3)
+    rows = -(-C["parallel_grain"] // ((k + C["row_cost"]) * cost))  # the fewest that go parallel
+    assert _engine.plan(fn, rows - 1, k, num_threads=2)["threads"] == 1
+    at = _engine.plan(fn, rows, k, num_threads=2)
     assert at["threads"] == 2 and at["n_blocks"] >= 2
-    x = np.random.default_rng(0).standard_normal((grain // 100 + 1, 100))
-    np.testing.assert_array_equal(csoftmax.softmax(x, num_threads=2),
-                                  csoftmax.softmax(x, num_threads=1))
+    rng = np.random.default_rng(0)
+    x = rng.standard_normal((rows, k))
+    fwd = csoftmax.log_softmax if fn.startswith("log_") else csoftmax.softmax
+    args = (x,) if fn in ("softmax", "logsumexp") else (fwd(x), rng.standard_normal(x.shape))
+    f = getattr(csoftmax, fn)
+    np.testing.assert_array_equal(f(*args, num_threads=2), f(*args, num_threads=1))
 
 
 def test_streaming_threshold_is_twice_the_last_level_cache_and_two_threads():
