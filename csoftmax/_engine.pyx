@@ -120,6 +120,28 @@ cdef enum:
     PARALLEL_GRAIN = 32768
     ROW_COST = 8
 
+# Waking the team costs more than the mid sizes gain from it. Idle OpenMP
+# threads spin for a short while (_openmp_env.py) and then sleep; a call
+# that finds them asleep waits for one to wake up and reach the end of the
+# region. Measured on a 2-core VM (AMD Zen 5), log_softmax_backward 1024 x 10
+# float32 on two threads: 4.1 us a call back to back, and still with 100 us
+# between calls, but 30 us with 0.3-3 ms between calls (the threads had gone
+# to sleep), against 5 us on one thread; after 20 ms idle the first call took
+# 55 us. So a call of work below WAKE_GRAIN (about 35-100 us on one thread,
+# twice the wake-up) runs on two threads only within a burst: when the
+# previous call of at least PARALLEL_GRAIN ended less than BURST_S ago (the
+# threads are still spinning, or a loop of such calls will keep them so; at
+# 100 us they still spun). An isolated mid-size call runs on the calling
+# thread. Larger calls always take the team. Results never depend on it.
+cdef enum:
+    WAKE_GRAIN = 1 << 20
+cdef double BURST_S = 100e-6
+cdef double _burst_until = 0.0  # a call that starts before this is in a burst
+# _plan's flags beyond the RUN_* ones: plan() decides the burst for tests.
+cdef enum:
+    PLAN_IN_BURST = 1 << 8
+    PLAN_ISOLATED = 1 << 9
+
 # Outputs larger than twice the last-level cache, written by two or more
 # threads, go out with streaming stores (no read-for-ownership): past the
 # caches a regular store costs DRAM a read and a write, a streaming one only
@@ -390,6 +412,7 @@ cdef struct Plan:
     bint prefetch           # the row kernels prefetch the rows ahead
     int num_threads         # 1: the calling thread alone
     bint default_threads    # num_threads was not given: the busy-machine check applies
+    bint marks_burst        # work of at least PARALLEL_GRAIN: its end starts a burst
 
 
 cdef int _plan(int op, Py_ssize_t n, Py_ssize_t k, Py_ssize_t acs, Py_ssize_t bcs,
@@ -400,7 +423,7 @@ cdef int _plan(int op, Py_ssize_t n, Py_ssize_t k, Py_ssize_t acs, Py_ssize_t bc
     mcs comes with the call."""
     cdef bint jacobian = op == OP_SOFTMAX_JACOBIAN
     cdef bint shaped = jacobian or op == OP_LOGSUMEXP  # out is not shaped like a row
-    cdef Py_ssize_t lanes, work
+    cdef Py_ssize_t lanes, work, cost
     cdef bint big_out
     # The row kernels take unit column strides (every stride is unit when
     # K == 1); everything else goes through the lane layout, or, for the
@@ -448,11 +471,16 @@ cdef int _plan(int op, Py_ssize_t n, Py_ssize_t k, Py_ssize_t acs, Py_ssize_t bc
     p.prefetch = (work + n * k * csm_op_arity[op]) * itemsize > _prefetch_bytes
     p.default_threads = num_threads <= 0
     p.num_threads = 1
-    if _serial_after_fork or n * (work // n + ROW_COST) * csm_op_cost[op] < PARALLEL_GRAIN:
+    cost = n * (work // n + ROW_COST) * csm_op_cost[op]
+    p.marks_burst = cost >= PARALLEL_GRAIN
+    if _serial_after_fork or cost < PARALLEL_GRAIN:
         # Before any OpenMP query: libgomp's omp_get_num_procs reads the
         # affinity mask by a syscall on every call (perf: a quarter of a
         # 1x10 softmax call, at both of its call sites below).
         return RUN_OK
+    if cost < WAKE_GRAIN and not (flags & PLAN_IN_BURST):
+        if flags & PLAN_ISOLATED or csm_now() >= _burst_until:
+            return RUN_OK
     if p.default_threads:
         num_threads = csm_max_threads()
     # A thread without a block would idle, and a huge request must not spawn
@@ -501,14 +529,17 @@ cdef int _run(int op, const real_t* a, Py_ssize_t ars, Py_ssize_t acs,
     rowwise, block, n_blocks, scratch = p.rowwise, p.block, p.n_blocks, p.scratch
     kflags = (CSM_RUN_STREAM if p.stream else 0) | (CSM_RUN_PREFETCH if p.prefetch else 0)
     num_threads = p.num_threads
+    cdef int rc = RUN_OK
     if num_threads <= 1:
         if rowwise and scratch == 0:
             for c in range(n_blocks):
                 _block(op, True, c, block, a, ars, acs, b, brs, bcs, m, mrs, mcs, out, ors, ocs,
                        n, k, kflags, buf)
-            return RUN_OK
-        return _serial_strided(op, n_blocks, block, a, ars, acs, b, brs, bcs, m, mrs, mcs,
-                               out, ors, ocs, n, k, scratch)
+        else:
+            rc = _serial_strided(op, n_blocks, block, a, ars, acs, b, brs, bcs, m, mrs, mcs,
+                                 out, ors, ocs, n, k, scratch)
+        _mark_burst(&p)
+        return rc
     _ran_parallel = 1
     # Blocks are handed out one at a time (dynamic), not split up front
     # (static): on a busy machine a descheduled thread then holds up one
@@ -531,7 +562,16 @@ cdef int _run(int op, const real_t* a, Py_ssize_t ars, Py_ssize_t acs,
     if p.default_threads:
         t_end = csm_now()
         _judge(t_start, t_caller, t_end)
+    _mark_burst(&p)
     return RUN_NO_MEMORY if failed else RUN_OK
+
+
+cdef inline void _mark_burst(const Plan* p) noexcept nogil:
+    """After a call of at least PARALLEL_GRAIN: the next one that starts
+    within BURST_S is in a burst (see WAKE_GRAIN)."""
+    global _burst_until
+    if p.marks_burst:
+        _burst_until = csm_now() + BURST_S
 
 
 cdef void _judge(double t_start, double t_caller, double t_end) noexcept nogil:
@@ -600,6 +640,7 @@ cdef int run_xent(bint f32, const csm_xent_args* args, Py_ssize_t n, int num_thr
           4 if f32 else 8, &p)
     if p.num_threads <= 1:
         fn(args, 0, n)
+        _mark_burst(&p)
         return RUN_OK
     _ran_parallel = 1
     cdef double t_start = csm_now(), t_caller = t_start, t_end
@@ -616,6 +657,7 @@ cdef int run_xent(bint f32, const csm_xent_args* args, Py_ssize_t n, int num_thr
     if p.default_threads:
         t_end = csm_now()
         _judge(t_start, t_caller, t_end)
+    _mark_burst(&p)
     return RUN_OK
 
 # ---- the ISA switch and introspection -----------------------------------------
@@ -638,23 +680,29 @@ CONSTANTS = {
     "block_max_elems": BLOCK_MAX_ELEMS,
     "parallel_grain": PARALLEL_GRAIN,
     "row_cost": ROW_COST,
+    "wake_grain": WAKE_GRAIN,
+    "burst_s": BURST_S,
 }
 
 
 def plan(str op, Py_ssize_t n, Py_ssize_t k, dtype="float32", bint unit_columns=True,
-         bint fresh_out=False, int num_threads=0, bint masked=False):
+         bint fresh_out=False, int num_threads=0, bint masked=False, burst=True):
     """How a call would run, as the engine decides it: for tests and for
     anyone who wants to know. op is an op name (see OP_NAMES); unit_columns:
     every operand has unit column stride (C order along the rows); masked:
-    the call has a mask (where=)."""
+    the call has a mask (where=); burst: the call comes within a burst of
+    calls (True), alone (False), or None: as the engine sees it now (see
+    WAKE_GRAIN)."""
     cdef Plan p
     cdef int code = OP_NAMES.index(op)
     cdef Py_ssize_t cs = 1 if unit_columns else 2
     cdef Py_ssize_t itemsize = 4 if str(dtype) == "float32" else 8
     if n < 1 or k < 1:
         raise ValueError("plan: n and k must be positive")
-    if _plan(code, n, k, cs, cs, cs, num_threads, RUN_FRESH_OUT if fresh_out else 0,
-             itemsize, &p, masked, cs) != RUN_OK:
+    cdef int flags = RUN_FRESH_OUT if fresh_out else 0
+    if burst is not None:
+        flags |= PLAN_IN_BURST if burst else PLAN_ISOLATED
+    if _plan(code, n, k, cs, cs, cs, num_threads, flags, itemsize, &p, masked, cs) != RUN_OK:
         raise ValueError(f"plan: {op} has no kernels for this layout")
     bwd = code in (OP_SOFTMAX_BACKWARD, OP_LOG_SOFTMAX_BACKWARD)
     # csm_vec_bwd_rows exists in the AVX2 and AVX-512 kernels only.

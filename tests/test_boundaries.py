@@ -3,6 +3,7 @@ the build (csoftmax._engine.CONSTANTS), the path a call takes is observed
 (csoftmax._engine.plan), and the results on both sides are checked."""
 import os
 import sys
+import time
 
 import numpy as np
 import pytest
@@ -97,6 +98,38 @@ def test_parallel_grain_is_where_threads_start(fn, k):
     fwd = csoftmax.log_softmax if fn.startswith("log_") else csoftmax.softmax
     args = (x,) if fn in ("softmax", "logsumexp") else (fwd(x), rng.standard_normal(x.shape))
     f = getattr(csoftmax, fn)
+    np.testing.assert_array_equal(f(*args, num_threads=2), f(*args, num_threads=1))
+
+
+@pytest.mark.parametrize("fn", ["softmax", "softmax_backward", "log_softmax_backward"])
+def test_mid_size_calls_take_the_team_only_within_a_burst(fn):
+    # Work between the parallel grain and the wake grain: two threads within
+    # a burst of calls, the calling thread alone for an isolated call (the
+    # team would have to wake up); larger work takes the team either way.
+    cost, k = _engine.OPS[fn]["cost"], 100
+    mid = C["parallel_grain"] * 4 // ((k + C["row_cost"]) * cost)
+    large = -(-C["wake_grain"] // ((k + C["row_cost"]) * cost))
+    assert _engine.plan(fn, mid, k, num_threads=2, burst=True)["threads"] == 2
+    assert _engine.plan(fn, mid, k, num_threads=2, burst=False)["threads"] == 1
+    assert _engine.plan(fn, large - 1, k, num_threads=2, burst=False)["threads"] == 1
+    for burst in (True, False, None):
+        assert _engine.plan(fn, large, k, num_threads=2, burst=burst)["threads"] == 2
+    # As the engine sees it: a pause longer than burst_s ends a burst.
+    time.sleep(max(10 * C["burst_s"], 0.002))
+    assert _engine.plan(fn, mid, k, num_threads=2, burst=None)["threads"] == 1
+    # A call of at least the parallel grain starts one (retried: a descheduled
+    # test process may take longer than burst_s between the two lines).
+    x = np.random.default_rng(1).standard_normal((mid, k))
+    args = (x,) if fn == "softmax" else (csoftmax.softmax(x), x)
+    f = getattr(csoftmax, fn)
+    seen = set()
+    for _ in range(20):
+        f(*args, num_threads=2)
+        seen.add(_engine.plan(fn, mid, k, num_threads=2, burst=None)["threads"])
+        if 2 in seen:
+            break
+    assert 2 in seen
+    # The results are the same either way.
     np.testing.assert_array_equal(f(*args, num_threads=2), f(*args, num_threads=1))
 
 
