@@ -243,6 +243,35 @@ def test_results_are_bitwise_identical_for_every_thread_count(dtype, soft):
             np.testing.assert_array_equal(gn, g1)
 
 
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("k", [33, 1000, 5000, 70000])
+@pytest.mark.parametrize("soft,masked", [(False, False), (True, False), (False, True)])
+def test_a_rows_loss_and_gradient_do_not_depend_on_the_rows_around_it(k, soft, masked, dtype):
+    # Rows are taken in chunks (their sums, one vectorised log, then their
+    # gradients): a row alone must give the bits it gives among others, at
+    # chunk sizes from many rows (K = 33) to one (K = 70000), with rows that
+    # end early (an ignored label, every class masked) and NaN rows among them.
+    rng = np.random.default_rng(k)
+    n = {33: 150, 1000: 70, 5000: 30, 70000: 3}[k]
+    x, y = _inputs(rng, n, k, dtype, soft)
+    x[1, 2] = np.nan
+    where = None
+    if masked:
+        where = rng.random((n, k)) < 0.7
+        where[2] = False
+        where[np.arange(n), y] = True
+        where[2] = False  # a row with no class: its label is on a masked class
+    kw = dict(reduction="none", return_grad=True, label_smoothing=0.1)
+    if not soft:
+        y[0] = 3
+        kw["ignore_index"] = 3  # row 0, and every other row labelled 3, is ignored
+    loss, grad = xent(x, y, where=where, **kw)
+    for r in range(n):
+        lr, gr = xent(x[r:r + 1], y[r:r + 1], where=None if where is None else where[r:r + 1], **kw)
+        np.testing.assert_array_equal(lr.view(np.uint8), loss[r:r + 1].view(np.uint8))
+        np.testing.assert_array_equal(gr.view(np.uint8), grad[r:r + 1].view(np.uint8))
+
+
 def test_a_large_call_runs_on_several_threads_and_matches_one():
     if not _engine.openmp_enabled():
         pytest.skip("built without OpenMP")
