@@ -7,6 +7,20 @@ def best(f, reps, n=3):
     """The best time per call of f (seconds) over reps runs of n calls, after
     one warm-up call."""
     f()
+    return _best_of(f, reps, n)
+
+
+def calibrated(f, seconds, rounds):
+    """The best time per call of f over `rounds` loops of about `seconds`
+    each, the loop's length sized by one timed call after a warm-up call."""
+    f()
+    t = time.perf_counter()
+    f()
+    once = max(time.perf_counter() - t, 1e-7)
+    return _best_of(f, rounds, max(1, int(seconds / once)))
+
+
+def _best_of(f, reps, n):
     t_best = float("inf")
     for _ in range(reps):
         t = time.perf_counter()

@@ -15,22 +15,19 @@ thread (docs/design.md, "Which calls take the team").
 
 For each case and each gap (0, 0.1, 0.3, 1 and 3 ms of busy waiting, as other
 work would take) it times the call after the gap, with num_threads=2 and with
-num_threads=1 (10 x --reps samples each), and prints the medians in microseconds and the engine's plan
-for an isolated call. Two threads should never cost much more than one at any
-gap; back to back (gap 0) they should gain where the plan says so.
+num_threads=1 (10 x --reps samples each), and prints the medians in
+microseconds and the engine's plan for an isolated call. Two threads should
+never cost much more than one at any gap; back to back (gap 0) they should
+gain where the plan says so.
 """
-import os
 import statistics
-import sys
 import time
 
 import numpy as np
 
-sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from _timing import args as _args  # noqa: E402
-
-import csoftmax  # noqa: E402
-from csoftmax import _engine  # noqa: E402
+import _timing
+import csoftmax
+from csoftmax import _engine
 
 GAPS_MS = (0.0, 0.1, 0.3, 1.0, 3.0)
 CASES = [("softmax", 1024, 10), ("log_softmax_backward", 1024, 10), ("softmax", 256, 64),
@@ -64,7 +61,7 @@ def after_gap(f, gap_s, reps):
 
 
 def main():
-    a = _args(__doc__)
+    a = _timing.args(__doc__)
     reps = 9 if a.quick else 10 * a.reps
     print(f"csoftmax {csoftmax.__version__}, ISA {_engine.isa()}, float32, out=; "
           f"median us of the call after the gap, 2 threads / 1 thread")

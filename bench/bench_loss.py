@@ -31,10 +31,10 @@ import argparse
 import os
 import statistics
 import sys
-import time
 
 import numpy as np
 
+import _timing
 import csoftmax
 from csoftmax._loss_reference import softmax_cross_entropy as reference
 
@@ -91,22 +91,6 @@ def peers(x, y, threads):
     return out
 
 
-def sample(fn, seconds):
-    """Seconds per call: loops of about `seconds` each, best of 3."""
-    fn()
-    t0 = time.perf_counter()
-    fn()
-    once = max(time.perf_counter() - t0, 1e-7)
-    inner = max(1, int(seconds / once))
-    best = float("inf")
-    for _ in range(3):
-        t0 = time.perf_counter()
-        for _ in range(inner):
-            fn()
-        best = min(best, (time.perf_counter() - t0) / inner)
-    return best
-
-
 def fmt(s):
     return f"{s * 1e6:.1f} us" if s < 1e-3 else f"{s * 1e3:.2f} ms"
 
@@ -153,7 +137,7 @@ def main(argv=None):
             bests = {name: [] for name in entries}
             for _ in range(args.rounds):
                 for name, fn in entries.items():
-                    bests[name].append(sample(fn, args.sample))
+                    bests[name].append(_timing.calibrated(fn, args.sample, 3))
             b = {name: min(v) for name, v in bests.items()}
             med = {name: statistics.median(v) for name, v in bests.items()}
 

@@ -21,28 +21,13 @@ import json
 import os
 import subprocess
 import sys
-import time
 
 import numpy as np
 
+import _timing
+
 SHAPES = [(32, 10), (64, 10), (256, 100), (1024, 1000), (4096, 128), (16384, 1000)]
 QUICK_SHAPES = [(64, 10), (4096, 128), (16384, 1000)]
-
-
-def best_time(fn, budget=0.3, rounds=5):
-    """Best seconds per call: calls in batches sized to ~budget/rounds each."""
-    fn()
-    t0 = time.perf_counter()
-    fn()
-    once = max(time.perf_counter() - t0, 1e-7)
-    reps = max(1, int(budget / rounds / once))
-    best = float("inf")
-    for _ in range(rounds):
-        t0 = time.perf_counter()
-        for _ in range(reps):
-            fn()
-        best = min(best, (time.perf_counter() - t0) / reps)
-    return best
 
 
 def padded_mask(n, k, rng):
@@ -94,7 +79,7 @@ def worker(threads, shapes, budget):
             cases[("logsumexp", "jax (jit)")] = lambda: jax_lse(jx).block_until_ready()
         for (case, impl), fn in cases.items():
             results.append({"case": case, "impl": impl, "shape": [n, k], "threads": threads,
-                            "seconds": best_time(fn, budget)})
+                            "seconds": _timing.calibrated(fn, budget / 5, 5)})
     return {"results": results, "missing": missing}
 
 
