@@ -246,7 +246,7 @@ def test_results_are_bitwise_identical_for_every_thread_count(dtype, soft):
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
 @pytest.mark.parametrize("k", [33, 1000, 5000, 70000])
 @pytest.mark.parametrize("soft,masked", [(False, False), (True, False), (False, True)])
-def test_a_rows_loss_and_gradient_do_not_depend_on_the_rows_around_it(k, soft, masked, dtype):
+def test_a_rows_loss_and_gradient_do_not_depend_on_the_rows_around_it(k, soft, masked, dtype, isa):
     # Rows are taken in chunks (their sums, one vectorised log, then their
     # gradients): a row alone must give the bits it gives among others, at
     # chunk sizes from many rows (K = 33) to one (K = 70000), with rows that
