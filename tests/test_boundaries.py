@@ -109,11 +109,12 @@ def test_mid_size_calls_take_the_team_only_within_a_burst(fn):
     cost, k = _engine.OPS[fn]["cost"], 100
     mid = C["parallel_grain"] * 4 // ((k + C["row_cost"]) * cost)
     large = -(-C["wake_grain"] // ((k + C["row_cost"]) * cost))
-    assert _engine.plan(fn, mid, k, num_threads=2, burst=True)["threads"] == 2
-    assert _engine.plan(fn, mid, k, num_threads=2, burst=False)["threads"] == 1
-    assert _engine.plan(fn, large - 1, k, num_threads=2, burst=False)["threads"] == 1
-    for burst in (True, False, None):
-        assert _engine.plan(fn, large, k, num_threads=2, burst=burst)["threads"] == 2
+    for unit in (True, False):  # the row kernels, and the lanes of strided and Fortran rows
+        assert _engine.plan(fn, mid, k, num_threads=2, burst=True, unit_columns=unit)["threads"] == 2
+        assert _engine.plan(fn, mid, k, num_threads=2, burst=False, unit_columns=unit)["threads"] == 1
+        assert _engine.plan(fn, large - 1, k, num_threads=2, burst=False, unit_columns=unit)["threads"] == 1
+        for burst in (True, False, None):
+            assert _engine.plan(fn, large, k, num_threads=2, burst=burst, unit_columns=unit)["threads"] == 2
     # As the engine sees it: a pause longer than burst_s ends a burst.
     time.sleep(max(10 * C["burst_s"], 0.002))
     assert _engine.plan(fn, mid, k, num_threads=2, burst=None)["threads"] == 1
@@ -129,8 +130,10 @@ def test_mid_size_calls_take_the_team_only_within_a_burst(fn):
         if 2 in seen:
             break
     assert 2 in seen
-    # The results are the same either way.
-    np.testing.assert_array_equal(f(*args, num_threads=2), f(*args, num_threads=1))
+    # The results are the same either way, in C and in Fortran order.
+    got = f(*args, num_threads=1)
+    np.testing.assert_array_equal(f(*args, num_threads=2), got)
+    np.testing.assert_array_equal(f(*map(np.asfortranarray, args), num_threads=2), got)
 
 
 def test_streaming_threshold_is_twice_the_last_level_cache_and_two_threads():
