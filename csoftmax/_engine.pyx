@@ -48,6 +48,7 @@ cdef extern from "_rows.h" nogil:
     int CSM_LANES
     int CSM_LONG_ROW
     int CSM_LONG_CHUNK
+    int CSM_LONG_KEEP
     int CSM_SMALL_BWD_K
     int CSM_VEC_BWD_MIN
     int CSM_VEC_BWD_K
@@ -671,6 +672,7 @@ CONSTANTS = {
     "lanes": CSM_LANES,
     "long_row_bytes": CSM_LONG_ROW,
     "long_chunk": CSM_LONG_CHUNK,
+    "long_keep": CSM_LONG_KEEP,
     "small_bwd_k": CSM_SMALL_BWD_K,
     "vec_bwd_min": CSM_VEC_BWD_MIN,
     "vec_bwd_k": CSM_VEC_BWD_K,

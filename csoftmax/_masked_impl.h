@@ -67,11 +67,16 @@ static CSM_INLINE CSM_TARGET int CSM_FN(csm_row_has_nan)(const CSM_T *x, const C
 static CSM_INLINE CSM_TARGET void CSM_FN(csm_masked_softmax_row)(
     const CSM_T *x, const CSM_MW_T *mk, CSM_T *y, ptrdiff_t K)
 {
+    if (K * (ptrdiff_t)sizeof(CSM_T) > CSM_LONG_ROW && K <= CSM_LONG_KEEP) {
+        /* A row past L2, as csm_long_rows takes it. */
+        CSM_FN(csm_long_softmax_kept)(x, mk, y, K, 0, NULL);
+        return;
+    }
     if (K * (ptrdiff_t)sizeof(CSM_T) > CSM_LONG_ROW) {
-        /* A row past L2, as csm_long_rows takes it: the max and the sum in
-         * one read, then exp(x - max) * c. */
+        /* A row past L2 and past CSM_LONG_KEEP, as csm_long_rows takes it:
+         * the max and the sum in one read, then exp(x - max) * c. */
         CSM_T m;
-        const CSM_T c = (CSM_T)(1.0 / CSM_FN(csm_long_max_sum)(x, mk, K, &m));
+        const CSM_T c = (CSM_T)(1.0 / CSM_FN(csm_long_max_sum)(x, mk, K, &m, NULL, NULL));
 #pragma omp simd
         for (ptrdiff_t i = 0; i < K; ++i)
             y[i] = mk[i] ? CSM_FN(csm_exp_neg)(x[i] - m) * c : (CSM_T)0;
@@ -108,7 +113,7 @@ static CSM_INLINE CSM_TARGET void CSM_FN(csm_masked_row)(
         double s;
         if (K * (ptrdiff_t)sizeof(CSM_T) > CSM_LONG_ROW) {
             /* A row past L2 takes its max and sum as csm_long_rows does. */
-            s = CSM_FN(csm_long_max_sum)(x, mk, K, &m);
+            s = CSM_FN(csm_long_max_sum)(x, mk, K, &m, NULL, NULL);
         } else {
             m = CSM_FN(csm_row_max_m)(x, mk, K);
             s = CSM_FN(csm_row_exp_sum_from)(x, mk, NULL, m, K, 0.0, NULL, NULL);

@@ -160,18 +160,28 @@ _Static_assert(CSM_SMALL_K == 32, "CSM_SMALL_K_CASES lists K = 1 .. 32");
  * this are written with regular stores. */
 #define CSM_SCRATCH 8192
 
-/* Rows of more than this many bytes take csm_long_rows: two reads and one
- * output pass instead of three passes, exp computed twice. Past L2 (1-2
- * MiB per core on the machines measured) the passes cost L3 or DRAM
- * traffic; below it, the second exp costs more than the passes. Measured
- * (8 x 2^20 float32, out=; docs/design.md): softmax 1.6x a same-size copy
- * on one AVX-512 thread, 1.9x under AVX2. */
+/* Rows of more than this many bytes take csm_long_rows: the max and the
+ * sum in one read (one exp per element), then the output pass. Past L2 (1-2
+ * MiB per core on the machines measured) the row kernels' three passes cost
+ * L3 or DRAM traffic. Measured (8 x 2^20 float32, out=; docs/design.md):
+ * softmax 1.65x a same-size copy on one AVX-512 thread. */
 #define CSM_LONG_ROW (1 << 20)
 
 /* Elements per chunk of csm_long_max_sum: the chunk's max reads it from
  * memory (or from the prefetches), its sum again from L1 (32 KiB of
  * float32, an L1 data cache). */
 #define CSM_LONG_CHUNK 8192
+
+/* softmax rows past L2 of at most this many elements keep their chunks'
+ * exp(x - m_c) in the output and scale them there (csm_long_softmax_kept);
+ * longer ones recompute exp(x - M) in a second read of x. 2^23 float32 is
+ * the 32 MiB L3 of the machine measured, where keeping still took 0.7-1.0x
+ * the time of recomputing (docs/design.md); past the L3 the kept output
+ * comes back from DRAM. A constant, not the machine's LLC: a row's bits
+ * depend on which, and must not depend on the machine beyond its ISA. */
+#ifndef CSM_LONG_KEEP
+#define CSM_LONG_KEEP (1 << 23)
+#endif
 
 /* Rows per cross-row group: one AVX-512 float vector, two AVX2 ones. */
 #define CSM_LANES 16

@@ -793,7 +793,8 @@ static CSM_INLINE CSM_TARGET double CSM_FN(csm_row_sum)(const CSM_T *a, const CS
  * (exp(-inf - -inf)) or the masked kernels' zeros and -inf, as rows of the
  * three-pass kernels get. A +inf makes S NaN, as there. */
 static CSM_INLINE CSM_TARGET double CSM_FN(csm_long_max_sum)(const CSM_T *x, const CSM_MW_T *mk,
-                                                             ptrdiff_t K, CSM_T *max_out)
+                                                             ptrdiff_t K, CSM_T *max_out,
+                                                             CSM_T *y, CSM_T *mc)
 {
     double s = 0.0;
     CSM_T M = -CSM_INF_T;
@@ -806,7 +807,11 @@ static CSM_INLINE CSM_TARGET double CSM_FN(csm_long_max_sum)(const CSM_T *x, con
         const char *next = (const char *)((uintptr_t)(xj + CSM_LONG_CHUNK));
         const CSM_T m = mk ? CSM_FN(csm_row_max_m)(xj, mj, n) : CSM_FN(csm_row_max)(xj, n);
         const CSM_T ref = m == -CSM_INF_T ? (CSM_T)0 : m;
-        const double sj = CSM_FN(csm_row_exp_sum_from)(xj, mj, NULL, ref, n, 0.0, next, NULL);
+        const char *next_y = y ? (const char *)((uintptr_t)(y + j + CSM_LONG_CHUNK)) : NULL;
+        const double sj = CSM_FN(csm_row_exp_sum_from)(xj, mj, y ? y + j : NULL, ref, n, 0.0,
+                                                       next, next_y);
+        if (mc)
+            mc[j / CSM_LONG_CHUNK] = m;
         if (m == -CSM_INF_T) {
             s += sj;
         } else if (m > M) {
@@ -1752,6 +1757,59 @@ static CSM_TARGET void CSM_FN(csm_log_softmax_backward_core)(
     }
 }
 
+/* softmax of one row past L2 of at most CSM_LONG_KEEP elements, into y (y
+ * may be x), masked where mk is not NULL: the max and the sum in one read
+ * (csm_long_max_sum), which also stores each chunk's exp(x - m_c) in y, then
+ * each chunk of y scaled by f_c = exp(m_c - M) / S. One exp per element, as
+ * the rows in cache take, where recomputing exp(x - M) in a second read of x
+ * took two: y is still in L2 or L3 for the scaling pass, and costs it no
+ * more than the second read of x did. f_c, computed in double and rounded
+ * once, adds the half ulp that the rounding of 1 / S added before; a chunk
+ * of only -inf or masked elements (m_c = -inf) is +0 times 0. A row whose M
+ * is not finite or whose S is NaN or 0 (a NaN or a +inf that takes part,
+ * or nothing finite that does) is NaN where it takes part and +0 where it
+ * is masked, as exp(x - M) / S gives there. stream: the scaled chunks go
+ * out through buf (CSM_SCRATCH elements) with streaming stores; the caller
+ * fences. */
+static CSM_INLINE CSM_TARGET void CSM_FN(csm_long_softmax_kept)(
+    const CSM_T *x, const CSM_MW_T *mk, CSM_T *y, ptrdiff_t K, int stream, CSM_T *buf)
+{
+    enum { AHEAD = CSM_PREFETCH_BYTES / sizeof(CSM_T) };
+    CSM_T mc[CSM_LONG_KEEP / CSM_LONG_CHUNK];
+    CSM_T M;
+    const double S = CSM_FN(csm_long_max_sum)(x, mk, K, &M, y, mc);
+    if (!(M - M == 0 && S > 0 && S - S == 0)) {
+#pragma omp simd
+        for (ptrdiff_t i = 0; i < K; ++i)
+            y[i] = !mk || mk[i] ? (CSM_T)NAN : (CSM_T)0;
+        return;
+    }
+    for (ptrdiff_t j = 0; j < K; j += CSM_LONG_CHUNK) {
+        const ptrdiff_t n = K - j < CSM_LONG_CHUNK ? K - j : CSM_LONG_CHUNK;
+        const CSM_T m = mc[j / CSM_LONG_CHUNK];
+        const CSM_T f = m == -CSM_INF_T ? (CSM_T)0
+            : (CSM_T)(CSM_PASTE(csm_exp_neg, CSM_PASTE(f64, CSM_ISA))((double)m - (double)M) / S);
+        CSM_T *yj = y + j;
+        const char *py = (const char *)((uintptr_t)(yj + AHEAD));
+        for (ptrdiff_t h = 0; h < n; h += CSM_SCRATCH) {
+            const ptrdiff_t nh = n - h < CSM_SCRATCH ? n - h : CSM_SCRATCH;
+            CSM_T *src = yj + h, *dst = stream ? buf : yj + h;
+            ptrdiff_t i = 0;
+            for (; i + CSM_PARTS <= nh; i += CSM_PARTS) {
+                CSM_PREFETCH_PARTS_(py, h + i, 1);
+#pragma omp simd
+                for (ptrdiff_t p = 0; p < CSM_PARTS; ++p)
+                    dst[i + p] = src[i + p] * f;
+            }
+#pragma omp simd
+            for (ptrdiff_t p = 0; p < nh - i; ++p)
+                dst[i + p] = src[i + p] * f;
+            if (stream)
+                CSM_FN(csm_stream_copy)(src, buf, nh);
+        }
+    }
+}
+
 /* softmax (log_out = 0) and log_softmax (1) of rows longer than the L2 cache.
  * The row kernels above take three passes over the output (exp stored, then
  * scaled) because a row stays in cache between them; a row past L2 would
@@ -1773,10 +1831,14 @@ static CSM_TARGET void CSM_FN(csm_long_rows)(
     for (ptrdiff_t r = 0; r < rows; ++r) {
         const CSM_T *xr = x + r * ldx;
         CSM_T *yr = y + r * ldy;
+        if (!log_out && K <= CSM_LONG_KEEP) {
+            CSM_FN(csm_long_softmax_kept)(xr, NULL, yr, K, stream, buf);
+            continue;
+        }
         const char *pfx = (const char *)((uintptr_t)xr + AHEAD * sizeof(CSM_T));
         const char *pfy = (const char *)((uintptr_t)yr + AHEAD * sizeof(CSM_T));
         CSM_T m;
-        const double s = CSM_FN(csm_long_max_sum)(xr, NULL, K, &m);
+        const double s = CSM_FN(csm_long_max_sum)(xr, NULL, K, &m, NULL, NULL);
         const CSM_T c = log_out ? (CSM_T)CSM_PASTE(csm_log, CSM_PASTE(f64, CSM_ISA))(s)
                                 : (CSM_T)(1.0 / s);
         for (ptrdiff_t j = 0; j < K; j += CSM_SCRATCH) {

@@ -70,17 +70,21 @@ def test_float32_log_softmax_backward_is_within_2e_6_of_its_terms_at_any_k(isa, 
     assert np.all(np.abs(got - want) <= TOL * scale + np.finfo(np.float32).tiny)
 
 
-@pytest.mark.parametrize("dtype", ["float32", "float64"])
+@pytest.mark.parametrize("length, dtype", [("past_l2", "float32"), ("past_l2", "float64"),
+                                           ("past_keep", "float32")])
 @pytest.mark.parametrize("fn", ["softmax", "log_softmax"])
-def test_rows_past_l2_give_the_bits_of_every_other_path(isa, fn, dtype, stream_at_8mib):
-    # Rows longer than CSM_LONG_ROW bytes are read twice and written once,
-    # recomputing exp: the bits must be those of Fortran order (a gathered
-    # row), of an in-place call and of a streamed output, with special
-    # values in the rows.
+def test_rows_past_l2_give_the_bits_of_every_other_path(isa, fn, length, dtype, stream_at_8mib):
+    # Rows longer than CSM_LONG_ROW bytes take their max and sum in one
+    # read; softmax then scales the exponentials it kept in the output
+    # (rows of up to CSM_LONG_KEEP elements) or recomputes them from a
+    # second read of x (longer rows). Either way the bits must be those of
+    # Fortran order (a gathered row), of an in-place call and of a streamed
+    # output, with special values in the rows.
     from csoftmax import _engine
 
     itemsize = np.dtype(dtype).itemsize
-    k = _engine.CONSTANTS["long_row_bytes"] // itemsize + 1000
+    k = (_engine.CONSTANTS["long_row_bytes"] // itemsize if length == "past_l2"
+         else _engine.CONSTANTS["long_keep"]) + 1000
     x = (np.random.default_rng(3).standard_normal((4, k)) * 3).astype(dtype)
     x[1, ::7] = -np.inf
     x[2, 5] = np.nan
@@ -96,11 +100,17 @@ def test_rows_past_l2_give_the_bits_of_every_other_path(isa, fn, dtype, stream_a
     f(inplace, out=inplace)
     np.testing.assert_array_equal(inplace, got)
     # 4 rows of > 1 MiB are past the 8 MiB threshold in float64 only; 9 rows
-    # are in both.
-    big = np.concatenate([x, x, x[:1]])
+    # are in both. Rows past CSM_LONG_KEEP are past it alone, but such a
+    # call runs in slices of one row (so that Ctrl-C is heard, _cpu.pyx),
+    # each on one thread: here one thread streams.
+    big = x if length == "past_keep" else np.concatenate([x, x, x[:1]])
     out = np.empty_like(big)
     before = _engine.streamed_blocks()
-    f(big, out=out, num_threads=2)
+    old = _engine.set_stream_threads(1 if length == "past_keep" else _engine.stream_threads())
+    try:
+        f(big, out=out, num_threads=2)
+    finally:
+        _engine.set_stream_threads(old)
     assert _engine.streamed_blocks() > before
     np.testing.assert_array_equal(out[:4], got)
 
