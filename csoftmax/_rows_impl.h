@@ -1912,6 +1912,66 @@ CSM_STREAMED_ENTRY(csm_softmax_backward)
 CSM_STREAMED_ENTRY(csm_log_softmax_backward)
 #undef CSM_STREAMED_ENTRY
 
+#if CSM_EXP_V
+/* Rows of up to CSM_JAC_REGS registers: s in registers for the whole block.
+ * Read from memory, s cost a load per register per row of J, and a block of
+ * J (4 KiB at K = 32 float32) has stores in flight at every offset within a
+ * page: the loads of s waited on stores they share their low address bits
+ * with. Here the rows of J are stores only: s_i comes from its lane of the
+ * register that holds it, and a row's last, partial register is the one
+ * that ends at K, overlapping the one before with the same values. NV = K /
+ * CSM_XVW, a constant in each copy, so that sv stays in registers. The
+ * values are those of the loop below (0 - s_i s_j in one multiply-add; the
+ * diagonal stored last). */
+  #define CSM_JAC_REGS (CSM_ISA_ID == 2 ? 8 : 13)
+  #if CSM_ISA_ID == 2 && CSM_F32
+    #define CSM_XV_LANE_(v, d) _mm512_permutexvar_ps(_mm512_set1_epi32((int)(d)), (v))
+    #define CSM_XV_FIRST_(v) _mm512_cvtss_f32(v)
+  #elif CSM_ISA_ID == 2
+    #define CSM_XV_LANE_(v, d) _mm512_permutexvar_pd(_mm512_set1_epi64((long long)(d)), (v))
+    #define CSM_XV_FIRST_(v) _mm512_cvtsd_f64(v)
+  #elif CSM_F32
+    #define CSM_XV_LANE_(v, d) _mm256_permutevar8x32_ps((v), _mm256_set1_epi32((int)(d)))
+    #define CSM_XV_FIRST_(v) _mm256_cvtss_f32(v)
+  #else
+    #define CSM_XV_LANE_(v, d) _mm256_castps_pd(_mm256_permutevar8x32_ps(_mm256_castpd_ps(v), \
+        _mm256_set1_epi64x(((long long)(2 * (d) + 1) << 32) | (long long)(2 * (d)))))
+    #define CSM_XV_FIRST_(v) _mm256_cvtsd_f64(v)
+  #endif
+static CSM_INLINE CSM_TARGET void CSM_FN(csm_jac_regs)(
+    const int NV, const CSM_T *s, CSM_T *J, ptrdiff_t i0, ptrdiff_t i1, ptrdiff_t K, const char *pfw)
+{
+    CSM_XV sv[CSM_JAC_REGS + 1];
+    const int tail = NV * CSM_XVW < K;
+    for (int v = 0; v < NV; ++v)
+        sv[v] = CSM_XV_(loadu)(s + v * CSM_XVW);
+    sv[NV] = CSM_XV_(loadu)(s + K - CSM_XVW);
+    for (int v = 0; v <= NV; ++v) {
+        if (v == NV && !tail)
+            break;
+        /* The rows whose s_i register v holds: lanes base .. base + W - 1. */
+        const ptrdiff_t base = v < NV ? v * CSM_XVW : K - CSM_XVW;
+        ptrdiff_t lo = v < NV ? base : NV * CSM_XVW, hi = v < NV ? base + CSM_XVW : K;
+        lo = lo < i0 ? i0 : lo;
+        hi = hi > i1 ? i1 : hi;
+        for (ptrdiff_t i = lo; i < hi; ++i) {
+            const CSM_XV vsi = CSM_XV_LANE_(sv[v], i - base);
+            CSM_T *Ji = J + (i - i0) * K;
+            if (pfw)
+                CSM_FN(csm_prefetch_run)((const CSM_T *)pfw + (i - i0) * K, K, 1);
+            for (int u = 0; u < NV; ++u)
+                CSM_XV_(storeu)(Ji + u * CSM_XVW, CSM_XV_(fnmadd)(vsi, sv[u], CSM_XV_(setzero)()));
+            if (tail)
+                CSM_XV_(storeu)(Ji + K - CSM_XVW, CSM_XV_(fnmadd)(vsi, sv[NV], CSM_XV_(setzero)()));
+            const CSM_T si = CSM_XV_FIRST_(vsi);
+            Ji[i] = si - si * si;
+        }
+    }
+}
+  #undef CSM_XV_LANE_
+  #undef CSM_XV_FIRST_
+#endif
+
 /* Jacobian: J[i, j] = s_i (delta_ij - s_j) for each row, into a K x K block
  * per row (ldo = K * K). s is computed once per row. Off-diagonal entries are
  * 0 - s_i * s_j, so the block is bitwise symmetric (and a masked entry's
@@ -1923,6 +1983,18 @@ static CSM_INLINE CSM_TARGET void CSM_FN(csm_jacobian_block)(
     /* Rows i0..i1 of the block; J points at row i0. pfw, where not null, is
      * the next block (see CSM_PREFETCH_BYTES): its row i is fetched for
      * ownership while row i of this one is written. */
+#if CSM_EXP_V
+    switch (K >= CSM_XVW && K <= CSM_JAC_REGS * CSM_XVW ? K / CSM_XVW : 0) {
+  #define CSM_JAC_CASE_(nv) case nv: CSM_FN(csm_jac_regs)(nv, s, J, i0, i1, K, pfw); return;
+    CSM_JAC_CASE_(1) CSM_JAC_CASE_(2) CSM_JAC_CASE_(3) CSM_JAC_CASE_(4)
+    CSM_JAC_CASE_(5) CSM_JAC_CASE_(6) CSM_JAC_CASE_(7) CSM_JAC_CASE_(8)
+  #if CSM_JAC_REGS > 8
+    CSM_JAC_CASE_(9) CSM_JAC_CASE_(10) CSM_JAC_CASE_(11) CSM_JAC_CASE_(12) CSM_JAC_CASE_(13)
+  #endif
+  #undef CSM_JAC_CASE_
+    default: break;
+    }
+#endif
     for (ptrdiff_t i = i0; i < i1; ++i) {
         const CSM_T si = s[i];
         CSM_T *Ji = J + (i - i0) * K;

@@ -118,6 +118,38 @@ def test_jacobian_matches_float64_reference(isa, shape, dtype):
 
 
 @pytest.mark.parametrize("dtype", DTYPES)
+def test_jacobian_matches_float64_reference_at_every_k_its_register_kernels_take(isa, dtype):
+    # Up to K = 8 registers (AVX-512) or 13 (AVX2) the Jacobian's rows are
+    # built from s held in registers, one copy per register count, the last
+    # register overlapping the one before it where K is not a multiple of
+    # the width: every K up to 140 crosses each copy and the element-wise
+    # rows past them. Blocks of several rows and a one-row call alike, and
+    # streamed outputs, which build a block's rows in groups (from K = 65
+    # float32, a register's rows span two groups).
+    from csoftmax import _engine
+
+    for k in range(1, 141):
+        x = logits((3, k), dtype, seed=k)
+        got = csoftmax.softmax_jacobian(x)
+        want = ref_jacobian(x)
+        s = ref_softmax(x)
+        bound = 4 * RTOL[dtype] * (np.abs(want) + np.einsum("ni,ij->nij", s, np.eye(k)))
+        assert np.all(np.abs(got - want) <= bound + np.finfo(dtype).tiny), k
+        assert np.array_equal(got, np.swapaxes(got, 1, 2)), k
+        np.testing.assert_array_equal(csoftmax.softmax_jacobian(x[2:]), got[2:])
+        streamed = np.empty_like(got)
+        before = _engine.streamed_blocks()
+        old_bytes, old_threads = _engine.set_stream_bytes(0), _engine.set_stream_threads(1)
+        try:
+            csoftmax.softmax_jacobian(x, out=streamed)
+        finally:
+            _engine.set_stream_bytes(old_bytes)
+            _engine.set_stream_threads(old_threads)
+        assert _engine.streamed_blocks() > before
+        np.testing.assert_array_equal(streamed, got)
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
 @pytest.mark.parametrize("shape", SHAPES)
 def test_rows_sum_to_one(isa, shape, dtype):
     s = csoftmax.softmax(logits(shape, dtype, scale=10))
