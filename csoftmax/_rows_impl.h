@@ -1916,8 +1916,8 @@ CSM_STREAMED_ENTRY(csm_log_softmax_backward)
 /* Rows of up to CSM_JAC_REGS registers: s in registers for the whole block.
  * Read from memory, s cost a load per register per row of J, and a block of
  * J (4 KiB at K = 32 float32) has stores in flight at every offset within a
- * page: the loads of s waited on stores they share their low address bits
- * with. Here the rows of J are stores only: s_i comes from its lane of the
+ * page: the loads of s, we read, waited on stores they share their low
+ * address bits with (measured: docs/design.md, the Jacobian's prefetch). Here the rows of J are stores only: s_i comes from its lane of the
  * register that holds it, and a row's last, partial register is the one
  * that ends at K, overlapping the one before with the same values. NV = K /
  * CSM_XVW, a constant in each copy, so that sv stays in registers. The
