@@ -11,6 +11,7 @@ API of kernels.pxd, both of which call run_f32/run_f64.
 import os
 
 from cython.parallel cimport parallel, prange, threadid
+from cpython.pyport cimport PY_SSIZE_T_MAX
 from libc.stdlib cimport free, malloc
 
 cdef extern from "_rows.h" nogil:
@@ -219,6 +220,19 @@ _stream_bytes = 2 * (_llc_bytes() or (8 << 20))
 cdef Py_ssize_t _prefetch_bytes = _CACHE_SIZES.get(2) or (1 << 20)
 
 
+# softmax_backward prefetches only past 8 times that: its dot product's pass
+# is bound by loads, and a prefetch takes a load's slot. Measured (AMD Zen
+# 5, L2 2 MiB, L3 32 MiB, float32 out=, median of interleaved calls, time
+# without / with the prefetches): 4096 x 128 (6 MiB of operands) 0.88-0.93
+# (AVX-512 and AVX2, 1 and 2 threads), 10922 x 128 and 1365 x 1000 (15 MiB)
+# 0.83-0.97; 16384 x 128 (24 MiB) 1.03-1.29, 32768 x 128 1.01-1.34. The
+# other ops keep the L2 threshold: log_softmax_backward prefetches in its
+# exp pass, bound by arithmetic (AVX2, 1365 x 1000: 1.24-1.33 without), and
+# softmax was even (0.98-1.00) at 6 MiB.
+cdef enum:
+    DOT_PREFETCH_L2S = 8
+
+
 def prefetch_bytes():
     """Calls whose operands and output exceed this many bytes prefetch rows
     ahead: the L2 cache's size."""
@@ -424,7 +438,7 @@ cdef int _plan(int op, Py_ssize_t n, Py_ssize_t k, Py_ssize_t acs, Py_ssize_t bc
     mcs comes with the call."""
     cdef bint jacobian = op == OP_SOFTMAX_JACOBIAN
     cdef bint shaped = jacobian or op == OP_LOGSUMEXP  # out is not shaped like a row
-    cdef Py_ssize_t lanes, work, cost
+    cdef Py_ssize_t lanes, work, cost, pf_bytes
     cdef bint big_out
     # The row kernels take unit column strides (every stride is unit when
     # K == 1); everything else goes through the lane layout, or, for the
@@ -469,7 +483,11 @@ cdef int _plan(int op, Py_ssize_t n, Py_ssize_t k, Py_ssize_t acs, Py_ssize_t bc
     big_out = (not (flags & RUN_FRESH_OUT) and not masked
                and work * itemsize > _stream_bytes)
     p.stream = big_out and _stream_threads <= 1
-    p.prefetch = (work + n * k * csm_op_arity[op]) * itemsize > _prefetch_bytes
+    pf_bytes = _prefetch_bytes
+    if op == OP_SOFTMAX_BACKWARD:  # (the tests set thresholds up to 2^62)
+        pf_bytes = (_prefetch_bytes * DOT_PREFETCH_L2S
+                    if _prefetch_bytes <= PY_SSIZE_T_MAX // DOT_PREFETCH_L2S else PY_SSIZE_T_MAX)
+    p.prefetch = (work + n * k * csm_op_arity[op]) * itemsize > pf_bytes
     p.default_threads = num_threads <= 0
     p.num_threads = 1
     cost = n * (work // n + ROW_COST) * csm_op_cost[op]

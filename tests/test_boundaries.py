@@ -214,7 +214,13 @@ def test_calls_past_l2_prefetch_and_calls_in_cache_do_not():
     large = l2 // (k * 4) + 1  # the input alone exceeds it
     assert not _engine.plan("softmax", small, k)["prefetch"]
     assert _engine.plan("softmax", large, k)["prefetch"]
-    assert _engine.plan("softmax_backward", large, k)["prefetch"]
+    assert _engine.plan("log_softmax_backward", large, k)["prefetch"]
+    # softmax_backward's dot product is bound by loads, which its prefetches
+    # compete with: it prefetches past 8 L2s (three operands of k elements
+    # per row).
+    assert not _engine.plan("softmax_backward", large, k)["prefetch"]
+    assert not _engine.plan("softmax_backward", 8 * l2 // (3 * k * 4), k)["prefetch"]
+    assert _engine.plan("softmax_backward", 8 * l2 // (3 * k * 4) + 1, k)["prefetch"]
 
 
 @pytest.mark.parametrize("threads", [1, 2])
