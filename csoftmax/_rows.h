@@ -179,9 +179,7 @@ _Static_assert(CSM_SMALL_K == 32, "CSM_SMALL_K_CASES lists K = 1 .. 32");
  * the time of recomputing (docs/design.md); past the L3 the kept output
  * comes back from DRAM. A constant, not the machine's LLC: a row's bits
  * depend on which, and must not depend on the machine beyond its ISA. */
-#ifndef CSM_LONG_KEEP
 #define CSM_LONG_KEEP (1 << 23)
-#endif
 
 /* Rows per cross-row group: one AVX-512 float vector, two AVX2 ones. */
 #define CSM_LANES 16
@@ -250,6 +248,7 @@ static inline ptrdiff_t csm_lane_count(ptrdiff_t K)
  * registers stay registers. */
 #define CSM_EACH_ROW _Pragma("GCC unroll 2")
 _Static_assert(CSM_SCRATCH % CSM_SUM_BLOCK == 0, "csm_long_rows sums whole blocks per chunk");
+_Static_assert(CSM_LONG_KEEP % CSM_LONG_CHUNK == 0, "csm_long_softmax_kept keeps a max per chunk");
 
 /* What csm_row_sum (_rows_impl.h) sums: a, or a * b. */
 enum { CSM_SUM_PLAIN, CSM_SUM_DOT };

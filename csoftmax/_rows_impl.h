@@ -1917,8 +1917,9 @@ CSM_STREAMED_ENTRY(csm_log_softmax_backward)
  * Read from memory, s cost a load per register per row of J, and a block of
  * J (4 KiB at K = 32 float32) has stores in flight at every offset within a
  * page: the loads of s, we read, waited on stores they share their low
- * address bits with (measured: docs/design.md, the Jacobian's prefetch). Here the rows of J are stores only: s_i comes from its lane of the
- * register that holds it, and a row's last, partial register is the one
+ * address bits with (measured: docs/design.md, beside the Jacobian's
+ * prefetch). Here the rows of J are stores only: s_i comes from its lane of
+ * the register that holds it, and a row's last, partial register is the one
  * that ends at K, overlapping the one before with the same values. NV = K /
  * CSM_XVW, a constant in each copy, so that sv stays in registers. The
  * values are those of the loop below (0 - s_i s_j in one multiply-add; the
