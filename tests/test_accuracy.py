@@ -123,8 +123,8 @@ def test_jacobian_matches_float64_reference_at_every_k_its_register_kernels_take
     # built from s held in registers, one copy per register count, the last
     # register overlapping the one before it where K is not a multiple of
     # the width: every K up to 140 crosses each copy and the element-wise
-    # rows past them. Blocks of several rows and a one-row call alike, and
-    # streamed outputs, which build a block's rows in groups (from K = 65
+    # rows past them. Blocks of several rows and a one-row call alike, C,
+    # Fortran and strided rows, and streamed outputs, which build a block's rows in groups (from K = 65
     # float32, a register's rows span two groups).
     from csoftmax import _engine
 
@@ -137,6 +137,11 @@ def test_jacobian_matches_float64_reference_at_every_k_its_register_kernels_take
         assert np.all(np.abs(got - want) <= bound + np.finfo(dtype).tiny), k
         assert np.array_equal(got, np.swapaxes(got, 1, 2)), k
         np.testing.assert_array_equal(csoftmax.softmax_jacobian(x[2:]), got[2:])
+        # Fortran and strided rows (the lane path: s in each block's last row,
+        # which the block's register rows overwrite last).
+        np.testing.assert_array_equal(csoftmax.softmax_jacobian(np.asfortranarray(x)), got)
+        wide = np.repeat(x, 2, axis=1)[:, ::2]
+        np.testing.assert_array_equal(csoftmax.softmax_jacobian(wide), got)
         streamed = np.empty_like(got)
         before = _engine.streamed_blocks()
         old_bytes, old_threads = _engine.set_stream_bytes(0), _engine.set_stream_threads(1)
