@@ -461,6 +461,50 @@ static CSM_INLINE CSM_TARGET CSM_T CSM_FN(csm_tree_sum_t)(const CSM_T *f, ptrdif
 #undef CSM_F_
 }
 
+#if CSM_EXP_V
+/* csm_tree_sum over the CSM_PARTS double partials held in registers (partial
+ * p at lane p % CSM_XVDW of av[p / CSM_XVDW]), by the same tree (p + p+8,
+ * then p + p+4, p + p+2, p + p+1), in registers: through a stack array the
+ * partials came back by partial loads of wider stores. */
+static CSM_INLINE CSM_TARGET double CSM_FN(csm_xvd_tree)(const CSM_XVD *av)
+{
+  #if CSM_ISA_ID == 2
+    const __m512d h8 = _mm512_add_pd(av[0], av[1]);                                    /* p + p+8 */
+    const __m256d h4 = _mm256_add_pd(_mm512_castpd512_pd256(h8), _mm512_extractf64x4_pd(h8, 1)); /* p + p+4 */
+  #else
+    const __m256d h4 = _mm256_add_pd(_mm256_add_pd(av[0], av[2]), _mm256_add_pd(av[1], av[3]));
+  #endif
+    const __m128d h2 = _mm_add_pd(_mm256_castpd256_pd128(h4), _mm256_extractf128_pd(h4, 1)); /* p + p+2 */
+    return _mm_cvtsd_f64(_mm_add_sd(h2, _mm_unpackhi_pd(h2, h2)));                     /* p + p+1 */
+}
+
+/* The same tree over CSM_PARTS partials of the element type in registers
+ * (csm_rows_exp_sum_from's): through a stack array, AVX2 float32's two
+ * registers came back as eight scalar loads and inserts per row. AMD Zen 5,
+ * one thread, 4096 x 128, best of 10 calls in 3 alternating processes per
+ * build, array -> registers: AVX2 float32 softmax 221-223 -> 207-213 us,
+ * log_softmax 192-194 -> 182-187; float64 log_softmax 532-543 -> 500-507
+ * (AVX2), 310-318 -> 294-303 (AVX-512), softmax 305-314 -> 289-301
+ * (AVX-512). AVX-512 float32's one register keeps the array, whose loads
+ * GCC turns into shuffles of the register itself: with these intrinsics its
+ * softmax took 113-118 -> 119-123 us. */
+static CSM_INLINE CSM_TARGET CSM_T CSM_FN(csm_xv_tree)(const CSM_XV *fv)
+{
+  #if CSM_F32 && CSM_ISA_ID == 2
+    CSM_T f[CSM_PARTS];
+    CSM_XV_(storeu)(f, fv[0]);
+    return CSM_FN(csm_tree_sum_t)(f, 1);
+  #elif CSM_F32
+    const __m256 h8 = _mm256_add_ps(fv[0], fv[1]);                                  /* p + p+8 */
+    const __m128 h4 = _mm_add_ps(_mm256_castps256_ps128(h8), _mm256_extractf128_ps(h8, 1)); /* p + p+4 */
+    const __m128 h2 = _mm_add_ps(h4, _mm_movehl_ps(h4, h4));                          /* p + p+2 */
+    return _mm_cvtss_f32(_mm_add_ss(h2, _mm_shuffle_ps(h2, h2, 1)));                  /* p + p+1 */
+  #else
+    return CSM_FN(csm_xvd_tree)(fv); /* CSM_XV is CSM_XVD for double */
+  #endif
+}
+#endif
+
 /* Every cache line of the n elements at p; w = 1 for elements about to be
  * written (fetched for ownership, so the store does not wait for them). */
 static CSM_INLINE CSM_TARGET void CSM_FN(csm_prefetch_run)(const CSM_T *p, ptrdiff_t n, const int w)
@@ -551,12 +595,8 @@ static CSM_INLINE CSM_TARGET void CSM_FN(csm_rows_exp_sum_from)(
             }
         }
         CSM_EACH_ROW
-        for (int rr = 0; rr < R; ++rr) {
-            CSM_T f[CSM_PARTS];
-            for (int h = 0; h < NV_; ++h)
-                CSM_XV_(storeu)(f + h * CSM_XVW, fv[rr][h]);
-            acc[rr] += (double)CSM_FN(csm_tree_sum_t)(f, 1);
-        }
+        for (int rr = 0; rr < R; ++rr)
+            acc[rr] += (double)CSM_FN(csm_xv_tree)(fv[rr]);
 #else
         CSM_EACH_ROW
         for (int rr = 0; rr < R; ++rr) {
@@ -688,21 +728,6 @@ static CSM_INLINE CSM_TARGET void CSM_FN(csm_sum_reg)(CSM_XVD *av, int h, const 
                       mk, what, all, 0);
 }
 
-/* csm_tree_sum over the CSM_PARTS double partials held in registers (partial
- * p at lane p % CSM_XVDW of av[p / CSM_XVDW]), by the same tree (p + p+8,
- * then p + p+4, p + p+2, p + p+1), in registers: through a stack array the
- * partials came back by partial loads of wider stores. */
-static CSM_INLINE CSM_TARGET double CSM_FN(csm_xvd_tree)(const CSM_XVD *av)
-{
-  #if CSM_ISA_ID == 2
-    const __m512d h8 = _mm512_add_pd(av[0], av[1]);                                    /* p + p+8 */
-    const __m256d h4 = _mm256_add_pd(_mm512_castpd512_pd256(h8), _mm512_extractf64x4_pd(h8, 1)); /* p + p+4 */
-  #else
-    const __m256d h4 = _mm256_add_pd(_mm256_add_pd(av[0], av[2]), _mm256_add_pd(av[1], av[3]));
-  #endif
-    const __m128d h2 = _mm_add_pd(_mm256_castpd256_pd128(h4), _mm256_extractf128_pd(h4, 1)); /* p + p+2 */
-    return _mm_cvtsd_f64(_mm_add_sd(h2, _mm_unpackhi_pd(h2, h2)));                     /* p + p+1 */
-}
 #endif
 
 /* A sum over each of R rows (R a constant, 1 or CSM_ROWS_MAX) into out[r],
