@@ -727,7 +727,6 @@ static CSM_INLINE CSM_TARGET void CSM_FN(csm_sum_reg)(CSM_XVD *av, int h, const 
     CSM_FN(csm_sum_v)(av, h, CSM_XV_(loadu)(a), what == CSM_SUM_DOT ? CSM_XV_(loadu)(b) : CSM_XV_(setzero)(),
                       mk, what, all, 0);
 }
-
 #endif
 
 /* A sum over each of R rows (R a constant, 1 or CSM_ROWS_MAX) into out[r],
