@@ -54,7 +54,10 @@ def _call(fn, arrays, axis, **kw):
 @pytest.mark.parametrize("k", KS)
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
 @pytest.mark.parametrize("fn", FUNCS)
-def test_every_layout_gives_the_c_order_bits(fn, dtype, k):
+def test_every_layout_gives_the_c_order_bits(isa, fn, dtype, k):
+    # Under every ISA: C-order rows take the row kernels, whose partial sums
+    # are reduced in registers, and the other layouts the lane kernels, which
+    # reduce them through memory; both by the same tree.
     n = 3 if fn == "softmax_jacobian" and k > 100 else 37
     arrays = _inputs(fn, n, k, dtype)
     want = _call(fn, arrays, -1)
