@@ -136,11 +136,13 @@ static CSM_INLINE CSM_TARGET void CSM_FN(csm_xent_row_sums)(
         }
         for (ptrdiff_t i = 0; i < K; i += CSM_PARTS) {
             const ptrdiff_t nb = K - i < CSM_PARTS ? K - i : CSM_PARTS;
+            CSM_T ev[CSM_PARTS];
+            CSM_FN(csm_exp_lanes)(ev, x + i, NULL, m, nb, 0);
 #pragma omp simd
             for (ptrdiff_t p = 0; p < nb; ++p) {
                 const ptrdiff_t j = i + p;
                 const int on = masked ? mk[j] != 0 : 1;
-                CSM_T v = CSM_FN(csm_exp_neg)(x[j] - m);
+                CSM_T v = ev[p];
                 v = on ? v : (CSM_T)0;
                 if (want_grad)
                     g[j] = v;
@@ -301,17 +303,17 @@ static CSM_INLINE CSM_TARGET void CSM_FN(csm_xent_lanes)(
     for (ptrdiff_t j = 0; j < K; ++j) {
         CSM_T *bj = buf + j * lanes;
         const double wj = weighted ? (double)w[j] : 1.0;
+        if (eps > 0) {
 #pragma omp simd
-        for (ptrdiff_t l = 0; l < lanes; ++l) {
-            const CSM_T v = bj[l];
-            if (eps > 0) {
-                const double dx = (double)v - (double)m[l];
+            for (ptrdiff_t l = 0; l < lanes; ++l) {
+                const double dx = (double)bj[l] - (double)m[l];
                 d[l] += weighted ? wj * dx : dx;
             }
-            const CSM_T e = CSM_FN(csm_exp_neg)(v - m[l]);
-            bj[l] = e;
-            s[l] += (double)e;
         }
+        CSM_FN(csm_exp_lanes)(bj, bj, m, 0, lanes, 0);
+#pragma omp simd
+        for (ptrdiff_t l = 0; l < lanes; ++l)
+            s[l] += (double)bj[l];
     }
 #pragma omp simd
     for (ptrdiff_t l = 0; l < lanes; ++l)

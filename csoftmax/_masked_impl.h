@@ -77,9 +77,14 @@ static CSM_INLINE CSM_TARGET void CSM_FN(csm_masked_softmax_row)(
          * the max and the sum in one read, then exp(x - max) * c. */
         CSM_T m;
         const CSM_T c = (CSM_T)(1.0 / CSM_FN(csm_long_max_sum)(x, mk, K, &m, NULL, NULL));
+        CSM_T e[CSM_EXP_CHUNK];
+        for (ptrdiff_t i0 = 0; i0 < K; i0 += CSM_EXP_CHUNK) {
+            const ptrdiff_t nb = K - i0 < CSM_EXP_CHUNK ? K - i0 : CSM_EXP_CHUNK;
+            CSM_FN(csm_exp_lanes)(e, x + i0, NULL, m, nb, 0);
 #pragma omp simd
-        for (ptrdiff_t i = 0; i < K; ++i)
-            y[i] = mk[i] ? CSM_FN(csm_exp_neg)(x[i] - m) * c : (CSM_T)0;
+            for (ptrdiff_t p = 0; p < nb; ++p)
+                y[i0 + p] = mk[i0 + p] ? e[p] * c : (CSM_T)0;
+        }
         return;
     }
     const CSM_T m = CSM_FN(csm_row_max_m)(x, mk, K);
@@ -135,9 +140,22 @@ static CSM_INLINE CSM_TARGET void CSM_FN(csm_masked_row)(
     }
     case CSM_OP_LOG_SOFTMAX_BACKWARD: {
         const CSM_T sg = (CSM_T)CSM_FN(csm_row_sum)(g, g, mk, K, CSM_SUM_PLAIN, NULL, NULL, NULL);
+#if CSM_EXP_TAB
+        CSM_T e[CSM_EXP_CHUNK];
+        for (ptrdiff_t i0 = 0; i0 < K; i0 += CSM_EXP_CHUNK) {
+            const ptrdiff_t nb = K - i0 < CSM_EXP_CHUNK ? K - i0 : CSM_EXP_CHUNK;
+            CSM_FN(csm_exp_lanes)(e, x + i0, NULL, 0, nb, 1);
+#pragma omp simd
+            for (ptrdiff_t p = 0; p < nb; ++p)
+                y[i0 + p] = mk[i0 + p] ? g[i0 + p] - e[p] * sg : (CSM_T)0;
+        }
+#else
+        /* One loop where the C form vectorises (csm_exp_lanes): the
+         * chunked form cost 3% here (AVX-512, 4096 x 128 float32). */
 #pragma omp simd
         for (ptrdiff_t i = 0; i < K; ++i)
             y[i] = mk[i] ? g[i] - CSM_FN(csm_exp)(x[i]) * sg : (CSM_T)0;
+#endif
         break;
     }
     case CSM_OP_SOFTMAX_JACOBIAN: {
@@ -244,11 +262,8 @@ static CSM_INLINE CSM_TARGET void CSM_FN(csm_small_lse_group)(
         for (ptrdiff_t l = 0; l < lanes; ++l)
             m[l] = buf[j * lanes + l] > m[l] ? buf[j * lanes + l] : m[l];
     }
-    for (ptrdiff_t j = 0; j < K; ++j) {
-#pragma omp simd
-        for (ptrdiff_t l = 0; l < lanes; ++l)
-            e[j * lanes + l] = CSM_FN(csm_exp_neg)(buf[j * lanes + l] - m[l]);
-    }
+    for (ptrdiff_t j = 0; j < K; ++j)
+        CSM_FN(csm_exp_lanes)(e + j * lanes, buf + j * lanes, m, 0, lanes, 0);
 #define CSM_E(j) e[(j) * lanes + l]
 #define CSM_PAIR(p) ((p) >= K ? (CSM_T)0 : (p) + 16 >= K ? CSM_E(p) : CSM_E(p) + CSM_E((p) + 16))
 #pragma omp simd
