@@ -150,8 +150,9 @@ static CSM_INLINE CSM_TARGET void CSM_FN(csm_masked_row)(
                 y[i0 + p] = mk[i0 + p] ? g[i0 + p] - e[p] * sg : (CSM_T)0;
         }
 #else
-        /* One loop where the C form vectorises (csm_exp_lanes): the
-         * chunked form cost 3% here (AVX-512, 4096 x 128 float32). */
+        /* One loop where the C form vectorises (float64, baseline; see
+         * csm_exp_lanes): chunked, it cost 3% here (AVX-512 float32 when
+         * its C form was the degree-6 polynomial, 4096 x 128). */
 #pragma omp simd
         for (ptrdiff_t i = 0; i < K; ++i)
             y[i] = mk[i] ? g[i] - CSM_FN(csm_exp)(x[i]) * sg : (CSM_T)0;

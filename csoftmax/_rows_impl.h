@@ -93,30 +93,54 @@
                          X(0x1.5555555555504p-3) X(0x1.000000000000ap-1)
 #endif
 
-/* AVX2 float32 reduces by ln2/8 and looks 2^(j/8) up in a table of eight
- * (x = (8n + j) ln2/8 + r, |r| <= ln2/16): exp(r) - 1 then needs only
- * r + c2 r^2 + c3 r^3, three operations of the multiply-add unit instead of
- * six, and the lookup is one permute of a register (vpermd) and an integer
- * add, which run beside them. AMD Zen 5, one thread: the exp-and-sum loop
- * took 0.63-0.71 cycles per element against 0.87-0.97. c2, c3: Lawson's
- * reweighted least squares of the relative error on [-ln2/16, ln2/16]; the
- * whole exp is within 1.14 ulp (the table's own rounding is half of it),
- * against 1.01 for the degree-6 form, which AVX-512 and baseline keep:
- * AVX-512 has vscalef and baseline no register permute.
- * CSM_EXP_TAB_E(j) is 2^(j/8)'s bits less j << 20, plus 64 << 23: added to
- * t's bits shifted left by 20, whose low 12 bits are n8 = 8n + j, it gives
- * the bits of 2^(j/8) 2^(n+64), the softmax domain's scale s (below). */
-#define CSM_EXP_TAB (CSM_X86_DISPATCH && CSM_ISA_ID == 1 && CSM_F32)
+/* float32 under AVX2 and AVX-512 reduces by ln2/N and looks 2^(j/N) up in
+ * a table of N held in one register, N = 8 (AVX2) or 16 (AVX-512): x =
+ * (N n + j) ln2/N + r, |r| <= ln2/(2N). exp(r) - 1 then needs only r + c2
+ * r^2 + c3 r^3, three operations of the multiply-add unit instead of six,
+ * and the lookup is one permute (vpermd, which reads the low bits of each
+ * index: j) and an integer add, which run beside them. AMD Zen 5, one
+ * thread, AVX2: the exp-and-sum loop took 0.63-0.71 cycles per element
+ * against 0.87-0.97. c2, c3: Lawson's reweighted least squares of the
+ * relative error on [-ln2/(2N), ln2/(2N)]; the whole exp is within 1.14 ulp
+ * (N = 8; the table's own rounding is half of it) and 0.99 (N = 16),
+ * against 1.01 for the degree-6 form, which baseline (no register permute)
+ * and float64 (a table rounded to double would break its 1 ulp) keep.
+ * CSM_EXP_TAB_E(j) is 2^(j/N)'s bits less j << (23 - log2 N), plus 64 << 23:
+ * added to t's bits shifted left by 23 - log2 N, whose low bits are
+ * N n + j, it gives the bits of 2^(j/N) 2^(n+64), the softmax domain's scale
+ * s (below). */
+#define CSM_EXP_TAB (CSM_X86_DISPATCH && CSM_ISA_ID >= 1 && CSM_F32)
 #if CSM_EXP_TAB
-  #define CSM_EXP_TAB_LOG2E 11.5415603271117073f /* 8 log2(e) */
-  #define CSM_EXP_TAB_LN2_HI (CSM_LN2_HI / 8)   /* exact: the same bits, scaled */
-  #define CSM_EXP_TAB_LN2_LO (CSM_LN2_LO / 8)
-  #define CSM_EXP_TAB_C2 0x1.000878p-1f
-  #define CSM_EXP_TAB_C3 0x1.55568cp-3f
-  #define CSM_EXP_TAB_E(j, bits) ((uint32_t)(bits) - ((uint32_t)(j) << 20) + (64u << 23))
-  #define CSM_EXP_TAB_ENTRIES(X) X(0, 0x3f800000u), X(1, 0x3f8b95c2u), X(2, 0x3f9837f0u), \
-      X(3, 0x3fa5fed7u), X(4, 0x3fb504f3u), X(5, 0x3fc5672au), X(6, 0x3fd744fdu), X(7, 0x3feac0c7u)
-static const uint32_t CSM_FN(csm_exp_tab)[8] = {CSM_EXP_TAB_ENTRIES(CSM_EXP_TAB_E)};
+  #define CSM_EXP_TAB_LN2_HI (CSM_LN2_HI / CSM_EXP_TAB_N) /* exact: the same bits, scaled */
+  #define CSM_EXP_TAB_LN2_LO (CSM_LN2_LO / CSM_EXP_TAB_N)
+  #define CSM_EXP_TAB_SHIFT (CSM_MANT_BITS - CSM_EXP_TAB_LOG2N)
+  #define CSM_EXP_TAB_E(j, bits) ((uint32_t)(bits) - ((uint32_t)(j) << CSM_EXP_TAB_SHIFT) + (64u << 23))
+  #if CSM_ISA_ID == 2
+    #define CSM_EXP_TAB_N 16
+    #define CSM_EXP_TAB_LOG2N 4
+    #define CSM_EXP_TAB_LOG2E 23.0831206542234146f /* 16 log2(e) */
+    #define CSM_EXP_TAB_C2 0x1.00022p-1f
+    #define CSM_EXP_TAB_C3 0x1.5555fap-3f
+    #define CSM_EXP_TAB_ENTRIES(X) X(0, 0x3f800000u), X(1, 0x3f85aac3u), X(2, 0x3f8b95c2u),   \
+        X(3, 0x3f91c3d3u), X(4, 0x3f9837f0u), X(5, 0x3f9ef532u), X(6, 0x3fa5fed7u),          \
+        X(7, 0x3fad583fu), X(8, 0x3fb504f3u), X(9, 0x3fbd08a4u), X(10, 0x3fc5672au),         \
+        X(11, 0x3fce248cu), X(12, 0x3fd744fdu), X(13, 0x3fe0ccdfu), X(14, 0x3feac0c7u),      \
+        X(15, 0x3ff5257du)
+  #else
+    #define CSM_EXP_TAB_N 8
+    #define CSM_EXP_TAB_LOG2N 3
+    #define CSM_EXP_TAB_LOG2E 11.5415603271117073f /* 8 log2(e) */
+    #define CSM_EXP_TAB_C2 0x1.000878p-1f
+    #define CSM_EXP_TAB_C3 0x1.55568cp-3f
+    #define CSM_EXP_TAB_ENTRIES(X) X(0, 0x3f800000u), X(1, 0x3f8b95c2u), X(2, 0x3f9837f0u), \
+        X(3, 0x3fa5fed7u), X(4, 0x3fb504f3u), X(5, 0x3fc5672au), X(6, 0x3fd744fdu), X(7, 0x3feac0c7u)
+  #endif
+static const uint32_t CSM_FN(csm_exp_tab)[CSM_EXP_TAB_N] = {CSM_EXP_TAB_ENTRIES(CSM_EXP_TAB_E)};
+  #if CSM_ISA_ID == 2
+    #define CSM_EXP_TAB_PLAIN(j, bits) (bits)
+/* 2^(j/N) itself, for AVX-512's register form (csm_exp_v). */
+static const uint32_t CSM_FN(csm_exp_tab_plain)[CSM_EXP_TAB_N] = {CSM_EXP_TAB_ENTRIES(CSM_EXP_TAB_PLAIN)};
+  #endif
 #endif
 
 static CSM_INLINE CSM_TARGET CSM_T CSM_FN(csm_expm1_poly)(CSM_T r)
@@ -173,7 +197,7 @@ static CSM_INLINE CSM_TARGET CSM_T CSM_FN(csm_exp_core)(CSM_T x, const int upper
 #if CSM_EXP_TAB
     {
         /* The table's form (above); the scales as below, with s carrying
-         * 2^(j/8): s = 2^(j/8) 2^(n+64), or s1 = 2^(j/8) 2^h and s2 = 2^g,
+         * 2^(j/N): s = 2^(j/N) 2^(n+64), or s1 = 2^(j/N) 2^h and s2 = 2^g,
          * g = n - h. q s + s rounds once, as there. */
         const CSM_T t = x * CSM_EXP_TAB_LOG2E + CSM_SHIFTER;
         const CSM_T n8 = t - CSM_SHIFTER;
@@ -181,13 +205,13 @@ static CSM_INLINE CSM_TARGET CSM_T CSM_FN(csm_exp_core)(CSM_T x, const int upper
         const CSM_T q = (CSM_EXP_TAB_C3 * r + CSM_EXP_TAB_C2) * (r * r) + r;
         uint32_t b;
         memcpy(&b, &t, sizeof b);
-        uint32_t sb = CSM_FN(csm_exp_tab)[b & 7u] + (b << 20);
+        uint32_t sb = CSM_FN(csm_exp_tab)[b & (CSM_EXP_TAB_N - 1)] + (b << CSM_EXP_TAB_SHIFT);
         CSM_T sc;
         if (!upper) {
             memcpy(&sc, &sb, sizeof sc);
             return (q * sc + sc) * 5.42101086242752217004e-20f; /* 2^-64 */
         }
-        const int32_t ni = (int32_t)(b - CSM_SHIFTER_BITS) >> 3;
+        const int32_t ni = (int32_t)(b - CSM_SHIFTER_BITS) >> CSM_EXP_TAB_LOG2N;
         const int32_t g = ni - (ni >> 1);
         sb -= (uint32_t)(g + 64) << CSM_MANT_BITS;
         const uint32_t b2 = (uint32_t)(g + CSM_BIAS) << CSM_MANT_BITS;
@@ -333,29 +357,50 @@ static CSM_INLINE CSM_TARGET CSM_XV CSM_FN(csm_exp_v)(CSM_XV x, const int upper)
         x = CSM_XV_(min)(CSM_XV_(set1)(CSM_EXP_HI), x);
   #if CSM_EXP_TAB
     {
-        const __m256 t = _mm256_fmadd_ps(x, _mm256_set1_ps(CSM_EXP_TAB_LOG2E), _mm256_set1_ps(CSM_SHIFTER));
-        const __m256 n8 = _mm256_sub_ps(t, _mm256_set1_ps(CSM_SHIFTER));
-        __m256 r = _mm256_fnmadd_ps(n8, _mm256_set1_ps(CSM_EXP_TAB_LN2_HI), x);
-        r = _mm256_fnmadd_ps(n8, _mm256_set1_ps(CSM_EXP_TAB_LN2_LO), r);
-        const __m256 q = _mm256_fmadd_ps(
-            _mm256_fmadd_ps(_mm256_set1_ps(CSM_EXP_TAB_C3), r, _mm256_set1_ps(CSM_EXP_TAB_C2)),
-            _mm256_mul_ps(r, r), r);
-        const __m256i b = _mm256_castps_si256(t);
-        /* vpermd reads the low 3 bits of each index: j. */
-        __m256i sb = _mm256_add_epi32(
-            _mm256_permutevar8x32_epi32(_mm256_setr_epi32(CSM_EXP_TAB_ENTRIES(CSM_EXP_TAB_E)), b),
-            _mm256_slli_epi32(b, 20));
-        if (!upper) {
-            const __m256 sc = _mm256_castsi256_ps(sb);
-            return _mm256_mul_ps(_mm256_fmadd_ps(q, sc, sc), _mm256_set1_ps(5.42101086242752217004e-20f));
+        const CSM_XV t = CSM_XV_(fmadd)(x, CSM_XV_(set1)(CSM_EXP_TAB_LOG2E), CSM_XV_(set1)(CSM_SHIFTER));
+        const CSM_XV n8 = CSM_XV_(sub)(t, CSM_XV_(set1)(CSM_SHIFTER));
+        CSM_XV r = CSM_XV_(fnmadd)(n8, CSM_XV_(set1)(CSM_EXP_TAB_LN2_HI), x);
+        r = CSM_XV_(fnmadd)(n8, CSM_XV_(set1)(CSM_EXP_TAB_LN2_LO), r);
+        const CSM_XV q = CSM_XV_(fmadd)(
+            CSM_XV_(fmadd)(CSM_XV_(set1)(CSM_EXP_TAB_C3), r, CSM_XV_(set1)(CSM_EXP_TAB_C2)),
+            CSM_XV_(mul)(r, r), r);
+        CSM_XVI b;
+        memcpy(&b, &t, sizeof b);
+    #if CSM_ISA_ID == 2
+        if (upper) {
+            /* vscalef(2^(j/N) (1 + q), n), n = floor(n8 / N): the C form's
+             * bits, as in the degree-6 form (2^(j/N) (1 + q) rounds once,
+             * as q s1 + s1 does, and the scale by 2^n is exact or rounds
+             * once, as the C form's product by s2). Four operations where
+             * the integer scales below take ten: log_softmax_backward
+             * 4096 x 128, one thread, AMD Zen 5, took 7% longer with them.
+             * On the softmax domain the integer scale is the faster (its
+             * rounding and scalef cost more than two integer operations). */
+            const CSM_XV T = _mm512_permutexvar_ps(b, _mm512_loadu_ps((const float *)CSM_FN(csm_exp_tab_plain)));
+            const CSM_XV nf = _mm512_roundscale_ps(CSM_XV_(mul)(n8, CSM_XV_(set1)(1.0f / CSM_EXP_TAB_N)),
+                                                   _MM_FROUND_TO_NEG_INF | _MM_FROUND_NO_EXC);
+            return _mm512_scalef_ps(CSM_XV_(fmadd)(q, T, T), nf);
         }
-        const __m256i ni = _mm256_srai_epi32(_mm256_sub_epi32(b, _mm256_set1_epi32((int)CSM_SHIFTER_BITS)), 3);
-        const __m256i g = _mm256_sub_epi32(ni, _mm256_srai_epi32(ni, 1));
-        sb = _mm256_sub_epi32(sb, _mm256_slli_epi32(_mm256_add_epi32(g, _mm256_set1_epi32(64)), CSM_MANT_BITS));
-        const __m256 sc = _mm256_castsi256_ps(sb);
-        const __m256 s2 = _mm256_castsi256_ps(
-            _mm256_slli_epi32(_mm256_add_epi32(g, _mm256_set1_epi32(CSM_BIAS)), CSM_MANT_BITS));
-        return _mm256_mul_ps(_mm256_fmadd_ps(q, sc, sc), s2);
+        /* The C form's table, one register (loaded once per loop). */
+        const CSM_XVI tab = _mm512_permutexvar_epi32(b, _mm512_loadu_si512(CSM_FN(csm_exp_tab)));
+    #else
+        const CSM_XVI tab = _mm256_permutevar8x32_epi32(
+            _mm256_loadu_si256((const __m256i *)CSM_FN(csm_exp_tab)), b);
+    #endif
+        CSM_XVI sb = CSM_XVI_(add)(tab, CSM_XVI_(slli)(b, CSM_EXP_TAB_SHIFT));
+        CSM_XV sc;
+        if (!upper) {
+            memcpy(&sc, &sb, sizeof sc);
+            return CSM_XV_(mul)(CSM_XV_(fmadd)(q, sc, sc), CSM_XV_(set1)(5.42101086242752217004e-20f));
+        }
+        const CSM_XVI ni = CSM_XVI_(srai)(CSM_XVI_(sub)(b, CSM_XVI_SET1(CSM_SHIFTER_BITS)), CSM_EXP_TAB_LOG2N);
+        const CSM_XVI g = CSM_XVI_(sub)(ni, CSM_XVI_(srai)(ni, 1));
+        sb = CSM_XVI_(sub)(sb, CSM_XVI_(slli)(CSM_XVI_(add)(g, CSM_XVI_SET1(64)), CSM_MANT_BITS));
+        const CSM_XVI b2 = CSM_XVI_(slli)(CSM_XVI_(add)(g, CSM_XVI_SET1(CSM_BIAS)), CSM_MANT_BITS);
+        CSM_XV s2;
+        memcpy(&sc, &sb, sizeof sc);
+        memcpy(&s2, &b2, sizeof s2);
+        return CSM_XV_(mul)(CSM_XV_(fmadd)(q, sc, sc), s2);
     }
   #endif
     const CSM_XV t = CSM_XV_(fmadd)(x, CSM_XV_(set1)(CSM_LOG2E), CSM_XV_(set1)(CSM_SHIFTER));
@@ -405,9 +450,10 @@ static CSM_INLINE CSM_TARGET CSM_XV CSM_FN(csm_exp_v)(CSM_XV x, const int upper)
  * (subc 0: exp(src[l]), x - 0 being x), for l < n; `upper` (a constant) as
  * in csm_exp_core. The loops across a group's rows (the lane layouts, the
  * masked and the loss kernels) take their exp here rather than inline:
- * under AVX2 float32 the C form's table lookup, vectorised by GCC, is eight
- * scalar loads and inserts per register, so the register form does those
- * lanes. The same bits either way; dst may be src. */
+ * under AVX2 and AVX-512 float32 the C form's table lookup, vectorised by
+ * GCC, is a scalar load and insert per element (no gathers under the
+ * generic tuning), so the register form does those lanes. The same bits
+ * either way; dst may be src. */
 static CSM_INLINE CSM_TARGET void CSM_FN(csm_exp_lanes)(CSM_T *dst, const CSM_T *src, const CSM_T *sub,
                                                         CSM_T subc, ptrdiff_t n, const int upper)
 {
@@ -1923,7 +1969,8 @@ static CSM_INLINE CSM_TARGET void CSM_FN(csm_log_bwd_row)(const CSM_T *yr, const
  * (float32: its scale is two integer operations and a multiply fewer;
  * float64: AVX2 has no 64-bit arithmetic shift, so the whole exp has no
  * register form) and baseline. The max reads y into L1 for the pass after
- * it. Under AVX-512 both are one vscalef, and the check would cost alone.
+ * it. Under AVX-512 the whole exp's scale is one vscalef (float32 too,
+ * csm_exp_v), and the check would cost alone.
  * AMD Zen 5, one thread, out=, us before and after: AVX2 float64 16384 x
  * 1000 17707 -> 14736, 4096 x 128 565 -> 453; float32 4096 x 128 174 ->
  * 163; baseline float32 4096 x 128 635 -> 468. */
