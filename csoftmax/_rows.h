@@ -209,10 +209,10 @@ static inline ptrdiff_t csm_lane_count(ptrdiff_t K)
  * the instruction set only: Fortran and C order give the same bits. */
 #define CSM_PARTS 16
 
-/* Rows whose exp is taken apart from the rest of their formula (through
- * csm_exp_lanes: the masked kernels, the loss) take it in chunks of this
- * many elements: 1-2 KiB on the stack, in L1, and 16-32 registers of
- * arithmetic per call to amortise its loop ends. */
+/* The masked kernels' rows whose exp is taken apart from the rest of their
+ * formula (through csm_exp_lanes: the long rows' output, log_softmax_backward)
+ * take it in chunks of this many elements: 1-2 KiB on the stack, in L1, and
+ * 16-32 registers of arithmetic per call to amortise its loop ends. */
 #define CSM_EXP_CHUNK 256
 
 /* The denominators of softmax, log_softmax and logsumexp (the sum in

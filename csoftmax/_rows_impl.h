@@ -154,7 +154,7 @@ static CSM_INLINE CSM_TARGET CSM_T CSM_FN(csm_expm1_poly)(CSM_T r)
 }
 
 /* The same P, carried to exp(r) itself by Horner's rule: ((P r + 1) r + 1,
- * two multiply-adds). The AVX-512 kernels take it: their scale,
+ * two multiply-adds). The AVX-512 float64 kernels take it: their scale,
  * vscalef(exp(r), n), then needs no 1 + q; the polynomial and its
  * reconstruction are 6 operations per register, not 7 (a product r r, the
  * multiply-add of q and the add of 1 replaced by two multiply-adds). The
@@ -171,8 +171,9 @@ static CSM_INLINE CSM_TARGET CSM_T CSM_FN(csm_exp_poly)(CSM_T r)
     return p * r + (CSM_T)1;
 }
 
-/* exp(x), vectorisable, <= 1.01 ulp float32 (tests/test_vmath.py sweeps it).
- * Cody-Waite reduction x = n ln2 + r with |r| <= ln2/2, q = exp(r) - 1 by a
+/* exp(x), vectorisable, <= 1.01 ulp float32 (tests/test_vmath.py sweeps it;
+ * float32 under AVX2 and AVX-512 takes the table's form, CSM_EXP_TAB, with
+ * the same scales). Cody-Waite reduction x = n ln2 + r with |r| <= ln2/2, q = exp(r) - 1 by a
  * polynomial, and (1 + q) 2^n with one rounding, its scale rebuilt from the
  * bits of the rounding shifter (their low mantissa bits hold n). 2^n alone
  * is not a normal number where the result is subnormal or near the top, so
@@ -276,7 +277,10 @@ static CSM_INLINE CSM_TARGET CSM_T CSM_FN(csm_exp_neg)(CSM_T x)
  *   four (the exponent from t's bits, exp(r) s, the product by 2^-64 or by
  *   2^(n-h)): exp(r) s is exact (s is a normal power of two), and the scale
  *   by 2^n is exact or rounds once, as the C form's last product;
- * - AVX2 builds the scales from t's bits as the C form does.
+ * - AVX2 builds the scales from t's bits as the C form does;
+ * - float32 under both takes the table's form (CSM_EXP_TAB), its scales
+ *   built as the C form builds them, or by vscalef where AVX-512 has the
+ *   whole exp's range.
  * tests/test_vmath.py compares the forms on every 211th float32 of the
  * softmax domain and over the whole range of exp. AVX2 has no 64-bit
  * arithmetic shift, so its float64 register form has the softmax domain
