@@ -221,7 +221,7 @@ static CSM_INLINE CSM_TARGET CSM_T CSM_FN(csm_exp_core)(CSM_T x, const int upper
         memcpy(&s2, &b2, sizeof s2);
         return (q * sc + sc) * s2;
     }
-#endif
+#else
     const CSM_T t = x * CSM_LOG2E + CSM_SHIFTER;
     const CSM_T n = t - CSM_SHIFTER;
     const CSM_T r = (x - n * CSM_LN2_HI) - n * CSM_LN2_LO;
@@ -251,6 +251,7 @@ static CSM_INLINE CSM_TARGET CSM_T CSM_FN(csm_exp_core)(CSM_T x, const int upper
     memcpy(&s2, &b2, sizeof s2);
     return CSM_EXP_SCALED_(s1) * s2;
 #undef CSM_EXP_SCALED_
+#endif
 }
 
 static CSM_INLINE CSM_TARGET CSM_T CSM_FN(csm_exp)(CSM_T x)
@@ -406,7 +407,7 @@ static CSM_INLINE CSM_TARGET CSM_XV CSM_FN(csm_exp_v)(CSM_XV x, const int upper)
         memcpy(&s2, &b2, sizeof s2);
         return CSM_XV_(mul)(CSM_XV_(fmadd)(q, sc, sc), s2);
     }
-  #endif
+  #else
     const CSM_XV t = CSM_XV_(fmadd)(x, CSM_XV_(set1)(CSM_LOG2E), CSM_XV_(set1)(CSM_SHIFTER));
     const CSM_XV n = CSM_XV_(sub)(t, CSM_XV_(set1)(CSM_SHIFTER));
     CSM_XV r = CSM_XV_(fnmadd)(n, CSM_XV_(set1)(CSM_LN2_HI), x);
@@ -444,6 +445,7 @@ static CSM_INLINE CSM_TARGET CSM_XV CSM_FN(csm_exp_v)(CSM_XV x, const int upper)
     return q; /* not reached: callers test CSM_EXP_V_UP */
   #endif
 #endif
+  #endif /* CSM_EXP_TAB */
 }
 #else
   #define CSM_EXP_V 0
