@@ -100,7 +100,8 @@ cdef enum:
 cdef enum:
     BLOCKS_PER_THREAD = 8
     BLOCK_MAX_ELEMS = 32768
-cdef Py_ssize_t _block_share = BLOCKS_PER_THREAD * max(csm_max_threads(), 2)
+cdef int _team = max(csm_max_threads(), 2)
+cdef Py_ssize_t _block_share = BLOCKS_PER_THREAD * _team
 
 # Below this much work a call runs on the calling thread: waking a second
 # thread costs more than it saves. Work is the elements written plus
@@ -438,7 +439,7 @@ cdef int _plan(int op, Py_ssize_t n, Py_ssize_t k, Py_ssize_t acs, Py_ssize_t bc
     mcs comes with the call."""
     cdef bint jacobian = op == OP_SOFTMAX_JACOBIAN
     cdef bint shaped = jacobian or op == OP_LOGSUMEXP  # out is not shaped like a row
-    cdef Py_ssize_t lanes, work, cost, pf_bytes
+    cdef Py_ssize_t lanes = 1, work, cost, pf_bytes
     cdef bint big_out
     # The row kernels take unit column strides (every stride is unit when
     # K == 1); everything else goes through the lane layout, or, for the
@@ -475,6 +476,17 @@ cdef int _plan(int op, Py_ssize_t n, Py_ssize_t k, Py_ssize_t acs, Py_ssize_t bc
         if op == OP_SOFTMAX_BACKWARD or op == OP_LOG_SOFTMAX_BACKWARD:
             p.scratch = 2 * p.scratch
     p.n_blocks = (n + p.block - 1) // p.block
+    # An even share for the default team (_team, fixed at import, as
+    # _block_share): the block count rounded up to a multiple of it, the rows
+    # spread evenly over the blocks (whole lane groups where the lanes run).
+    # Three blocks of 409 rows (softmax_backward 1024 x 10) left one thread
+    # 615 rows and the other 409; now four of 256. Still never the call's
+    # thread count.
+    if p.n_blocks > 1 and p.n_blocks % _team:
+        p.n_blocks += _team - p.n_blocks % _team
+        p.block = (n + p.n_blocks - 1) // p.n_blocks
+        p.block = (p.block + lanes - 1) // lanes * lanes
+        p.n_blocks = (n + p.block - 1) // p.block
     work = n * k
     if jacobian:
         work = work * k
@@ -697,6 +709,7 @@ CONSTANTS = {
     "vec_bwd_k_avx2_f64": CSM_VEC_BWD_K_AVX2_F64,
     "block_elems": BLOCK_ELEMS,
     "block_share": _block_share,
+    "team": _team,
     "block_max_elems": BLOCK_MAX_ELEMS,
     "parallel_grain": PARALLEL_GRAIN,
     "row_cost": ROW_COST,
@@ -736,7 +749,8 @@ def plan(str op, Py_ssize_t n, Py_ssize_t k, dtype="float32", bint unit_columns=
     gathered = "gathered rows" if masked or code == OP_LOGSUMEXP else "lanes"
     return {"path": "row vectors" if vec else "small rows" if small else ("rows" if p.rowwise else gathered),
             "block": p.block, "n_blocks": p.n_blocks, "stream": bool(p.stream), "prefetch": bool(p.prefetch),
-            "threads": p.num_threads}
+            "threads": p.num_threads,
+            "group": csm_lane_count(k) if not p.rowwise and not masked and code != OP_LOGSUMEXP else 1}
 
 
 def streamed_blocks():

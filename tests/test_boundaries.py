@@ -170,17 +170,44 @@ def test_streaming_threshold_is_where_streaming_starts(dtype, itemsize, stream_a
     assert not _engine.plan("softmax", n_at + 1, k, dtype, num_threads=2)["stream"]
 
 
-@pytest.mark.parametrize("n, k", [(100, 100), (10000, 100), (16384, 1000), (100000, 64), (3, 50000)])
+def _even_blocks(n, block):
+    # The block count rounded up to a multiple of the default team, the rows
+    # spread evenly over the blocks.
+    nb, team = -(-n // block), C["team"]
+    if nb > 1 and nb % team:
+        nb += team - nb % team
+        block = -(-n // nb)
+    return block, -(-n // block)
+
+
+@pytest.mark.parametrize("n, k", [(100, 100), (10000, 100), (16384, 1000), (100000, 64), (3, 50000),
+                                  (1000, 100), (1024, 10)])
 def test_blocks_depend_on_the_shape_and_layout_never_on_threads(n, k):
     # Row-kernel blocks: about n * k / block_share elements, within
-    # [block_elems, block_max_elems], whole rows, at least one.
+    # [block_elems, block_max_elems], whole rows, at least one, then evened
+    # out over the default team.
     elems = min(max(n * k // C["block_share"], C["block_elems"]), C["block_max_elems"])
     lane_blocks = set()
     for threads in (1, 2, 7):
         p = _engine.plan("softmax", n, k, num_threads=threads)
-        assert p["block"] == max(elems // k, 1)
+        assert (p["block"], p["n_blocks"]) == _even_blocks(n, max(elems // k, 1))
         lane_blocks.add(_engine.plan("softmax", n, k, unit_columns=False, num_threads=threads)["block"])
     assert len(lane_blocks) == 1
+
+
+@pytest.mark.parametrize("op", ["softmax", "softmax_backward", "log_softmax"])
+@pytest.mark.parametrize("n, k", [(1024, 10), (1000, 100), (2048, 24), (20000, 3), (5000, 10),
+                                  (999, 7)])
+@pytest.mark.parametrize("unit_columns", [True, False])
+def test_blocks_share_evenly_over_the_default_team(op, n, k, unit_columns):
+    # A multiple of the default team's size wherever there are more rows
+    # (or lane groups) than blocks, so that no thread of the team is left
+    # with a block more than another; a lane layout's blocks hold whole
+    # groups.
+    p = _engine.plan(op, n, k, unit_columns=unit_columns, num_threads=2)
+    assert p["n_blocks"] == -(-n // p["block"]) > 1
+    assert p["n_blocks"] % C["team"] == 0
+    assert p["block"] % p["group"] == 0
 
 
 @pytest.mark.parametrize("fn", ["softmax", "log_softmax", "softmax_backward",
