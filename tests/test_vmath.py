@@ -126,6 +126,23 @@ def test_softmax_exp_gives_the_bits_of_exp_in_registers_and_alone(isa, dtype):
 
 
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_softmax_exp_bits_do_not_depend_on_the_lanes_beside_them(isa, dtype):
+    # A register whose results are all normal may take another path than
+    # one with a subnormal, -inf or clamped lane among them (AVX2); the bits
+    # of each lane must not tell. Dense around the normal results' edge,
+    # shuffled so that registers mix both sides, against the C form.
+    rng = np.random.default_rng(11)
+    sub = -np.log(np.finfo(dtype).tiny)
+    x = np.concatenate([np.linspace(-sub - 3, -sub + 3, 400_001), softmax_domain(dtype)[::7]]).astype(dtype)
+    x = x[rng.permutation(x.size)]
+    want = rows_of("exp", x, 3)
+    for k in (16, 3):
+        assert_same_bits(rows_of("exp_neg", x, k), want, f"shuffled exp_neg, rows of {k}")
+    ordered = np.sort(x)  # NaNs last: whole registers on each side too
+    assert_same_bits(rows_of("exp_neg", ordered, 16), rows_of("exp", ordered, 3), "sorted exp_neg")
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
 def test_exp_gives_the_same_bits_in_registers_and_alone(isa, dtype):
     # The general exp (log_softmax_backward's), past both clamps.
     top = np.log(np.finfo(dtype).max)
