@@ -354,6 +354,49 @@ static CSM_INLINE CSM_TARGET CSM_T CSM_FN(csm_exp_neg)(CSM_T x)
     #define CSM_XV_STOREM(p, k, v) CSM_XV_(maskstore)((p), (k), (v))
     #define CSM_XV_ZEROM(k, v) CSM_XV_(and)((v), CSM_XV_(castsi256)(k))
   #endif
+/* The register form's reduction and polynomial, shared by csm_exp_v and
+ * csm_exp_v_normal: r, with t (whose bits hold n, or N n + j under the
+ * table) and n (N n + j as a float under the table) for the scales. */
+static CSM_INLINE CSM_TARGET CSM_XV CSM_FN(csm_exp_v_reduce)(CSM_XV x, CSM_XV *t, CSM_XV *n)
+{
+  #if CSM_EXP_TAB
+    *t = CSM_XV_(fmadd)(x, CSM_XV_(set1)(CSM_EXP_TAB_LOG2E), CSM_XV_(set1)(CSM_SHIFTER));
+    *n = CSM_XV_(sub)(*t, CSM_XV_(set1)(CSM_SHIFTER));
+    const CSM_XV r = CSM_XV_(fnmadd)(*n, CSM_XV_(set1)(CSM_EXP_TAB_LN2_HI), x);
+    return CSM_XV_(fnmadd)(*n, CSM_XV_(set1)(CSM_EXP_TAB_LN2_LO), r);
+  #else
+    *t = CSM_XV_(fmadd)(x, CSM_XV_(set1)(CSM_LOG2E), CSM_XV_(set1)(CSM_SHIFTER));
+    *n = CSM_XV_(sub)(*t, CSM_XV_(set1)(CSM_SHIFTER));
+    const CSM_XV r = CSM_XV_(fnmadd)(*n, CSM_XV_(set1)(CSM_LN2_HI), x);
+    return CSM_XV_(fnmadd)(*n, CSM_XV_(set1)(CSM_LN2_LO), r);
+  #endif
+}
+
+  #if !CSM_EXP_TAB
+/* P(r) of CSM_EXPM1_P by Horner's rule. */
+static CSM_INLINE CSM_TARGET CSM_XV CSM_FN(csm_exp_v_p)(CSM_XV r)
+{
+#define CSM_HORNER0_(c) CSM_XV p = CSM_XV_(set1)(c);
+#define CSM_HORNER_(c) p = CSM_XV_(fmadd)(p, r, CSM_XV_(set1)(c));
+    CSM_EXPM1_P(CSM_HORNER0_, CSM_HORNER_)
+#undef CSM_HORNER0_
+#undef CSM_HORNER_
+    return p;
+}
+  #endif
+
+/* q = exp(r) - 1: the table's r + c2 r^2 + c3 r^3, or r + r^2 P(r). */
+static CSM_INLINE CSM_TARGET CSM_XV CSM_FN(csm_exp_v_q)(CSM_XV r)
+{
+  #if CSM_EXP_TAB
+    return CSM_XV_(fmadd)(
+        CSM_XV_(fmadd)(CSM_XV_(set1)(CSM_EXP_TAB_C3), r, CSM_XV_(set1)(CSM_EXP_TAB_C2)),
+        CSM_XV_(mul)(r, r), r);
+  #else
+    return CSM_XV_(fmadd)(CSM_FN(csm_exp_v_p)(r), CSM_XV_(mul)(r, r), r);
+  #endif
+}
+
   #define CSM_EXP_V 1
   #define CSM_EXP_V_UP (CSM_F32 || CSM_ISA_ID == 2)
 /* AVX2: a register of the softmax domain whose results are all normal
@@ -391,32 +434,15 @@ static const uint32_t CSM_FN(csm_exp_tab_normal)[CSM_EXP_TAB_N] = {CSM_EXP_TAB_E
     #endif
 static CSM_INLINE CSM_TARGET CSM_XV CSM_FN(csm_exp_v_normal)(CSM_XV x)
 {
-    #if CSM_EXP_TAB
-    const CSM_XV t = CSM_XV_(fmadd)(x, CSM_XV_(set1)(CSM_EXP_TAB_LOG2E), CSM_XV_(set1)(CSM_SHIFTER));
-    const CSM_XV n8 = CSM_XV_(sub)(t, CSM_XV_(set1)(CSM_SHIFTER));
-    CSM_XV r = CSM_XV_(fnmadd)(n8, CSM_XV_(set1)(CSM_EXP_TAB_LN2_HI), x);
-    r = CSM_XV_(fnmadd)(n8, CSM_XV_(set1)(CSM_EXP_TAB_LN2_LO), r);
-    const CSM_XV q = CSM_XV_(fmadd)(
-        CSM_XV_(fmadd)(CSM_XV_(set1)(CSM_EXP_TAB_C3), r, CSM_XV_(set1)(CSM_EXP_TAB_C2)),
-        CSM_XV_(mul)(r, r), r);
+    CSM_XV t, n;
+    const CSM_XV q = CSM_FN(csm_exp_v_q)(CSM_FN(csm_exp_v_reduce)(x, &t, &n));
     CSM_XVI b;
     memcpy(&b, &t, sizeof b);
+    #if CSM_EXP_TAB
     const CSM_XVI tab = _mm256_permutevar8x32_epi32(
         _mm256_loadu_si256((const __m256i *)CSM_FN(csm_exp_tab_normal)), b);
     const CSM_XVI sb = CSM_XVI_(add)(tab, CSM_XVI_(slli)(b, CSM_EXP_TAB_SHIFT));
     #else
-    const CSM_XV t = CSM_XV_(fmadd)(x, CSM_XV_(set1)(CSM_LOG2E), CSM_XV_(set1)(CSM_SHIFTER));
-    const CSM_XV n = CSM_XV_(sub)(t, CSM_XV_(set1)(CSM_SHIFTER));
-    CSM_XV r = CSM_XV_(fnmadd)(n, CSM_XV_(set1)(CSM_LN2_HI), x);
-    r = CSM_XV_(fnmadd)(n, CSM_XV_(set1)(CSM_LN2_LO), r);
-#define CSM_HORNER0_(c) CSM_XV p = CSM_XV_(set1)(c);
-#define CSM_HORNER_(c) p = CSM_XV_(fmadd)(p, r, CSM_XV_(set1)(c));
-    CSM_EXPM1_P(CSM_HORNER0_, CSM_HORNER_)
-#undef CSM_HORNER0_
-#undef CSM_HORNER_
-    const CSM_XV q = CSM_XV_(fmadd)(p, CSM_XV_(mul)(r, r), r);
-    CSM_XVI b;
-    memcpy(&b, &t, sizeof b);
     const CSM_UINT to_biased = (CSM_UINT)CSM_BIAS - (CSM_UINT)CSM_SHIFTER_BITS;
     const CSM_XVI sb = CSM_XVI_(slli)(CSM_XVI_(add)(b, CSM_XVI_SET1(to_biased)), CSM_MANT_BITS);
     #endif
@@ -436,13 +462,8 @@ static CSM_INLINE CSM_TARGET CSM_XV CSM_FN(csm_exp_v)(CSM_XV x, const int upper)
         x = CSM_XV_(min)(CSM_XV_(set1)(CSM_EXP_HI), x);
   #if CSM_EXP_TAB
     {
-        const CSM_XV t = CSM_XV_(fmadd)(x, CSM_XV_(set1)(CSM_EXP_TAB_LOG2E), CSM_XV_(set1)(CSM_SHIFTER));
-        const CSM_XV n8 = CSM_XV_(sub)(t, CSM_XV_(set1)(CSM_SHIFTER));
-        CSM_XV r = CSM_XV_(fnmadd)(n8, CSM_XV_(set1)(CSM_EXP_TAB_LN2_HI), x);
-        r = CSM_XV_(fnmadd)(n8, CSM_XV_(set1)(CSM_EXP_TAB_LN2_LO), r);
-        const CSM_XV q = CSM_XV_(fmadd)(
-            CSM_XV_(fmadd)(CSM_XV_(set1)(CSM_EXP_TAB_C3), r, CSM_XV_(set1)(CSM_EXP_TAB_C2)),
-            CSM_XV_(mul)(r, r), r);
+        CSM_XV t, n8;
+        const CSM_XV q = CSM_FN(csm_exp_v_q)(CSM_FN(csm_exp_v_reduce)(x, &t, &n8));
         CSM_XVI b;
         memcpy(&b, &t, sizeof b);
     #if CSM_ISA_ID == 2
@@ -482,21 +503,14 @@ static CSM_INLINE CSM_TARGET CSM_XV CSM_FN(csm_exp_v)(CSM_XV x, const int upper)
         return CSM_XV_(mul)(CSM_XV_(fmadd)(q, sc, sc), s2);
     }
   #else
-    const CSM_XV t = CSM_XV_(fmadd)(x, CSM_XV_(set1)(CSM_LOG2E), CSM_XV_(set1)(CSM_SHIFTER));
-    const CSM_XV n = CSM_XV_(sub)(t, CSM_XV_(set1)(CSM_SHIFTER));
-    CSM_XV r = CSM_XV_(fnmadd)(n, CSM_XV_(set1)(CSM_LN2_HI), x);
-    r = CSM_XV_(fnmadd)(n, CSM_XV_(set1)(CSM_LN2_LO), r);
-#define CSM_HORNER0_(c) CSM_XV p = CSM_XV_(set1)(c);
-#define CSM_HORNER_(c) p = CSM_XV_(fmadd)(p, r, CSM_XV_(set1)(c));
-    CSM_EXPM1_P(CSM_HORNER0_, CSM_HORNER_)
-#undef CSM_HORNER0_
-#undef CSM_HORNER_
+    CSM_XV t, n;
+    const CSM_XV r = CSM_FN(csm_exp_v_reduce)(x, &t, &n);
 #if CSM_ISA_ID == 2
     (void)upper;
-    p = CSM_XV_(fmadd)(p, r, CSM_XV_(set1)(1));
+    const CSM_XV p = CSM_XV_(fmadd)(CSM_FN(csm_exp_v_p)(r), r, CSM_XV_(set1)(1));
     return CSM_XV_(scalef)(CSM_XV_(fmadd)(p, r, CSM_XV_(set1)(1)), n);
 #else
-    const CSM_XV q = CSM_XV_(fmadd)(p, CSM_XV_(mul)(r, r), r);
+    const CSM_XV q = CSM_FN(csm_exp_v_q)(r);
     CSM_XVI b;
     memcpy(&b, &t, sizeof b);
     if (!upper) {
