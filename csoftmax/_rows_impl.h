@@ -360,16 +360,14 @@ static CSM_INLINE CSM_TARGET CSM_T CSM_FN(csm_exp_neg)(CSM_T x)
 static CSM_INLINE CSM_TARGET CSM_XV CSM_FN(csm_exp_v_reduce)(CSM_XV x, CSM_XV *t, CSM_XV *n)
 {
   #if CSM_EXP_TAB
-    *t = CSM_XV_(fmadd)(x, CSM_XV_(set1)(CSM_EXP_TAB_LOG2E), CSM_XV_(set1)(CSM_SHIFTER));
-    *n = CSM_XV_(sub)(*t, CSM_XV_(set1)(CSM_SHIFTER));
-    const CSM_XV r = CSM_XV_(fnmadd)(*n, CSM_XV_(set1)(CSM_EXP_TAB_LN2_HI), x);
-    return CSM_XV_(fnmadd)(*n, CSM_XV_(set1)(CSM_EXP_TAB_LN2_LO), r);
+    const CSM_T log2e = CSM_EXP_TAB_LOG2E, ln2_hi = CSM_EXP_TAB_LN2_HI, ln2_lo = CSM_EXP_TAB_LN2_LO;
   #else
-    *t = CSM_XV_(fmadd)(x, CSM_XV_(set1)(CSM_LOG2E), CSM_XV_(set1)(CSM_SHIFTER));
-    *n = CSM_XV_(sub)(*t, CSM_XV_(set1)(CSM_SHIFTER));
-    const CSM_XV r = CSM_XV_(fnmadd)(*n, CSM_XV_(set1)(CSM_LN2_HI), x);
-    return CSM_XV_(fnmadd)(*n, CSM_XV_(set1)(CSM_LN2_LO), r);
+    const CSM_T log2e = CSM_LOG2E, ln2_hi = CSM_LN2_HI, ln2_lo = CSM_LN2_LO;
   #endif
+    *t = CSM_XV_(fmadd)(x, CSM_XV_(set1)(log2e), CSM_XV_(set1)(CSM_SHIFTER));
+    *n = CSM_XV_(sub)(*t, CSM_XV_(set1)(CSM_SHIFTER));
+    const CSM_XV r = CSM_XV_(fnmadd)(*n, CSM_XV_(set1)(ln2_hi), x);
+    return CSM_XV_(fnmadd)(*n, CSM_XV_(set1)(ln2_lo), r);
 }
 
   #if !CSM_EXP_TAB
