@@ -441,7 +441,7 @@ static CSM_TARGET void CSM_FN(csm_xent_rows)(const csm_xent_args *a, ptrdiff_t r
   #undef CSM_XM
   #undef CSM_XM_FIRST
   #undef CSM_XV_LOADM
-  #undef CSM_XV_STOREM
+  #undef CSM_XV_STOREN
   #undef CSM_XV_ZEROM
   #undef CSM_XV
   #undef CSM_XVI

@@ -330,7 +330,7 @@ static CSM_INLINE CSM_TARGET CSM_T CSM_FN(csm_exp_neg)(CSM_T x)
   /* A row's last elements, fewer than a register, in a register: CSM_XM_FIRST(n)
    * selects lanes 0 .. n-1 (0 < n <= CSM_XVW), CSM_XV_LOADM reads them (the
    * other lanes +0; masked lanes do not fault past the row's end),
-   * CSM_XV_STOREM writes them, CSM_XV_ZEROM keeps them and makes the others
+   * CSM_XV_STOREN(p, n, v) writes them, CSM_XV_ZEROM keeps them and makes the others
    * +0. A tail done element by element left its partial sums in memory,
    * scalar stores that the vector reload of the partials could not forward:
    * a stall per row (softmax 5242 x 100 float32, one thread: 1.22 ns per
@@ -339,7 +339,7 @@ static CSM_INLINE CSM_TARGET CSM_T CSM_FN(csm_exp_neg)(CSM_T x)
     #define CSM_XM __mmask16
     #define CSM_XM_FIRST(n) ((__mmask16)((1u << (n)) - 1u))
     #define CSM_XV_LOADM(p, k) CSM_XV_(maskz_loadu)((k), (p))
-    #define CSM_XV_STOREM(p, k, v) CSM_XV_(mask_storeu)((p), (k), (v))
+    #define CSM_XV_STOREN(p, n, v) CSM_XV_(mask_storeu)((p), CSM_XM_FIRST(n), (v))
     #define CSM_XV_ZEROM(k, v) CSM_XV_(maskz_mov)((k), (v))
   #else
     #define CSM_XM __m256i
@@ -351,8 +351,47 @@ static CSM_INLINE CSM_TARGET CSM_T CSM_FN(csm_exp_neg)(CSM_T x)
                                                  _mm256_setr_epi64x(0, 1, 2, 3))
     #endif
     #define CSM_XV_LOADM(p, k) CSM_XV_(maskload)((p), (k))
-    #define CSM_XV_STOREM(p, k, v) CSM_XV_(maskstore)((p), (k), (v))
+    #define CSM_XV_STOREN(p, n, v) CSM_FN(csm_xv_store_first)((p), (n), (v))
     #define CSM_XV_ZEROM(k, v) CSM_XV_(and)((v), CSM_XV_(castsi256)(k))
+  #endif
+  #if CSM_ISA_ID == 1
+/* The first n lanes of v (0 < n <= CSM_XVW) to p by plain stores of 4, 2
+ * and 1 lanes, not vmaskmovps/pd: AMD's cores before Zen 4 run the AVX2
+ * masked store as microcode. AMD EPYC (Zen 3), 1024 rows of 10 floats, a
+ * vector and the 2-float rest each: a masked store of the rest 5.0-6.0 us,
+ * a movq 1.6-1.8 us, masked stores of both 11 us (masked loads cost what
+ * plain ones do). n is a row's constant, so the branches predict. */
+static CSM_INLINE CSM_TARGET void CSM_FN(csm_xv_store_first)(CSM_T *p, ptrdiff_t n, CSM_XV v)
+{
+    if (n >= CSM_XVW) {
+        CSM_XV_(storeu)(p, v);
+        return;
+    }
+    #if CSM_F32
+    __m128 h = _mm256_castps256_ps128(v);
+    if (n & 4) {
+        _mm_storeu_ps(p, h);
+        h = _mm256_extractf128_ps(v, 1);
+        p += 4;
+    }
+    if (n & 2) {
+        _mm_storel_pi((__m64 *)p, h);
+        h = _mm_movehl_ps(h, h);
+        p += 2;
+    }
+    if (n & 1)
+        _mm_store_ss(p, h);
+    #else
+    __m128d h = _mm256_castpd256_pd128(v);
+    if (n & 2) {
+        _mm_storeu_pd(p, h);
+        h = _mm256_extractf128_pd(v, 1);
+        p += 2;
+    }
+    if (n & 1)
+        _mm_store_sd(p, h);
+    #endif
+}
   #endif
 /* The register form's reduction and polynomial, shared by csm_exp_v and
  * csm_exp_v_normal: r, with t (whose bits hold n, or N n + j under the
@@ -568,7 +607,7 @@ static CSM_INLINE CSM_TARGET void CSM_FN(csm_exp_lanes)(CSM_T *dst, const CSM_T 
     if (l < n) {
         const CSM_XM k = CSM_XM_FIRST(n - l);
         const CSM_XV v = CSM_XV_(sub)(CSM_XV_LOADM(src + l, k), sub ? CSM_XV_LOADM(sub + l, k) : c);
-        CSM_XV_STOREM(dst + l, k, CSM_FN(csm_exp_v)(v, upper));
+        CSM_XV_STOREN(dst + l, n - l, CSM_FN(csm_exp_v)(v, upper));
     }
 #else
     if (sub) {
@@ -856,7 +895,7 @@ static CSM_INLINE CSM_TARGET void CSM_FN(csm_rows_exp_sum_from)(
                 e = mk[rr] ? CSM_XV_(and)(e, CSM_XV_LOADM((const CSM_T *)(mk[rr] + j), k))
                            : CSM_XV_ZEROM(k, e);
                 if (y[rr])
-                    CSM_XV_STOREM(y[rr] + j, k, e);
+                    CSM_XV_STOREN(y[rr] + j, n < CSM_XVW ? n : CSM_XVW, e);
                 fv[rr][h] = CSM_XV_(add)(fv[rr][h], e);
             }
         }
@@ -1460,10 +1499,10 @@ typedef double CSM_FN(csm_vd_) __attribute__((vector_size(CSM_VB_)));
   #define CSM_MASK_(n) ((n) >= CSM_VL_ ? (1u << CSM_VL_) - 1u : (n) <= 0 ? 0u : (1u << (n)) - 1u)
   #if CSM_F32
     #define CSM_VLOAD_(p, m) ((CSM_VT_)_mm512_maskz_loadu_ps((__mmask16)(m), (p)))
-    #define CSM_VSTORE_(p, m, v) _mm512_mask_storeu_ps((p), (__mmask16)(m), (__m512)(v))
+    #define CSM_VSTORE_(p, m, n, v) _mm512_mask_storeu_ps((p), (__mmask16)(m), (__m512)(v))
   #else
     #define CSM_VLOAD_(p, m) ((CSM_VT_)_mm512_maskz_loadu_pd((__mmask8)(m), (p)))
-    #define CSM_VSTORE_(p, m, v) _mm512_mask_storeu_pd((p), (__mmask8)(m), (__m512d)(v))
+    #define CSM_VSTORE_(p, m, n, v) _mm512_mask_storeu_pd((p), (__mmask8)(m), (__m512d)(v))
   #endif
 #else
   #define CSM_MASK_T_ __m256i
@@ -1471,12 +1510,12 @@ typedef double CSM_FN(csm_vd_) __attribute__((vector_size(CSM_VB_)));
     #define CSM_MASK_(n) _mm256_cmpgt_epi32(_mm256_set1_epi32((int)(n)),                \
                                             _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7))
     #define CSM_VLOAD_(p, m) ((CSM_VT_)_mm256_maskload_ps((p), (m)))
-    #define CSM_VSTORE_(p, m, v) _mm256_maskstore_ps((p), (m), (__m256)(v))
+    #define CSM_VSTORE_(p, m, n, v) CSM_XV_STOREN((p), (n), (__m256)(v))
   #else
     #define CSM_MASK_(n) _mm256_cmpgt_epi64(_mm256_set1_epi64x((long long)(n)),         \
                                             _mm256_setr_epi64x(0, 1, 2, 3))
     #define CSM_VLOAD_(p, m) ((CSM_VT_)_mm256_maskload_pd((p), (m)))
-    #define CSM_VSTORE_(p, m, v) _mm256_maskstore_pd((p), (m), (__m256d)(v))
+    #define CSM_VSTORE_(p, m, n, v) CSM_XV_STOREN((p), (n), (__m256d)(v))
   #endif
 #endif
 
@@ -1569,7 +1608,7 @@ static CSM_INLINE CSM_TARGET void CSM_FN(csm_vec_bwd_rows_n)(
             } else {
                 o = yv[v] * (gv[v] - c);
             }
-            CSM_VSTORE_(out + r * ldo + v * CSM_VL_, mk[v], o);
+            CSM_VSTORE_(out + r * ldo + v * CSM_VL_, mk[v], K - v * CSM_VL_, o);
         }
     }
 }
@@ -2045,7 +2084,7 @@ static CSM_INLINE CSM_TARGET void CSM_FN(csm_log_bwd_row)(const CSM_T *yr, const
     if (!upper || CSM_EXP_V_UP)
         for (; i < K; i += CSM_XVW) {
             const CSM_XM k = CSM_XM_FIRST(K - i < CSM_XVW ? K - i : CSM_XVW);
-            CSM_XV_STOREM(orow + i, k,
+            CSM_XV_STOREN(orow + i, K - i < CSM_XVW ? K - i : CSM_XVW,
                           CSM_XV_(fnmadd)(CSM_FN(csm_exp_v)(CSM_XV_LOADM(yr + i, k), upper),
                                           CSM_XV_(set1)(sg), CSM_XV_LOADM(gr + i, k)));
         }
@@ -2342,13 +2381,11 @@ static CSM_INLINE CSM_TARGET void CSM_FN(csm_jacobian_block)(
         const CSM_XV vsi = CSM_XV_(set1)(si);
         for (; j + CSM_XVW <= K; j += CSM_XVW)
             CSM_XV_(storeu)(Ji + j, CSM_XV_(fnmadd)(vsi, CSM_XV_(loadu)(s + j), CSM_XV_(setzero)()));
-  #if CSM_ISA_ID == 2
         if (j < K) {
             const CSM_XM k = CSM_XM_FIRST(K - j);
-            CSM_XV_STOREM(Ji + j, k, CSM_XV_(fnmadd)(vsi, CSM_XV_LOADM(s + j, k), CSM_XV_(setzero)()));
+            CSM_XV_STOREN(Ji + j, K - j, CSM_XV_(fnmadd)(vsi, CSM_XV_LOADM(s + j, k), CSM_XV_(setzero)()));
             j = K;
         }
-  #endif
 #endif
         for (; j < K; ++j)
             Ji[j] = (CSM_T)0 - si * s[j]; /* +0, not -0, where s_i or s_j is 0 */

@@ -444,6 +444,32 @@ def test_row_tails_read_and_write_nothing_past_the_row(tmp_path):
     assert r.returncode == 0 and r.stdout.strip() == "ok", (r.returncode, r.stdout, r.stderr[-2000:])
 
 
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
+@pytest.mark.parametrize("fn", TAIL_FNS[:2] + TAIL_FNS[3:] + ["softmax_jacobian"])
+def test_row_tails_write_nothing_between_the_rows_of_a_wider_out(fn, dtype, isa):
+    # A row's last elements (fewer than a register) are stored lane group by
+    # lane group (masked stores, or under AVX2 plain stores of 4, 2 and 1
+    # lanes): an out= that is a column slice of a wider array must keep the
+    # columns beside it, for every tail length, and get the bits of a
+    # C-contiguous out.
+    rng = np.random.default_rng(3)
+    f = getattr(csoftmax, fn)
+    for k in list(range(1, 34)) + [63, 100, 129]:
+        n = C["lanes"] + 5
+        x = (rng.standard_normal((n, k)) * 3).astype(dtype)
+        if fn.endswith("backward"):
+            fwd = csoftmax.log_softmax if fn.startswith("log") else csoftmax.softmax
+            ins = (fwd(x), rng.standard_normal((n, k)).astype(dtype))
+        else:
+            ins = (x,)
+        want = f(*ins)
+        wide = np.full((n, k + 9) if want.ndim == 2 else (n, k, k + 9), 7.0, dtype)
+        view = wide[..., 2:k + 2]
+        f(*ins, out=view)
+        assert np.array_equal(view.view(np.uint8), want.view(np.uint8)), (isa, fn, k)
+        assert (wide[..., :2] == 7).all() and (wide[..., k + 2:] == 7).all(), (isa, fn, k)
+
+
 def test_blocks_scale_with_the_default_team_and_bits_do_not():
     # 8 blocks per thread of the default team (OMP_NUM_THREADS at import);
     # the rows, and so the bits, never depend on their block.
