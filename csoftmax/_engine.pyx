@@ -164,6 +164,15 @@ cdef enum:
 #   even (softmax 3.60 / 3.56).
 # The LLC's size is read at import (_llc_bytes); where it cannot be, 8 MiB,
 # past the L2 of the machines measured (1-2 MiB per core).
+# On AMD Zen 3 (AVX2 without AVX-512, 512 KiB L2 per core, 32 MiB L3) the
+# same bench found streaming faster from 1.2 LLCs on, at one thread too, in
+# 13 of 18 cells: the Jacobian 38 MiB 3.19 / 4.99 (one thread), 2.61 / 3.31
+# (two); softmax_backward 38 MiB 8.72 / 11.70 and 6.71 / 8.06; softmax
+# 7.36 / 8.65 and 5.11 / 5.35 (regular won only for softmax at 144 MiB,
+# 32.4 / 36.2 and 17.5 / 18.8). Its RFOs are not hidden as Zen 5's are. So
+# a CPU whose widest ISA is AVX2 streams outputs past one LLC at any thread
+# count, one with AVX-512 keeps the rule above. The ISA only stands for the
+# generation of core: the two machines measured, not a law.
 cdef Py_ssize_t _stream_bytes = 16 << 20
 cdef int _stream_threads = 2
 
@@ -212,7 +221,11 @@ def _llc_bytes():
     return _CACHE_SIZES[max(_CACHE_SIZES)] if _CACHE_SIZES else 0
 
 
-_stream_bytes = 2 * (_llc_bytes() or (8 << 20))
+if csm_best_isa() == 1:  # AVX2 is the widest
+    _stream_bytes = _llc_bytes() or (8 << 20)
+    _stream_threads = 1
+else:
+    _stream_bytes = 2 * (_llc_bytes() or (8 << 20))
 
 # The row kernels prefetch the rows ahead (_rows.h, CSM_PREFETCH_BYTES) only
 # in calls whose operands and output together exceed this many bytes: the L2
@@ -251,14 +264,15 @@ def set_prefetch_bytes(Py_ssize_t nbytes):
 
 def stream_bytes():
     """Outputs of more than this many bytes (and reused, not freshly
-    allocated), written by two or more threads, are written with streaming
-    stores: twice the LLC's size."""
+    allocated), written by stream_threads() or more threads, are written
+    with streaming stores: twice the LLC's size, or the LLC's size on a CPU
+    whose widest ISA is AVX2."""
     return _stream_bytes
 
 
 def stream_threads():
     """Outputs are written with streaming stores only by calls that run on at
-    least this many threads: 2."""
+    least this many threads: 2, or 1 on a CPU whose widest ISA is AVX2."""
     return _stream_threads
 
 
