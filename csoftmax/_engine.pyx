@@ -234,17 +234,27 @@ else:
 cdef Py_ssize_t _prefetch_bytes = _CACHE_SIZES.get(2) or (1 << 20)
 
 
-# softmax_backward prefetches only past 8 times that: its dot product's pass
-# is bound by loads, and a prefetch takes a load's slot. Measured (AMD Zen
-# 5, L2 2 MiB, L3 32 MiB, float32 out=, median of interleaved calls, time
-# without / with the prefetches): 4096 x 128 (6 MiB of operands) 0.88-0.93
-# (AVX-512 and AVX2, 1 and 2 threads), 10922 x 128 and 1365 x 1000 (15 MiB)
-# 0.83-0.97; 16384 x 128 (24 MiB) 1.03-1.29, 32768 x 128 1.01-1.34. The
-# other ops keep the L2 threshold: log_softmax_backward prefetches in its
-# exp pass, bound by arithmetic (AVX2, 1365 x 1000: 1.24-1.33 without), and
-# softmax was even (0.98-1.00) at 6 MiB.
-cdef enum:
-    DOT_PREFETCH_L2S = 8
+# softmax_backward prefetches only past half the LLC: its dot product's pass
+# is bound by loads, and a prefetch takes a load's slot, so while the
+# operands sit in L3 the hardware's prefetchers do better alone. Measured
+# (float32 out=, interleaved calls in one process, time with / without the
+# prefetches):
+#  - AMD Zen 5 (L2 2 MiB, L3 32 MiB; median): 4096 x 128 (6 MiB of operands)
+#    1.08-1.14 (AVX-512 and AVX2, 1 and 2 threads), 10922 x 128 and
+#    1365 x 1000 (15 MiB) 1.03-1.20; 16384 x 128 (24 MiB) 0.78-0.97,
+#    32768 x 128 0.75-0.99.
+#  - AMD Zen 3 (L2 512 KiB, L3 32 MiB; AVX2, best of 4 rounds): 2048 x 128
+#    (3 MiB) 1.18 / 1.10 (1 / 2 threads), 4096 x 128 1.21 / 1.19, 8192 x 128
+#    1.14 / 0.98, 1024 x 1000 (12 MiB) 1.15 / 1.10; 16384 x 128 0.97 / 0.96,
+#    100000 x 64 (73 MiB) 1.00 / 0.91, 16384 x 1000 0.98 / 1.04.
+# Half the LLC is 8 L2s on the first and 32 on the second; the threshold is
+# kept as a multiple of _prefetch_bytes, so that set_prefetch_bytes moves it
+# too. The other ops keep the L2 threshold: log_softmax_backward prefetches
+# in its exp pass, bound by arithmetic (AVX2, 1365 x 1000, time without /
+# with: 1.24-1.33 on the Zen 5, 1.66 / 1.48 on the Zen 3), and softmax was
+# even at 6 MiB on both (0.98-1.00).
+cdef Py_ssize_t _dot_prefetch_l2s = (
+    max(8, _llc_bytes() // (2 * _CACHE_SIZES[2])) if _CACHE_SIZES.get(2) and _llc_bytes() else 8)
 
 
 def prefetch_bytes():
@@ -511,8 +521,8 @@ cdef int _plan(int op, Py_ssize_t n, Py_ssize_t k, Py_ssize_t acs, Py_ssize_t bc
     p.stream = big_out and _stream_threads <= 1
     pf_bytes = _prefetch_bytes
     if op == OP_SOFTMAX_BACKWARD:  # (the tests set thresholds up to 2^62)
-        pf_bytes = (_prefetch_bytes * DOT_PREFETCH_L2S
-                    if _prefetch_bytes <= PY_SSIZE_T_MAX // DOT_PREFETCH_L2S else PY_SSIZE_T_MAX)
+        pf_bytes = (_prefetch_bytes * _dot_prefetch_l2s
+                    if _prefetch_bytes <= PY_SSIZE_T_MAX // _dot_prefetch_l2s else PY_SSIZE_T_MAX)
     p.prefetch = (work + n * k * csm_op_arity[op]) * itemsize > pf_bytes
     p.default_threads = num_threads <= 0
     p.num_threads = 1

@@ -247,11 +247,16 @@ def test_calls_past_l2_prefetch_and_calls_in_cache_do_not():
     assert _engine.plan("softmax", large, k)["prefetch"]
     assert _engine.plan("log_softmax_backward", large, k)["prefetch"]
     # softmax_backward's dot product is bound by loads, which its prefetches
-    # compete with: it prefetches past 8 L2s (three operands of k elements
-    # per row).
+    # compete with: it prefetches past half the LLC (three operands of k
+    # elements per row), kept as a multiple of the L2 threshold, at least 8.
+    llc, l2_read = _engine._llc_bytes(), _engine._CACHE_SIZES.get(2)
+    times = max(8, llc // (2 * l2_read)) if llc and l2_read else 8
+    edge = times * l2 // (3 * k * 4)
     assert not _engine.plan("softmax_backward", large, k)["prefetch"]
-    assert not _engine.plan("softmax_backward", 8 * l2 // (3 * k * 4), k)["prefetch"]
-    assert _engine.plan("softmax_backward", 8 * l2 // (3 * k * 4) + 1, k)["prefetch"]
+    assert not _engine.plan("softmax_backward", edge, k)["prefetch"]
+    assert _engine.plan("softmax_backward", edge + 1, k)["prefetch"]
+    if llc and l2_read and llc >= 16 * l2_read:  # the threshold is half the LLC
+        assert times * l2 <= llc // 2 < (times + 1) * l2
 
 
 @pytest.mark.parametrize("threads", [1, 2])
