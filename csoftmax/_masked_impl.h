@@ -69,7 +69,7 @@ static CSM_INLINE CSM_TARGET void CSM_FN(csm_masked_softmax_row)(
 {
     if (K * (ptrdiff_t)sizeof(CSM_T) > CSM_LONG_ROW && K <= CSM_LONG_KEEP) {
         /* A row past L2, as csm_long_rows takes it. */
-        CSM_FN(csm_long_softmax_kept)(x, mk, y, K, 0, NULL);
+        CSM_FN(csm_long_softmax_kept)(x, mk, y, K);
         return;
     }
     if (K * (ptrdiff_t)sizeof(CSM_T) > CSM_LONG_ROW) {

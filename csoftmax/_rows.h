@@ -173,8 +173,9 @@ _Static_assert(CSM_SMALL_K == 32, "CSM_SMALL_K_CASES lists K = 1 .. 32");
 #define CSM_LONG_CHUNK 8192
 
 /* softmax rows past L2 of at most this many elements keep their chunks'
- * exp(x - m_c) in the output and scale them there (csm_long_softmax_kept);
- * longer ones recompute exp(x - M) in a second read of x. 2^23 float32 is
+ * exp(x - m_c) in the output and scale them there (csm_long_softmax_kept),
+ * or, where the output streams, recompute them from x with the same bits
+ * (csm_long_rows); longer ones recompute exp(x - M) in a second read of x. 2^23 float32 is
  * the 32 MiB L3 of the machine measured, where keeping still took 0.7-1.0x
  * the time of recomputing (docs/design.md); past the L3 the kept output
  * comes back from DRAM. A constant, not the machine's LLC: a row's bits
@@ -255,6 +256,7 @@ static inline ptrdiff_t csm_lane_count(ptrdiff_t K)
 #define CSM_EACH_ROW _Pragma("GCC unroll 2")
 _Static_assert(CSM_SCRATCH % CSM_SUM_BLOCK == 0, "csm_long_rows sums whole blocks per chunk");
 _Static_assert(CSM_LONG_KEEP % CSM_LONG_CHUNK == 0, "csm_long_softmax_kept keeps a max per chunk");
+_Static_assert(CSM_LONG_CHUNK % CSM_SCRATCH == 0, "csm_long_rows scales whole chunks per scratch");
 
 /* What csm_row_sum (_rows_impl.h) sums: a, or a * b. */
 enum { CSM_SUM_PLAIN, CSM_SUM_DOT };

@@ -2125,56 +2125,67 @@ static CSM_TARGET void CSM_FN(csm_log_softmax_backward_core)(
     }
 }
 
+/* f_c = exp(m_c - M) / S, the scale of a chunk whose exps were taken
+ * against its own max m_c (+0 for m_c = -inf): csm_long_softmax_kept and
+ * the streamed rows of csm_long_rows. */
+static CSM_INLINE CSM_TARGET CSM_T CSM_FN(csm_long_chunk_scale)(CSM_T m, CSM_T M, double S)
+{
+    return m == -CSM_INF_T ? (CSM_T)0
+        : (CSM_T)(CSM_PASTE(csm_exp_neg, CSM_PASTE(f64, CSM_ISA))((double)m - (double)M) / S);
+}
+
+/* A softmax row past L2 whose M is not finite or whose S is NaN or 0 (a NaN
+ * or a +inf that takes part, or nothing finite that does): NaN where an
+ * element takes part and +0 where it is masked, as exp(x - M) / S gives
+ * there. Returns 1 for such a row, which it has written; 0 otherwise. */
+static CSM_INLINE CSM_TARGET int CSM_FN(csm_long_softmax_nan)(const CSM_MW_T *mk, CSM_T *y,
+                                                             ptrdiff_t K, CSM_T M, double S)
+{
+    if (M - M == 0 && S > 0 && S - S == 0)
+        return 0;
+#pragma omp simd
+    for (ptrdiff_t i = 0; i < K; ++i)
+        y[i] = !mk || mk[i] ? (CSM_T)NAN : (CSM_T)0;
+    return 1;
+}
+
 /* softmax of one row past L2 of at most CSM_LONG_KEEP elements, into y (y
  * may be x), masked where mk is not NULL: the max and the sum in one read
  * (csm_long_max_sum), which also stores each chunk's exp(x - m_c) in y, then
- * each chunk of y scaled by f_c = exp(m_c - M) / S. One exp per element, as
- * the rows in cache take, where recomputing exp(x - M) in a second read of x
- * took two: y is still in L2 or L3 for the scaling pass, and costs it no
- * more than the second read of x did. f_c, computed in double and rounded
- * once, adds the half ulp that the rounding of 1 / S added before; a chunk
- * of only -inf or masked elements (m_c = -inf) is +0 times 0. A row whose M
- * is not finite or whose S is NaN or 0 (a NaN or a +inf that takes part,
- * or nothing finite that does) is NaN where it takes part and +0 where it
- * is masked, as exp(x - M) / S gives there. stream: the scaled chunks go
- * out through buf (CSM_SCRATCH elements) with streaming stores; the caller
- * fences. */
+ * each chunk of y scaled by f_c (csm_long_chunk_scale). One exp per
+ * element, as the rows in cache take, where recomputing exp(x - M) in a
+ * second read of x took two: y is still in L2 or L3 for the scaling pass,
+ * and costs it no more than the second read of x did. f_c, computed in
+ * double and rounded once, adds the half ulp that the rounding of 1 / S
+ * added before; a chunk of only -inf or masked elements (m_c = -inf) is +0
+ * times 0. Regular stores only: the scaling pass rewrites lines that the
+ * first pass left dirty in cache, and streaming them would write each line
+ * to memory twice (its eviction, then the streamed store); the streamed
+ * rows of csm_long_rows take these bits another way. */
 static CSM_INLINE CSM_TARGET void CSM_FN(csm_long_softmax_kept)(
-    const CSM_T *x, const CSM_MW_T *mk, CSM_T *y, ptrdiff_t K, int stream, CSM_T *buf)
+    const CSM_T *x, const CSM_MW_T *mk, CSM_T *y, ptrdiff_t K)
 {
     enum { AHEAD = CSM_PREFETCH_BYTES / sizeof(CSM_T) };
     CSM_T mc[CSM_LONG_KEEP / CSM_LONG_CHUNK];
     CSM_T M;
     const double S = CSM_FN(csm_long_max_sum)(x, mk, K, &M, y, mc);
-    if (!(M - M == 0 && S > 0 && S - S == 0)) {
-#pragma omp simd
-        for (ptrdiff_t i = 0; i < K; ++i)
-            y[i] = !mk || mk[i] ? (CSM_T)NAN : (CSM_T)0;
+    if (CSM_FN(csm_long_softmax_nan)(mk, y, K, M, S))
         return;
-    }
     for (ptrdiff_t j = 0; j < K; j += CSM_LONG_CHUNK) {
         const ptrdiff_t n = K - j < CSM_LONG_CHUNK ? K - j : CSM_LONG_CHUNK;
-        const CSM_T m = mc[j / CSM_LONG_CHUNK];
-        const CSM_T f = m == -CSM_INF_T ? (CSM_T)0
-            : (CSM_T)(CSM_PASTE(csm_exp_neg, CSM_PASTE(f64, CSM_ISA))((double)m - (double)M) / S);
+        const CSM_T f = CSM_FN(csm_long_chunk_scale)(mc[j / CSM_LONG_CHUNK], M, S);
         CSM_T *yj = y + j;
         const char *py = (const char *)((uintptr_t)(yj + AHEAD));
-        for (ptrdiff_t h = 0; h < n; h += CSM_SCRATCH) {
-            const ptrdiff_t nh = n - h < CSM_SCRATCH ? n - h : CSM_SCRATCH;
-            CSM_T *src = yj + h, *dst = stream ? buf : yj + h;
-            ptrdiff_t i = 0;
-            for (; i + CSM_PARTS <= nh; i += CSM_PARTS) {
-                CSM_PREFETCH_PARTS_(py, h + i, 1);
+        ptrdiff_t i = 0;
+        for (; i + CSM_PARTS <= n; i += CSM_PARTS) {
+            CSM_PREFETCH_PARTS_(py, i, 1);
 #pragma omp simd
-                for (ptrdiff_t p = 0; p < CSM_PARTS; ++p)
-                    dst[i + p] = src[i + p] * f;
-            }
-#pragma omp simd
-            for (ptrdiff_t p = 0; p < nh - i; ++p)
-                dst[i + p] = src[i + p] * f;
-            if (stream)
-                CSM_FN(csm_stream_copy)(src, buf, nh);
+            for (ptrdiff_t p = 0; p < CSM_PARTS; ++p)
+                yj[i + p] *= f;
         }
+#pragma omp simd
+        for (ptrdiff_t p = 0; p < n - i; ++p)
+            yj[i + p] *= f;
     }
 }
 
@@ -2199,18 +2210,28 @@ static CSM_TARGET void CSM_FN(csm_long_rows)(
     for (ptrdiff_t r = 0; r < rows; ++r) {
         const CSM_T *xr = x + r * ldx;
         CSM_T *yr = y + r * ldy;
-        if (!log_out && K <= CSM_LONG_KEEP) {
-            CSM_FN(csm_long_softmax_kept)(xr, NULL, yr, K, stream, buf);
+        /* softmax rows of at most CSM_LONG_KEEP elements have the kept
+         * rows' bits, exp(x - m_c) * f_c chunk by chunk: kept in y where
+         * the stores are regular, recomputed from x here where they stream
+         * (csm_long_softmax_kept says why). */
+        const int kept = !log_out && K <= CSM_LONG_KEEP;
+        if (kept && !stream) {
+            CSM_FN(csm_long_softmax_kept)(xr, NULL, yr, K);
             continue;
         }
         const char *pfx = (const char *)((uintptr_t)xr + AHEAD * sizeof(CSM_T));
         const char *pfy = (const char *)((uintptr_t)yr + AHEAD * sizeof(CSM_T));
-        CSM_T m;
-        const double s = CSM_FN(csm_long_max_sum)(xr, NULL, K, &m, NULL, NULL);
-        const CSM_T c = log_out ? (CSM_T)CSM_PASTE(csm_log, CSM_PASTE(f64, CSM_ISA))(s)
-                                : (CSM_T)(1.0 / s);
+        CSM_T M, mc[CSM_LONG_KEEP / CSM_LONG_CHUNK];
+        const double s = CSM_FN(csm_long_max_sum)(xr, NULL, K, &M, NULL, kept ? mc : NULL);
+        if (kept && CSM_FN(csm_long_softmax_nan)(NULL, yr, K, M, s))
+            continue;
+        const CSM_T cM = log_out ? (CSM_T)CSM_PASTE(csm_log, CSM_PASTE(f64, CSM_ISA))(s)
+                                 : (CSM_T)(1.0 / s);
         for (ptrdiff_t j = 0; j < K; j += CSM_SCRATCH) {
             const ptrdiff_t n = K - j < CSM_SCRATCH ? K - j : CSM_SCRATCH;
+            const CSM_T mj = kept ? mc[j / CSM_LONG_CHUNK] : M;
+            const CSM_T m = kept && mj == -CSM_INF_T ? (CSM_T)0 : mj;
+            const CSM_T c = kept ? CSM_FN(csm_long_chunk_scale)(mj, M, s) : cM;
             CSM_T *dst = stream ? buf : yr + j;
             const CSM_T *xj = xr + j;
             const char *px = pfx + j * sizeof(CSM_T), *py = stream ? NULL : pfy + j * sizeof(CSM_T);

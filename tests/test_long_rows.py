@@ -175,11 +175,24 @@ def test_rows_past_l2_match_the_float64_reference_whatever_chunk_holds_the_max(i
     _assert_close(fn, got[fin], want[fin], x[fin], dtype)
     # Every path that reaches a row past L2 gives its bits: Fortran order
     # and other strides (gathered rows), an all-true mask (the masked
-    # kernels), two threads.
+    # kernels), two threads, and a streamed output (where softmax recomputes
+    # the exps it would have kept in the output).
     np.testing.assert_array_equal(f(np.asfortranarray(x)), got.astype(dtype))
     np.testing.assert_array_equal(f(x[::-1, ::-1]), f(x[::-1, ::-1].copy()))
     np.testing.assert_array_equal(f(x, where=np.ones(x.shape, bool)), got.astype(dtype))
     np.testing.assert_array_equal(f(x, num_threads=2), got.astype(dtype))
+    from csoftmax import _engine
+
+    streamed = np.full_like(x, 7)
+    before = _engine.streamed_blocks()
+    old_bytes, old_threads = _engine.set_stream_bytes(0), _engine.set_stream_threads(1)
+    try:
+        f(x, out=streamed, num_threads=2)
+    finally:
+        _engine.set_stream_bytes(old_bytes)
+        _engine.set_stream_threads(old_threads)
+    assert _engine.streamed_blocks() > before
+    np.testing.assert_array_equal(streamed, got.astype(dtype))
 
 
 @pytest.mark.parametrize("fn", ["softmax", "log_softmax"])
