@@ -5,7 +5,7 @@
     python bench/bench_streaming.py --quick    # the two smallest outputs
 
 The engine writes an output with streaming (non-temporal) stores only where
-it is larger than stream_bytes() (twice the LLC; one LLC where AVX2 is the
+it is at least stream_bytes() (twice the LLC; one LLC where AVX2 is the
 widest ISA) and stream_threads() (2; there 1) or more threads
 write it (_engine.pyx). This bench checks that rule on the machine at hand:
 for each op and output size (in LLCs) it times the same out= call with the
