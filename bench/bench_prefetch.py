@@ -1,0 +1,78 @@
+#!/usr/bin/env python
+"""Software prefetches against none, for calls whose operands sit in L3.
+
+    python bench/bench_prefetch.py            # about a minute
+    python bench/bench_prefetch.py --quick    # the two smallest sizes
+
+The engine asks the row kernels to prefetch the rows ahead only where the
+call's operands and output exceed prefetch_bytes() (the L2 cache), and
+softmax_backward only past half the LLC: its dot product's pass is bound by
+loads, and a prefetch takes a load's slot (_engine.pyx). This bench checks
+that rule on the machine at hand: for each op and size of operands plus
+output (in LLCs) it times the same out= call, on the same arrays (so that
+they stay in L3 where they fit), with the threshold forced to 0 (every
+call prefetches) and to 2^62 (none does), interleaved, best of several
+repeats, at 1 and 2 threads. The last column says which the rule picks and
+whether that is the faster one here.
+"""
+import platform
+
+import numpy as np
+
+import _timing
+import csoftmax
+from csoftmax import _engine
+
+
+def cases(llc, quick):
+    """(op, x shape): operands and output of about 0.2, 0.4, 0.75 and 1.5
+    LLCs, rows of 128 and 1000 float32 elements."""
+    out = []
+    for llcs in ((0.2, 0.75) if quick else (0.2, 0.4, 0.75, 1.5)):
+        nbytes = int(llcs * llc)
+        for op, arrays in (("softmax_backward", 3), ("log_softmax_backward", 3), ("softmax", 2)):
+            for k in (128, 1000):
+                out.append((op, (max(nbytes // (arrays * 4 * k), 1), k)))
+    return out
+
+
+def main():
+    args = _timing.args(__doc__)
+    llc = _engine._llc_bytes() or (8 << 20)
+    print(f"# {platform.processor() or platform.machine()}, LLC {llc >> 20} MiB, "
+          f"prefetch_bytes {_engine.prefetch_bytes() >> 10} KiB, ISA {_engine.isa()}")
+    print(f"{'op':21} {'x':>11} {'MiB':>5} {'thr':>3} {'prefetch':>10} {'none':>10}  rule")
+    rng = np.random.default_rng(0)
+    for op, shape in cases(llc, args.quick):
+        x = rng.standard_normal(shape).astype(np.float32)
+        f = getattr(csoftmax, op)
+        if op == "softmax_backward":
+            operands = (csoftmax.softmax(x), rng.standard_normal(shape).astype(np.float32))
+        elif op == "log_softmax_backward":
+            operands = (csoftmax.log_softmax(x), rng.standard_normal(shape).astype(np.float32))
+        else:
+            operands = (x,)
+        out = np.empty_like(x)
+        mib = (len(operands) + 1) * x.nbytes / 2**20
+        for threads in (1, 2):
+            def call():
+                f(*operands, out=out, num_threads=threads)
+
+            times = {"prefetch": float("inf"), "none": float("inf")}
+            for _ in range(3):  # interleaved: both see the same machine
+                for name, nbytes in (("prefetch", 0), ("none", 1 << 62)):
+                    old = _engine.set_prefetch_bytes(nbytes)
+                    try:
+                        times[name] = min(times[name], _timing.best(call, args.reps))
+                    finally:
+                        _engine.set_prefetch_bytes(old)
+            picks = _engine.plan(op, shape[0], shape[1], num_threads=threads)["prefetch"]
+            faster = min(times, key=times.get)
+            rule = ("prefetch" if picks else "none") + (" (faster)" if picks == (faster == "prefetch")
+                                                        else " (slower)")
+            print(f"{op:21} {'x'.join(map(str, shape)):>11} {mib:5.0f} {threads:3d} "
+                  f"{times['prefetch'] * 1e6:8.0f}us {times['none'] * 1e6:8.0f}us  {rule}", flush=True)
+
+
+if __name__ == "__main__":
+    main()
