@@ -30,6 +30,54 @@ def _best_of(f, reps, n):
     return t_best
 
 
+def machine(rule):
+    """Print the machine's line with the rule's threshold (text); return the
+    LLC's size in bytes (8 MiB where the system does not say)."""
+    import platform
+
+    from csoftmax import _engine
+
+    llc = _engine._llc_bytes() or (8 << 20)
+    print(f"# {platform.processor() or platform.machine()}, LLC {llc >> 20} MiB, {rule}, "
+          f"ISA {_engine.isa()}")
+    return llc
+
+
+def operands(op, shape, rng):
+    """Standard normal float32 operands of op: x, or for a backward op the
+    forward output and a gradient."""
+    import numpy as np
+
+    import csoftmax
+
+    x = rng.standard_normal(shape).astype(np.float32)
+    if op.endswith("_backward"):
+        forward = getattr(csoftmax, op[:-len("_backward")])
+        return forward(x), rng.standard_normal(shape).astype(np.float32)
+    return (x,)
+
+
+def interleaved(call, settings, reps, rounds):
+    """{name: best time per call of call()} under each of the settings, the
+    settings taken in turn in every round so that all see the same machine.
+    settings: {name: apply}, where apply() sets the engine up and returns
+    the function that puts it back."""
+    times = {name: float("inf") for name in settings}
+    for _ in range(rounds):
+        for name, apply in settings.items():
+            restore = apply()
+            try:
+                times[name] = min(times[name], best(call, reps))
+            finally:
+                restore()
+    return times
+
+
+def verdict(picked, times):
+    """The rule's pick, and whether it is the faster setting here."""
+    return picked + (" (faster)" if min(times, key=times.get) == picked else " (slower)")
+
+
 def args(doc):
     """--quick and --reps, described by the first paragraph of doc."""
     ap = argparse.ArgumentParser(description=doc.split("\n\n")[0])

@@ -15,8 +15,6 @@ call prefetches) and to 2^62 (none does), interleaved, best of several
 repeats, at 1 and 2 threads. The last column says which the rule picks and
 whether that is the faster one here.
 """
-import platform
-
 import numpy as np
 
 import _timing
@@ -36,40 +34,32 @@ def cases(llc, quick):
     return out
 
 
+def _forced(nbytes):
+    """Prefetches in every call past nbytes."""
+    def apply():
+        old = _engine.set_prefetch_bytes(nbytes)
+        return lambda: _engine.set_prefetch_bytes(old)
+    return apply
+
+
 def main():
     args = _timing.args(__doc__)
-    llc = _engine._llc_bytes() or (8 << 20)
-    print(f"# {platform.processor() or platform.machine()}, LLC {llc >> 20} MiB, "
-          f"prefetch_bytes {_engine.prefetch_bytes() >> 10} KiB, ISA {_engine.isa()}")
+    llc = _timing.machine(f"prefetch_bytes {_engine.prefetch_bytes() >> 10} KiB")
     print(f"{'op':21} {'x':>11} {'MiB':>5} {'thr':>3} {'prefetch':>10} {'none':>10}  rule")
     rng = np.random.default_rng(0)
     for op, shape in cases(llc, args.quick):
-        x = rng.standard_normal(shape).astype(np.float32)
         f = getattr(csoftmax, op)
-        if op == "softmax_backward":
-            operands = (csoftmax.softmax(x), rng.standard_normal(shape).astype(np.float32))
-        elif op == "log_softmax_backward":
-            operands = (csoftmax.log_softmax(x), rng.standard_normal(shape).astype(np.float32))
-        else:
-            operands = (x,)
-        out = np.empty_like(x)
-        mib = (len(operands) + 1) * x.nbytes / 2**20
+        operands = _timing.operands(op, shape, rng)
+        out = np.empty_like(operands[0])
+        mib = (len(operands) + 1) * out.nbytes / 2**20
         for threads in (1, 2):
             def call():
                 f(*operands, out=out, num_threads=threads)
 
-            times = {"prefetch": float("inf"), "none": float("inf")}
-            for _ in range(3):  # interleaved: both see the same machine
-                for name, nbytes in (("prefetch", 0), ("none", 1 << 62)):
-                    old = _engine.set_prefetch_bytes(nbytes)
-                    try:
-                        times[name] = min(times[name], _timing.best(call, args.reps))
-                    finally:
-                        _engine.set_prefetch_bytes(old)
+            times = _timing.interleaved(call, {"prefetch": _forced(0), "none": _forced(1 << 62)},
+                                        args.reps, rounds=3)
             picks = _engine.plan(op, shape[0], shape[1], num_threads=threads)["prefetch"]
-            faster = min(times, key=times.get)
-            rule = ("prefetch" if picks else "none") + (" (faster)" if picks == (faster == "prefetch")
-                                                        else " (slower)")
+            rule = _timing.verdict("prefetch" if picks else "none", times)
             print(f"{op:21} {'x'.join(map(str, shape)):>11} {mib:5.0f} {threads:3d} "
                   f"{times['prefetch'] * 1e6:8.0f}us {times['none'] * 1e6:8.0f}us  {rule}", flush=True)
 

@@ -15,8 +15,6 @@ several repeats, at 1 and 2 threads, with a fill of the
 output (ndarray.fill) beside them. The last column says which the rule picks
 and whether that is the faster one here.
 """
-import platform
-
 import numpy as np
 
 import _timing
@@ -35,45 +33,33 @@ def cases(llc, quick):
     return out
 
 
+def _forced(nbytes):
+    """Streaming from nbytes on, at any thread count."""
+    def apply():
+        old_bytes, old_threads = _engine.set_stream_bytes(nbytes), _engine.set_stream_threads(1)
+        return lambda: (_engine.set_stream_bytes(old_bytes), _engine.set_stream_threads(old_threads))
+    return apply
+
+
 def main():
     args = _timing.args(__doc__)
-    llc = _engine._llc_bytes() or (8 << 20)
-    print(f"# {platform.processor() or platform.machine()}, LLC {llc >> 20} MiB, "
-          f"stream_bytes {_engine.stream_bytes() >> 20} MiB, ISA {_engine.isa()}")
+    llc = _timing.machine(f"stream_bytes {_engine.stream_bytes() >> 20} MiB")
     print(f"{'op':18} {'x':>14} {'out MiB':>8} {'thr':>3} {'stream':>10} {'regular':>10} "
           f"{'fill':>10}  rule")
     rng = np.random.default_rng(0)
     for op, shape in cases(llc, args.quick):
-        x = rng.standard_normal(shape).astype(np.float32)
         f = getattr(csoftmax, op)
-        if op == "softmax_backward":
-            operands = (csoftmax.softmax(x), rng.standard_normal(shape).astype(np.float32))
-            out = np.empty_like(x)
-        elif op == "softmax_jacobian":
-            operands = (x,)
-            out = np.empty((shape[0], shape[1], shape[1]), np.float32)
-        else:
-            operands = (x,)
-            out = np.empty_like(x)
+        operands = _timing.operands(op, shape, rng)
+        out = np.empty(shape + shape[1:] if op == "softmax_jacobian" else shape, np.float32)
         for threads in (1, 2):
             def call():
                 f(*operands, out=out, num_threads=threads)
 
-            times = {"stream": float("inf"), "regular": float("inf")}
-            for _ in range(2):  # interleaved: both see the same machine
-                for name, nbytes in (("stream", 0), ("regular", 1 << 40)):
-                    old = _engine.set_stream_bytes(nbytes)
-                    old_threads = _engine.set_stream_threads(1)
-                    try:
-                        times[name] = min(times[name], _timing.best(call, args.reps))
-                    finally:
-                        _engine.set_stream_bytes(old)
-                        _engine.set_stream_threads(old_threads)
+            times = _timing.interleaved(call, {"stream": _forced(0), "regular": _forced(1 << 40)},
+                                        args.reps, rounds=2)
             fill = _timing.best(lambda: out.fill(1.0), args.reps)
             picks = _engine.plan(op, shape[0], shape[1], num_threads=threads)["stream"]
-            faster = min(times, key=times.get)
-            rule = ("stream" if picks else "regular") + (" (faster)" if (picks == (faster == "stream"))
-                                                         else " (slower)")
+            rule = _timing.verdict("stream" if picks else "regular", times)
             print(f"{op:18} {'x'.join(map(str, shape)):>14} {out.nbytes / 2**20:8.0f} {threads:3d} "
                   f"{times['stream'] * 1e6:8.0f}us {times['regular'] * 1e6:8.0f}us "
                   f"{fill * 1e6:8.0f}us  {rule}")
