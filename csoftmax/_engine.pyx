@@ -171,8 +171,8 @@ cdef enum:
 # 7.36 / 8.65 and 5.11 / 5.35 (regular won only for softmax at 144 MiB,
 # 32.4 / 36.2 and 17.5 / 18.8). Its RFOs are not hidden as Zen 5's are. So
 # a CPU whose widest ISA is AVX2 streams outputs of one LLC and more at any
-# thread count, one with AVX-512 keeps the rule above. The ISA only stands for the
-# generation of core: the two machines measured, not a law.
+# thread count, one with AVX-512 keeps the rule above. The ISA only stands
+# for the generation of core: the two machines measured, not a law.
 cdef Py_ssize_t _stream_bytes = 16 << 20
 cdef int _stream_threads = 2
 

@@ -175,10 +175,10 @@ _Static_assert(CSM_SMALL_K == 32, "CSM_SMALL_K_CASES lists K = 1 .. 32");
 /* softmax rows past L2 of at most this many elements keep their chunks'
  * exp(x - m_c) in the output and scale them there (csm_long_softmax_kept),
  * or, where the output streams, recompute them from x with the same bits
- * (csm_long_rows); longer ones recompute exp(x - M) in a second read of x. 2^23 float32 is
- * the 32 MiB L3 of the machine measured, where keeping still took 0.7-1.0x
- * the time of recomputing (docs/design.md); past the L3 the kept output
- * comes back from DRAM. A constant, not the machine's LLC: a row's bits
+ * (csm_long_rows); longer ones recompute exp(x - M) in a second read of x.
+ * 2^23 float32 is the 32 MiB L3 of the machine measured, where keeping
+ * still took 0.7-1.0x the time of recomputing (docs/design.md); past the L3
+ * the kept output comes back from DRAM. A constant, not the machine's LLC: a row's bits
  * depend on which, and must not depend on the machine beyond its ISA. */
 #define CSM_LONG_KEEP (1 << 23)
 
