@@ -1519,10 +1519,11 @@ typedef double CSM_FN(csm_vd_) __attribute__((vector_size(CSM_VB_)));
   #endif
 #endif
 
-/* The partials of 16 elements in double: fma(g, y, 0) or 0 + g for the
- * first 16 (the `+ 0.0` turns a product's -0 into +0, as the fma does),
- * fma(g, y, partial) or partial + g for the next 16 (their pad lanes add +0
- * or fma(0, 0, x), which leave x as it is). */
+/* Double vector q of a row's partials: q % CSM_ND_ names the partials
+ * (slot), q / CSM_ND_ the set of 16 elements. fma(g, y, 0) or 0 + g for the
+ * first set (the `+ 0.0` turns a product's -0 into +0, as the fma does),
+ * fma(g, y, partial) or partial + g for the second (their pad lanes add +0
+ * or fma(0, 0, x), which leave x as it is). So no partial is ever -0. */
 #if CSM_F32
   /* Each float vector holds two double vectors' worth; intrinsics, because
    * GCC splits __builtin_convertvector of 4 floats into two conversions
@@ -1534,68 +1535,81 @@ typedef double CSM_FN(csm_vd_) __attribute__((vector_size(CSM_VB_)));
     #define CSM_H_(x, h) ((CSM_VD_)_mm256_cvtps_pd((h) ? _mm256_extractf128_ps((__m256)(x), 1) \
                                                         : _mm256_castps256_ps128((__m256)(x))))
   #endif
+#else
+  #define CSM_H_(x, h) ((CSM_VD_)(x))
 #endif
 #if CSM_ISA_ID == 2
   #define CSM_DFMA_(a, b, c) ((CSM_VD_)_mm512_fmadd_pd((__m512d)(a), (__m512d)(b), (__m512d)(c)))
 #else
   #define CSM_DFMA_(a, b, c) ((CSM_VD_)_mm256_fmadd_pd((__m256d)(a), (__m256d)(b), (__m256d)(c)))
 #endif
-static CSM_INLINE CSM_TARGET void CSM_FN(csm_vec_partials)(CSM_VD_ *d, CSM_VT_ gv, CSM_VT_ yv,
-                                                         const int logf, const int first)
+static CSM_INLINE CSM_TARGET void CSM_FN(csm_vec_partials)(CSM_VD_ *d, const CSM_VT_ *gv,
+                                                         const CSM_VT_ *yv, const int logf,
+                                                         const int q)
 {
-#if CSM_F32
-    const CSM_VD_ g0 = CSM_H_(gv, 0), g1 = CSM_H_(gv, 1);
-    if (first) {
-        d[0] = logf ? g0 + 0.0 : g0 * CSM_H_(yv, 0) + 0.0;
-        d[1] = logf ? g1 + 0.0 : g1 * CSM_H_(yv, 1) + 0.0;
-    } else {
-        d[0] = logf ? d[0] + g0 : CSM_DFMA_(g0, CSM_H_(yv, 0), d[0]);
-        d[1] = logf ? d[1] + g1 : CSM_DFMA_(g1, CSM_H_(yv, 1), d[1]);
-    }
-#else
-    if (first)
-        d[0] = logf ? gv + 0.0 : gv * yv + 0.0;
+    enum { DPV = CSM_ND_ / CSM_NV_ };               /* double vectors per element vector */
+    const CSM_VD_ gq = CSM_H_(gv[q / DPV], q % DPV);
+    CSM_VD_ *slot = &d[q % CSM_ND_];
+    if (q < CSM_ND_)
+        *slot = logf ? gq + 0.0 : gq * CSM_H_(yv[q / DPV], q % DPV) + 0.0;
     else
-        d[0] = logf ? d[0] + gv : CSM_DFMA_(gv, yv, d[0]);
-#endif
+        *slot = logf ? *slot + gq : CSM_DFMA_(gq, CSM_H_(yv[q / DPV], q % DPV), *slot);
 }
 #undef CSM_H_
 #undef CSM_DFMA_
 
-/* Rows of K <= 16 * halves elements (halves = 1 or 2, a constant). */
+/* Rows whose K elements fill nq double vectors (a constant, 1 .. 2 CSM_ND_),
+ * logf a constant too. Only the vectors that hold elements are loaded,
+ * widened and summed: the partials of the others are +0, and x + +0 is x
+ * for every partial (none is -0), so leaving them out of the tree keeps the
+ * bits. With K and logf read at run time, every row summed all 16 (or 32)
+ * elements' vectors and GCC spilled the partials to the stack between them.
+ * The horizontal sum takes the register's halves by extracts, not the
+ * vpermpd GCC makes of a generic shuffle. AMD EPYC (Zen 3), AVX2, one
+ * thread, 1024 rows float32, us, alternating processes of the two builds
+ * (a noisy machine: the ranges of three): softmax_backward K = 10 10.9-14.4
+ * -> 8.7-11.2, K = 20 16.3-20.6 -> 10.2-15.3; log_softmax_backward K = 10
+ * 15.3-20.9 -> 13.5-16.5, K = 20 26.5-30.3 -> 18.1-23.7. Two rows at a time
+ * (their chains interleaved, as the forward rows are) gained nothing here:
+ * K = 10 8.7-10.9 against 9.9-10.5. */
 static CSM_INLINE CSM_TARGET void CSM_FN(csm_vec_bwd_rows_n)(
     const CSM_T *y, ptrdiff_t ldy, const CSM_T *g, ptrdiff_t ldg, CSM_T *out, ptrdiff_t ldo,
-    ptrdiff_t rows, ptrdiff_t K, const int logf, const int halves)
+    ptrdiff_t rows, ptrdiff_t K, const int logf, const int nq)
 {
-    enum { DPV = CSM_ND_ / CSM_NV_ };               /* double vectors per element vector */
+    enum { DPV = CSM_ND_ / CSM_NV_ };
+    const int nv = (nq + DPV - 1) / DPV;            /* element vectors that hold elements */
+    if (nq < 1 || nq > 2 * CSM_ND_)
+        return; /* not a case of csm_vec_bwd_rows's switch */
     CSM_MASK_T_ mk[2 * CSM_NV_];
-    for (int v = 0; v < halves * CSM_NV_; ++v)
+    for (int v = 0; v < nv; ++v)
         mk[v] = CSM_MASK_(K - v * CSM_VL_);
     for (ptrdiff_t r = 0; r < rows; ++r) {
         CSM_VT_ yv[2 * CSM_NV_], gv[2 * CSM_NV_];
         CSM_VD_ d[CSM_ND_];
-        for (int v = 0; v < halves * CSM_NV_; ++v) {
+        for (int v = 0; v < nv; ++v) {
             yv[v] = CSM_VLOAD_(y + r * ldy + v * CSM_VL_, mk[v]);
             gv[v] = CSM_VLOAD_(g + r * ldg + v * CSM_VL_, mk[v]);
-            CSM_FN(csm_vec_partials)(d + (v % CSM_NV_) * DPV, gv[v], yv[v], logf, v < CSM_NV_);
         }
+        for (int q = 0; q < nq; ++q)
+            CSM_FN(csm_vec_partials)(d, gv, yv, logf, q);
         /* CSM_TREE16: partial i + partial i + 8 first; across vectors while
-         * there are several, then across each vector's halves. */
-        for (int n = CSM_ND_ / 2; n >= 1; n /= 2)
-            for (int v = 0; v < n; ++v)
+         * there are several (slots from `have` on hold only +0), then across
+         * each vector's halves. */
+        int have = nq < CSM_ND_ ? nq : CSM_ND_;
+        for (int n = CSM_ND_ / 2; n >= 1; n /= 2) {
+            for (int v = 0; v + n < have; ++v)
                 d[v] = d[v] + d[v + n];
+            have = have < n ? have : n;
+        }
 #if CSM_ISA_ID == 2
-        typedef double csm_d4_ __attribute__((vector_size(32)));
-        const csm_d4_ d4 = __builtin_shufflevector(d[0], d[0], 0, 1, 2, 3)
-                         + __builtin_shufflevector(d[0], d[0], 4, 5, 6, 7);
+        const __m256d d4 = _mm256_add_pd(_mm512_castpd512_pd256((__m512d)d[0]),
+                                         _mm512_extractf64x4_pd((__m512d)d[0], 1));
 #else
-        const CSM_VD_ d4 = d[0];
+        const __m256d d4 = (__m256d)d[0];
 #endif
-        typedef double csm_d2_ __attribute__((vector_size(16)));
-        const csm_d2_ d2 = __builtin_shufflevector(d4, d4, 0, 1)
-                         + __builtin_shufflevector(d4, d4, 2, 3);
-        const CSM_T c = (CSM_T)(d2[0] + d2[1]);
-        for (int v = 0; v < halves * CSM_NV_ && v * CSM_VL_ < K; ++v) {
+        const __m128d d2 = _mm_add_pd(_mm256_castpd256_pd128(d4), _mm256_extractf128_pd(d4, 1));
+        const CSM_T c = (CSM_T)_mm_cvtsd_f64(_mm_add_sd(d2, _mm_unpackhi_pd(d2, d2)));
+        for (int v = 0; v < nv; ++v) {
             CSM_VT_ o;
             if (logf) {
                 /* Whole-vector stores and loads: memcpy here became two
@@ -1617,11 +1631,23 @@ static CSM_TARGET void CSM_FN(csm_vec_bwd_rows)(
     const CSM_T *y, ptrdiff_t ldy, const CSM_T *g, ptrdiff_t ldg, CSM_T *out, ptrdiff_t ldo,
     ptrdiff_t rows, ptrdiff_t K, const int logf)
 {
-    if (K <= 16)
-        CSM_FN(csm_vec_bwd_rows_n)(y, ldy, g, ldg, out, ldo, rows, K, logf, 1);
-    else
-        CSM_FN(csm_vec_bwd_rows_n)(y, ldy, g, ldg, out, ldo, rows, K, logf, 2);
+    /* nq and logf as constants: each case is its own loop, unrolled. */
+    switch ((K + CSM_DL_ - 1) / CSM_DL_) {
+#define CSM_NQ_CASE_(q)                                                                        \
+    case q:                                                                                    \
+        if (logf)                                                                              \
+            CSM_FN(csm_vec_bwd_rows_n)(y, ldy, g, ldg, out, ldo, rows, K, 1, q);               \
+        else                                                                                   \
+            CSM_FN(csm_vec_bwd_rows_n)(y, ldy, g, ldg, out, ldo, rows, K, 0, q);               \
+        break;
+    CSM_NQ_CASE_(1) CSM_NQ_CASE_(2) CSM_NQ_CASE_(3) CSM_NQ_CASE_(4)
+    CSM_NQ_CASE_(5) CSM_NQ_CASE_(6) CSM_NQ_CASE_(7) CSM_NQ_CASE_(8)
+#undef CSM_NQ_CASE_
+    default: /* K <= 32 = 2 * 16 elements here */
+        break;
+    }
 }
+_Static_assert(CSM_VEC_BWD_K <= 32, "csm_vec_bwd_rows holds a row in two sets of 16 elements");
 #undef CSM_VLOAD_
 #undef CSM_VSTORE_
 #undef CSM_MASK_
