@@ -465,6 +465,7 @@ cdef int _plan(int op, Py_ssize_t n, Py_ssize_t k, Py_ssize_t acs, Py_ssize_t bc
     cdef bint shaped = jacobian or op == OP_LOGSUMEXP  # out is not shaped like a row
     cdef Py_ssize_t lanes = 1, work, cost, pf_bytes
     cdef bint big_out
+    cdef Py_ssize_t kept_row_bytes
     # The row kernels take unit column strides (every stride is unit when
     # K == 1); everything else goes through the lane layout, or, for the
     # masked family, through a gathered row.
@@ -522,7 +523,19 @@ cdef int _plan(int op, Py_ssize_t n, Py_ssize_t k, Py_ssize_t acs, Py_ssize_t bc
     # took 0.86-0.87x the time of regular stores at 1 and 2 threads).
     big_out = (not (flags & RUN_FRESH_OUT) and not masked
                and work * itemsize >= _stream_bytes)
-    p.stream = big_out and _stream_threads <= 1
+    # softmax's long rows that keep their exps in the output (csm_long_rows)
+    # recompute them from x where the output streams: a second exp per
+    # element. While the rows in flight (one per thread, input and output)
+    # take under the streaming threshold, the kept exps come back from the
+    # LLC instead, and regular stores cost less. AMD Zen 3 (32 MiB L3, the
+    # threshold), AVX2, float32 out=, rotated inputs, ms streamed / regular,
+    # one thread: 16 x 2^19 6.85-7.03 / 5.55-5.98, 8 x 2^20 6.68-7.10 /
+    # 5.49-6.30, 8 x 2^21 13.67-13.99 / 13.07-13.23, but 4 x 2^22 (16 MiB
+    # rows) 13.48-13.99 / 14.54-14.87; two threads, 8 x 2^20, four runs:
+    # 3.64-4.90 / 3.59-4.58, regular the faster in three.
+    kept_row_bytes = (2 * k * itemsize if op == OP_SOFTMAX and k * itemsize > CSM_LONG_ROW
+                      and k <= CSM_LONG_KEEP else 0)
+    p.stream = big_out and _stream_threads <= 1 and not 0 < kept_row_bytes < _stream_bytes
     pf_bytes = _prefetch_bytes
     if op == OP_SOFTMAX_BACKWARD:  # (the tests set thresholds up to 2^62)
         pf_bytes = (_prefetch_bytes * _dot_prefetch_l2s
@@ -552,7 +565,8 @@ cdef int _plan(int op, Py_ssize_t n, Py_ssize_t k, Py_ssize_t acs, Py_ssize_t bc
         if csm_now() < _serial_until:
             num_threads = 1
     p.num_threads = num_threads
-    p.stream = big_out and num_threads >= _stream_threads
+    p.stream = (big_out and num_threads >= _stream_threads
+                and not 0 < kept_row_bytes * num_threads < _stream_bytes)
     return RUN_OK
 
 

@@ -174,6 +174,28 @@ def test_streaming_threshold_is_where_streaming_starts(dtype, itemsize, stream_a
     assert not _engine.plan("softmax", n_at + 1, k, dtype, num_threads=2)["stream"]
 
 
+@pytest.mark.parametrize("threads", [1, 2])
+def test_long_softmax_rows_stream_only_when_their_kept_exps_would_leave_the_llc(threads, stream_at_8mib):
+    # softmax's long rows keep their exps in a regular output and compute
+    # them twice where it streams: while the rows in flight (one per thread,
+    # input and output) take under the streaming threshold, the output keeps
+    # regular stores. log_softmax's long rows compute once and stream as
+    # every other op does.
+    old = _engine.set_stream_threads(1)
+    try:
+        for k in (C["long_row_bytes"] // 4 + 1, 1 << 19, 1 << 20, 1 << 21, C["long_keep"],
+                  C["long_keep"] + 1):
+            n = max(2 * threads, 2 * stream_at_8mib // (4 * k) + 1)  # past the threshold
+            kept = k <= C["long_keep"] and 2 * k * 4 * threads < stream_at_8mib
+            p = _engine.plan("softmax", n, k, "float32", num_threads=threads)
+            assert p["threads"] == threads and p["stream"] is not kept
+            assert _engine.plan("log_softmax", n, k, "float32", num_threads=threads)["stream"]
+        short = _engine.plan("softmax", stream_at_8mib // 4000 + 1, 1000, "float32", num_threads=threads)
+        assert short["stream"]
+    finally:
+        _engine.set_stream_threads(old)
+
+
 def _even_blocks(n, block):
     # The block count rounded up to a multiple of the default team, the rows
     # spread evenly over the blocks.
