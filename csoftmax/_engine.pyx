@@ -529,10 +529,11 @@ cdef int _plan(int op, Py_ssize_t n, Py_ssize_t k, Py_ssize_t acs, Py_ssize_t bc
     # take under the streaming threshold, the kept exps come back from the
     # LLC instead, and regular stores cost less. AMD Zen 3 (32 MiB L3, the
     # threshold), AVX2, float32 out=, rotated inputs, ms streamed / regular,
-    # one thread: 16 x 2^19 6.85-7.03 / 5.55-5.98, 8 x 2^20 6.68-7.10 /
-    # 5.49-6.30, 8 x 2^21 13.67-13.99 / 13.07-13.23, but 4 x 2^22 (16 MiB
-    # rows) 13.48-13.99 / 14.54-14.87; two threads, 8 x 2^20, four runs:
-    # 3.64-4.90 / 3.59-4.58, regular the faster in three.
+    # one thread: 16 x 2^19 6.85-7.03 / 5.55-5.98, 8 x 2^20 (three runs)
+    # 6.68-7.83 / 5.49-7.43, 8 x 2^21 13.67-13.99 / 13.07-13.23, but
+    # 4 x 2^22 (16 MiB rows) 13.48-13.99 / 14.54-14.87; two threads,
+    # 8 x 2^20, five runs: 3.64-5.42 / 3.59-5.38, regular the faster by
+    # median in all five, by best time in two.
     kept_row_bytes = (2 * k * itemsize if op == OP_SOFTMAX and k * itemsize > CSM_LONG_ROW
                       and k <= CSM_LONG_KEEP else 0)
     p.stream = big_out and _stream_threads <= 1 and not 0 < kept_row_bytes < _stream_bytes

@@ -178,8 +178,9 @@ _Static_assert(CSM_SMALL_K == 32, "CSM_SMALL_K_CASES lists K = 1 .. 32");
  * (csm_long_rows); longer ones recompute exp(x - M) in a second read of x.
  * 2^23 float32 is the 32 MiB L3 of the machine measured, where keeping
  * still took 0.7-1.0x the time of recomputing (docs/design.md); past the L3
- * the kept output comes back from DRAM. A constant, not the machine's LLC: a row's bits
- * depend on which, and must not depend on the machine beyond its ISA. */
+ * the kept output comes back from DRAM. A constant, not the machine's LLC:
+ * a row's bits depend on which, and must not depend on the machine beyond
+ * its ISA. */
 #define CSM_LONG_KEEP (1 << 23)
 
 /* Rows per cross-row group: one AVX-512 float vector, two AVX2 ones. */
