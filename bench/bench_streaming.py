@@ -7,7 +7,9 @@
 The engine writes an output with streaming (non-temporal) stores only where
 it is at least stream_bytes() (twice the LLC; one LLC where AVX2 is the
 widest ISA) and stream_threads() (2; there 1) or more threads
-write it (_engine.pyx). This bench checks that rule on the machine at hand:
+write it, and only for the ops that are not bound by an exp per element
+(softmax_backward, the Jacobian; softmax's and log_softmax's rows past
+CSM_LONG_ROW) unless set_stream_exp_ops says so (_engine.pyx). This bench checks that rule on the machine at hand:
 for each op and output size (in LLCs) it times the same out= call with the
 threshold forced to 0 (every reused output streams) and to 2^40 (none does)
 (and the least thread count that streams to 1), interleaved, best of
@@ -28,16 +30,20 @@ def cases(llc, quick):
     for llcs in ((1.2, 2.4) if quick else (1.2, 2.4, 4.5)):
         nbytes = int(llcs * llc)
         out.append(("softmax", (max(nbytes // 4000, 1), 1000)))
+        out.append(("log_softmax_backward", (max(nbytes // 4000, 1), 1000)))
         out.append(("softmax_backward", (max(nbytes // 4000, 1), 1000)))
         out.append(("softmax_jacobian", (max(nbytes // 40000, 1), 100)))
     return out
 
 
 def _forced(nbytes):
-    """Streaming from nbytes on, at any thread count."""
+    """Streaming from nbytes on, at any thread count, for every op (the ops
+    bound by their exps included: set_stream_exp_ops)."""
     def apply():
         old_bytes, old_threads = _engine.set_stream_bytes(nbytes), _engine.set_stream_threads(1)
-        return lambda: (_engine.set_stream_bytes(old_bytes), _engine.set_stream_threads(old_threads))
+        old_exp = _engine.set_stream_exp_ops(True)
+        return lambda: (_engine.set_stream_bytes(old_bytes), _engine.set_stream_threads(old_threads),
+                        _engine.set_stream_exp_ops(old_exp))
     return apply
 
 

@@ -175,6 +175,28 @@ cdef enum:
 # for the generation of core: the two machines measured, not a law.
 cdef Py_ssize_t _stream_bytes = 16 << 20
 cdef int _stream_threads = 2
+# Which ops stream at all. The ops that take an exp per element (cost 3 in
+# _ops.h: softmax, log_softmax, log_softmax_backward) are bound by that
+# arithmetic, not by memory: their reads for ownership hide behind the exps,
+# and streaming's pass through an L1 scratch (csm_streamed) only adds work.
+# So they keep regular stores at any size, but for softmax's and
+# log_softmax's long rows (csm_long_rows, rows past CSM_LONG_ROW), which
+# stream chunks of a row too long for the caches, and measured faster so.
+# `python bench/bench_streaming.py`, AMD Zen 3, AVX2, float32 out=, ms
+# streamed / regular, one and two threads: softmax 10066 x 1000 (38 MiB)
+# 6.39 / 5.12 and 3.54 / 3.54, 37748 x 1000 (144 MiB) 24.5 / 18.7 and
+# 13.6 / 11.5 (softmax_backward, cost 2, streams faster: 6.36 / 7.46 and
+# 4.17 / 4.78). Three reused outputs in turn, streamed / regular, one and two
+# threads: log_softmax 16384 x 1000 10.24 / 8.38 and 5.65 / 5.62,
+# 200000 x 64 9.65 / 7.90 and 5.38 / 4.68; softmax 2000000 x 10 23.6 /
+# 21.4 and 14.0 / 12.0; float64 softmax 16384 x 1000 28.9 / 23.9 and
+# 15.2 / 13.0; log_softmax_backward float32 16384 x 1000 11.85 / 9.91 and
+# 6.86 / 6.80, float64 34.6 / 30.1 and 18.3 / 16.8; long rows still stream
+# faster: log_softmax 8 x 2^20 5.24 / 5.55 and 3.22 / 3.37, 4 x 2^22 12.1 /
+# 13.3 and 7.5 / 8.5. On AMD Zen 5 (AVX-512) the one case where softmax
+# streamed faster was 144 MiB at two threads, by 2% (6.92 / 7.05).
+# set_stream_exp_ops lets the tests and bench_streaming.py stream them.
+cdef bint _stream_exp_ops = False
 
 
 def _cache_sizes():
@@ -274,9 +296,11 @@ def set_prefetch_bytes(Py_ssize_t nbytes):
 
 def stream_bytes():
     """Outputs of at least this many bytes (and reused, not freshly
-    allocated), written by stream_threads() or more threads, are written
-    with streaming stores: twice the LLC's size, or the LLC's size on a CPU
-    whose widest ISA is AVX2."""
+    allocated), in calls whose operands and output take at least twice as
+    many, written by stream_threads() or more threads, are written with
+    streaming stores: twice the LLC's size, or the LLC's size on a CPU whose
+    widest ISA is AVX2. (The ops bound by their exps keep regular stores:
+    stream_exp_ops.)"""
     return _stream_bytes
 
 
@@ -294,6 +318,21 @@ def set_stream_threads(int threads):
         raise ValueError("set_stream_threads: threads must be >= 1")
     old, _stream_threads = _stream_threads, threads
     return old
+
+
+def stream_exp_ops():
+    """Whether the ops that take an exp per element (softmax, log_softmax
+    and log_softmax_backward) stream their outputs: False, but for softmax's
+    and log_softmax's long rows, which stream as every other op does."""
+    return bool(_stream_exp_ops)
+
+
+def set_stream_exp_ops(bint flag):
+    """Let the ops that take an exp per element stream too (tests,
+    benchmarks); returns the old setting."""
+    global _stream_exp_ops
+    old, _stream_exp_ops = _stream_exp_ops, flag
+    return bool(old)
 
 
 def set_stream_bytes(Py_ssize_t nbytes):
@@ -463,8 +502,8 @@ cdef int _plan(int op, Py_ssize_t n, Py_ssize_t k, Py_ssize_t acs, Py_ssize_t bc
     mcs comes with the call."""
     cdef bint jacobian = op == OP_SOFTMAX_JACOBIAN
     cdef bint shaped = jacobian or op == OP_LOGSUMEXP  # out is not shaped like a row
-    cdef Py_ssize_t lanes = 1, work, cost, pf_bytes
-    cdef bint big_out
+    cdef Py_ssize_t lanes = 1, work, cost, pf_bytes, footprint
+    cdef bint big_out, long_rows
     cdef Py_ssize_t kept_row_bytes
     # The row kernels take unit column strides (every stride is unit when
     # K == 1); everything else goes through the lane layout, or, for the
@@ -516,13 +555,27 @@ cdef int _plan(int op, Py_ssize_t n, Py_ssize_t k, Py_ssize_t acs, Py_ssize_t bc
     if jacobian:
         work = work * k
     # Streaming never changes a value, only how it reaches memory. (The
-    # masked family writes with regular stores.) It needs _stream_threads.
+    # masked family writes with regular stores, and so do the ops bound by
+    # their exps: _stream_exp_ops.) It needs _stream_threads.
     # At least the threshold, not past it: an output as large as the LLC
     # cannot stay there beside its input (softmax and log_softmax 8 x 2^20
     # float32, 32 MiB, on a 32 MiB L3, AVX2, rotated inputs: log_softmax
     # took 0.86-0.87x the time of regular stores at 1 and 2 threads).
+    # And the call's operands and output together take at least twice the
+    # threshold: an output that fits in the LLC beside its inputs stays
+    # there, in part, for the next call into the same buffer. AMD Zen 3
+    # (AVX2, 32 MiB L3, the threshold), float32 out= reused, one process,
+    # six rounds alternating, best ms streamed / regular, one and two
+    # threads: the Jacobian 10000 x 32 (40 MiB out, 41 MiB in all) 2.18 /
+    # 2.21 and 1.88 / 1.21, 1000 x 100 2.82 / 1.89 and 1.90 / 1.13;
+    # softmax_backward 16384 x 1000 (63 MiB out, 188 in all) 10.22 / 10.15
+    # and 6.59 / 7.12, float64 21.81 / 23.70 and 13.30 / 14.55. (Where the
+    # threshold is twice the LLC, an output past it already takes four.)
+    long_rows = (op == OP_SOFTMAX or op == OP_LOG_SOFTMAX) and k * itemsize > CSM_LONG_ROW
+    footprint = (work + n * k * csm_op_arity[op]) * itemsize
     big_out = (not (flags & RUN_FRESH_OUT) and not masked
-               and work * itemsize >= _stream_bytes)
+               and work * itemsize >= _stream_bytes and footprint - _stream_bytes >= _stream_bytes
+               and (csm_op_cost[op] < 3 or long_rows or _stream_exp_ops))
     # softmax's long rows that keep their exps in the output (csm_long_rows)
     # recompute them from x where the output streams: a second exp per
     # element. While the rows in flight (one per thread, input and output)
@@ -541,7 +594,7 @@ cdef int _plan(int op, Py_ssize_t n, Py_ssize_t k, Py_ssize_t acs, Py_ssize_t bc
     if op == OP_SOFTMAX_BACKWARD:  # (the tests set thresholds up to 2^62)
         pf_bytes = (_prefetch_bytes * _dot_prefetch_l2s
                     if _prefetch_bytes <= PY_SSIZE_T_MAX // _dot_prefetch_l2s else PY_SSIZE_T_MAX)
-    p.prefetch = (work + n * k * csm_op_arity[op]) * itemsize > pf_bytes
+    p.prefetch = footprint > pf_bytes
     p.default_threads = num_threads <= 0
     p.num_threads = 1
     cost = n * (work // n + ROW_COST) * csm_op_cost[op]

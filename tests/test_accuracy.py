@@ -307,7 +307,8 @@ def test_streaming_stores_give_identical_bits(isa, fn, dtype, stream_at_8mib):
     step = 4 if fn == "softmax_jacobian" else 100
     parts = np.concatenate([f(*(a[i:i + step] for a in args)) for a in [args[0]]
                             for i in range(0, shape[0], step)])
-    old = _engine.set_stream_threads(1)
+    # (The ops bound by their exps stream only where set_stream_exp_ops says.)
+    old, old_exp = _engine.set_stream_threads(1), _engine.set_stream_exp_ops(True)
     try:
         for threads in (1, 2):
             whole = np.empty_like(parts)
@@ -318,6 +319,7 @@ def test_streaming_stores_give_identical_bits(isa, fn, dtype, stream_at_8mib):
             np.testing.assert_array_equal(whole, parts)
     finally:
         _engine.set_stream_threads(old)
+        _engine.set_stream_exp_ops(old_exp)
 
 
 @pytest.mark.parametrize("dtype", DTYPES)

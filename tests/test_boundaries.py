@@ -154,24 +154,33 @@ def test_streaming_threshold_follows_the_last_level_cache_and_the_cpu():
 @pytest.mark.parametrize("dtype,itemsize", [("float32", 4), ("float64", 8)])
 def test_streaming_threshold_is_where_streaming_starts(dtype, itemsize, stream_at_8mib):
     elems = stream_at_8mib // itemsize
-    k = 1000
+    k = 1000  # (softmax_backward: the ops bound by their exps keep regular stores)
     n_at = elems // k  # n_at rows fit; one more is past the threshold
-    assert not _engine.plan("softmax", n_at, k, dtype, num_threads=2)["stream"]
-    assert _engine.plan("softmax", n_at + 1, k, dtype, num_threads=2)["stream"]
+    assert not _engine.plan("softmax_backward", n_at, k, dtype, num_threads=2)["stream"]
+    assert _engine.plan("softmax_backward", n_at + 1, k, dtype, num_threads=2)["stream"]
     # Where two threads is the least that streams (the fixture's rule), one
     # thread writes with regular stores at any size (bench_streaming.py).
-    assert not _engine.plan("softmax", n_at + 1, k, dtype, num_threads=1)["stream"]
+    assert not _engine.plan("softmax_backward", n_at + 1, k, dtype, num_threads=1)["stream"]
     old = _engine.set_stream_threads(1)
     try:
-        assert _engine.plan("softmax", n_at + 1, k, dtype, num_threads=1)["stream"]
+        assert _engine.plan("softmax_backward", n_at + 1, k, dtype, num_threads=1)["stream"]
     finally:
         _engine.set_stream_threads(old)
     # A freshly allocated output never streams: its pages were just zeroed
     # into the cache.
-    assert not _engine.plan("softmax", n_at + 1, k, dtype, fresh_out=True, num_threads=2)["stream"]
+    assert not _engine.plan("softmax_backward", n_at + 1, k, dtype, fresh_out=True, num_threads=2)["stream"]
+    # So does an output past the threshold whose call takes under twice it
+    # in all (it stays in the LLC, in part, for the next call): the
+    # Jacobian's, whose input is a K-th of it, streams from twice the
+    # threshold (softmax_backward's operands take twice its output, so it
+    # streams from the threshold, above).
+    kj = 32
+    nj = stream_at_8mib // (itemsize * kj * kj) + 1
+    assert not _engine.plan("softmax_jacobian", nj, kj, dtype, num_threads=2)["stream"]
+    assert _engine.plan("softmax_jacobian", 2 * nj, kj, dtype, num_threads=2)["stream"]
     # An output that fits in the LLC stays there.
     _engine.set_stream_bytes(1 << 30)
-    assert not _engine.plan("softmax", n_at + 1, k, dtype, num_threads=2)["stream"]
+    assert not _engine.plan("softmax_backward", n_at + 1, k, dtype, num_threads=2)["stream"]
 
 
 @pytest.mark.parametrize("threads", [1, 2])
@@ -190,8 +199,10 @@ def test_long_softmax_rows_stream_only_when_their_kept_exps_would_leave_the_llc(
             p = _engine.plan("softmax", n, k, "float32", num_threads=threads)
             assert p["threads"] == threads and p["stream"] is not kept
             assert _engine.plan("log_softmax", n, k, "float32", num_threads=threads)["stream"]
+        # Rows of up to CSM_LONG_ROW are bound by their exps, and keep
+        # regular stores at any size (set_stream_exp_ops).
         short = _engine.plan("softmax", stream_at_8mib // 4000 + 1, 1000, "float32", num_threads=threads)
-        assert short["stream"]
+        assert not short["stream"]
     finally:
         _engine.set_stream_threads(old)
 
@@ -236,14 +247,15 @@ def test_blocks_share_evenly_over_the_default_team(op, n, k, unit_columns):
     assert p["block"] % p["group"] == 0
 
 
-@pytest.mark.parametrize("fn", ["softmax", "log_softmax", "softmax_backward",
-                                "softmax_jacobian"])
+@pytest.mark.parametrize("fn", ["softmax_backward", "softmax_jacobian"])
 def test_large_reused_outputs_are_written_with_streaming_stores(fn, stream_at_8mib):
     # The kernels count the blocks they stream: a reused output past the
     # threshold written by two threads must stream; a fresh one, one below
     # the threshold or one written by one thread must not.
+    # (The Jacobian's output past twice the threshold: its operands and
+    # output together must take that too; below, half of it does not.)
     k = 40 if fn == "softmax_jacobian" else 1000
-    n = stream_at_8mib // (4 * (k * k if fn == "softmax_jacobian" else k)) + 1
+    n = (2 if fn == "softmax_jacobian" else 1) * stream_at_8mib // (4 * (k * k if fn == "softmax_jacobian" else k)) + 1
     x = np.random.default_rng(1).standard_normal((n, k)).astype(np.float32)
     args = (csoftmax.softmax(x), x) if "backward" in fn else (x,)
     f = getattr(csoftmax, fn)
@@ -257,6 +269,40 @@ def test_large_reused_outputs_are_written_with_streaming_stores(fn, stream_at_8m
     assert _engine.streamed_blocks() == before
     f(*args, out=out, num_threads=2)
     assert _engine.streamed_blocks() > before
+
+
+@pytest.mark.parametrize("threads", [1, 2])
+@pytest.mark.parametrize("fn", ["softmax", "log_softmax", "log_softmax_backward"])
+def test_ops_bound_by_their_exps_keep_regular_stores_at_any_size(fn, threads, stream_at_8mib):
+    # An exp per element hides the reads for ownership of regular stores,
+    # and streaming's scratch pass only adds work: these outputs never
+    # stream, however large, unless set_stream_exp_ops says so.
+    k = 1000
+    n = 4 * stream_at_8mib // (4 * k)  # four thresholds
+    x = np.random.default_rng(2).standard_normal((n, k)).astype(np.float32)
+    args = (csoftmax.log_softmax(x), x) if "backward" in fn else (x,)
+    f = getattr(csoftmax, fn)
+    out = f(*args)
+    old_threads = _engine.set_stream_threads(1)
+    try:
+        assert not _engine.plan(fn, n, k, "float32", num_threads=threads)["stream"]
+        before = _engine.streamed_blocks()
+        f(*args, out=out, num_threads=threads)
+        assert _engine.streamed_blocks() == before
+        assert not _engine.stream_exp_ops()
+        old = _engine.set_stream_exp_ops(True)
+        try:
+            assert _engine.plan(fn, n, k, "float32", num_threads=threads)["stream"]
+            streamed = np.full_like(out, 7)
+            f(*args, out=streamed, num_threads=threads)
+            assert _engine.streamed_blocks() > before
+        finally:
+            _engine.set_stream_exp_ops(old)
+        np.testing.assert_array_equal(streamed, out)
+    finally:
+        _engine.set_stream_threads(old_threads)
+    # softmax_backward, two additions per element, streams the same output.
+    assert _engine.plan("softmax_backward", n, k, "float32", num_threads=2)["stream"]
 
 
 def test_calls_past_l2_prefetch_and_calls_in_cache_do_not():
