@@ -104,7 +104,7 @@
  * relative error on [-ln2/(2N), ln2/(2N)]; the whole exp is within 1.14 ulp
  * (N = 8; the table's own rounding is half of it) and 0.99 (N = 16),
  * against 1.01 for the degree-6 form, which baseline (no register permute)
- * and float64 (a table rounded to double would break its 1 ulp) keep.
+ * and float64 (a table rounded to double would break its 1.01 ulp) keep.
  * CSM_EXP_TAB_E(j) is 2^(j/N)'s bits less j << (23 - log2 N), plus 64 << 23:
  * added to t's bits shifted left by 23 - log2 N, whose low bits are
  * N n + j, it gives the bits of 2^(j/N) 2^(n+64), the softmax domain's scale
