@@ -193,8 +193,13 @@ cdef int _stream_threads = 2
 # 15.2 / 13.0; log_softmax_backward float32 16384 x 1000 11.85 / 9.91 and
 # 6.86 / 6.80, float64 34.6 / 30.1 and 18.3 / 16.8; long rows still stream
 # faster: log_softmax 8 x 2^20 5.24 / 5.55 and 3.22 / 3.37, 4 x 2^22 12.1 /
-# 13.3 and 7.5 / 8.5. On AMD Zen 5 (AVX-512) the one case where softmax
-# streamed faster was 144 MiB at two threads, by 2% (6.92 / 7.05).
+# 13.3 and 7.5 / 8.5. With the caches cold at each call (96 MiB written
+# between calls, as when other work runs between them): softmax 16384 x 1000
+# 9.88 / 8.00 and 5.84 / 5.90, log_softmax_backward 10.36 / 10.18 and
+# 7.84 / 8.27, float64 25.3 / 22.6 and 15.7 / 17.1 (the two-thread cases,
+# even or near it, go either way from run to run). On AMD Zen 5 (AVX-512)
+# the one case where softmax streamed faster was 144 MiB at two threads, by
+# 2% (6.92 / 7.05).
 # set_stream_exp_ops lets the tests and bench_streaming.py stream them.
 cdef bint _stream_exp_ops = False
 
@@ -296,11 +301,10 @@ def set_prefetch_bytes(Py_ssize_t nbytes):
 
 def stream_bytes():
     """Outputs of at least this many bytes (and reused, not freshly
-    allocated), in calls whose operands and output take at least twice as
-    many, written by stream_threads() or more threads, are written with
-    streaming stores: twice the LLC's size, or the LLC's size on a CPU whose
-    widest ISA is AVX2. (The ops bound by their exps keep regular stores:
-    stream_exp_ops.)"""
+    allocated), written by stream_threads() or more threads, are written
+    with streaming stores: twice the LLC's size, or the LLC's size on a CPU
+    whose widest ISA is AVX2. (The ops bound by their exps keep regular
+    stores: stream_exp_ops.)"""
     return _stream_bytes
 
 
@@ -561,20 +565,9 @@ cdef int _plan(int op, Py_ssize_t n, Py_ssize_t k, Py_ssize_t acs, Py_ssize_t bc
     # cannot stay there beside its input (softmax and log_softmax 8 x 2^20
     # float32, 32 MiB, on a 32 MiB L3, AVX2, rotated inputs: log_softmax
     # took 0.86-0.87x the time of regular stores at 1 and 2 threads).
-    # And the call's operands and output together take at least twice the
-    # threshold: an output that fits in the LLC beside its inputs stays
-    # there, in part, for the next call into the same buffer. AMD Zen 3
-    # (AVX2, 32 MiB L3, the threshold), float32 out= reused, one process,
-    # six rounds alternating, best ms streamed / regular, one and two
-    # threads: the Jacobian 10000 x 32 (40 MiB out, 41 MiB in all) 2.18 /
-    # 2.21 and 1.88 / 1.21, 1000 x 100 2.82 / 1.89 and 1.90 / 1.13;
-    # softmax_backward 16384 x 1000 (63 MiB out, 188 in all) 10.22 / 10.15
-    # and 6.59 / 7.12, float64 21.81 / 23.70 and 13.30 / 14.55. (Where the
-    # threshold is twice the LLC, an output past it already takes four.)
     long_rows = (op == OP_SOFTMAX or op == OP_LOG_SOFTMAX) and k * itemsize > CSM_LONG_ROW
-    footprint = (work + n * k * csm_op_arity[op]) * itemsize
     big_out = (not (flags & RUN_FRESH_OUT) and not masked
-               and work * itemsize >= _stream_bytes and footprint - _stream_bytes >= _stream_bytes
+               and work * itemsize >= _stream_bytes
                and (csm_op_cost[op] < 3 or long_rows or _stream_exp_ops))
     # softmax's long rows that keep their exps in the output (csm_long_rows)
     # recompute them from x where the output streams: a second exp per
@@ -594,6 +587,7 @@ cdef int _plan(int op, Py_ssize_t n, Py_ssize_t k, Py_ssize_t acs, Py_ssize_t bc
     if op == OP_SOFTMAX_BACKWARD:  # (the tests set thresholds up to 2^62)
         pf_bytes = (_prefetch_bytes * _dot_prefetch_l2s
                     if _prefetch_bytes <= PY_SSIZE_T_MAX // _dot_prefetch_l2s else PY_SSIZE_T_MAX)
+    footprint = (work + n * k * csm_op_arity[op]) * itemsize
     p.prefetch = footprint > pf_bytes
     p.default_threads = num_threads <= 0
     p.num_threads = 1

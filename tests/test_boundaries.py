@@ -169,15 +169,6 @@ def test_streaming_threshold_is_where_streaming_starts(dtype, itemsize, stream_a
     # A freshly allocated output never streams: its pages were just zeroed
     # into the cache.
     assert not _engine.plan("softmax_backward", n_at + 1, k, dtype, fresh_out=True, num_threads=2)["stream"]
-    # So does an output past the threshold whose call takes under twice it
-    # in all (it stays in the LLC, in part, for the next call): the
-    # Jacobian's, whose input is a K-th of it, streams from twice the
-    # threshold (softmax_backward's operands take twice its output, so it
-    # streams from the threshold, above).
-    kj = 32
-    nj = stream_at_8mib // (itemsize * kj * kj) + 1
-    assert not _engine.plan("softmax_jacobian", nj, kj, dtype, num_threads=2)["stream"]
-    assert _engine.plan("softmax_jacobian", 2 * nj, kj, dtype, num_threads=2)["stream"]
     # An output that fits in the LLC stays there.
     _engine.set_stream_bytes(1 << 30)
     assert not _engine.plan("softmax_backward", n_at + 1, k, dtype, num_threads=2)["stream"]
@@ -252,10 +243,8 @@ def test_large_reused_outputs_are_written_with_streaming_stores(fn, stream_at_8m
     # The kernels count the blocks they stream: a reused output past the
     # threshold written by two threads must stream; a fresh one, one below
     # the threshold or one written by one thread must not.
-    # (The Jacobian's output past twice the threshold: its operands and
-    # output together must take that too; below, half of it does not.)
     k = 40 if fn == "softmax_jacobian" else 1000
-    n = (2 if fn == "softmax_jacobian" else 1) * stream_at_8mib // (4 * (k * k if fn == "softmax_jacobian" else k)) + 1
+    n = stream_at_8mib // (4 * (k * k if fn == "softmax_jacobian" else k)) + 1
     x = np.random.default_rng(1).standard_normal((n, k)).astype(np.float32)
     args = (csoftmax.softmax(x), x) if "backward" in fn else (x,)
     f = getattr(csoftmax, fn)
