@@ -9,8 +9,8 @@ it is at least stream_bytes() (twice the LLC; one LLC where AVX2 is the
 widest ISA) and stream_threads() (2; there 1) or more threads
 write it, and only for the ops that are not bound by an exp per element
 (softmax_backward, the Jacobian; softmax's and log_softmax's rows past
-CSM_LONG_ROW) unless set_stream_exp_ops says so (_engine.pyx). This bench checks that rule on the machine at hand:
-for each op and output size (in LLCs) it times the same out= call with the
+CSM_LONG_ROW) unless set_stream_exp_ops says so (_engine.pyx). This bench
+checks that rule on the machine at hand: for each op and output size (in LLCs) it times the same out= call with the
 threshold forced to 0 (every reused output streams) and to 2^40 (none does)
 (and the least thread count that streams to 1), interleaved, best of
 several repeats, at 1 and 2 threads, with a fill of the

@@ -506,7 +506,7 @@ cdef int _plan(int op, Py_ssize_t n, Py_ssize_t k, Py_ssize_t acs, Py_ssize_t bc
     mcs comes with the call."""
     cdef bint jacobian = op == OP_SOFTMAX_JACOBIAN
     cdef bint shaped = jacobian or op == OP_LOGSUMEXP  # out is not shaped like a row
-    cdef Py_ssize_t lanes = 1, work, cost, pf_bytes, footprint
+    cdef Py_ssize_t lanes = 1, work, cost, pf_bytes
     cdef bint big_out, long_rows
     cdef Py_ssize_t kept_row_bytes
     # The row kernels take unit column strides (every stride is unit when
@@ -587,8 +587,7 @@ cdef int _plan(int op, Py_ssize_t n, Py_ssize_t k, Py_ssize_t acs, Py_ssize_t bc
     if op == OP_SOFTMAX_BACKWARD:  # (the tests set thresholds up to 2^62)
         pf_bytes = (_prefetch_bytes * _dot_prefetch_l2s
                     if _prefetch_bytes <= PY_SSIZE_T_MAX // _dot_prefetch_l2s else PY_SSIZE_T_MAX)
-    footprint = (work + n * k * csm_op_arity[op]) * itemsize
-    p.prefetch = footprint > pf_bytes
+    p.prefetch = (work + n * k * csm_op_arity[op]) * itemsize > pf_bytes
     p.default_threads = num_threads <= 0
     p.num_threads = 1
     cost = n * (work // n + ROW_COST) * csm_op_cost[op]
