@@ -402,6 +402,41 @@ def test_rows_computed_together_give_the_bits_of_a_row_alone(fn, dtype, isa):
 
 
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("fn", ["softmax_backward", "log_softmax_backward"])
+def test_backward_rows_in_a_batch_give_the_bits_of_a_row_alone(fn, dtype, isa):
+    # softmax_backward takes row r + 1's dot product in the loop that writes
+    # row r: each row's bits must still be those the row gives alone, beside
+    # hostile rows, at any thread count, with prefetches and streaming stores
+    # forced, and with the output written over y or g.
+    f = getattr(csoftmax, fn)
+    rng = np.random.default_rng(22)
+    pf, st, sth = _engine.prefetch_bytes(), _engine.stream_bytes(), _engine.stream_threads()
+    try:
+        for k in [C["vec_bwd_k"] + 1, 100, 1000]:
+            y, g = _tail_inputs(fn, 11, k, dtype, rng)
+            g[3, :] = np.nan
+            y[4, k // 3] = np.inf
+            for n in (2, 3, 11):
+                alone = np.concatenate([f(y[i:i + 1], g[i:i + 1], num_threads=1) for i in range(n)])
+                for forced in (False, True):
+                    _engine.set_prefetch_bytes(0 if forced else pf)
+                    _engine.set_stream_bytes(0 if forced else st)
+                    _engine.set_stream_threads(1 if forced else sth)
+                    for threads in (1, 2):
+                        got = f(y[:n], g[:n], num_threads=threads)
+                        assert got.tobytes() == alone.tobytes(), (fn, k, n, forced, threads)
+                        for into in ("y", "g"):
+                            yy, gg = y[:n].copy(), g[:n].copy()
+                            f(yy, gg, out=yy if into == "y" else gg, num_threads=threads)
+                            res = yy if into == "y" else gg
+                            assert res.tobytes() == alone.tobytes(), (fn, k, n, forced, threads, into)
+    finally:
+        _engine.set_prefetch_bytes(pf)
+        _engine.set_stream_bytes(st)
+        _engine.set_stream_threads(sth)
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
 @pytest.mark.parametrize("smoothing", [0.0, 0.1])
 def test_cross_entropy_row_tails_give_the_bits_of_every_layout(smoothing, dtype, isa):
     # The loss's exp-and-sum pass takes the tail in masked registers too; its
