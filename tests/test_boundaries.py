@@ -407,7 +407,8 @@ def test_backward_rows_in_a_batch_give_the_bits_of_a_row_alone(fn, dtype, isa):
     # softmax_backward takes row r + 1's dot product in the loop that writes
     # row r: each row's bits must still be those the row gives alone, beside
     # hostile rows, at any thread count, with prefetches and streaming stores
-    # forced, and with the output written over y or g.
+    # forced, with the output written over y or g, and with rows strided
+    # (views into wider arrays) or in Fortran order.
     f = getattr(csoftmax, fn)
     rng = np.random.default_rng(22)
     pf, st, sth = _engine.prefetch_bytes(), _engine.stream_bytes(), _engine.stream_threads()
@@ -425,6 +426,12 @@ def test_backward_rows_in_a_batch_give_the_bits_of_a_row_alone(fn, dtype, isa):
                     for threads in (1, 2):
                         got = f(y[:n], g[:n], num_threads=threads)
                         assert got.tobytes() == alone.tobytes(), (fn, k, n, forced, threads)
+                        wide = np.zeros((3, n, k + 5), dtype)
+                        wide[0, :, :k], wide[1, :, :k] = y[:n], g[:n]
+                        f(wide[0, :, :k], wide[1, :, :k], out=wide[2, :, :k], num_threads=threads)
+                        assert np.ascontiguousarray(wide[2, :, :k]).tobytes() == alone.tobytes()
+                        fort = f(np.asfortranarray(y[:n]), np.asfortranarray(g[:n]), num_threads=threads)
+                        assert np.ascontiguousarray(fort).tobytes() == alone.tobytes()
                         for into in ("y", "g"):
                             yy, gg = y[:n].copy(), g[:n].copy()
                             f(yy, gg, out=yy if into == "y" else gg, num_threads=threads)
