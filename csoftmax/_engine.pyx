@@ -506,7 +506,7 @@ cdef int _plan(int op, Py_ssize_t n, Py_ssize_t k, Py_ssize_t acs, Py_ssize_t bc
     mcs comes with the call."""
     cdef bint jacobian = op == OP_SOFTMAX_JACOBIAN
     cdef bint shaped = jacobian or op == OP_LOGSUMEXP  # out is not shaped like a row
-    cdef Py_ssize_t lanes = 1, work, cost, pf_bytes
+    cdef Py_ssize_t lanes = 1, work, foot, cost, pf_bytes
     cdef bint big_out, long_rows
     cdef Py_ssize_t kept_row_bytes
     # The row kernels take unit column strides (every stride is unit when
@@ -566,8 +566,21 @@ cdef int _plan(int op, Py_ssize_t n, Py_ssize_t k, Py_ssize_t acs, Py_ssize_t bc
     # float32, 32 MiB, on a 32 MiB L3, AVX2, rotated inputs: log_softmax
     # took 0.86-0.87x the time of regular stores at 1 and 2 threads).
     long_rows = (op == OP_SOFTMAX or op == OP_LOG_SOFTMAX) and k * itemsize > CSM_LONG_ROW
+    # softmax_backward weighs its operands with its output: it streams from
+    # its registers (csm_softmax_backward_nt), with no pass through scratch
+    # to pay for, and two inputs that pass through the LLC with the output
+    # evict it before a consumer could read it there. AMD Zen 3, AVX2 (32
+    # MiB L3), float32 out=, us regular / streamed, one and two threads:
+    # 21845 x 128 (32 MiB of operands and output) with the same operands at
+    # each call 1190 / 990 and 698 / 505, rotated 1594 / 1350 and 1210 /
+    # 946; 16384 x 128 (24 MiB) the same 824 / 845 and 411 / 529, rotated
+    # 1211 / 989 and 917 / 721; 100000 x 64 rotated 3559 / 2772 and 2543 /
+    # 2247.
+    foot = work
+    if op == OP_SOFTMAX_BACKWARD:
+        foot = work + n * k * csm_op_arity[op]
     big_out = (not (flags & RUN_FRESH_OUT) and not masked
-               and work * itemsize >= _stream_bytes
+               and foot * itemsize >= _stream_bytes
                and (csm_op_cost[op] < 3 or long_rows or _stream_exp_ops))
     # softmax's long rows that keep their exps in the output (csm_long_rows)
     # recompute them from x where the output streams: a second exp per

@@ -155,9 +155,16 @@ def test_streaming_threshold_follows_the_last_level_cache_and_the_cpu():
 def test_streaming_threshold_is_where_streaming_starts(dtype, itemsize, stream_at_8mib):
     elems = stream_at_8mib // itemsize
     k = 1000  # (softmax_backward: the ops bound by their exps keep regular stores)
-    n_at = elems // k  # n_at rows fit; one more is past the threshold
+    # softmax_backward weighs its two inputs with its output: n_at rows of
+    # the three fit; one more is past the threshold. The Jacobian counts its
+    # output alone.
+    n_at = elems // (3 * k)
     assert not _engine.plan("softmax_backward", n_at, k, dtype, num_threads=2)["stream"]
     assert _engine.plan("softmax_backward", n_at + 1, k, dtype, num_threads=2)["stream"]
+    kj = 40
+    nj_at = elems // (kj * kj)
+    assert not _engine.plan("softmax_jacobian", nj_at, kj, dtype, num_threads=2)["stream"]
+    assert _engine.plan("softmax_jacobian", nj_at + 1, kj, dtype, num_threads=2)["stream"]
     # Where two threads is the least that streams (the fixture's rule), one
     # thread writes with regular stores at any size (bench_streaming.py).
     assert not _engine.plan("softmax_backward", n_at + 1, k, dtype, num_threads=1)["stream"]
@@ -252,8 +259,15 @@ def test_large_reused_outputs_are_written_with_streaming_stores(fn, stream_at_8m
     before = _engine.streamed_blocks()
     f(*args)  # fresh output
     assert _engine.streamed_blocks() == before
-    f(*(a[: n // 2] for a in args), out=out[: n // 2], num_threads=2)  # below the threshold
+    # Below the threshold; softmax_backward counts its two inputs with its
+    # output, and streams an output of half the threshold.
+    below = n // 4 if "backward" in fn else n // 2
+    f(*(a[:below] for a in args), out=out[:below], num_threads=2)
     assert _engine.streamed_blocks() == before
+    if "backward" in fn:
+        f(*(a[: n // 2] for a in args), out=out[: n // 2], num_threads=2)
+        assert _engine.streamed_blocks() > before
+        before = _engine.streamed_blocks()
     f(*args, out=out, num_threads=1)  # one thread
     assert _engine.streamed_blocks() == before
     f(*args, out=out, num_threads=2)
@@ -399,6 +413,52 @@ def test_rows_computed_together_give_the_bits_of_a_row_alone(fn, dtype, isa):
             got = f(x[:n], num_threads=1)
             alone = np.concatenate([f(x[i:i + 1], num_threads=1) for i in range(n)])
             assert got.tobytes() == alone.tobytes(), (fn, k, n)
+
+
+@pytest.mark.parametrize("threads", [1, 2])
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_streamed_backward_gives_the_bits_of_regular_stores_at_every_alignment(dtype, threads, isa):
+    # softmax_backward streams its output from its registers where a row is
+    # a whole number of registers; an output that does not start at a
+    # register's alignment takes each row boundary's elements in one
+    # register across the two rows. At every element offset in a cache line,
+    # in place over y or g too, beside hostile rows, the bits must be those
+    # of regular stores, and nothing outside the output may change.
+    rng = np.random.default_rng(23)
+    sb, sth = _engine.stream_bytes(), _engine.stream_threads()
+    lanes = 64 // np.dtype(dtype).itemsize
+    streamed_before = _engine.streamed_blocks()
+    try:
+        for k in [48, 64, 1000, 1024, 100, 1001]:
+            n = 13
+            y, g = _tail_inputs("softmax_backward", n, k, dtype, rng)
+            g[3, :] = np.nan
+            g[5, k // 2] = 1e30
+            y[7, :] = 0.0
+            _engine.set_stream_bytes(1 << 60)
+            regular = csoftmax.softmax_backward(y, g, num_threads=1)
+            _engine.set_stream_bytes(0)
+            _engine.set_stream_threads(1)
+            for off in range(lanes):
+                for into in ("out", "y", "g"):
+                    buf = np.full(n * k + 2 * lanes, 7.0, dtype)
+                    o = buf[off:off + n * k].reshape(n, k)
+                    yy, gg = y, g
+                    if into == "y":
+                        o[...] = y
+                        yy = o
+                    elif into == "g":
+                        o[...] = g
+                        gg = o
+                    csoftmax.softmax_backward(yy, gg, out=o, num_threads=threads)
+                    assert o.tobytes() == regular.tobytes(), (k, off, into)
+                    assert (buf[:off] == 7).all() and (buf[off + n * k:] == 7).all(), (k, off, into)
+            _engine.set_stream_bytes(sb)
+            _engine.set_stream_threads(sth)
+    finally:
+        _engine.set_stream_bytes(sb)
+        _engine.set_stream_threads(sth)
+    assert _engine.streamed_blocks() > streamed_before
 
 
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
