@@ -26,6 +26,7 @@ cdef extern from "_outcache.h" nogil:
         unsigned long long misses
     size_t csm_oc_set_limit(size_t limit)
     csm_oc_stats csm_oc_get_stats()
+    unsigned long long csm_oc_hits()
     void csm_oc_after_fork()
 
 cdef extern from "_outcache.h":
@@ -45,6 +46,10 @@ cdef size_t _limit = csm_oc_get_stats().limit
 
 cdef inline bint _cached(double nbytes):
     return _limit > 0 and nbytes >= <double>CSM_OC_MIN_BYTES
+
+
+cdef unsigned long long reuses() noexcept nogil:
+    return csm_oc_hits()
 
 
 cdef cnp.ndarray empty(int nd, cnp.npy_intp* dims, int typenum, int fortran):

@@ -17,7 +17,7 @@ cimport numpy as cnp
 from cpython.long cimport PyLong_AsLongAndOverflow
 from cpython.mem cimport PyMem_Free, PyMem_Malloc
 
-from csoftmax._alloc cimport empty, empty_like
+from csoftmax._alloc cimport empty, empty_like, reuses
 from csoftmax._cpu cimport Operand, launch
 from csoftmax._engine cimport (OP_LOG_SOFTMAX, OP_LOG_SOFTMAX_BACKWARD, OP_LOGSUMEXP,
                                OP_SOFTMAX, OP_SOFTMAX_BACKWARD, OP_SOFTMAX_JACOBIAN)
@@ -388,12 +388,15 @@ cdef object _rows(int op, object x, object g, object axis, object out, object nu
     if direct:
         launch(op, ct == cnp.NPY_FLOAT, oa, ob, oo, n, k, nt, False, m)
         return out
+    # A new output is fresh (RUN_FRESH_OUT) unless the output cache handed
+    # it a block that earlier outputs wrote.
+    cdef unsigned long long hits = reuses()
     if own and g is None:
         res = a  # our own copy of the input: computed in place
     else:
         res = _like(a, ct)
     _operand(res, ax, &oo)
-    launch(op, ct == cnp.NPY_FLOAT, oa, ob, oo, n, k, nt, res is not a, m)
+    launch(op, ct == cnp.NPY_FLOAT, oa, ob, oo, n, k, nt, res is not a and reuses() == hits, m)
     if rt != ct:  # a float16 result (dtype=float16) computed in float32
         o = _like(a, rt) if out is None else <cnp.ndarray>out
         _deliver_half(oo, o, ax, n, k)
@@ -494,13 +497,15 @@ cdef object _jacobian(object x, object axis, object out, object num_threads,
     if not _usable(a, ct, ax, &oa):
         a = _converted(a, ct, ax)
         _operand(a, ax, &oa)
+    cdef unsigned long long hits = reuses()  # (see _rows)
     if (out is not None and rt == ct and cnp.PyArray_IS_C_CONTIGUOUS(<cnp.ndarray>out)
             and not _overlap(<cnp.ndarray>out, a) and not _overlap(<cnp.ndarray>out, <cnp.ndarray>x)):
         res = <cnp.ndarray>out
     else:
         res = empty(nd + 1, dims, ct, 0)
     oo = Operand(<char*>cnp.PyArray_DATA(res), k * k, 1)
-    launch(OP_SOFTMAX_JACOBIAN, ct == cnp.NPY_FLOAT, oa, oa, oo, n, k, nt, res is not out, m)
+    launch(OP_SOFTMAX_JACOBIAN, ct == cnp.NPY_FLOAT, oa, oa, oo, n, k, nt,
+           res is not out and reuses() == hits, m)
     if res is out:
         return out
     if rt != ct:  # float16: round the whole (n, k, k) result, as n * k rows

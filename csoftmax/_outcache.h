@@ -270,6 +270,18 @@ typedef struct {
     uint64_t hits, misses;
 } csm_oc_stats;
 
+/* Allocations the cache has served so far. An output allocated between two
+ * reads that differ took a block that an earlier output wrote: its pages
+ * are mapped and hold old lines, not the fresh zeroed pages that a miss
+ * gets, and the kernels write it as they write an out= (RUN_FRESH_OUT). */
+static unsigned long long csm_oc_hits(void)
+{
+    csm_oc_lock();
+    const unsigned long long h = csm_oc.hits;
+    csm_oc_unlock();
+    return h;
+}
+
 static csm_oc_stats csm_oc_get_stats(void)
 {
     csm_oc_stats s;

@@ -257,7 +257,11 @@ def test_large_reused_outputs_are_written_with_streaming_stores(fn, stream_at_8m
     f = getattr(csoftmax, fn)
     out = f(*args)
     before = _engine.streamed_blocks()
-    f(*args)  # fresh output
+    limit = csoftmax.set_output_cache(0)  # a fresh output: new pages
+    try:
+        f(*args)
+    finally:
+        csoftmax.set_output_cache(limit)
     assert _engine.streamed_blocks() == before
     # Below the threshold; softmax_backward counts its two inputs with its
     # output, and streams an output of half the threshold.
@@ -271,6 +275,15 @@ def test_large_reused_outputs_are_written_with_streaming_stores(fn, stream_at_8m
     f(*args, out=out, num_threads=1)  # one thread
     assert _engine.streamed_blocks() == before
     f(*args, out=out, num_threads=2)
+    assert _engine.streamed_blocks() > before
+    # An allocating call that the output cache hands a block an earlier
+    # output wrote (not fresh pages) streams as out= does.
+    assert csoftmax.output_cache()["limit"] >= out.nbytes
+    f(*args, num_threads=2)  # (a block of this size in the cache)
+    before = _engine.streamed_blocks()
+    hits = csoftmax.output_cache()["hits"]
+    f(*args, num_threads=2)
+    assert csoftmax.output_cache()["hits"] == hits + 1
     assert _engine.streamed_blocks() > before
 
 
