@@ -19,10 +19,12 @@ cdef extern from "_ops.h":
 
 # Flags of run_*.
 cdef enum:
-    # The output was just allocated. Large outputs are otherwise written with
-    # streaming stores (no read-for-ownership), which win on reused buffers;
-    # on fresh pages, which the OS has just zeroed into cache, regular stores
-    # measured as fast or faster.
+    # The output was just allocated on new pages. Large outputs are otherwise
+    # written with streaming stores (no read-for-ownership), which win on
+    # reused buffers; on fresh pages, which the OS has just zeroed into
+    # cache, regular stores measured as fast or faster. An output that the
+    # output cache (_outcache.h) serves from a block earlier outputs wrote is
+    # a reused buffer, not fresh.
     RUN_FRESH_OUT = 1
 
 # Return codes of run_*.
