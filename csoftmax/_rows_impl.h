@@ -2395,6 +2395,39 @@ static CSM_INLINE CSM_TARGET void CSM_FN(csm_long_softmax_kept)(
  * other path to a row this long (Fortran order, other strides, a mask) ends
  * here or in csm_long_max_sum, so its bits are these. Measured: see
  * CSM_LONG_ROW in _rows.h. */
+#if CSM_EXP_V
+/* The output pass of a long row whose max M and scale c hold for the whole
+ * row (log_softmax: (x - M) - c; softmax past CSM_LONG_KEEP: exp(x - M) c),
+ * streamed straight from the registers that compute it: regular stores for
+ * the elements before the first aligned one and after the last whole
+ * register, two partial lines in a row of megabytes, and streaming stores
+ * for the rest. The scratch of csm_streamed cost an extra pass through L1 (see
+ * csm_softmax_backward_nt). Each element is the same expression as in
+ * csm_long_rows' chunks, so the bits are theirs. */
+static CSM_INLINE CSM_TARGET void CSM_FN(csm_long_row_nt)(const CSM_T *xr, CSM_T *yr, ptrdiff_t K,
+                                                         CSM_T M, CSM_T c, const int log_out)
+{
+    enum { AHEAD = CSM_PREFETCH_BYTES / sizeof(CSM_T) };
+    const ptrdiff_t vw = CSM_XVW;
+    ptrdiff_t a = (vw - (ptrdiff_t)(((uintptr_t)yr / sizeof(CSM_T)) % (uintptr_t)vw)) % vw;
+    if ((uintptr_t)yr % sizeof(CSM_T) != 0 || a > K)
+        a = K;  /* (no aligned register: all regular stores) */
+    for (ptrdiff_t i = 0; i < a; ++i)
+        yr[i] = log_out ? (xr[i] - M) - c : CSM_FN(csm_exp_neg)(xr[i] - M) * c;
+    const char *px = (const char *)((uintptr_t)xr + AHEAD * sizeof(CSM_T));
+    ptrdiff_t i = a;
+    for (; i + vw <= K; i += vw) {
+        if ((i - a) % CSM_PARTS == 0)
+            CSM_PREFETCH_PARTS_(px, i, 0);
+        const CSM_XV v = CSM_XV_(sub)(CSM_XV_(loadu)(xr + i), CSM_XV_(set1)(M));
+        CSM_XV_(stream)(yr + i, log_out ? CSM_XV_(sub)(v, CSM_XV_(set1)(c))
+                                        : CSM_XV_(mul)(CSM_FN(csm_exp_v)(v, 0), CSM_XV_(set1)(c)));
+    }
+    for (; i < K; ++i)
+        yr[i] = log_out ? (xr[i] - M) - c : CSM_FN(csm_exp_neg)(xr[i] - M) * c;
+}
+#endif
+
 static CSM_TARGET void CSM_FN(csm_long_rows)(
     const CSM_T *x, ptrdiff_t ldx, CSM_T *y, ptrdiff_t ldy, ptrdiff_t rows, ptrdiff_t K,
     int log_out, int stream)
@@ -2423,6 +2456,12 @@ static CSM_TARGET void CSM_FN(csm_long_rows)(
             continue;
         const CSM_T cM = log_out ? (CSM_T)CSM_PASTE(csm_log, CSM_PASTE(f64, CSM_ISA))(s)
                                  : (CSM_T)(1.0 / s);
+#if CSM_EXP_V
+        if (stream && !kept) {
+            CSM_FN(csm_long_row_nt)(xr, yr, K, M, cM, log_out);
+            continue;
+        }
+#endif
         for (ptrdiff_t j = 0; j < K; j += CSM_SCRATCH) {
             const ptrdiff_t n = K - j < CSM_SCRATCH ? K - j : CSM_SCRATCH;
             const CSM_T mj = kept ? mc[j / CSM_LONG_CHUNK] : M;

@@ -117,6 +117,46 @@ def test_rows_past_l2_give_the_bits_of_every_other_path(isa, fn, length, dtype, 
     np.testing.assert_array_equal(out, got)
 
 
+@pytest.mark.parametrize("fn, length, dtype", [("log_softmax", "past_l2", "float32"),
+                                               ("log_softmax", "past_l2", "float64"),
+                                               ("softmax", "past_keep", "float32")])
+def test_streamed_long_rows_give_the_bits_of_regular_stores_at_every_alignment(isa, fn, length, dtype):
+    # A long row whose max and scale hold for the whole row streams its
+    # output from the registers: regular stores up to the first aligned
+    # element and after the last whole register. At every element offset in
+    # a cache line, rows of odd length (each row starts at another
+    # alignment), the bits must be those of regular stores, and nothing
+    # outside the output may change.
+    from csoftmax import _engine
+
+    itemsize = np.dtype(dtype).itemsize
+    k = (_engine.CONSTANTS["long_row_bytes"] // itemsize if length == "past_l2"
+         else _engine.CONSTANTS["long_keep"]) + 13
+    n = 3 if length == "past_l2" else 1
+    x = (np.random.default_rng(4).standard_normal((n, k)) * 3).astype(dtype)
+    x[0, -1] = 40.0
+    x[n - 1, 3] = -np.inf
+    f = getattr(csoftmax, fn)
+    old_bytes = _engine.set_stream_bytes(1 << 60)
+    try:
+        regular = f(x, num_threads=1)
+        _engine.set_stream_bytes(0)
+        old_threads = _engine.set_stream_threads(1)
+        try:
+            for off in range(64 // itemsize):
+                before = _engine.streamed_blocks()
+                buf = np.full(n * k + 64, 7.0, dtype)
+                out = buf[off:off + n * k].reshape(n, k)
+                f(x, out=out, num_threads=2)
+                assert _engine.streamed_blocks() > before
+                assert out.tobytes() == regular.tobytes(), off
+                assert (buf[:off] == 7).all() and (buf[off + n * k:] == 7).all(), off
+        finally:
+            _engine.set_stream_threads(old_threads)
+    finally:
+        _engine.set_stream_bytes(old_bytes)
+
+
 def _chunk_rows(dtype):
     """Rows past L2 whose chunks (csm_long_max_sum: max and sum per chunk,
     rescaled as the max grows) hold hostile values, with a ragged last
