@@ -163,7 +163,11 @@ static void *csm_oc_malloc(void *ctx, size_t size)
         p = csm_oc.slot[best];
         csm_oc.slot[best] = NULL;
         csm_oc.bytes -= csm_oc_head_of(p)->cap;
-        csm_oc.hits++;
+#if defined(_MSC_VER)
+        *(volatile uint64_t *)&csm_oc.hits = csm_oc.hits + 1;  /* (csm_oc_hits) */
+#else
+        __atomic_store_n(&csm_oc.hits, csm_oc.hits + 1, __ATOMIC_RELAXED);
+#endif
     } else {
         csm_oc.misses++;
     }
@@ -273,13 +277,17 @@ typedef struct {
 /* Allocations the cache has served so far. An output allocated between two
  * reads that differ took a block that an earlier output wrote: its pages
  * are mapped and hold old lines, not the fresh zeroed pages that a miss
- * gets, and the kernels write it as they write an out= (RUN_FRESH_OUT). */
+ * gets, and the kernels write it as they write an out= (RUN_FRESH_OUT).
+ * Read without the lock (every allocating call reads it twice, the smallest
+ * too): the count is written under the lock by one thread at a time, as
+ * one 64-bit store. */
 static unsigned long long csm_oc_hits(void)
 {
-    csm_oc_lock();
-    const unsigned long long h = csm_oc.hits;
-    csm_oc_unlock();
-    return h;
+#if defined(_MSC_VER)
+    return *(volatile const uint64_t *)&csm_oc.hits;
+#else
+    return __atomic_load_n(&csm_oc.hits, __ATOMIC_RELAXED);
+#endif
 }
 
 static csm_oc_stats csm_oc_get_stats(void)
