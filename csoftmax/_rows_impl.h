@@ -2061,8 +2061,6 @@ static CSM_TARGET void CSM_FN(csm_log_softmax_core)(
     }
 }
 
-/* The backward passes' short rows: the row-vector path (AVX2, AVX-512) or
- * the lane path; 0 where the rows take the row path. */
 /* Whether csm_short_bwd takes rows of K elements. */
 static CSM_INLINE int CSM_FN(csm_short_bwd_k)(ptrdiff_t K)
 {
@@ -2073,6 +2071,8 @@ static CSM_INLINE int CSM_FN(csm_short_bwd_k)(ptrdiff_t K)
     return K <= CSM_SMALL_BWD_K;
 }
 
+/* The backward passes' short rows: the row-vector path (AVX2, AVX-512) or
+ * the lane path; 0 where the rows take the row path. */
 static CSM_INLINE CSM_TARGET int CSM_FN(csm_short_bwd)(
     const CSM_T *y, ptrdiff_t ldy, const CSM_T *g, ptrdiff_t ldg, CSM_T *out, ptrdiff_t ldo,
     ptrdiff_t rows, ptrdiff_t K, const int logf)
@@ -2385,16 +2385,6 @@ static CSM_INLINE CSM_TARGET void CSM_FN(csm_long_softmax_kept)(
     }
 }
 
-/* softmax (log_out = 0) and log_softmax (1) of rows longer than the L2 cache.
- * The row kernels above take three passes over the output (exp stored, then
- * scaled) because a row stays in cache between them; a row past L2 would
- * cost memory a read and a write per pass. Here the row is read twice and
- * the output written once: the max and the sum in one read
- * (csm_long_max_sum), then an output pass that recomputes exp(x - max) and
- * writes it out, streamed (through L1 scratch) where the caller asked. Every
- * other path to a row this long (Fortran order, other strides, a mask) ends
- * here or in csm_long_max_sum, so its bits are these. Measured: see
- * CSM_LONG_ROW in _rows.h. */
 #if CSM_EXP_V
 /* The output pass of a long row whose max M and scale c hold for the whole
  * row (log_softmax: (x - M) - c; softmax past CSM_LONG_KEEP: exp(x - M) c),
@@ -2402,7 +2392,7 @@ static CSM_INLINE CSM_TARGET void CSM_FN(csm_long_softmax_kept)(
  * the elements before the first aligned one and after the last whole
  * register, two partial lines in a row of megabytes, and streaming stores
  * for the rest. The scratch of csm_streamed cost an extra pass through L1 (see
- * csm_softmax_backward_nt). Each element is the same expression as in
+ * csm_softmax_backward_rows). Each element is the same expression as in
  * csm_long_rows' chunks, so the bits are theirs. */
 static CSM_INLINE CSM_TARGET void CSM_FN(csm_long_row_nt)(const CSM_T *xr, CSM_T *yr, ptrdiff_t K,
                                                          CSM_T M, CSM_T c, const int log_out)
@@ -2428,6 +2418,16 @@ static CSM_INLINE CSM_TARGET void CSM_FN(csm_long_row_nt)(const CSM_T *xr, CSM_T
 }
 #endif
 
+/* softmax (log_out = 0) and log_softmax (1) of rows longer than the L2 cache.
+ * The row kernels above take three passes over the output (exp stored, then
+ * scaled) because a row stays in cache between them; a row past L2 would
+ * cost memory a read and a write per pass. Here the row is read twice and
+ * the output written once: the max and the sum in one read
+ * (csm_long_max_sum), then an output pass that recomputes exp(x - max) and
+ * writes it out, streamed (through L1 scratch) where the caller asked. Every
+ * other path to a row this long (Fortran order, other strides, a mask) ends
+ * here or in csm_long_max_sum, so its bits are these. Measured: see
+ * CSM_LONG_ROW in _rows.h. */
 static CSM_TARGET void CSM_FN(csm_long_rows)(
     const CSM_T *x, ptrdiff_t ldx, CSM_T *y, ptrdiff_t ldy, ptrdiff_t rows, ptrdiff_t K,
     int log_out, int stream)
