@@ -181,7 +181,9 @@ cdef int _stream_threads = 2
 # and streaming's pass through an L1 scratch (csm_streamed) only adds work.
 # So they keep regular stores at any size, but for softmax's and
 # log_softmax's long rows (csm_long_rows, rows past CSM_LONG_ROW), which
-# stream chunks of a row too long for the caches, and measured faster so.
+# stream chunks of a row too long for the caches, and measured faster so,
+# and log_softmax's rows of whole registers, which stream straight from the
+# registers (_plan: nt_rows).
 # `python bench/bench_streaming.py`, AMD Zen 3, AVX2, float32 out=, ms
 # streamed / regular, one and two threads: softmax 10066 x 1000 (38 MiB)
 # 6.39 / 5.12 and 3.54 / 3.54, 37748 x 1000 (144 MiB) 24.5 / 18.7 and
@@ -507,7 +509,7 @@ cdef int _plan(int op, Py_ssize_t n, Py_ssize_t k, Py_ssize_t acs, Py_ssize_t bc
     cdef bint jacobian = op == OP_SOFTMAX_JACOBIAN
     cdef bint shaped = jacobian or op == OP_LOGSUMEXP  # out is not shaped like a row
     cdef Py_ssize_t lanes = 1, work, foot, cost, pf_bytes
-    cdef bint big_out, long_rows
+    cdef bint big_out, long_rows, nt_rows
     cdef Py_ssize_t kept_row_bytes
     # The row kernels take unit column strides (every stride is unit when
     # K == 1); everything else goes through the lane layout, or, for the
@@ -576,12 +578,25 @@ cdef int _plan(int op, Py_ssize_t n, Py_ssize_t k, Py_ssize_t acs, Py_ssize_t bc
     # 946; 16384 x 128 (24 MiB) the same 824 / 845 and 411 / 529, rotated
     # 1211 / 989 and 917 / 721; 100000 x 64 rotated 3559 / 2772 and 2543 /
     # 2247.
+    # log_softmax streams its rows from the registers too (csm_log_nt in
+    # _rows_impl.h: rows of whole registers, past the short rows, under a
+    # register form), and weighs its input with its output as
+    # softmax_backward does. AMD Zen 3, AVX2, float32 out=, each setting in
+    # its own run of calls, ms regular / streamed (medians), one and two
+    # threads, rotated inputs: 100000 x 64 4.43 / 4.09 and 3.26 / 2.92,
+    # 50000 x 128 5.65 / 4.90 and 3.55 / 3.01, 16384 x 1000 10.43 / 9.74 and
+    # 7.39 / 6.29; the same operands at each call: 100000 x 64 5.16 / 5.07
+    # and 2.65 / 2.55, 40000 x 128 4.37 / 4.07 and 2.82 / 2.30, 16384 x 256
+    # (32 MiB of input and output) 3.85 / 3.46 and 1.84 / 1.90.
+    nt_rows = (op == OP_LOG_SOFTMAX and p.rowwise and not long_rows
+               and csm_isa_in_use >= CSM_ISA_AVX2 and k > CSM_SMALL_FWD_K_ISA(csm_isa_in_use)
+               and k * itemsize % (64 if csm_isa_in_use > CSM_ISA_AVX2 else 32) == 0)
     foot = work
-    if op == OP_SOFTMAX_BACKWARD:
+    if op == OP_SOFTMAX_BACKWARD or nt_rows:
         foot = work + n * k * csm_op_arity[op]
     big_out = (not (flags & RUN_FRESH_OUT) and not masked
                and foot * itemsize >= _stream_bytes
-               and (csm_op_cost[op] < 3 or long_rows or _stream_exp_ops))
+               and (csm_op_cost[op] < 3 or long_rows or nt_rows or _stream_exp_ops))
     # softmax's long rows that keep their exps in the output (csm_long_rows)
     # recompute them from x where the output streams: a second exp per
     # element. While the rows in flight (one per thread, input and output)

@@ -1949,6 +1949,119 @@ static CSM_INLINE CSM_TARGET void CSM_FN(csm_streamed)(
     csm_count_streamed();
 }
 
+#if CSM_EXP_V
+/* The output forms that stream from registers (csm_nt_row): each element of
+ * the output from its elements of u and v and the row's scalars c and e. */
+#ifndef CSM_NT_FORMS_  /* (this file is included once per type and ISA) */
+#define CSM_NT_FORMS_
+enum { CSM_NT_SHIFT = 0,   /* log_softmax: (u - c) - e (u = x, c its max, e the log of its sum) */
+       CSM_NT_BWD = 1 };    /* softmax_backward: u (v - c) (u = y, v = g, c the dot product) */
+#endif
+
+static CSM_INLINE CSM_TARGET CSM_XV CSM_FN(csm_nt_v)(const int form, CSM_XV u, CSM_XV v, CSM_T c,
+                                                    CSM_T e)
+{
+    if (form == CSM_NT_SHIFT)
+        return CSM_XV_(sub)(CSM_XV_(sub)(u, CSM_XV_(set1)(c)), CSM_XV_(set1)(e));
+    return CSM_XV_(mul)(u, CSM_XV_(sub)(v, CSM_XV_(set1)(c)));
+}
+
+static CSM_INLINE CSM_TARGET CSM_T CSM_FN(csm_nt_s)(const int form, CSM_T u, CSM_T v, CSM_T c, CSM_T e)
+{
+    return form == CSM_NT_SHIFT ? (u - c) - e : u * (v - c);
+}
+
+/* Where a row of the output streams from the registers that compute it. A
+ * streaming store takes a whole aligned register, and a line written partly
+ * by streaming stores and partly by regular ones is flushed in pieces
+ * (csm_streamed). With `a` = the elements before the first aligned one of
+ * the output, each row's first `a` elements go out with the previous row's
+ * last CSM_XVW - a in one register across the rows' boundary (its lanes read
+ * from the two rows by masked loads, kp and kq), so that every store but the
+ * first row's first `a` elements and the last row's last CSM_XVW - a is whole
+ * and aligned. Rows are a whole number of registers (K a multiple of
+ * CSM_XVW). */
+typedef struct {
+    ptrdiff_t a;
+    CSM_XM kp, kq;  /* the lanes of the row before, of this row */
+} CSM_FN(csm_nt_t);
+
+static CSM_INLINE CSM_TARGET CSM_FN(csm_nt_t) CSM_FN(csm_nt_start)(const CSM_T *out)
+{
+    CSM_FN(csm_nt_t) w;
+    const ptrdiff_t vw = CSM_XVW;
+    w.a = (vw - (ptrdiff_t)(((uintptr_t)out / sizeof(CSM_T)) % (uintptr_t)vw)) % vw;
+    w.kp = CSM_XM_FIRST(w.a ? vw - w.a : vw);
+  #if CSM_ISA_ID == 2
+    w.kq = (CSM_XM)~w.kp;
+  #else
+    w.kq = _mm256_xor_si256(w.kp, _mm256_set1_epi32(-1));
+  #endif
+    return w;
+}
+
+static CSM_INLINE CSM_TARGET CSM_XV CSM_FN(csm_nt_blend)(const CSM_FN(csm_nt_t) *w, CSM_XV p, CSM_XV q)
+{
+  #if CSM_ISA_ID == 2
+    return CSM_XV_(mask_blend)(w->kq, p, q);
+  #elif CSM_F32
+    return _mm256_blendv_ps(p, q, _mm256_castsi256_ps(w->kq));
+  #else
+    return _mm256_blendv_pd(p, q, _mm256_castsi256_pd(w->kq));
+  #endif
+}
+
+/* One row of the output, orow[j] = form(u[j], v[j], c, e), streamed; up, vp,
+ * cp, ep: the row before's (unused for the first row). first, last: the
+ * call's first and last rows, whose ends take regular stores. Each element
+ * is the expression the regular path gives it, so the bits are the same. */
+static CSM_INLINE CSM_TARGET void CSM_FN(csm_nt_row)(
+    const int form, const CSM_FN(csm_nt_t) *w, CSM_T *orow, ptrdiff_t K,
+    const CSM_T *u, const CSM_T *v, CSM_T c, CSM_T e,
+    const CSM_T *up, const CSM_T *vp, CSM_T cp, CSM_T ep, int first, int last)
+{
+    const ptrdiff_t vw = CSM_XVW, a = w->a;
+    const int two = form == CSM_NT_BWD;
+    if (a && first) {
+        for (ptrdiff_t j = 0; j < a; ++j)
+            orow[j] = CSM_FN(csm_nt_s)(form, u[j], two ? v[j] : 0, c, e);
+    } else if (a) {
+        const ptrdiff_t o = K - vw + a;  /* the row before's elements in this register */
+        const CSM_XV p = CSM_FN(csm_nt_v)(form, CSM_XV_LOADM(up + o, w->kp),
+                                          two ? CSM_XV_LOADM(vp + o, w->kp) : CSM_XV_(setzero)(), cp, ep);
+        const CSM_XV q = CSM_FN(csm_nt_v)(form, CSM_XV_LOADM(u - (vw - a), w->kq),
+                                          two ? CSM_XV_LOADM(v - (vw - a), w->kq) : CSM_XV_(setzero)(), c, e);
+        CSM_XV_(stream)(orow - (vw - a), CSM_FN(csm_nt_blend)(w, p, q));
+    }
+    for (ptrdiff_t j = a; j + vw <= K; j += vw)
+        CSM_XV_(stream)(orow + j, CSM_FN(csm_nt_v)(form, CSM_XV_(loadu)(u + j),
+                                                   two ? CSM_XV_(loadu)(v + j) : CSM_XV_(setzero)(), c, e));
+    if (a && last)
+        for (ptrdiff_t j = K - vw + a; j < K; ++j)
+            orow[j] = CSM_FN(csm_nt_s)(form, u[j], two ? v[j] : 0, c, e);
+}
+
+#endif
+
+/* Whether output rows (out, ldo) of K elements can stream from the
+ * registers (csm_nt_row): K a multiple of a register, and the rows written
+ * one after the other (any element-aligned out), or each starting at a
+ * register's alignment and taking whole cache lines, so that no line holds
+ * two rows' elements. (The ops' short rows keep their own kernels: the
+ * callers check those.) */
+static CSM_INLINE int CSM_FN(csm_nt_rows)(const CSM_T *out, ptrdiff_t ldo, ptrdiff_t K)
+{
+#if CSM_EXP_V
+    const ptrdiff_t vb = (ptrdiff_t)sizeof(CSM_XV), lb = ldo * (ptrdiff_t)sizeof(CSM_T);
+    if (K % CSM_XVW != 0 || (uintptr_t)out % sizeof(CSM_T) != 0)
+        return 0;
+    return ldo == K || ((uintptr_t)out % (uintptr_t)vb == 0 && lb % 64 == 0);
+#else
+    (void)out; (void)ldo; (void)K;
+    return 0;
+#endif
+}
+
 /* R rows of softmax (R a constant), `left` rows from x to the end of the
  * core's rows (the prefetches look ahead). */
 static CSM_INLINE CSM_TARGET void CSM_FN(csm_softmax_row_group)(
@@ -2013,7 +2126,7 @@ static CSM_INLINE CSM_TARGET void CSM_FN(csm_log_sum_group)(
         mk[rr] = NULL;
         none[rr] = NULL;
         pfx[rr] = CSM_PF_ROW_(csm_prefetch_row, xr[rr], ldx, K, sizeof(CSM_T));
-        pfw[rr] = pf ? (const char *)(y + rr * ldy) : NULL;
+        pfw[rr] = pf && y ? (const char *)(y + rr * ldy) : NULL;
         mx[rr] = CSM_FN(csm_group_row_max)(R, xr[rr], K);
         lg[rr] = 0.0;
     }
@@ -2023,30 +2136,34 @@ static CSM_INLINE CSM_TARGET void CSM_FN(csm_log_sum_group)(
 /* log_softmax in chunks of CSM_LOG_CHUNK rows: maxima and sums for the chunk,
  * one vectorised log over the chunk's sums (a scalar libm log per row costs
  * more than a short row), then y = (x - max) - log(sum): that order keeps
- * [1000, 1] -> [0, -999] exact (PyTorch issue 11752). */
-static CSM_TARGET void CSM_FN(csm_log_softmax_core)(
-    const CSM_T *x, ptrdiff_t ldx, const CSM_T *unused, ptrdiff_t ldu,
-    CSM_T *y, ptrdiff_t ldy, ptrdiff_t rows, ptrdiff_t K, int pf)
+ * [1000, 1] -> [0, -999] exact (PyTorch issue 11752). nt (a constant): the
+ * output streams from the registers (csm_nt_row; csm_log_nt says where). */
+static CSM_INLINE CSM_TARGET void CSM_FN(csm_log_softmax_body)(
+    const CSM_T *x, ptrdiff_t ldx, CSM_T *y, ptrdiff_t ldy, ptrdiff_t rows, ptrdiff_t K, int pf,
+    const int nt)
 {
-    (void)unused; (void)ldu;
-    if (K <= CSM_SMALL_FWD_K_ISA(CSM_ISA_ID)) {
+    if (!nt && K <= CSM_SMALL_FWD_K_ISA(CSM_ISA_ID)) {
         CSM_FN(csm_small_rows)(x, ldx, y, ldy, rows, K, 1);
         return;
     }
     CSM_T mx[CSM_LOG_CHUNK];
     double lg[CSM_LOG_CHUNK];
+#if CSM_EXP_V
+    const CSM_FN(csm_nt_t) w = CSM_FN(csm_nt_start)(y);
+    CSM_T mp = 0, lp = 0;
+#endif
     for (ptrdiff_t r0 = 0; r0 < rows; r0 += CSM_LOG_CHUNK) {
         const ptrdiff_t nr = rows - r0 < CSM_LOG_CHUNK ? rows - r0 : CSM_LOG_CHUNK;
         ptrdiff_t r = 0;
 #if CSM_EXP_V
         if (CSM_ROWS_AT_ONCE(K) == CSM_ROWS_MAX)
             for (; r + CSM_ROWS_MAX <= nr; r += CSM_ROWS_MAX)
-                CSM_FN(csm_log_sum_group)(CSM_ROWS_MAX, x + (r0 + r) * ldx, ldx, y + (r0 + r) * ldy, ldy,
-                                          K, pf, mx + r, lg + r);
+                CSM_FN(csm_log_sum_group)(CSM_ROWS_MAX, x + (r0 + r) * ldx, ldx,
+                                          nt ? NULL : y + (r0 + r) * ldy, ldy, K, pf, mx + r, lg + r);
 #endif
         for (; r < nr; ++r)
-            CSM_FN(csm_log_sum_group)(1, x + (r0 + r) * ldx, ldx, y + (r0 + r) * ldy, ldy, K, pf,
-                                      mx + r, lg + r);
+            CSM_FN(csm_log_sum_group)(1, x + (r0 + r) * ldx, ldx, nt ? NULL : y + (r0 + r) * ldy, ldy,
+                                      K, pf, mx + r, lg + r);
 #pragma omp simd
         for (ptrdiff_t r = 0; r < nr; ++r)
             lg[r] = CSM_PASTE(csm_log, CSM_PASTE(f64, CSM_ISA))(lg[r]);
@@ -2054,11 +2171,29 @@ static CSM_TARGET void CSM_FN(csm_log_softmax_core)(
             const CSM_T *xr = x + (r0 + r) * ldx;
             CSM_T *yr = y + (r0 + r) * ldy;
             const CSM_T m = mx[r], l = (CSM_T)lg[r];
+#if CSM_EXP_V
+            if (nt) {
+                const ptrdiff_t i = r0 + r;
+                CSM_FN(csm_nt_row)(CSM_NT_SHIFT, &w, yr, K, xr, NULL, m, l, i ? xr - ldx : xr, NULL, mp, lp,
+                                   i == 0, i == rows - 1);
+                mp = m;
+                lp = l;
+                continue;
+            }
+#endif
 #pragma omp simd
             for (ptrdiff_t i = 0; i < K; ++i)
                 yr[i] = (xr[i] - m) - l;
         }
     }
+}
+
+static CSM_TARGET void CSM_FN(csm_log_softmax_core)(
+    const CSM_T *x, ptrdiff_t ldx, const CSM_T *unused, ptrdiff_t ldu,
+    CSM_T *y, ptrdiff_t ldy, ptrdiff_t rows, ptrdiff_t K, int pf)
+{
+    (void)unused; (void)ldu;
+    CSM_FN(csm_log_softmax_body)(x, ldx, y, ldy, rows, K, pf, 0);
 }
 
 /* Whether csm_short_bwd takes rows of K elements. */
@@ -2140,90 +2275,30 @@ static CSM_TARGET void CSM_FN(csm_softmax_backward_core)(
 }
 
 #if CSM_EXP_V
-/* One register of softmax_backward's output: y * (g - d). */
-static CSM_INLINE CSM_TARGET CSM_XV CSM_FN(csm_bwd_v)(CSM_XV y, CSM_XV g, CSM_T d)
-{
-    return CSM_XV_(mul)(y, CSM_XV_(sub)(g, CSM_XV_(set1)(d)));
-}
-
 /* softmax_backward with streaming stores straight from the registers that
- * compute the output, for rows of a whole number of registers (K a multiple
- * of CSM_XVW) written one after the other (ldo = K), or each starting at a
- * register's alignment: see csm_nt_rows. A streaming store takes a whole
- * aligned register, and a line written partly by streaming stores and
- * partly by regular ones is flushed in pieces (csm_streamed). Where out is
- * not aligned, each row's first `a` elements go out with the previous row's
- * last CSM_XVW - a in one register across the rows' boundary, lanes taken
- * from the two rows by masked loads, so that every store but the block's
- * first and last `a` elements is whole and aligned. Every element is the
- * same y * (g - d) as the other paths give it, so the bits are theirs. The
- * dot product is taken before the row's output pass (not pipelined with the
+ * compute the output (csm_nt_row), where csm_nt_rows allows. The dot
+ * product is taken before the row's output pass (not pipelined with the
  * row before, as csm_softmax_backward_core does): streamed stores do not
  * wait on reads for ownership for the next row's loads to overlap. */
 static CSM_TARGET void CSM_FN(csm_softmax_backward_nt)(
     const CSM_T *y, ptrdiff_t ldy, const CSM_T *g, ptrdiff_t ldg,
     CSM_T *out, ptrdiff_t ldo, ptrdiff_t rows, ptrdiff_t K, int pf)
 {
-    const ptrdiff_t vw = CSM_XVW;
-    const ptrdiff_t a = (vw - (ptrdiff_t)(((uintptr_t)out / sizeof(CSM_T)) % (uintptr_t)vw)) % vw;
-    const CSM_XM kp = CSM_XM_FIRST(a ? vw - a : vw);  /* lanes of the row before */
-  #if CSM_ISA_ID == 2
-    const CSM_XM kq = (CSM_XM)~kp;
-  #else
-    const CSM_XM kq = _mm256_xor_si256(kp, _mm256_set1_epi32(-1));
-  #endif
+    const CSM_FN(csm_nt_t) w = CSM_FN(csm_nt_start)(out);
     CSM_T dp = 0;
     for (ptrdiff_t r = 0; r < rows; ++r) {
         const CSM_T *yr = y + r * ldy, *gr = g + r * ldg;
-        CSM_T *orow = out + r * ldo;
         /* The dot product in double, for the reason given at csm_row_sum. */
         const CSM_T d = (CSM_T)CSM_FN(csm_row_sum)(gr, yr, NULL, K, CSM_SUM_DOT,
                                                    CSM_PF_ROW_(csm_prefetch_row, gr, ldg, K, sizeof(CSM_T)),
                                                    CSM_PF_ROW_(csm_prefetch_row, yr, ldy, K, sizeof(CSM_T)),
                                                    NULL);
-        if (a && r == 0) {
-            for (ptrdiff_t j = 0; j < a; ++j)
-                orow[j] = yr[j] * (gr[j] - d);
-        } else if (a) {
-            const CSM_T *yp = yr - ldy + K - vw + a, *gp = gr - ldg + K - vw + a;
-            const CSM_XV p = CSM_FN(csm_bwd_v)(CSM_XV_LOADM(yp, kp), CSM_XV_LOADM(gp, kp), dp);
-            const CSM_XV q = CSM_FN(csm_bwd_v)(CSM_XV_LOADM(yr - (vw - a), kq),
-                                               CSM_XV_LOADM(gr - (vw - a), kq), d);
-  #if CSM_ISA_ID == 2
-            CSM_XV_(stream)(orow - (vw - a), CSM_XV_(mask_blend)(kq, p, q));
-  #elif CSM_F32
-            CSM_XV_(stream)(orow - (vw - a), _mm256_blendv_ps(p, q, _mm256_castsi256_ps(kq)));
-  #else
-            CSM_XV_(stream)(orow - (vw - a), _mm256_blendv_pd(p, q, _mm256_castsi256_pd(kq)));
-  #endif
-        }
-        for (ptrdiff_t j = a; j + vw <= K; j += vw)
-            CSM_XV_(stream)(orow + j, CSM_FN(csm_bwd_v)(CSM_XV_(loadu)(yr + j), CSM_XV_(loadu)(gr + j), d));
-        if (a && r == rows - 1)
-            for (ptrdiff_t j = K - vw + a; j < K; ++j)
-                orow[j] = yr[j] * (gr[j] - d);
+        CSM_FN(csm_nt_row)(CSM_NT_BWD, &w, out + r * ldo, K, yr, gr, d, 0, r ? yr - ldy : yr,
+                           r ? gr - ldg : gr, dp, 0, r == 0, r == rows - 1);
         dp = d;
     }
 }
 #endif
-
-/* Whether softmax_backward's output rows (out, ldo) of K elements take
- * csm_softmax_backward_nt: K a multiple of a register, and the rows written
- * one after the other (any element-aligned out), or each starting at a
- * register's alignment and taking whole cache lines, so that no line holds
- * two rows' elements. Rows of csm_short_bwd keep their own kernels. */
-static CSM_INLINE int CSM_FN(csm_nt_rows)(const CSM_T *out, ptrdiff_t ldo, ptrdiff_t K)
-{
-#if CSM_EXP_V
-    const ptrdiff_t vb = (ptrdiff_t)sizeof(CSM_XV), lb = ldo * (ptrdiff_t)sizeof(CSM_T);
-    if (K % CSM_XVW != 0 || CSM_FN(csm_short_bwd_k)(K) || (uintptr_t)out % sizeof(CSM_T) != 0)
-        return 0;
-    return ldo == K || ((uintptr_t)out % (uintptr_t)vb == 0 && lb % 64 == 0);
-#else
-    (void)out; (void)ldo; (void)K;
-    return 0;
-#endif
-}
 
 /* softmax_backward streams its output from its registers where
  * csm_nt_rows allows, elsewhere through csm_streamed's scratch. The
@@ -2237,7 +2312,7 @@ static CSM_TARGET void CSM_FN(csm_softmax_backward_rows)(
     CSM_T *out, ptrdiff_t ldo, ptrdiff_t rows, ptrdiff_t K, int flags)
 {
 #if CSM_EXP_V
-    if ((flags & CSM_RUN_STREAM) && CSM_FN(csm_nt_rows)(out, ldo, K)) {
+    if ((flags & CSM_RUN_STREAM) && !CSM_FN(csm_short_bwd_k)(K) && CSM_FN(csm_nt_rows)(out, ldo, K)) {
         CSM_FN(csm_softmax_backward_nt)(a, lda, b, ldb, out, ldo, rows, K, flags & CSM_RUN_PREFETCH);
         CSM_STREAM_FENCE();
         csm_count_streamed();
@@ -2511,20 +2586,57 @@ static CSM_TARGET void CSM_FN(csm_long_rows)(
     }
 }
 
-#define CSM_LONG_ENTRY(name, log_out)                                                  \
-    static CSM_TARGET void CSM_FN(name##_rows)(                                        \
-        const CSM_T *a, ptrdiff_t lda, const CSM_T *b, ptrdiff_t ldb,                  \
-        CSM_T *out, ptrdiff_t ldo, ptrdiff_t rows, ptrdiff_t K, int flags)             \
-    {                                                                                  \
-        if (K * (ptrdiff_t)sizeof(CSM_T) > CSM_LONG_ROW)                               \
-            CSM_FN(csm_long_rows)(a, lda, out, ldo, rows, K, log_out,                  \
-                                  flags & CSM_RUN_STREAM);                             \
-        else                                                                           \
-            CSM_FN(csm_streamed)(CSM_FN(name##_core), a, lda, b, ldb, out, ldo, rows, K, flags); \
+/* Whether log_softmax streams rows of K elements to (out, ldo) straight from
+ * the registers (csm_log_softmax_body): where csm_nt_rows allows, but for
+ * the short rows (the lane path). softmax does not: its output pass reads
+ * the exps back from a scratch in L1 (they wait on the row's sum), and that
+ * pass alone bound by the streaming stores took longer than regular stores
+ * to the output, which overlap the exps: AMD Zen 3, AVX2, float32 out=,
+ * rotated inputs, us regular / streamed, one and two threads: 100000 x 64
+ * 3898 / 4750 and 2534 / 2870, 16384 x 1000 8260 / 8863 and 6556 / 5929. */
+static CSM_INLINE int CSM_FN(csm_log_nt)(const CSM_T *out, ptrdiff_t ldo, ptrdiff_t K)
+{
+    return K > CSM_SMALL_FWD_K_ISA(CSM_ISA_ID) && CSM_FN(csm_nt_rows)(out, ldo, K);
+}
+
+/* softmax and log_softmax: the long rows (csm_long_rows), log_softmax's
+ * rows that stream from the registers (csm_log_nt), the others through
+ * csm_streamed. */
+static CSM_INLINE CSM_TARGET void CSM_FN(csm_fwd_rows)(
+    const int log_out, const CSM_T *a, ptrdiff_t lda, CSM_T *out, ptrdiff_t ldo, ptrdiff_t rows,
+    ptrdiff_t K, int flags)
+{
+    if (K * (ptrdiff_t)sizeof(CSM_T) > CSM_LONG_ROW) {
+        CSM_FN(csm_long_rows)(a, lda, out, ldo, rows, K, log_out, flags & CSM_RUN_STREAM);
+        return;
     }
-CSM_LONG_ENTRY(csm_softmax, 0)
-CSM_LONG_ENTRY(csm_log_softmax, 1)
-#undef CSM_LONG_ENTRY
+#if CSM_EXP_V
+    if (log_out && (flags & CSM_RUN_STREAM) && CSM_FN(csm_log_nt)(out, ldo, K)) {
+        CSM_FN(csm_log_softmax_body)(a, lda, out, ldo, rows, K, flags & CSM_RUN_PREFETCH, 1);
+        CSM_STREAM_FENCE();
+        csm_count_streamed();
+        return;
+    }
+#endif
+    CSM_FN(csm_streamed)(log_out ? CSM_FN(csm_log_softmax_core) : CSM_FN(csm_softmax_core), a, lda,
+                         a, lda, out, ldo, rows, K, flags);  /* (b: unused) */
+}
+
+static CSM_TARGET void CSM_FN(csm_softmax_rows)(
+    const CSM_T *a, ptrdiff_t lda, const CSM_T *b, ptrdiff_t ldb,
+    CSM_T *out, ptrdiff_t ldo, ptrdiff_t rows, ptrdiff_t K, int flags)
+{
+    (void)b; (void)ldb;
+    CSM_FN(csm_fwd_rows)(0, a, lda, out, ldo, rows, K, flags);
+}
+
+static CSM_TARGET void CSM_FN(csm_log_softmax_rows)(
+    const CSM_T *a, ptrdiff_t lda, const CSM_T *b, ptrdiff_t ldb,
+    CSM_T *out, ptrdiff_t ldo, ptrdiff_t rows, ptrdiff_t K, int flags)
+{
+    (void)b; (void)ldb;
+    CSM_FN(csm_fwd_rows)(1, a, lda, out, ldo, rows, K, flags);
+}
 
 #define CSM_STREAMED_ENTRY(name)                                                       \
     static CSM_TARGET void CSM_FN(name##_rows)(                                        \

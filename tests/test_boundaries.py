@@ -161,6 +161,16 @@ def test_streaming_threshold_is_where_streaming_starts(dtype, itemsize, stream_a
     n_at = elems // (3 * k)
     assert not _engine.plan("softmax_backward", n_at, k, dtype, num_threads=2)["stream"]
     assert _engine.plan("softmax_backward", n_at + 1, k, dtype, num_threads=2)["stream"]
+    # log_softmax weighs its input with its output where its rows stream
+    # from the registers: rows of whole registers (1024 elements) under a
+    # register form, past the short rows.
+    kl = 1024
+    nl_at = elems // (2 * kl)  # (input and output: exactly the threshold, where streaming starts)
+    reg_form = _engine.isa() != "baseline"
+    assert not _engine.plan("log_softmax", nl_at - 1, kl, dtype, num_threads=2)["stream"]
+    assert _engine.plan("log_softmax", nl_at, kl, dtype, num_threads=2)["stream"] is reg_form
+    assert not _engine.plan("log_softmax", 4 * nl_at, kl + 1, dtype, num_threads=2)["stream"]
+    assert not _engine.plan("log_softmax", 4 * elems // 24, 24, dtype, num_threads=2)["stream"]
     kj = 40
     nj_at = elems // (kj * kj)
     assert not _engine.plan("softmax_jacobian", nj_at, kj, dtype, num_threads=2)["stream"]
@@ -292,8 +302,8 @@ def test_large_reused_outputs_are_written_with_streaming_stores(fn, stream_at_8m
 def test_ops_bound_by_their_exps_keep_regular_stores_at_any_size(fn, threads, stream_at_8mib):
     # An exp per element hides the reads for ownership of regular stores,
     # and streaming's scratch pass only adds work: these outputs never
-    # stream, however large, unless set_stream_exp_ops says so.
-    k = 1000
+    # stream through it, however large, unless set_stream_exp_ops says so.
+    k = 1001  # (not whole registers: log_softmax's rows of whole registers stream from them)
     n = 4 * stream_at_8mib // (4 * k)  # four thresholds
     x = np.random.default_rng(2).standard_normal((n, k)).astype(np.float32)
     args = (csoftmax.log_softmax(x), x) if "backward" in fn else (x,)
@@ -430,40 +440,47 @@ def test_rows_computed_together_give_the_bits_of_a_row_alone(fn, dtype, isa):
 
 @pytest.mark.parametrize("threads", [1, 2])
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
-def test_streamed_backward_gives_the_bits_of_regular_stores_at_every_alignment(dtype, threads, isa):
-    # softmax_backward streams its output from its registers where a row is
-    # a whole number of registers; an output that does not start at a
-    # register's alignment takes each row boundary's elements in one
-    # register across the two rows. At every element offset in a cache line,
-    # in place over y or g too, beside hostile rows, the bits must be those
-    # of regular stores, and nothing outside the output may change.
+@pytest.mark.parametrize("fn", ["softmax_backward", "log_softmax"])
+def test_streamed_rows_give_the_bits_of_regular_stores_at_every_alignment(fn, dtype, threads, isa):
+    # softmax_backward and log_softmax stream their output from their
+    # registers where a row is a whole number of registers; an output that
+    # does not start at a register's alignment takes each row boundary's
+    # elements in one register across the two rows. At every element offset
+    # in a cache line, in place over an input too, beside hostile rows, the
+    # bits must be those of regular stores, and nothing outside the output
+    # may change.
     rng = np.random.default_rng(23)
     sb, sth = _engine.stream_bytes(), _engine.stream_threads()
     lanes = 64 // np.dtype(dtype).itemsize
     streamed_before = _engine.streamed_blocks()
+    f = getattr(csoftmax, fn)
     try:
         for k in [48, 64, 1000, 1024, 100, 1001]:
             n = 13 if k < 1000 else 101  # (101 rows: blocks of 6 rows on two threads)
-            y, g = _tail_inputs("softmax_backward", n, k, dtype, rng)
-            g[3, :] = np.nan
-            g[5, k // 2] = 1e30
-            y[7, :] = 0.0
+            if fn == "softmax_backward":
+                ins = list(_tail_inputs(fn, n, k, dtype, rng))
+                ins[1][3, :] = np.nan
+                ins[1][5, k // 2] = 1e30
+                ins[0][7, :] = 0.0
+            else:
+                ins = [(rng.standard_normal((n, k)) * 10).astype(dtype)]
+                ins[0][3, :] = -np.inf
+                ins[0][5, k // 2] = 1e30
+                ins[0][7, 1] = np.nan
+                ins[0][9, 2] = np.inf
             _engine.set_stream_bytes(1 << 60)
-            regular = csoftmax.softmax_backward(y, g, num_threads=1)
+            regular = f(*ins, num_threads=1)
             _engine.set_stream_bytes(0)
             _engine.set_stream_threads(1)
             for off in range(lanes):
-                for into in ("out", "y", "g"):
+                for into in [None] + list(range(len(ins))):  # out apart, or over input `into`
                     buf = np.full(n * k + 2 * lanes, 7.0, dtype)
                     o = buf[off:off + n * k].reshape(n, k)
-                    yy, gg = y, g
-                    if into == "y":
-                        o[...] = y
-                        yy = o
-                    elif into == "g":
-                        o[...] = g
-                        gg = o
-                    csoftmax.softmax_backward(yy, gg, out=o, num_threads=threads)
+                    args = list(ins)
+                    if into is not None:
+                        o[...] = ins[into]
+                        args[into] = o
+                    f(*args, out=o, num_threads=threads)
                     assert o.tobytes() == regular.tobytes(), (k, off, into)
                     assert (buf[:off] == 7).all() and (buf[off + n * k:] == 7).all(), (k, off, into)
             _engine.set_stream_bytes(sb)
@@ -471,7 +488,8 @@ def test_streamed_backward_gives_the_bits_of_regular_stores_at_every_alignment(d
     finally:
         _engine.set_stream_bytes(sb)
         _engine.set_stream_threads(sth)
-    assert _engine.streamed_blocks() > streamed_before
+    if fn == "softmax_backward" or isa != "baseline":  # (log_softmax's baseline: regular stores)
+        assert _engine.streamed_blocks() > streamed_before
 
 
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
