@@ -2638,15 +2638,12 @@ static CSM_TARGET void CSM_FN(csm_log_softmax_rows)(
     CSM_FN(csm_fwd_rows)(1, a, lda, out, ldo, rows, K, flags);
 }
 
-#define CSM_STREAMED_ENTRY(name)                                                       \
-    static CSM_TARGET void CSM_FN(name##_rows)(                                        \
-        const CSM_T *a, ptrdiff_t lda, const CSM_T *b, ptrdiff_t ldb,                  \
-        CSM_T *out, ptrdiff_t ldo, ptrdiff_t rows, ptrdiff_t K, int flags)             \
-    {                                                                                  \
-        CSM_FN(csm_streamed)(CSM_FN(name##_core), a, lda, b, ldb, out, ldo, rows, K, flags); \
-    }
-CSM_STREAMED_ENTRY(csm_log_softmax_backward)
-#undef CSM_STREAMED_ENTRY
+static CSM_TARGET void CSM_FN(csm_log_softmax_backward_rows)(
+    const CSM_T *a, ptrdiff_t lda, const CSM_T *b, ptrdiff_t ldb,
+    CSM_T *out, ptrdiff_t ldo, ptrdiff_t rows, ptrdiff_t K, int flags)
+{
+    CSM_FN(csm_streamed)(CSM_FN(csm_log_softmax_backward_core), a, lda, b, ldb, out, ldo, rows, K, flags);
+}
 
 #if CSM_EXP_V
 /* Rows of up to CSM_JAC_REGS registers: s in registers for the whole block.

@@ -483,6 +483,15 @@ def test_streamed_rows_give_the_bits_of_regular_stores_at_every_alignment(fn, dt
                     f(*args, out=o, num_threads=threads)
                     assert o.tobytes() == regular.tobytes(), (k, off, into)
                     assert (buf[:off] == 7).all() and (buf[off + n * k:] == 7).all(), (k, off, into)
+            # Rows apart (a wider array's columns) that each start at a
+            # register's alignment on whole cache lines stream too.
+            ld = -(-k // lanes) * lanes + lanes
+            raw = np.full(n * ld + lanes, 7.0, dtype)
+            o0 = (-raw.ctypes.data % 64) // raw.itemsize
+            wide = raw[o0:o0 + n * ld].reshape(n, ld)
+            f(*ins, out=wide[:, :k], num_threads=threads)
+            assert np.ascontiguousarray(wide[:, :k]).tobytes() == regular.tobytes(), (k, "rows apart")
+            assert (wide[:, k:] == 7).all() and (raw[:o0] == 7).all() and (raw[o0 + n * ld:] == 7).all()
             _engine.set_stream_bytes(sb)
             _engine.set_stream_threads(sth)
     finally:
