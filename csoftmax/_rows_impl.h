@@ -2768,13 +2768,26 @@ static CSM_TARGET void CSM_FN(csm_softmax_jacobian_rows)(
          * scratch, as many as fit, and streamed (see csm_streamed). */
         CSM_T s[CSM_SCRATCH / 2], buf[CSM_SCRATCH / 2];
         const ptrdiff_t group = (CSM_SCRATCH / 2) / K;
-        for (ptrdiff_t r = 0; r < rows; ++r) {
-            CSM_FN(csm_softmax_core)(x + r * ldx, ldx, 0, 0, s, K, 1, K, pf);
-            CSM_T *J = jac + r * ldo;
-            for (ptrdiff_t i0 = 0; i0 < K; i0 += group) {
-                const ptrdiff_t i1 = K - i0 < group ? K : i0 + group;
-                CSM_FN(csm_jacobian_block)(s, buf, i0, i1, K, NULL);
-                CSM_FN(csm_stream_copy)(J + i0 * K, buf, (i1 - i0) * K);
+        const ptrdiff_t blocks = (CSM_SCRATCH / 2) / (K * K);
+        for (ptrdiff_t r0 = 0; r0 < rows; r0 += group) {
+            const ptrdiff_t nr = rows - r0 < group ? rows - r0 : group;
+            CSM_FN(csm_softmax_core)(x + r0 * ldx, ldx, 0, 0, s, K, nr, K, pf);
+            if (blocks > 0) {
+                for (ptrdiff_t r = 0; r < nr; r += blocks) {
+                    const ptrdiff_t nb = nr - r < blocks ? nr - r : blocks;
+                    for (ptrdiff_t q = 0; q < nb; ++q)
+                        CSM_FN(csm_jacobian_block)(s + (r + q) * K, buf + q * K * K, 0, K, K, NULL);
+                    CSM_FN(csm_stream_copy)(jac + (r0 + r) * ldo, buf, nb * K * K);
+                }
+                continue;
+            }
+            for (ptrdiff_t r = 0; r < nr; ++r) {
+                CSM_T *J = jac + (r0 + r) * ldo;
+                for (ptrdiff_t i0 = 0; i0 < K; i0 += group) {
+                    const ptrdiff_t i1 = K - i0 < group ? K : i0 + group;
+                    CSM_FN(csm_jacobian_block)(s + r * K, buf, i0, i1, K, NULL);
+                    CSM_FN(csm_stream_copy)(J + i0 * K, buf, (i1 - i0) * K);
+                }
             }
         }
         CSM_STREAM_FENCE();

@@ -157,6 +157,35 @@ def test_jacobian_matches_float64_reference_at_every_k_its_register_kernels_take
 
 
 @pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("offset", [0, 1, 3])
+def test_streamed_jacobian_gives_the_bits_of_regular_stores_across_groups(isa, dtype, offset):
+    # A streamed Jacobian takes s of a group of rows at once (as many as an
+    # L1 scratch of 4096 elements holds), then builds as many whole blocks as
+    # that scratch holds (up to K = 64 float32) and streams them out in one
+    # copy, or a block's rows in parts where a block is larger. More rows
+    # than a group cross both; the output starts `offset` elements past an
+    # aligned address, so that the streamed copy starts with regular stores.
+    for k in (1, 3, 16, 31, 32, 45, 46, 64, 65, 100):
+        n = 4096 // k + 3
+        x = logits((n, k), dtype, seed=k)
+        x[1] = -np.inf
+        x[2, :2] = [np.nan, 1e30][: min(k, 2)]
+        got = csoftmax.softmax_jacobian(x)
+        base = np.empty(n * k * k + 32, dtype)
+        start = (-(base.ctypes.data // base.itemsize)) % 16 + offset
+        streamed = base[start: start + n * k * k].reshape(n, k, k)
+        before = _engine.streamed_blocks()
+        old_bytes, old_threads = _engine.set_stream_bytes(0), _engine.set_stream_threads(1)
+        try:
+            csoftmax.softmax_jacobian(x, out=streamed)
+        finally:
+            _engine.set_stream_bytes(old_bytes)
+            _engine.set_stream_threads(old_threads)
+        assert _engine.streamed_blocks() > before
+        np.testing.assert_array_equal(streamed, got, err_msg=f"K = {k}")
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
 @pytest.mark.parametrize("shape", SHAPES)
 def test_rows_sum_to_one(isa, shape, dtype):
     s = csoftmax.softmax(logits(shape, dtype, scale=10))
