@@ -319,10 +319,12 @@ static CSM_INLINE CSM_TARGET void CSM_FN(csm_lse_sum_group)(const int R, const C
         mk[rr] = NULL;
         none[rr] = NULL;
         nopf[rr] = NULL;
-        mx[rr] = CSM_FN(csm_group_row_max)(R, xr[rr], K);
-        finite &= mx[rr] - mx[rr] == 0;
         sm[rr] = 0.0;
     }
+    CSM_FN(csm_group_rows_max)(R, xr, K, mx);
+    CSM_EACH_ROW
+    for (int rr = 0; rr < R; ++rr)
+        finite &= mx[rr] - mx[rr] == 0;
     if (finite) {
         CSM_FN(csm_rows_exp_sum_from)(R, xr, mk, none, mx, K, sm, nopf, nopf);
         return;
