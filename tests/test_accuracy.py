@@ -118,6 +118,19 @@ def test_jacobian_matches_float64_reference(isa, shape, dtype):
     assert np.all(np.abs(got - want) <= bound + np.finfo(dtype).tiny)
 
 
+def _streamed_jacobian(x, out):
+    """softmax_jacobian(x, out=out) with streaming stores forced (checked)."""
+    before = _engine.streamed_blocks()
+    old_bytes, old_threads = _engine.set_stream_bytes(0), _engine.set_stream_threads(1)
+    try:
+        csoftmax.softmax_jacobian(x, out=out)
+    finally:
+        _engine.set_stream_bytes(old_bytes)
+        _engine.set_stream_threads(old_threads)
+    assert _engine.streamed_blocks() > before
+    return out
+
+
 @pytest.mark.parametrize("dtype", DTYPES)
 def test_jacobian_matches_float64_reference_at_every_k_its_register_kernels_take(isa, dtype):
     # Up to K = 8 registers (AVX-512) or 13 (AVX2) the Jacobian's rows are
@@ -128,7 +141,6 @@ def test_jacobian_matches_float64_reference_at_every_k_its_register_kernels_take
     # Fortran and strided rows, and streamed outputs, which build a block's
     # rows in groups (from K = 65 float32, a register's rows span two
     # groups).
-    from csoftmax import _engine
 
     for k in range(1, 141):
         x = logits((3, k), dtype, seed=k)
@@ -144,16 +156,7 @@ def test_jacobian_matches_float64_reference_at_every_k_its_register_kernels_take
         np.testing.assert_array_equal(csoftmax.softmax_jacobian(np.asfortranarray(x)), got)
         wide = np.repeat(x, 2, axis=1)[:, ::2]
         np.testing.assert_array_equal(csoftmax.softmax_jacobian(wide), got)
-        streamed = np.empty_like(got)
-        before = _engine.streamed_blocks()
-        old_bytes, old_threads = _engine.set_stream_bytes(0), _engine.set_stream_threads(1)
-        try:
-            csoftmax.softmax_jacobian(x, out=streamed)
-        finally:
-            _engine.set_stream_bytes(old_bytes)
-            _engine.set_stream_threads(old_threads)
-        assert _engine.streamed_blocks() > before
-        np.testing.assert_array_equal(streamed, got)
+        np.testing.assert_array_equal(_streamed_jacobian(x, np.empty_like(got)), got)
 
 
 @pytest.mark.parametrize("dtype", DTYPES)
@@ -173,15 +176,7 @@ def test_streamed_jacobian_gives_the_bits_of_regular_stores_across_groups(isa, d
         got = csoftmax.softmax_jacobian(x)
         base = np.empty(n * k * k + 32, dtype)
         start = (-(base.ctypes.data // base.itemsize)) % 16 + offset
-        streamed = base[start: start + n * k * k].reshape(n, k, k)
-        before = _engine.streamed_blocks()
-        old_bytes, old_threads = _engine.set_stream_bytes(0), _engine.set_stream_threads(1)
-        try:
-            csoftmax.softmax_jacobian(x, out=streamed)
-        finally:
-            _engine.set_stream_bytes(old_bytes)
-            _engine.set_stream_threads(old_threads)
-        assert _engine.streamed_blocks() > before
+        streamed = _streamed_jacobian(x, base[start: start + n * k * k].reshape(n, k, k))
         np.testing.assert_array_equal(streamed, got, err_msg=f"K = {k}")
 
 
