@@ -138,10 +138,10 @@ def test_jacobian_matches_float64_reference_at_every_k_its_register_kernels_take
     # register overlapping the one before it where K is not a multiple of
     # the width: every K up to 140 crosses each copy and the element-wise
     # rows past them. Blocks of several rows and a one-row call alike, C,
-    # Fortran and strided rows, and streamed outputs, which build a block's
-    # rows in groups (from K = 65 float32, a register's rows span two
-    # groups).
-
+    # Fortran and strided rows, and streamed outputs, which build whole
+    # blocks in an L1 scratch up to K = 64 float32 (45 float64) and a
+    # block's rows in groups past it (from K = 65 float32, a register's rows
+    # span two groups).
     for k in range(1, 141):
         x = logits((3, k), dtype, seed=k)
         got = csoftmax.softmax_jacobian(x)
