@@ -139,7 +139,7 @@ def test_jacobian_matches_float64_reference_at_every_k_its_register_kernels_take
     # the width: every K up to 140 crosses each copy and the element-wise
     # rows past them. Blocks of several rows and a one-row call alike, C,
     # Fortran and strided rows, and streamed outputs, which build whole
-    # blocks in an L1 scratch up to K = 64 float32 (45 float64) and a
+    # blocks in an L1 scratch up to K = 64 (4096 elements) and a
     # block's rows in groups past it (from K = 65 float32, a register's rows
     # span two groups).
     for k in range(1, 141):
@@ -164,7 +164,7 @@ def test_jacobian_matches_float64_reference_at_every_k_its_register_kernels_take
 def test_streamed_jacobian_gives_the_bits_of_regular_stores_across_groups(isa, dtype, offset):
     # A streamed Jacobian takes s of a group of rows at once (as many as an
     # L1 scratch of 4096 elements holds), then builds as many whole blocks as
-    # that scratch holds (up to K = 64 float32) and streams them out in one
+    # that scratch holds (up to K = 64) and streams them out in one
     # copy, or a block's rows in parts where a block is larger. More rows
     # than a group cross both; the output starts `offset` elements past an
     # aligned address, so that the streamed copy starts with regular stores.
