@@ -246,9 +246,9 @@ static inline ptrdiff_t csm_lane_count(ptrdiff_t K)
  * 1.97. From K = 384 on a row fills the pipeline alone (AVX-512: softmax
  * 1.05x, logsumexp 1.12x). The backward passes are bound by memory, not by
  * latency (1.01-1.08x with two rows), so they keep one row at a time.
- * csm_row_max stays one row per call: inlined twice in a loop over the
- * rows, GCC kept its accumulators in memory, and K = 33..63 took twice as
- * long as one row at a time. */
+ * The group's maxima are one loop of registers too (csm_rows_max_v): the C
+ * max inlined twice in a loop over the rows kept its accumulators in
+ * memory, and K = 33..63 took twice as long as one row at a time. */
 #define CSM_ROWS_MAX 2
 #define CSM_ROWS_MAX_K 256
 #define CSM_ROWS_AT_ONCE(K) ((K) <= CSM_ROWS_MAX_K ? CSM_ROWS_MAX : 1)
