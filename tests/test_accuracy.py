@@ -118,12 +118,12 @@ def test_jacobian_matches_float64_reference(isa, shape, dtype):
     assert np.all(np.abs(got - want) <= bound + np.finfo(dtype).tiny)
 
 
-def _streamed_jacobian(x, out):
+def _streamed_jacobian(x, out, num_threads=None):
     """softmax_jacobian(x, out=out) with streaming stores forced (checked)."""
     before = _engine.streamed_blocks()
     old_bytes, old_threads = _engine.set_stream_bytes(0), _engine.set_stream_threads(1)
     try:
-        csoftmax.softmax_jacobian(x, out=out)
+        csoftmax.softmax_jacobian(x, out=out, num_threads=num_threads)
     finally:
         _engine.set_stream_bytes(old_bytes)
         _engine.set_stream_threads(old_threads)
@@ -161,13 +161,15 @@ def test_jacobian_matches_float64_reference_at_every_k_its_register_kernels_take
 
 @pytest.mark.parametrize("dtype", DTYPES)
 @pytest.mark.parametrize("offset", [0, 1, 3])
-def test_streamed_jacobian_gives_the_bits_of_regular_stores_across_groups(isa, dtype, offset):
+@pytest.mark.parametrize("threads", [1, 2])
+def test_streamed_jacobian_gives_the_bits_of_regular_stores_across_groups(isa, dtype, offset, threads):
     # A streamed Jacobian takes s of a group of rows at once (as many as an
     # L1 scratch of 4096 elements holds), then builds as many whole blocks as
     # that scratch holds (up to K = 64) and streams them out in one
     # copy, or a block's rows in parts where a block is larger. More rows
     # than a group cross both; the output starts `offset` elements past an
-    # aligned address, so that the streamed copy starts with regular stores.
+    # aligned address, so that the streamed copy starts with regular stores;
+    # at two threads each thread's block of rows starts its groups anew.
     for k in (1, 3, 16, 31, 32, 45, 46, 64, 65, 100):
         n = 4096 // k + 3
         x = logits((n, k), dtype, seed=k)
@@ -176,7 +178,7 @@ def test_streamed_jacobian_gives_the_bits_of_regular_stores_across_groups(isa, d
         got = csoftmax.softmax_jacobian(x)
         base = np.empty(n * k * k + 32, dtype)
         start = (-(base.ctypes.data // base.itemsize)) % 16 + offset
-        streamed = _streamed_jacobian(x, base[start: start + n * k * k].reshape(n, k, k))
+        streamed = _streamed_jacobian(x, base[start: start + n * k * k].reshape(n, k, k), threads)
         np.testing.assert_array_equal(streamed, got, err_msg=f"K = {k}")
 
 
