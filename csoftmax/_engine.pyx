@@ -588,9 +588,23 @@ cdef int _plan(int op, Py_ssize_t n, Py_ssize_t k, Py_ssize_t acs, Py_ssize_t bc
     # 7.39 / 6.29; the same operands at each call: 100000 x 64 5.16 / 5.07
     # and 2.65 / 2.55, 40000 x 128 4.37 / 4.07 and 2.82 / 2.30, 16384 x 256
     # (32 MiB of input and output) 3.85 / 3.46 and 1.84 / 1.90.
-    nt_rows = (op == OP_LOG_SOFTMAX and p.rowwise and not long_rows
-               and csm_isa_in_use >= CSM_ISA_AVX2 and k > CSM_SMALL_FWD_K_ISA(csm_isa_in_use)
-               and k * itemsize % (64 if csm_isa_in_use > CSM_ISA_AVX2 else 32) == 0)
+    # So does log_softmax_backward (csm_log_softmax_backward_nt), with its
+    # two inputs, in rows of at least 1 KiB: AMD Zen 3, AVX2, out=, rotated
+    # operands, each setting in its own run of calls, medians, ratio to the
+    # 3-array add in the same run, regular / streamed, one and two threads:
+    # float32 16384 x 1000 1.02-1.05 / 0.78-0.81 and 1.08 / 0.86, 65536 x 256
+    # 1.13 / 0.78 and 1.11 / 0.75, 32768 x 512 1.16 / 0.88 and 0.92 / 0.75;
+    # float64 16384 x 1000 1.10-1.25 / 0.95-0.98 and 1.05-1.22 / 0.92-1.12,
+    # 65536 x 128 1.38 / 1.36 and 1.09 / 0.94. Shorter rows gained nothing
+    # at one thread (their register across each row boundary is computed
+    # twice, once per row, and the rows are few registers long): float32
+    # 100000 x 64, four runs, 0.98-1.45 / 1.04-1.36, 50000 x 128 1.01-1.19
+    # / 0.98-1.30.
+    nt_rows = (p.rowwise and csm_isa_in_use >= CSM_ISA_AVX2
+               and k * itemsize % (64 if csm_isa_in_use > CSM_ISA_AVX2 else 32) == 0
+               and ((op == OP_LOG_SOFTMAX and not long_rows
+                     and k > CSM_SMALL_FWD_K_ISA(csm_isa_in_use))
+                    or (op == OP_LOG_SOFTMAX_BACKWARD and k * itemsize >= 1024)))
     foot = work
     if op == OP_SOFTMAX_BACKWARD or nt_rows:
         foot = work + n * k * csm_op_arity[op]

@@ -157,6 +157,7 @@ static CSM_INLINE CSM_TARGET void CSM_FN(csm_masked_row)(
         for (ptrdiff_t i = 0; i < K; ++i)
             y[i] = mk[i] ? g[i] - CSM_FN(csm_exp)(x[i]) * sg : (CSM_T)0;
 #endif
+        CSM_FN(csm_lbwd_nan_rows)(y, 0, 1, K, &sg, 1, mk);
         break;
     }
     case CSM_OP_SOFTMAX_JACOBIAN: {

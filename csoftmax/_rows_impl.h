@@ -1469,6 +1469,25 @@ static CSM_TARGET void CSM_FN(csm_small_rows)(
         CSM_FN(csm_small_group)(x + r * ldx, ldx, y + r * ldy, ldy, K, log_out, 1);
 }
 
+/* log_softmax backward's rows whose sum of g is NaN (c[l], row l at o +
+ * l rs, element j at j cs), rewritten NaN at every element (+0 where mk, if
+ * not NULL, masks it). Every output of such a row is NaN, but which NaN
+ * (sign, payload) g - exp(y) c returns where two of its operands are NaN
+ * depends on the form of the multiply-add (which operand it overwrites),
+ * and the compiler picks a form at each site by the registers around it:
+ * a streamed row's boundary register took g's NaN where the row's loop took
+ * exp's. Every site of the op (rows, lanes, streamed, masked) writes its
+ * output and then calls this, so their bits agree. Where c is not NaN, no g
+ * is, and exp(y) alone can be: the result is its NaN at every site. */
+static CSM_INLINE void CSM_FN(csm_lbwd_nan_rows)(CSM_T *o, ptrdiff_t rs, ptrdiff_t cs, ptrdiff_t K,
+                                                 const CSM_T *c, ptrdiff_t n, const CSM_MW_T *mk)
+{
+    for (ptrdiff_t l = 0; l < n; ++l)
+        if (c[l] != c[l])
+            for (ptrdiff_t j = 0; j < K; ++j)
+                o[l * rs + j * cs] = !mk || mk[j] ? (CSM_T)NAN : (CSM_T)0;
+}
+
 /* The backward passes of a group of short rows (K <= CSM_SMALL_BWD_K) with unit
  * column stride, in the lane layout: y and g transposed in, the row's sum of
  * g * y (softmax) or of g (log_softmax) per lane, the output computed in
@@ -1519,6 +1538,8 @@ static CSM_INLINE CSM_TARGET void CSM_FN(csm_small_bwd_group)(
     for (ptrdiff_t l = 0; l < lanes; ++l)
         for (ptrdiff_t j = 0; j < K; ++j)
             out[l * ldo + j] = yb[j * lanes + l];
+    if (logf)
+        CSM_FN(csm_lbwd_nan_rows)(out, ldo, 1, K, c, lanes, NULL);
 }
 
 /* A group of CSM_LANES rows with a constant K (which unrolls the transposes,
@@ -1720,6 +1741,8 @@ static CSM_INLINE CSM_TARGET void CSM_FN(csm_vec_bwd_rows_n)(
             }
             CSM_VSTORE_(out + r * ldo + v * CSM_VL_, mk[v], K - v * CSM_VL_, o);
         }
+        if (logf)
+            CSM_FN(csm_lbwd_nan_rows)(out + r * ldo, 0, 1, K, &c, 1, NULL);
     }
 }
 
@@ -1930,6 +1953,8 @@ static CSM_INLINE CSM_TARGET void CSM_FN(csm_lane_group)(
                 oj[l * ors] = bj[l] * (hj[l] - c[l]);
         }
     }
+    if (logf)
+        CSM_FN(csm_lbwd_nan_rows)(out, ors, ocs, K, c, lanes, NULL);
 }
 
 /* Defined below; the lane kernels hand it their rows past L2. */
@@ -2017,20 +2042,25 @@ static CSM_INLINE CSM_TARGET void CSM_FN(csm_streamed)(
 #ifndef CSM_NT_FORMS_  /* (this file is included once per type and ISA) */
 #define CSM_NT_FORMS_
 enum { CSM_NT_SHIFT = 0,   /* log_softmax: (u - c) - e (u = x, c its max, e the log of its sum) */
-       CSM_NT_BWD = 1 };    /* softmax_backward: u (v - c) (u = y, v = g, c the dot product) */
+       CSM_NT_BWD = 1,     /* softmax_backward: u (v - c) (u = y, v = g, c the dot product) */
+       CSM_NT_LBWD = 2 };  /* log_softmax_backward: v - exp(u) c (u = y, v = g, c = sum(g));
+                            * e != 0: the whole exp, else the softmax domain's (csm_log_bwd_row) */
 #endif
 
+/* One register of the output, the expression the regular path computes, so
+ * that the bits are the same. */
 static CSM_INLINE CSM_TARGET CSM_XV CSM_FN(csm_nt_v)(const int form, CSM_XV u, CSM_XV v, CSM_T c,
                                                     CSM_T e)
 {
     if (form == CSM_NT_SHIFT)
         return CSM_XV_(sub)(CSM_XV_(sub)(u, CSM_XV_(set1)(c)), CSM_XV_(set1)(e));
-    return CSM_XV_(mul)(u, CSM_XV_(sub)(v, CSM_XV_(set1)(c)));
-}
-
-static CSM_INLINE CSM_TARGET CSM_T CSM_FN(csm_nt_s)(const int form, CSM_T u, CSM_T v, CSM_T c, CSM_T e)
-{
-    return form == CSM_NT_SHIFT ? (u - c) - e : u * (v - c);
+    if (form == CSM_NT_BWD)
+        return CSM_XV_(mul)(u, CSM_XV_(sub)(v, CSM_XV_(set1)(c)));
+  #if CSM_EXP_V_UP
+    if (e != 0)
+        return CSM_XV_(fnmadd)(CSM_FN(csm_exp_v)(u, 1), CSM_XV_(set1)(c), v);
+  #endif
+    return CSM_XV_(fnmadd)(CSM_FN(csm_exp_v)(u, 0), CSM_XV_(set1)(c), v);
 }
 
 /* Where a row of the output streams from the registers that compute it. A
@@ -2038,14 +2068,14 @@ static CSM_INLINE CSM_TARGET CSM_T CSM_FN(csm_nt_s)(const int form, CSM_T u, CSM
  * by streaming stores and partly by regular ones is flushed in pieces
  * (csm_streamed). With `a` = the elements before the first aligned one of
  * the output, each row's first `a` elements go out with the previous row's
- * last CSM_XVW - a in one register across the rows' boundary (its lanes read
- * from the two rows by masked loads, kp and kq), so that every store but the
+ * last CSM_XVW - a in one register across the rows' boundary (csm_nt_join),
+ * so that every store but the
  * first row's first `a` elements and the last row's last CSM_XVW - a is whole
  * and aligned. Rows are a whole number of registers (K a multiple of
  * CSM_XVW). */
 typedef struct {
     ptrdiff_t a;
-    CSM_XM kp, kq;  /* the lanes of the row before, of this row */
+    CSM_XM kq;  /* the lanes of the row after the boundary */
 } CSM_FN(csm_nt_t);
 
 static CSM_INLINE CSM_TARGET CSM_FN(csm_nt_t) CSM_FN(csm_nt_start)(const CSM_T *out)
@@ -2053,54 +2083,96 @@ static CSM_INLINE CSM_TARGET CSM_FN(csm_nt_t) CSM_FN(csm_nt_start)(const CSM_T *
     CSM_FN(csm_nt_t) w;
     const ptrdiff_t vw = CSM_XVW;
     w.a = (vw - (ptrdiff_t)(((uintptr_t)out / sizeof(CSM_T)) % (uintptr_t)vw)) % vw;
-    w.kp = CSM_XM_FIRST(w.a ? vw - w.a : vw);
+    const CSM_XM kp = CSM_XM_FIRST(w.a ? vw - w.a : vw);
   #if CSM_ISA_ID == 2
-    w.kq = (CSM_XM)~w.kp;
+    w.kq = (CSM_XM)~kp;
   #else
-    w.kq = _mm256_xor_si256(w.kp, _mm256_set1_epi32(-1));
+    w.kq = _mm256_xor_si256(kp, _mm256_set1_epi32(-1));
   #endif
     return w;
 }
 
-static CSM_INLINE CSM_TARGET CSM_XV CSM_FN(csm_nt_blend)(const CSM_FN(csm_nt_t) *w, CSM_XV p, CSM_XV q)
+/* One register of the output from plain loads at u and v (csm_nt_part,
+ * csm_nt_join). */
+static CSM_INLINE CSM_TARGET CSM_XV CSM_FN(csm_nt_v_at)(const int form, const CSM_T *u, const CSM_T *v,
+                                                       CSM_T c, CSM_T e)
 {
+    return CSM_FN(csm_nt_v)(form, CSM_XV_(loadu)(u), form != CSM_NT_SHIFT ? CSM_XV_(loadu)(v) : CSM_XV_(setzero)(),
+                            c, e);
+}
+
+/* A row's elements j + lo .. j + hi - 1 with regular stores, taken from its
+ * register of elements j .. j + CSM_XVW - 1, computed whole from plain loads
+ * as the streamed ones are: the first row's first a
+ * (j = 0), the last row's last CSM_XVW - a (j = K - CSM_XVW). */
+static CSM_INLINE CSM_TARGET void CSM_FN(csm_nt_part)(const int form, CSM_T *orow, ptrdiff_t j, ptrdiff_t lo,
+                                                     ptrdiff_t hi, const CSM_T *u, const CSM_T *v, CSM_T c,
+                                                     CSM_T e)
+{
+    CSM_T t[CSM_XVW];
+    CSM_XV_(storeu)(t, CSM_FN(csm_nt_v_at)(form, u + j, v + j, c, e));
+    for (ptrdiff_t i = lo; i < hi; ++i)
+        orow[j + i] = t[i];
+}
+
+/* The register across the boundary of a row (u, v, c, e, written at orow)
+ * and the row before (up, vp, cp, ep), when a > 0: the row before's last
+ * CSM_XVW - a elements from one register of its operands, the row's first a
+ * from one of its own, blended. Each register is read whole by a plain load,
+ * as the regular path reads its operands: its lanes past the row's end (or
+ * before its start) are the other row's, in memory that the rows' strides
+ * span, and not yet overwritten where the output is an input. */
+static CSM_INLINE CSM_TARGET void CSM_FN(csm_nt_join)(
+    const int form, const CSM_FN(csm_nt_t) *w, CSM_T *orow, ptrdiff_t K,
+    const CSM_T *u, const CSM_T *v, CSM_T c, CSM_T e,
+    const CSM_T *up, const CSM_T *vp, CSM_T cp, CSM_T ep)
+{
+    const ptrdiff_t vw = CSM_XVW, a = w->a, o = K - vw + a;  /* (the row before's elements in it) */
+    const CSM_XV p = CSM_FN(csm_nt_v_at)(form, up + o, vp + o, cp, ep);
+    const CSM_XV q = CSM_FN(csm_nt_v_at)(form, u - (vw - a), v - (vw - a), c, e);
   #if CSM_ISA_ID == 2
-    return CSM_XV_(mask_blend)(w->kq, p, q);
+    CSM_XV_(stream)(orow - (vw - a), CSM_XV_(mask_blend)(w->kq, p, q));
   #elif CSM_F32
-    return _mm256_blendv_ps(p, q, _mm256_castsi256_ps(w->kq));
+    CSM_XV_(stream)(orow - (vw - a), _mm256_blendv_ps(p, q, _mm256_castsi256_ps(w->kq)));
   #else
-    return _mm256_blendv_pd(p, q, _mm256_castsi256_pd(w->kq));
+    CSM_XV_(stream)(orow - (vw - a), _mm256_blendv_pd(p, q, _mm256_castsi256_pd(w->kq)));
   #endif
 }
 
-/* One row of the output, orow[j] = form(u[j], v[j], c, e), streamed; up, vp,
- * cp, ep: the row before's (unused for the first row). first, last: the
- * call's first and last rows, whose ends take regular stores. Each element
- * is the expression the regular path gives it, so the bits are the same. */
+/* The row's whole aligned registers, streamed; pu and pv (or NULL): the row
+ * ahead to prefetch, where the row's own loads come from memory. */
+static CSM_INLINE CSM_TARGET void CSM_FN(csm_nt_body)(
+    const int form, const CSM_FN(csm_nt_t) *w, CSM_T *orow, ptrdiff_t K,
+    const CSM_T *u, const CSM_T *v, CSM_T c, CSM_T e, const char *pu, const char *pv)
+{
+    const ptrdiff_t vw = CSM_XVW, a = w->a;
+    const int two = form != CSM_NT_SHIFT;
+    for (ptrdiff_t j = a; j + vw <= K; j += vw) {
+        if ((j - a) % CSM_PARTS == 0) {
+            CSM_PREFETCH_PARTS_(pu, j, 0);
+            CSM_PREFETCH_PARTS_(pv, j, 0);
+        }
+        CSM_XV_(stream)(orow + j, CSM_FN(csm_nt_v)(form, CSM_XV_(loadu)(u + j),
+                                                   two ? CSM_XV_(loadu)(v + j) : CSM_XV_(setzero)(), c, e));
+    }
+}
+
+/* One row of the output, streamed: u, v, c, e as csm_nt_v takes them; up,
+ * vp, cp, ep: the row before's (unused for the first row). first, last: the
+ * call's first and last rows, whose ends take regular stores. */
 static CSM_INLINE CSM_TARGET void CSM_FN(csm_nt_row)(
     const int form, const CSM_FN(csm_nt_t) *w, CSM_T *orow, ptrdiff_t K,
     const CSM_T *u, const CSM_T *v, CSM_T c, CSM_T e,
     const CSM_T *up, const CSM_T *vp, CSM_T cp, CSM_T ep, int first, int last)
 {
     const ptrdiff_t vw = CSM_XVW, a = w->a;
-    const int two = form == CSM_NT_BWD;
-    if (a && first) {
-        for (ptrdiff_t j = 0; j < a; ++j)
-            orow[j] = CSM_FN(csm_nt_s)(form, u[j], two ? v[j] : 0, c, e);
-    } else if (a) {
-        const ptrdiff_t o = K - vw + a;  /* the row before's elements in this register */
-        const CSM_XV p = CSM_FN(csm_nt_v)(form, CSM_XV_LOADM(up + o, w->kp),
-                                          two ? CSM_XV_LOADM(vp + o, w->kp) : CSM_XV_(setzero)(), cp, ep);
-        const CSM_XV q = CSM_FN(csm_nt_v)(form, CSM_XV_LOADM(u - (vw - a), w->kq),
-                                          two ? CSM_XV_LOADM(v - (vw - a), w->kq) : CSM_XV_(setzero)(), c, e);
-        CSM_XV_(stream)(orow - (vw - a), CSM_FN(csm_nt_blend)(w, p, q));
-    }
-    for (ptrdiff_t j = a; j + vw <= K; j += vw)
-        CSM_XV_(stream)(orow + j, CSM_FN(csm_nt_v)(form, CSM_XV_(loadu)(u + j),
-                                                   two ? CSM_XV_(loadu)(v + j) : CSM_XV_(setzero)(), c, e));
+    if (a && first)
+        CSM_FN(csm_nt_part)(form, orow, 0, 0, a, u, v, c, e);
+    else if (a)
+        CSM_FN(csm_nt_join)(form, w, orow, K, u, v, c, e, up, vp, cp, ep);
+    CSM_FN(csm_nt_body)(form, w, orow, K, u, v, c, e, NULL, NULL);
     if (a && last)
-        for (ptrdiff_t j = K - vw + a; j < K; ++j)
-            orow[j] = CSM_FN(csm_nt_s)(form, u[j], two ? v[j] : 0, c, e);
+        CSM_FN(csm_nt_part)(form, orow, K - vw, a, vw, u, v, c, e);
 }
 
 #endif
@@ -2236,8 +2308,8 @@ static CSM_INLINE CSM_TARGET void CSM_FN(csm_log_softmax_body)(
 #if CSM_EXP_V
             if (nt) {
                 const ptrdiff_t i = r0 + r;
-                CSM_FN(csm_nt_row)(CSM_NT_SHIFT, &w, yr, K, xr, NULL, m, l, i ? xr - ldx : xr, NULL, mp, lp,
-                                   i == 0, i == rows - 1);
+                const CSM_T *xp = i ? xr - ldx : xr;  /* (v: unused by the form) */
+                CSM_FN(csm_nt_row)(CSM_NT_SHIFT, &w, yr, K, xr, xr, m, l, xp, xp, mp, lp, i == 0, i == rows - 1);
                 mp = m;
                 lp = l;
                 continue;
@@ -2427,6 +2499,26 @@ static CSM_INLINE CSM_TARGET void CSM_FN(csm_log_bwd_row)(const CSM_T *yr, const
         orow[i + p] = gr[i + p] - (upper ? CSM_FN(csm_exp)(yr[i + p]) : CSM_FN(csm_exp_neg)(yr[i + p])) * sg;
 }
 
+/* Whether a row of log_softmax backward takes the whole exp (1) or the
+ * softmax domain's (0; csm_log_softmax_backward_core says where). */
+static CSM_INLINE CSM_TARGET int CSM_FN(csm_log_bwd_upper)(const CSM_T *yr, ptrdiff_t K)
+{
+    return CSM_ISA_ID == 2 || !(CSM_FN(csm_row_max)(yr, K) <= 0);
+}
+
+/* A row of log_softmax backward with regular stores, a row whose sum of g
+ * is NaN rewritten by csm_lbwd_nan_rows. */
+static CSM_INLINE CSM_TARGET void CSM_FN(csm_log_bwd_row_at)(const CSM_T *yr, const CSM_T *gr, CSM_T *orow,
+                                                             ptrdiff_t K, CSM_T sg, const char *pg,
+                                                             const char *py, int upper)
+{
+    if (upper)
+        CSM_FN(csm_log_bwd_row)(yr, gr, orow, K, sg, pg, py, 1);
+    else
+        CSM_FN(csm_log_bwd_row)(yr, gr, orow, K, sg, pg, py, 0);
+    CSM_FN(csm_lbwd_nan_rows)(orow, 0, 1, K, &sg, 1, NULL);
+}
+
 /* log_softmax backward: out = g - exp(y) * sum(g). out may be y or g. A
  * row whose y are all <= 0 (a log_softmax's are) takes the exp of the
  * softmax domain where that costs less than the whole exp: under AVX2
@@ -2449,13 +2541,81 @@ static CSM_TARGET void CSM_FN(csm_log_softmax_backward_core)(
         CSM_T *orow = out + r * ldo;
         const CSM_T sg = (CSM_T)CSM_FN(csm_row_sum)(gr, gr, NULL, K, CSM_SUM_PLAIN,
                                                     NULL, NULL, NULL);
+        CSM_FN(csm_log_bwd_row_at)(yr, gr, orow, K, sg,
+                                   CSM_PF_ROW_(csm_prefetch_row, gr, ldg, K, sizeof(CSM_T)),
+                                   CSM_PF_ROW_(csm_prefetch_row, yr, ldy, K, sizeof(CSM_T)),
+                                   CSM_FN(csm_log_bwd_upper)(yr, K));
+    }
+}
+
+#if CSM_EXP_V
+/* log_softmax backward with streaming stores straight from the registers
+ * (csm_nt_join, csm_nt_body), where csm_nt_rows allows: each element is
+ * csm_log_bwd_row's g - exp(y) sum(g), with its choice of exp, so the bits
+ * are the same. A row that needs the whole exp where it has no register form
+ * (AVX2 float64, a row with y > 0: not a log_softmax's output), or whose
+ * sum of g is NaN (csm_lbwd_nan_rows), takes the regular stores of
+ * csm_log_bwd_row_at, and the rows beside it end and begin there as at the
+ * ends of the block. */
+static CSM_TARGET void CSM_FN(csm_log_softmax_backward_nt)(
+    const CSM_T *y, ptrdiff_t ldy, const CSM_T *g, ptrdiff_t ldg,
+    CSM_T *out, ptrdiff_t ldo, ptrdiff_t rows, ptrdiff_t K, int pf)
+{
+    const CSM_FN(csm_nt_t) w = CSM_FN(csm_nt_start)(out);
+    const ptrdiff_t vw = CSM_XVW, a = w.a;
+    /* The row before, while its last CSM_XVW - a elements wait for the
+     * register across the boundary (op not NULL). */
+    const CSM_T *yp = y, *gp = g;
+    CSM_T *op = NULL, sp = 0, ep = 0;
+    for (ptrdiff_t r = 0; r < rows; ++r) {
+        const CSM_T *yr = y + r * ldy, *gr = g + r * ldg;
+        CSM_T *orow = out + r * ldo;
+        const CSM_T sg = (CSM_T)CSM_FN(csm_row_sum)(gr, gr, NULL, K, CSM_SUM_PLAIN, NULL, NULL, NULL);
         const char *pg = CSM_PF_ROW_(csm_prefetch_row, gr, ldg, K, sizeof(CSM_T));
         const char *py = CSM_PF_ROW_(csm_prefetch_row, yr, ldy, K, sizeof(CSM_T));
-        if (CSM_ISA_ID != 2 && CSM_FN(csm_row_max)(yr, K) <= 0)
-            CSM_FN(csm_log_bwd_row)(yr, gr, orow, K, sg, pg, py, 0);
+        const int upper = CSM_FN(csm_log_bwd_upper)(yr, K);
+        if ((upper && !CSM_EXP_V_UP) || sg != sg) {
+            if (op && a)
+                CSM_FN(csm_nt_part)(CSM_NT_LBWD, op, K - vw, a, vw, yp, gp, sp, ep);
+            CSM_FN(csm_log_bwd_row_at)(yr, gr, orow, K, sg, pg, py, upper);
+            op = NULL;
+            continue;
+        }
+        if (a && op)
+            CSM_FN(csm_nt_join)(CSM_NT_LBWD, &w, orow, K, yr, gr, sg, (CSM_T)upper, yp, gp, sp, ep);
+        else if (a)
+            CSM_FN(csm_nt_part)(CSM_NT_LBWD, orow, 0, 0, a, yr, gr, sg, (CSM_T)upper);
+        if (upper)
+            CSM_FN(csm_nt_body)(CSM_NT_LBWD, &w, orow, K, yr, gr, sg, 1, py, pg);
         else
-            CSM_FN(csm_log_bwd_row)(yr, gr, orow, K, sg, pg, py, 1);
+            CSM_FN(csm_nt_body)(CSM_NT_LBWD, &w, orow, K, yr, gr, sg, 0, py, pg);
+        op = orow;
+        yp = yr;
+        gp = gr;
+        sp = sg;
+        ep = (CSM_T)upper;
     }
+    if (op && a)
+        CSM_FN(csm_nt_part)(CSM_NT_LBWD, op, K - vw, a, vw, yp, gp, sp, ep);
+}
+#endif
+
+/* log_softmax_backward streams its output from its registers where
+ * csm_nt_rows allows (_engine.pyx has the measurements), elsewhere through
+ * csm_streamed's scratch (set_stream_exp_ops). */
+static CSM_TARGET void CSM_FN(csm_log_softmax_backward_rows)(
+    const CSM_T *a, ptrdiff_t lda, const CSM_T *b, ptrdiff_t ldb,
+    CSM_T *out, ptrdiff_t ldo, ptrdiff_t rows, ptrdiff_t K, int flags)
+{
+#if CSM_EXP_V
+    if ((flags & CSM_RUN_STREAM) && !CSM_FN(csm_short_bwd_k)(K) && CSM_FN(csm_nt_rows)(out, ldo, K)) {
+        CSM_FN(csm_log_softmax_backward_nt)(a, lda, b, ldb, out, ldo, rows, K, flags & CSM_RUN_PREFETCH);
+        CSM_STREAM_FENCE();
+        csm_count_streamed();
+        return;
+    }
+#endif
+    CSM_FN(csm_streamed)(CSM_FN(csm_log_softmax_backward_core), a, lda, b, ldb, out, ldo, rows, K, flags);
 }
 
 /* f_c = exp(m_c - M) / S, the scale of a chunk whose exps were taken
@@ -2698,13 +2858,6 @@ static CSM_TARGET void CSM_FN(csm_log_softmax_rows)(
 {
     (void)b; (void)ldb;
     CSM_FN(csm_fwd_rows)(1, a, lda, out, ldo, rows, K, flags);
-}
-
-static CSM_TARGET void CSM_FN(csm_log_softmax_backward_rows)(
-    const CSM_T *a, ptrdiff_t lda, const CSM_T *b, ptrdiff_t ldb,
-    CSM_T *out, ptrdiff_t ldo, ptrdiff_t rows, ptrdiff_t K, int flags)
-{
-    CSM_FN(csm_streamed)(CSM_FN(csm_log_softmax_backward_core), a, lda, b, ldb, out, ldo, rows, K, flags);
 }
 
 #if CSM_EXP_V

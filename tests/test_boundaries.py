@@ -438,30 +438,46 @@ def test_rows_computed_together_give_the_bits_of_a_row_alone(fn, dtype, isa):
             assert got.tobytes() == alone.tobytes(), (fn, k, n)
 
 
+def _nan_pairs(y, g):
+    # Elements where two operands of the backward formula are NaN, or one
+    # is and the row's sum is not: the NaN such an element takes must not
+    # depend on the path (rows 3, 6 and 8 sum to NaN, rows 5 and 9 do not).
+    y[3, 1] = np.nan                       # beside g's NaN row
+    y[5, 2] = np.nan                       # alone in its row
+    g[6, 0], g[6, 1], y[6, 2] = np.inf, -np.inf, np.nan
+    g[8, 0], y[8, 1] = np.nan, -np.nan
+    g[9, 0], y[9, 3], y[9, 4] = np.inf, -np.inf, np.nan
+
+
 @pytest.mark.parametrize("threads", [1, 2])
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
-@pytest.mark.parametrize("fn", ["softmax_backward", "log_softmax"])
+@pytest.mark.parametrize("fn", ["softmax_backward", "log_softmax", "log_softmax_backward"])
 def test_streamed_rows_give_the_bits_of_regular_stores_at_every_alignment(fn, dtype, threads, isa):
-    # softmax_backward and log_softmax stream their output from their
-    # registers where a row is a whole number of registers; an output that
-    # does not start at a register's alignment takes each row boundary's
-    # elements in one register across the two rows. At every element offset
-    # in a cache line, in place over an input too, beside hostile rows, the
-    # bits must be those of regular stores, and nothing outside the output
-    # may change.
+    # softmax_backward, log_softmax and log_softmax_backward stream their
+    # output from their registers where a row is a whole number of
+    # registers; an output that does not start at a register's alignment
+    # takes each row boundary's elements in one register across the two
+    # rows. At every element offset in a cache line, in place over an input
+    # too, beside hostile rows (and, for log_softmax_backward, a row of
+    # positive y, which takes regular stores where its exp has no register
+    # form, and rows that sum to NaN), the bits must be those of regular
+    # stores, and nothing outside the output may change. (log_softmax_backward
+    # streams rows of at least 1 KiB by itself; the exp-bound ops' switch
+    # makes its shorter rows stream here too.)
     rng = np.random.default_rng(23)
-    sb, sth = _engine.stream_bytes(), _engine.stream_threads()
+    sb, sth, sxo = _engine.stream_bytes(), _engine.stream_threads(), _engine.stream_exp_ops()
     lanes = 64 // np.dtype(dtype).itemsize
     streamed_before = _engine.streamed_blocks()
     f = getattr(csoftmax, fn)
     try:
         for k in [48, 64, 1000, 1024, 100, 1001]:
             n = 13 if k < 1000 else 101  # (101 rows: blocks of 6 rows on two threads)
-            if fn == "softmax_backward":
+            if fn != "log_softmax":
                 ins = list(_tail_inputs(fn, n, k, dtype, rng))
                 ins[1][3, :] = np.nan
                 ins[1][5, k // 2] = 1e30
-                ins[0][7, :] = 0.0
+                ins[0][7, :] = 0.0 if fn == "softmax_backward" else 0.5
+                _nan_pairs(*ins)
             else:
                 ins = [(rng.standard_normal((n, k)) * 10).astype(dtype)]
                 ins[0][3, :] = -np.inf
@@ -472,6 +488,7 @@ def test_streamed_rows_give_the_bits_of_regular_stores_at_every_alignment(fn, dt
             regular = f(*ins, num_threads=1)
             _engine.set_stream_bytes(0)
             _engine.set_stream_threads(1)
+            _engine.set_stream_exp_ops(fn == "log_softmax_backward")
             for off in range(lanes):
                 for into in [None] + list(range(len(ins))):  # out apart, or over input `into`
                     buf = np.full(n * k + 2 * lanes, 7.0, dtype)
@@ -494,10 +511,12 @@ def test_streamed_rows_give_the_bits_of_regular_stores_at_every_alignment(fn, dt
             assert (wide[:, k:] == 7).all() and (raw[:o0] == 7).all() and (raw[o0 + n * ld:] == 7).all()
             _engine.set_stream_bytes(sb)
             _engine.set_stream_threads(sth)
+            _engine.set_stream_exp_ops(sxo)
     finally:
         _engine.set_stream_bytes(sb)
         _engine.set_stream_threads(sth)
-    if fn == "softmax_backward" or isa != "baseline":  # (log_softmax's baseline: regular stores)
+        _engine.set_stream_exp_ops(sxo)
+    if fn == "softmax_backward" or isa != "baseline":  # (the others' baseline: regular stores)
         assert _engine.streamed_blocks() > streamed_before
 
 
@@ -517,6 +536,7 @@ def test_backward_rows_in_a_batch_give_the_bits_of_a_row_alone(fn, dtype, isa):
             y, g = _tail_inputs(fn, 11, k, dtype, rng)
             g[3, :] = np.nan
             y[4, k // 3] = np.inf
+            _nan_pairs(y, g)
             for n in (2, 3, 11):
                 alone = np.concatenate([f(y[i:i + 1], g[i:i + 1], num_threads=1) for i in range(n)])
                 for forced in (False, True):
