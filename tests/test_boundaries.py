@@ -521,6 +521,50 @@ def test_streamed_rows_give_the_bits_of_regular_stores_at_every_alignment(fn, dt
 
 
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_log_softmax_backward_row_whose_grad_sums_to_nan_is_the_quiet_nan(dtype, isa):
+    # Every output of such a row is NaN; which NaN must not depend on the
+    # path (short rows, vectors, rows, lanes, streamed, masked), whatever
+    # NaNs of either sign its operands hold: the quiet NaN, +0 where masked.
+    rng = np.random.default_rng(25)
+    quiet = np.array(np.nan, dtype).tobytes()
+    pf, st, sth, sxo = (_engine.prefetch_bytes(), _engine.stream_bytes(), _engine.stream_threads(),
+                        _engine.stream_exp_ops())
+    try:
+        for k in [3, C["small_bwd_k"], C["vec_bwd_k"] + 1, 100, 1024]:
+            y = csoftmax.log_softmax(rng.standard_normal((9, k)).astype(dtype))
+            g = rng.standard_normal((9, k)).astype(dtype)
+            g[1, 0], y[1, 1 % k] = np.nan, -np.nan
+            g[3, 0], g[3, 1 % k], y[3, 2 % k] = np.inf, -np.inf, -np.nan
+            g[5, 0], y[5, 0] = -np.nan, np.nan
+            y[7, k - 1] = -np.nan                    # a NaN y alone: the row's other outputs finite
+            where = np.ones((9, k), bool)
+            where[5, k - 1] = k == 1
+            for forced in (False, True):
+                _engine.set_prefetch_bytes(0 if forced else pf)
+                _engine.set_stream_bytes(0 if forced else st)
+                _engine.set_stream_threads(1 if forced else sth)
+                _engine.set_stream_exp_ops(forced)
+                for threads in (1, 2):
+                    outs = {"C": csoftmax.log_softmax_backward(y, g, num_threads=threads),
+                            "F": csoftmax.log_softmax_backward(np.asfortranarray(y), np.asfortranarray(g),
+                                                               num_threads=threads),
+                            "where": csoftmax.log_softmax_backward(y, g, where=where, num_threads=threads)}
+                    for name, o in outs.items():
+                        for r in (1, 3, 5):
+                            for j in range(k):
+                                want = np.zeros((), dtype).tobytes() if not where[r, j] and name == "where" \
+                                    else quiet
+                                assert o[r, j].tobytes() == want, (name, k, r, j, forced, threads)
+                        assert np.isfinite(np.delete(o[7], k - 1)).all() and np.isnan(o[7, k - 1])
+                        assert np.isfinite(o[[0, 2, 4, 6, 8]]).all(), (name, k)
+    finally:
+        _engine.set_prefetch_bytes(pf)
+        _engine.set_stream_bytes(st)
+        _engine.set_stream_threads(sth)
+        _engine.set_stream_exp_ops(sxo)
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
 @pytest.mark.parametrize("fn", ["softmax_backward", "log_softmax_backward"])
 def test_backward_rows_in_a_batch_give_the_bits_of_a_row_alone(fn, dtype, isa):
     # softmax_backward takes row r + 1's dot product in the loop that writes
