@@ -2075,7 +2075,7 @@ static CSM_INLINE CSM_TARGET CSM_XV CSM_FN(csm_nt_v)(const int form, CSM_XV u, C
  * CSM_XVW). */
 typedef struct {
     ptrdiff_t a;
-    CSM_XM kq;  /* the lanes of the row after the boundary */
+    CSM_XM kp, kq;  /* the lanes of the row before, of this row */
 } CSM_FN(csm_nt_t);
 
 static CSM_INLINE CSM_TARGET CSM_FN(csm_nt_t) CSM_FN(csm_nt_start)(const CSM_T *out)
@@ -2083,34 +2083,26 @@ static CSM_INLINE CSM_TARGET CSM_FN(csm_nt_t) CSM_FN(csm_nt_start)(const CSM_T *
     CSM_FN(csm_nt_t) w;
     const ptrdiff_t vw = CSM_XVW;
     w.a = (vw - (ptrdiff_t)(((uintptr_t)out / sizeof(CSM_T)) % (uintptr_t)vw)) % vw;
-    const CSM_XM kp = CSM_XM_FIRST(w.a ? vw - w.a : vw);
+    w.kp = CSM_XM_FIRST(w.a ? vw - w.a : vw);
   #if CSM_ISA_ID == 2
-    w.kq = (CSM_XM)~kp;
+    w.kq = (CSM_XM)~w.kp;
   #else
-    w.kq = _mm256_xor_si256(kp, _mm256_set1_epi32(-1));
+    w.kq = _mm256_xor_si256(w.kp, _mm256_set1_epi32(-1));
   #endif
     return w;
 }
 
-/* One register of the output from plain loads at u and v (csm_nt_part,
- * csm_nt_join). */
-static CSM_INLINE CSM_TARGET CSM_XV CSM_FN(csm_nt_v_at)(const int form, const CSM_T *u, const CSM_T *v,
-                                                       CSM_T c, CSM_T e)
-{
-    return CSM_FN(csm_nt_v)(form, CSM_XV_(loadu)(u), form != CSM_NT_SHIFT ? CSM_XV_(loadu)(v) : CSM_XV_(setzero)(),
-                            c, e);
-}
-
 /* A row's elements j + lo .. j + hi - 1 with regular stores, taken from its
- * register of elements j .. j + CSM_XVW - 1, computed whole from plain loads
- * as the streamed ones are: the first row's first a
- * (j = 0), the last row's last CSM_XVW - a (j = K - CSM_XVW). */
+ * register of elements j .. j + CSM_XVW - 1 (inside the row: K is a whole
+ * number of registers), computed whole as the streamed ones are: the first
+ * row's first a (j = 0), the last row's last CSM_XVW - a (j = K - CSM_XVW). */
 static CSM_INLINE CSM_TARGET void CSM_FN(csm_nt_part)(const int form, CSM_T *orow, ptrdiff_t j, ptrdiff_t lo,
                                                      ptrdiff_t hi, const CSM_T *u, const CSM_T *v, CSM_T c,
                                                      CSM_T e)
 {
     CSM_T t[CSM_XVW];
-    CSM_XV_(storeu)(t, CSM_FN(csm_nt_v_at)(form, u + j, v + j, c, e));
+    CSM_XV_(storeu)(t, CSM_FN(csm_nt_v)(form, CSM_XV_(loadu)(u + j),
+                                        form != CSM_NT_SHIFT ? CSM_XV_(loadu)(v + j) : CSM_XV_(setzero)(), c, e));
     for (ptrdiff_t i = lo; i < hi; ++i)
         orow[j + i] = t[i];
 }
@@ -2118,18 +2110,23 @@ static CSM_INLINE CSM_TARGET void CSM_FN(csm_nt_part)(const int form, CSM_T *oro
 /* The register across the boundary of a row (u, v, c, e, written at orow)
  * and the row before (up, vp, cp, ep), when a > 0: the row before's last
  * CSM_XVW - a elements from one register of its operands, the row's first a
- * from one of its own, blended. Each register is read whole by a plain load,
- * as the regular path reads its operands: its lanes past the row's end (or
- * before its start) are the other row's, in memory that the rows' strides
- * span, and not yet overwritten where the output is an input. */
+ * from one of its own, blended. Their loads are masked to each row's own
+ * elements: an input's rows may lie anywhere (negative strides, a row
+ * broadcast to all of them), and a lane past a row's end may be past the
+ * array's, on a page that is not mapped. (Where two operands of an element
+ * are NaN, the form of the multiply-add decides the NaN; the ops make those
+ * elements' bits the same on every path: csm_lbwd_nan_rows.) */
 static CSM_INLINE CSM_TARGET void CSM_FN(csm_nt_join)(
     const int form, const CSM_FN(csm_nt_t) *w, CSM_T *orow, ptrdiff_t K,
     const CSM_T *u, const CSM_T *v, CSM_T c, CSM_T e,
     const CSM_T *up, const CSM_T *vp, CSM_T cp, CSM_T ep)
 {
     const ptrdiff_t vw = CSM_XVW, a = w->a, o = K - vw + a;  /* (the row before's elements in it) */
-    const CSM_XV p = CSM_FN(csm_nt_v_at)(form, up + o, vp + o, cp, ep);
-    const CSM_XV q = CSM_FN(csm_nt_v_at)(form, u - (vw - a), v - (vw - a), c, e);
+    const int two = form != CSM_NT_SHIFT;
+    const CSM_XV p = CSM_FN(csm_nt_v)(form, CSM_XV_LOADM(up + o, w->kp),
+                                      two ? CSM_XV_LOADM(vp + o, w->kp) : CSM_XV_(setzero)(), cp, ep);
+    const CSM_XV q = CSM_FN(csm_nt_v)(form, CSM_XV_LOADM(u - (vw - a), w->kq),
+                                      two ? CSM_XV_LOADM(v - (vw - a), w->kq) : CSM_XV_(setzero)(), c, e);
   #if CSM_ISA_ID == 2
     CSM_XV_(stream)(orow - (vw - a), CSM_XV_(mask_blend)(w->kq, p, q));
   #elif CSM_F32
@@ -2308,8 +2305,8 @@ static CSM_INLINE CSM_TARGET void CSM_FN(csm_log_softmax_body)(
 #if CSM_EXP_V
             if (nt) {
                 const ptrdiff_t i = r0 + r;
-                const CSM_T *xp = i ? xr - ldx : xr;  /* (v: unused by the form) */
-                CSM_FN(csm_nt_row)(CSM_NT_SHIFT, &w, yr, K, xr, xr, m, l, xp, xp, mp, lp, i == 0, i == rows - 1);
+                CSM_FN(csm_nt_row)(CSM_NT_SHIFT, &w, yr, K, xr, NULL, m, l, i ? xr - ldx : xr, NULL, mp, lp,
+                                   i == 0, i == rows - 1);
                 mp = m;
                 lp = l;
                 continue;

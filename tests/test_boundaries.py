@@ -703,17 +703,85 @@ print("ok")
 """
 
 
-def test_row_tails_read_and_write_nothing_past_the_row(tmp_path):
-    # Masked loads and stores touch only a row's own elements: arrays that
-    # end where an inaccessible page begins, in and out, under every ISA.
-    # A subprocess, so that a fault fails this test instead of the run.
+def _run_guard_script(tmp_path, text, *args):
+    # In a subprocess, so that a fault fails the test instead of the run;
+    # with this process's csoftmax first on the path.
     import subprocess
 
     script = tmp_path / "guard.py"
-    script.write_text(_GUARD_SCRIPT)
-    r = subprocess.run([sys.executable, str(script), ",".join(TAIL_FNS)],
-                       capture_output=True, text=True, timeout=300)
+    script.write_text(text)
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join(
+        [os.path.dirname(os.path.dirname(csoftmax.__file__))] + os.environ.get("PYTHONPATH", "").split(os.pathsep)))
+    r = subprocess.run([sys.executable, str(script), *args], capture_output=True, text=True, timeout=300,
+                       env=env)
     assert r.returncode == 0 and r.stdout.strip() == "ok", (r.returncode, r.stdout, r.stderr[-2000:])
+
+
+def test_row_tails_read_and_write_nothing_past_the_row(tmp_path):
+    # Masked loads and stores touch only a row's own elements: arrays that
+    # end where an inaccessible page begins, in and out, under every ISA.
+    _run_guard_script(tmp_path, _GUARD_SCRIPT, ",".join(TAIL_FNS))
+
+
+_STREAM_GUARD_SCRIPT = r"""
+import ctypes, mmap, sys
+import numpy as np
+import csoftmax
+from csoftmax import _engine, kernels
+
+libc = ctypes.CDLL(None, use_errno=True)
+libc.mprotect.argtypes = [ctypes.c_void_p, ctypes.c_size_t, ctypes.c_int]
+PAGE = mmap.PAGESIZE
+maps = []
+
+def guarded(n, k, dtype, at):
+    # An (n, k) array that starts where an inaccessible page ends (at
+    # "start") or ends where one begins ("end").
+    nbytes = n * k * np.dtype(dtype).itemsize
+    pages = -(-nbytes // PAGE)
+    m = mmap.mmap(-1, (pages + 2) * PAGE)
+    maps.append(m)
+    base = ctypes.addressof(ctypes.c_char.from_buffer(m))
+    assert libc.mprotect(base, PAGE, 0) == 0
+    assert libc.mprotect(base + (pages + 1) * PAGE, PAGE, 0) == 0
+    off = PAGE if at == "start" else (pages + 1) * PAGE - nbytes
+    return np.frombuffer(m, dtype, n * k, off).reshape(n, k)
+
+_engine.set_stream_bytes(0)
+_engine.set_stream_threads(1)
+_engine.set_stream_exp_ops(True)
+rng = np.random.default_rng(5)
+streamed = _engine.streamed_blocks()
+for isa in kernels.supported_isas():
+    kernels.select_isa(isa)
+    for dtype in (np.float32, np.float64):
+        for k in (64, 1024):
+            for fn in ("softmax_backward", "log_softmax", "log_softmax_backward"):
+                f = getattr(csoftmax, fn)
+                for at in ("start", "end"):
+                    for shape in ("reversed", "broadcast"):
+                        ins = []
+                        for i in range(1 if fn == "log_softmax" else 2):
+                            a = guarded(4 if shape == "reversed" else 1, k, dtype, at)
+                            a[...] = rng.standard_normal(a.shape) - (3 if i == 0 else 0)
+                            ins.append(a[::-1] if shape == "reversed" else np.broadcast_to(a, (4, k)))
+                        want = f(*[np.array(a) for a in ins], num_threads=1)
+                        for threads in (1, 2):
+                            buf = np.empty(4 * k + 16, dtype)
+                            o = buf[1:1 + 4 * k].reshape(4, k)  # (not at a register's alignment)
+                            f(*ins, out=o, num_threads=threads)
+                            assert o.tobytes() == want.tobytes(), (isa, fn, k, at, shape, threads)
+assert _engine.streamed_blocks() > streamed
+print("ok")
+"""
+
+
+def test_streamed_rows_read_nothing_outside_their_operands(tmp_path):
+    # The register across two rows of a streamed output reads each row's own
+    # elements only: inputs whose rows run backwards or are one row
+    # broadcast, placed against inaccessible pages on either side, under
+    # every ISA, with the output off a register's alignment.
+    _run_guard_script(tmp_path, _STREAM_GUARD_SCRIPT)
 
 
 @pytest.mark.parametrize("dtype", ["float32", "float64"])
