@@ -2431,26 +2431,38 @@ static CSM_TARGET void CSM_FN(csm_softmax_backward_nt)(
 }
 #endif
 
-/* softmax_backward streams its output from its registers where
- * csm_nt_rows allows, elsewhere through csm_streamed's scratch. The
- * scratch's extra pass through L1 cost what the streaming saved: AMD Zen 3,
- * AVX2, float32 out=, operands rotated past the L3, us regular / through
- * 32 KiB of scratch / straight from the registers, in a C model of these
- * loops: 100000 x 64 one thread 4163 / 4717 / 3440, two 3099 / 3021 / 2398;
- * 16384 x 1000 12451 / 11435 / 9183 and 7950 / 7264 / 5964. */
-static CSM_TARGET void CSM_FN(csm_softmax_backward_rows)(
-    const CSM_T *a, ptrdiff_t lda, const CSM_T *b, ptrdiff_t ldb,
-    CSM_T *out, ptrdiff_t ldo, ptrdiff_t rows, ptrdiff_t K, int flags)
-{
+/* The backward passes' rows: streamed straight from the registers (nt)
+ * where csm_nt_rows allows, elsewhere through csm_streamed's scratch
+ * (core). The scratch's extra pass through L1 cost what the streaming
+ * saved: AMD Zen 3, AVX2, softmax_backward float32 out=, operands rotated
+ * past the L3, us regular / through 32 KiB of scratch / straight from the
+ * registers, in a C model of these loops: 100000 x 64 one thread 4163 /
+ * 4717 / 3440, two 3099 / 3021 / 2398; 16384 x 1000 12451 / 11435 / 9183
+ * and 7950 / 7264 / 5964 (_engine.pyx has log_softmax_backward's). */
 #if CSM_EXP_V
-    if ((flags & CSM_RUN_STREAM) && !CSM_FN(csm_short_bwd_k)(K) && CSM_FN(csm_nt_rows)(out, ldo, K)) {
-        CSM_FN(csm_softmax_backward_nt)(a, lda, b, ldb, out, ldo, rows, K, flags & CSM_RUN_PREFETCH);
+  #define CSM_NT_FN_(f) CSM_FN(f)
+#else
+  #define CSM_NT_FN_(f) NULL
+#endif
+static CSM_INLINE CSM_TARGET void CSM_FN(csm_bwd_rows)(
+    CSM_FN(csm_core_t) nt, CSM_FN(csm_core_t) core, const CSM_T *a, ptrdiff_t lda, const CSM_T *b,
+    ptrdiff_t ldb, CSM_T *out, ptrdiff_t ldo, ptrdiff_t rows, ptrdiff_t K, int flags)
+{
+    if (nt && (flags & CSM_RUN_STREAM) && !CSM_FN(csm_short_bwd_k)(K) && CSM_FN(csm_nt_rows)(out, ldo, K)) {
+        nt(a, lda, b, ldb, out, ldo, rows, K, flags & CSM_RUN_PREFETCH);
         CSM_STREAM_FENCE();
         csm_count_streamed();
         return;
     }
-#endif
-    CSM_FN(csm_streamed)(CSM_FN(csm_softmax_backward_core), a, lda, b, ldb, out, ldo, rows, K, flags);
+    CSM_FN(csm_streamed)(core, a, lda, b, ldb, out, ldo, rows, K, flags);
+}
+
+static CSM_TARGET void CSM_FN(csm_softmax_backward_rows)(
+    const CSM_T *a, ptrdiff_t lda, const CSM_T *b, ptrdiff_t ldb,
+    CSM_T *out, ptrdiff_t ldo, ptrdiff_t rows, ptrdiff_t K, int flags)
+{
+    CSM_FN(csm_bwd_rows)(CSM_NT_FN_(csm_softmax_backward_nt), CSM_FN(csm_softmax_backward_core),
+                         a, lda, b, ldb, out, ldo, rows, K, flags);
 }
 
 /* One row of log_softmax backward: out = g - exp(y) * sg. `upper` (a
@@ -2597,23 +2609,14 @@ static CSM_TARGET void CSM_FN(csm_log_softmax_backward_nt)(
 }
 #endif
 
-/* log_softmax_backward streams its output from its registers where
- * csm_nt_rows allows (_engine.pyx has the measurements), elsewhere through
- * csm_streamed's scratch (set_stream_exp_ops). */
 static CSM_TARGET void CSM_FN(csm_log_softmax_backward_rows)(
     const CSM_T *a, ptrdiff_t lda, const CSM_T *b, ptrdiff_t ldb,
     CSM_T *out, ptrdiff_t ldo, ptrdiff_t rows, ptrdiff_t K, int flags)
 {
-#if CSM_EXP_V
-    if ((flags & CSM_RUN_STREAM) && !CSM_FN(csm_short_bwd_k)(K) && CSM_FN(csm_nt_rows)(out, ldo, K)) {
-        CSM_FN(csm_log_softmax_backward_nt)(a, lda, b, ldb, out, ldo, rows, K, flags & CSM_RUN_PREFETCH);
-        CSM_STREAM_FENCE();
-        csm_count_streamed();
-        return;
-    }
-#endif
-    CSM_FN(csm_streamed)(CSM_FN(csm_log_softmax_backward_core), a, lda, b, ldb, out, ldo, rows, K, flags);
+    CSM_FN(csm_bwd_rows)(CSM_NT_FN_(csm_log_softmax_backward_nt), CSM_FN(csm_log_softmax_backward_core),
+                         a, lda, b, ldb, out, ldo, rows, K, flags);
 }
+#undef CSM_NT_FN_
 
 /* f_c = exp(m_c - M) / S, the scale of a chunk whose exps were taken
  * against its own max m_c (+0 for m_c = -inf): csm_long_softmax_kept and
