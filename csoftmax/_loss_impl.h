@@ -285,9 +285,8 @@ static CSM_INLINE CSM_TARGET void CSM_FN(csm_xent_lanes)(
         ign[l] = a->has_ignore && y[l] == a->ignore_index;
         if (ign[l])
             y[l] = 0; /* any class: the row's loss and gradient are set below */
-        for (ptrdiff_t j = 0; j < K; ++j)
-            buf[j * lanes + l] = x[l * ldx + j];
     }
+    CSM_FN(csm_lanes_in)(buf, x, ldx, K, lanes);
 #pragma omp simd
     for (ptrdiff_t l = 0; l < lanes; ++l) {
         m[l] = -CSM_INF_T;
@@ -342,6 +341,7 @@ static CSM_INLINE CSM_TARGET void CSM_FN(csm_xent_lanes)(
         for (ptrdiff_t l = 0; l < lanes; ++l)
             bj[l] = eps > 0 ? bj[l] * c[l] - kw : bj[l] * c[l];
     }
+    CSM_FN(csm_lanes_out)(g, a->ldg, buf, K, lanes);
     for (ptrdiff_t l = 0; l < lanes; ++l) {
         CSM_T *gl = g + l * a->ldg;
         if (ign[l]) {
@@ -351,8 +351,6 @@ static CSM_INLINE CSM_TARGET void CSM_FN(csm_xent_lanes)(
                 gl[j] = z;
             continue;
         }
-        for (ptrdiff_t j = 0; j < K; ++j)
-            gl[j] = buf[j * lanes + l];
         gl[y[l]] -= gy[l];
     }
 }
@@ -454,4 +452,8 @@ static CSM_TARGET void CSM_FN(csm_xent_rows)(const csm_xent_args *a, ptrdiff_t r
   #undef CSM_XCVT_HI
   #undef CSM_XVW
   #undef CSM_XVDW
+  #undef CSM_TV
+  #undef CSM_TV_
+  #undef CSM_TM_FIRST
+  #undef CSM_TW
 #endif

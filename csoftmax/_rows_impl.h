@@ -335,36 +335,30 @@ static CSM_INLINE CSM_TARGET CSM_T CSM_FN(csm_exp_neg)(CSM_T x)
    * scalar stores that the vector reload of the partials could not forward:
    * a stall per row (softmax 5242 x 100 float32, one thread: 1.22 ns per
    * element against 0.76 at K = 96, AVX-512). */
-  #if CSM_ISA_ID == 2
-    #define CSM_XM __mmask16
-    #define CSM_XM_FIRST(n) ((__mmask16)((1u << (n)) - 1u))
-    #define CSM_XV_LOADM(p, k) CSM_XV_(maskz_loadu)((k), (p))
-    #define CSM_XV_STOREN(p, n, v) CSM_XV_(mask_storeu)((p), CSM_XM_FIRST(n), (v))
-    #define CSM_XV_ZEROM(k, v) CSM_XV_(maskz_mov)((k), (v))
+  /* A 256-bit register under both ISAs (a tile: 8 float32 or 4 float64),
+   * for the lane layout's transposes (csm_lanes_in) and AVX2's tails. */
+  #if CSM_F32
+    #define CSM_TV __m256
+    #define CSM_TV_(op) _mm256_##op##_ps
+    #define CSM_TM_FIRST(n) _mm256_cmpgt_epi32(_mm256_set1_epi32((int)(n)), \
+                                               _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7))
   #else
-    #define CSM_XM __m256i
-    #if CSM_F32
-      #define CSM_XM_FIRST(n) _mm256_cmpgt_epi32(_mm256_set1_epi32((int)(n)), \
-                                                 _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7))
-    #else
-      #define CSM_XM_FIRST(n) _mm256_cmpgt_epi64(_mm256_set1_epi64x((long long)(n)), \
-                                                 _mm256_setr_epi64x(0, 1, 2, 3))
-    #endif
-    #define CSM_XV_LOADM(p, k) CSM_XV_(maskload)((p), (k))
-    #define CSM_XV_STOREN(p, n, v) CSM_FN(csm_xv_store_first)((p), (n), (v))
-    #define CSM_XV_ZEROM(k, v) CSM_XV_(and)((v), CSM_XV_(castsi256)(k))
+    #define CSM_TV __m256d
+    #define CSM_TV_(op) _mm256_##op##_pd
+    #define CSM_TM_FIRST(n) _mm256_cmpgt_epi64(_mm256_set1_epi64x((long long)(n)), \
+                                               _mm256_setr_epi64x(0, 1, 2, 3))
   #endif
-  #if CSM_ISA_ID == 1
-/* The first n lanes of v (0 < n <= CSM_XVW) to p by plain stores of 4, 2
+  #define CSM_TW ((ptrdiff_t)(sizeof(CSM_TV) / sizeof(CSM_T)))
+/* The first n lanes of v (0 < n <= CSM_TW) to p by plain stores of 4, 2
  * and 1 lanes, not vmaskmovps/pd: AMD's cores before Zen 4 run the AVX2
  * masked store as microcode. AMD EPYC (Zen 3), 1024 rows of 10 floats, a
  * vector and the 2-float rest each: a masked store of the rest 5.0-6.0 us,
  * a movq 1.6-1.8 us, masked stores of both 11 us (masked loads cost what
  * plain ones do). n is a row's constant, so the branches predict. */
-static CSM_INLINE CSM_TARGET void CSM_FN(csm_xv_store_first)(CSM_T *p, ptrdiff_t n, CSM_XV v)
+static CSM_INLINE CSM_TARGET void CSM_FN(csm_tv_store_first)(CSM_T *p, ptrdiff_t n, CSM_TV v)
 {
-    if (n >= CSM_XVW) {
-        CSM_XV_(storeu)(p, v);
+    if (n >= CSM_TW) {
+        CSM_TV_(storeu)(p, v);
         return;
     }
     #if CSM_F32
@@ -392,6 +386,18 @@ static CSM_INLINE CSM_TARGET void CSM_FN(csm_xv_store_first)(CSM_T *p, ptrdiff_t
         _mm_store_sd(p, h);
     #endif
 }
+  #if CSM_ISA_ID == 2
+    #define CSM_XM __mmask16
+    #define CSM_XM_FIRST(n) ((__mmask16)((1u << (n)) - 1u))
+    #define CSM_XV_LOADM(p, k) CSM_XV_(maskz_loadu)((k), (p))
+    #define CSM_XV_STOREN(p, n, v) CSM_XV_(mask_storeu)((p), CSM_XM_FIRST(n), (v))
+    #define CSM_XV_ZEROM(k, v) CSM_XV_(maskz_mov)((k), (v))
+  #else
+    #define CSM_XM __m256i
+    #define CSM_XM_FIRST(n) CSM_TM_FIRST(n)
+    #define CSM_XV_LOADM(p, k) CSM_XV_(maskload)((p), (k))
+    #define CSM_XV_STOREN(p, n, v) CSM_FN(csm_tv_store_first)((p), (n), (v))
+    #define CSM_XV_ZEROM(k, v) CSM_XV_(and)((v), CSM_XV_(castsi256)(k))
   #endif
 /* The register form's reduction and polynomial, shared by csm_exp_v and
  * csm_exp_v_normal: r, with t (whose bits hold n, or N n + j under the
@@ -1365,6 +1371,94 @@ static CSM_INLINE CSM_TARGET void CSM_FN(csm_stream_copy)(CSM_T *dst, const CSM_
  * the lane count, so `lanes` only changes the speed and a row's result never
  * depends on the rows around it. */
 
+/* A group's transposes between its rows (unit column stride) and the lane
+ * layout: csm_lanes_in(buf, x, ldx, K, lanes) and csm_lanes_out(y, ldy,
+ * buf, K, lanes). Under AVX2 and AVX-512 a whole group (lanes ==
+ * CSM_LANES) moves in square tiles of 256-bit registers (8 x 8 float32,
+ * 4 x 4 float64): a row's piece per load, a column's per store, transposed
+ * by unpacks and lane permutes; a row's last piece by a masked load (which
+ * reads nothing past the row) and split stores (csm_tv_store_first).
+ * Element by element, the two transposes were about half of softmax 64 x
+ * 10 float32's kernel time (perf, AVX2, AMD Zen 3: a scalar load and store
+ * per element). Pure moves: no value changes. */
+#if CSM_X86_DISPATCH && CSM_ISA_ID >= 1
+static CSM_INLINE CSM_TARGET void CSM_FN(csm_tile_transpose)(CSM_TV *r)
+{
+  #if CSM_F32
+    const __m256 t0 = _mm256_unpacklo_ps(r[0], r[1]), t1 = _mm256_unpackhi_ps(r[0], r[1]);
+    const __m256 t2 = _mm256_unpacklo_ps(r[2], r[3]), t3 = _mm256_unpackhi_ps(r[2], r[3]);
+    const __m256 t4 = _mm256_unpacklo_ps(r[4], r[5]), t5 = _mm256_unpackhi_ps(r[4], r[5]);
+    const __m256 t6 = _mm256_unpacklo_ps(r[6], r[7]), t7 = _mm256_unpackhi_ps(r[6], r[7]);
+    const __m256 u0 = _mm256_shuffle_ps(t0, t2, 0x44), u1 = _mm256_shuffle_ps(t0, t2, 0xEE);
+    const __m256 u2 = _mm256_shuffle_ps(t1, t3, 0x44), u3 = _mm256_shuffle_ps(t1, t3, 0xEE);
+    const __m256 u4 = _mm256_shuffle_ps(t4, t6, 0x44), u5 = _mm256_shuffle_ps(t4, t6, 0xEE);
+    const __m256 u6 = _mm256_shuffle_ps(t5, t7, 0x44), u7 = _mm256_shuffle_ps(t5, t7, 0xEE);
+    r[0] = _mm256_permute2f128_ps(u0, u4, 0x20);
+    r[1] = _mm256_permute2f128_ps(u1, u5, 0x20);
+    r[2] = _mm256_permute2f128_ps(u2, u6, 0x20);
+    r[3] = _mm256_permute2f128_ps(u3, u7, 0x20);
+    r[4] = _mm256_permute2f128_ps(u0, u4, 0x31);
+    r[5] = _mm256_permute2f128_ps(u1, u5, 0x31);
+    r[6] = _mm256_permute2f128_ps(u2, u6, 0x31);
+    r[7] = _mm256_permute2f128_ps(u3, u7, 0x31);
+  #else
+    const __m256d t0 = _mm256_unpacklo_pd(r[0], r[1]), t1 = _mm256_unpackhi_pd(r[0], r[1]);
+    const __m256d t2 = _mm256_unpacklo_pd(r[2], r[3]), t3 = _mm256_unpackhi_pd(r[2], r[3]);
+    r[0] = _mm256_permute2f128_pd(t0, t2, 0x20);
+    r[1] = _mm256_permute2f128_pd(t1, t3, 0x20);
+    r[2] = _mm256_permute2f128_pd(t0, t2, 0x31);
+    r[3] = _mm256_permute2f128_pd(t1, t3, 0x31);
+  #endif
+}
+#endif
+
+static CSM_INLINE CSM_TARGET void CSM_FN(csm_lanes_in)(CSM_T *buf, const CSM_T *x, ptrdiff_t ldx,
+                                                      ptrdiff_t K, const ptrdiff_t lanes)
+{
+#if CSM_X86_DISPATCH && CSM_ISA_ID >= 1
+    if (lanes == CSM_LANES) {
+        for (ptrdiff_t h = 0; h < CSM_LANES; h += CSM_TW)
+            for (ptrdiff_t c0 = 0; c0 < K; c0 += CSM_TW) {
+                const ptrdiff_t n = K - c0 < CSM_TW ? K - c0 : CSM_TW;
+                CSM_TV r[CSM_TW];
+                for (ptrdiff_t i = 0; i < CSM_TW; ++i)
+                    r[i] = n == CSM_TW ? CSM_TV_(loadu)(x + (h + i) * ldx + c0)
+                                       : CSM_TV_(maskload)(x + (h + i) * ldx + c0, CSM_TM_FIRST(n));
+                CSM_FN(csm_tile_transpose)(r);
+                for (ptrdiff_t j = 0; j < n; ++j)
+                    CSM_TV_(storeu)(buf + (c0 + j) * CSM_LANES + h, r[j]);
+            }
+        return;
+    }
+#endif
+    for (ptrdiff_t l = 0; l < lanes; ++l)
+        for (ptrdiff_t j = 0; j < K; ++j)
+            buf[j * lanes + l] = x[l * ldx + j];
+}
+
+static CSM_INLINE CSM_TARGET void CSM_FN(csm_lanes_out)(CSM_T *y, ptrdiff_t ldy, const CSM_T *buf,
+                                                       ptrdiff_t K, const ptrdiff_t lanes)
+{
+#if CSM_X86_DISPATCH && CSM_ISA_ID >= 1
+    if (lanes == CSM_LANES) {
+        for (ptrdiff_t h = 0; h < CSM_LANES; h += CSM_TW)
+            for (ptrdiff_t c0 = 0; c0 < K; c0 += CSM_TW) {
+                const ptrdiff_t n = K - c0 < CSM_TW ? K - c0 : CSM_TW;
+                CSM_TV r[CSM_TW];
+                for (ptrdiff_t j = 0; j < CSM_TW; ++j)
+                    r[j] = j < n ? CSM_TV_(loadu)(buf + (c0 + j) * CSM_LANES + h) : CSM_TV_(setzero)();
+                CSM_FN(csm_tile_transpose)(r);
+                for (ptrdiff_t i = 0; i < CSM_TW; ++i)
+                    CSM_FN(csm_tv_store_first)(y + (h + i) * ldy + c0, n, r[i]);
+            }
+        return;
+    }
+#endif
+    for (ptrdiff_t l = 0; l < lanes; ++l)
+        for (ptrdiff_t j = 0; j < K; ++j)
+            y[l * ldy + j] = buf[j * lanes + l];
+}
+
 /* softmax (log_out = 0) or log_softmax (log_out = 1) of the lanes rows held
  * in buf (K <= CSM_SMALL_K), in place. The sums follow CSM_PARTS and
  * CSM_SUM_BLOCK exactly as the row kernels take them, written out for short
@@ -1437,13 +1531,9 @@ static CSM_INLINE CSM_TARGET void CSM_FN(csm_small_group)(
     int log_out, const ptrdiff_t lanes)
 {
     CSM_T buf[CSM_SMALL_K * CSM_LANES];
-    for (ptrdiff_t l = 0; l < lanes; ++l)
-        for (ptrdiff_t j = 0; j < K; ++j)
-            buf[j * lanes + l] = x[l * ldx + j];
+    CSM_FN(csm_lanes_in)(buf, x, ldx, K, lanes);
     CSM_FN(csm_lanes_softmax_buf)(buf, K, log_out, lanes);
-    for (ptrdiff_t l = 0; l < lanes; ++l)
-        for (ptrdiff_t j = 0; j < K; ++j)
-            y[l * ldy + j] = buf[j * lanes + l];
+    CSM_FN(csm_lanes_out)(y, ldy, buf, K, lanes);
 }
 
 static CSM_TARGET void CSM_FN(csm_small_rows)(
@@ -1503,11 +1593,8 @@ static CSM_INLINE CSM_TARGET void CSM_FN(csm_small_bwd_group)(
     ptrdiff_t K, int logf, const ptrdiff_t lanes)
 {
     CSM_T yb[CSM_SMALL_BWD_K * CSM_LANES], gb[CSM_SMALL_BWD_K * CSM_LANES], c[CSM_LANES];
-    for (ptrdiff_t l = 0; l < lanes; ++l)
-        for (ptrdiff_t j = 0; j < K; ++j) {
-            yb[j * lanes + l] = y[l * ldy + j];
-            gb[j * lanes + l] = g[l * ldg + j];
-        }
+    CSM_FN(csm_lanes_in)(yb, y, ldy, K, lanes);
+    CSM_FN(csm_lanes_in)(gb, g, ldg, K, lanes);
 #define CSM_E(e, j) e[(j) * lanes + l]
 #define CSM_ACC(j, acc) (logf ? (acc) + (double)CSM_E(gb, j) \
     : CSM_FMA((double)CSM_E(gb, j), (double)CSM_E(yb, j), (acc)))
@@ -1535,9 +1622,7 @@ static CSM_INLINE CSM_TARGET void CSM_FN(csm_small_bwd_group)(
         }
     }
 #undef CSM_E
-    for (ptrdiff_t l = 0; l < lanes; ++l)
-        for (ptrdiff_t j = 0; j < K; ++j)
-            out[l * ldo + j] = yb[j * lanes + l];
+    CSM_FN(csm_lanes_out)(out, ldo, yb, K, lanes);
     if (logf)
         CSM_FN(csm_lbwd_nan_rows)(out, ldo, 1, K, c, lanes, NULL);
 }
