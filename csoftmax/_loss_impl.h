@@ -286,7 +286,7 @@ static CSM_INLINE CSM_TARGET void CSM_FN(csm_xent_lanes)(
         if (ign[l])
             y[l] = 0; /* any class: the row's loss and gradient are set below */
     }
-    CSM_FN(csm_lanes_in)(buf, x, ldx, K, lanes);
+    CSM_LANES_IN(buf, x, ldx, K, lanes);
 #pragma omp simd
     for (ptrdiff_t l = 0; l < lanes; ++l) {
         m[l] = -CSM_INF_T;
@@ -341,7 +341,7 @@ static CSM_INLINE CSM_TARGET void CSM_FN(csm_xent_lanes)(
         for (ptrdiff_t l = 0; l < lanes; ++l)
             bj[l] = eps > 0 ? bj[l] * c[l] - kw : bj[l] * c[l];
     }
-    CSM_FN(csm_lanes_out)(g, a->ldg, buf, K, lanes);
+    CSM_LANES_OUT(g, a->ldg, buf, K, lanes);
     for (ptrdiff_t l = 0; l < lanes; ++l) {
         CSM_T *gl = g + l * a->ldg;
         if (ign[l]) {

@@ -112,7 +112,7 @@ static inline const char *csm_prefetch_out_row(const void *row, ptrdiff_t ld, pt
  * baseline ISA, whose row kernels take tails element by element, keeps
  * K = 32 on the cross-row path (float64 softmax took 1.1-2.6x as long on
  * the row path, in three noisy runs). Since the lane layout's transposes
- * move 256-bit tiles (csm_lanes_in), the two paths meet at the threshold:
+ * move 256-bit tiles (csm_lanes_move), the two paths meet at the threshold:
  * AMD Zen 3, AVX2, one thread, 8192 rows, best us, K = 31 (lanes) / K = 32
  * (rows): float32 softmax 98 / 111, log_softmax 119 / 122, float64 softmax
  * 219 / 219; so it stays. */

@@ -336,7 +336,7 @@ static CSM_INLINE CSM_TARGET CSM_T CSM_FN(csm_exp_neg)(CSM_T x)
    * a stall per row (softmax 5242 x 100 float32, one thread: 1.22 ns per
    * element against 0.76 at K = 96, AVX-512). */
   /* A 256-bit register under both ISAs (a tile: 8 float32 or 4 float64),
-   * for the lane layout's transposes (csm_lanes_in) and AVX2's tails. */
+   * for the lane layout's transposes (csm_lanes_move) and AVX2's tails. */
   #if CSM_F32
     #define CSM_TV __m256
     #define CSM_TV_(op) _mm256_##op##_ps
@@ -1372,8 +1372,8 @@ static CSM_INLINE CSM_TARGET void CSM_FN(csm_stream_copy)(CSM_T *dst, const CSM_
  * depends on the rows around it. */
 
 /* A group's transposes between its rows (unit column stride) and the lane
- * layout: csm_lanes_in(buf, x, ldx, K, lanes) and csm_lanes_out(y, ldy,
- * buf, K, lanes). Under AVX2 and AVX-512 a whole group (lanes ==
+ * layout: CSM_LANES_IN(buf, x, ldx, K, lanes) and CSM_LANES_OUT(y, ldy,
+ * buf, K, lanes), both csm_lanes_move. Under AVX2 and AVX-512 a whole group (lanes ==
  * CSM_LANES) moves in square tiles of 256-bit registers (8 x 8 float32,
  * 4 x 4 float64): a row's piece per load, a column's per store, transposed
  * by unpacks and lane permutes; a row's last piece by a masked load (which
@@ -1412,8 +1412,10 @@ static CSM_INLINE CSM_TARGET void CSM_FN(csm_tile_transpose)(CSM_TV *r)
 }
 #endif
 
-static CSM_INLINE CSM_TARGET void CSM_FN(csm_lanes_in)(CSM_T *buf, const CSM_T *x, ptrdiff_t ldx,
-                                                      ptrdiff_t K, const ptrdiff_t lanes)
+/* in = 1: the group's rows (row l at x + l ld) into the lane layout buf;
+ * in = 0: back. A constant at every call, so each copy keeps one way. */
+static CSM_INLINE CSM_TARGET void CSM_FN(csm_lanes_move)(CSM_T *x, ptrdiff_t ld, CSM_T *buf,
+                                                        ptrdiff_t K, const ptrdiff_t lanes, const int in)
 {
 #if CSM_X86_DISPATCH && CSM_ISA_ID >= 1
     if (lanes == CSM_LANES) {
@@ -1421,43 +1423,39 @@ static CSM_INLINE CSM_TARGET void CSM_FN(csm_lanes_in)(CSM_T *buf, const CSM_T *
             for (ptrdiff_t c0 = 0; c0 < K; c0 += CSM_TW) {
                 const ptrdiff_t n = K - c0 < CSM_TW ? K - c0 : CSM_TW;
                 CSM_TV r[CSM_TW];
-                for (ptrdiff_t i = 0; i < CSM_TW; ++i)
-                    r[i] = n == CSM_TW ? CSM_TV_(loadu)(x + (h + i) * ldx + c0)
-                                       : CSM_TV_(maskload)(x + (h + i) * ldx + c0, CSM_TM_FIRST(n));
+                for (ptrdiff_t i = 0; i < CSM_TW; ++i) {
+                    CSM_T *row = x + (h + i) * ld + c0, *col = buf + (c0 + i) * CSM_LANES + h;
+                    if (in)
+                        r[i] = n == CSM_TW ? CSM_TV_(loadu)(row) : CSM_TV_(maskload)(row, CSM_TM_FIRST(n));
+                    else
+                        r[i] = i < n ? CSM_TV_(loadu)(col) : CSM_TV_(setzero)();
+                }
                 CSM_FN(csm_tile_transpose)(r);
-                for (ptrdiff_t j = 0; j < n; ++j)
-                    CSM_TV_(storeu)(buf + (c0 + j) * CSM_LANES + h, r[j]);
+                for (ptrdiff_t i = 0; i < CSM_TW; ++i) {
+                    if (in && i < n)
+                        CSM_TV_(storeu)(buf + (c0 + i) * CSM_LANES + h, r[i]);
+                    else if (!in)
+                        CSM_FN(csm_tv_store_first)(x + (h + i) * ld + c0, n, r[i]);
+                }
             }
         return;
     }
 #endif
     for (ptrdiff_t l = 0; l < lanes; ++l)
-        for (ptrdiff_t j = 0; j < K; ++j)
-            buf[j * lanes + l] = x[l * ldx + j];
+        for (ptrdiff_t j = 0; j < K; ++j) {
+            if (in)
+                buf[j * lanes + l] = x[l * ld + j];
+            else
+                x[l * ld + j] = buf[j * lanes + l];
+        }
 }
 
-static CSM_INLINE CSM_TARGET void CSM_FN(csm_lanes_out)(CSM_T *y, ptrdiff_t ldy, const CSM_T *buf,
-                                                       ptrdiff_t K, const ptrdiff_t lanes)
-{
-#if CSM_X86_DISPATCH && CSM_ISA_ID >= 1
-    if (lanes == CSM_LANES) {
-        for (ptrdiff_t h = 0; h < CSM_LANES; h += CSM_TW)
-            for (ptrdiff_t c0 = 0; c0 < K; c0 += CSM_TW) {
-                const ptrdiff_t n = K - c0 < CSM_TW ? K - c0 : CSM_TW;
-                CSM_TV r[CSM_TW];
-                for (ptrdiff_t j = 0; j < CSM_TW; ++j)
-                    r[j] = j < n ? CSM_TV_(loadu)(buf + (c0 + j) * CSM_LANES + h) : CSM_TV_(setzero)();
-                CSM_FN(csm_tile_transpose)(r);
-                for (ptrdiff_t i = 0; i < CSM_TW; ++i)
-                    CSM_FN(csm_tv_store_first)(y + (h + i) * ldy + c0, n, r[i]);
-            }
-        return;
-    }
+#ifndef CSM_LANES_IN /* the same for every element type */
+#define CSM_LANES_IN(buf, x, ldx, K, lanes) \
+    CSM_FN(csm_lanes_move)((CSM_T *)(x), (ldx), (buf), (K), (lanes), 1)
+#define CSM_LANES_OUT(y, ldy, buf, K, lanes) \
+    CSM_FN(csm_lanes_move)((y), (ldy), (CSM_T *)(buf), (K), (lanes), 0)
 #endif
-    for (ptrdiff_t l = 0; l < lanes; ++l)
-        for (ptrdiff_t j = 0; j < K; ++j)
-            y[l * ldy + j] = buf[j * lanes + l];
-}
 
 /* softmax (log_out = 0) or log_softmax (log_out = 1) of the lanes rows held
  * in buf (K <= CSM_SMALL_K), in place. The sums follow CSM_PARTS and
@@ -1531,9 +1529,9 @@ static CSM_INLINE CSM_TARGET void CSM_FN(csm_small_group)(
     int log_out, const ptrdiff_t lanes)
 {
     CSM_T buf[CSM_SMALL_K * CSM_LANES];
-    CSM_FN(csm_lanes_in)(buf, x, ldx, K, lanes);
+    CSM_LANES_IN(buf, x, ldx, K, lanes);
     CSM_FN(csm_lanes_softmax_buf)(buf, K, log_out, lanes);
-    CSM_FN(csm_lanes_out)(y, ldy, buf, K, lanes);
+    CSM_LANES_OUT(y, ldy, buf, K, lanes);
 }
 
 static CSM_TARGET void CSM_FN(csm_small_rows)(
@@ -1593,8 +1591,8 @@ static CSM_INLINE CSM_TARGET void CSM_FN(csm_small_bwd_group)(
     ptrdiff_t K, int logf, const ptrdiff_t lanes)
 {
     CSM_T yb[CSM_SMALL_BWD_K * CSM_LANES], gb[CSM_SMALL_BWD_K * CSM_LANES], c[CSM_LANES];
-    CSM_FN(csm_lanes_in)(yb, y, ldy, K, lanes);
-    CSM_FN(csm_lanes_in)(gb, g, ldg, K, lanes);
+    CSM_LANES_IN(yb, y, ldy, K, lanes);
+    CSM_LANES_IN(gb, g, ldg, K, lanes);
 #define CSM_E(e, j) e[(j) * lanes + l]
 #define CSM_ACC(j, acc) (logf ? (acc) + (double)CSM_E(gb, j) \
     : CSM_FMA((double)CSM_E(gb, j), (double)CSM_E(yb, j), (acc)))
@@ -1622,7 +1620,7 @@ static CSM_INLINE CSM_TARGET void CSM_FN(csm_small_bwd_group)(
         }
     }
 #undef CSM_E
-    CSM_FN(csm_lanes_out)(out, ldo, yb, K, lanes);
+    CSM_LANES_OUT(out, ldo, yb, K, lanes);
     if (logf)
         CSM_FN(csm_lbwd_nan_rows)(out, ldo, 1, K, c, lanes, NULL);
 }
