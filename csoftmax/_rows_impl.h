@@ -1432,10 +1432,11 @@ static CSM_INLINE CSM_TARGET void CSM_FN(csm_lanes_move)(CSM_T *x, ptrdiff_t ld,
                 }
                 CSM_FN(csm_tile_transpose)(r);
                 for (ptrdiff_t i = 0; i < CSM_TW; ++i) {
-                    if (in && i < n)
-                        CSM_TV_(storeu)(buf + (c0 + i) * CSM_LANES + h, r[i]);
-                    else if (!in)
-                        CSM_FN(csm_tv_store_first)(x + (h + i) * ld + c0, n, r[i]);
+                    CSM_T *row = x + (h + i) * ld + c0, *col = buf + (c0 + i) * CSM_LANES + h;
+                    if (!in)
+                        CSM_FN(csm_tv_store_first)(row, n, r[i]);
+                    else if (i < n)
+                        CSM_TV_(storeu)(col, r[i]);
                 }
             }
         return;
