@@ -46,6 +46,10 @@ cdef extern from "_rows.h" nogil:
     int CSM_ROWS_MAX
     int CSM_ROWS_MAX_K
     int CSM_SMALL_FWD_K_ISA(int isa)
+    bint CSM_SOFTMAX_NT_ROWS(Py_ssize_t k, Py_ssize_t itemsize)
+    int CSM_NT_MIN_BYTES
+    int CSM_NT_RING_BYTES
+    int CSM_NT_GROUPS
     int CSM_LANES
     int CSM_LONG_ROW
     int CSM_LONG_CHUNK
@@ -182,8 +186,10 @@ cdef int _stream_threads = 2
 # So they keep regular stores at any size, but for softmax's and
 # log_softmax's long rows (csm_long_rows, rows past CSM_LONG_ROW), which
 # stream chunks of a row too long for the caches, and measured faster so,
-# and log_softmax's rows of whole registers, which stream straight from the
-# registers (_plan: nt_rows).
+# log_softmax's rows of whole registers, which stream straight from the
+# registers, and softmax's rows of whole registers and 2 KiB or more, which
+# stream from a ring of their exps in L1 (_plan: nt_rows;
+# CSM_SOFTMAX_NT_ROWS in _rows.h has the numbers).
 # `python bench/bench_streaming.py`, AMD Zen 3, AVX2, float32 out=, ms
 # streamed / regular, one and two threads: softmax 10066 x 1000 (38 MiB)
 # 6.39 / 5.12 and 3.54 / 3.54, 37748 x 1000 (144 MiB) 24.5 / 18.7 and
@@ -600,10 +606,14 @@ cdef int _plan(int op, Py_ssize_t n, Py_ssize_t k, Py_ssize_t acs, Py_ssize_t bc
     # twice, once per row, and the rows are few registers long): float32
     # 100000 x 64, four runs, 0.98-1.45 / 1.04-1.36, 50000 x 128 1.01-1.19
     # / 0.98-1.30.
+    # softmax streams its rows of whole registers from 2 KiB up to what its
+    # ring of exps holds (CSM_SOFTMAX_NT_ROWS in _rows.h, with the numbers),
+    # weighing its input with its output as log_softmax does.
     nt_rows = (p.rowwise and csm_isa_in_use >= CSM_ISA_AVX2
                and k * itemsize % (64 if csm_isa_in_use > CSM_ISA_AVX2 else 32) == 0
-               and ((op == OP_LOG_SOFTMAX and not long_rows
-                     and k > CSM_SMALL_FWD_K_ISA(csm_isa_in_use))
+               and (((op == OP_LOG_SOFTMAX and not long_rows)
+                     or (op == OP_SOFTMAX and CSM_SOFTMAX_NT_ROWS(k, itemsize)))
+                    and k > CSM_SMALL_FWD_K_ISA(csm_isa_in_use)
                     or (op == OP_LOG_SOFTMAX_BACKWARD and k * itemsize >= 1024)))
     foot = work
     if op == OP_SOFTMAX_BACKWARD or nt_rows:
@@ -832,6 +842,9 @@ CONSTANTS = {
     "rows_at_once_k": CSM_ROWS_MAX_K,
     "lanes": CSM_LANES,
     "long_row_bytes": CSM_LONG_ROW,
+    "softmax_nt_min_bytes": CSM_NT_MIN_BYTES,
+    "softmax_nt_ring_bytes": CSM_NT_RING_BYTES,
+    "softmax_nt_groups": CSM_NT_GROUPS,
     "long_chunk": CSM_LONG_CHUNK,
     "long_keep": CSM_LONG_KEEP,
     "small_bwd_k": CSM_SMALL_BWD_K,

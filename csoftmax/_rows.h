@@ -163,6 +163,28 @@ _Static_assert(CSM_SMALL_K == 32, "CSM_SMALL_K_CASES lists K = 1 .. 32");
  * it is streamed out (32 KiB of float32: an L1 data cache); rows longer than
  * this are written with regular stores. */
 #define CSM_SCRATCH 8192
+/* softmax's rows whose output streams from its ring of exps
+ * (csm_softmax_body: CSM_NT_GROUPS groups of rows on the stack, in L1 at
+ * CSM_NT_RING_BYTES), where the engine streams at all: rows of at least
+ * CSM_NT_MIN_BYTES whose ring fits. Shorter rows keep regular stores, which
+ * were the faster there; the regular path stores the exps while it computes
+ * them, and its output pass then runs in L1. AMD Zen 3, AVX2, N(0, 16)
+ * logits, out=, the same operands at each call, each row of the table one
+ * process that alternates the two plans sample by sample, median time
+ * streamed / regular (a second run in brackets where one was made), one
+ * thread | two: float32 100000 x 64 1.23-1.31 | 1.11-1.28, 50000 x 128
+ * 0.86-1.14 | 0.80-1.00, 16384 x 256 0.65-1.08 | 0.65-1.03, 8192 x 512 0.96
+ * | 0.94, 16384 x 1000 0.88-0.97 | 0.78-0.94, 4096 x 2048 0.93 | 0.92;
+ * float64 8192 x 256 0.97 | 1.01, 16384 x 1000 1.00 | 0.99, 4096 x 2048
+ * 0.99 | 1.02 (the spread is the host's: its other tenants share the
+ * memory bus). The ring stays within L1 (32 KiB on the machines measured):
+ * float64 rows of 2048 elements keep regular stores. */
+#define CSM_NT_GROUPS 3
+#define CSM_NT_RING_BYTES 24576
+#define CSM_NT_MIN_BYTES 2048
+#define CSM_SOFTMAX_NT_ROWS(K, itemsize)                                              \
+    ((K) * (ptrdiff_t)(itemsize) >= CSM_NT_MIN_BYTES                                 \
+     && CSM_NT_GROUPS * CSM_ROWS_AT_ONCE(K) * (K) * (ptrdiff_t)(itemsize) <= CSM_NT_RING_BYTES)
 
 /* Rows of more than this many bytes take csm_long_rows: the max and the
  * sum in one read (one exp per element), then the output pass. Past L2 (1-2

@@ -2127,8 +2127,11 @@ static CSM_INLINE CSM_TARGET void CSM_FN(csm_streamed)(
 #define CSM_NT_FORMS_
 enum { CSM_NT_SHIFT = 0,   /* log_softmax: (u - c) - e (u = x, c its max, e the log of its sum) */
        CSM_NT_BWD = 1,     /* softmax_backward: u (v - c) (u = y, v = g, c the dot product) */
-       CSM_NT_LBWD = 2 };  /* log_softmax_backward: v - exp(u) c (u = y, v = g, c = sum(g));
+       CSM_NT_LBWD = 2,    /* log_softmax_backward: v - exp(u) c (u = y, v = g, c = sum(g));
                             * e != 0: the whole exp, else the softmax domain's (csm_log_bwd_row) */
+       CSM_NT_SCALE = 3 }; /* softmax: u c (u = the row's exps, c = 1 / their sum) */
+/* Whether the form reads v. */
+#define CSM_NT_TWO(form) ((form) == CSM_NT_BWD || (form) == CSM_NT_LBWD)
 #endif
 
 /* One register of the output, the expression the regular path computes, so
@@ -2138,6 +2141,8 @@ static CSM_INLINE CSM_TARGET CSM_XV CSM_FN(csm_nt_v)(const int form, CSM_XV u, C
 {
     if (form == CSM_NT_SHIFT)
         return CSM_XV_(sub)(CSM_XV_(sub)(u, CSM_XV_(set1)(c)), CSM_XV_(set1)(e));
+    if (form == CSM_NT_SCALE)
+        return CSM_XV_(mul)(u, CSM_XV_(set1)(c));
     if (form == CSM_NT_BWD)
         return CSM_XV_(mul)(u, CSM_XV_(sub)(v, CSM_XV_(set1)(c)));
   #if CSM_EXP_V_UP
@@ -2186,7 +2191,7 @@ static CSM_INLINE CSM_TARGET void CSM_FN(csm_nt_part)(const int form, CSM_T *oro
 {
     CSM_T t[CSM_XVW];
     CSM_XV_(storeu)(t, CSM_FN(csm_nt_v)(form, CSM_XV_(loadu)(u + j),
-                                        form != CSM_NT_SHIFT ? CSM_XV_(loadu)(v + j) : CSM_XV_(setzero)(), c, e));
+                                        CSM_NT_TWO(form) ? CSM_XV_(loadu)(v + j) : CSM_XV_(setzero)(), c, e));
     for (ptrdiff_t i = lo; i < hi; ++i)
         orow[j + i] = t[i];
 }
@@ -2206,7 +2211,7 @@ static CSM_INLINE CSM_TARGET void CSM_FN(csm_nt_join)(
     const CSM_T *up, const CSM_T *vp, CSM_T cp, CSM_T ep)
 {
     const ptrdiff_t vw = CSM_XVW, a = w->a, o = K - vw + a;  /* (the row before's elements in it) */
-    const int two = form != CSM_NT_SHIFT;
+    const int two = CSM_NT_TWO(form);
     const CSM_XV p = CSM_FN(csm_nt_v)(form, CSM_XV_LOADM(up + o, w->kp),
                                       two ? CSM_XV_LOADM(vp + o, w->kp) : CSM_XV_(setzero)(), cp, ep);
     const CSM_XV q = CSM_FN(csm_nt_v)(form, CSM_XV_LOADM(u - (vw - a), w->kq),
@@ -2227,7 +2232,7 @@ static CSM_INLINE CSM_TARGET void CSM_FN(csm_nt_body)(
     const CSM_T *u, const CSM_T *v, CSM_T c, CSM_T e, const char *pu, const char *pv)
 {
     const ptrdiff_t vw = CSM_XVW, a = w->a;
-    const int two = form != CSM_NT_SHIFT;
+    const int two = CSM_NT_TWO(form);
     for (ptrdiff_t j = a; j + vw <= K; j += vw) {
         if ((j - a) % CSM_PARTS == 0) {
             CSM_PREFETCH_PARTS_(pu, j, 0);
@@ -2278,10 +2283,12 @@ static CSM_INLINE int CSM_FN(csm_nt_rows)(const CSM_T *out, ptrdiff_t ldo, ptrdi
 }
 
 /* R rows of softmax (R a constant), `left` rows from x to the end of the
- * core's rows (the prefetches look ahead). */
+ * core's rows (the prefetches look ahead). nt (a constant): y is
+ * csm_softmax_body's ring of exps (ldy = K), left unscaled, and c[r] = 1 /
+ * the row's sum. */
 static CSM_INLINE CSM_TARGET void CSM_FN(csm_softmax_row_group)(
     const int R, const CSM_T *x, ptrdiff_t ldx, CSM_T *y, ptrdiff_t ldy, ptrdiff_t K, int pf,
-    ptrdiff_t left)
+    ptrdiff_t left, const int nt, CSM_T *c)
 {
     const CSM_T *xr[CSM_ROWS_MAX];
     CSM_T *yr[CSM_ROWS_MAX];
@@ -2295,35 +2302,87 @@ static CSM_INLINE CSM_TARGET void CSM_FN(csm_softmax_row_group)(
         yr[rr] = y + rr * ldy;
         mk[rr] = NULL;
         pfr[rr] = CSM_PF_ROW_(csm_prefetch_row, xr[rr], ldx, K, sizeof(CSM_T));
-        pfw[rr] = CSM_PF_ROW_(csm_prefetch_out_row, yr[rr], ldy, K, sizeof(CSM_T), left - 1 - rr);
+        pfw[rr] = nt ? NULL : CSM_PF_ROW_(csm_prefetch_out_row, yr[rr], ldy, K, sizeof(CSM_T), left - 1 - rr);
         s[rr] = 0.0;
     }
     CSM_FN(csm_group_rows_max)(R, xr, K, m);
     CSM_FN(csm_rows_exp_sum_from)(R, xr, mk, yr, m, K, s, pfr, pfw);
     CSM_EACH_ROW
-    for (int rr = 0; rr < R; ++rr)
-        CSM_FN(csm_row_scale)(yr[rr], (CSM_T)(1.0 / s[rr]), K);
+    for (int rr = 0; rr < R; ++rr) {
+        if (nt)
+            c[rr] = (CSM_T)(1.0 / s[rr]);
+        else
+            CSM_FN(csm_row_scale)(yr[rr], (CSM_T)(1.0 / s[rr]), K);
+    }
 }
 
 /* softmax: max; exp(x - max) into y while summing; scale by 1/sum. The row
- * stays in L1/L2 between the passes, so DRAM sees one read and one write. */
+ * stays in L1/L2 between the passes, so DRAM sees one read and one write.
+ * nt (a constant): the output streams (csm_nt_row, CSM_NT_SCALE; csm_fwd_nt
+ * says where). The exps wait on their sum in a ring of three groups of rows
+ * on the stack, in L1, not in the output, and a group streams out while the
+ * next one's exps are computed: its loads then find its exps in L1. Loaded
+ * at once, they came from the store buffer, and where the output is not
+ * aligned as the row (an output register straddles two of the exps'
+ * stores) each load waited for its stores to retire (100000 x 64 float32,
+ * AVX2, one thread: 1.42x the regular path's time, 1.25-1.31x with the
+ * ring; such short rows keep regular stores: CSM_SOFTMAX_NT_ROWS). The
+ * third group holds the row before the streamed group's first
+ * (csm_nt_join). Each row's operations are the regular path's, so its bits
+ * are. */
+static CSM_INLINE CSM_TARGET void CSM_FN(csm_softmax_body)(
+    const CSM_T *x, ptrdiff_t ldx, CSM_T *y, ptrdiff_t ldy, ptrdiff_t rows, ptrdiff_t K, int pf,
+    const int nt)
+{
+    if (!nt && K <= CSM_SMALL_FWD_K_ISA(CSM_ISA_ID)) {
+        CSM_FN(csm_small_rows)(x, ldx, y, ldy, rows, K, 0);
+        return;
+    }
+    ptrdiff_t r = 0;
+    CSM_T c[CSM_NT_GROUPS * CSM_ROWS_MAX] = {0};
+#if CSM_EXP_V
+    if (nt) {
+        CSM_T ring[CSM_NT_RING_BYTES / sizeof(CSM_T)];
+        const ptrdiff_t R = CSM_ROWS_AT_ONCE(K), slots = CSM_NT_GROUPS * R;
+        const CSM_FN(csm_nt_t) w = CSM_FN(csm_nt_start)(y);
+        /* done: the rows streamed; sr, sd, sp: the slots of rows r, done, done - 1 */
+        ptrdiff_t done = 0, sr = 0, sd = 0, sp = slots - 1;
+        for (ptrdiff_t g; done < rows; r += g) {
+            /* Groups start at multiples of R, so a group's slots are
+             * consecutive. The rows of the group before go out after this
+             * group's exps; past the last row, the last group's. */
+            g = r >= rows ? 0 : R == CSM_ROWS_MAX && r + CSM_ROWS_MAX <= rows ? CSM_ROWS_MAX : 1;
+            if (g == CSM_ROWS_MAX)
+                CSM_FN(csm_softmax_row_group)(CSM_ROWS_MAX, x + r * ldx, ldx, ring + sr * K, K, K, pf,
+                                              rows - r, 1, c + sr);
+            else if (g)
+                CSM_FN(csm_softmax_row_group)(1, x + r * ldx, ldx, ring + sr * K, K, K, pf, rows - r, 1,
+                                              c + sr);
+            sr = sr + g == slots ? 0 : sr + g;
+            for (; done < r; ++done) {
+                CSM_FN(csm_nt_row)(CSM_NT_SCALE, &w, y + done * ldy, K, ring + sd * K, NULL, c[sd], 0,
+                                   ring + sp * K, NULL, c[sp], 0, done == 0, done == rows - 1);
+                sp = sd;
+                sd = sd + 1 == slots ? 0 : sd + 1;
+            }
+        }
+        return;
+    }
+    if (CSM_ROWS_AT_ONCE(K) == CSM_ROWS_MAX)
+        for (; r + CSM_ROWS_MAX <= rows; r += CSM_ROWS_MAX)
+            CSM_FN(csm_softmax_row_group)(CSM_ROWS_MAX, x + r * ldx, ldx, y + r * ldy, ldy, K, pf, rows - r,
+                                          0, c);
+#endif
+    for (; r < rows; ++r)
+        CSM_FN(csm_softmax_row_group)(1, x + r * ldx, ldx, y + r * ldy, ldy, K, pf, rows - r, 0, c);
+}
+
 static CSM_TARGET void CSM_FN(csm_softmax_core)(
     const CSM_T *x, ptrdiff_t ldx, const CSM_T *unused, ptrdiff_t ldu,
     CSM_T *y, ptrdiff_t ldy, ptrdiff_t rows, ptrdiff_t K, int pf)
 {
     (void)unused; (void)ldu;
-    if (K <= CSM_SMALL_FWD_K_ISA(CSM_ISA_ID)) {
-        CSM_FN(csm_small_rows)(x, ldx, y, ldy, rows, K, 0);
-        return;
-    }
-    ptrdiff_t r = 0;
-#if CSM_EXP_V
-    if (CSM_ROWS_AT_ONCE(K) == CSM_ROWS_MAX)
-        for (; r + CSM_ROWS_MAX <= rows; r += CSM_ROWS_MAX)
-            CSM_FN(csm_softmax_row_group)(CSM_ROWS_MAX, x + r * ldx, ldx, y + r * ldy, ldy, K, pf, rows - r);
-#endif
-    for (; r < rows; ++r)
-        CSM_FN(csm_softmax_row_group)(1, x + r * ldx, ldx, y + r * ldy, ldy, K, pf, rows - r);
+    CSM_FN(csm_softmax_body)(x, ldx, y, ldy, rows, K, pf, 0);
 }
 
 /* log_softmax's maxima and sums of R rows (R a constant): mx[r], lg[r]. */
@@ -2352,7 +2411,7 @@ static CSM_INLINE CSM_TARGET void CSM_FN(csm_log_sum_group)(
  * one vectorised log over the chunk's sums (a scalar libm log per row costs
  * more than a short row), then y = (x - max) - log(sum): that order keeps
  * [1000, 1] -> [0, -999] exact (PyTorch issue 11752). nt (a constant): the
- * output streams from the registers (csm_nt_row; csm_log_nt says where). */
+ * output streams from the registers (csm_nt_row; csm_fwd_nt says where). */
 static CSM_INLINE CSM_TARGET void CSM_FN(csm_log_softmax_body)(
     const CSM_T *x, ptrdiff_t ldx, CSM_T *y, ptrdiff_t ldy, ptrdiff_t rows, ptrdiff_t K, int pf,
     const int nt)
@@ -2892,22 +2951,18 @@ static CSM_TARGET void CSM_FN(csm_long_rows)(
     }
 }
 
-/* Whether log_softmax streams rows of K elements to (out, ldo) straight from
- * the registers (csm_log_softmax_body): where csm_nt_rows allows, but for
- * the short rows (the lane path). softmax does not: its output pass reads
- * the exps back from a scratch in L1 (they wait on the row's sum), and that
- * pass alone bound by the streaming stores took longer than regular stores
- * to the output, which overlap the exps: AMD Zen 3, AVX2, float32 out=,
- * rotated inputs, us regular / streamed, one and two threads: 100000 x 64
- * 3898 / 4750 and 2534 / 2870, 16384 x 1000 8260 / 8863 and 6556 / 5929. */
-static CSM_INLINE int CSM_FN(csm_log_nt)(const CSM_T *out, ptrdiff_t ldo, ptrdiff_t K)
+/* Whether softmax (log_out = 0) or log_softmax streams rows of K elements to
+ * (out, ldo) from the registers (csm_softmax_body, csm_log_softmax_body):
+ * where csm_nt_rows allows, but for the short rows (the lane path), and for
+ * softmax where CSM_SOFTMAX_NT_ROWS says. */
+static CSM_INLINE int CSM_FN(csm_fwd_nt)(const int log_out, const CSM_T *out, ptrdiff_t ldo, ptrdiff_t K)
 {
-    return K > CSM_SMALL_FWD_K_ISA(CSM_ISA_ID) && CSM_FN(csm_nt_rows)(out, ldo, K);
+    return K > CSM_SMALL_FWD_K_ISA(CSM_ISA_ID) && CSM_FN(csm_nt_rows)(out, ldo, K)
+           && (log_out || CSM_SOFTMAX_NT_ROWS(K, sizeof(CSM_T)));
 }
 
-/* softmax and log_softmax: the long rows (csm_long_rows), log_softmax's
- * rows that stream from the registers (csm_log_nt), the others through
- * csm_streamed. */
+/* softmax and log_softmax: the long rows (csm_long_rows), the rows that
+ * stream from the registers (csm_fwd_nt), the others through csm_streamed. */
 static CSM_INLINE CSM_TARGET void CSM_FN(csm_fwd_rows)(
     const int log_out, const CSM_T *a, ptrdiff_t lda, CSM_T *out, ptrdiff_t ldo, ptrdiff_t rows,
     ptrdiff_t K, int flags)
@@ -2917,8 +2972,11 @@ static CSM_INLINE CSM_TARGET void CSM_FN(csm_fwd_rows)(
         return;
     }
 #if CSM_EXP_V
-    if (log_out && (flags & CSM_RUN_STREAM) && CSM_FN(csm_log_nt)(out, ldo, K)) {
-        CSM_FN(csm_log_softmax_body)(a, lda, out, ldo, rows, K, flags & CSM_RUN_PREFETCH, 1);
+    if ((flags & CSM_RUN_STREAM) && CSM_FN(csm_fwd_nt)(log_out, out, ldo, K)) {
+        if (log_out)
+            CSM_FN(csm_log_softmax_body)(a, lda, out, ldo, rows, K, flags & CSM_RUN_PREFETCH, 1);
+        else
+            CSM_FN(csm_softmax_body)(a, lda, out, ldo, rows, K, flags & CSM_RUN_PREFETCH, 1);
         CSM_STREAM_FENCE();
         csm_count_streamed();
         return;

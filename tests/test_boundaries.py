@@ -229,8 +229,10 @@ def test_long_softmax_rows_stream_only_when_their_kept_exps_would_leave_the_llc(
             assert p["threads"] == threads and p["stream"] is not kept
             assert _engine.plan("log_softmax", n, k, "float32", num_threads=threads)["stream"]
         # Rows of up to CSM_LONG_ROW are bound by their exps, and keep
-        # regular stores at any size (set_stream_exp_ops).
-        short = _engine.plan("softmax", stream_at_8mib // 4000 + 1, 1000, "float32", num_threads=threads)
+        # regular stores at any size (set_stream_exp_ops), but for rows of
+        # whole registers that stream from a ring of their exps (K = 1001:
+        # not whole registers).
+        short = _engine.plan("softmax", stream_at_8mib // 4004 + 1, 1001, "float32", num_threads=threads)
         assert not short["stream"]
     finally:
         _engine.set_stream_threads(old)
@@ -350,6 +352,27 @@ def test_ops_bound_by_their_exps_keep_regular_stores_at_any_size(fn, threads, st
         _engine.set_stream_threads(old_threads)
     # softmax_backward, two additions per element, streams the same output.
     assert _engine.plan("softmax_backward", n, k, "float32", num_threads=2)["stream"]
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_softmax_streams_only_rows_of_whole_registers_from_2_kib_whose_ring_fits(dtype, isa, stream_at_8mib):
+    # softmax's output streams from a ring of its exps (three rows or pairs
+    # of rows in 24 KiB) only where that measured faster than regular
+    # stores: rows of whole registers of 2 KiB and more, up to the ring's
+    # size, under a register ISA. Shorter rows, rows that end in a partial
+    # register and rows too long for the ring keep regular stores however
+    # large the output.
+    C = _engine.CONSTANTS
+    item = np.dtype(dtype).itemsize
+    reg = (64 if isa == "avx512" else 32) // item  # elements per register
+    first = C["softmax_nt_min_bytes"] // item
+    last = C["softmax_nt_ring_bytes"] // (C["softmax_nt_groups"] * item)  # (past rows_at_once_k: one row)
+    assert first < last and last > C["rows_at_once_k"]
+    for k, streams in [(first, True), (first - reg, False), (first + 1, False), (last, True),
+                       (last + reg, False), (64, False)]:
+        n = 4 * stream_at_8mib // (k * item) + 1
+        got = _engine.plan("softmax", n, k, np.dtype(dtype).name, num_threads=2)["stream"]
+        assert got == (streams and isa != "baseline"), (k, isa)
 
 
 def test_calls_past_l2_prefetch_and_calls_in_cache_do_not():
@@ -472,28 +495,29 @@ def _nan_pairs(y, g):
 
 @pytest.mark.parametrize("threads", [1, 2])
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
-@pytest.mark.parametrize("fn", ["softmax_backward", "log_softmax", "log_softmax_backward"])
+@pytest.mark.parametrize("fn", ["softmax", "softmax_backward", "log_softmax", "log_softmax_backward"])
 def test_streamed_rows_give_the_bits_of_regular_stores_at_every_alignment(fn, dtype, threads, isa):
-    # softmax_backward, log_softmax and log_softmax_backward stream their
-    # output from their registers where a row is a whole number of
-    # registers; an output that does not start at a register's alignment
-    # takes each row boundary's elements in one register across the two
-    # rows. At every element offset in a cache line, in place over an input
-    # too, beside hostile rows (and, for log_softmax_backward, a row of
-    # positive y, which takes regular stores where its exp has no register
-    # form, and rows that sum to NaN), the bits must be those of regular
-    # stores, and nothing outside the output may change. (log_softmax_backward
-    # streams rows of at least 1 KiB by itself; the exp-bound ops' switch
-    # makes its shorter rows stream here too.)
+    # softmax, softmax_backward, log_softmax and log_softmax_backward stream
+    # their output from their registers where a row is a whole number of
+    # registers (softmax from a ring of its exps, rows of 2 KiB and more,
+    # one or two at a time: float64 K = 256 is two); an output that does not
+    # start at a register's alignment takes each row boundary's elements in
+    # one register across the two rows. At every element offset in a cache
+    # line, in place over an input too, beside hostile rows (and, for
+    # log_softmax_backward, a row of positive y, which takes regular stores
+    # where its exp has no register form, and rows that sum to NaN), the
+    # bits must be those of regular stores, and nothing outside the output
+    # may change. (softmax's shorter rows and log_softmax_backward's under
+    # 1 KiB stream here through the exp-bound ops' switch.)
     rng = np.random.default_rng(23)
     sb, sth, sxo = _engine.stream_bytes(), _engine.stream_threads(), _engine.stream_exp_ops()
     lanes = 64 // np.dtype(dtype).itemsize
     streamed_before = _engine.streamed_blocks()
     f = getattr(csoftmax, fn)
     try:
-        for k in [48, 64, 1000, 1024, 100, 1001]:
+        for k in [48, 64, 1000, 1024, 100, 1001] + ([256, 512] if fn == "softmax" else []):
             n = 13 if k < 1000 else 101  # (101 rows: blocks of 6 rows on two threads)
-            if fn != "log_softmax":
+            if "backward" in fn:
                 ins = list(_tail_inputs(fn, n, k, dtype, rng))
                 ins[1][3, :] = np.nan
                 ins[1][5, k // 2] = 1e30
@@ -509,7 +533,7 @@ def test_streamed_rows_give_the_bits_of_regular_stores_at_every_alignment(fn, dt
             regular = f(*ins, num_threads=1)
             _engine.set_stream_bytes(0)
             _engine.set_stream_threads(1)
-            _engine.set_stream_exp_ops(fn == "log_softmax_backward")
+            _engine.set_stream_exp_ops(fn in ("softmax", "log_softmax_backward"))
             for off in range(lanes):
                 for into in [None] + list(range(len(ins))):  # out apart, or over input `into`
                     buf = np.full(n * k + 2 * lanes, 7.0, dtype)
