@@ -9,7 +9,10 @@ it is at least stream_bytes() (twice the LLC; one LLC where AVX2 is the
 widest ISA) and stream_threads() (2; there 1) or more threads
 write it, and only for the ops that are not bound by an exp per element
 (softmax_backward, the Jacobian; softmax's and log_softmax's rows past
-CSM_LONG_ROW) unless set_stream_exp_ops says so (_engine.pyx). This bench
+CSM_LONG_ROW) or that write rows of whole registers from the registers
+(log_softmax, log_softmax_backward from 1 KiB, softmax from 2 KiB up to its
+ring of exps: CSM_SOFTMAX_NT_ROWS) unless set_stream_exp_ops says so
+(_engine.pyx). This bench
 checks that rule on the machine at hand: for each op and output size (in LLCs) it times the same out= call with the
 threshold forced to 0 (every reused output streams) and to 2^40 (none does)
 (and the least thread count that streams to 1), interleaved, best of
