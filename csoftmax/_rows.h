@@ -171,7 +171,7 @@ _Static_assert(CSM_SMALL_K == 32, "CSM_SMALL_K_CASES lists K = 1 .. 32");
  * them, and its output pass then runs in L1. AMD Zen 3, AVX2, N(0, 16)
  * logits, out=, the same operands at each call, each row of the table one
  * process that alternates the two plans sample by sample, median time
- * streamed / regular (a second run in brackets where one was made), one
+ * streamed / regular (a range over the runs where there were several), one
  * thread | two: float32 100000 x 64 1.23-1.31 | 1.11-1.28, 50000 x 128
  * 0.86-1.14 | 0.80-1.00, 16384 x 256 0.65-1.08 | 0.65-1.03, 8192 x 512 0.96
  * | 0.94, 16384 x 1000 0.88-0.97 | 0.78-0.94, 4096 x 2048 0.93 | 0.92;

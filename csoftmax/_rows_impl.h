@@ -2285,7 +2285,7 @@ static CSM_INLINE int CSM_FN(csm_nt_rows)(const CSM_T *out, ptrdiff_t ldo, ptrdi
 /* R rows of softmax (R a constant), `left` rows from x to the end of the
  * core's rows (the prefetches look ahead). nt (a constant): y is
  * csm_softmax_body's ring of exps (ldy = K), left unscaled, and c[r] = 1 /
- * the row's sum. */
+ * the row's sum (c: NULL where nt is 0). */
 static CSM_INLINE CSM_TARGET void CSM_FN(csm_softmax_row_group)(
     const int R, const CSM_T *x, ptrdiff_t ldx, CSM_T *y, ptrdiff_t ldy, ptrdiff_t K, int pf,
     ptrdiff_t left, const int nt, CSM_T *c)
@@ -2339,10 +2339,9 @@ static CSM_INLINE CSM_TARGET void CSM_FN(csm_softmax_body)(
         return;
     }
     ptrdiff_t r = 0;
-    CSM_T c[CSM_NT_GROUPS * CSM_ROWS_MAX] = {0};
 #if CSM_EXP_V
     if (nt) {
-        CSM_T ring[CSM_NT_RING_BYTES / sizeof(CSM_T)];
+        CSM_T ring[CSM_NT_RING_BYTES / sizeof(CSM_T)], c[CSM_NT_GROUPS * CSM_ROWS_MAX] = {0};
         const ptrdiff_t R = CSM_ROWS_AT_ONCE(K), slots = CSM_NT_GROUPS * R;
         const CSM_FN(csm_nt_t) w = CSM_FN(csm_nt_start)(y);
         /* done: the rows streamed; sr, sd, sp: the slots of rows r, done, done - 1 */
@@ -2371,10 +2370,10 @@ static CSM_INLINE CSM_TARGET void CSM_FN(csm_softmax_body)(
     if (CSM_ROWS_AT_ONCE(K) == CSM_ROWS_MAX)
         for (; r + CSM_ROWS_MAX <= rows; r += CSM_ROWS_MAX)
             CSM_FN(csm_softmax_row_group)(CSM_ROWS_MAX, x + r * ldx, ldx, y + r * ldy, ldy, K, pf, rows - r,
-                                          0, c);
+                                          0, NULL);
 #endif
     for (; r < rows; ++r)
-        CSM_FN(csm_softmax_row_group)(1, x + r * ldx, ldx, y + r * ldy, ldy, K, pf, rows - r, 0, c);
+        CSM_FN(csm_softmax_row_group)(1, x + r * ldx, ldx, y + r * ldy, ldy, K, pf, rows - r, 0, NULL);
 }
 
 static CSM_TARGET void CSM_FN(csm_softmax_core)(
