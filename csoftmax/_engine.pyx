@@ -67,6 +67,7 @@ cdef extern from "_rows.h" nogil:
     long csm_streamed_blocks
     int CSM_RUN_STREAM
     int CSM_RUN_PREFETCH
+    int CSM_RUN_KEEP
 
 cdef extern from "_ops.h" nogil:
     int CSM_OUT_LOSS
@@ -500,6 +501,7 @@ cdef struct Plan:
     Py_ssize_t n_blocks
     Py_ssize_t scratch      # elements of lane scratch per thread (0: none)
     bint stream             # streaming stores for the output
+    bint keep               # softmax's long rows keep their exps in a scratch row (with stream)
     bint prefetch           # the row kernels prefetch the rows ahead
     int num_threads         # 1: the calling thread alone
     bint default_threads    # num_threads was not given: the busy-machine check applies
@@ -621,20 +623,27 @@ cdef int _plan(int op, Py_ssize_t n, Py_ssize_t k, Py_ssize_t acs, Py_ssize_t bc
     big_out = (not (flags & RUN_FRESH_OUT) and not masked
                and foot * itemsize >= _stream_bytes
                and (csm_op_cost[op] < 3 or long_rows or nt_rows or _stream_exp_ops))
-    # softmax's long rows that keep their exps in the output (csm_long_rows)
-    # recompute them from x where the output streams: a second exp per
-    # element. While the rows in flight (one per thread, input and output)
-    # take under the streaming threshold, the kept exps come back from the
-    # LLC instead, and regular stores cost less. AMD Zen 3 (32 MiB L3, the
-    # threshold), AVX2, float32 out=, rotated inputs, ms streamed / regular,
-    # one thread: 16 x 2^19 6.85-7.03 / 5.55-5.98, 8 x 2^20 (three runs)
-    # 6.68-7.83 / 5.49-7.43, 8 x 2^21 13.67-13.99 / 13.07-13.23, but
-    # 4 x 2^22 (16 MiB rows) 13.48-13.99 / 14.54-14.87; two threads,
-    # 8 x 2^20, five runs: 3.64-5.42 / 3.59-5.38, regular the faster by
-    # median in all five, by best time in two.
+    # softmax's long rows of at most CSM_LONG_KEEP elements keep their exps
+    # in the output (csm_long_rows) and compute them again from x where it
+    # streams: a second exp per element. While the rows in flight (one per
+    # thread, input and output) take under the streaming threshold, the kept
+    # exps come back from the LLC instead, and regular stores cost less. AMD
+    # Zen 3 (32 MiB L3, the threshold), AVX2, float32 out=, rotated inputs,
+    # ms streamed / regular, one thread: 16 x 2^19 6.85-7.03 / 5.55-5.98,
+    # 8 x 2^20 (three runs) 6.68-7.83 / 5.49-7.43, 8 x 2^21 13.67-13.99 /
+    # 13.07-13.23, but 4 x 2^22 (16 MiB rows) 13.48-13.99 / 14.54-14.87.
+    # float32 rows on two threads or more instead keep their exps in a
+    # scratch row in the LLC and stream from it (keep; CSM_RUN_KEEP): one
+    # exp per element and no reads for ownership. Same machine, out=, one
+    # process alternating the settings call by call, 40-60 calls each,
+    # medians of the per-call ratios, scratch / regular: 8 x 2^20 float32,
+    # two threads, 0.84 and 0.91 with the same operands at each call, 0.84
+    # and 1.02 rotated; one thread 0.93 and 1.21 (rotated); float64
+    # 8 x 2^19, bound by its exps, 1.13 and 1.08-1.13 (one and two threads).
     kept_row_bytes = (2 * k * itemsize if op == OP_SOFTMAX and k * itemsize > CSM_LONG_ROW
                       and k <= CSM_LONG_KEEP else 0)
     p.stream = big_out and _stream_threads <= 1 and not 0 < kept_row_bytes < _stream_bytes
+    p.keep = False
     pf_bytes = _prefetch_bytes
     if op == OP_SOFTMAX_BACKWARD:  # (the tests set thresholds up to 2^62)
         pf_bytes = (_prefetch_bytes * _dot_prefetch_l2s
@@ -664,8 +673,10 @@ cdef int _plan(int op, Py_ssize_t n, Py_ssize_t k, Py_ssize_t acs, Py_ssize_t bc
         if csm_now() < _serial_until:
             num_threads = 1
     p.num_threads = num_threads
+    p.keep = (big_out and num_threads >= 2 and num_threads >= _stream_threads and itemsize == 4
+              and 0 < kept_row_bytes * num_threads < _stream_bytes)
     p.stream = (big_out and num_threads >= _stream_threads
-                and not 0 < kept_row_bytes * num_threads < _stream_bytes)
+                and (p.keep or not 0 < kept_row_bytes * num_threads < _stream_bytes))
     return RUN_OK
 
 
@@ -699,7 +710,8 @@ cdef int _run(int op, const real_t* a, Py_ssize_t ars, Py_ssize_t acs,
              m != NULL, mcs) != RUN_OK:
         return RUN_INVALID
     rowwise, block, n_blocks, scratch = p.rowwise, p.block, p.n_blocks, p.scratch
-    kflags = (CSM_RUN_STREAM if p.stream else 0) | (CSM_RUN_PREFETCH if p.prefetch else 0)
+    kflags = ((CSM_RUN_STREAM if p.stream else 0) | (CSM_RUN_PREFETCH if p.prefetch else 0)
+              | (CSM_RUN_KEEP if p.keep else 0))
     num_threads = p.num_threads
     cdef int rc = RUN_OK
     if num_threads <= 1:
@@ -892,7 +904,8 @@ def plan(str op, Py_ssize_t n, Py_ssize_t k, dtype="float32", bint unit_columns=
         or (k <= CSM_SMALL_BWD_K and bwd))
     gathered = "gathered rows" if masked or code == OP_LOGSUMEXP else "lanes"
     return {"path": "row vectors" if vec else "small rows" if small else ("rows" if p.rowwise else gathered),
-            "block": p.block, "n_blocks": p.n_blocks, "stream": bool(p.stream), "prefetch": bool(p.prefetch),
+            "block": p.block, "n_blocks": p.n_blocks, "stream": bool(p.stream), "keep": bool(p.keep),
+            "prefetch": bool(p.prefetch),
             "threads": p.num_threads,
             "group": csm_lane_count(k) if not p.rowwise and not masked and code != OP_LOGSUMEXP else 1}
 

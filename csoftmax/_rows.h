@@ -22,6 +22,7 @@
 
 #include <math.h>
 #include <stddef.h>
+#include <stdlib.h> /* malloc: csm_long_rows' scratch row */
 #include <stdint.h>
 #include <string.h>
 
@@ -350,8 +351,10 @@ enum { CSM_ISA_BASELINE = 0, CSM_ISA_AVX2 = 1, CSM_ISA_AVX512 = 2, CSM_N_ISA = 3
 /* What the engine tells a row kernel besides the operands (the last
  * argument of csm_rows_f32_t, a bit set): write the output with streaming
  * stores (see csm_streamed), prefetch the rows ahead (see
- * CSM_PREFETCH_BYTES). Neither changes a value. */
-enum { CSM_RUN_STREAM = 1, CSM_RUN_PREFETCH = 2 };
+ * CSM_PREFETCH_BYTES), and, with CSM_RUN_STREAM, let softmax's long rows
+ * keep their exps in a scratch row (csm_long_softmax_kept_nt). None
+ * changes a value. */
+enum { CSM_RUN_STREAM = 1, CSM_RUN_PREFETCH = 2, CSM_RUN_KEEP = 4 };
 
 /* (a, lda, b, ldb, out, ldo, rows, K, flags): see _rows_impl.h. */
 typedef void (*csm_rows_f32_t)(const float *, ptrdiff_t, const float *, ptrdiff_t,

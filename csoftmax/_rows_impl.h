@@ -2857,6 +2857,60 @@ static CSM_INLINE CSM_TARGET void CSM_FN(csm_long_row_nt)(const CSM_T *xr, CSM_T
 }
 #endif
 
+/* A softmax row of csm_long_softmax_kept whose output streams: the exps
+ * wait in ks, a scratch row of K elements that the rows in flight keep in
+ * the LLC (CSM_RUN_KEEP; _plan in _engine.pyx says where), not in the
+ * output, and each chunk streams out of it scaled by f_c: DRAM sees one
+ * read of x and one write of y, as a copy, and each element takes one exp.
+ * Kept in the output, the scaling pass found the exps in the LLC too, but
+ * the first pass's regular stores had read each line of the output from
+ * DRAM first; streamed with the exps computed again from x (csm_long_rows),
+ * two exps per element. Regular stores before the first aligned element
+ * and after the last whole register; the register across a chunk's end
+ * takes each element's own f_c. The products are the kept rows', so the
+ * bits are. */
+#if CSM_EXP_V
+static CSM_INLINE CSM_TARGET void CSM_FN(csm_long_softmax_kept_nt)(const CSM_T *x, CSM_T *y, ptrdiff_t K,
+                                                                  CSM_T *ks)
+{
+    enum { AHEAD = CSM_PREFETCH_BYTES / sizeof(CSM_T) };
+    CSM_T mc[CSM_LONG_KEEP / CSM_LONG_CHUNK], f[CSM_LONG_KEEP / CSM_LONG_CHUNK];
+    CSM_T M;
+    const double S = CSM_FN(csm_long_max_sum)(x, NULL, K, &M, ks, mc);
+    if (CSM_FN(csm_long_softmax_nan)(NULL, y, K, M, S))
+        return;
+    for (ptrdiff_t c = 0; c * CSM_LONG_CHUNK < K; ++c)
+        f[c] = CSM_FN(csm_long_chunk_scale)(mc[c], M, S);
+#define CSM_KF_(i) (ks[i] * f[(i) / CSM_LONG_CHUNK])
+    const ptrdiff_t vw = CSM_XVW;
+    ptrdiff_t a = (vw - (ptrdiff_t)(((uintptr_t)y / sizeof(CSM_T)) % (uintptr_t)vw)) % vw;
+    if ((uintptr_t)y % sizeof(CSM_T) != 0 || a > K)
+        a = K;  /* (no aligned register: all regular stores) */
+    ptrdiff_t i = 0;
+    for (; i < a; ++i)
+        y[i] = CSM_KF_(i);
+    const char *pk = (const char *)((uintptr_t)ks + AHEAD * sizeof(CSM_T));
+    for (; i + vw <= K; i += vw) {
+        if ((i - a) % CSM_PARTS == 0)
+            CSM_PREFETCH_PARTS_(pk, i, 0);
+        const ptrdiff_t c = i / CSM_LONG_CHUNK;
+        CSM_XV v;
+        if ((i + vw - 1) / CSM_LONG_CHUNK == c) {
+            v = CSM_XV_(mul)(CSM_XV_(loadu)(ks + i), CSM_XV_(set1)(f[c]));
+        } else {
+            CSM_T t[CSM_XVW];
+            for (ptrdiff_t l = 0; l < vw; ++l)
+                t[l] = CSM_KF_(i + l);
+            v = CSM_XV_(loadu)(t);
+        }
+        CSM_XV_(stream)(y + i, v);
+    }
+    for (; i < K; ++i)
+        y[i] = CSM_KF_(i);
+#undef CSM_KF_
+}
+#endif
+
 /* softmax (log_out = 0) and log_softmax (1) of rows longer than the L2 cache.
  * The row kernels above take three passes over the output (exp stored, then
  * scaled) because a row stays in cache between them; a row past L2 would
@@ -2869,9 +2923,17 @@ static CSM_INLINE CSM_TARGET void CSM_FN(csm_long_row_nt)(const CSM_T *xr, CSM_T
  * CSM_LONG_ROW in _rows.h. */
 static CSM_TARGET void CSM_FN(csm_long_rows)(
     const CSM_T *x, ptrdiff_t ldx, CSM_T *y, ptrdiff_t ldy, ptrdiff_t rows, ptrdiff_t K,
-    int log_out, int stream)
+    int log_out, int flags)
 {
+    const int stream = flags & CSM_RUN_STREAM;
     CSM_T buf[CSM_SCRATCH];
+    /* The scratch row of csm_long_softmax_kept_nt; where it cannot be had,
+     * the streamed rows compute their exps again (the same bits). */
+    CSM_T *ks = NULL;
+#if CSM_EXP_V
+    if (stream && (flags & CSM_RUN_KEEP) && !log_out && K <= CSM_LONG_KEEP)
+        ks = (CSM_T *)malloc((size_t)K * sizeof(CSM_T));
+#endif
     /* The output pass prefetches CSM_PREFETCH_BYTES ahead of itself in the
      * row: the hardware's streamers stop at every 4 KiB page. */
     enum { AHEAD = CSM_PREFETCH_BYTES / sizeof(CSM_T) };
@@ -2887,6 +2949,12 @@ static CSM_TARGET void CSM_FN(csm_long_rows)(
             CSM_FN(csm_long_softmax_kept)(xr, NULL, yr, K);
             continue;
         }
+#if CSM_EXP_V
+        if (ks) {
+            CSM_FN(csm_long_softmax_kept_nt)(xr, yr, K, ks);
+            continue;
+        }
+#endif
         const char *pfx = (const char *)((uintptr_t)xr + AHEAD * sizeof(CSM_T));
         const char *pfy = (const char *)((uintptr_t)yr + AHEAD * sizeof(CSM_T));
         CSM_T M, mc[CSM_LONG_KEEP / CSM_LONG_CHUNK];
@@ -2944,6 +3012,7 @@ static CSM_TARGET void CSM_FN(csm_long_rows)(
                 CSM_FN(csm_stream_copy)(yr + j, buf, n);
         }
     }
+    free(ks);
     if (stream) {
         CSM_STREAM_FENCE();
         csm_count_streamed();
@@ -2967,7 +3036,7 @@ static CSM_INLINE CSM_TARGET void CSM_FN(csm_fwd_rows)(
     ptrdiff_t K, int flags)
 {
     if (K * (ptrdiff_t)sizeof(CSM_T) > CSM_LONG_ROW) {
-        CSM_FN(csm_long_rows)(a, lda, out, ldo, rows, K, log_out, flags & CSM_RUN_STREAM);
+        CSM_FN(csm_long_rows)(a, lda, out, ldo, rows, K, log_out, flags & (CSM_RUN_STREAM | CSM_RUN_KEEP));
         return;
     }
 #if CSM_EXP_V

@@ -212,28 +212,38 @@ def test_streaming_threshold_is_where_streaming_starts(dtype, itemsize, stream_a
     assert not _engine.plan("softmax_backward", n_at + 1, k, dtype, num_threads=2)["stream"]
 
 
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
 @pytest.mark.parametrize("threads", [1, 2])
-def test_long_softmax_rows_stream_only_when_their_kept_exps_would_leave_the_llc(threads, stream_at_8mib):
-    # softmax's long rows keep their exps in a regular output and compute
-    # them twice where it streams: while the rows in flight (one per thread,
-    # input and output) take under the streaming threshold, the output keeps
-    # regular stores. log_softmax's long rows compute once and stream as
-    # every other op does.
+def test_long_softmax_rows_keep_their_exps_where_the_rows_in_flight_fit_the_llc(threads, dtype, stream_at_8mib):
+    # softmax's long rows keep their exps while the rows in flight (one per
+    # thread, input and exps) take under the streaming threshold: in the
+    # output, which keeps regular stores, or, for float32 on two threads or
+    # more, in a scratch row while the output streams ("keep"). Past it they
+    # stream and compute their exps again. log_softmax's long rows compute
+    # once and stream as every other op does.
+    itemsize = np.dtype(dtype).itemsize
     old = _engine.set_stream_threads(1)
     try:
-        for k in (C["long_row_bytes"] // 4 + 1, 1 << 19, 1 << 20, 1 << 21, C["long_keep"],
+        for k in (C["long_row_bytes"] // itemsize + 1, 1 << 19, 1 << 20, 1 << 21, C["long_keep"],
                   C["long_keep"] + 1):
-            n = max(2 * threads, 2 * stream_at_8mib // (4 * k) + 1)  # past the threshold
-            kept = k <= C["long_keep"] and 2 * k * 4 * threads < stream_at_8mib
-            p = _engine.plan("softmax", n, k, "float32", num_threads=threads)
-            assert p["threads"] == threads and p["stream"] is not kept
-            assert _engine.plan("log_softmax", n, k, "float32", num_threads=threads)["stream"]
+            n = max(2 * threads, 2 * stream_at_8mib // (itemsize * k) + 1)  # past the threshold
+            fits = k <= C["long_keep"] and 2 * k * itemsize * threads < stream_at_8mib
+            scratch = fits and threads >= 2 and dtype == "float32"
+            p = _engine.plan("softmax", n, k, dtype, num_threads=threads)
+            assert p["threads"] == threads
+            assert p["stream"] is (scratch or not fits) and p["keep"] is scratch, k
+            lp = _engine.plan("log_softmax", n, k, dtype, num_threads=threads)
+            assert lp["stream"] and not lp["keep"]
+            # A fresh output never streams, and so never keeps.
+            fresh = _engine.plan("softmax", n, k, dtype, fresh_out=True, num_threads=threads)
+            assert not fresh["stream"] and not fresh["keep"]
         # Rows of up to CSM_LONG_ROW are bound by their exps, and keep
         # regular stores at any size (set_stream_exp_ops), but for rows of
         # whole registers that stream from a ring of their exps (K = 1001:
         # not whole registers).
-        short = _engine.plan("softmax", stream_at_8mib // 4004 + 1, 1001, "float32", num_threads=threads)
-        assert not short["stream"]
+        short = _engine.plan("softmax", stream_at_8mib // (1001 * itemsize) + 1, 1001, dtype,
+                             num_threads=threads)
+        assert not short["stream"] and not short["keep"]
     finally:
         _engine.set_stream_threads(old)
 

@@ -100,8 +100,8 @@ def test_rows_past_l2_give_the_bits_of_every_other_path(isa, fn, length, dtype, 
     f(inplace, out=inplace)
     np.testing.assert_array_equal(inplace, got)
     # A threshold of 1 MiB puts these outputs past it, and softmax's kept
-    # rows too (they keep regular stores while the rows in flight take
-    # under the threshold). Rows past CSM_LONG_KEEP run in slices of one
+    # rows in flight too (under it they would keep their exps in a scratch
+    # row; past it they compute them again). Rows past CSM_LONG_KEEP run in slices of one
     # row (so that Ctrl-C is heard, _cpu.pyx), each on one thread: here one
     # thread streams.
     out = np.empty_like(x)
@@ -119,30 +119,44 @@ def test_rows_past_l2_give_the_bits_of_every_other_path(isa, fn, length, dtype, 
 
 @pytest.mark.parametrize("fn, length, dtype", [("log_softmax", "past_l2", "float32"),
                                                ("log_softmax", "past_l2", "float64"),
-                                               ("softmax", "past_keep", "float32")])
+                                               ("softmax", "past_keep", "float32"),
+                                               ("softmax", "kept", "float32"),
+                                               ("softmax", "kept_again", "float32"),
+                                               ("softmax", "kept_again", "float64")])
 def test_streamed_long_rows_give_the_bits_of_regular_stores_at_every_alignment(isa, fn, length, dtype):
-    # A long row whose max and scale hold for the whole row streams its
-    # output from the registers: regular stores up to the first aligned
-    # element and after the last whole register. At every element offset in
-    # a cache line, rows of odd length (each row starts at another
-    # alignment), the bits must be those of regular stores, and nothing
-    # outside the output may change.
+    # A long row streams its output from the registers: regular stores up
+    # to the first aligned element and after the last whole register.
+    # log_softmax's rows and softmax's past CSM_LONG_KEEP hold one max and
+    # scale for the whole row; softmax's kept rows (of up to CSM_LONG_KEEP
+    # elements) one per chunk, from their exps in a scratch row where the
+    # rows in flight fit under the streaming threshold ("kept": float32, two
+    # threads), else computed again from x ("kept_again"). At every element
+    # offset in a cache line, rows of odd length (each row starts at another
+    # alignment; a register crosses each chunk's end), the bits must be
+    # those of regular stores, and nothing outside the output may change.
     from csoftmax import _engine
 
     itemsize = np.dtype(dtype).itemsize
-    k = (_engine.CONSTANTS["long_row_bytes"] // itemsize if length == "past_l2"
-         else _engine.CONSTANTS["long_keep"]) + 13
-    n = 3 if length == "past_l2" else 1
+    k = (_engine.CONSTANTS["long_keep"] if length == "past_keep"
+         else _engine.CONSTANTS["long_row_bytes"] // itemsize) + 13
+    n = {"past_keep": 1, "past_l2": 3}.get(length, 5)
     x = (np.random.default_rng(4).standard_normal((n, k)) * 3).astype(dtype)
     x[0, -1] = 40.0
     x[n - 1, 3] = -np.inf
+    if n > 1:
+        x[1, ::5] = np.linspace(-80, 80, x[1, ::5].size)  # the max grows chunk by chunk
     f = getattr(csoftmax, fn)
+    # The threshold: 0, or, for "kept", past the two rows in flight (their
+    # inputs and kept exps) and under the output.
+    threshold = 4 * k * itemsize + 64 if length == "kept" else 0
     old_bytes = _engine.set_stream_bytes(1 << 60)
     try:
         regular = f(x, num_threads=1)
-        _engine.set_stream_bytes(0)
+        _engine.set_stream_bytes(threshold)
         old_threads = _engine.set_stream_threads(1)
         try:
+            p = _engine.plan(fn, n, k, dtype, num_threads=2)
+            assert p["stream"] and p["keep"] is (length == "kept")
             for off in range(64 // itemsize):
                 before = _engine.streamed_blocks()
                 buf = np.full(n * k + 64, 7.0, dtype)
