@@ -19,6 +19,12 @@ threshold forced to 0 (every reused output streams) and to 2^40 (none does)
 several repeats, at 1 and 2 threads, with a fill of the
 output (ndarray.fill) beside them. The last column says which the rule picks
 and whether that is the faster one here.
+
+softmax's long rows (past CSM_LONG_ROW: rows of 4 MiB here) have three
+ways: keep their exps in the output with regular stores, stream with the
+exps computed again from x, or (float32 on two threads or more, where the
+rows in flight fit under the threshold) stream from a scratch row of their
+exps. Their table times the engine's own choice against the first two.
 """
 import numpy as np
 
@@ -72,6 +78,36 @@ def main():
             print(f"{op:18} {'x'.join(map(str, shape)):>14} {out.nbytes / 2**20:8.0f} {threads:3d} "
                   f"{times['stream'] * 1e6:8.0f}us {times['regular'] * 1e6:8.0f}us "
                   f"{fill * 1e6:8.0f}us  {rule}")
+    long_rows(llc, args, rng)
+
+
+def long_rows(llc, args, rng):
+    """softmax's rows of 4 MiB, an output of about 1.2 LLCs (the smallest
+    that streams where AVX2 is the widest ISA), float32 and float64: the
+    engine's choice against regular stores and against exps computed again."""
+    print(f"\n{'softmax long rows':18} {'x':>14} {'out MiB':>8} {'thr':>3} {'engine':>10} "
+          f"{'regular':>10} {'again':>10}  engine's choice")
+    for dtype in (np.float32, np.float64):
+        k = (4 << 20) // np.dtype(dtype).itemsize
+        shape = (max(int(1.2 * llc) // (4 << 20), 2), k)
+        x = _timing.operands("softmax", shape, rng)[0].astype(dtype)
+        out = np.empty_like(x)
+        for threads in (1, 2):
+            def call():
+                csoftmax.softmax(x, out=out, num_threads=threads)
+
+            times = _timing.interleaved(call, {"engine": lambda: lambda: None, "regular": _forced(1 << 40),
+                                               "again": _forced(0)}, args.reps, rounds=2)
+            p = _engine.plan("softmax", shape[0], k, np.dtype(dtype).name, num_threads=threads)
+            # Where the engine keeps regular stores or computes the exps again,
+            # its column times the same path as that setting's.
+            ways = {"regular": times["regular"], "exps again": times["again"]}
+            if p["keep"]:
+                ways["scratch row"] = times["engine"]
+            choice = "scratch row" if p["keep"] else "exps again" if p["stream"] else "regular"
+            print(f"{np.dtype(dtype).name:18} {'x'.join(map(str, shape)):>14} {out.nbytes / 2**20:8.0f} "
+                  f"{threads:3d} {times['engine'] * 1e6:8.0f}us {times['regular'] * 1e6:8.0f}us "
+                  f"{times['again'] * 1e6:8.0f}us  {_timing.verdict(choice, ways)}")
 
 
 if __name__ == "__main__":
