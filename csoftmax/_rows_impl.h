@@ -2167,11 +2167,27 @@ typedef struct {
     CSM_XM kp, kq;  /* the lanes of the row before, of this row */
 } CSM_FN(csm_nt_t);
 
+/* The elements before the first register-aligned one at out. */
+static CSM_INLINE ptrdiff_t CSM_FN(csm_nt_lead)(const CSM_T *out)
+{
+    const ptrdiff_t vw = CSM_XVW;
+    return (vw - (ptrdiff_t)(((uintptr_t)out / sizeof(CSM_T)) % (uintptr_t)vw)) % vw;
+}
+
+/* The same for one long row of K elements at y that streams alone
+ * (csm_long_row_nt, csm_long_softmax_kept_nt): K where no register of it
+ * can be aligned, so that all its stores are regular. */
+static CSM_INLINE ptrdiff_t CSM_FN(csm_nt_lead_row)(const CSM_T *y, ptrdiff_t K)
+{
+    const ptrdiff_t a = CSM_FN(csm_nt_lead)(y);
+    return (uintptr_t)y % sizeof(CSM_T) != 0 || a > K ? K : a;
+}
+
 static CSM_INLINE CSM_TARGET CSM_FN(csm_nt_t) CSM_FN(csm_nt_start)(const CSM_T *out)
 {
     CSM_FN(csm_nt_t) w;
     const ptrdiff_t vw = CSM_XVW;
-    w.a = (vw - (ptrdiff_t)(((uintptr_t)out / sizeof(CSM_T)) % (uintptr_t)vw)) % vw;
+    w.a = CSM_FN(csm_nt_lead)(out);
     w.kp = CSM_XM_FIRST(w.a ? vw - w.a : vw);
   #if CSM_ISA_ID == 2
     w.kq = (CSM_XM)~w.kp;
@@ -2837,10 +2853,7 @@ static CSM_INLINE CSM_TARGET void CSM_FN(csm_long_row_nt)(const CSM_T *xr, CSM_T
                                                          CSM_T M, CSM_T c, const int log_out)
 {
     enum { AHEAD = CSM_PREFETCH_BYTES / sizeof(CSM_T) };
-    const ptrdiff_t vw = CSM_XVW;
-    ptrdiff_t a = (vw - (ptrdiff_t)(((uintptr_t)yr / sizeof(CSM_T)) % (uintptr_t)vw)) % vw;
-    if ((uintptr_t)yr % sizeof(CSM_T) != 0 || a > K)
-        a = K;  /* (no aligned register: all regular stores) */
+    const ptrdiff_t vw = CSM_XVW, a = CSM_FN(csm_nt_lead_row)(yr, K);
     for (ptrdiff_t i = 0; i < a; ++i)
         yr[i] = log_out ? (xr[i] - M) - c : CSM_FN(csm_exp_neg)(xr[i] - M) * c;
     const char *px = (const char *)((uintptr_t)xr + AHEAD * sizeof(CSM_T));
@@ -2882,10 +2895,7 @@ static CSM_INLINE CSM_TARGET void CSM_FN(csm_long_softmax_kept_nt)(const CSM_T *
     for (ptrdiff_t c = 0; c * CSM_LONG_CHUNK < K; ++c)
         f[c] = CSM_FN(csm_long_chunk_scale)(mc[c], M, S);
 #define CSM_KF_(i) (ks[i] * f[(i) / CSM_LONG_CHUNK])
-    const ptrdiff_t vw = CSM_XVW;
-    ptrdiff_t a = (vw - (ptrdiff_t)(((uintptr_t)y / sizeof(CSM_T)) % (uintptr_t)vw)) % vw;
-    if ((uintptr_t)y % sizeof(CSM_T) != 0 || a > K)
-        a = K;  /* (no aligned register: all regular stores) */
+    const ptrdiff_t vw = CSM_XVW, a = CSM_FN(csm_nt_lead_row)(y, K);
     ptrdiff_t i = 0;
     for (; i < a; ++i)
         y[i] = CSM_KF_(i);
