@@ -101,9 +101,9 @@ def test_rows_past_l2_give_the_bits_of_every_other_path(isa, fn, length, dtype, 
     np.testing.assert_array_equal(inplace, got)
     # A threshold of 1 MiB puts these outputs past it, and softmax's kept
     # rows in flight too (under it they would keep their exps in a scratch
-    # row; past it they compute them again). Rows past CSM_LONG_KEEP run in slices of one
-    # row (so that Ctrl-C is heard, _cpu.pyx), each on one thread: here one
-    # thread streams.
+    # row; past it they compute them again). Rows past CSM_LONG_KEEP run in
+    # slices of one row (so that Ctrl-C is heard, _cpu.pyx), each on one
+    # thread: here one thread streams.
     out = np.empty_like(x)
     before = _engine.streamed_blocks()
     old = _engine.set_stream_threads(1 if length == "past_keep" else _engine.stream_threads())
