@@ -2672,13 +2672,13 @@ static CSM_INLINE CSM_TARGET void CSM_FN(csm_log_bwd_row)(const CSM_T *yr, const
  * thread, a C harness of these loops built as setup.py builds them, best of
  * 3000-20000 calls, ns per element. Without the check, and so without the
  * choice it makes between two loops, float64 8 x 1000 (in L2) took
- * 0.97-0.98 against 1.13-1.14 with it, 32 x 1000 0.98-1.02 against
- * 1.15-1.22, 512 x 64 0.98-1.02 against 1.20-1.25; from DRAM, with the
+ * 0.96-0.98 against 1.11-1.14 with it, 32 x 1000 0.98-1.03 against
+ * 1.15-1.22, 512 x 64 0.98-1.02 against 1.19-1.25; from DRAM, with the
  * prefetches, float32 100000 x 64 0.49-0.51 against 0.53-0.55, float64
  * 16384 x 1000 1.22-1.25 against 1.30-1.41 (1.30-1.31 streamed). No correct
  * form kept that: the max of y in the sum's pass (which then reads y beside
- * g) measured 1.15-1.23; an AND of the sign bits of y - 2^-1074 there
- * 1.17-1.21; no row check but a test of each register against [-708, 0] in
+ * g) measured 1.14-1.23; an AND of the sign bits of y - 2^-1074 there
+ * 1.13-1.21; no row check but a test of each register against [-708, 0] in
  * the output pass, with a slower exp for a register outside it, 1.25-1.34.
  * The whole exp's row out of line (noinline, cold) took float32 16 x 1000
  * 0.38-0.40 against 0.42-0.43 in the harness, and float64 the same; in the
