@@ -2681,15 +2681,16 @@ static CSM_INLINE CSM_TARGET void CSM_FN(csm_log_bwd_row)(const CSM_T *yr, const
  * 1.13-1.21; no row check but a test of each register against [-708, 0] in
  * the output pass, with a slower exp for a register outside it, 1.25-1.34.
  * The whole exp's row out of line (noinline, cold) took float32 16 x 1000
- * 0.38-0.40 against 0.42-0.43 in the harness, and float64 the same; in the
- * built module, alternating processes, it was within the noise at every
- * shape (float32 4096 x 128 0.467-0.513 against 0.453-0.462), so the row
- * keeps both forms inline. The check and the sum of g of the row ahead
- * inside this row's output loop, as csm_row_dot_out pipelines
- * softmax_backward's dot product (the exp was to hide their loads), gained
- * nothing either: float32 100000 x 64 from DRAM 0.542-0.608 against
- * 0.549-0.607 for the same loops one after the other, 512 x 64 in L2
- * 0.397-0.412 against 0.398-0.409. */
+ * 0.38-0.40 against 0.40-0.43 in the harness, and float64 the same; in the
+ * built module, alternating processes, two timings of float32 4096 x 128
+ * disagreed within the host's noise (best of 300 calls 0.467-0.513 ns per
+ * element against 0.453-0.462; per-call ratio to a 3-array add 1.77-1.88
+ * against 1.93-2.33), so the row keeps both forms inline. The check and the
+ * sum of g of the row ahead inside this row's output loop, as
+ * csm_row_dot_out pipelines softmax_backward's dot product (the exp was to
+ * hide their loads), gained nothing either: float32 100000 x 64 from DRAM
+ * 0.542-0.608 against 0.549-0.607 for the same loops one after the other,
+ * 512 x 64 in L2 0.397-0.412 against 0.398-0.409. */
 static CSM_INLINE CSM_TARGET int CSM_FN(csm_log_bwd_upper)(const CSM_T *yr, ptrdiff_t K)
 {
     return CSM_ISA_ID == 2 || !(CSM_FN(csm_row_max)(yr, K) <= 0);
