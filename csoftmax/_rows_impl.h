@@ -3162,6 +3162,84 @@ static CSM_INLINE CSM_TARGET void CSM_FN(csm_jac_regs)(
 }
   #undef CSM_XV_LANE_
   #undef CSM_XV_FIRST_
+
+  #if CSM_ISA_ID == 2
+/* AVX-512: the same rows of J, each stored at 64-byte boundaries. A row of
+ * J that starts m elements past a boundary takes its registers from s
+ * shifted by m (one two-source permute of the s registers each side), the
+ * first and last masked, so no store splits a cache line; from
+ * csm_jac_regs, whose stores all start at the row's own offset, nearly
+ * every 64-byte store split two lines. Intel Xeon (2 cores, AVX-512, 2 MiB
+ * L2), float32 out= in cache, one thread, ns per element of J, medians of
+ * 15 calls alternating with AVX2's (whose 32-byte stores split half as
+ * often) and a fill, AVX-512 / AVX2 / fill. With csm_jac_regs: K = 96 with
+ * each row on a boundary 0.166 / 0.156 / 0.147, 16 or 32 bytes past one
+ * 0.214 / 0.167 / 0.143 and 0.213 / 0.158 / 0.143; K = 100 (its rows at
+ * four offsets) 0.19 / 0.165 / 0.146. Here: K = 96 0.144-0.146 / 0.142-0.148
+ * / 0.137-0.139 at the three offsets, K = 100 0.146-0.148 / 0.144 / 0.139;
+ * bench_targets.py's jacobian 1000 x 100 out= went from 1.16x and 1.21x a
+ * fill (one and two threads) to 1.10x and 1.08x. NT registers hold s
+ * (NV = K / W, a constant; zeros past K); a row takes at most NT + 1
+ * stores. The values are csm_jac_regs's, 0 - s_i s_j by one multiply-add
+ * with the diagonal stored last, so the bits are too. */
+    #if CSM_F32
+      #define CSM_JA_IDX_(c) _mm512_add_epi32(_mm512_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, \
+                                              11, 12, 13, 14, 15), _mm512_set1_epi32((int)(c)))
+      #define CSM_JA_LANE_(v, d) _mm512_permutexvar_ps(_mm512_set1_epi32((int)(d)), (v))
+      #define CSM_JA_FIRST_(v) _mm512_cvtss_f32(v)
+    #else
+      #define CSM_JA_IDX_(c) _mm512_add_epi64(_mm512_setr_epi64(0, 1, 2, 3, 4, 5, 6, 7), \
+                                              _mm512_set1_epi64((long long)(c)))
+      #define CSM_JA_LANE_(v, d) _mm512_permutexvar_pd(_mm512_set1_epi64((long long)(d)), (v))
+      #define CSM_JA_FIRST_(v) _mm512_cvtsd_f64(v)
+    #endif
+static CSM_INLINE CSM_TARGET void CSM_FN(csm_jac_aligned)(
+    const int NV, const CSM_T *s, CSM_T *J, ptrdiff_t i0, ptrdiff_t i1, ptrdiff_t K, const char *pfw)
+{
+    enum { W = (int)(64 / sizeof(CSM_T)) };
+    const int NT = NV + (NV * W < K);
+    CSM_XV sv[CSM_JAC_REGS + 2];
+    for (int v = 0; v < NT; ++v)
+        sv[v] = CSM_XV_LOADM(s + v * W, CSM_XM_FIRST(K - v * W < W ? K - v * W : W));
+    sv[NT] = CSM_XV_(setzero)();
+    for (ptrdiff_t i = i0; i < i1; ++i) {
+        const CSM_XV vsi = CSM_JA_LANE_(sv[i / W], i % W);
+        CSM_T *Ji = J + (i - i0) * K;
+        if (pfw)
+            CSM_FN(csm_prefetch_run)((const CSM_T *)pfw + (i - i0) * K, K, 1);
+        const int m = (int)(((uintptr_t)Ji / sizeof(CSM_T)) & (W - 1));
+        CSM_T *A = Ji - m; /* on a 64-byte boundary */
+        /* Lane l of store u holds s[u W - m + l]: register u - 1's lane
+         * l + W - m for l < m, register u's lane l - m from l = m on. */
+        const __m512i idx = CSM_JA_IDX_(W - m);
+        const ptrdiff_t end = K + m; /* elements from A to the row's end */
+        CSM_XV prev = CSM_XV_(setzero)();
+        for (int u = 0; u <= NT; ++u) {
+            if ((ptrdiff_t)u * W >= end)
+                break;
+            const CSM_XV cur = sv[u];
+        #if CSM_F32
+            const CSM_XV v = _mm512_permutex2var_ps(prev, idx, cur);
+        #else
+            const CSM_XV v = _mm512_permutex2var_pd(prev, idx, cur);
+        #endif
+            const CSM_XV o = CSM_XV_(fnmadd)(vsi, v, CSM_XV_(setzero)());
+            const ptrdiff_t lo = u == 0 ? m : 0;
+            const ptrdiff_t hi = end - (ptrdiff_t)u * W < W ? end - (ptrdiff_t)u * W : W;
+            if (lo == 0 && hi == W)
+                CSM_XV_(store)(A + u * W, o);
+            else
+                CSM_XV_(mask_storeu)(A + u * W, (CSM_XM)(CSM_XM_FIRST(hi) & ~CSM_XM_FIRST(lo)), o);
+            prev = cur;
+        }
+        const CSM_T si = CSM_JA_FIRST_(vsi);
+        Ji[i] = si - si * si;
+    }
+}
+    #undef CSM_JA_IDX_
+    #undef CSM_JA_LANE_
+    #undef CSM_JA_FIRST_
+  #endif
 #endif
 
 /* Jacobian: J[i, j] = s_i (delta_ij - s_j) for each row, into a K x K block
@@ -3176,6 +3254,25 @@ static CSM_INLINE CSM_TARGET void CSM_FN(csm_jacobian_block)(
      * the next block (see CSM_PREFETCH_BYTES): its row i is fetched for
      * ownership while row i of this one is written. */
 #if CSM_EXP_V
+  #if CSM_ISA_ID == 2
+    /* Element-aligned rows (any a NumPy array of the dtype has) longer than
+     * 256 bytes take the stores on 64-byte boundaries. Shorter rows keep
+     * csm_jac_regs: there the aligned loop's work per row (its offset, its
+     * masks, a loop of run-time length) cost more than the split stores
+     * (same machine and test as at csm_jac_aligned, float32, 400 rows,
+     * aligned / csm_jac_regs: K = 32 0.145-0.148 / 0.118-0.127, K = 40
+     * 0.128-0.134 / 0.112-0.117, K = 48 to 64 within 1%, K = 80
+     * 0.151-0.153 / 0.190-0.195). */
+    if (K * (ptrdiff_t)sizeof(CSM_T) > 256 && K <= CSM_JAC_REGS * CSM_XVW
+        && (uintptr_t)J % sizeof(CSM_T) == 0) {
+        switch (K / CSM_XVW) {
+    #define CSM_JA_CASE_(nv) case nv: CSM_FN(csm_jac_aligned)(nv, s, J, i0, i1, K, pfw); return;
+        CSM_JA_CASE_(4) CSM_JA_CASE_(5) CSM_JA_CASE_(6) CSM_JA_CASE_(7) CSM_JA_CASE_(8)
+    #undef CSM_JA_CASE_
+        default: break;
+        }
+    }
+  #endif
     switch (K >= CSM_XVW && K <= CSM_JAC_REGS * CSM_XVW ? K / CSM_XVW : 0) {
   #define CSM_JAC_CASE_(nv) case nv: CSM_FN(csm_jac_regs)(nv, s, J, i0, i1, K, pfw); return;
     CSM_JAC_CASE_(1) CSM_JAC_CASE_(2) CSM_JAC_CASE_(3) CSM_JAC_CASE_(4)
