@@ -2427,6 +2427,25 @@ static CSM_INLINE CSM_TARGET void CSM_FN(csm_log_sum_group)(
  * more than a short row), then y = (x - max) - log(sum): that order keeps
  * [1000, 1] -> [0, -999] exact (PyTorch issue 11752). nt (a constant): the
  * output streams from the registers (csm_nt_row; csm_fwd_nt says where). */
+#if CSM_EXP_V
+/* The elements of a row at p before its first register-aligned address:
+ * 0 where p is on one, is not aligned to its element, or the row is shorter
+ * than 256 bytes, where the masked head cost more than the split stores it
+ * saves (log_softmax, measured as at csm_log_softmax_body, us without / with
+ * the head, y 16 bytes past a boundary: 4096 x 33 float32 AVX-512 83.1 /
+ * 87.8, AVX2 90.4 / 99.1; 4096 x 48 AVX2 98.8-99.7 / 102.6-104.4; from 4096 x
+ * 64 on even or faster: AVX-512 106.1-111.4 / 101.2-101.3). */
+static CSM_INLINE CSM_TARGET ptrdiff_t CSM_FN(csm_head_to_boundary)(const CSM_T *p, ptrdiff_t K)
+{
+    const uintptr_t a = (uintptr_t)p;
+    if (a % sizeof(CSM_T) || K * (ptrdiff_t)sizeof(CSM_T) < 256)
+        return 0;
+    const ptrdiff_t m = (ptrdiff_t)((a / sizeof(CSM_T)) & (uintptr_t)(CSM_XVW - 1));
+    const ptrdiff_t h = m ? CSM_XVW - m : 0;
+    return h < K ? h : K;
+}
+#endif
+
 static CSM_INLINE CSM_TARGET void CSM_FN(csm_log_softmax_body)(
     const CSM_T *x, ptrdiff_t ldx, CSM_T *y, ptrdiff_t ldy, ptrdiff_t rows, ptrdiff_t K, int pf,
     const int nt)
@@ -2470,9 +2489,28 @@ static CSM_INLINE CSM_TARGET void CSM_FN(csm_log_softmax_body)(
                 continue;
             }
 #endif
+            ptrdiff_t i = 0;
+#if CSM_EXP_V
+            /* The elements up to the row's first register boundary in one
+             * masked store, so that the loop's stores split no cache line
+             * (a NumPy array of a million elements or more starts 16 bytes
+             * past one). Intel Xeon, one thread, out=, x at NumPy's offset,
+             * medians of 15 calls alternating ISAs and outputs, us with y
+             * on a boundary / 16 bytes past one, without the head: float32
+             * 4096 x 128 AVX-512 183-189 / 202-208, AVX2 194-207 / 205-219,
+             * float64 AVX-512 386 / 438; with it 175-184 / 181-188, AVX2
+             * 200 / 195-199, float64 381 / 380. The same operations, so the
+             * same bits. */
+            const ptrdiff_t hd = CSM_FN(csm_head_to_boundary)(yr, K);
+            if (hd) {
+                const CSM_XV v = CSM_XV_LOADM(xr, CSM_XM_FIRST(hd));
+                CSM_XV_STOREN(yr, hd, CSM_XV_(sub)(CSM_XV_(sub)(v, CSM_XV_(set1)(m)), CSM_XV_(set1)(l)));
+                i = hd;
+            }
+#endif
 #pragma omp simd
-            for (ptrdiff_t i = 0; i < K; ++i)
-                yr[i] = (xr[i] - m) - l;
+            for (ptrdiff_t j = i; j < K; ++j)
+                yr[j] = (xr[j] - m) - l;
         }
     }
 }
