@@ -3369,13 +3369,18 @@ static CSM_INLINE CSM_TARGET void CSM_FN(csm_jacobian_block)(
          * multiply-add, as GCC fuses the C form below, so the same bits (an
          * underflowing product gives -0 there, not a rounded +0 negated). */
         const CSM_XV vsi = CSM_XV_(set1)(si);
-  #if CSM_ISA_ID == 2
-        /* The row's stores on 64-byte boundaries from its first one on, as
-         * csm_jac_aligned's (which says why): a masked store up to the
-         * first boundary, and s read from where each store needs it. Same
-         * test as there, 40 rows, float32, before / after / AVX2 / fill:
-         * K = 129 0.180-0.187 / 0.148-0.153 / 0.153-0.158 / 0.112-0.119,
-         * K = 200 0.187-0.193 / 0.159-0.163 / 0.157-0.165 / 0.138-0.140. */
+        /* The row's stores on register boundaries from its first one on, as
+         * csm_jac_aligned's (which says why): the elements up to the first
+         * boundary in one partial store (not a whole register that the next
+         * store overlaps: in the lane layout s is the block's last row, and
+         * that row's head would overwrite the s its next store reads), and
+         * s read from where each store needs it. Same test as there, 40 rows,
+         * float32, before / after / fill: AVX-512 K = 129 0.180-0.187 /
+         * 0.148-0.153 / 0.112-0.119, K = 200 0.187-0.193 / 0.159-0.163 /
+         * 0.138-0.140; AVX2 (alternating builds) K = 250 0.164-0.170 /
+         * 0.157-0.158 (fill 0.145), float64 K = 60 0.196-0.207 /
+         * 0.170-0.186 (fill 0.20-0.22), K = 100 0.340-0.347 / 0.285-0.290
+         * (fill 0.25). */
         if (K * (ptrdiff_t)sizeof(CSM_T) > 256 && (uintptr_t)Ji % sizeof(CSM_T) == 0) {
             const ptrdiff_t m = (ptrdiff_t)(((uintptr_t)Ji / sizeof(CSM_T)) & (CSM_XVW - 1));
             if (m) {
@@ -3384,7 +3389,6 @@ static CSM_INLINE CSM_TARGET void CSM_FN(csm_jacobian_block)(
                 j = CSM_XVW - m;
             }
         }
-  #endif
         for (; j + CSM_XVW <= K; j += CSM_XVW)
             CSM_XV_(storeu)(Ji + j, CSM_XV_(fnmadd)(vsi, CSM_XV_(loadu)(s + j), CSM_XV_(setzero)()));
         if (j < K) {
