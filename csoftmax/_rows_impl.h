@@ -2493,8 +2493,8 @@ static CSM_INLINE CSM_TARGET void CSM_FN(csm_log_softmax_body)(
 #if CSM_EXP_V
             /* The elements up to the row's first register boundary in one
              * masked store, so that the loop's stores split no cache line
-             * (a NumPy array of a million elements or more starts 16 bytes
-             * past one). Intel Xeon, one thread, out=, x at NumPy's offset,
+             * (NumPy's arrays past glibc's mmap threshold, 128 KiB at
+             * first, start 16 bytes past one). Intel Xeon, one thread, out=, x at NumPy's offset,
              * medians of 15 calls alternating ISAs and outputs, us with y
              * on a boundary / 16 bytes past one, without the head: float32
              * 4096 x 128 AVX-512 183-189 / 202-208, AVX2 194-207 / 205-219,
