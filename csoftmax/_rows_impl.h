@@ -2494,9 +2494,10 @@ static CSM_INLINE CSM_TARGET void CSM_FN(csm_log_softmax_body)(
             /* The elements up to the row's first register boundary in one
              * masked store, so that the loop's stores split no cache line
              * (NumPy's arrays past glibc's mmap threshold, 128 KiB at
-             * first, start 16 bytes past one). Intel Xeon, one thread, out=, x at NumPy's offset,
-             * medians of 15 calls alternating ISAs and outputs, us with y
-             * on a boundary / 16 bytes past one, without the head: float32
+             * first, start 16 bytes past one). Intel Xeon, one thread,
+             * out=, x at NumPy's offset, medians of 15 calls alternating
+             * ISAs and outputs, us with y on a boundary / 16 bytes past
+             * one, without the head: float32
              * 4096 x 128 AVX-512 183-189 / 202-208, AVX2 194-207 / 205-219,
              * float64 AVX-512 386 / 438; with it 175-184 / 181-188, AVX2
              * 200 / 195-199, float64 381 / 380. The same operations, so the
@@ -3293,14 +3294,6 @@ static CSM_INLINE CSM_TARGET void CSM_FN(csm_jacobian_block)(
      * ownership while row i of this one is written. */
 #if CSM_EXP_V
   #if CSM_ISA_ID == 2
-    /* Element-aligned rows (any a NumPy array of the dtype has) longer than
-     * 256 bytes take the stores on 64-byte boundaries. Shorter rows keep
-     * csm_jac_regs: there the aligned loop's work per row (its offset, its
-     * masks, a loop of run-time length) cost more than the split stores
-     * (same machine and test as at csm_jac_aligned, float32, 400 rows,
-     * aligned / csm_jac_regs: K = 32 0.145-0.148 / 0.118-0.127, K = 40
-     * 0.128-0.134 / 0.112-0.117, K = 48 to 64 within 1%, K = 80
-     * 0.151-0.153 / 0.190-0.195). */
     if (K >= CSM_XVW / 2 && K < CSM_XVW) {
         /* Rows of half a register to one: two half-width stores, the second
          * ending at K (csm_jac_regs's overlap), where the loop below took a
@@ -3334,6 +3327,14 @@ static CSM_INLINE CSM_TARGET void CSM_FN(csm_jacobian_block)(
         }
         return;
     }
+    /* Element-aligned rows (any a NumPy array of the dtype has) longer than
+     * 256 bytes take the stores on 64-byte boundaries. Shorter rows keep
+     * csm_jac_regs: there the aligned loop's work per row (its offset, its
+     * masks, a loop of run-time length) cost more than the split stores
+     * (same machine and test as at csm_jac_aligned, float32, 400 rows,
+     * aligned / csm_jac_regs: K = 32 0.145-0.148 / 0.118-0.127, K = 40
+     * 0.128-0.134 / 0.112-0.117, K = 48 to 64 within 1%, K = 80
+     * 0.151-0.153 / 0.190-0.195). */
     if (K * (ptrdiff_t)sizeof(CSM_T) > 256 && K <= CSM_JAC_REGS * CSM_XVW
         && (uintptr_t)J % sizeof(CSM_T) == 0) {
         switch (K / CSM_XVW) {

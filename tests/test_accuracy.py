@@ -162,11 +162,13 @@ def test_jacobian_matches_float64_reference_at_every_k_its_register_kernels_take
 @pytest.mark.parametrize("dtype", DTYPES)
 @pytest.mark.parametrize("threads", [1, 2])
 def test_jacobian_bits_do_not_depend_on_where_the_output_starts(isa, dtype, threads):
-    # Under AVX-512 each row of J is stored at 64-byte boundaries: a row that
-    # starts m elements past one takes s shifted by m, its first and last
-    # stores masked. Every element offset within a cache line, at every K
-    # the register kernels take and past them, gives the bits of a fresh
-    # allocation, and nothing before or after the output is written.
+    # Rows of J longer than 256 bytes are stored at register boundaries (AVX-512
+    # up to 8 registers: s shifted by the row's offset, the first and last
+    # stores masked; past that, AVX2 too: a partial store up to the first
+    # boundary), rows of half a register to one in two 256-bit stores. Every
+    # element offset within a cache line, at every K the register kernels
+    # take and past them, gives the bits of a fresh allocation, and nothing
+    # before or after the output is written.
     per_line = 64 // np.dtype(dtype).itemsize
     for k in (1, 2, 5, 7, 8, 9, 15, 16, 17, 31, 33, 64, 100, 127, 128, 129, 140, 200):
         x = logits((5, k), dtype, seed=k)
@@ -180,6 +182,31 @@ def test_jacobian_bits_do_not_depend_on_where_the_output_starts(isa, dtype, thre
             start = (-(buf.ctypes.data // buf.itemsize)) % per_line + per_line + offset
             out = buf[start: start + n].reshape(want.shape)
             csoftmax.softmax_jacobian(x, out=out, num_threads=threads)
+            np.testing.assert_array_equal(out, want, err_msg=f"K = {k}, offset {offset}")
+            assert np.all(buf[:start] == 7.0) and np.all(buf[start + n:] == 7.0), (k, offset)
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("threads", [1, 2])
+def test_log_softmax_bits_do_not_depend_on_where_the_output_starts(isa, dtype, threads):
+    # Rows of 256 bytes or more write the elements up to their first register
+    # boundary in one masked store, then whole registers: every element
+    # offset within a cache line gives the bits of a fresh allocation (short
+    # rows, which keep the plain loop, alongside), and nothing outside the
+    # output is written.
+    per_line = 64 // np.dtype(dtype).itemsize
+    for k in (3, 33, 63, 64, 65, 100, 128, 1000):
+        x = logits((6, k), dtype, seed=k)
+        x[1] = -np.inf
+        x[2, : min(k, 2)] = [np.nan, 1e30][: min(k, 2)]
+        want = csoftmax.log_softmax(x)
+        n = x.size
+        base = np.full(n + 3 * per_line, 7.0, dtype)
+        for offset in range(per_line):
+            buf = base.copy()
+            start = (-(buf.ctypes.data // buf.itemsize)) % per_line + per_line + offset
+            out = buf[start: start + n].reshape(x.shape)
+            csoftmax.log_softmax(x, out=out, num_threads=threads)
             np.testing.assert_array_equal(out, want, err_msg=f"K = {k}, offset {offset}")
             assert np.all(buf[:start] == 7.0) and np.all(buf[start + n:] == 7.0), (k, offset)
 
