@@ -159,56 +159,50 @@ def test_jacobian_matches_float64_reference_at_every_k_its_register_kernels_take
         np.testing.assert_array_equal(_streamed_jacobian(x, np.empty_like(got)), got)
 
 
+def _hostile_rows(shape, dtype, seed):
+    """logits with a -inf row and a row holding NaN and 1e30."""
+    x = logits(shape, dtype, seed=seed)
+    k = shape[1]
+    x[1] = -np.inf
+    x[2, : min(k, 2)] = [np.nan, 1e30][: min(k, 2)]
+    return x
+
+
+def _assert_same_bits_at_every_offset(fn, x, threads):
+    """fn(x, out=...) into outputs at every element offset within a cache
+    line gives the bits of fn(x), and writes nothing outside the output."""
+    want = fn(x)
+    per_line = 64 // want.itemsize
+    base = np.full(want.size + 3 * per_line, 7.0, want.dtype)
+    for offset in range(per_line):
+        buf = base.copy()
+        start = (-(buf.ctypes.data // buf.itemsize)) % per_line + per_line + offset
+        out = buf[start: start + want.size].reshape(want.shape)
+        fn(x, out=out, num_threads=threads)
+        np.testing.assert_array_equal(out, want, err_msg=f"K = {x.shape[1]}, offset {offset}")
+        assert np.all(buf[:start] == 7.0) and np.all(buf[start + want.size:] == 7.0), offset
+
+
 @pytest.mark.parametrize("dtype", DTYPES)
 @pytest.mark.parametrize("threads", [1, 2])
 def test_jacobian_bits_do_not_depend_on_where_the_output_starts(isa, dtype, threads):
     # Rows of J longer than 256 bytes are stored at register boundaries (AVX-512
     # up to 8 registers: s shifted by the row's offset, the first and last
     # stores masked; past that, AVX2 too: a partial store up to the first
-    # boundary), rows of half a register to one in two 256-bit stores. Every
-    # element offset within a cache line, at every K the register kernels
-    # take and past them, gives the bits of a fresh allocation, and nothing
-    # before or after the output is written.
-    per_line = 64 // np.dtype(dtype).itemsize
+    # boundary), rows of half a register to one in two 256-bit stores; at
+    # every K the register kernels take and past them.
     for k in (1, 2, 5, 7, 8, 9, 15, 16, 17, 31, 33, 64, 100, 127, 128, 129, 140, 200):
-        x = logits((5, k), dtype, seed=k)
-        x[1] = -np.inf
-        x[2, : min(k, 2)] = [np.nan, 1e30][: min(k, 2)]
-        want = csoftmax.softmax_jacobian(x)
-        n = x.shape[0] * k * k
-        base = np.full(n + 3 * per_line, 7.0, dtype)
-        for offset in range(per_line):
-            buf = base.copy()
-            start = (-(buf.ctypes.data // buf.itemsize)) % per_line + per_line + offset
-            out = buf[start: start + n].reshape(want.shape)
-            csoftmax.softmax_jacobian(x, out=out, num_threads=threads)
-            np.testing.assert_array_equal(out, want, err_msg=f"K = {k}, offset {offset}")
-            assert np.all(buf[:start] == 7.0) and np.all(buf[start + n:] == 7.0), (k, offset)
+        _assert_same_bits_at_every_offset(csoftmax.softmax_jacobian, _hostile_rows((5, k), dtype, k), threads)
 
 
 @pytest.mark.parametrize("dtype", DTYPES)
 @pytest.mark.parametrize("threads", [1, 2])
 def test_log_softmax_bits_do_not_depend_on_where_the_output_starts(isa, dtype, threads):
     # Rows of 256 bytes or more write the elements up to their first register
-    # boundary in one masked store, then whole registers: every element
-    # offset within a cache line gives the bits of a fresh allocation (short
-    # rows, which keep the plain loop, alongside), and nothing outside the
-    # output is written.
-    per_line = 64 // np.dtype(dtype).itemsize
+    # boundary in one masked store, then whole registers; short rows, which
+    # keep the plain loop, alongside.
     for k in (3, 33, 63, 64, 65, 100, 128, 1000):
-        x = logits((6, k), dtype, seed=k)
-        x[1] = -np.inf
-        x[2, : min(k, 2)] = [np.nan, 1e30][: min(k, 2)]
-        want = csoftmax.log_softmax(x)
-        n = x.size
-        base = np.full(n + 3 * per_line, 7.0, dtype)
-        for offset in range(per_line):
-            buf = base.copy()
-            start = (-(buf.ctypes.data // buf.itemsize)) % per_line + per_line + offset
-            out = buf[start: start + n].reshape(x.shape)
-            csoftmax.log_softmax(x, out=out, num_threads=threads)
-            np.testing.assert_array_equal(out, want, err_msg=f"K = {k}, offset {offset}")
-            assert np.all(buf[:start] == 7.0) and np.all(buf[start + n:] == 7.0), (k, offset)
+        _assert_same_bits_at_every_offset(csoftmax.log_softmax, _hostile_rows((6, k), dtype, k), threads)
 
 
 @pytest.mark.parametrize("dtype", DTYPES)
