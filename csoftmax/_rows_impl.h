@@ -3375,20 +3375,19 @@ static CSM_INLINE CSM_TARGET void CSM_FN(csm_jacobian_block)(
          * boundary in one partial store (not a whole register that the next
          * store overlaps: in the lane layout s is the block's last row, and
          * that row's head would overwrite the s its next store reads), and
-         * s read from where each store needs it. Same test as there, 40 rows,
+         * s read from where each store needs it (csm_head_to_boundary: these
+         * rows, past the register kernels, are all longer than its 256
+         * bytes). Same test as there, 40 rows,
          * float32, before / after / fill: AVX-512 K = 129 0.180-0.187 /
          * 0.148-0.153 / 0.112-0.119, K = 200 0.187-0.193 / 0.159-0.163 /
          * 0.138-0.140; AVX2 (alternating builds) K = 250 0.164-0.170 /
          * 0.157-0.158 (fill 0.145), float64 K = 60 0.196-0.207 /
          * 0.170-0.186 (fill 0.20-0.22), K = 100 0.340-0.347 / 0.285-0.290
          * (fill 0.25). */
-        if (K * (ptrdiff_t)sizeof(CSM_T) > 256 && (uintptr_t)Ji % sizeof(CSM_T) == 0) {
-            const ptrdiff_t m = (ptrdiff_t)(((uintptr_t)Ji / sizeof(CSM_T)) & (CSM_XVW - 1));
-            if (m) {
-                const CSM_XM k = CSM_XM_FIRST(CSM_XVW - m);
-                CSM_XV_STOREN(Ji, CSM_XVW - m, CSM_XV_(fnmadd)(vsi, CSM_XV_LOADM(s, k), CSM_XV_(setzero)()));
-                j = CSM_XVW - m;
-            }
+        const ptrdiff_t hd = CSM_FN(csm_head_to_boundary)(Ji, K);
+        if (hd) {
+            CSM_XV_STOREN(Ji, hd, CSM_XV_(fnmadd)(vsi, CSM_XV_LOADM(s, CSM_XM_FIRST(hd)), CSM_XV_(setzero)()));
+            j = hd;
         }
         for (; j + CSM_XVW <= K; j += CSM_XVW)
             CSM_XV_(storeu)(Ji + j, CSM_XV_(fnmadd)(vsi, CSM_XV_(loadu)(s + j), CSM_XV_(setzero)()));
