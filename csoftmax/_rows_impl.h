@@ -1374,13 +1374,30 @@ static CSM_INLINE CSM_TARGET void CSM_FN(csm_stream_copy)(CSM_T *dst, const CSM_
 /* A group's transposes between its rows (unit column stride) and the lane
  * layout: CSM_LANES_IN(buf, x, ldx, K, lanes) and CSM_LANES_OUT(y, ldy,
  * buf, K, lanes), both csm_lanes_move. Under AVX2 and AVX-512 a whole group (lanes ==
- * CSM_LANES) moves in square tiles of 256-bit registers (8 x 8 float32,
- * 4 x 4 float64): a row's piece per load, a column's per store, transposed
- * by unpacks and lane permutes; a row's last piece by a masked load (which
- * reads nothing past the row) and split stores (csm_tv_store_first).
+ * CSM_LANES) moves in square tiles of the ISA's registers (CSM_LT: AVX2
+ * 8 x 8 float32 and 4 x 4 float64, AVX-512 16 x 16 and 8 x 8): a row's
+ * piece per load, a column's per store, transposed by unpacks and lane
+ * permutes; a row's last piece by a masked load (which reads nothing past
+ * the row) and, under AVX2, split stores (csm_tv_store_first).
  * Element by element, the two transposes were about half of softmax 64 x
  * 10 float32's kernel time (perf, AVX2, AMD Zen 3: a scalar load and store
- * per element). Pure moves: no value changes. */
+ * per element). AVX-512 took AVX2's 256-bit tiles at first: each of buf's
+ * rows was then two 256-bit stores that the kernels' 512-bit loads read
+ * right after, which the store buffer cannot forward (the load waits for
+ * both stores to reach L1), and the 8 x 8 tile takes 3 shuffles per 8
+ * elements where 16 x 16 takes 4 per 16 (port 5 on Intel runs them all).
+ * Intel Xeon (AVX-512), one thread, out=, 2^17 elements, best of 4-5
+ * alternating processes, ns per element, 256-bit -> 512-bit tiles:
+ * float32 softmax K = 8 0.577 -> 0.502, K = 10 0.575 -> 0.504, K = 16
+ * 0.480 -> 0.430, K = 31 0.551 -> 0.514; log_softmax K = 8 0.83 -> 0.66;
+ * softmax_cross_entropy K = 10 1.285 -> 1.170, K = 31 0.766 -> 0.719;
+ * float64 softmax K = 8 1.036 -> 0.851, K = 16 1.107 -> 0.883, K = 24
+ * 1.149 -> 0.933. Not everywhere: float64 rows of 28-31 elements end in a
+ * tile of 4-7 columns, and softmax_cross_entropy took 3-10% longer there
+ * (K = 31 1.252 -> 1.379; softmax 1.096 -> 1.147). 512-bit tiles in and
+ * 256-bit ones out gave back most of the gains (float32 softmax K = 10
+ * 0.553). softmax_backward's rows of K <= 12 were even. Pure moves: no
+ * value changes. */
 #if CSM_X86_DISPATCH && CSM_ISA_ID >= 1
 static CSM_INLINE CSM_TARGET void CSM_FN(csm_tile_transpose)(CSM_TV *r)
 {
@@ -1410,6 +1427,77 @@ static CSM_INLINE CSM_TARGET void CSM_FN(csm_tile_transpose)(CSM_TV *r)
     r[3] = _mm256_permute2f128_pd(t1, t3, 0x31);
   #endif
 }
+  #if CSM_ISA_ID == 2
+/* The AVX-512 tile: unpacks within 128-bit lanes, then 128-bit lanes
+ * exchanged by shuffle_f32x4/f64x2 (0x88 takes lanes 0 and 2 of each
+ * source, 0xDD lanes 1 and 3). */
+static CSM_INLINE CSM_TARGET void CSM_FN(csm_xtile_transpose)(CSM_XV *r)
+{
+    #if CSM_F32
+    __m512 t[16], u[16], v[16];
+    for (int i = 0; i < 8; ++i) {
+        t[2 * i] = _mm512_unpacklo_ps(r[2 * i], r[2 * i + 1]);
+        t[2 * i + 1] = _mm512_unpackhi_ps(r[2 * i], r[2 * i + 1]);
+    }
+    /* u[4i + c], 128-bit lane L: rows 4i .. 4i + 3, column 4L + c */
+    for (int i = 0; i < 4; ++i) {
+        u[4 * i] = _mm512_shuffle_ps(t[4 * i], t[4 * i + 2], 0x44);
+        u[4 * i + 1] = _mm512_shuffle_ps(t[4 * i], t[4 * i + 2], 0xEE);
+        u[4 * i + 2] = _mm512_shuffle_ps(t[4 * i + 1], t[4 * i + 3], 0x44);
+        u[4 * i + 3] = _mm512_shuffle_ps(t[4 * i + 1], t[4 * i + 3], 0xEE);
+    }
+    for (int c = 0; c < 4; ++c) {
+        v[c] = _mm512_shuffle_f32x4(u[c], u[4 + c], 0x88);
+        v[4 + c] = _mm512_shuffle_f32x4(u[c], u[4 + c], 0xDD);
+        v[8 + c] = _mm512_shuffle_f32x4(u[8 + c], u[12 + c], 0x88);
+        v[12 + c] = _mm512_shuffle_f32x4(u[8 + c], u[12 + c], 0xDD);
+    }
+    for (int c = 0; c < 4; ++c) {
+        r[c] = _mm512_shuffle_f32x4(v[c], v[8 + c], 0x88);
+        r[8 + c] = _mm512_shuffle_f32x4(v[c], v[8 + c], 0xDD);
+        r[4 + c] = _mm512_shuffle_f32x4(v[4 + c], v[12 + c], 0x88);
+        r[12 + c] = _mm512_shuffle_f32x4(v[4 + c], v[12 + c], 0xDD);
+    }
+    #else
+    __m512d t[8], v[8];
+    for (int i = 0; i < 4; ++i) {
+        t[2 * i] = _mm512_unpacklo_pd(r[2 * i], r[2 * i + 1]);
+        t[2 * i + 1] = _mm512_unpackhi_pd(r[2 * i], r[2 * i + 1]);
+    }
+    /* t[2i + e], 128-bit lane L: rows 2i and 2i + 1, column 2L + e */
+    for (int e = 0; e < 2; ++e) {
+        v[e] = _mm512_shuffle_f64x2(t[e], t[2 + e], 0x88);
+        v[2 + e] = _mm512_shuffle_f64x2(t[e], t[2 + e], 0xDD);
+        v[4 + e] = _mm512_shuffle_f64x2(t[4 + e], t[6 + e], 0x88);
+        v[6 + e] = _mm512_shuffle_f64x2(t[4 + e], t[6 + e], 0xDD);
+    }
+    for (int e = 0; e < 2; ++e) {
+        r[e] = _mm512_shuffle_f64x2(v[e], v[4 + e], 0x88);
+        r[4 + e] = _mm512_shuffle_f64x2(v[e], v[4 + e], 0xDD);
+        r[2 + e] = _mm512_shuffle_f64x2(v[2 + e], v[6 + e], 0x88);
+        r[6 + e] = _mm512_shuffle_f64x2(v[2 + e], v[6 + e], 0xDD);
+    }
+    #endif
+}
+    #define CSM_LT CSM_XV
+    #define CSM_LTW CSM_XVW
+    #define CSM_LT_LOADU(p) CSM_XV_(loadu)(p)
+    #define CSM_LT_LOADN(p, n) CSM_XV_LOADM((p), CSM_XM_FIRST(n))
+    #define CSM_LT_STOREN(p, n, v) \
+        ((n) >= CSM_XVW ? CSM_XV_(storeu)((p), (v)) : CSM_XV_STOREN((p), (n), (v)))
+    #define CSM_LT_ZERO() CSM_XV_(setzero)()
+    #define CSM_LT_STOREU(p, v) CSM_XV_(storeu)((p), (v))
+    #define CSM_LT_TRANSPOSE(r) CSM_FN(csm_xtile_transpose)(r)
+  #else
+    #define CSM_LT CSM_TV
+    #define CSM_LTW CSM_TW
+    #define CSM_LT_LOADU(p) CSM_TV_(loadu)(p)
+    #define CSM_LT_LOADN(p, n) CSM_TV_(maskload)((p), CSM_TM_FIRST(n))
+    #define CSM_LT_STOREN(p, n, v) CSM_FN(csm_tv_store_first)((p), (n), (v))
+    #define CSM_LT_ZERO() CSM_TV_(setzero)()
+    #define CSM_LT_STOREU(p, v) CSM_TV_(storeu)((p), (v))
+    #define CSM_LT_TRANSPOSE(r) CSM_FN(csm_tile_transpose)(r)
+  #endif
 #endif
 
 /* in = 1: the group's rows (row l at x + l ld) into the lane layout buf;
@@ -1419,24 +1507,24 @@ static CSM_INLINE CSM_TARGET void CSM_FN(csm_lanes_move)(CSM_T *x, ptrdiff_t ld,
 {
 #if CSM_X86_DISPATCH && CSM_ISA_ID >= 1
     if (lanes == CSM_LANES) {
-        for (ptrdiff_t h = 0; h < CSM_LANES; h += CSM_TW)
-            for (ptrdiff_t c0 = 0; c0 < K; c0 += CSM_TW) {
-                const ptrdiff_t n = K - c0 < CSM_TW ? K - c0 : CSM_TW;
-                CSM_TV r[CSM_TW];
-                for (ptrdiff_t i = 0; i < CSM_TW; ++i) {
+        for (ptrdiff_t h = 0; h < CSM_LANES; h += CSM_LTW)
+            for (ptrdiff_t c0 = 0; c0 < K; c0 += CSM_LTW) {
+                const ptrdiff_t n = K - c0 < CSM_LTW ? K - c0 : CSM_LTW;
+                CSM_LT r[CSM_LTW];
+                for (ptrdiff_t i = 0; i < CSM_LTW; ++i) {
                     CSM_T *row = x + (h + i) * ld + c0, *col = buf + (c0 + i) * CSM_LANES + h;
                     if (in)
-                        r[i] = n == CSM_TW ? CSM_TV_(loadu)(row) : CSM_TV_(maskload)(row, CSM_TM_FIRST(n));
+                        r[i] = n == CSM_LTW ? CSM_LT_LOADU(row) : CSM_LT_LOADN(row, n);
                     else
-                        r[i] = i < n ? CSM_TV_(loadu)(col) : CSM_TV_(setzero)();
+                        r[i] = i < n ? CSM_LT_LOADU(col) : CSM_LT_ZERO();
                 }
-                CSM_FN(csm_tile_transpose)(r);
-                for (ptrdiff_t i = 0; i < CSM_TW; ++i) {
+                CSM_LT_TRANSPOSE(r);
+                for (ptrdiff_t i = 0; i < CSM_LTW; ++i) {
                     CSM_T *row = x + (h + i) * ld + c0, *col = buf + (c0 + i) * CSM_LANES + h;
                     if (!in)
-                        CSM_FN(csm_tv_store_first)(row, n, r[i]);
+                        CSM_LT_STOREN(row, n, r[i]);
                     else if (i < n)
-                        CSM_TV_(storeu)(col, r[i]);
+                        CSM_LT_STOREU(col, r[i]);
                 }
             }
         return;
