@@ -30,9 +30,10 @@ def _best_of(f, reps, n):
     return t_best
 
 
-def machine(rule):
+def machine(rule, streaming=False):
     """Print the machine's line with the rule's threshold (text); return the
-    LLC's size in bytes (8 MiB where the system does not say)."""
+    LLC's size in bytes (8 MiB where the system does not say), or with
+    streaming, the size the streaming rule takes (at most 32 MiB)."""
     import platform
 
     from csoftmax import _engine
@@ -40,7 +41,7 @@ def machine(rule):
     llc = _engine._llc_bytes() or (8 << 20)
     print(f"# {platform.processor() or platform.machine()}, LLC {llc >> 20} MiB, {rule}, "
           f"ISA {_engine.isa()}")
-    return llc
+    return _engine._stream_llc_bytes() if streaming else llc
 
 
 def operands(op, shape, rng):

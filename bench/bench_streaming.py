@@ -5,8 +5,8 @@
     python bench/bench_streaming.py --quick    # the two smallest outputs
 
 The engine writes an output with streaming (non-temporal) stores only where
-it is at least stream_bytes() (twice the LLC; one LLC where AVX2 is the
-widest ISA) and stream_threads() (2; there 1) or more threads
+it is at least stream_bytes() (twice the LLC, counted at most 32 MiB; one
+LLC where AVX2 is the widest ISA) and stream_threads() (2; there 1) or more threads
 write it, and only for the ops that are not bound by an exp per element
 (softmax_backward, the Jacobian; softmax's and log_softmax's rows past
 CSM_LONG_ROW) or that write rows of whole registers from the registers
@@ -34,7 +34,8 @@ from csoftmax import _engine
 
 
 def cases(llc, quick):
-    """(op, x shape, output bytes): outputs of about 1.2, 2 and 4 LLCs."""
+    """(op, x shape, output bytes): outputs of about 1.2, 2 and 4 LLCs (as
+    the streaming rule counts them)."""
     out = []
     for llcs in ((1.2, 2.4) if quick else (1.2, 2.4, 4.5)):
         nbytes = int(llcs * llc)
@@ -58,7 +59,7 @@ def _forced(nbytes):
 
 def main():
     args = _timing.args(__doc__)
-    llc = _timing.machine(f"stream_bytes {_engine.stream_bytes() >> 20} MiB")
+    llc = _timing.machine(f"stream_bytes {_engine.stream_bytes() >> 20} MiB", streaming=True)
     print(f"{'op':18} {'x':>14} {'out MiB':>8} {'thr':>3} {'stream':>10} {'regular':>10} "
           f"{'fill':>10}  rule")
     rng = np.random.default_rng(0)

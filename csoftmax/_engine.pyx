@@ -257,11 +257,33 @@ def _llc_bytes():
     return _CACHE_SIZES[max(_CACHE_SIZES)] if _CACHE_SIZES else 0
 
 
+# An LLC past 32 MiB is a server's L3, shared by every core of its socket
+# and, in a VM, by other tenants' cores: a call sees far less of it than
+# the size says. A 2-core Intel Xeon VM (AVX-512) reads its L3 as 480 MiB,
+# yet one thread's copy ran at 27 GB/s (read + write) up to 24 MiB copies
+# and fell from there: 22 GB/s at 32 MiB, 16 at 48, 13 at 128. So the rule
+# above takes at most 32 MiB of the LLC (the L3 of the AMD parts measured,
+# whose rule is unchanged). On that Xeon, two threads, float32 out=,
+# operands rotated through 768 MiB, one process alternating the threshold
+# call by call (24 calls each, medians), time at 2 x 32 MiB against 2 x
+# 480 MiB: softmax_backward 100000 x 64 0.74 (2.10 / 2.84 ms), float64
+# 16384 x 1000 0.77, float32 16384 x 1000 1.03 (its rows of 4000 bytes
+# stream through the L1 scratch), the Jacobian 2000 x 100 0.99,
+# log_softmax 200000 x 64 1.01.
+cdef Py_ssize_t STREAM_LLC_MAX = 32 << 20
+
+
+def _stream_llc_bytes():
+    """The LLC's size as the streaming rule takes it: at most 32 MiB; 8 MiB
+    where the system does not say."""
+    return min(_llc_bytes() or (8 << 20), STREAM_LLC_MAX)
+
+
 if csm_best_isa() == 1:  # AVX2 is the widest
-    _stream_bytes = _llc_bytes() or (8 << 20)
+    _stream_bytes = _stream_llc_bytes()
     _stream_threads = 1
 else:
-    _stream_bytes = 2 * (_llc_bytes() or (8 << 20))
+    _stream_bytes = 2 * _stream_llc_bytes()
 
 # The row kernels prefetch the rows ahead (_rows.h, CSM_PREFETCH_BYTES) only
 # in calls whose operands and output together exceed this many bytes: the L2
@@ -311,8 +333,8 @@ def set_prefetch_bytes(Py_ssize_t nbytes):
 def stream_bytes():
     """Outputs of at least this many bytes (and reused, not freshly
     allocated), written by stream_threads() or more threads, are written
-    with streaming stores: twice the LLC's size, or the LLC's size on a CPU
-    whose widest ISA is AVX2. (The ops bound by their exps keep regular
+    with streaming stores: twice the LLC's size (at most 32 MiB of it), or
+    that size once on a CPU whose widest ISA is AVX2. (The ops bound by their exps keep regular
     stores: stream_exp_ops.)"""
     return _stream_bytes
 
