@@ -2243,13 +2243,14 @@ static CSM_INLINE CSM_TARGET CSM_XV CSM_FN(csm_nt_v)(const int form, CSM_XV u, C
 /* Where a row of the output streams from the registers that compute it. A
  * streaming store takes a whole aligned register, and a line written partly
  * by streaming stores and partly by regular ones is flushed in pieces
- * (csm_streamed). With `a` = the elements before the first aligned one of
- * the output, each row's first `a` elements go out with the previous row's
- * last CSM_XVW - a in one register across the rows' boundary (csm_nt_join),
- * so that every store but the
- * first row's first `a` elements and the last row's last CSM_XVW - a is whole
- * and aligned. Rows are a whole number of registers (K a multiple of
- * CSM_XVW). */
+ * (csm_streamed). With `a` = the elements of a row before its first aligned
+ * one (csm_nt_start, per row), the row's first `a` elements go out with
+ * the previous row's last CSM_XVW - a in one register across the rows'
+ * boundary (csm_nt_join), so that every store but the first row's first
+ * `a` elements and the last row's last ones is whole and aligned. Where the
+ * rows are written one after the other (ldo = K), K need not be a multiple
+ * of CSM_XVW: `a` then changes from row to row, and a row's last elements
+ * are the CSM_XVW - a of the row after it (csm_nt_tail). */
 typedef struct {
     ptrdiff_t a;
     CSM_XM kp, kq;  /* the lanes of the row before, of this row */
@@ -2285,10 +2286,19 @@ static CSM_INLINE CSM_TARGET CSM_FN(csm_nt_t) CSM_FN(csm_nt_start)(const CSM_T *
     return w;
 }
 
+/* The lead of the position after the row at orow (orow + K): the register
+ * across the row's end holds the row's elements from K - CSM_XVW + lead on
+ * (none where the lead is 0), and the next row's first lead. */
+static CSM_INLINE ptrdiff_t CSM_FN(csm_nt_tail)(const CSM_T *orow, ptrdiff_t K)
+{
+    return CSM_FN(csm_nt_lead)(orow + K);
+}
+
 /* A row's elements j + lo .. j + hi - 1 with regular stores, taken from its
- * register of elements j .. j + CSM_XVW - 1 (inside the row: K is a whole
- * number of registers), computed whole as the streamed ones are: the first
- * row's first a (j = 0), the last row's last CSM_XVW - a (j = K - CSM_XVW). */
+ * register of elements j .. j + CSM_XVW - 1 (inside the row: K >= CSM_XVW),
+ * computed whole as the streamed ones are: the first row's first a (j = 0),
+ * the last row's elements past its last boundary (j = K - CSM_XVW, lo =
+ * csm_nt_tail). */
 static CSM_INLINE CSM_TARGET void CSM_FN(csm_nt_part)(const int form, CSM_T *orow, ptrdiff_t j, ptrdiff_t lo,
                                                      ptrdiff_t hi, const CSM_T *u, const CSM_T *v, CSM_T c,
                                                      CSM_T e)
@@ -2347,39 +2357,42 @@ static CSM_INLINE CSM_TARGET void CSM_FN(csm_nt_body)(
     }
 }
 
-/* One row of the output, streamed: u, v, c, e as csm_nt_v takes them; up,
- * vp, cp, ep: the row before's (unused for the first row). first, last: the
- * call's first and last rows, whose ends take regular stores. */
+/* One row of the output, streamed: w, the row's (csm_nt_start(orow)); u,
+ * v, c, e as csm_nt_v takes them; up, vp, cp, ep: the row before's (unused
+ * for the first row). first, last: the call's first and last rows, whose
+ * ends take regular stores. */
 static CSM_INLINE CSM_TARGET void CSM_FN(csm_nt_row)(
     const int form, const CSM_FN(csm_nt_t) *w, CSM_T *orow, ptrdiff_t K,
     const CSM_T *u, const CSM_T *v, CSM_T c, CSM_T e,
     const CSM_T *up, const CSM_T *vp, CSM_T cp, CSM_T ep, int first, int last)
 {
-    const ptrdiff_t vw = CSM_XVW, a = w->a;
+    const ptrdiff_t vw = CSM_XVW, a = w->a, t = last ? CSM_FN(csm_nt_tail)(orow, K) : 0;
     if (a && first)
         CSM_FN(csm_nt_part)(form, orow, 0, 0, a, u, v, c, e);
     else if (a)
         CSM_FN(csm_nt_join)(form, w, orow, K, u, v, c, e, up, vp, cp, ep);
     CSM_FN(csm_nt_body)(form, w, orow, K, u, v, c, e, NULL, NULL);
-    if (a && last)
-        CSM_FN(csm_nt_part)(form, orow, K - vw, a, vw, u, v, c, e);
+    if (t)
+        CSM_FN(csm_nt_part)(form, orow, K - vw, t, vw, u, v, c, e);
 }
 
 #endif
 
 /* Whether output rows (out, ldo) of K elements can stream from the
- * registers (csm_nt_row): K a multiple of a register, and the rows written
- * one after the other (any element-aligned out), or each starting at a
- * register's alignment and taking whole cache lines, so that no line holds
- * two rows' elements. (The ops' short rows keep their own kernels: the
- * callers check those.) */
+ * registers (csm_nt_row): rows of at least a register written one after the
+ * other (any element-aligned out), or rows of a whole number of registers
+ * each starting at a register's alignment and taking whole cache lines, so
+ * that no line holds two rows' elements. (The ops' short rows keep their
+ * own kernels: the callers check those.) */
 static CSM_INLINE int CSM_FN(csm_nt_rows)(const CSM_T *out, ptrdiff_t ldo, ptrdiff_t K)
 {
 #if CSM_EXP_V
     const ptrdiff_t vb = (ptrdiff_t)sizeof(CSM_XV), lb = ldo * (ptrdiff_t)sizeof(CSM_T);
-    if (K % CSM_XVW != 0 || (uintptr_t)out % sizeof(CSM_T) != 0)
+    if (K < CSM_XVW || (uintptr_t)out % sizeof(CSM_T) != 0)
         return 0;
-    return ldo == K || ((uintptr_t)out % (uintptr_t)vb == 0 && lb % 64 == 0);
+    if (ldo == K)
+        return 1;
+    return K % CSM_XVW == 0 && (uintptr_t)out % (uintptr_t)vb == 0 && lb % 64 == 0;
 #else
     (void)out; (void)ldo; (void)K;
     return 0;
@@ -2447,7 +2460,6 @@ static CSM_INLINE CSM_TARGET void CSM_FN(csm_softmax_body)(
     if (nt) {
         CSM_T ring[CSM_NT_RING_BYTES / sizeof(CSM_T)], c[CSM_NT_GROUPS * CSM_ROWS_MAX] = {0};
         const ptrdiff_t R = CSM_ROWS_AT_ONCE(K), slots = CSM_NT_GROUPS * R;
-        const CSM_FN(csm_nt_t) w = CSM_FN(csm_nt_start)(y);
         /* done: the rows streamed; sr, sd, sp: the slots of rows r, done, done - 1 */
         ptrdiff_t done = 0, sr = 0, sd = 0, sp = slots - 1;
         for (ptrdiff_t g; done < rows; r += g) {
@@ -2463,6 +2475,7 @@ static CSM_INLINE CSM_TARGET void CSM_FN(csm_softmax_body)(
                                               c + sr);
             sr = sr + g == slots ? 0 : sr + g;
             for (; done < r; ++done) {
+                const CSM_FN(csm_nt_t) w = CSM_FN(csm_nt_start)(y + done * ldy);
                 CSM_FN(csm_nt_row)(CSM_NT_SCALE, &w, y + done * ldy, K, ring + sd * K, NULL, c[sd], 0,
                                    ring + sp * K, NULL, c[sp], 0, done == 0, done == rows - 1);
                 sp = sd;
@@ -2545,7 +2558,6 @@ static CSM_INLINE CSM_TARGET void CSM_FN(csm_log_softmax_body)(
     CSM_T mx[CSM_LOG_CHUNK];
     double lg[CSM_LOG_CHUNK];
 #if CSM_EXP_V
-    const CSM_FN(csm_nt_t) w = CSM_FN(csm_nt_start)(y);
     CSM_T mp = 0, lp = 0;
 #endif
     for (ptrdiff_t r0 = 0; r0 < rows; r0 += CSM_LOG_CHUNK) {
@@ -2570,6 +2582,7 @@ static CSM_INLINE CSM_TARGET void CSM_FN(csm_log_softmax_body)(
 #if CSM_EXP_V
             if (nt) {
                 const ptrdiff_t i = r0 + r;
+                const CSM_FN(csm_nt_t) w = CSM_FN(csm_nt_start)(yr);
                 CSM_FN(csm_nt_row)(CSM_NT_SHIFT, &w, yr, K, xr, NULL, m, l, i ? xr - ldx : xr, NULL, mp, lp,
                                    i == 0, i == rows - 1);
                 mp = m;
@@ -2700,7 +2713,6 @@ static CSM_TARGET void CSM_FN(csm_softmax_backward_nt)(
     const CSM_T *y, ptrdiff_t ldy, const CSM_T *g, ptrdiff_t ldg,
     CSM_T *out, ptrdiff_t ldo, ptrdiff_t rows, ptrdiff_t K, int pf)
 {
-    const CSM_FN(csm_nt_t) w = CSM_FN(csm_nt_start)(out);
     CSM_T dp = 0;
     for (ptrdiff_t r = 0; r < rows; ++r) {
         const CSM_T *yr = y + r * ldy, *gr = g + r * ldg;
@@ -2709,6 +2721,7 @@ static CSM_TARGET void CSM_FN(csm_softmax_backward_nt)(
                                                    CSM_PF_ROW_(csm_prefetch_row, gr, ldg, K, sizeof(CSM_T)),
                                                    CSM_PF_ROW_(csm_prefetch_row, yr, ldy, K, sizeof(CSM_T)),
                                                    NULL);
+        const CSM_FN(csm_nt_t) w = CSM_FN(csm_nt_start)(out + r * ldo);
         CSM_FN(csm_nt_row)(CSM_NT_BWD, &w, out + r * ldo, K, yr, gr, d, 0, r ? yr - ldy : yr,
                            r ? gr - ldg : gr, dp, 0, r == 0, r == rows - 1);
         dp = d;
@@ -2878,15 +2891,16 @@ static CSM_TARGET void CSM_FN(csm_log_softmax_backward_nt)(
     const CSM_T *y, ptrdiff_t ldy, const CSM_T *g, ptrdiff_t ldg,
     CSM_T *out, ptrdiff_t ldo, ptrdiff_t rows, ptrdiff_t K, int pf)
 {
-    const CSM_FN(csm_nt_t) w = CSM_FN(csm_nt_start)(out);
-    const ptrdiff_t vw = CSM_XVW, a = w.a;
-    /* The row before, while its last CSM_XVW - a elements wait for the
-     * register across the boundary (op not NULL). */
+    const ptrdiff_t vw = CSM_XVW;
+    /* The row before, while its last elements wait for the register across
+     * the boundary (op not NULL). */
     const CSM_T *yp = y, *gp = g;
     CSM_T *op = NULL, sp = 0, ep = 0;
     for (ptrdiff_t r = 0; r < rows; ++r) {
         const CSM_T *yr = y + r * ldy, *gr = g + r * ldg;
         CSM_T *orow = out + r * ldo;
+        const CSM_FN(csm_nt_t) w = CSM_FN(csm_nt_start)(orow);
+        const ptrdiff_t a = w.a;
         const CSM_T sg = (CSM_T)CSM_FN(csm_row_sum)(gr, gr, NULL, K, CSM_SUM_PLAIN, NULL, NULL, NULL);
         const char *pg = CSM_PF_ROW_(csm_prefetch_row, gr, ldg, K, sizeof(CSM_T));
         const char *py = CSM_PF_ROW_(csm_prefetch_row, yr, ldy, K, sizeof(CSM_T));
@@ -2912,8 +2926,8 @@ static CSM_TARGET void CSM_FN(csm_log_softmax_backward_nt)(
         sp = sg;
         ep = (CSM_T)upper;
     }
-    if (op && a)
-        CSM_FN(csm_nt_part)(CSM_NT_LBWD, op, K - vw, a, vw, yp, gp, sp, ep);
+    if (op && CSM_FN(csm_nt_tail)(op, K))
+        CSM_FN(csm_nt_part)(CSM_NT_LBWD, op, K - vw, CSM_FN(csm_nt_tail)(op, K), vw, yp, gp, sp, ep);
 }
 #endif
 
