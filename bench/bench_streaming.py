@@ -5,8 +5,8 @@
     python bench/bench_streaming.py --quick    # the two smallest outputs
 
 The engine writes an output with streaming (non-temporal) stores only where
-it is at least stream_bytes() (twice the LLC, counted at most 32 MiB; one
-LLC where AVX2 is the widest ISA) and stream_threads() (2; there 1) or more threads
+it is at least stream_bytes() (one LLC, counted at most 32 MiB; twice that
+on an AMD CPU with AVX-512) and stream_threads() (1; there 2) or more threads
 write it, and only for the ops that are not bound by an exp per element
 (softmax_backward, the Jacobian; softmax's and log_softmax's rows past
 CSM_LONG_ROW) or that write rows of whole registers from the registers
@@ -84,7 +84,7 @@ def main():
 
 def long_rows(llc, args, rng):
     """softmax's rows of 4 MiB, an output of about 1.2 LLCs (the smallest
-    that streams where AVX2 is the widest ISA), float32 and float64: the
+    that streams where one LLC does), float32 and float64: the
     engine's choice against regular stores and against exps computed again."""
     print(f"\n{'softmax long rows':18} {'x':>14} {'out MiB':>8} {'thr':>3} {'engine':>10} "
           f"{'regular':>10} {'again':>10}  engine's choice")

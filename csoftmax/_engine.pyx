@@ -59,6 +59,7 @@ cdef extern from "_rows.h" nogil:
     int CSM_VEC_BWD_K
     int CSM_VEC_BWD_K_AVX2_F64
     int csm_best_isa()
+    int csm_cpu_is_amd()
     int csm_select_isa(int isa)
     int csm_openmp_enabled()
     int csm_max_threads()
@@ -177,7 +178,8 @@ cdef enum:
 # 32.4 / 36.2 and 17.5 / 18.8). Its RFOs are not hidden as Zen 5's are. So
 # a CPU whose widest ISA is AVX2 streams outputs of one LLC and more at any
 # thread count, one with AVX-512 keeps the rule above. The ISA only stands
-# for the generation of core: the two machines measured, not a law.
+# for the generation of core: the two machines measured, not a law (a
+# third, an Intel Xeon, made the rule key on the vendor: _cpu_is_amd).
 cdef Py_ssize_t _stream_bytes = 16 << 20
 cdef int _stream_threads = 2
 # Which ops stream at all. The ops that take an exp per element (cost 3 in
@@ -280,7 +282,22 @@ def _stream_llc_bytes():
     return min(_llc_bytes() or (8 << 20), STREAM_LLC_MAX)
 
 
-if csm_best_isa() == 1:  # AVX2 is the widest
+# The same Xeon streamed faster at one thread too, as the Zen 3 did: one
+# thread, operands rotated through 768 MiB, one process alternating
+# streamed and regular calls, time streamed / regular: the Jacobian
+# 2000 x 100 float32 0.59, softmax_backward 100000 x 64 0.70, 16384 x 1000
+# 0.83, float64 0.76; with one output reused, softmax_backward float32
+# 16384 x 1000 0.82 and the Jacobian 1000 x 100 (40 MB) 0.80 (two threads
+# 0.87 and 0.90). So the ISA did not stand for the core after
+# all: AMD's cores with AVX-512 (the Zen 5 measured; Zen 4 with them) keep
+# the two-LLC, two-thread rule, and every other x86-64 CPU streams outputs
+# of one LLC at any thread count.
+def _cpu_is_amd():
+    """Whether the CPU is AMD's (the streaming rule)."""
+    return bool(csm_cpu_is_amd())
+
+
+if csm_best_isa() == 1 or (csm_best_isa() == 2 and not csm_cpu_is_amd()):
     _stream_bytes = _stream_llc_bytes()
     _stream_threads = 1
 else:
@@ -334,15 +351,15 @@ def set_prefetch_bytes(Py_ssize_t nbytes):
 def stream_bytes():
     """Outputs of at least this many bytes (and reused, not freshly
     allocated), written by stream_threads() or more threads, are written
-    with streaming stores: twice the LLC's size (at most 32 MiB of it), or
-    that size once on a CPU whose widest ISA is AVX2. (The ops bound by their exps keep regular
+    with streaming stores: twice the LLC's size (at most 32 MiB of it) on an
+    AMD CPU with AVX-512, that size once on other x86-64 CPUs. (The ops bound by their exps keep regular
     stores: stream_exp_ops.)"""
     return _stream_bytes
 
 
 def stream_threads():
     """Outputs are written with streaming stores only by calls that run on at
-    least this many threads: 2, or 1 on a CPU whose widest ISA is AVX2."""
+    least this many threads: 2 on an AMD CPU with AVX-512, else 1."""
     return _stream_threads
 
 

@@ -478,6 +478,17 @@ static int csm_best_isa(void)
     return CSM_ISA_BASELINE;
 }
 
+/* Whether the CPU is AMD's (the streaming rule in _engine.pyx). */
+static int csm_cpu_is_amd(void)
+{
+#if CSM_X86_DISPATCH
+    __builtin_cpu_init();
+    return __builtin_cpu_is("amd") != 0;
+#else
+    return 0;
+#endif
+}
+
 /* Use `isa`, or the best one when isa < 0. Returns the ISA now in use, or -1
  * when the CPU cannot run the one asked for (nothing changes then). */
 static int csm_select_isa(int isa)
