@@ -10,7 +10,7 @@ on an AMD CPU with AVX-512) and stream_threads() (1; there 2) or more threads
 write it, and only for the ops that are not bound by an exp per element
 (softmax_backward, the Jacobian; softmax's and log_softmax's rows past
 CSM_LONG_ROW) or that write rows of whole registers from the registers
-(log_softmax, log_softmax_backward from 1 KiB, softmax from 2 KiB up to its
+(log_softmax, log_softmax_backward past its short rows, softmax from 2 KiB up to its
 ring of exps: CSM_SOFTMAX_NT_ROWS) unless set_stream_exp_ops says so
 (_engine.pyx). This bench
 checks that rule on the machine at hand: for each op and output size (in LLCs) it times the same out= call with the

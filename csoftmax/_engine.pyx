@@ -644,10 +644,14 @@ cdef int _plan(int op, Py_ssize_t n, Py_ssize_t k, Py_ssize_t acs, Py_ssize_t bc
     # 1.13 / 0.78 and 1.11 / 0.75, 32768 x 512 1.16 / 0.88 and 0.92 / 0.75;
     # float64 16384 x 1000 1.10-1.25 / 0.95-0.98 and 1.05-1.22 / 0.92-1.12,
     # 65536 x 128 1.38 / 1.36 and 1.09 / 0.94. Shorter rows gained nothing
-    # at one thread (their register across each row boundary is computed
-    # twice, once per row, and the rows are few registers long): float32
-    # 100000 x 64, four runs, 0.98-1.45 / 1.04-1.36, 50000 x 128 1.01-1.19
-    # / 0.98-1.30.
+    # at one thread there (their register across each row boundary is
+    # computed twice, once per row, and the rows are few registers long):
+    # float32 100000 x 64, four runs, 0.98-1.45 / 1.04-1.36, 50000 x 128
+    # 1.01-1.19 / 0.98-1.30; so they kept regular stores below 1 KiB. On an
+    # Intel Xeon (AVX-512), one process alternating the two, operands
+    # rotated, time streamed / regular: 100000 x 64 0.64 (3.65 / 5.70 ms)
+    # at one thread and 0.65 at two. Every row past the short rows'
+    # kernels (csm_short_bwd_k) now streams where the rule says.
     # softmax streams its rows of whole registers from 2 KiB up to what its
     # ring of exps holds (CSM_SOFTMAX_NT_ROWS in _rows.h, with the numbers),
     # weighing its input with its output as log_softmax does.
@@ -656,7 +660,9 @@ cdef int _plan(int op, Py_ssize_t n, Py_ssize_t k, Py_ssize_t acs, Py_ssize_t bc
                and (((op == OP_LOG_SOFTMAX and not long_rows)
                      or (op == OP_SOFTMAX and CSM_SOFTMAX_NT_ROWS(k, itemsize)))
                     and k > CSM_SMALL_FWD_K_ISA(csm_isa_in_use)
-                    or (op == OP_LOG_SOFTMAX_BACKWARD and k * itemsize >= 1024)))
+                    or (op == OP_LOG_SOFTMAX_BACKWARD
+                        and k > (CSM_VEC_BWD_K_AVX2_F64 if csm_isa_in_use == CSM_ISA_AVX2
+                                 and itemsize == 8 else CSM_VEC_BWD_K))))
     foot = work
     if op == OP_SOFTMAX_BACKWARD or nt_rows:
         foot = work + n * k * csm_op_arity[op]
