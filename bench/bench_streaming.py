@@ -9,7 +9,8 @@ it is at least stream_bytes() (one LLC, counted at most 32 MiB; twice that
 on an AMD CPU with AVX-512) and stream_threads() (1; there 2) or more threads
 write it, and only for the ops that are not bound by an exp per element
 (softmax_backward, the Jacobian; softmax's and log_softmax's rows past
-CSM_LONG_ROW) or that write rows of whole registers from the registers
+CSM_LONG_ROW) or that write their rows from the registers (rows that follow
+one another in the output, or whole registers)
 (log_softmax, log_softmax_backward past its short rows, softmax from 2 KiB up to its
 ring of exps: CSM_SOFTMAX_NT_ROWS) unless set_stream_exp_ops says so
 (_engine.pyx). This bench

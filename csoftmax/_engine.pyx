@@ -150,6 +150,7 @@ cdef double _burst_until = 0.0  # a call that starts before this is in a burst
 cdef enum:
     PLAN_IN_BURST = 1 << 8
     PLAN_ISOLATED = 1 << 9
+    PLAN_OUT_PACKED = 1 << 10  # the output's rows follow one another (row stride K)
 
 # Outputs larger than twice the last-level cache, written by two or more
 # threads, go out with streaming stores (no read-for-ownership): past the
@@ -189,8 +190,9 @@ cdef int _stream_threads = 2
 # So they keep regular stores at any size, but for softmax's and
 # log_softmax's long rows (csm_long_rows, rows past CSM_LONG_ROW), which
 # stream chunks of a row too long for the caches, and measured faster so,
-# log_softmax's rows of whole registers, which stream straight from the
-# registers, and softmax's rows of whole registers and 2 KiB or more, which
+# log_softmax's rows (whole registers, or any that follow one another in
+# the output), which stream straight from the registers, and softmax's
+# such rows of 2 KiB or more, which
 # stream from a ring of their exps in L1 (_plan: nt_rows;
 # CSM_SOFTMAX_NT_ROWS in _rows.h has the numbers).
 # `python bench/bench_streaming.py`, AMD Zen 3, AVX2, float32 out=, ms
@@ -558,6 +560,7 @@ cdef int _plan(int op, Py_ssize_t n, Py_ssize_t k, Py_ssize_t acs, Py_ssize_t bc
     cdef bint shaped = jacobian or op == OP_LOGSUMEXP  # out is not shaped like a row
     cdef Py_ssize_t lanes = 1, work, foot, cost, pf_bytes
     cdef bint big_out, long_rows, nt_rows
+    cdef Py_ssize_t reg_bytes
     cdef Py_ssize_t kept_row_bytes
     # The row kernels take unit column strides (every stride is unit when
     # K == 1); everything else goes through the lane layout, or, for the
@@ -627,8 +630,8 @@ cdef int _plan(int op, Py_ssize_t n, Py_ssize_t k, Py_ssize_t acs, Py_ssize_t bc
     # 1211 / 989 and 917 / 721; 100000 x 64 rotated 3559 / 2772 and 2543 /
     # 2247.
     # log_softmax streams its rows from the registers too (csm_log_nt in
-    # _rows_impl.h: rows of whole registers, past the short rows, under a
-    # register form), and weighs its input with its output as
+    # _rows_impl.h: rows past the short rows, under a register form; see
+    # PLAN_OUT_PACKED below), and weighs its input with its output as
     # softmax_backward does. AMD Zen 3, AVX2, float32 out=, each setting in
     # its own run of calls, ms regular / streamed (medians), one and two
     # threads, rotated inputs: 100000 x 64 4.43 / 4.09 and 3.26 / 2.92,
@@ -652,11 +655,18 @@ cdef int _plan(int op, Py_ssize_t n, Py_ssize_t k, Py_ssize_t acs, Py_ssize_t bc
     # rotated, time streamed / regular: 100000 x 64 0.64 (3.65 / 5.70 ms)
     # at one thread and 0.65 at two. Every row past the short rows'
     # kernels (csm_short_bwd_k) now streams where the rule says.
-    # softmax streams its rows of whole registers from 2 KiB up to what its
+    # softmax streams such rows from 2 KiB up to what its
     # ring of exps holds (CSM_SOFTMAX_NT_ROWS in _rows.h, with the numbers),
     # weighing its input with its output as log_softmax does.
+    # Rows that follow one another in the output stream at any K of a
+    # register or more (csm_nt_rows); others must be whole registers. Intel
+    # Xeon (AVX-512), float32 16384 x 1000, out=, rotated operands, time
+    # streamed / regular, one and two threads: log_softmax_backward 0.76 and
+    # 0.76, log_softmax 0.90 and 0.92, softmax 1.02 and 0.94.
+    reg_bytes = 64 if csm_isa_in_use > CSM_ISA_AVX2 else 32
     nt_rows = (p.rowwise and csm_isa_in_use >= CSM_ISA_AVX2
-               and k * itemsize % (64 if csm_isa_in_use > CSM_ISA_AVX2 else 32) == 0
+               and (k * itemsize % reg_bytes == 0
+                    or (flags & PLAN_OUT_PACKED and k * itemsize >= reg_bytes))
                and (((op == OP_LOG_SOFTMAX and not long_rows)
                      or (op == OP_SOFTMAX and CSM_SOFTMAX_NT_ROWS(k, itemsize)))
                     and k > CSM_SMALL_FWD_K_ISA(csm_isa_in_use)
@@ -752,6 +762,8 @@ cdef int _run(int op, const real_t* a, Py_ssize_t ars, Py_ssize_t acs,
             ors = k
     if k == 1:  # nor is a one-element row's column stride
         mcs = 1
+    if ors == k and ocs == 1:
+        flags |= PLAN_OUT_PACKED
     if _plan(op, n, k, acs, bcs, ocs, num_threads, flags, sizeof(real_t), &p,
              m != NULL, mcs) != RUN_OK:
         return RUN_INVALID
@@ -921,13 +933,14 @@ CONSTANTS = {
 
 
 def plan(str op, Py_ssize_t n, Py_ssize_t k, dtype="float32", bint unit_columns=True,
-         bint fresh_out=False, int num_threads=0, bint masked=False, burst=True):
+         bint fresh_out=False, int num_threads=0, bint masked=False, burst=True,
+         bint packed_out=True):
     """How a call would run, as the engine decides it: for tests and for
     anyone who wants to know. op is an op name (see OP_NAMES); unit_columns:
     every operand has unit column stride (C order along the rows); masked:
     the call has a mask (where=); burst: the call comes within a burst of
     calls (True), alone (False), or None: as the engine sees it now (see
-    WAKE_GRAIN)."""
+    WAKE_GRAIN); packed_out: the output's rows follow one another (C order)."""
     cdef Plan p
     cdef int code = OP_NAMES.index(op)
     cdef Py_ssize_t cs = 1 if unit_columns else 2
@@ -937,6 +950,8 @@ def plan(str op, Py_ssize_t n, Py_ssize_t k, dtype="float32", bint unit_columns=
     cdef int flags = RUN_FRESH_OUT if fresh_out else 0
     if burst is not None:
         flags |= PLAN_IN_BURST if burst else PLAN_ISOLATED
+    if packed_out and unit_columns:
+        flags |= PLAN_OUT_PACKED
     if _plan(code, n, k, cs, cs, cs, num_threads, flags, itemsize, &p, masked, cs) != RUN_OK:
         raise ValueError(f"plan: {op} has no kernels for this layout")
     bwd = code in (OP_SOFTMAX_BACKWARD, OP_LOG_SOFTMAX_BACKWARD)

@@ -189,14 +189,17 @@ def test_streaming_threshold_is_where_streaming_starts(dtype, itemsize, stream_a
     assert not _engine.plan("softmax_backward", n_at, k, dtype, num_threads=2)["stream"]
     assert _engine.plan("softmax_backward", n_at + 1, k, dtype, num_threads=2)["stream"]
     # log_softmax weighs its input with its output where its rows stream
-    # from the registers: rows of whole registers (1024 elements) under a
-    # register form, past the short rows.
+    # from the registers: under a register form, past the short rows.
     kl = 1024
     nl_at = elems // (2 * kl)  # (input and output: exactly the threshold, where streaming starts)
     reg_form = _engine.isa() != "baseline"
     assert not _engine.plan("log_softmax", nl_at - 1, kl, dtype, num_threads=2)["stream"]
     assert _engine.plan("log_softmax", nl_at, kl, dtype, num_threads=2)["stream"] is reg_form
-    assert not _engine.plan("log_softmax", 4 * nl_at, kl + 1, dtype, num_threads=2)["stream"]
+    # Rows of any K of a register or more stream where they follow one
+    # another in the output; rows apart must be whole registers.
+    assert not _engine.plan("log_softmax", 4 * nl_at, kl + 1, dtype, num_threads=2,
+                            packed_out=False)["stream"]
+    assert _engine.plan("log_softmax", 4 * nl_at, kl + 1, dtype, num_threads=2)["stream"] is reg_form
     assert not _engine.plan("log_softmax", 4 * elems // 24, 24, dtype, num_threads=2)["stream"]
     kj = 40
     nj_at = elems // (kj * kj)
@@ -244,11 +247,11 @@ def test_long_softmax_rows_keep_their_exps_where_the_rows_in_flight_fit_the_llc(
             fresh = _engine.plan("softmax", n, k, dtype, fresh_out=True, num_threads=threads)
             assert not fresh["stream"] and not fresh["keep"]
         # Rows of up to CSM_LONG_ROW are bound by their exps, and keep
-        # regular stores at any size (set_stream_exp_ops), but for rows of
-        # whole registers that stream from a ring of their exps (K = 1001:
-        # not whole registers).
+        # regular stores at any size (set_stream_exp_ops), but for rows that
+        # stream from a ring of their exps: rows that follow one another in
+        # the output, or rows of whole registers (K = 1001 apart: neither).
         short = _engine.plan("softmax", stream_at_8mib // (1001 * itemsize) + 1, 1001, dtype,
-                             num_threads=threads)
+                             num_threads=threads, packed_out=False)
         assert not short["stream"] and not short["keep"]
     finally:
         _engine.set_stream_threads(old)
@@ -338,32 +341,45 @@ def test_large_reused_outputs_are_written_with_streaming_stores(fn, stream_at_8m
 
 @pytest.mark.parametrize("threads", [1, 2])
 @pytest.mark.parametrize("fn", ["softmax", "log_softmax", "log_softmax_backward"])
-def test_ops_bound_by_their_exps_keep_regular_stores_at_any_size(fn, threads, stream_at_8mib):
+def test_ops_bound_by_their_exps_stream_only_from_their_registers(fn, threads, isa, stream_at_8mib):
     # An exp per element hides the reads for ownership of regular stores,
     # and streaming's scratch pass only adds work: these outputs never
     # stream through it, however large, unless set_stream_exp_ops says so.
-    k = 1001  # (not whole registers: log_softmax's rows of whole registers stream from them)
+    # Under a register form their rows stream straight from the registers
+    # instead (csm_nt_rows): rows of 1001 elements that follow one another
+    # in the output do; the same rows apart (a wider array's columns) do
+    # not, as they are not whole registers.
+    k = 1001
     n = 4 * stream_at_8mib // (4 * k)  # four thresholds
     x = np.random.default_rng(2).standard_normal((n, k)).astype(np.float32)
     args = (csoftmax.log_softmax(x), x) if "backward" in fn else (x,)
     f = getattr(csoftmax, fn)
-    out = f(*args)
+    want = f(*args)
+    reg_form = isa != "baseline"
     old_threads = _engine.set_stream_threads(1)
     try:
-        assert not _engine.plan(fn, n, k, "float32", num_threads=threads)["stream"]
+        assert _engine.plan(fn, n, k, "float32", num_threads=threads)["stream"] is reg_form
+        assert not _engine.plan(fn, n, k, "float32", num_threads=threads, packed_out=False)["stream"]
         before = _engine.streamed_blocks()
-        f(*args, out=out, num_threads=threads)
+        apart = np.full((n, k + 7), 7, np.float32)[:, :k]
+        f(*args, out=apart, num_threads=threads)
         assert _engine.streamed_blocks() == before
+        np.testing.assert_array_equal(apart, want)
+        out = np.full_like(want, 7)
+        f(*args, out=out, num_threads=threads)
+        assert (_engine.streamed_blocks() > before) is reg_form
+        np.testing.assert_array_equal(out, want)
         assert not _engine.stream_exp_ops()
-        old = _engine.set_stream_exp_ops(True)
-        try:
-            assert _engine.plan(fn, n, k, "float32", num_threads=threads)["stream"]
-            streamed = np.full_like(out, 7)
-            f(*args, out=streamed, num_threads=threads)
-            assert _engine.streamed_blocks() > before
-        finally:
-            _engine.set_stream_exp_ops(old)
-        np.testing.assert_array_equal(streamed, out)
+        if not reg_form:
+            old = _engine.set_stream_exp_ops(True)
+            try:
+                assert _engine.plan(fn, n, k, "float32", num_threads=threads)["stream"]
+                streamed = np.full_like(want, 7)
+                f(*args, out=streamed, num_threads=threads)
+                assert _engine.streamed_blocks() > before
+            finally:
+                _engine.set_stream_exp_ops(old)
+            np.testing.assert_array_equal(streamed, want)
     finally:
         _engine.set_stream_threads(old_threads)
     # softmax_backward, two additions per element, streams the same output.
@@ -371,24 +387,26 @@ def test_ops_bound_by_their_exps_keep_regular_stores_at_any_size(fn, threads, st
 
 
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
-def test_softmax_streams_only_rows_of_whole_registers_from_2_kib_whose_ring_fits(dtype, isa, stream_at_8mib):
+def test_softmax_streams_only_rows_from_2_kib_whose_ring_fits(dtype, isa, stream_at_8mib):
     # softmax's output streams from a ring of its exps (three rows or pairs
     # of rows in 24 KiB) only where that measured faster than regular
-    # stores: rows of whole registers of 2 KiB and more, up to the ring's
-    # size, under a register ISA. Shorter rows, rows that end in a partial
-    # register and rows too long for the ring keep regular stores however
-    # large the output.
+    # stores: rows of 2 KiB and more, up to the ring's size, under a
+    # register ISA. Shorter rows and rows too long for the ring keep regular
+    # stores however large the output, and so do rows that end in a partial
+    # register where they do not follow one another in the output.
     C = _engine.CONSTANTS
     item = np.dtype(dtype).itemsize
     reg = (64 if isa == "avx512" else 32) // item  # elements per register
     first = C["softmax_nt_min_bytes"] // item
     last = C["softmax_nt_ring_bytes"] // (C["softmax_nt_groups"] * item)  # (past rows_at_once_k: one row)
     assert first < last and last > C["rows_at_once_k"]
-    for k, streams in [(first, True), (first - reg, False), (first + 1, False), (last, True),
+    for k, streams in [(first, True), (first - reg, False), (first + 1, True), (last, True),
                        (last + reg, False), (64, False)]:
         n = 4 * stream_at_8mib // (k * item) + 1
         got = _engine.plan("softmax", n, k, np.dtype(dtype).name, num_threads=2)["stream"]
         assert got == (streams and isa != "baseline"), (k, isa)
+        apart = _engine.plan("softmax", n, k, np.dtype(dtype).name, num_threads=2, packed_out=False)
+        assert apart["stream"] == (streams and isa != "baseline" and k % reg == 0), (k, isa)
 
 
 def test_calls_past_l2_prefetch_and_calls_in_cache_do_not():
