@@ -456,4 +456,13 @@ static CSM_TARGET void CSM_FN(csm_xent_rows)(const csm_xent_args *a, ptrdiff_t r
   #undef CSM_TV_
   #undef CSM_TM_FIRST
   #undef CSM_TW
+  #undef CSM_LT
+  #undef CSM_LTW
+  #undef CSM_LT_LOADU
+  #undef CSM_LT_LOADN
+  #undef CSM_LT_STOREN
+  #undef CSM_LT_STOREU
+  #undef CSM_LT_ZERO
+  #undef CSM_LT_TRANSPOSE
+  #undef CSM_XV_LANES_
 #endif

@@ -1428,55 +1428,49 @@ static CSM_INLINE CSM_TARGET void CSM_FN(csm_tile_transpose)(CSM_TV *r)
   #endif
 }
   #if CSM_ISA_ID == 2
+    #if CSM_F32
+      #define CSM_XV_LANES_(p, q, imm) _mm512_shuffle_f32x4((p), (q), (imm))
+    #else
+      #define CSM_XV_LANES_(p, q, imm) _mm512_shuffle_f64x2((p), (q), (imm))
+    #endif
+/* One stage of the AVX-512 tile: in each block of 2h registers, register c
+ * and c + h (c < h) exchange 128-bit lanes: 0x88 takes lanes 0 and 2 of
+ * each source, 0xDD lanes 1 and 3. */
+static CSM_INLINE CSM_TARGET void CSM_FN(csm_xtile_lanes)(CSM_XV *dst, const CSM_XV *src, int h)
+{
+    for (int b = 0; b < CSM_XVW; b += 2 * h)
+        for (int c = b; c < b + h; ++c) {
+            dst[c] = CSM_XV_LANES_(src[c], src[c + h], 0x88);
+            dst[c + h] = CSM_XV_LANES_(src[c], src[c + h], 0xDD);
+        }
+}
+
 /* The AVX-512 tile: unpacks within 128-bit lanes, then 128-bit lanes
- * exchanged by shuffle_f32x4/f64x2 (0x88 takes lanes 0 and 2 of each
- * source, 0xDD lanes 1 and 3). */
+ * exchanged (csm_xtile_lanes). */
 static CSM_INLINE CSM_TARGET void CSM_FN(csm_xtile_transpose)(CSM_XV *r)
 {
-    #if CSM_F32
-    __m512 t[16], u[16], v[16];
-    for (int i = 0; i < 8; ++i) {
-        t[2 * i] = _mm512_unpacklo_ps(r[2 * i], r[2 * i + 1]);
-        t[2 * i + 1] = _mm512_unpackhi_ps(r[2 * i], r[2 * i + 1]);
+    CSM_XV t[CSM_XVW], v[CSM_XVW];
+    for (int i = 0; i < CSM_XVW / 2; ++i) {
+        t[2 * i] = CSM_XV_(unpacklo)(r[2 * i], r[2 * i + 1]);
+        t[2 * i + 1] = CSM_XV_(unpackhi)(r[2 * i], r[2 * i + 1]);
     }
-    /* u[4i + c], 128-bit lane L: rows 4i .. 4i + 3, column 4L + c */
+    #if CSM_F32
+    /* t[2i + e], 128-bit lane L: rows 2i and 2i + 1 interleaved, columns
+     * 4L + 2e and 4L + 2e + 1; u[4i + c], lane L: rows 4i .. 4i + 3, column
+     * 4L + c */
+    CSM_XV u[CSM_XVW];
     for (int i = 0; i < 4; ++i) {
         u[4 * i] = _mm512_shuffle_ps(t[4 * i], t[4 * i + 2], 0x44);
         u[4 * i + 1] = _mm512_shuffle_ps(t[4 * i], t[4 * i + 2], 0xEE);
         u[4 * i + 2] = _mm512_shuffle_ps(t[4 * i + 1], t[4 * i + 3], 0x44);
         u[4 * i + 3] = _mm512_shuffle_ps(t[4 * i + 1], t[4 * i + 3], 0xEE);
     }
-    for (int c = 0; c < 4; ++c) {
-        v[c] = _mm512_shuffle_f32x4(u[c], u[4 + c], 0x88);
-        v[4 + c] = _mm512_shuffle_f32x4(u[c], u[4 + c], 0xDD);
-        v[8 + c] = _mm512_shuffle_f32x4(u[8 + c], u[12 + c], 0x88);
-        v[12 + c] = _mm512_shuffle_f32x4(u[8 + c], u[12 + c], 0xDD);
-    }
-    for (int c = 0; c < 4; ++c) {
-        r[c] = _mm512_shuffle_f32x4(v[c], v[8 + c], 0x88);
-        r[8 + c] = _mm512_shuffle_f32x4(v[c], v[8 + c], 0xDD);
-        r[4 + c] = _mm512_shuffle_f32x4(v[4 + c], v[12 + c], 0x88);
-        r[12 + c] = _mm512_shuffle_f32x4(v[4 + c], v[12 + c], 0xDD);
-    }
+    CSM_FN(csm_xtile_lanes)(v, u, 4);
+    CSM_FN(csm_xtile_lanes)(r, v, 8);
     #else
-    __m512d t[8], v[8];
-    for (int i = 0; i < 4; ++i) {
-        t[2 * i] = _mm512_unpacklo_pd(r[2 * i], r[2 * i + 1]);
-        t[2 * i + 1] = _mm512_unpackhi_pd(r[2 * i], r[2 * i + 1]);
-    }
     /* t[2i + e], 128-bit lane L: rows 2i and 2i + 1, column 2L + e */
-    for (int e = 0; e < 2; ++e) {
-        v[e] = _mm512_shuffle_f64x2(t[e], t[2 + e], 0x88);
-        v[2 + e] = _mm512_shuffle_f64x2(t[e], t[2 + e], 0xDD);
-        v[4 + e] = _mm512_shuffle_f64x2(t[4 + e], t[6 + e], 0x88);
-        v[6 + e] = _mm512_shuffle_f64x2(t[4 + e], t[6 + e], 0xDD);
-    }
-    for (int e = 0; e < 2; ++e) {
-        r[e] = _mm512_shuffle_f64x2(v[e], v[4 + e], 0x88);
-        r[4 + e] = _mm512_shuffle_f64x2(v[e], v[4 + e], 0xDD);
-        r[2 + e] = _mm512_shuffle_f64x2(v[2 + e], v[6 + e], 0x88);
-        r[6 + e] = _mm512_shuffle_f64x2(v[2 + e], v[6 + e], 0xDD);
-    }
+    CSM_FN(csm_xtile_lanes)(v, t, 2);
+    CSM_FN(csm_xtile_lanes)(r, v, 4);
     #endif
 }
     #define CSM_LT CSM_XV
