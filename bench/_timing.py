@@ -33,7 +33,7 @@ def _best_of(f, reps, n):
 def machine(rule, streaming=False):
     """Print the machine's line with the rule's threshold (text); return the
     LLC's size in bytes (8 MiB where the system does not say), or with
-    streaming, the size the streaming rule takes (at most 32 MiB)."""
+    streaming, the size the streaming rule takes (at most 64 MiB)."""
     import platform
 
     from csoftmax import _engine

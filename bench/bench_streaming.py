@@ -5,7 +5,7 @@
     python bench/bench_streaming.py --quick    # the two smallest outputs
 
 The engine writes an output with streaming (non-temporal) stores only where
-it is at least stream_bytes() (one LLC, counted at most 32 MiB; twice that
+it is at least stream_bytes() (one LLC, counted at most 64 MiB; twice that
 on an AMD CPU with AVX-512) and stream_threads() (1; there 2) or more threads
 write it, and only for the ops that are not bound by an exp per element
 (softmax_backward, the Jacobian; softmax's and log_softmax's rows past

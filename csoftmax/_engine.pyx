@@ -261,13 +261,18 @@ def _llc_bytes():
     return _CACHE_SIZES[max(_CACHE_SIZES)] if _CACHE_SIZES else 0
 
 
-# An LLC past 32 MiB is a server's L3, shared by every core of its socket
+# An LLC past 64 MiB is a server's L3, shared by every core of its socket
 # and, in a VM, by other tenants' cores: a call sees far less of it than
 # the size says. A 2-core Intel Xeon VM (AVX-512) reads its L3 as 480 MiB,
 # yet one thread's copy ran at 27 GB/s (read + write) up to 24 MiB copies
-# and fell from there: 22 GB/s at 32 MiB, 16 at 48, 13 at 128. So the rule
-# above takes at most 32 MiB of the LLC (the L3 of the AMD parts measured,
-# whose rule is unchanged). On that Xeon, two threads, float32 out=,
+# (48 MiB of traffic) and fell from there: 22 GB/s at 32 MiB, 16 at 48, 13
+# at 128. So the rule above takes at most 64 MiB of the LLC (more than the
+# 32 MiB L3 of the AMD parts measured, whose rule is unchanged). At 32 MiB,
+# bench_targets.py (quiet, operands rotated through 1 GiB) found the
+# Jacobian's 40 MB output slower streamed: 1000 x 100 float32 out= at one
+# and two threads 2.19 and 1.06 ms against 1.60 and 0.77 regular, where
+# the outputs of the backward ops below (77 MB with their inputs) gained.
+# On that Xeon, two threads, float32 out=,
 # operands rotated through 768 MiB, one process alternating the threshold
 # call by call (24 calls each, medians), time at 2 x 32 MiB against 2 x
 # 480 MiB: softmax_backward 100000 x 64 0.74 (2.10 / 2.84 ms), float64
@@ -275,11 +280,11 @@ def _llc_bytes():
 # streamed through the L1 scratch then; straight from the registers, as
 # csm_nt_rows now takes them, 0.79), the Jacobian 2000 x 100 0.99,
 # log_softmax 200000 x 64 1.01.
-cdef Py_ssize_t STREAM_LLC_MAX = 32 << 20
+cdef Py_ssize_t STREAM_LLC_MAX = 64 << 20
 
 
 def _stream_llc_bytes():
-    """The LLC's size as the streaming rule takes it: at most 32 MiB; 8 MiB
+    """The LLC's size as the streaming rule takes it: at most 64 MiB; 8 MiB
     where the system does not say."""
     return min(_llc_bytes() or (8 << 20), STREAM_LLC_MAX)
 
@@ -353,7 +358,7 @@ def set_prefetch_bytes(Py_ssize_t nbytes):
 def stream_bytes():
     """Outputs of at least this many bytes (and reused, not freshly
     allocated), written by stream_threads() or more threads, are written
-    with streaming stores: twice the LLC's size (at most 32 MiB of it) on an
+    with streaming stores: twice the LLC's size (at most 64 MiB of it) on an
     AMD CPU with AVX-512, that size once on other x86-64 CPUs. (The ops bound by their exps keep regular
     stores: stream_exp_ops.)"""
     return _stream_bytes
