@@ -359,8 +359,8 @@ def stream_bytes():
     """Outputs of at least this many bytes (and reused, not freshly
     allocated), written by stream_threads() or more threads, are written
     with streaming stores: twice the LLC's size (at most 64 MiB of it) on an
-    AMD CPU with AVX-512, that size once on other x86-64 CPUs. (The ops bound by their exps keep regular
-    stores: stream_exp_ops.)"""
+    AMD CPU with AVX-512, that size once on other x86-64 CPUs. (The ops
+    bound by their exps keep regular stores: stream_exp_ops.)"""
     return _stream_bytes
 
 
