@@ -555,6 +555,12 @@ cdef struct Plan:
     bint marks_burst        # work of at least PARALLEL_GRAIN: its end starts a burst
 
 
+cdef inline Py_ssize_t _vec_bwd_hi(Py_ssize_t itemsize) noexcept nogil:
+    """The longest backward rows csm_vec_bwd_rows takes under the ISA in use."""
+    return (CSM_VEC_BWD_K_AVX2_F64 if csm_isa_in_use == CSM_ISA_AVX2 and itemsize == 8
+            else CSM_VEC_BWD_K)
+
+
 cdef int _plan(int op, Py_ssize_t n, Py_ssize_t k, Py_ssize_t acs, Py_ssize_t bcs,
                Py_ssize_t ocs, int num_threads, int flags, Py_ssize_t itemsize,
                Plan* p, bint masked=False, Py_ssize_t mcs=1) noexcept nogil:
@@ -675,9 +681,7 @@ cdef int _plan(int op, Py_ssize_t n, Py_ssize_t k, Py_ssize_t acs, Py_ssize_t bc
                and (((op == OP_LOG_SOFTMAX and not long_rows)
                      or (op == OP_SOFTMAX and CSM_SOFTMAX_NT_ROWS(k, itemsize)))
                     and k > CSM_SMALL_FWD_K_ISA(csm_isa_in_use)
-                    or (op == OP_LOG_SOFTMAX_BACKWARD
-                        and k > (CSM_VEC_BWD_K_AVX2_F64 if csm_isa_in_use == CSM_ISA_AVX2
-                                 and itemsize == 8 else CSM_VEC_BWD_K))))
+                    or (op == OP_LOG_SOFTMAX_BACKWARD and k > _vec_bwd_hi(itemsize))))
     foot = work
     if op == OP_SOFTMAX_BACKWARD or nt_rows:
         foot = work + n * k * csm_op_arity[op]
@@ -961,8 +965,7 @@ def plan(str op, Py_ssize_t n, Py_ssize_t k, dtype="float32", bint unit_columns=
         raise ValueError(f"plan: {op} has no kernels for this layout")
     bwd = code in (OP_SOFTMAX_BACKWARD, OP_LOG_SOFTMAX_BACKWARD)
     # csm_vec_bwd_rows exists in the AVX2 and AVX-512 kernels only.
-    vec_hi = (CSM_VEC_BWD_K_AVX2_F64 if csm_isa_in_use == CSM_ISA_AVX2 and itemsize == 8
-              else CSM_VEC_BWD_K)
+    vec_hi = _vec_bwd_hi(itemsize)
     vec = (p.rowwise and not masked and bwd and csm_isa_in_use >= CSM_ISA_AVX2
            and CSM_VEC_BWD_MIN <= k <= vec_hi)
     small = p.rowwise and not masked and not vec and (
