@@ -224,7 +224,7 @@ class BuildExt(build_ext):
 ROWS_SOURCES = [f"csoftmax/_rows_{isa}.c" for isa in ("avx512", "avx2", "baseline")]
 ROWS_HEADERS = ["csoftmax/_ops.h", "csoftmax/_rows.h", "csoftmax/_rows_isa.h",
                 "csoftmax/_rows_impl.h", "csoftmax/_masked_impl.h", "csoftmax/_loss.h",
-                "csoftmax/_loss_impl.h"]
+                "csoftmax/_loss_impl.h", "csoftmax/_shares.h"]
 
 
 def check_op_registry():

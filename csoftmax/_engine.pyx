@@ -10,9 +10,17 @@ API of kernels.pxd, both of which call run_f32/run_f64.
 """
 import os
 
-from cython.parallel cimport parallel, prange, threadid
+from cython.parallel cimport parallel, threadid
 from cpython.pyport cimport PY_SSIZE_T_MAX
+from libc.stdint cimport uintptr_t
 from libc.stdlib cimport free, malloc
+
+cdef extern from "_shares.h" nogil:
+    ctypedef struct csm_share_t:
+        Py_ssize_t next
+        Py_ssize_t end
+    void csm_shares_init(csm_share_t* s, int count, Py_ssize_t n_blocks)
+    Py_ssize_t csm_shares_take(csm_share_t* s, int count, int t, int* visit)
 
 cdef extern from "_rows.h" nogil:
     ctypedef void (*csm_rows_f32_t)(const float*, Py_ssize_t, const float*, Py_ssize_t,
@@ -90,7 +98,7 @@ cdef enum:
 
 # Large calls of the row kernels take larger blocks: at least _block_share
 # blocks per call (BLOCKS_PER_THREAD per thread of the default team, read at
-# import), so that the dynamic schedule still balances the threads within a
+# import), so that stealing (_shares.h) still balances the threads within a
 # block, of at most BLOCK_MAX_ELEMS elements. The row kernels prefetch the
 # next row only inside their block, so a block's first row starts cold: at
 # 4096 elements that was one row in four at K = 1000. And with small blocks
@@ -437,7 +445,8 @@ if hasattr(os, "register_at_fork"):  # POSIX only
 # finishes every other block and waits at the end of the parallel region for
 # up to a time slice (measured, 4096 x 128 float32 with one busy-loop process
 # on a 2-core machine: 0.49 ms on one thread, 17.5 ms on two, dynamic
-# schedule; 11.6 ms with the static one). Such a call is easy to recognise
+# schedule; 11.6 ms with the static one; shares with stealing, _shares.h,
+# hold up one block as the dynamic schedule did). Such a call is easy to recognise
 # afterwards: the calling thread ran out of blocks long before the region
 # ended. After such a call, calls that use the default thread count run on
 # the calling thread for a while (10 ms, doubling on each repeat up to 1 s;
@@ -792,29 +801,61 @@ cdef int _run(int op, const real_t* a, Py_ssize_t ars, Py_ssize_t acs,
         _mark_burst(&p)
         return rc
     _ran_parallel = 1
-    # Blocks are handed out one at a time (dynamic), not split up front
-    # (static): on a busy machine a descheduled thread then holds up one
-    # block, not half the call (measured with bench/bench_contention.py).
+    # Each thread takes its own share of the blocks first, then steals from
+    # the others' (_shares.h says why).
+    cdef Shares sh
+    _shares_open(&sh, num_threads, n_blocks)
     cdef double t_start = csm_now(), t_caller = t_start, t_end
     cdef double* t_caller_p = &t_caller  # written through: shared, not lastprivate
+    cdef int* failed_p = &failed
+    # (Cython makes them firstprivate: initialised, so that no copy is read unset.)
+    cdef int tid = 0, visit = 0
+    c = 0
     with parallel(num_threads=num_threads):
         buf = NULL
+        tid = threadid()
+        visit = 0
         if scratch > 0:
             buf = <real_t*>malloc(scratch * sizeof(real_t))
-        for c in prange(n_blocks, schedule='dynamic'):
+        while True:
+            c = csm_shares_take(sh.s, sh.count, tid, &visit)
+            if c < 0:
+                break
             if scratch > 0 and buf == NULL:
-                failed += 1
+                failed_p[0] = 1
             else:
                 _block(op, rowwise, c, block, a, ars, acs, b, brs, bcs, m, mrs, mcs, out, ors,
                        ocs, n, k, kflags, buf)
-            if threadid() == 0:
+            if tid == 0:
                 t_caller_p[0] = csm_now()
         free(buf)
+    free(sh.raw)
     if p.default_threads:
         t_end = csm_now()
         _judge(t_start, t_caller, t_end)
     _mark_burst(&p)
     return RUN_NO_MEMORY if failed else RUN_OK
+
+
+cdef struct Shares:
+    void* raw           # the allocation (free it)
+    csm_share_t* s      # count shares, each on a cache line of its own
+    int count
+    csm_share_t one     # the one share where the others cannot be allocated
+
+
+cdef void _shares_open(Shares* sh, int count, Py_ssize_t n_blocks) noexcept nogil:
+    """A parallel loop's shares of n_blocks blocks, one per thread; where
+    they cannot be allocated, one share that every thread takes from (a
+    dynamic schedule)."""
+    sh.raw = malloc((count + 1) * sizeof(csm_share_t))
+    if sh.raw == NULL:
+        sh.s = &sh.one
+        sh.count = 1
+    else:
+        sh.s = <csm_share_t*>((<uintptr_t>sh.raw + 63) & ~(<uintptr_t>63))
+        sh.count = count
+    csm_shares_init(sh.s, sh.count, n_blocks)
 
 
 cdef inline void _mark_burst(const Plan* p) noexcept nogil:
@@ -894,17 +935,27 @@ cdef int run_xent(bint f32, const csm_xent_args* args, Py_ssize_t n, int num_thr
         _mark_burst(&p)
         return RUN_OK
     _ran_parallel = 1
+    cdef Shares sh
+    _shares_open(&sh, p.num_threads, p.n_blocks)
     cdef double t_start = csm_now(), t_caller = t_start, t_end
     cdef double* t_caller_p = &t_caller  # written through: shared, not lastprivate
+    cdef int tid = 0, visit = 0
+    c = r0 = r1 = 0  # (firstprivate: see _run)
     with parallel(num_threads=p.num_threads):
-        for c in prange(p.n_blocks, schedule='dynamic'):
+        tid = threadid()
+        visit = 0
+        while True:
+            c = csm_shares_take(sh.s, sh.count, tid, &visit)
+            if c < 0:
+                break
             r0 = c * p.block
             r1 = r0 + p.block
             if r1 > n:
                 r1 = n
             fn(args, r0, r1)
-            if threadid() == 0:
+            if tid == 0:
                 t_caller_p[0] = csm_now()
+    free(sh.raw)
     if p.default_threads:
         t_end = csm_now()
         _judge(t_start, t_caller, t_end)
@@ -982,6 +1033,56 @@ def plan(str op, Py_ssize_t n, Py_ssize_t k, dtype="float32", bint unit_columns=
 def streamed_blocks():
     """Blocks of rows written with streaming stores since the module loaded."""
     return csm_streamed_blocks
+
+
+def _shares_walk(Py_ssize_t n_blocks, int count, order):
+    """For the tests: the claims of threads that take turns as `order` says
+    (thread ids below 64, one claim per entry) on n_blocks blocks split into
+    count shares: a list of (thread, block), block -1 where the thread found
+    none left."""
+    cdef Shares sh
+    cdef int visits[64]
+    cdef int t
+    for t in range(64):
+        visits[t] = 0
+    _shares_open(&sh, count, n_blocks)
+    out = []
+    try:
+        for t in order:
+            if not 0 <= t < 64:
+                raise ValueError("_shares_walk: thread ids lie in [0, 64)")
+            out.append((t, csm_shares_take(sh.s, sh.count, t, &visits[t])))
+    finally:
+        free(sh.raw)
+    return out
+
+
+def _shares_claims(Py_ssize_t n_blocks, int num_threads):
+    """For the tests: one parallel loop of num_threads threads over n_blocks
+    blocks, as _run hands them out. Returns (the blocks each thread claimed,
+    the thread that claimed each block, -1 for none)."""
+    import numpy as np
+    if num_threads < 1 or num_threads > 64 or n_blocks < 0:
+        raise ValueError("_shares_claims: 1 <= num_threads <= 64, n_blocks >= 0")
+    per = np.zeros(64, np.intp)
+    owner = np.full(n_blocks, -1, np.intc)
+    cdef Py_ssize_t[::1] per_v = per
+    cdef int[::1] owner_v = owner
+    cdef Shares sh
+    cdef Py_ssize_t c = 0
+    cdef int tid = 0, visit = 0
+    _shares_open(&sh, num_threads, n_blocks)
+    with nogil, parallel(num_threads=num_threads):
+        tid = threadid()
+        visit = 0
+        while True:
+            c = csm_shares_take(sh.s, sh.count, tid, &visit)
+            if c < 0:
+                break
+            per_v[tid] += 1
+            owner_v[c] = tid
+    free(sh.raw)
+    return per[:num_threads].copy(), owner
 
 
 # The registry of operations (_ops.h), in op-code order: names, and for each

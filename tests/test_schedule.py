@@ -1,0 +1,85 @@
+"""How the engine hands out a call's blocks to its threads (csoftmax/_shares.h):
+each thread takes its own contiguous share first, then steals what is left of
+the others', so that every block runs exactly once whatever the team and the
+timing, and a quiet call gives each thread the same blocks every time."""
+import numpy as np
+import pytest
+
+import csoftmax
+from csoftmax import _engine
+
+
+def _shares(n_blocks, count):
+    return [range(n_blocks * t // count, n_blocks * (t + 1) // count) for t in range(count)]
+
+
+@pytest.mark.parametrize("n_blocks", [0, 1, 2, 3, 7, 16, 17, 1000])
+@pytest.mark.parametrize("threads", [1, 2, 3, 8])
+def test_every_block_runs_exactly_once_in_a_parallel_loop(n_blocks, threads):
+    for _ in range(20):
+        per_thread, owner = _engine._shares_claims(n_blocks, threads)
+        assert per_thread.sum() == n_blocks
+        assert (owner >= 0).all() and (owner < threads).all()
+
+
+@pytest.mark.parametrize("n_blocks, count", [(16, 2), (17, 2), (10, 3), (3, 8), (1, 1), (0, 2)])
+def test_threads_taking_turns_each_take_their_own_share(n_blocks, count):
+    order = [t for _ in range(n_blocks + 2) for t in range(count)]
+    claims = _engine._shares_walk(n_blocks, count, order)
+    taken = [(t, c) for t, c in claims if c >= 0]
+    assert sorted(c for _, c in taken) == list(range(n_blocks))
+    # Each thread's claims start with its own share, front to back, for as
+    # long as the shortest share lasts (then a thread with a shorter share
+    # steals from a longer one).
+    shares = _shares(n_blocks, count)
+    m = min(len(sh) for sh in shares)
+    for t, share in enumerate(shares):
+        assert [c for u, c in taken if u == t][:m] == list(share)[:m]
+    if all(len(sh) == m for sh in shares):
+        assert all([c for u, c in taken if u == t] == list(sh) for t, sh in enumerate(shares))
+
+
+@pytest.mark.parametrize("n_blocks, count", [(16, 2), (17, 3), (5, 8)])
+@pytest.mark.parametrize("alone", [0, 1])
+def test_a_thread_alone_takes_its_share_then_steals_the_rest(n_blocks, count, alone):
+    alone = alone % count
+    late = [t for t in range(count) if t != alone]
+    claims = _engine._shares_walk(n_blocks, count, [alone] * (n_blocks + 1) + late)
+    shares = _shares(n_blocks, count)
+    expect = [c for s in range(count) for c in shares[(alone + s) % count]]
+    assert [c for _, c in claims[:n_blocks + 1]] == expect + [-1]
+    # Everything is taken: the threads that come late find nothing.
+    assert all(c == -1 for _, c in claims[n_blocks + 1:])
+
+
+def test_a_late_thread_finds_only_what_is_left_of_its_share():
+    # Thread 0 takes its share and steals two blocks of thread 1's; thread 1
+    # then gets the rest of its own share, in order, and nothing more.
+    order = [0] * 10 + [1] * 7
+    claims = _engine._shares_walk(16, 2, order)
+    assert [c for t, c in claims if t == 0] == list(range(10))
+    assert [c for t, c in claims if t == 1] == list(range(10, 16)) + [-1]
+
+
+def test_a_team_larger_than_its_shares_only_steals():
+    # (The engine makes one share per requested thread; a larger team, which
+    # OpenMP never gives, would still run every block once.)
+    claims = _engine._shares_walk(6, 2, [5, 0, 1, 5, 5, 5, 5, 5])
+    assert sorted(c for _, c in claims if c >= 0) == list(range(6))
+
+
+@pytest.mark.parametrize("fn", ["softmax", "log_softmax", "softmax_backward", "log_softmax_backward"])
+@pytest.mark.parametrize("n, k", [(1024, 10), (256, 64), (32, 1000)])
+def test_calls_in_a_loop_give_the_bits_of_one_thread(fn, n, k):
+    # The reused-buffer loop that the schedule serves: the same out= call
+    # again and again at two threads, each result the one-thread bits.
+    rng = np.random.default_rng(n + k)
+    x = rng.standard_normal((n, k)).astype(np.float32)
+    g = rng.standard_normal((n, k)).astype(np.float32)
+    f = getattr(csoftmax, fn)
+    args = (csoftmax.softmax(x), g) if "backward" in fn else (x,)
+    want = f(*args, num_threads=1)
+    out = np.empty_like(x)
+    for _ in range(50):
+        f(*args, out=out, num_threads=2)
+        assert np.array_equal(out, want)
