@@ -14,12 +14,11 @@
  * against one thread: softmax_backward 256 x 64 6.71 / 3.67 against 3.71,
  * 32 x 1000 8.46 / 4.78 against 5.79 (a static split: 4.99), 1024 x 10
  * 4.63 / 3.97 against 4.02 (docs/design.md has the other ops). But a static
- * split waits
- * for its slowest thread: on a busy machine a descheduled thread holds up
- * half the call (bench/bench_contention.py). Stealing keeps the dynamic
- * schedule's answer to that: a thread that is done with its own share takes
- * the next block of another's, so a late thread delays one block, not a
- * share.
+ * split waits for its slowest thread: on a busy machine a descheduled thread
+ * holds up half the call (bench/bench_contention.py). Stealing keeps the
+ * dynamic schedule's answer to that: a thread that is done with its own
+ * share takes the next block of another's, so a late thread delays one
+ * block, not a share.
  *
  * Each share is a pair of indices on a cache line of its own, claimed by an
  * atomic fetch-and-add (OpenMP's atomic capture, so any OpenMP compiler
