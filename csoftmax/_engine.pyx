@@ -1057,34 +1057,6 @@ def _shares_walk(Py_ssize_t n_blocks, int count, order):
     return out
 
 
-def _shares_claims(Py_ssize_t n_blocks, int num_threads):
-    """For the tests: one parallel loop of num_threads threads over n_blocks
-    blocks, as _run hands them out. Returns (the blocks each thread claimed,
-    the thread that claimed each block, -1 for none)."""
-    import numpy as np
-    if num_threads < 1 or num_threads > 64 or n_blocks < 0:
-        raise ValueError("_shares_claims: 1 <= num_threads <= 64, n_blocks >= 0")
-    per = np.zeros(64, np.intp)
-    owner = np.full(n_blocks, -1, np.intc)
-    cdef Py_ssize_t[::1] per_v = per
-    cdef int[::1] owner_v = owner
-    cdef Shares sh
-    cdef Py_ssize_t c = 0
-    cdef int tid = 0, visit = 0
-    _shares_open(&sh, num_threads, n_blocks)
-    with nogil, parallel(num_threads=num_threads):
-        tid = threadid()
-        visit = 0
-        while True:
-            c = csm_shares_take(sh.s, sh.count, tid, &visit)
-            if c < 0:
-                break
-            per_v[tid] += 1
-            owner_v[c] = tid
-    free(sh.raw)
-    return per[:num_threads].copy(), owner
-
-
 # The registry of operations (_ops.h), in op-code order: names, and for each
 # name its code, arity ((x) or (y, grad)), output ("rows": shaped like the
 # input; "blocks": a K x K block per row; "reduce": one value per row) and

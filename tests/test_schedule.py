@@ -13,13 +13,27 @@ def _shares(n_blocks, count):
     return [range(n_blocks * t // count, n_blocks * (t + 1) // count) for t in range(count)]
 
 
-@pytest.mark.parametrize("n_blocks", [0, 1, 2, 3, 7, 16, 17, 1000])
-@pytest.mark.parametrize("threads", [1, 2, 3, 8])
-def test_every_block_runs_exactly_once_in_a_parallel_loop(n_blocks, threads):
-    for _ in range(20):
-        per_thread, owner = _engine._shares_claims(n_blocks, threads)
-        assert per_thread.sum() == n_blocks
-        assert (owner >= 0).all() and (owner < threads).all()
+@pytest.mark.parametrize("fn", ["softmax", "softmax_backward", "softmax_cross_entropy"])
+@pytest.mark.parametrize("threads", [2, 3, 8])
+def test_every_block_of_a_parallel_call_runs(fn, threads):
+    # An output full of NaN, written by calls of many blocks at more threads
+    # than cores: every row must come out, as one thread writes it.
+    rng = np.random.default_rng(threads)
+    n, k = 4099, 64
+    x = rng.standard_normal((n, k)).astype(np.float32)
+    assert _engine.plan("softmax", n, k, num_threads=threads)["n_blocks"] > threads
+    for _ in range(10):
+        if fn == "softmax_cross_entropy":
+            labels = rng.integers(0, k, n)
+            want = csoftmax.softmax_cross_entropy(x, labels, reduction="none", num_threads=1)
+            got = csoftmax.softmax_cross_entropy(x, labels, reduction="none", num_threads=threads)
+            assert np.array_equal(got, want)
+            continue
+        args = (csoftmax.softmax(x), x) if fn == "softmax_backward" else (x,)
+        want = getattr(csoftmax, fn)(*args, num_threads=1)
+        out = np.full_like(x, np.nan)
+        getattr(csoftmax, fn)(*args, out=out, num_threads=threads)
+        assert np.array_equal(out, want)
 
 
 @pytest.mark.parametrize("n_blocks, count", [(16, 2), (17, 2), (10, 3), (3, 8), (1, 1), (0, 2)])
