@@ -13,25 +13,41 @@ def _shares(n_blocks, count):
     return [range(n_blocks * t // count, n_blocks * (t + 1) // count) for t in range(count)]
 
 
+def _laid_out(a, layout):
+    """a in C order, Fortran order, or as every 2nd row and 3rd column of a
+    larger array (a copy)."""
+    if layout == "F":
+        return np.asfortranarray(a)
+    if layout == "strided":
+        big = np.full((2 * a.shape[0], 3 * a.shape[1]), np.nan, a.dtype)
+        big[::2, ::3] = a
+        return big[::2, ::3]
+    return a.copy()
+
+
 @pytest.mark.parametrize("fn", ["softmax", "softmax_backward", "softmax_cross_entropy"])
 @pytest.mark.parametrize("threads", [2, 3, 8])
-def test_every_block_of_a_parallel_call_runs(fn, threads):
+@pytest.mark.parametrize("layout", ["C", "F", "strided"])
+def test_every_block_of_a_parallel_call_runs(fn, threads, layout, isa):
     # An output full of NaN, written by calls of many blocks at more threads
-    # than cores: every row must come out, as one thread writes it.
+    # than cores: every row must come out, as one thread writes it, whether
+    # the blocks run the row kernels (C order) or the lane layout with its
+    # per-thread scratch (Fortran order, other strides).
     rng = np.random.default_rng(threads)
     n, k = 4099, 64
-    x = rng.standard_normal((n, k)).astype(np.float32)
-    assert _engine.plan("softmax", n, k, num_threads=threads)["n_blocks"] > threads
-    for _ in range(10):
+    x = _laid_out(rng.standard_normal((n, k)).astype(np.float32), layout)
+    unit = layout == "C"
+    assert _engine.plan("softmax", n, k, unit_columns=unit, num_threads=threads)["n_blocks"] > threads
+    for _ in range(5):
         if fn == "softmax_cross_entropy":
             labels = rng.integers(0, k, n)
             want = csoftmax.softmax_cross_entropy(x, labels, reduction="none", num_threads=1)
             got = csoftmax.softmax_cross_entropy(x, labels, reduction="none", num_threads=threads)
             assert np.array_equal(got, want)
             continue
-        args = (csoftmax.softmax(x), x) if fn == "softmax_backward" else (x,)
+        args = (_laid_out(csoftmax.softmax(x), layout), x) if fn == "softmax_backward" else (x,)
         want = getattr(csoftmax, fn)(*args, num_threads=1)
-        out = np.full_like(x, np.nan)
+        out = _laid_out(np.full((n, k), np.nan, np.float32), layout)
         getattr(csoftmax, fn)(*args, out=out, num_threads=threads)
         assert np.array_equal(out, want)
 
