@@ -635,7 +635,14 @@ static CSM_INLINE CSM_TARGET void CSM_FN(csm_exp_lanes)(CSM_T *dst, const CSM_T 
 #if !CSM_F32
 /* log(x) for x >= 1 (a softmax denominator), NaN and +inf. fdlibm's
  * __ieee754_log written branch-free so that it vectorises: < 1 ulp. Only the
- * double version exists; float sums are widened, which rounds correctly. */
+ * double version exists; float sums are widened, which rounds correctly.
+ * Every product that meets a sum does so in a CSM_FMA, for the reason given
+ * at CSM_FMA (_rows_isa.h): left to GCC, R = t2 + t1 (two products) and
+ * s (hfsq + R) + e ln2_lo contracted one way in the vectorised loop over a
+ * chunk's rows and another in a single row's call, so log_softmax and
+ * logsumexp in float64 gave the masked kernels (an all-true mask) and the
+ * unmasked ones 1 ulp apart in a few rows of 20000 under AVX2 and
+ * AVX-512. */
 static CSM_INLINE CSM_TARGET double CSM_FN(csm_log)(double x)
 {
     uint64_t hx;
@@ -651,11 +658,16 @@ static CSM_INLINE CSM_TARGET double CSM_FN(csm_log)(double x)
     const double f = m - 1.0;
     const double s = f / (2.0 + f);
     const double z = s * s, w = z * z;
-    const double t1 = w * (3.999999999940941908e-01 + w * (2.222219843214978396e-01 + w * 1.531383769920937332e-01));
-    const double t2 = z * (6.666666666666735130e-01 + w * (2.857142874366239149e-01 + w * (1.818357216161805012e-01 + w * 1.479819860511658591e-01)));
-    const double R = t2 + t1;
-    const double hfsq = 0.5 * f * f;
-    double r = e * CSM_LN2_HI - ((hfsq - (s * (hfsq + R) + e * CSM_LN2_LO)) - f);
+    const double t1 = w * CSM_FMA(w, CSM_FMA(w, 1.531383769920937332e-01, 2.222219843214978396e-01),
+                                  3.999999999940941908e-01);
+    const double p2 = CSM_FMA(w, CSM_FMA(w, CSM_FMA(w, 1.479819860511658591e-01, 1.818357216161805012e-01),
+                                         2.857142874366239149e-01),
+                              6.666666666666735130e-01);
+    const double R = CSM_FMA(z, p2, t1);
+    /* hfsq = 0.5 f^2, the half square, meets its sums only inside FMAs. */
+    const double hf = 0.5 * f;
+    const double u = CSM_FMA(s, CSM_FMA(hf, f, R), e * CSM_LN2_LO); /* s (hfsq + R) + e ln2_lo */
+    double r = CSM_FMA(e, CSM_LN2_HI, -(CSM_FMA(hf, f, -u) - f));
     /* NaN stays NaN, +inf stays +inf (the bit tricks above would not). */
     r = (x != x || x > 1.79769313486231570815e308) ? x : r;
     return r;
