@@ -322,12 +322,15 @@ static CSM_INLINE CSM_TARGET void CSM_FN(csm_lse_sum_group)(const int R, const C
         nopf[rr] = NULL;
         sm[rr] = 0.0;
     }
-    CSM_FN(csm_group_rows_max)(R, xr, K, mx);
+    const int normal = CSM_FN(csm_group_rows_max_normal)(R, xr, K, mx);
     CSM_EACH_ROW
     for (int rr = 0; rr < R; ++rr)
         finite &= mx[rr] - mx[rr] == 0;
     if (finite) {
-        CSM_FN(csm_rows_exp_sum_from)(R, xr, mk, none, mx, K, sm, nopf, nopf);
+        if (normal)
+            CSM_FN(csm_rows_exp_sum_from)(R, xr, mk, none, mx, K, sm, nopf, nopf, 1);
+        else
+            CSM_FN(csm_rows_exp_sum_from)(R, xr, mk, none, mx, K, sm, nopf, nopf, 0);
         return;
     }
     CSM_EACH_ROW
