@@ -24,9 +24,18 @@
  * partials in the order of CSM_PARTS, each block's tree added in double);
  * e_j stored into e when `store` (a constant at every call site). */
 static CSM_INLINE CSM_TARGET double CSM_FN(csm_xent_expsum)(
-    const CSM_T *x, CSM_T *e, CSM_T m, ptrdiff_t K, const int store)
+    const CSM_T *x, CSM_T *e, CSM_T m, ptrdiff_t K, const int store, const int normal)
 {
-    return CSM_FN(csm_row_exp_sum_from)(x, NULL, store ? e : NULL, m, K, 0.0, NULL, NULL);
+  #if CSM_F32 /* the widened mask type of _rows_impl.h: no mask here */
+    const uint32_t *mk = NULL;
+  #else
+    const uint64_t *mk = NULL;
+  #endif
+    CSM_T *y = store ? e : NULL;
+    const char *pf = NULL;
+    double acc = 0.0;
+    CSM_FN(csm_rows_exp_sum_from)(1, &x, &mk, &y, &m, K, &acc, &pf, &pf, normal);
+    return acc;
 }
 
 /* What a row's first two passes leave for its log and its last pass. */
@@ -84,8 +93,9 @@ static CSM_INLINE CSM_TARGET void CSM_FN(csm_xent_row_sums)(
     /* Pass 1: the max (NaN ignored here: it reaches s through exp). */
     CSM_T m;
     double kc = (double)K, wsum = a->wsum;
+    int normal = 0; /* csm_group_rows_max_normal's, for pass 2 */
     if (!masked) {
-        m = CSM_FN(csm_row_max)(x, K);
+        normal = CSM_FN(csm_group_rows_max_normal)(1, &x, K, &m);
     } else {
         CSM_T mm = -CSM_INF_T;
         double cnt = 0, ws = 0;
@@ -121,7 +131,8 @@ static CSM_INLINE CSM_TARGET void CSM_FN(csm_xent_row_sums)(
      * target's mass tt and the dot product sum_j q_j (x_j - m) fused in. */
     double s, tt = 0, dot = 0;
     if (!soft && !masked) {
-        s = CSM_FN(csm_xent_expsum)(x, g, m, K, want_grad);
+        s = normal ? CSM_FN(csm_xent_expsum)(x, g, m, K, want_grad, 1)
+                   : CSM_FN(csm_xent_expsum)(x, g, m, K, want_grad, 0);
     } else {
         /* s as csm_xent_expsum takes it: element-type partials, each
          * block's tree added in double; the targets' sums in double. */

@@ -90,3 +90,23 @@ def stream_at_8mib():
     yield 8 << 20
     _engine.set_stream_bytes(old)
     _engine.set_stream_threads(old_threads)
+
+
+def rows_around_the_normal_exps(k, dtype):
+    """Rows of k elements whose smallest x - max sits just above or just below
+    the edge of the exps whose results are normal (about -87 in float32, -708
+    in float64), in pairs that mix both sides, with NaN and -inf rows too."""
+    edge = float(np.floor(np.log(np.finfo(dtype).tiny)))  # -88 / -709: below the edge
+    rng = np.random.default_rng(k)
+    rows = []
+    for lo in (edge + 1.0, edge + 0.5, edge - 0.5, edge + 1.0, -3.0, edge - 40.0):
+        r = rng.uniform(lo, 0.0, k)
+        r[rng.integers(k)] = lo
+        r[rng.integers(k)] = 0.0
+        rows.append(r)
+    nan = rng.uniform(edge - 1.0, 0.0, k)
+    nan[k // 2] = np.nan
+    ninf = rng.uniform(-3.0, 0.0, k)
+    ninf[k // 3] = -np.inf
+    rows += [nan, ninf, rng.uniform(-3.0, 0.0, k) + 5.0]
+    return np.array(rows, dtype=dtype)

@@ -6,7 +6,7 @@ import scipy.special
 import csoftmax
 from csoftmax import _engine
 from conftest import (ref_jacobian, ref_log_softmax, ref_log_softmax_backward,
-                      ref_softmax, ref_softmax_backward, rel_err)
+                      ref_softmax, ref_softmax_backward, rel_err, rows_around_the_normal_exps)
 
 # float32 within 2e-6 and float64 within 1e-12 relative of a float64 reference
 # (the issue's bounds; the kernels' exp is within 1.2 ulp in float32 and 1.01 ulp
@@ -408,25 +408,6 @@ def test_a_rows_result_does_not_depend_on_the_batch_around_it(isa, fn, k, dtype)
         np.testing.assert_array_equal(f(x[i]), batch[i])
 
 
-def _rows_around_the_normal_exps(k, dtype):
-    """Rows of k elements whose smallest x - max sits just above or just below
-    the edge of the exps whose results are normal (about -87 in float32, -708
-    in float64), in pairs that mix both sides, with NaN and -inf rows too."""
-    edge = float(np.floor(np.log(np.finfo(dtype).tiny)))  # -88 / -709: below the edge
-    rng = np.random.default_rng(k)
-    rows = []
-    for lo in (edge + 1.0, edge + 0.5, edge - 0.5, edge + 1.0, -3.0, edge - 40.0):
-        r = rng.uniform(lo, 0.0, k)
-        r[rng.integers(k)] = lo
-        r[rng.integers(k)] = 0.0
-        rows.append(r)
-    nan = rng.uniform(edge - 1.0, 0.0, k)
-    nan[k // 2] = np.nan
-    ninf = rng.uniform(-3.0, 0.0, k)
-    ninf[k // 3] = -np.inf
-    rows += [nan, ninf, rng.uniform(-3.0, 0.0, k) + 5.0]
-    return np.array(rows, dtype=dtype)
-
 
 @pytest.mark.parametrize("dtype", DTYPES)
 @pytest.mark.parametrize("k", [16, 17, 64, 100, 256, 257, 1000])
@@ -437,7 +418,7 @@ def test_bits_do_not_depend_on_whether_a_row_reaches_the_subnormal_exps(isa, fn,
     # must be those of the tested path: the masked kernels (an all-true mask
     # gives the bits of none) test every register, and a row alone or beside
     # another decides for itself.
-    x = _rows_around_the_normal_exps(k, dtype)
+    x = rows_around_the_normal_exps(k, dtype)
     f = getattr(csoftmax, fn)
     got = f(x)
     masked = f(x, where=np.ones(x.shape, bool))

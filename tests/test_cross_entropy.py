@@ -16,7 +16,7 @@ import csoftmax
 from csoftmax import _engine
 from csoftmax._loss_reference import softmax_cross_entropy as ref
 
-from conftest import make_layout, LAYOUTS
+from conftest import make_layout, LAYOUTS, rows_around_the_normal_exps
 
 try:
     import torch
@@ -270,6 +270,21 @@ def test_a_rows_loss_and_gradient_do_not_depend_on_the_rows_around_it(k, soft, m
         lr, gr = xent(x[r:r + 1], y[r:r + 1], where=None if where is None else where[r:r + 1], **kw)
         np.testing.assert_array_equal(lr.view(np.uint8), loss[r:r + 1].view(np.uint8))
         np.testing.assert_array_equal(gr.view(np.uint8), grad[r:r + 1].view(np.uint8))
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("k", [16, 100, 1000])
+def test_loss_matches_the_reference_whichever_side_of_the_normal_exps_a_row_falls(k, dtype, isa):
+    # Under AVX2 a row whose x - max all have normal exps skips the exp's
+    # test register by register. Rows just at and past that edge, NaN and
+    # -inf rows among them, labelled on their smallest logit (whose exp the
+    # loss and the gradient then depend on), must keep the reference's values.
+    x = rows_around_the_normal_exps(k, dtype)
+    y = np.argmin(np.where(np.isnan(x), np.inf, x), axis=1)
+    loss, grad = xent(x, y, reduction="none", return_grad=True)
+    want_loss, want_grad = ref(x, y, reduction="none")
+    _close(loss, want_loss, dtype)
+    _close(grad, want_grad, dtype)
 
 
 def test_a_large_call_runs_on_several_threads_and_matches_one():
