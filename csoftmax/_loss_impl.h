@@ -22,20 +22,12 @@
 
 /* sum_j exp(x_j - m) as log_softmax takes it (CSM_SUM_BLOCK: element-type
  * partials in the order of CSM_PARTS, each block's tree added in double);
- * e_j stored into e when `store` (a constant at every call site). */
+ * e_j stored into e when `store` (a constant at every call site); `normal`
+ * (a constant) as csm_group_rows_max_normal gives it. */
 static CSM_INLINE CSM_TARGET double CSM_FN(csm_xent_expsum)(
     const CSM_T *x, CSM_T *e, CSM_T m, ptrdiff_t K, const int store, const int normal)
 {
-  #if CSM_F32 /* the widened mask type of _rows_impl.h: no mask here */
-    const uint32_t *mk = NULL;
-  #else
-    const uint64_t *mk = NULL;
-  #endif
-    CSM_T *y = store ? e : NULL;
-    const char *pf = NULL;
-    double acc = 0.0;
-    CSM_FN(csm_rows_exp_sum_from)(1, &x, &mk, &y, &m, K, &acc, &pf, &pf, normal);
-    return acc;
+    return CSM_FN(csm_row_exp_sum_from)(x, NULL, store ? e : NULL, m, K, 0.0, NULL, NULL, normal);
 }
 
 /* What a row's first two passes leave for its log and its last pass. */

@@ -39,7 +39,7 @@
 static CSM_INLINE CSM_TARGET double CSM_FN(csm_row_exp_total)(const CSM_T *x, const CSM_MW_T *mk,
                                                               CSM_T m, ptrdiff_t K)
 {
-    return CSM_FN(csm_row_exp_sum_from)(x, mk, NULL, m, K, 0.0, NULL, NULL);
+    return CSM_FN(csm_row_exp_sum_from)(x, mk, NULL, m, K, 0.0, NULL, NULL, 0);
 }
 
 /* The same with the byte mask. */
@@ -88,7 +88,7 @@ static CSM_INLINE CSM_TARGET void CSM_FN(csm_masked_softmax_row)(
         return;
     }
     const CSM_T m = CSM_FN(csm_row_max_m)(x, mk, K);
-    const double s = CSM_FN(csm_row_exp_sum_from)(x, mk, y, m, K, 0.0, NULL, NULL);
+    const double s = CSM_FN(csm_row_exp_sum_from)(x, mk, y, m, K, 0.0, NULL, NULL, 0);
     const CSM_T c = (CSM_T)(1.0 / s);
     if (c - c == 0) {
         /* The masked y are exact zeros, and stay so times a finite c: the
@@ -121,7 +121,7 @@ static CSM_INLINE CSM_TARGET void CSM_FN(csm_masked_row)(
             s = CSM_FN(csm_long_max_sum)(x, mk, K, &m, NULL, NULL);
         } else {
             m = CSM_FN(csm_row_max_m)(x, mk, K);
-            s = CSM_FN(csm_row_exp_sum_from)(x, mk, NULL, m, K, 0.0, NULL, NULL);
+            s = CSM_FN(csm_row_exp_sum_from)(x, mk, NULL, m, K, 0.0, NULL, NULL, 0);
         }
         /* s >= 1 whenever an unmasked element is finite, NaN when one is NaN;
          * s = 0 only when nothing is unmasked, and the select gives -inf. */

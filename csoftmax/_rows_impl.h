@@ -1093,9 +1093,9 @@ static CSM_INLINE CSM_TARGET void CSM_FN(csm_rows_exp_sum_from)(
 static CSM_INLINE CSM_TARGET double CSM_FN(csm_row_exp_sum_from)(const CSM_T *x, const CSM_MW_T *mk,
                                                                 CSM_T *y, CSM_T m, ptrdiff_t K,
                                                                 double acc, const char *pf,
-                                                                const char *pfw)
+                                                                const char *pfw, const int normal)
 {
-    CSM_FN(csm_rows_exp_sum_from)(1, &x, &mk, &y, &m, K, &acc, &pf, &pfw, 0);
+    CSM_FN(csm_rows_exp_sum_from)(1, &x, &mk, &y, &m, K, &acc, &pf, &pfw, normal);
     return acc;
 }
 
@@ -1365,7 +1365,7 @@ static CSM_INLINE CSM_TARGET double CSM_FN(csm_long_max_sum)(const CSM_T *x, con
         const CSM_T ref = m == -CSM_INF_T ? (CSM_T)0 : m;
         const char *next_y = y ? (const char *)((uintptr_t)(y + j + CSM_LONG_CHUNK)) : NULL;
         const double sj = CSM_FN(csm_row_exp_sum_from)(xj, mj, y ? y + j : NULL, ref, n, 0.0,
-                                                       next, next_y);
+                                                       next, next_y, 0);
         if (mc)
             mc[j / CSM_LONG_CHUNK] = m;
         if (m == -CSM_INF_T) {

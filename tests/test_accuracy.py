@@ -416,16 +416,18 @@ def test_bits_do_not_depend_on_whether_a_row_reaches_the_subnormal_exps(isa, fn,
     # Under AVX2 a row, or a pair of rows taken together, whose x - max all
     # have normal exps skips the exp's test register by register; the bits
     # must be those of the tested path: the masked kernels (an all-true mask
-    # gives the bits of none) test every register, and a row alone or beside
+    # gives the bits of none) test every register, Fortran-ordered and
+    # strided rows go through the lane layout, and a row alone or beside
     # another decides for itself.
     x = rows_around_the_normal_exps(k, dtype)
     f = getattr(csoftmax, fn)
     got = f(x)
-    masked = f(x, where=np.ones(x.shape, bool))
     uint = np.uint32 if dtype == np.float32 else np.uint64
-    nan = np.isnan(masked)
-    np.testing.assert_array_equal(np.isnan(got), nan)
-    np.testing.assert_array_equal(got[~nan].view(uint), masked[~nan].view(uint))
+    strided = np.repeat(x, 2, axis=1)[:, ::2]
+    for other in (f(x, where=np.ones(x.shape, bool)), f(np.asfortranarray(x)), f(strided)):
+        nan = np.isnan(other)
+        np.testing.assert_array_equal(np.isnan(got), nan)
+        np.testing.assert_array_equal(got[~nan].view(uint), other[~nan].view(uint))
     for i in range(len(x)):
         np.testing.assert_array_equal(f(x[i:i + 1])[0], got[i])
         for j in range(len(x)):
