@@ -841,22 +841,9 @@ static CSM_INLINE CSM_TARGET void CSM_FN(csm_rows_max_v)(const int R, const CSM_
 #undef CSM_MAX_W
 #undef CSM_MAX_W_
 
-/* The maxima of a group of R rows (R a constant). */
-static CSM_INLINE CSM_TARGET void CSM_FN(csm_group_rows_max)(const int R, const CSM_T *const *x, ptrdiff_t K,
-                                                           CSM_T *m)
-{
-#if CSM_EXP_V
-    if (R > 1 && K >= 16) {
-        CSM_FN(csm_rows_max_v)(R, x, K, m, NULL);
-        return;
-    }
-#endif
-    for (int rr = 0; rr < R; ++rr)
-        m[rr] = CSM_FN(csm_row_max)(x[rr], K);
-}
-
-/* csm_group_rows_max, and whether csm_rows_exp_sum_from may take every
- * register of the group by csm_exp_v_normal (its `normal`): whether no
+/* The maxima of a group of R rows (R a constant; the pair's registers
+ * interleaved, csm_rows_max_v), and whether csm_rows_exp_sum_from may take
+ * every register of the group by csm_exp_v_normal (its `normal`): whether no
  * x - max of the group is below CSM_EXP_NORMAL_LO, which csm_exp_v otherwise
  * tests register by register. x - max rounds monotonically in x, so the
  * test of the smallest x (NaN aside: a NaN is never below) is the test of
@@ -879,8 +866,14 @@ static CSM_INLINE CSM_TARGET int CSM_FN(csm_group_rows_max_normal)(const int R, 
         CSM_FN(csm_rows_max_v)(R, x, K, m, &normal);
         return normal;
     }
+#elif CSM_EXP_V
+    if (R > 1 && K >= 16) {
+        CSM_FN(csm_rows_max_v)(R, x, K, m, NULL);
+        return 0;
+    }
 #endif
-    CSM_FN(csm_group_rows_max)(R, x, K, m);
+    for (int rr = 0; rr < R; ++rr)
+        m[rr] = CSM_FN(csm_row_max)(x[rr], K);
     return 0;
 }
 

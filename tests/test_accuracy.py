@@ -408,7 +408,6 @@ def test_a_rows_result_does_not_depend_on_the_batch_around_it(isa, fn, k, dtype)
         np.testing.assert_array_equal(f(x[i]), batch[i])
 
 
-
 @pytest.mark.parametrize("dtype", DTYPES)
 @pytest.mark.parametrize("k", [16, 17, 64, 100, 256, 257, 1000])
 @pytest.mark.parametrize("fn", ["softmax", "log_softmax", "logsumexp"])
