@@ -3218,8 +3218,9 @@ static CSM_TARGET void CSM_FN(csm_long_rows)(
             continue;
         }
 #endif
-        for (ptrdiff_t j = 0; j < K; j += CSM_SCRATCH) {
-            const ptrdiff_t n = K - j < CSM_SCRATCH ? K - j : CSM_SCRATCH;
+        enum { STEP = CSM_SCRATCH < CSM_LONG_CHUNK ? CSM_SCRATCH : CSM_LONG_CHUNK };
+        for (ptrdiff_t j = 0; j < K; j += STEP) {
+            const ptrdiff_t n = K - j < STEP ? K - j : STEP;
             const CSM_T mj = kept ? mc[j / CSM_LONG_CHUNK] : M;
             const CSM_T m = kept && mj == -CSM_INF_T ? (CSM_T)0 : mj;
             const CSM_T c = kept ? CSM_FN(csm_long_chunk_scale)(mj, M, s) : cM;
