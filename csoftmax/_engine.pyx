@@ -43,6 +43,7 @@ cdef extern from "_rows.h" nogil:
                         Py_ssize_t, Py_ssize_t, Py_ssize_t, Py_ssize_t, double*)
     Py_ssize_t csm_masked_scratch(Py_ssize_t K)
     Py_ssize_t csm_lane_count(Py_ssize_t K)
+    Py_ssize_t csm_long_strided_scratch(Py_ssize_t K)
     csm_xent_fn csm_xent_f32
     csm_xent_fn csm_xent_f64
     int csm_isa_in_use
@@ -59,6 +60,7 @@ cdef extern from "_rows.h" nogil:
     int CSM_NT_RING_BYTES
     int CSM_NT_GROUPS
     int CSM_LANES
+    int CSM_LONG_GROUP
     int CSM_LONG_ROW
     int CSM_LONG_CHUNK
     int CSM_LONG_KEEP
@@ -614,6 +616,16 @@ cdef int _plan(int op, Py_ssize_t n, Py_ssize_t k, Py_ssize_t acs, Py_ssize_t bc
         if p.block < lanes:
             p.block = lanes
         p.scratch = lanes * k
+        if (op == OP_SOFTMAX or op == OP_LOG_SOFTMAX) and k * itemsize > CSM_LONG_ROW:
+            # csm_long_rows_strided reads up to CSM_LONG_GROUP interleaved
+            # rows together; an even share of the rows for each of the
+            # default team's threads where that is fewer. Its scratch, or a
+            # whole row for the rows gathered one by one.
+            p.block = (n + _team - 1) // _team
+            if p.block > CSM_LONG_GROUP:
+                p.block = CSM_LONG_GROUP
+            if csm_long_strided_scratch(k) > p.scratch:
+                p.scratch = csm_long_strided_scratch(k)
         if op == OP_SOFTMAX_BACKWARD or op == OP_LOG_SOFTMAX_BACKWARD:
             p.scratch = 2 * p.scratch
     p.n_blocks = (n + p.block - 1) // p.block
@@ -971,6 +983,7 @@ CONSTANTS = {
     "rows_at_once": CSM_ROWS_MAX,
     "rows_at_once_k": CSM_ROWS_MAX_K,
     "lanes": CSM_LANES,
+    "long_group": CSM_LONG_GROUP,
     "long_row_bytes": CSM_LONG_ROW,
     "softmax_nt_min_bytes": CSM_NT_MIN_BYTES,
     "softmax_nt_ring_bytes": CSM_NT_RING_BYTES,

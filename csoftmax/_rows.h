@@ -39,8 +39,10 @@
 
 #if defined(__GNUC__)
   #define CSM_INLINE inline __attribute__((always_inline))
+  #define CSM_NOINLINE __attribute__((noinline))
 #else
   #define CSM_INLINE inline
+  #define CSM_NOINLINE
 #endif
 
 /* The row kernels prefetch the row about CSM_PREFETCH_BYTES ahead of the
@@ -215,6 +217,22 @@ _Static_assert(CSM_SMALL_K == 32, "CSM_SMALL_K_CASES lists K = 1 .. 32");
  * its ISA. */
 #define CSM_LONG_KEEP (1 << 23)
 
+/* Rows that csm_long_rows_strided reads together (rows past CSM_LONG_ROW
+ * that are not contiguous): in Fortran order, 64 float32 rows are 256
+ * bytes of each column, four whole lines, and a chunk of them (512 KiB)
+ * stays in L2 while it is gathered sixteen rows at a time. Intel Xeon,
+ * 64 x 300000 float32 in Fortran order, softmax out=, ms, one thread and
+ * two: a row at a time 480 and 200, sixteen rows 100 and 42, 64 rows
+ * (see docs/design.md). */
+#define CSM_LONG_GROUP 64
+
+/* Elements of csm_long_rows_strided's scratch for rows of K elements: the
+ * group's chunk and each row's chunk maxima. */
+static inline ptrdiff_t csm_long_strided_scratch(ptrdiff_t K)
+{
+    return CSM_LONG_GROUP * (CSM_LONG_CHUNK + (K + CSM_LONG_CHUNK - 1) / CSM_LONG_CHUNK);
+}
+
 /* Rows per cross-row group: one AVX-512 float vector, two AVX2 ones. */
 #define CSM_LANES 16
 
@@ -289,6 +307,7 @@ static inline ptrdiff_t csm_lane_count(ptrdiff_t K)
 #define CSM_EACH_ROW _Pragma("GCC unroll 2")
 _Static_assert(CSM_SCRATCH % CSM_SUM_BLOCK == 0, "csm_long_rows sums whole blocks per chunk");
 _Static_assert(CSM_LONG_KEEP % CSM_LONG_CHUNK == 0, "csm_long_softmax_kept keeps a max per chunk");
+
 _Static_assert(CSM_LONG_CHUNK % CSM_SCRATCH == 0 || CSM_SCRATCH % CSM_LONG_CHUNK == 0, "csm_long_rows scales whole chunks per scratch");
 
 /* What csm_row_sum (_rows_impl.h) sums: a, or a * b. */

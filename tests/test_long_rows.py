@@ -251,6 +251,43 @@ def test_rows_past_l2_match_the_float64_reference_whatever_chunk_holds_the_max(i
     np.testing.assert_array_equal(streamed, got.astype(dtype))
 
 
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
+@pytest.mark.parametrize("fn", ["softmax", "log_softmax"])
+def test_fortran_ordered_groups_of_rows_past_l2_give_the_bits_of_c_order(isa, fn, dtype):
+    # Rows past L2 that are not contiguous are read a group at a time, chunk
+    # by chunk (csm_long_rows_strided): in Fortran order sixteen rows at a
+    # time through the lane layout's tiles and the rest one by one. Enough
+    # rows that a thread's share holds a tile's sixteen and a remainder,
+    # with special values, the max in the last chunk, and a row of -inf.
+    from csoftmax import _engine
+
+    itemsize = np.dtype(dtype).itemsize
+    n = 2 * _engine.CONSTANTS["lanes"] + 7
+    k = _engine.CONSTANTS["long_row_bytes"] // itemsize + 1000
+    x = (np.random.default_rng(5).standard_normal((n, k)) * 3).astype(dtype)
+    x[1, ::7] = -np.inf
+    x[2, 5] = np.nan
+    x[3, 9] = np.inf
+    x[4] = -np.inf
+    x[17, -3] = 1e30
+    x[18, :-1] = -1e30
+    f = getattr(csoftmax, fn)
+    want = f(x)
+    xf = np.asfortranarray(x)
+    for threads in (1, 2):
+        np.testing.assert_array_equal(f(xf, num_threads=threads), want)
+        inplace = xf.copy(order="K")
+        f(inplace, out=inplace, num_threads=threads)
+        np.testing.assert_array_equal(inplace, want)
+        c_out = np.empty_like(x)
+        f(xf, out=c_out, num_threads=threads)
+        np.testing.assert_array_equal(c_out, want)
+        f_out = np.empty_like(xf)
+        f(x, out=f_out, num_threads=threads)
+        np.testing.assert_array_equal(f_out, want)
+    np.testing.assert_array_equal(f(xf[::-1, ::-1]), f(x[::-1, ::-1].copy()))
+
+
 @pytest.mark.parametrize("fn", ["softmax", "log_softmax"])
 def test_masked_rows_past_l2_match_the_masked_reference(isa, fn):
     from csoftmax import _engine
