@@ -222,8 +222,8 @@ _Static_assert(CSM_SMALL_K == 32, "CSM_SMALL_K_CASES lists K = 1 .. 32");
  * bytes of each column, four whole lines, and a chunk of them (512 KiB)
  * stays in L2 while it is gathered sixteen rows at a time. Intel Xeon,
  * 64 x 300000 float32 in Fortran order, softmax out=, ms, one thread and
- * two: a row at a time 480 and 200, sixteen rows 100 and 42, 64 rows
- * (see docs/design.md). */
+ * two: a row at a time 480 and 200, sixteen rows 90-100 and 40-42, 64
+ * rows 70-85 and 37 (docs/design.md). */
 #define CSM_LONG_GROUP 64
 
 /* Elements of csm_long_rows_strided's scratch for rows of K elements: the
