@@ -307,8 +307,7 @@ static inline ptrdiff_t csm_lane_count(ptrdiff_t K)
 #define CSM_EACH_ROW _Pragma("GCC unroll 2")
 _Static_assert(CSM_SCRATCH % CSM_SUM_BLOCK == 0, "csm_long_rows sums whole blocks per chunk");
 _Static_assert(CSM_LONG_KEEP % CSM_LONG_CHUNK == 0, "csm_long_softmax_kept keeps a max per chunk");
-
-_Static_assert(CSM_LONG_CHUNK % CSM_SCRATCH == 0 || CSM_SCRATCH % CSM_LONG_CHUNK == 0, "csm_long_rows scales whole chunks per scratch");
+_Static_assert(CSM_LONG_CHUNK <= CSM_SCRATCH, "csm_long_rows streams a chunk at a time through its scratch");
 
 /* What csm_row_sum (_rows_impl.h) sums: a, or a * b. */
 enum { CSM_SUM_PLAIN, CSM_SUM_DOT };

@@ -1323,6 +1323,20 @@ static CSM_INLINE CSM_TARGET double CSM_FN(csm_row_dot_out)(const CSM_T *a, cons
 #undef CSM_SUM_ACC_
 #undef CSM_KEEP_
 
+/* A chunk's max m and sum sj (of exp(x - m), or of exp(x) where m = -inf)
+ * into its row's running max M and sum s (csm_long_max_sum says how). */
+static CSM_INLINE CSM_TARGET void CSM_FN(csm_long_fold)(double *s, CSM_T *M, CSM_T m, double sj)
+{
+    if (m == -CSM_INF_T) {
+        *s += sj;
+    } else if (m > *M) {
+        *s = *s * CSM_PASTE(csm_exp_neg, CSM_PASTE(f64, CSM_ISA))((double)*M - (double)m) + sj;
+        *M = m;
+    } else {
+        *s += sj * CSM_PASTE(csm_exp_neg, CSM_PASTE(f64, CSM_ISA))((double)m - (double)*M);
+    }
+}
+
 /* The max M of a row past L2 and its sum S = sum(exp(x - M)), reading the
  * row from memory once instead of twice (a pass for the max, a pass for the
  * sum): chunk by chunk (CSM_LONG_CHUNK elements), the chunk's max m_c, read
@@ -1341,20 +1355,6 @@ static CSM_INLINE CSM_TARGET double CSM_FN(csm_row_dot_out)(const CSM_T *a, cons
  * row of only -inf or masked elements, whose output pass then gives NaN
  * (exp(-inf - -inf)) or the masked kernels' zeros and -inf, as rows of the
  * three-pass kernels get. A +inf makes S NaN, as there. */
-/* A chunk's max m and sum sj (of exp(x - m), or of exp(x) where m = -inf)
- * into its row's running max M and sum s (csm_long_max_sum says how). */
-static CSM_INLINE CSM_TARGET void CSM_FN(csm_long_fold)(double *s, CSM_T *M, CSM_T m, double sj)
-{
-    if (m == -CSM_INF_T) {
-        *s += sj;
-    } else if (m > *M) {
-        *s = *s * CSM_PASTE(csm_exp_neg, CSM_PASTE(f64, CSM_ISA))((double)*M - (double)m) + sj;
-        *M = m;
-    } else {
-        *s += sj * CSM_PASTE(csm_exp_neg, CSM_PASTE(f64, CSM_ISA))((double)m - (double)*M);
-    }
-}
-
 static CSM_INLINE CSM_TARGET double CSM_FN(csm_long_max_sum)(const CSM_T *x, const CSM_MW_T *mk,
                                                              ptrdiff_t K, CSM_T *max_out,
                                                              CSM_T *y, CSM_T *mc)
@@ -3285,9 +3285,8 @@ static CSM_TARGET void CSM_FN(csm_long_rows)(
             continue;
         }
 #endif
-        enum { STEP = CSM_SCRATCH < CSM_LONG_CHUNK ? CSM_SCRATCH : CSM_LONG_CHUNK };
-        for (ptrdiff_t j = 0; j < K; j += STEP) {
-            const ptrdiff_t n = K - j < STEP ? K - j : STEP;
+        for (ptrdiff_t j = 0; j < K; j += CSM_LONG_CHUNK) {
+            const ptrdiff_t n = K - j < CSM_LONG_CHUNK ? K - j : CSM_LONG_CHUNK;
             const CSM_T mj = kept ? mc[j / CSM_LONG_CHUNK] : M;
             const CSM_T m = kept && mj == -CSM_INF_T ? (CSM_T)0 : mj;
             const CSM_T c = kept ? CSM_FN(csm_long_chunk_scale)(mj, M, s) : cM;
@@ -3342,8 +3341,9 @@ static CSM_INLINE CSM_TARGET void CSM_FN(csm_long_move)(CSM_T *a, ptrdiff_t ars,
  * csm_row_exp_sum_from, csm_long_fold), the second the output as
  * csm_long_rows' chunks do (csm_long_out_chunk, with a kept row's m_c and
  * f_c), so the bits are those of C order. buf holds CSM_LONG_GROUP rows
- * of CSM_LONG_CHUNK, then each row's chunk maxima (csm_long_strided_scratch). The output may be the input
- * (the same strides): each chunk is read whole before it is written. */
+ * of CSM_LONG_CHUNK, then each row's chunk maxima
+ * (csm_long_strided_scratch). The output may be the input (the same
+ * strides): each chunk is read whole before it is written. */
 static CSM_NOINLINE CSM_TARGET void CSM_FN(csm_long_rows_strided)(
     const CSM_T *a, ptrdiff_t ars, ptrdiff_t acs, CSM_T *out, ptrdiff_t ors, ptrdiff_t ocs,
     ptrdiff_t rows, ptrdiff_t K, int log_out, CSM_T *buf)
