@@ -598,6 +598,12 @@ cdef int _plan(int op, Py_ssize_t n, Py_ssize_t k, Py_ssize_t acs, Py_ssize_t bc
             p.block = 1
         if masked or not p.rowwise:  # logsumexp's own rows need none
             p.scratch = csm_masked_scratch(k)
+        if not masked and not p.rowwise and k * itemsize > CSM_LONG_ROW:
+            # logsumexp's interleaved rows past L2, up to CSM_LONG_GROUP
+            # together (csm_long_lse_strided), as softmax's below.
+            p.block = (n + _team - 1) // _team
+            if p.block > CSM_LONG_GROUP:
+                p.block = CSM_LONG_GROUP
     elif p.rowwise:
         work = n * k // _block_share
         if work < BLOCK_ELEMS:

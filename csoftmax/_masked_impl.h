@@ -376,6 +376,57 @@ static CSM_TARGET void CSM_FN(csm_logsumexp_rows)(
     }
 }
 
+/* logsumexp of rows past L2 without a mask whose elements are interleaved
+ * (Fortran order: |row stride| < |column stride|), csm_masked_row's steps
+ * a group of up to CSM_LONG_GROUP rows at a time, chunk by chunk, each
+ * chunk of the group gathered into buf as rows (csm_long_move), where a
+ * gathered row read every line of the array once per row it holds: the
+ * max of each row from a first read, then from a second its sum, which
+ * csm_row_exp_sum_from carries from chunk to chunk as it carries it from
+ * block to block (chunks are whole blocks of CSM_SUM_BLOCK), or, for a row
+ * whose max is not finite, whether it holds a NaN. The same values as the
+ * row's own steps, so the bits of C order. */
+static CSM_NOINLINE CSM_TARGET void CSM_FN(csm_long_lse_strided)(
+    const CSM_T *a, ptrdiff_t ars, ptrdiff_t acs, CSM_T *out, ptrdiff_t ors, ptrdiff_t rows,
+    ptrdiff_t K, CSM_T *buf)
+{
+    enum { G = CSM_LONG_GROUP, C = CSM_LONG_CHUNK };
+    for (ptrdiff_t r0 = 0; r0 < rows; r0 += G) {
+        const ptrdiff_t g = rows - r0 < G ? rows - r0 : G;
+        CSM_T *ag = (CSM_T *)(a + r0 * ars);
+        CSM_T M[G];
+        double S[G];
+        int nan_in[G];
+        for (ptrdiff_t l = 0; l < g; ++l) {
+            M[l] = -CSM_INF_T;
+            S[l] = 0.0;
+            nan_in[l] = 0;
+        }
+        for (ptrdiff_t j = 0; j < K; j += C) {
+            const ptrdiff_t n = K - j < C ? K - j : C;
+            CSM_FN(csm_long_move)(ag + j * acs, ars, acs, buf, n, g, 1);
+            for (ptrdiff_t l = 0; l < g; ++l) {
+                const CSM_T m = CSM_FN(csm_row_max)(buf + l * C, n);
+                M[l] = m > M[l] ? m : M[l];
+            }
+        }
+        for (ptrdiff_t j = 0; j < K; j += C) {
+            const ptrdiff_t n = K - j < C ? K - j : C;
+            CSM_FN(csm_long_move)(ag + j * acs, ars, acs, buf, n, g, 1);
+            for (ptrdiff_t l = 0; l < g; ++l) {
+                if (M[l] - M[l] == 0)
+                    S[l] = CSM_FN(csm_row_exp_sum_from)(buf + l * C, NULL, NULL, M[l], n, S[l], NULL, NULL, 0);
+                else
+                    nan_in[l] |= CSM_FN(csm_row_has_nan)(buf + l * C, NULL, n);
+            }
+        }
+        for (ptrdiff_t l = 0; l < g; ++l)
+            out[(r0 + l) * ors] = M[l] - M[l] == 0
+                ? (CSM_T)((double)M[l] + CSM_PASTE(csm_log, CSM_PASTE(f64, CSM_ISA))(S[l]))
+                : nan_in[l] ? (CSM_T)NAN : M[l];
+    }
+}
+
 /* Rows of op with a mask (mk may be NULL for logsumexp), operands of any
  * strides: element (r, j) of a at a + r * ars + j * acs, and likewise b
  * (grad), mk (bytes) and out. Rows with unit column strides are computed
@@ -401,6 +452,11 @@ static CSM_TARGET void CSM_FN(csm_masked_rows)(
     if (op == CSM_OP_LOGSUMEXP && K <= CSM_SMALL_K && (acs == 1 || K == 1)
         && (!mk || mcs == 1 || K == 1)) {
         CSM_FN(csm_small_lse_rows)(a, ars, mk, mrs, out, ors, rows, K);
+        return;
+    }
+    if (op == CSM_OP_LOGSUMEXP && !mk && K * (ptrdiff_t)sizeof(CSM_T) > CSM_LONG_ROW
+        && (ars < 0 ? -ars : ars) < (acs < 0 ? -acs : acs)) {
+        CSM_FN(csm_long_lse_strided)(a, ars, acs, out, ors, rows, K, buf);
         return;
     }
     for (ptrdiff_t r = 0; r < rows; ++r) {

@@ -308,6 +308,7 @@ static inline ptrdiff_t csm_lane_count(ptrdiff_t K)
 _Static_assert(CSM_SCRATCH % CSM_SUM_BLOCK == 0, "csm_long_rows sums whole blocks per chunk");
 _Static_assert(CSM_LONG_KEEP % CSM_LONG_CHUNK == 0, "csm_long_softmax_kept keeps a max per chunk");
 _Static_assert(CSM_LONG_CHUNK <= CSM_SCRATCH, "csm_long_rows streams a chunk at a time through its scratch");
+_Static_assert(CSM_LONG_CHUNK % CSM_SUM_BLOCK == 0, "csm_long_lse_strided carries a row's blocked sum across chunks");
 
 /* What csm_row_sum (_rows_impl.h) sums: a, or a * b. */
 enum { CSM_SUM_PLAIN, CSM_SUM_DOT };
@@ -412,6 +413,9 @@ static inline ptrdiff_t csm_masked_scratch(ptrdiff_t K)
 {
     return 4 * K;
 }
+/* csm_long_lse_strided takes a group's chunk from the masked scratch of a
+ * row past CSM_LONG_ROW. */
+_Static_assert(CSM_LONG_GROUP * CSM_LONG_CHUNK <= 4 * (CSM_LONG_ROW / 8), "a group's chunk fits the masked scratch");
 
 #if (defined(__x86_64__) || defined(__i386__)) && (defined(__GNUC__) || defined(__clang__))
   #define CSM_X86_DISPATCH 1

@@ -288,6 +288,37 @@ def test_fortran_ordered_groups_of_rows_past_l2_give_the_bits_of_c_order(isa, fn
     np.testing.assert_array_equal(f(xf[::-1, ::-1]), f(x[::-1, ::-1].copy()))
 
 
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
+def test_fortran_ordered_groups_of_rows_past_l2_give_logsumexp_the_bits_of_c_order(isa, dtype):
+    # logsumexp's interleaved rows past L2 go a group at a time
+    # (csm_long_lse_strided): the max from one gathering read, the sum
+    # carried from chunk to chunk in a second, scipy's rules for rows whose
+    # max is not finite.
+    from csoftmax import _engine
+
+    itemsize = np.dtype(dtype).itemsize
+    n = 2 * _engine.CONSTANTS["lanes"] + 7
+    k = _engine.CONSTANTS["long_row_bytes"] // itemsize + 1000
+    x = (np.random.default_rng(6).standard_normal((n, k)) * 3).astype(dtype)
+    x[1, 5] = np.inf
+    x[2] = -np.inf
+    x[3, 7] = np.nan
+    x[4, ::3] = -np.inf
+    x[5] = -np.inf
+    x[5, -2] = np.nan
+    x[6, -1] = np.inf
+    x[6, 3] = np.nan
+    x[17, -3] = 1e30
+    want = csoftmax.logsumexp(x)
+    assert np.isnan(want[[3, 5, 6]]).all() and want[1] == np.inf and want[2] == -np.inf
+    np.testing.assert_allclose(want[17], 1e30 if dtype == "float64" else np.float32(1e30))
+    xf = np.asfortranarray(x)
+    for threads in (1, 2):
+        np.testing.assert_array_equal(csoftmax.logsumexp(xf, num_threads=threads), want)
+    np.testing.assert_array_equal(csoftmax.logsumexp(xf[::-1]), want[::-1])
+    np.testing.assert_array_equal(csoftmax.logsumexp(x.T, axis=0), want)
+
+
 @pytest.mark.parametrize("fn", ["softmax", "log_softmax"])
 def test_masked_rows_past_l2_match_the_masked_reference(isa, fn):
     from csoftmax import _engine
