@@ -572,6 +572,15 @@ cdef inline Py_ssize_t _vec_bwd_hi(Py_ssize_t itemsize) noexcept nogil:
             else CSM_VEC_BWD_K)
 
 
+cdef inline Py_ssize_t _long_group_block(Py_ssize_t n) noexcept nogil:
+    """Rows per block of the strided rows past L2 (csm_long_rows_strided,
+    csm_long_lse_strided), which read up to CSM_LONG_GROUP interleaved rows
+    together: an even share for each of the default team's threads where
+    that is fewer."""
+    cdef Py_ssize_t block = (n + _team - 1) // _team
+    return block if block < CSM_LONG_GROUP else CSM_LONG_GROUP
+
+
 cdef int _plan(int op, Py_ssize_t n, Py_ssize_t k, Py_ssize_t acs, Py_ssize_t bcs,
                Py_ssize_t ocs, int num_threads, int flags, Py_ssize_t itemsize,
                Plan* p, bint masked=False, Py_ssize_t mcs=1) noexcept nogil:
@@ -599,11 +608,7 @@ cdef int _plan(int op, Py_ssize_t n, Py_ssize_t k, Py_ssize_t acs, Py_ssize_t bc
         if masked or not p.rowwise:  # logsumexp's own rows need none
             p.scratch = csm_masked_scratch(k)
         if not masked and not p.rowwise and k * itemsize > CSM_LONG_ROW:
-            # logsumexp's interleaved rows past L2, up to CSM_LONG_GROUP
-            # together (csm_long_lse_strided), as softmax's below.
-            p.block = (n + _team - 1) // _team
-            if p.block > CSM_LONG_GROUP:
-                p.block = CSM_LONG_GROUP
+            p.block = _long_group_block(n)  # csm_long_lse_strided
     elif p.rowwise:
         work = n * k // _block_share
         if work < BLOCK_ELEMS:
@@ -623,13 +628,9 @@ cdef int _plan(int op, Py_ssize_t n, Py_ssize_t k, Py_ssize_t acs, Py_ssize_t bc
             p.block = lanes
         p.scratch = lanes * k
         if (op == OP_SOFTMAX or op == OP_LOG_SOFTMAX) and k * itemsize > CSM_LONG_ROW:
-            # csm_long_rows_strided reads up to CSM_LONG_GROUP interleaved
-            # rows together; an even share of the rows for each of the
-            # default team's threads where that is fewer. Its scratch, or a
-            # whole row for the rows gathered one by one.
-            p.block = (n + _team - 1) // _team
-            if p.block > CSM_LONG_GROUP:
-                p.block = CSM_LONG_GROUP
+            # csm_long_rows_strided's groups; its scratch, or a whole row for
+            # the rows gathered one by one.
+            p.block = _long_group_block(n)
             if csm_long_strided_scratch(k) > p.scratch:
                 p.scratch = csm_long_strided_scratch(k)
         if op == OP_SOFTMAX_BACKWARD or op == OP_LOG_SOFTMAX_BACKWARD:

@@ -455,7 +455,7 @@ static CSM_TARGET void CSM_FN(csm_masked_rows)(
         return;
     }
     if (op == CSM_OP_LOGSUMEXP && !mk && K * (ptrdiff_t)sizeof(CSM_T) > CSM_LONG_ROW
-        && (ars < 0 ? -ars : ars) < (acs < 0 ? -acs : acs)) {
+        && csm_rows_interleaved(ars, acs)) {
         CSM_FN(csm_long_lse_strided)(a, ars, acs, out, ors, rows, K, buf);
         return;
     }

@@ -226,6 +226,15 @@ _Static_assert(CSM_SMALL_K == 32, "CSM_SMALL_K_CASES lists K = 1 .. 32");
  * rows 70-85 and 37 (docs/design.md). */
 #define CSM_LONG_GROUP 64
 
+/* Whether rows of these strides interleave (Fortran order: |row stride| <
+ * |column stride|), so that gathering one whole row reads every line of
+ * the others: csm_long_rows_strided and csm_long_lse_strided then read a
+ * group of rows together. */
+static inline int csm_rows_interleaved(ptrdiff_t rs, ptrdiff_t cs)
+{
+    return (rs < 0 ? -rs : rs) < (cs < 0 ? -cs : cs);
+}
+
 /* Elements of csm_long_rows_strided's scratch for rows of K elements: the
  * group's chunk and each row's chunk maxima. */
 static inline ptrdiff_t csm_long_strided_scratch(ptrdiff_t K)

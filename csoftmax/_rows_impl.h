@@ -2244,7 +2244,7 @@ static CSM_TARGET void CSM_FN(csm_lanes_rows)(
          * second read finds it in cache: 64 x 300000 float32 every third
          * column, 14 ms this way and 30 ms in groups (Intel Xeon, two
          * threads). Either way the bits are those of C order. */
-        if ((ars < 0 ? -ars : ars) < (acs < 0 ? -acs : acs)) {
+        if (csm_rows_interleaved(ars, acs)) {
             CSM_FN(csm_long_rows_strided)(a, ars, acs, out, ors, ocs, rows, K, log_out, buf);
             return;
         }
