@@ -44,6 +44,8 @@ cdef extern from "_rows.h" nogil:
     Py_ssize_t csm_masked_scratch(Py_ssize_t K)
     Py_ssize_t csm_lane_count(Py_ssize_t K)
     Py_ssize_t csm_long_strided_scratch(Py_ssize_t K)
+    bint csm_staged_k(Py_ssize_t K)
+    Py_ssize_t csm_staged_scratch(Py_ssize_t K, Py_ssize_t itemsize)
     csm_xent_fn csm_xent_f32
     csm_xent_fn csm_xent_f64
     int csm_isa_in_use
@@ -60,6 +62,8 @@ cdef extern from "_rows.h" nogil:
     int CSM_NT_RING_BYTES
     int CSM_NT_GROUPS
     int CSM_LANES
+    int CSM_STAGE_ROWS
+    int CSM_LANE_SCRATCH
     int CSM_LONG_GROUP
     int CSM_LONG_ROW
     int CSM_LONG_CHUNK
@@ -607,6 +611,12 @@ cdef int _plan(int op, Py_ssize_t n, Py_ssize_t k, Py_ssize_t acs, Py_ssize_t bc
             p.block = 1
         if masked or not p.rowwise:  # logsumexp's own rows need none
             p.scratch = csm_masked_scratch(k)
+        if not p.rowwise:
+            # Staged rows (csm_masked_staged): whole groups where a block
+            # has that many rows.
+            p.scratch += csm_staged_scratch(k, itemsize)
+            if p.block < CSM_STAGE_ROWS:
+                p.block = CSM_STAGE_ROWS
         if not masked and not p.rowwise and k * itemsize > CSM_LONG_ROW:
             p.block = _long_group_block(n)  # csm_long_lse_strided
     elif p.rowwise:
@@ -635,6 +645,15 @@ cdef int _plan(int op, Py_ssize_t n, Py_ssize_t k, Py_ssize_t acs, Py_ssize_t bc
                 p.scratch = csm_long_strided_scratch(k)
         if op == OP_SOFTMAX_BACKWARD or op == OP_LOG_SOFTMAX_BACKWARD:
             p.scratch = 2 * p.scratch
+        # Staged rows (csm_staged_rows; the Jacobian's rows of s are
+        # contiguous); not softmax's and log_softmax's rows past L2.
+        if not ((op == OP_SOFTMAX or op == OP_LOG_SOFTMAX) and k * itemsize > CSM_LONG_ROW):
+            if ((csm_staged_k(k) or ocs == 1 or jacobian)
+                    and csm_staged_scratch(k, itemsize) > p.scratch):
+                p.scratch = csm_staged_scratch(k, itemsize)
+            if csm_staged_k(k):  # a group per block
+                lanes = CSM_STAGE_ROWS
+                p.block = CSM_STAGE_ROWS
     p.n_blocks = (n + p.block - 1) // p.block
     # An even share for the default team (_team, fixed at import, as
     # _block_share): the block count rounded up to a multiple of it, the rows
@@ -990,6 +1009,8 @@ CONSTANTS = {
     "rows_at_once": CSM_ROWS_MAX,
     "rows_at_once_k": CSM_ROWS_MAX_K,
     "lanes": CSM_LANES,
+    "stage_rows": CSM_STAGE_ROWS,
+    "lane_scratch": CSM_LANE_SCRATCH,
     "long_group": CSM_LONG_GROUP,
     "long_row_bytes": CSM_LONG_ROW,
     "softmax_nt_min_bytes": CSM_NT_MIN_BYTES,

@@ -379,7 +379,7 @@ static CSM_TARGET void CSM_FN(csm_logsumexp_rows)(
 /* logsumexp of rows past L2 without a mask whose elements are interleaved
  * (Fortran order: |row stride| < |column stride|), csm_masked_row's steps
  * a group of up to CSM_LONG_GROUP rows at a time, chunk by chunk, each
- * chunk of the group gathered into buf as rows (csm_long_move), where a
+ * chunk of the group gathered into buf as rows (csm_rows_move), where a
  * gathered row read every line of the array once per row it holds: the
  * max of each row from a first read, then from a second its sum, which
  * csm_row_exp_sum_from carries from chunk to chunk as it carries it from
@@ -404,7 +404,7 @@ static CSM_NOINLINE CSM_TARGET void CSM_FN(csm_long_lse_strided)(
         }
         for (ptrdiff_t j = 0; j < K; j += C) {
             const ptrdiff_t n = K - j < C ? K - j : C;
-            CSM_FN(csm_long_move)(ag + j * acs, ars, acs, buf, n, g, 1);
+            CSM_FN(csm_rows_move)(ag + j * acs, ars, acs, buf, C, n, g, 1);
             for (ptrdiff_t l = 0; l < g; ++l) {
                 const CSM_T m = CSM_FN(csm_row_max)(buf + l * C, n);
                 M[l] = m > M[l] ? m : M[l];
@@ -412,7 +412,7 @@ static CSM_NOINLINE CSM_TARGET void CSM_FN(csm_long_lse_strided)(
         }
         for (ptrdiff_t j = 0; j < K; j += C) {
             const ptrdiff_t n = K - j < C ? K - j : C;
-            CSM_FN(csm_long_move)(ag + j * acs, ars, acs, buf, n, g, 1);
+            CSM_FN(csm_rows_move)(ag + j * acs, ars, acs, buf, C, n, g, 1);
             for (ptrdiff_t l = 0; l < g; ++l) {
                 if (M[l] - M[l] == 0)
                     S[l] = CSM_FN(csm_row_exp_sum_from)(buf + l * C, NULL, NULL, M[l], n, S[l], NULL, NULL, 0);
@@ -424,6 +424,76 @@ static CSM_NOINLINE CSM_TARGET void CSM_FN(csm_long_lse_strided)(
             out[(r0 + l) * ors] = M[l] - M[l] == 0
                 ? (CSM_T)((double)M[l] + CSM_PASTE(csm_log, CSM_PASTE(f64, CSM_ISA))(S[l]))
                 : nan_in[l] ? (CSM_T)NAN : M[l];
+    }
+}
+
+static CSM_TARGET void CSM_FN(csm_masked_rows)(
+    int op, const CSM_T *a, ptrdiff_t ars, ptrdiff_t acs, const CSM_T *b, ptrdiff_t brs,
+    ptrdiff_t bcs, const unsigned char *mk, ptrdiff_t mrs, ptrdiff_t mcs, CSM_T *out,
+    ptrdiff_t ors, ptrdiff_t ocs, ptrdiff_t rows, ptrdiff_t K, CSM_T *buf);
+
+/* Staged rows of the masked family (_rows.h says when): CSM_LANES rows at a
+ * time, each operand that is not row-contiguous, the mask too, gathered into
+ * buf as contiguous rows, the rows computed where they then lie by
+ * csm_masked_rows (logsumexp without a mask by its row kernel, as C order
+ * is), into the output where its rows are contiguous (or it is not shaped
+ * like the rows), else into the first operand's rows and scattered from
+ * there. The same kernels on the same rows as C order, so the same bits.
+ * A mask shared by every row (mrs = 0) is gathered once. buf holds
+ * csm_staged_scratch(K) elements, then csm_masked_scratch(K). */
+static CSM_NOINLINE CSM_TARGET void CSM_FN(csm_masked_staged)(
+    int op, const CSM_T *a, ptrdiff_t ars, ptrdiff_t acs, const CSM_T *b, ptrdiff_t brs,
+    ptrdiff_t bcs, const unsigned char *mk, ptrdiff_t mrs, ptrdiff_t mcs, CSM_T *out,
+    ptrdiff_t ors, ptrdiff_t ocs, ptrdiff_t rows, ptrdiff_t K, CSM_T *buf)
+{
+    enum { G = CSM_STAGE_ROWS };
+    const int blocks = op == CSM_OP_SOFTMAX_JACOBIAN || op == CSM_OP_LOGSUMEXP;
+    const int binary = op == CSM_OP_SOFTMAX_BACKWARD || op == CSM_OP_LOG_SOFTMAX_BACKWARD;
+    const ptrdiff_t ld = csm_staged_ld(K, sizeof(CSM_T)), ldw = csm_staged_ld(K, 1);
+    CSM_T *sa = buf, *sb = buf + G * ld, *rest = buf + csm_staged_scratch(K, sizeof(CSM_T));
+    unsigned char *sm = (unsigned char *)(buf + 2 * G * ld);
+    for (ptrdiff_t r0 = 0; r0 < rows; r0 += G) {
+        const ptrdiff_t g = rows - r0 < G ? rows - r0 : G;
+        const CSM_T *ga = a + r0 * ars, *gb = b + r0 * brs;
+        const unsigned char *gm = mk ? mk + r0 * mrs : NULL;
+        ptrdiff_t lda = ars, ldb = brs, ldm = mrs;
+        CSM_T *go = out + r0 * ors;
+        if (acs != 1) {
+            CSM_FN(csm_rows_move)((CSM_T *)ga, ars, acs, sa, ld, K, g, 1);
+            ga = sa;
+            lda = ld;
+        }
+        if (!binary) {
+            gb = ga;
+            ldb = lda;
+        } else if (bcs != 1) {
+            CSM_FN(csm_rows_move)((CSM_T *)gb, brs, bcs, sb, ld, K, g, 1);
+            gb = sb;
+            ldb = ld;
+        }
+        if (gm && mcs != 1) {
+            /* In spans of columns, as csm_rows_move's rows */
+            const ptrdiff_t gr = mrs ? g : 1;
+            enum { SPAN = 256 };
+            if (mrs || r0 == 0)
+                for (ptrdiff_t j0 = 0; j0 < K; j0 += SPAN) {
+                    const ptrdiff_t e = K - j0 < SPAN ? K : j0 + SPAN;
+                    for (ptrdiff_t l = 0; l < gr; ++l)
+                        for (ptrdiff_t j = j0; j < e; ++j)
+                            sm[l * ldw + j] = gm[l * mrs + j * mcs];
+                }
+            gm = sm;
+            ldm = mrs ? ldw : 0;
+        }
+        const int direct = blocks || ocs == 1;
+        CSM_T *dst = direct ? go : sa;
+        if (!mk && op == CSM_OP_LOGSUMEXP)
+            CSM_FN(csm_logsumexp_rows)(ga, lda, ga, lda, dst, ors, g, K, 0);
+        else
+            CSM_FN(csm_masked_rows)(op, ga, lda, 1, gb, ldb, 1, gm, ldm, 1, dst, direct ? ors : ld, 1,
+                                    g, K, rest);
+        if (!direct)
+            CSM_FN(csm_rows_move)(go, ors, ocs, sa, ld, K, g, 0);
     }
 }
 
@@ -457,6 +527,12 @@ static CSM_TARGET void CSM_FN(csm_masked_rows)(
     if (op == CSM_OP_LOGSUMEXP && !mk && K * (ptrdiff_t)sizeof(CSM_T) > CSM_LONG_ROW
         && csm_rows_interleaved(ars, acs)) {
         CSM_FN(csm_long_lse_strided)(a, ars, acs, out, ors, rows, K, buf);
+        return;
+    }
+    if (K > 1 && (csm_staged_operand(ars, acs) || (binary && csm_staged_operand(brs, bcs))
+                  || (mk && csm_staged_operand(mrs, mcs))
+                  || (!blocks && csm_staged_operand(ors, ocs)))) {
+        CSM_FN(csm_masked_staged)(op, a, ars, acs, b, brs, bcs, mk, mrs, mcs, out, ors, ocs, rows, K, buf);
         return;
     }
     for (ptrdiff_t r = 0; r < rows; ++r) {

@@ -260,6 +260,54 @@ static inline ptrdiff_t csm_lane_count(ptrdiff_t K)
     return L > CSM_LANE_GROUP ? CSM_LANE_GROUP : (L < 1 ? 1 : L);
 }
 
+/* Staged rows (csm_staged_rows, csm_masked_staged): where a row's operands
+ * interleave with the others' (Fortran order), CSM_LANES rows at a time are
+ * gathered into a scratch as contiguous rows and computed there by C
+ * order's kernels. In Fortran order a column of sixteen float32 rows is a
+ * whole 64-byte line; a row gathered alone reads one element of each line
+ * and of each page (one TLB miss per element once K lines pass the TLB's
+ * reach), and so does a lane group narrower than sixteen rows. The lane
+ * ops stage the rows whose lane groups would be that narrow (K > 4096),
+ * and interleaved inputs whose output rows are contiguous (csm_lanes_rows
+ * says why); the masked family (and logsumexp), which gathered one row at
+ * a time, stages rows of any length. Intel Xeon, float32 Fortran order,
+ * one thread, ms, before -> after: softmax 256 x 50000 229-243 -> 29-37
+ * (NumPy 50-54), softmax_backward 64 x 300000 664-686 -> 131-137 (NumPy
+ * 57-61), logsumexp 2048 x 4096 51-56 -> 5.2-6.3 (docs/design.md). */
+#ifndef CSM_STAGE_ROWS
+#define CSM_STAGE_ROWS 16
+#endif
+static inline int csm_staged_k(ptrdiff_t K)
+{
+    return K > CSM_LANE_SCRATCH / CSM_STAGE_ROWS;
+}
+
+/* Whether an operand of these strides is staged: it is not row-contiguous
+ * and its rows interleave. */
+static inline int csm_staged_operand(ptrdiff_t rs, ptrdiff_t cs)
+{
+    return cs != 1 && csm_rows_interleaved(rs, cs);
+}
+
+/* The row stride, in elements of `itemsize` bytes, of staged rows of K: an
+ * odd number of cache lines, so that the rows of a group fall in different
+ * sets of L1 (rows a power of two of lines apart, 4 KiB and more, share one
+ * set, and the group's gathering stores evicted each other's lines). */
+static inline ptrdiff_t csm_staged_ld(ptrdiff_t K, ptrdiff_t itemsize)
+{
+    ptrdiff_t lines = (K * itemsize + 63) / 64;
+    lines += !(lines & 1);
+    return lines * 64 / itemsize;
+}
+
+/* Elements of element size `itemsize` that staged rows of K take: two
+ * operands of CSM_STAGE_ROWS rows, and a mask of as many rows of bytes. */
+static inline ptrdiff_t csm_staged_scratch(ptrdiff_t K, ptrdiff_t itemsize)
+{
+    return 2 * CSM_STAGE_ROWS * csm_staged_ld(K, itemsize)
+           + (CSM_STAGE_ROWS * csm_staged_ld(K, 1) + itemsize - 1) / itemsize;
+}
+
 /* Every sum over a row (softmax's denominator, the backward passes' dot
  * products) is taken in one order, whatever the layout, the path or the
  * thread count: element j goes to partial sum j % CSM_PARTS, each partial is

@@ -199,3 +199,49 @@ def test_nd_general_path_writes_out_in_place_or_through_a_copy(fn):
     j = np.empty((3, 5, 4, 4))
     assert csoftmax.softmax_jacobian(x, axis=1, out=j) is j
     np.testing.assert_array_equal(j, csoftmax.softmax_jacobian(np.moveaxis(x, 1, -1)))
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("fn", FUNCS[:4] + ["logsumexp"])
+def test_interleaved_rows_longer_than_a_lane_group_give_the_c_order_bits(isa, fn, dtype):
+    # Rows whose lane groups would be narrower than a staged group are
+    # gathered a group at a time into contiguous rows and computed by the
+    # row kernels (csm_staged_rows; logsumexp's csm_masked_staged). Enough
+    # rows that a thread's share holds a whole group and a remainder, rows
+    # just past the threshold and rows several times it, special values,
+    # and every way an operand or the output can interleave.
+    from csoftmax import _engine
+
+    c = _engine.CONSTANTS
+    n = 2 * c["stage_rows"] + 7
+    for k in (c["lane_scratch"] // c["stage_rows"] + 3, 3 * c["lane_scratch"] // c["stage_rows"] + 5):
+        arrays = _inputs(fn, n, k, dtype, seed=k)
+        a = arrays[0]
+        a[1, ::7] = -np.inf
+        a[2, 5] = np.nan
+        a[3, 9] = np.inf
+        a[4] = -np.inf
+        a[c["stage_rows"] + 1, -3] = 1e30
+        arrays[-1][5, 11] = np.nan
+        want = _call(fn, arrays, -1)
+        fort = [np.asfortranarray(x) for x in arrays]
+        for threads in (1, 2):
+            kw = dict(num_threads=threads)
+            np.testing.assert_array_equal(_call(fn, fort, -1, **kw), want)
+            np.testing.assert_array_equal(_call(fn, [x.T.copy() for x in arrays], 0, **kw).T, want)
+            np.testing.assert_array_equal(
+                _call(fn, [np.asfortranarray(x.T) for x in arrays], 0, **kw).T, want)
+            rev = [np.asfortranarray(x[::-1])[::-1] for x in arrays]
+            np.testing.assert_array_equal(_call(fn, rev, -1, **kw), want)
+            if fn in BINARY:  # one operand interleaved, the other not
+                np.testing.assert_array_equal(_call(fn, [fort[0], arrays[1]], -1, **kw), want)
+                np.testing.assert_array_equal(_call(fn, [arrays[0], fort[1]], -1, **kw), want)
+            if fn == "logsumexp":
+                continue
+            for ins, out in ((fort, np.empty_like(want)), (arrays, np.empty_like(fort[0]))):
+                got = _call(fn, ins, -1, out=out, **kw)
+                assert got is out
+                np.testing.assert_array_equal(out, want)
+            inplace = [x.copy(order="K") for x in fort]
+            _call(fn, inplace, -1, out=inplace[-1], **kw)
+            np.testing.assert_array_equal(inplace[-1], want)

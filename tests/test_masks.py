@@ -330,3 +330,38 @@ def test_masked_jacobian_rows_and_columns_are_zero_beside_a_nan_row():
     assert np.all(got[0, 2, :] == 0) and np.all(got[0, :, 2] == 0)
     assert np.isnan(got[0, 0, 0])
     _check(got, _reference.softmax_jacobian(x, where=w), np.float64)
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("op", ROW_OPS + ["logsumexp"])
+def test_interleaved_masked_rows_give_the_c_order_bits(isa, op, dtype):
+    # The masked family (and logsumexp) gathers interleaved rows a group at
+    # a time into contiguous rows, the mask with them, and computes them as
+    # C order's rows (csm_masked_staged). Rows of a few elements and rows of
+    # thousands; the data, the mask or the output interleaved; a mask per
+    # row and one shared by every row.
+    from csoftmax import _engine
+
+    g = _engine.CONSTANTS["stage_rows"]
+    rng = np.random.default_rng(11)
+    for n, k in ((2 * g + 7, 45), (g + 5, 5000)):
+        x = (3 * rng.standard_normal((n, k))).astype(dtype)
+        x[1, ::7] = -np.inf
+        x[2, 5] = np.nan
+        x[g + 1, -3] = 1e30
+        for kind in ("rows", "columns"):
+            w = _mask((n, k), kind, rng)
+            want, inputs = _call(op, x, w)
+            f = getattr(csoftmax, op)
+            fort = [np.asfortranarray(a) for a in inputs]
+            wf = np.asfortranarray(w) if w.ndim == 2 else w[::-1].copy()[::-1]
+            for threads in (1, 2):
+                for xs, ws in ((fort, w), (fort, wf), (inputs, wf)):
+                    got = f(*xs, where=ws, num_threads=threads)
+                    np.testing.assert_array_equal(got, want)
+                if op == "logsumexp":
+                    np.testing.assert_array_equal(f(*fort, num_threads=threads), f(*inputs))
+                    continue
+                out = np.empty_like(fort[0])
+                assert f(*inputs, where=w, out=out, num_threads=threads) is out
+                np.testing.assert_array_equal(out, want)
