@@ -21,9 +21,11 @@ of calls, all layouts interleaved so that they see the same machine) of:
 
 with each time's ratio to C order. Targets: at (32, 10) and (64, 10), F and
 strided within 1.5x of C, float16 and int64 under 3 us; at 16384 x 1000, F
-within 1.5x of C. 64 x 300000 (rows past L2, softmax and log_softmax) has no
-target: its other layouts pay for a transposing read, as np.ascontiguousarray
-does.
+within 1.5x of C. 256 x 50000 (a vocabulary-sized K, whose Fortran-ordered
+rows are staged sixteen at a time into contiguous rows) and 64 x 300000
+(rows past L2) have no target: their other layouts pay for a transposing
+read, as np.ascontiguousarray does. logsumexp and softmax(where=) (the mask
+in the same layout as x) take the masked family's paths.
 """
 import argparse
 import platform
@@ -36,11 +38,14 @@ from csoftmax import compat, kernels
 
 SMALL = [(32, 10), (64, 10)]
 LARGE = [(4096, 128), (16384, 1000)]
-# Rows past L2 (softmax and log_softmax only): a vocabulary-sized K, read a
-# group of rows and a chunk of columns at a time where they are not contiguous.
+# Rows longer than a lane group of sixteen: staged where they interleave.
+MID = [(256, 50_000)]
+# Rows past L2: read a group of rows and a chunk of columns at a time where
+# they interleave (softmax, log_softmax, logsumexp), else staged.
 LONG = [(64, 300_000)]
 FUNCS = ["softmax", "log_softmax", "softmax_backward", "log_softmax_backward",
-         "softmax_jacobian", "compat.Softmax", "compat.Softmax_grad"]
+         "softmax_jacobian", "compat.Softmax", "compat.Softmax_grad", "logsumexp",
+         "softmax where="]
 TARGET = 1.5
 
 
@@ -59,7 +64,9 @@ def _layouts(x):
     }
 
 
-def _call(name, x, axis):
+def _call(name, x, axis, mask=None):
+    if name == "softmax where=":
+        return lambda: csoftmax.softmax(x, axis=axis, where=mask)
     if name.startswith("compat."):
         f = getattr(compat, name.split(".")[1])
         return lambda: f(x if axis == -1 else x.T)  # the tutorials take rows
@@ -99,7 +106,7 @@ def main():
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--quick", action="store_true", help="small shapes only")
     args = ap.parse_args()
-    shapes = SMALL if args.quick else SMALL + LARGE + LONG
+    shapes = SMALL if args.quick else SMALL + LARGE + MID + LONG
     print(f"csoftmax {csoftmax.__version__}, ISA {kernels.isa()}, "
           f"{kernels.max_threads()} threads, NumPy {np.__version__}, {platform.machine()}")
     print("best time per call; ratio to C order in brackets; float32 unless named\n")
@@ -112,13 +119,17 @@ def main():
             if "jacobian" in fn.lower() or "grad" in fn:
                 if shape[0] * shape[1] * shape[1] > 2**24:
                     continue
-            if shape in LONG and fn not in ("softmax", "log_softmax"):
+            if shape in MID + LONG and fn.startswith("compat."):
                 continue
-            x = (np.random.default_rng(0).standard_normal(shape) * 3).astype(np.float32)
+            rng = np.random.default_rng(0)
+            x = (rng.standard_normal(shape) * 3).astype(np.float32)
             if "backward" in fn:
                 x = csoftmax.softmax(x) if fn == "softmax_backward" else csoftmax.log_softmax(x)
             lays = _layouts(x)
-            best = _best({k: _call(fn, a, ax) for k, (a, ax) in lays.items()},
+            # The mask in x's layout (C order beside the dtype columns).
+            masks = _layouts(rng.random(shape) > 0.2)
+            best = _best({k: _call(fn, a, ax, masks["C" if k in ("float16", "int64") else k][0])
+                          for k, (a, ax) in lays.items()},
                          budget=0.3 if shape in SMALL else 1.5)
             cells = []
             for k in names:

@@ -46,6 +46,7 @@ cdef extern from "_rows.h" nogil:
     Py_ssize_t csm_long_strided_scratch(Py_ssize_t K)
     bint csm_staged_k(Py_ssize_t K)
     Py_ssize_t csm_staged_scratch(Py_ssize_t K, Py_ssize_t itemsize)
+    Py_ssize_t csm_stage_rows(Py_ssize_t K)
     csm_xent_fn csm_xent_f32
     csm_xent_fn csm_xent_f64
     int csm_isa_in_use
@@ -615,8 +616,8 @@ cdef int _plan(int op, Py_ssize_t n, Py_ssize_t k, Py_ssize_t acs, Py_ssize_t bc
             # Staged rows (csm_masked_staged): whole groups where a block
             # has that many rows.
             p.scratch += csm_staged_scratch(k, itemsize)
-            if p.block < CSM_STAGE_ROWS:
-                p.block = CSM_STAGE_ROWS
+            if p.block < csm_stage_rows(k):
+                p.block = csm_stage_rows(k)
         if not masked and not p.rowwise and k * itemsize > CSM_LONG_ROW:
             p.block = _long_group_block(n)  # csm_long_lse_strided
     elif p.rowwise:
@@ -1010,6 +1011,7 @@ CONSTANTS = {
     "rows_at_once_k": CSM_ROWS_MAX_K,
     "lanes": CSM_LANES,
     "stage_rows": CSM_STAGE_ROWS,
+    "stage_rows_short": csm_stage_rows(1),
     "lane_scratch": CSM_LANE_SCRATCH,
     "long_group": CSM_LONG_GROUP,
     "long_row_bytes": CSM_LONG_ROW,

@@ -2264,17 +2264,18 @@ static CSM_TARGET void CSM_FN(csm_lanes_rows)(
         }
         return;
     }
-    /* Interleaved rows whose lane groups would be narrower than a staged
-     * group (csm_staged_k), and interleaved inputs whose output rows are
-     * contiguous: the lane groups' stores of 64 output rows at once shared
+    /* Rows whose lane groups would be narrower than a staged group
+     * (csm_staged_k), in any layout (rows apart too: a lane group of one
+     * row runs the lane kernels on one lane, 16x C order at 256 x 50000
+     * float32 every third column), and interleaved inputs whose output rows
+     * are contiguous: the lane groups' stores of 64 output rows at once shared
      * L1's sets where the row stride is a power of two of lines. Intel Xeon,
      * float32 Fortran order into C order, softmax, one thread, ms, lane
      * groups / staged: 8192 x 1024 30.0 / 10.2, 8192 x 1000 13.1 / 7.9,
      * 32768 x 256 23.3 / 6.9, 100000 x 64 6.7 / 5.4, 4096 x 128 0.45 /
      * 0.22. Fortran order into Fortran order stays in the lane groups
      * there (8192 x 1024 8.0 / 17.1, 100000 x 64 5.4 / 6.3). */
-    if ((csm_staged_k(K) || ocs == 1) && (csm_staged_operand(ars, acs) || csm_staged_operand(brs, bcs)
-                            || csm_staged_operand(ors, ocs))) {
+    if (csm_staged_k(K) || (ocs == 1 && (csm_staged_operand(ars, acs) || csm_staged_operand(brs, bcs)))) {
         CSM_FN(csm_staged_rows)(op, a, ars, acs, b, brs, bcs, out, ors, ocs, rows, K, buf);
         return;
     }
@@ -3469,8 +3470,9 @@ static CSM_TARGET void CSM_FN(csm_log_softmax_rows)(
     CSM_FN(csm_fwd_rows)(1, a, lda, out, ldo, rows, K, flags);
 }
 
-/* Staged rows of the lane ops (_rows.h says when): CSM_LANES rows at a time,
- * each operand that is not row-contiguous gathered into buf as contiguous
+/* Staged rows of the lane ops (csm_lanes_rows says when): csm_stage_rows(K)
+ * rows at a time, each operand that is not row-contiguous gathered into buf
+ * as contiguous
  * rows (csm_rows_move), the rows computed by C order's row kernel (so the
  * bits are C order's), into the output where its rows are contiguous, else
  * into the first operand's rows in buf (the kernels take out = a) and
@@ -3481,7 +3483,7 @@ static CSM_NOINLINE CSM_TARGET void CSM_FN(csm_staged_rows)(
     ptrdiff_t bcs, CSM_T *out, ptrdiff_t ors, ptrdiff_t ocs, ptrdiff_t rows, ptrdiff_t K,
     CSM_T *buf)
 {
-    enum { G = CSM_STAGE_ROWS };
+    const ptrdiff_t G = csm_stage_rows(K);
     const int binary = op == CSM_OP_SOFTMAX_BACKWARD || op == CSM_OP_LOG_SOFTMAX_BACKWARD;
     const ptrdiff_t ld = csm_staged_ld(K, sizeof(CSM_T));
     CSM_T *sa = buf, *sb = buf + G * ld;

@@ -206,7 +206,8 @@ def test_nd_general_path_writes_out_in_place_or_through_a_copy(fn):
 def test_interleaved_rows_longer_than_a_lane_group_give_the_c_order_bits(isa, fn, dtype):
     # Rows whose lane groups would be narrower than a staged group are
     # gathered a group at a time into contiguous rows and computed by the
-    # row kernels (csm_staged_rows; logsumexp's csm_masked_staged). Enough
+    # row kernels (csm_staged_rows; logsumexp's csm_masked_staged), as are
+    # such rows in any layout. Enough
     # rows that a thread's share holds a whole group and a remainder, rows
     # just past the threshold and rows several times it, special values,
     # and every way an operand or the output can interleave.
@@ -233,6 +234,9 @@ def test_interleaved_rows_longer_than_a_lane_group_give_the_c_order_bits(isa, fn
                 _call(fn, [np.asfortranarray(x.T) for x in arrays], 0, **kw).T, want)
             rev = [np.asfortranarray(x[::-1])[::-1] for x in arrays]
             np.testing.assert_array_equal(_call(fn, rev, -1, **kw), want)
+            apart = [dict((nm, a) for nm, a, _ in _layouts(x))["row_and_column_strides"]
+                     for x in arrays]  # rows apart, not interleaved: staged too
+            np.testing.assert_array_equal(_call(fn, apart, -1, **kw), want)
             if fn in BINARY:  # one operand interleaved, the other not
                 np.testing.assert_array_equal(_call(fn, [fort[0], arrays[1]], -1, **kw), want)
                 np.testing.assert_array_equal(_call(fn, [arrays[0], fort[1]], -1, **kw), want)
@@ -245,3 +249,28 @@ def test_interleaved_rows_longer_than_a_lane_group_give_the_c_order_bits(isa, fn
             inplace = [x.copy(order="K") for x in fort]
             _call(fn, inplace, -1, out=inplace[-1], **kw)
             np.testing.assert_array_equal(inplace[-1], want)
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("fn", FUNCS[:4])
+def test_fortran_input_into_a_c_ordered_out_gives_the_c_order_bits(isa, fn, dtype):
+    # Interleaved inputs whose output rows are contiguous are staged at any
+    # K (csm_staged_rows writes the rows straight out): whole groups and a
+    # remainder, rows of a power of two of lines and not.
+    from csoftmax import _engine
+
+    n = 2 * _engine.CONSTANTS["stage_rows_short"] + 7
+    for k in (10, 64, 100, 1024):
+        arrays = _inputs(fn, n, k, dtype, seed=k)
+        arrays[0][3, 5] = np.nan
+        arrays[0][4] = -np.inf
+        want = _call(fn, arrays, -1)
+        fort = [np.asfortranarray(a) for a in arrays]
+        for threads in (1, 2):
+            out = np.empty_like(want)
+            assert _call(fn, fort, -1, out=out, num_threads=threads) is out
+            np.testing.assert_array_equal(out, want)
+            if fn in BINARY:
+                out = np.empty_like(want)
+                _call(fn, [arrays[0], fort[1]], -1, out=out, num_threads=threads)
+                np.testing.assert_array_equal(out, want)

@@ -337,14 +337,15 @@ def test_masked_jacobian_rows_and_columns_are_zero_beside_a_nan_row():
 def test_interleaved_masked_rows_give_the_c_order_bits(isa, op, dtype):
     # The masked family (and logsumexp) gathers interleaved rows a group at
     # a time into contiguous rows, the mask with them, and computes them as
-    # C order's rows (csm_masked_staged). Rows of a few elements and rows of
-    # thousands; the data, the mask or the output interleaved; a mask per
-    # row and one shared by every row.
+    # C order's rows (csm_masked_staged), short rows in any layout too. Rows
+    # of a few elements and rows of thousands; the data, the mask or the
+    # output interleaved or column-strided; a mask per row and one shared by
+    # every row.
     from csoftmax import _engine
 
-    g = _engine.CONSTANTS["stage_rows"]
+    g, gs = _engine.CONSTANTS["stage_rows"], _engine.CONSTANTS["stage_rows_short"]
     rng = np.random.default_rng(11)
-    for n, k in ((2 * g + 7, 45), (g + 5, 5000)):
+    for n, k in ((2 * gs + 7, 10), (2 * gs + 23, 45), (g + 5, 5000)):
         x = (3 * rng.standard_normal((n, k))).astype(dtype)
         x[1, ::7] = -np.inf
         x[2, 5] = np.nan
@@ -356,11 +357,14 @@ def test_interleaved_masked_rows_give_the_c_order_bits(isa, op, dtype):
             fort = [np.asfortranarray(a) for a in inputs]
             wf = np.asfortranarray(w) if w.ndim == 2 else w[::-1].copy()[::-1]
             for threads in (1, 2):
-                for xs, ws in ((fort, w), (fort, wf), (inputs, wf)):
+                apart = [make_layout(a, "strided_cols") for a in inputs]
+                wa = make_layout(w, "strided_cols") if w.ndim == 2 else w
+                for xs, ws in ((fort, w), (fort, wf), (inputs, wf), (apart, wa)):
                     got = f(*xs, where=ws, num_threads=threads)
                     np.testing.assert_array_equal(got, want)
                 if op == "logsumexp":
-                    np.testing.assert_array_equal(f(*fort, num_threads=threads), f(*inputs))
+                    for xs in (fort, apart):
+                        np.testing.assert_array_equal(f(*xs, num_threads=threads), f(*inputs))
                     continue
                 out = np.empty_like(fort[0])
                 assert f(*inputs, where=w, out=out, num_threads=threads) is out
