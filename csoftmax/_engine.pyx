@@ -595,7 +595,7 @@ cdef int _plan(int op, Py_ssize_t n, Py_ssize_t k, Py_ssize_t acs, Py_ssize_t bc
     cdef bint jacobian = op == OP_SOFTMAX_JACOBIAN
     cdef bint shaped = jacobian or op == OP_LOGSUMEXP  # out is not shaped like a row
     cdef Py_ssize_t lanes = 1, work, foot, cost, pf_bytes
-    cdef bint big_out, long_rows, nt_rows
+    cdef bint big_out, long_rows, nt_rows, past_l2, forward
     cdef Py_ssize_t reg_bytes
     cdef Py_ssize_t kept_row_bytes
     # The row kernels take unit column strides (every stride is unit when
@@ -638,21 +638,24 @@ cdef int _plan(int op, Py_ssize_t n, Py_ssize_t k, Py_ssize_t acs, Py_ssize_t bc
         if p.block < lanes:
             p.block = lanes
         p.scratch = lanes * k
-        if (op == OP_SOFTMAX or op == OP_LOG_SOFTMAX) and k * itemsize > CSM_LONG_ROW:
-            # csm_long_rows_strided's groups; its scratch, or a whole row for
-            # the rows gathered one by one.
+        past_l2 = k * itemsize > CSM_LONG_ROW
+        forward = op == OP_SOFTMAX or op == OP_LOG_SOFTMAX
+        if past_l2 and (forward or op == OP_SOFTMAX_BACKWARD or op == OP_LOG_SOFTMAX_BACKWARD):
+            # csm_long_rows_strided's and csm_long_bwd_strided's groups, and
+            # their scratch (per operand); the forward ops' rows that are
+            # gathered one by one take a whole row.
             p.block = _long_group_block(n)
             if csm_long_strided_scratch(k) > p.scratch:
                 p.scratch = csm_long_strided_scratch(k)
         if op == OP_SOFTMAX_BACKWARD or op == OP_LOG_SOFTMAX_BACKWARD:
             p.scratch = 2 * p.scratch
         # Staged rows (csm_staged_rows; the Jacobian's rows of s are
-        # contiguous); not softmax's and log_softmax's rows past L2.
-        if not ((op == OP_SOFTMAX or op == OP_LOG_SOFTMAX) and k * itemsize > CSM_LONG_ROW):
+        # contiguous); not the forward ops' rows past L2.
+        if not (past_l2 and forward):
             if ((csm_staged_k(k) or ocs == 1 or jacobian)
                     and csm_staged_scratch(k, itemsize) > p.scratch):
                 p.scratch = csm_staged_scratch(k, itemsize)
-            if csm_staged_k(k):  # a group per block
+            if csm_staged_k(k) and not past_l2:  # a group per block
                 lanes = CSM_STAGE_ROWS
                 p.block = CSM_STAGE_ROWS
     p.n_blocks = (n + p.block - 1) // p.block

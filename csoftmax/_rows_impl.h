@@ -1187,7 +1187,11 @@ static CSM_INLINE CSM_TARGET void CSM_FN(csm_sum_reg)(CSM_XVD *av, int h, const 
  * hold there). Double: the output subtracts these sums from g, so their
  * error counts against the size of the terms, and a float sum over a whole
  * row loses about K eps relative (5e-4 at K = 10^6), past the README's 2e-6
- * at large K. (The sums of exp(x - max) are csm_rows_exp_sum_from's.) */
+ * at large K. (The sums of exp(x - max) are csm_rows_exp_sum_from's.)
+ * carry (R = 1 only), where not NULL, holds the 16 partials of the row's
+ * elements before these K, and fin = 0 stores them back there instead of
+ * ending the sum (K then a multiple of CSM_PARTS): chunks of a row give the
+ * whole row's partials, so its bits (csm_long_bwd_strided). */
 #define CSM_KEEP_(i) (!mk || mk[i])
 #define CSM_SUM_ACC_(acc, i) ((acc) = what == CSM_SUM_DOT                                          \
     ? CSM_FMA(CSM_KEEP_(i) ? (double)a[i] : 0.0, CSM_KEEP_(i) ? (double)b[i] : 0.0, (acc))         \
@@ -1196,7 +1200,7 @@ static CSM_INLINE CSM_TARGET void CSM_FN(csm_rows_sum)(
     const int R, const CSM_T *const *ar, const CSM_T *const *br, const CSM_MW_T *const *mkr,
     ptrdiff_t K, const int what, double *out,
     const char *const *pfar, const char *const *pfbr, const char *const *pfwr,
-    const CSM_T *sy, const CSM_T *sg, CSM_T *so, const CSM_T sd)
+    const CSM_T *sy, const CSM_T *sg, CSM_T *so, const CSM_T sd, double *carry, const int fin)
 {
 #if CSM_EXP_V
     /* The same sums in registers: the 16 double partials are
@@ -1209,7 +1213,7 @@ static CSM_INLINE CSM_TARGET void CSM_FN(csm_rows_sum)(
     CSM_EACH_ROW
     for (int rr = 0; rr < R; ++rr)
         for (int h = 0; h < ND_; ++h)
-            av[rr][h] = CSM_XVD_(setzero)();
+            av[rr][h] = carry ? CSM_XVD_(loadu)(carry + h * CSM_XVDW) : CSM_XVD_(setzero)();
     const CSM_XM all = CSM_XM_FIRST(CSM_XVW);
     /* The loop twice, with and without the prefetches: tested inside it, the
      * null pointers of calls in cache cost a branch per pointer per
@@ -1244,6 +1248,11 @@ static CSM_INLINE CSM_TARGET void CSM_FN(csm_rows_sum)(
     else
         CSM_SUM_LOOP_(0)
 #undef CSM_SUM_LOOP_
+    if (!fin) {
+        for (int h = 0; h < ND_; ++h)
+            CSM_XVD_(storeu)(carry + h * CSM_XVDW, av[0][h]);
+        return;
+    }
     /* The tail, as in csm_rows_exp_sum_from: element i + p still goes to
      * partial p. */
     for (int h = 0; h < NV_ && i + h * CSM_XVW < K; ++h) {
@@ -1270,7 +1279,7 @@ static CSM_INLINE CSM_TARGET void CSM_FN(csm_rows_sum)(
         double acc[CSM_PARTS];
         ptrdiff_t i = 0;
         for (ptrdiff_t p = 0; p < CSM_PARTS; ++p)
-            acc[p] = 0;
+            acc[p] = carry ? carry[p] : 0;
         for (; i + CSM_PARTS <= K; i += CSM_PARTS) {
             CSM_PREFETCH_PARTS_(pfar[rr], i, 0);
             CSM_PREFETCH_PARTS_(pfbr[rr], i, 0);
@@ -1282,6 +1291,11 @@ static CSM_INLINE CSM_TARGET void CSM_FN(csm_rows_sum)(
 #pragma omp simd
                 for (ptrdiff_t p = 0; p < CSM_PARTS; ++p)
                     so[i + p] = sy[i + p] * (sg[i + p] - sd);
+        }
+        if (!fin) {
+            for (ptrdiff_t p = 0; p < CSM_PARTS; ++p)
+                carry[p] = acc[p];
+            return;
         }
 #pragma omp simd
         for (ptrdiff_t p = 0; p < K - i; ++p)
@@ -1302,7 +1316,7 @@ static CSM_INLINE CSM_TARGET double CSM_FN(csm_row_sum)(const CSM_T *a, const CS
                                                          const char *pfb, const char *pfw)
 {
     double s;
-    CSM_FN(csm_rows_sum)(1, &a, &b, &mk, K, what, &s, &pfa, &pfb, &pfw, NULL, NULL, NULL, 0);
+    CSM_FN(csm_rows_sum)(1, &a, &b, &mk, K, what, &s, &pfa, &pfb, &pfw, NULL, NULL, NULL, 0, NULL, 1);
     return s;
 }
 
@@ -1317,7 +1331,22 @@ static CSM_INLINE CSM_TARGET double CSM_FN(csm_row_dot_out)(const CSM_T *a, cons
     double s;
     const CSM_MW_T *mk = NULL;
     const char *pfw = NULL;
-    CSM_FN(csm_rows_sum)(1, &a, &b, &mk, K, CSM_SUM_DOT, &s, &pfa, &pfb, &pfw, sy, sg, so, sd);
+    CSM_FN(csm_rows_sum)(1, &a, &b, &mk, K, CSM_SUM_DOT, &s, &pfa, &pfb, &pfw, sy, sg, so, sd, NULL, 1);
+    return s;
+}
+/* csm_row_sum over a chunk of a row, its partials carried in carry (16
+ * doubles, zero before the first chunk); the last chunk (fin) returns the
+ * row's sum. */
+static CSM_INLINE CSM_TARGET double CSM_FN(csm_row_sum_chunk)(const CSM_T *a, const CSM_T *b, ptrdiff_t n,
+                                                               const int what, double *carry, int fin)
+{
+    double s = 0;
+    const CSM_MW_T *mk = NULL;
+    const char *none = NULL;
+    if (fin)
+        CSM_FN(csm_rows_sum)(1, &a, &b, &mk, n, what, &s, &none, &none, &none, NULL, NULL, NULL, 0, carry, 1);
+    else
+        CSM_FN(csm_rows_sum)(1, &a, &b, &mk, n, what, &s, &none, &none, &none, NULL, NULL, NULL, 0, carry, 0);
     return s;
 }
 #undef CSM_SUM_ACC_
@@ -2220,6 +2249,9 @@ static CSM_TARGET void CSM_FN(csm_long_rows)(
 static CSM_NOINLINE CSM_TARGET void CSM_FN(csm_long_rows_strided)(
     const CSM_T *a, ptrdiff_t ars, ptrdiff_t acs, CSM_T *out, ptrdiff_t ors, ptrdiff_t ocs,
     ptrdiff_t rows, ptrdiff_t K, int log_out, CSM_T *buf);
+static CSM_NOINLINE CSM_TARGET void CSM_FN(csm_long_bwd_strided)(
+    const CSM_T *y, ptrdiff_t yrs, ptrdiff_t ycs, const CSM_T *g, ptrdiff_t grs, ptrdiff_t gcs,
+    CSM_T *out, ptrdiff_t ors, ptrdiff_t ocs, ptrdiff_t rows, ptrdiff_t K, int logf, CSM_T *buf);
 /* Defined below, beside the row kernels it calls. */
 static CSM_NOINLINE CSM_TARGET void CSM_FN(csm_staged_rows)(
     int op, const CSM_T *a, ptrdiff_t ars, ptrdiff_t acs, const CSM_T *b, ptrdiff_t brs,
@@ -2262,6 +2294,15 @@ static CSM_TARGET void CSM_FN(csm_lanes_rows)(
             for (ptrdiff_t j = 0; j < K; ++j)
                 orow[j * ocs] = buf[j];
         }
+        return;
+    }
+    /* The backward passes' interleaved rows past L2, a group at a time,
+     * chunk by chunk (csm_long_bwd_strided) */
+    if ((op == CSM_OP_SOFTMAX_BACKWARD || op == CSM_OP_LOG_SOFTMAX_BACKWARD)
+        && K * (ptrdiff_t)sizeof(CSM_T) > CSM_LONG_ROW
+        && (csm_staged_operand(ars, acs) || csm_staged_operand(brs, bcs) || csm_staged_operand(ors, ocs))) {
+        CSM_FN(csm_long_bwd_strided)(a, ars, acs, b, brs, bcs, out, ors, ocs, rows, K,
+                                     op == CSM_OP_LOG_SOFTMAX_BACKWARD, buf);
         return;
     }
     /* Rows whose lane groups would be narrower than a staged group
@@ -3415,6 +3456,73 @@ static CSM_NOINLINE CSM_TARGET void CSM_FN(csm_long_rows_strided)(
                 CSM_FN(csm_long_out_chunk)(yl, yl, n, m, f, log_out, NULL, NULL);
             }
             CSM_FN(csm_rows_move)(og + j * ocs, ors, ocs, buf, C, n, g, 0);
+        }
+    }
+}
+
+/* softmax_backward (logf = 0) and log_softmax_backward (1) of interleaved
+ * rows past L2 (Fortran order), from csm_lanes_rows: a group of up to
+ * CSM_LONG_GROUP rows at a time, chunk by chunk, each chunk of y and g
+ * gathered into buf as rows (csm_rows_move), where staging sixteen whole
+ * rows sent a scratch of 16 K elements per operand through DRAM. The first
+ * read takes each row's sum (of g * y, or of g and the max of y that
+ * chooses log_softmax_backward's exp, csm_log_bwd_upper) with its partials
+ * carried from chunk to chunk (csm_row_sum_chunk), so the sum is the whole
+ * row's; the second writes the output as the row kernels do, element by
+ * element. So the bits are C order's. buf holds 2 CSM_LONG_GROUP
+ * CSM_LONG_CHUNK elements. The output may be y or g (the same strides):
+ * each chunk is read whole before it is written. */
+static CSM_NOINLINE CSM_TARGET void CSM_FN(csm_long_bwd_strided)(
+    const CSM_T *y, ptrdiff_t yrs, ptrdiff_t ycs, const CSM_T *g, ptrdiff_t grs, ptrdiff_t gcs,
+    CSM_T *out, ptrdiff_t ors, ptrdiff_t ocs, ptrdiff_t rows, ptrdiff_t K, int logf, CSM_T *buf)
+{
+    enum { G = CSM_LONG_GROUP, C = CSM_LONG_CHUNK };
+    CSM_T *yb = buf, *gb = buf + G * C;
+    double part[G][CSM_PARTS];
+    CSM_T d[G], ym[G];
+    for (ptrdiff_t r0 = 0; r0 < rows; r0 += G) {
+        const ptrdiff_t gn = rows - r0 < G ? rows - r0 : G;
+        CSM_T *yg = (CSM_T *)(y + r0 * yrs), *gg = (CSM_T *)(g + r0 * grs), *og = out + r0 * ors;
+        for (ptrdiff_t l = 0; l < gn; ++l) {
+            for (int p = 0; p < CSM_PARTS; ++p)
+                part[l][p] = 0.0;
+            ym[l] = -CSM_INF_T;
+        }
+        for (ptrdiff_t j = 0; j < K; j += C) {
+            const ptrdiff_t n = K - j < C ? K - j : C;
+            const int fin = j + n == K;
+            CSM_FN(csm_rows_move)(yg + j * ycs, yrs, ycs, yb, C, n, gn, 1);
+            CSM_FN(csm_rows_move)(gg + j * gcs, grs, gcs, gb, C, n, gn, 1);
+            for (ptrdiff_t l = 0; l < gn; ++l) {
+                const CSM_T *yl = yb + l * C, *gl = gb + l * C;
+                if (logf) {
+                    const CSM_T m = CSM_FN(csm_row_max)(yl, n);
+                    if (!(m <= ym[l]))  /* a NaN stays */
+                        ym[l] = m;
+                    d[l] = (CSM_T)CSM_FN(csm_row_sum_chunk)(gl, gl, n, CSM_SUM_PLAIN, part[l], fin);
+                } else {
+                    d[l] = (CSM_T)CSM_FN(csm_row_sum_chunk)(gl, yl, n, CSM_SUM_DOT, part[l], fin);
+                }
+            }
+        }
+        for (ptrdiff_t j = 0; j < K; j += C) {
+            const ptrdiff_t n = K - j < C ? K - j : C;
+            CSM_FN(csm_rows_move)(yg + j * ycs, yrs, ycs, yb, C, n, gn, 1);
+            CSM_FN(csm_rows_move)(gg + j * gcs, grs, gcs, gb, C, n, gn, 1);
+            for (ptrdiff_t l = 0; l < gn; ++l) {
+                CSM_T *yl = yb + l * C;
+                const CSM_T *gl = gb + l * C;
+                if (logf) {
+                    CSM_FN(csm_log_bwd_row_at)(yl, gl, yl, n, d[l], NULL, NULL,
+                                               CSM_ISA_ID == 2 || !(ym[l] <= 0));
+                } else {
+                    const CSM_T dl = d[l];
+#pragma omp simd
+                    for (ptrdiff_t i = 0; i < n; ++i)
+                        yl[i] = yl[i] * (gl[i] - dl);
+                }
+            }
+            CSM_FN(csm_rows_move)(og + j * ocs, ors, ocs, yb, C, n, gn, 0);
         }
     }
 }

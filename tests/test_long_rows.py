@@ -319,6 +319,53 @@ def test_fortran_ordered_groups_of_rows_past_l2_give_logsumexp_the_bits_of_c_ord
     np.testing.assert_array_equal(csoftmax.logsumexp(x.T, axis=0), want)
 
 
+def _bits(a):
+    a = np.ascontiguousarray(a)
+    return a.view(np.uint32 if a.dtype == np.float32 else np.uint64)
+
+
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
+@pytest.mark.parametrize("fn", ["softmax_backward", "log_softmax_backward"])
+def test_fortran_ordered_groups_of_rows_past_l2_give_the_backward_passes_the_bits_of_c_order(
+        isa, fn, dtype):
+    # The backward passes' interleaved rows past L2 go a group at a time,
+    # chunk by chunk (csm_long_bwd_strided): the dot product's (or the sum's)
+    # sixteen partials carried from chunk to chunk, the output element by
+    # element. The bits, signed zeros and NaNs included, are C order's: with
+    # NaN and +-inf in g, -inf and NaN in y, rows of zeros (-0 sums), y > 0
+    # in a log_softmax row (the whole exp), a row's last chunk short of a
+    # whole vector; y and g in either order, in place, 1 and 2 threads.
+    from csoftmax import _engine
+
+    itemsize = np.dtype(dtype).itemsize
+    n = 2 * _engine.CONSTANTS["lanes"] + 7
+    k = _engine.CONSTANTS["long_row_bytes"] // itemsize + 1000 + 7
+    rng = np.random.default_rng(13)
+    x = (rng.standard_normal((n, k)) * 3).astype(dtype)
+    y = csoftmax.softmax(x) if fn == "softmax_backward" else csoftmax.log_softmax(x)
+    g = rng.standard_normal((n, k)).astype(dtype)
+    g[1, 5] = np.nan
+    g[2, -3] = np.inf
+    y[3, 7] = np.nan
+    y[4, ::9] = -np.inf if fn == "log_softmax_backward" else 0.0
+    y[5] = -0.0
+    g[6] = -0.0
+    y[7, 11] = 2.0  # not a log_softmax output: the whole exp
+    f = getattr(csoftmax, fn)
+    want = _bits(f(y, g))
+    yf, gf = np.asfortranarray(y), np.asfortranarray(g)
+    for threads in (1, 2):
+        for a, b in ((yf, gf), (yf, g), (y, gf)):
+            np.testing.assert_array_equal(_bits(f(a, b, num_threads=threads)), want)
+        out = np.empty_like(yf)
+        f(y, g, out=out, num_threads=threads)
+        np.testing.assert_array_equal(_bits(out), want)
+        inplace = gf.copy(order="F")
+        f(yf, inplace, out=inplace, num_threads=threads)
+        np.testing.assert_array_equal(_bits(inplace), want)
+    np.testing.assert_array_equal(_bits(f(yf[::-1], gf[::-1])), want[::-1])
+
+
 @pytest.mark.parametrize("fn", ["softmax", "log_softmax"])
 def test_masked_rows_past_l2_match_the_masked_reference(isa, fn):
     from csoftmax import _engine
