@@ -454,23 +454,12 @@ static CSM_NOINLINE CSM_TARGET void CSM_FN(csm_masked_staged)(
     unsigned char *sm = (unsigned char *)(buf + 2 * G * ld);
     for (ptrdiff_t r0 = 0; r0 < rows; r0 += G) {
         const ptrdiff_t g = rows - r0 < G ? rows - r0 : G;
-        const CSM_T *ga = a + r0 * ars, *gb = b + r0 * brs;
+        ptrdiff_t lda, ldb, ldm = mrs;
+        const CSM_T *ga = CSM_FN(csm_stage_in)(a + r0 * ars, ars, acs, sa, ld, K, g, &lda);
+        ldb = lda;
+        const CSM_T *gb = binary ? CSM_FN(csm_stage_in)(b + r0 * brs, brs, bcs, sb, ld, K, g, &ldb) : ga;
         const unsigned char *gm = mk ? mk + r0 * mrs : NULL;
-        ptrdiff_t lda = ars, ldb = brs, ldm = mrs;
         CSM_T *go = out + r0 * ors;
-        if (acs != 1) {
-            CSM_FN(csm_rows_move)((CSM_T *)ga, ars, acs, sa, ld, K, g, 1);
-            ga = sa;
-            lda = ld;
-        }
-        if (!binary) {
-            gb = ga;
-            ldb = lda;
-        } else if (bcs != 1) {
-            CSM_FN(csm_rows_move)((CSM_T *)gb, brs, bcs, sb, ld, K, g, 1);
-            gb = sb;
-            ldb = ld;
-        }
         if (gm && mcs != 1) {
             if (mrs || r0 == 0)
                 csm_mask_rows_move(gm, mrs, mcs, sm, ldw, K, mrs ? g : 1);

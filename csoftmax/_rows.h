@@ -261,9 +261,9 @@ static inline ptrdiff_t csm_lane_count(ptrdiff_t K)
 }
 
 /* Staged rows (csm_staged_rows, csm_masked_staged): where a row's operands
- * interleave with the others' (Fortran order), CSM_LANES rows at a time are
- * gathered into a scratch as contiguous rows and computed there by C
- * order's kernels. In Fortran order a column of sixteen float32 rows is a
+ * interleave with the others' (Fortran order), csm_stage_rows(K) rows at a
+ * time are gathered into a scratch as contiguous rows and computed there by
+ * C order's kernels. In Fortran order a column of sixteen float32 rows is a
  * whole 64-byte line; a row gathered alone reads one element of each line
  * and of each page (one TLB miss per element once K lines pass the TLB's
  * reach), and so does a lane group narrower than sixteen rows. The lane
@@ -272,8 +272,8 @@ static inline ptrdiff_t csm_lane_count(ptrdiff_t K)
  * says why); the masked family (and logsumexp), which gathered one row at
  * a time, stages rows of any length. Intel Xeon, float32 Fortran order,
  * one thread, ms, before -> after: softmax 256 x 50000 229-243 -> 29-37
- * (NumPy 50-54), softmax_backward 64 x 300000 664-686 -> 131-137 (NumPy
- * 57-61), logsumexp 2048 x 4096 51-56 -> 5.2-6.3 (docs/design.md). */
+ * (NumPy 50-54), softmax_backward 256 x 50000 257-272 -> 48-54 (NumPy
+ * 33-37), logsumexp 2048 x 4096 51-56 -> 5.2-6.3 (docs/design.md). */
 #define CSM_STAGE_ROWS 16
 static inline int csm_staged_k(ptrdiff_t K)
 {
@@ -302,9 +302,9 @@ static inline int csm_staged_operand(ptrdiff_t rs, ptrdiff_t cs)
  * dst, row l at dst + l ld, for staged rows. A Fortran-ordered mask
  * (mrs = 1) goes sixteen columns of sixteen rows at a time through a
  * 16 x 16 byte transpose (four rounds of interleaving register i with
- * register i + 8), where byte by byte the gather took 3x the rest of
- * softmax(where=) (16384 x 1000 float32 Fortran order, Intel Xeon: 43 ms
- * against C order's 7.4). */
+ * register i + 8): softmax(where=) of 16384 x 1000 float32 in Fortran
+ * order, mask too, took 43 ms byte by byte and 34 ms so (Intel Xeon, two
+ * threads; C order 7.4-7.8). */
 static inline void csm_mask_rows_move(const unsigned char *m, ptrdiff_t mrs, ptrdiff_t mcs,
                                       unsigned char *dst, ptrdiff_t ld, ptrdiff_t K, ptrdiff_t g)
 {

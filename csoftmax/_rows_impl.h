@@ -3586,6 +3586,22 @@ static CSM_TARGET void CSM_FN(csm_log_softmax_rows)(
  * into the first operand's rows in buf (the kernels take out = a) and
  * scattered from there. Nothing is streamed: the stores go to L1 or to
  * lines the gather brought in. buf holds csm_staged_scratch(K) elements. */
+/* A staged group's operand, g rows of K (rows rs apart, columns cs apart):
+ * where it lies if its rows are contiguous, else gathered into s, rows ld
+ * apart; *ldx is the row stride of what it returns. */
+static CSM_INLINE CSM_TARGET const CSM_T *CSM_FN(csm_stage_in)(const CSM_T *x, ptrdiff_t rs, ptrdiff_t cs,
+                                                              CSM_T *s, ptrdiff_t ld, ptrdiff_t K,
+                                                              ptrdiff_t g, ptrdiff_t *ldx)
+{
+    if (cs == 1) {
+        *ldx = rs;
+        return x;
+    }
+    CSM_FN(csm_rows_move)((CSM_T *)x, rs, cs, s, ld, K, g, 1);
+    *ldx = ld;
+    return s;
+}
+
 static CSM_NOINLINE CSM_TARGET void CSM_FN(csm_staged_rows)(
     int op, const CSM_T *a, ptrdiff_t ars, ptrdiff_t acs, const CSM_T *b, ptrdiff_t brs,
     ptrdiff_t bcs, CSM_T *out, ptrdiff_t ors, ptrdiff_t ocs, ptrdiff_t rows, ptrdiff_t K,
@@ -3593,44 +3609,21 @@ static CSM_NOINLINE CSM_TARGET void CSM_FN(csm_staged_rows)(
 {
     const ptrdiff_t G = csm_stage_rows(K);
     const int binary = op == CSM_OP_SOFTMAX_BACKWARD || op == CSM_OP_LOG_SOFTMAX_BACKWARD;
+    const CSM_FN(csm_core_t) kernel = op == CSM_OP_SOFTMAX ? CSM_FN(csm_softmax_rows)
+        : op == CSM_OP_LOG_SOFTMAX ? CSM_FN(csm_log_softmax_rows)
+        : op == CSM_OP_SOFTMAX_BACKWARD ? CSM_FN(csm_softmax_backward_rows)
+        : CSM_FN(csm_log_softmax_backward_rows);
     const ptrdiff_t ld = csm_staged_ld(K, sizeof(CSM_T));
     CSM_T *sa = buf, *sb = buf + G * ld;
     for (ptrdiff_t r0 = 0; r0 < rows; r0 += G) {
         const ptrdiff_t g = rows - r0 < G ? rows - r0 : G;
-        const CSM_T *ga = a + r0 * ars, *gb = b + r0 * brs;
-        ptrdiff_t lda = ars, ldb = brs;
+        ptrdiff_t lda, ldb;
+        const CSM_T *ga = CSM_FN(csm_stage_in)(a + r0 * ars, ars, acs, sa, ld, K, g, &lda);
+        ldb = lda;
+        const CSM_T *gb = binary ? CSM_FN(csm_stage_in)(b + r0 * brs, brs, bcs, sb, ld, K, g, &ldb) : ga;
         CSM_T *go = out + r0 * ors;
-        if (acs != 1) {
-            CSM_FN(csm_rows_move)((CSM_T *)ga, ars, acs, sa, ld, K, g, 1);
-            ga = sa;
-            lda = ld;
-        }
-        if (!binary) {
-            gb = ga;
-            ldb = lda;
-        } else if (bcs != 1) {
-            CSM_FN(csm_rows_move)((CSM_T *)gb, brs, bcs, sb, ld, K, g, 1);
-            gb = sb;
-            ldb = ld;
-        }
         CSM_T *dst = ocs == 1 ? go : sa;
-        const ptrdiff_t ldd = ocs == 1 ? ors : ld;
-        switch (op) {
-        case CSM_OP_SOFTMAX:
-            CSM_FN(csm_softmax_rows)(ga, lda, gb, ldb, dst, ldd, g, K, 0);
-            break;
-        case CSM_OP_LOG_SOFTMAX:
-            CSM_FN(csm_log_softmax_rows)(ga, lda, gb, ldb, dst, ldd, g, K, 0);
-            break;
-        case CSM_OP_SOFTMAX_BACKWARD:
-            CSM_FN(csm_softmax_backward_rows)(ga, lda, gb, ldb, dst, ldd, g, K, 0);
-            break;
-        case CSM_OP_LOG_SOFTMAX_BACKWARD:
-            CSM_FN(csm_log_softmax_backward_rows)(ga, lda, gb, ldb, dst, ldd, g, K, 0);
-            break;
-        default:
-            return;
-        }
+        kernel(ga, lda, gb, ldb, dst, ocs == 1 ? ors : ld, g, K, 0);
         if (ocs != 1)
             CSM_FN(csm_rows_move)(go, ors, ocs, sa, ld, K, g, 0);
     }
