@@ -434,7 +434,8 @@ static CSM_TARGET void CSM_FN(csm_masked_rows)(
 
 /* Staged rows of the masked family (csm_masked_rows says when):
  * csm_stage_rows(K) rows at a time, each operand that is not row-contiguous,
- * the mask too, gathered into buf as contiguous rows, the rows computed where they then lie by
+ * the mask too, gathered into buf as contiguous rows (csm_stage_in,
+ * csm_mask_rows_move), the rows computed where they then lie by
  * csm_masked_rows (logsumexp without a mask by its row kernel, as C order
  * is), into the output where its rows are contiguous (or it is not shaped
  * like the rows), else into the first operand's rows and scattered from

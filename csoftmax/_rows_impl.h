@@ -2993,9 +2993,13 @@ static CSM_INLINE CSM_TARGET void CSM_FN(csm_log_bwd_row)(const CSM_T *yr, const
  * hide their loads), gained nothing either: float32 100000 x 64 from DRAM
  * 0.542-0.608 against 0.549-0.607 for the same loops one after the other,
  * 512 x 64 in L2 0.397-0.412 against 0.398-0.409. */
+static CSM_INLINE CSM_TARGET int CSM_FN(csm_log_bwd_upper_of)(CSM_T max_y)
+{
+    return CSM_ISA_ID == 2 || !(max_y <= 0);
+}
 static CSM_INLINE CSM_TARGET int CSM_FN(csm_log_bwd_upper)(const CSM_T *yr, ptrdiff_t K)
 {
-    return CSM_ISA_ID == 2 || !(CSM_FN(csm_row_max)(yr, K) <= 0);
+    return CSM_FN(csm_log_bwd_upper_of)(CSM_FN(csm_row_max)(yr, K));
 }
 
 /* A row of log_softmax backward with regular stores, a row whose sum of g
@@ -3466,7 +3470,7 @@ static CSM_NOINLINE CSM_TARGET void CSM_FN(csm_long_rows_strided)(
  * gathered into buf as rows (csm_rows_move), where staging sixteen whole
  * rows sent a scratch of 16 K elements per operand through DRAM. The first
  * read takes each row's sum (of g * y, or of g and the max of y that
- * chooses log_softmax_backward's exp, csm_log_bwd_upper) with its partials
+ * chooses log_softmax_backward's exp, csm_log_bwd_upper_of) with its partials
  * carried from chunk to chunk (csm_row_sum_chunk), so the sum is the whole
  * row's; the second writes the output as the row kernels do, element by
  * element. So the bits are C order's. buf holds 2 CSM_LONG_GROUP
@@ -3514,7 +3518,7 @@ static CSM_NOINLINE CSM_TARGET void CSM_FN(csm_long_bwd_strided)(
                 const CSM_T *gl = gb + l * C;
                 if (logf) {
                     CSM_FN(csm_log_bwd_row_at)(yl, gl, yl, n, d[l], NULL, NULL,
-                                               CSM_ISA_ID == 2 || !(ym[l] <= 0));
+                                               CSM_FN(csm_log_bwd_upper_of)(ym[l]));
                 } else {
                     const CSM_T dl = d[l];
 #pragma omp simd
@@ -3578,14 +3582,6 @@ static CSM_TARGET void CSM_FN(csm_log_softmax_rows)(
     CSM_FN(csm_fwd_rows)(1, a, lda, out, ldo, rows, K, flags);
 }
 
-/* Staged rows of the lane ops (csm_lanes_rows says when): csm_stage_rows(K)
- * rows at a time, each operand that is not row-contiguous gathered into buf
- * as contiguous
- * rows (csm_rows_move), the rows computed by C order's row kernel (so the
- * bits are C order's), into the output where its rows are contiguous, else
- * into the first operand's rows in buf (the kernels take out = a) and
- * scattered from there. Nothing is streamed: the stores go to L1 or to
- * lines the gather brought in. buf holds csm_staged_scratch(K) elements. */
 /* A staged group's operand, g rows of K (rows rs apart, columns cs apart):
  * where it lies if its rows are contiguous, else gathered into s, rows ld
  * apart; *ldx is the row stride of what it returns. */
@@ -3602,6 +3598,14 @@ static CSM_INLINE CSM_TARGET const CSM_T *CSM_FN(csm_stage_in)(const CSM_T *x, p
     return s;
 }
 
+/* Staged rows of the lane ops (csm_lanes_rows says when): csm_stage_rows(K)
+ * rows at a time, each operand that is not row-contiguous gathered into buf
+ * as contiguous rows (csm_stage_in), the rows computed by C order's row
+ * kernel (so the bits are C order's), into the output where its rows are
+ * contiguous, else into the first operand's rows in buf (the kernels take
+ * out = a) and scattered from there. Nothing is streamed: the stores go to
+ * L1 or to lines the gather brought in. buf holds csm_staged_scratch(K)
+ * elements. */
 static CSM_NOINLINE CSM_TARGET void CSM_FN(csm_staged_rows)(
     int op, const CSM_T *a, ptrdiff_t ars, ptrdiff_t acs, const CSM_T *b, ptrdiff_t brs,
     ptrdiff_t bcs, CSM_T *out, ptrdiff_t ors, ptrdiff_t ocs, ptrdiff_t rows, ptrdiff_t K,

@@ -204,13 +204,13 @@ def test_nd_general_path_writes_out_in_place_or_through_a_copy(fn):
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
 @pytest.mark.parametrize("fn", FUNCS[:4] + ["logsumexp"])
 def test_interleaved_rows_longer_than_a_lane_group_give_the_c_order_bits(isa, fn, dtype):
-    # Rows whose lane groups would be narrower than a staged group are
-    # gathered a group at a time into contiguous rows and computed by the
-    # row kernels (csm_staged_rows; logsumexp's csm_masked_staged), as are
-    # such rows in any layout. Enough
-    # rows that a thread's share holds a whole group and a remainder, rows
-    # just past the threshold and rows several times it, special values,
-    # and every way an operand or the output can interleave.
+    # Rows whose lane groups would be narrower than a staged group, in any
+    # layout, are gathered a group at a time into contiguous rows and
+    # computed by the row kernels (csm_staged_rows; logsumexp's
+    # csm_masked_staged). Enough rows that a thread's share holds a whole
+    # group and a remainder, rows just past the threshold and rows several
+    # times it, special values, and every way an operand or the output can
+    # interleave.
     from csoftmax import _engine
 
     c = _engine.CONSTANTS
