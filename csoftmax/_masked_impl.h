@@ -200,24 +200,30 @@ static CSM_INLINE CSM_TARGET void CSM_FN(csm_masked_row)(
 /* Short masked rows (K <= CSM_SMALL_K, unit column strides) of softmax and
  * log_softmax take the lane layout of the unmasked kernels (csm_small_rows):
  * row loops of a few elements spend their time in remainders and per-row
- * reductions. A group is transposed in with masked elements as -inf, which
- * gives them exact zeros in the sum whenever the row's max is finite (as
- * the row kernels' selects do, so the bits agree), and transposed out with
- * 0 or -inf at masked elements, which also clears the NaN of a row with
- * nothing unmasked. */
+ * reductions. A group is transposed in (the data by the unmasked path's
+ * tiles, the mask by csm_mask_lanes), its masked elements set to -inf,
+ * which gives them exact zeros in the sum whenever the row's max is finite
+ * (as the row kernels' selects do, so the bits agree), and set to 0 or
+ * -inf after, which also clears the NaN of a row with nothing unmasked.
+ * The selects run along the lanes, a vector blend each. wide: as
+ * csm_mask_lanes takes it. */
 static CSM_INLINE CSM_TARGET void CSM_FN(csm_small_group_m)(
     const CSM_T *x, ptrdiff_t ldx, const unsigned char *mk, ptrdiff_t ldm, CSM_T *y,
-    ptrdiff_t ldy, ptrdiff_t K, int log_out, const ptrdiff_t lanes)
+    ptrdiff_t ldy, ptrdiff_t K, int log_out, const ptrdiff_t lanes, int wide)
 {
     CSM_T buf[CSM_SMALL_K * CSM_LANES];
+    unsigned char mb[CSM_SMALL_K * CSM_LANES];
     const CSM_T off = log_out ? -CSM_INF_T : (CSM_T)0;
-    for (ptrdiff_t l = 0; l < lanes; ++l)
-        for (ptrdiff_t j = 0; j < K; ++j)
-            buf[j * lanes + l] = mk[l * ldm + j] ? x[l * ldx + j] : -CSM_INF_T;
+    CSM_LANES_IN(buf, x, ldx, K, lanes);
+    csm_mask_lanes(mk, ldm, K, mb, lanes, wide);
+#pragma omp simd
+    for (ptrdiff_t i = 0; i < K * lanes; ++i)
+        buf[i] = mb[i] ? buf[i] : -CSM_INF_T;
     CSM_FN(csm_lanes_softmax_buf)(buf, K, log_out, lanes);
-    for (ptrdiff_t l = 0; l < lanes; ++l)
-        for (ptrdiff_t j = 0; j < K; ++j)
-            y[l * ldy + j] = mk[l * ldm + j] ? buf[j * lanes + l] : off;
+#pragma omp simd
+    for (ptrdiff_t i = 0; i < K * lanes; ++i)
+        buf[i] = mb[i] ? buf[i] : off;
+    CSM_LANES_OUT(y, ldy, buf, K, lanes);
 }
 
 static CSM_TARGET void CSM_FN(csm_small_rows_m)(
@@ -229,8 +235,9 @@ static CSM_TARGET void CSM_FN(csm_small_rows_m)(
         const CSM_T *xg = x + r * ldx;
         const unsigned char *mg = mk + r * ldm;
         CSM_T *yg = y + r * ldy;
+        const int wide = csm_mask_lanes_wide(ldm, K, r, rows);
         switch (K) { /* a constant K unrolls the transposes (see csm_small_rows) */
-#define CSM_K_CASE(kk) case kk: CSM_FN(csm_small_group_m)(xg, ldx, mg, ldm, yg, ldy, kk, log_out, CSM_LANES); break;
+#define CSM_K_CASE(kk) case kk: CSM_FN(csm_small_group_m)(xg, ldx, mg, ldm, yg, ldy, kk, log_out, CSM_LANES, wide); break;
         CSM_SMALL_K_CASES(CSM_K_CASE)
 #undef CSM_K_CASE
         default:
@@ -239,7 +246,7 @@ static CSM_TARGET void CSM_FN(csm_small_rows_m)(
     }
     for (; r < rows; ++r)
         CSM_FN(csm_small_group_m)(x + r * ldx, ldx, mk + r * ldm, ldm, y + r * ldy, ldy, K,
-                                  log_out, 1);
+                                  log_out, 1, 0);
 }
 
 /* logsumexp of short rows (K <= CSM_SMALL_K, unit column stride) in the
@@ -249,13 +256,18 @@ static CSM_TARGET void CSM_FN(csm_small_rows_m)(
  * the bits are the row path's. mk may be NULL. */
 static CSM_INLINE CSM_TARGET void CSM_FN(csm_small_lse_group)(
     const CSM_T *x, ptrdiff_t ldx, const unsigned char *mk, ptrdiff_t ldm, CSM_T *out,
-    ptrdiff_t ldo, ptrdiff_t K, const ptrdiff_t lanes)
+    ptrdiff_t ldo, ptrdiff_t K, const ptrdiff_t lanes, int wide)
 {
     CSM_T buf[CSM_SMALL_K * CSM_LANES], m[CSM_LANES], e[CSM_SMALL_K * CSM_LANES];
     double lg[CSM_LANES];
-    for (ptrdiff_t l = 0; l < lanes; ++l)
-        for (ptrdiff_t j = 0; j < K; ++j)
-            buf[j * lanes + l] = (!mk || mk[l * ldm + j]) ? x[l * ldx + j] : -CSM_INF_T;
+    CSM_LANES_IN(buf, x, ldx, K, lanes);
+    if (mk) { /* as csm_small_group_m */
+        unsigned char mb[CSM_SMALL_K * CSM_LANES];
+        csm_mask_lanes(mk, ldm, K, mb, lanes, wide);
+#pragma omp simd
+        for (ptrdiff_t i = 0; i < K * lanes; ++i)
+            buf[i] = mb[i] ? buf[i] : -CSM_INF_T;
+    }
 #pragma omp simd
     for (ptrdiff_t l = 0; l < lanes; ++l)
         m[l] = -CSM_INF_T;
@@ -291,8 +303,9 @@ static CSM_TARGET void CSM_FN(csm_small_lse_rows)(
         const CSM_T *xg = x + r * ldx;
         const unsigned char *mg = mk ? mk + r * ldm : 0;
         CSM_T *og = out + r * ldo;
+        const int wide = mk && csm_mask_lanes_wide(ldm, K, r, rows);
         switch (K) {
-#define CSM_K_CASE(kk) case kk: CSM_FN(csm_small_lse_group)(xg, ldx, mg, ldm, og, ldo, kk, CSM_LANES); break;
+#define CSM_K_CASE(kk) case kk: CSM_FN(csm_small_lse_group)(xg, ldx, mg, ldm, og, ldo, kk, CSM_LANES, wide); break;
         CSM_SMALL_K_CASES(CSM_K_CASE)
 #undef CSM_K_CASE
         default:
@@ -301,7 +314,7 @@ static CSM_TARGET void CSM_FN(csm_small_lse_rows)(
     }
     for (; r < rows; ++r)
         CSM_FN(csm_small_lse_group)(x + r * ldx, ldx, mk ? mk + r * ldm : 0, ldm,
-                                    out + r * ldo, ldo, K, 1);
+                                    out + r * ldo, ldo, K, 1, 0);
 }
 
 /* logsumexp's maxima and sums of R rows (R a constant): sm[r] is 1 where
@@ -327,10 +340,10 @@ static CSM_INLINE CSM_TARGET void CSM_FN(csm_lse_sum_group)(const int R, const C
     for (int rr = 0; rr < R; ++rr)
         finite &= mx[rr] - mx[rr] == 0;
     if (finite) {
-        if (normal)
+        if (normal > 0)
             CSM_FN(csm_rows_exp_sum_from)(R, xr, mk, none, mx, K, sm, nopf, nopf, 1);
         else
-            CSM_FN(csm_rows_exp_sum_from)(R, xr, mk, none, mx, K, sm, nopf, nopf, 0);
+            CSM_FN(csm_rows_exp_sum_from)(R, xr, mk, none, mx, K, sm, nopf, nopf, normal);
         return;
     }
     CSM_EACH_ROW

@@ -298,13 +298,30 @@ static inline int csm_staged_operand(ptrdiff_t rs, ptrdiff_t cs)
     return cs != 1 && csm_rows_interleaved(rs, cs);
 }
 
+#if defined(__x86_64__) && (defined(__GNUC__) || defined(__clang__))
+/* A 16 x 16 byte transpose in registers (register i holds row i; after,
+ * register c holds column c): four rounds of interleaving register i with
+ * register i + 8. */
+static inline void csm_bytes16_transpose(__m128i *x)
+{
+    __m128i t[16];
+    for (int round = 0; round < 4; ++round) {
+        for (int i = 0; i < 8; ++i) {
+            t[2 * i] = _mm_unpacklo_epi8(x[i], x[i + 8]);
+            t[2 * i + 1] = _mm_unpackhi_epi8(x[i], x[i + 8]);
+        }
+        for (int i = 0; i < 16; ++i)
+            x[i] = t[i];
+    }
+}
+#endif
+
 /* g rows of K mask bytes (row l at m + l mrs, column j at + j mcs) into
  * dst, row l at dst + l ld, for staged rows. A Fortran-ordered mask
- * (mrs = 1) goes sixteen columns of sixteen rows at a time through a
- * 16 x 16 byte transpose (four rounds of interleaving register i with
- * register i + 8): softmax(where=) of 16384 x 1000 float32 in Fortran
- * order, mask too, took 43 ms byte by byte and 34 ms so (Intel Xeon, two
- * threads; C order 7.4-7.8). */
+ * (mrs = 1) goes sixteen columns of sixteen rows at a time through the
+ * 16 x 16 byte transpose: softmax(where=) of 16384 x 1000 float32 in
+ * Fortran order, mask too, took 43 ms byte by byte and 34 ms so (Intel
+ * Xeon, two threads; C order 7.4-7.8). */
 static inline void csm_mask_rows_move(const unsigned char *m, ptrdiff_t mrs, ptrdiff_t mcs,
                                       unsigned char *dst, ptrdiff_t ld, ptrdiff_t K, ptrdiff_t g)
 {
@@ -313,17 +330,10 @@ static inline void csm_mask_rows_move(const unsigned char *m, ptrdiff_t mrs, ptr
     if (mrs == 1 && g % 16 == 0)
         for (; j0 + 16 <= K; j0 += 16)
         for (ptrdiff_t h = 0; h < g; h += 16) {
-            __m128i x[16], t[16];
+            __m128i x[16];
             for (int i = 0; i < 16; ++i)
                 x[i] = _mm_loadu_si128((const __m128i *)(m + h + (j0 + i) * mcs));
-            for (int round = 0; round < 4; ++round) {
-                for (int i = 0; i < 8; ++i) {
-                    t[2 * i] = _mm_unpacklo_epi8(x[i], x[i + 8]);
-                    t[2 * i + 1] = _mm_unpackhi_epi8(x[i], x[i + 8]);
-                }
-                for (int i = 0; i < 16; ++i)
-                    x[i] = t[i];
-            }
+            csm_bytes16_transpose(x);
             for (int l = 0; l < 16; ++l)
                 _mm_storeu_si128((__m128i *)(dst + (h + l) * ld + j0), x[l]);
         }
@@ -336,6 +346,45 @@ static inline void csm_mask_rows_move(const unsigned char *m, ptrdiff_t mrs, ptr
             for (ptrdiff_t j = j0; j < e; ++j)
                 dst[l * ld + j] = m[l * mrs + j * mcs];
     }
+}
+
+/* The mask of a cross-row group (lanes rows of K <= CSM_SMALL_K bytes, row
+ * l at m + l ldm, unit column stride) in the lane layout: column j at mb +
+ * j lanes. A whole group goes through the 16 x 16 byte transpose where
+ * every row may be read for CSM_SMALL_K bytes (csm_mask_lanes_wide); the
+ * bytes past K are read and dropped. Byte by byte, with a select per
+ * element, the masked cross-row path took 5.7 ms for softmax(where=) of
+ * 100000 x 10 float32 with a random mask (Intel Xeon, one thread; 0.45
+ * unmasked): the selects' branches went as the mask did. */
+static inline void csm_mask_lanes(const unsigned char *m, ptrdiff_t ldm, ptrdiff_t K,
+                                  unsigned char *mb, const ptrdiff_t lanes, int wide)
+{
+#if defined(__x86_64__) && (defined(__GNUC__) || defined(__clang__))
+    if (lanes == 16 && wide && ldm != 0) {
+        for (ptrdiff_t j0 = 0; j0 < K; j0 += 16) {
+            __m128i x[16];
+            for (int i = 0; i < 16; ++i)
+                x[i] = _mm_loadu_si128((const __m128i *)(m + i * ldm + j0));
+            csm_bytes16_transpose(x);
+            for (ptrdiff_t c = 0; c < 16 && j0 + c < K; ++c)
+                _mm_storeu_si128((__m128i *)(mb + (j0 + c) * 16), x[c]);
+        }
+        return;
+    }
+#endif
+    for (ptrdiff_t l = 0; l < lanes; ++l)
+        for (ptrdiff_t j = 0; j < K; ++j)
+            mb[j * lanes + l] = m[l * ldm + j];
+}
+
+/* Whether csm_mask_lanes may read CSM_SMALL_K bytes from each of the
+ * sixteen rows of the group at row r of a mask of `rows` rows of K bytes
+ * (row i at i ldm): every byte read lies between the mask's first and last
+ * byte. */
+static inline int csm_mask_lanes_wide(ptrdiff_t ldm, ptrdiff_t K, ptrdiff_t r, ptrdiff_t rows)
+{
+    const ptrdiff_t a = r * ldm, b = (r + 15) * ldm, end = (rows - 1) * ldm;
+    return (a > b ? a : b) + CSM_SMALL_K <= (end > 0 ? end : 0) + K;
 }
 
 /* The row stride, in elements of `itemsize` bytes, of staged rows of K: an
