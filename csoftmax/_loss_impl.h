@@ -123,8 +123,8 @@ static CSM_INLINE CSM_TARGET void CSM_FN(csm_xent_row_sums)(
      * target's mass tt and the dot product sum_j q_j (x_j - m) fused in. */
     double s, tt = 0, dot = 0;
     if (!soft && !masked) {
-        s = normal ? CSM_FN(csm_xent_expsum)(x, g, m, K, want_grad, 1)
-                   : CSM_FN(csm_xent_expsum)(x, g, m, K, want_grad, 0);
+        s = normal > 0 ? CSM_FN(csm_xent_expsum)(x, g, m, K, want_grad, 1)
+                       : CSM_FN(csm_xent_expsum)(x, g, m, K, want_grad, normal);
     } else {
         /* s as csm_xent_expsum takes it: element-type partials, each
          * block's tree added in double; the targets' sums in double. */

@@ -4,6 +4,9 @@ The sweep runs the very functions the kernels inline (the table's exp and log
 ops), under every ISA, against NumPy's float64 libm (correctly rounded for
 float32 results; within 1 ulp for float64, so 1 ulp of slack is allowed).
 """
+import platform
+import sys
+
 import numpy as np
 import pytest
 
@@ -80,23 +83,29 @@ def test_exp_keeps_ieee_specials(isa, dtype):
     assert got[0] == 0 and np.isposinf(got[1]) and np.isnan(got[2])
 
 
+# The exps' low clamps, where the scale's bits are all zero: the softmax
+# domain's (exp_neg) and the whole exp's.
+CLAMP = {np.float32: -132.39, np.float64: -753.45}
+CLAMP_UP = {np.float32: -176.06, np.float64: -1418.18}
+
+
 def softmax_domain(dtype):
     """The exp's arguments in a softmax, x - max <= 0: float32 every 211th
-    bit pattern from -0 down to the clamp at -104 and past it, float64 a
-    linear and a random sweep; with -0, -inf, NaNs of both signs, subnormals
-    and the values around the clamp and around the subnormal results."""
+    bit pattern from -0 down past the clamp, float64 a linear and a random
+    sweep; with -0, -inf, NaNs of both signs, subnormals and the values
+    around the clamp, around +0's edge and around the subnormal results."""
     if dtype == np.float32:
-        top = np.float32(-110.0).view(np.uint32)
+        top = np.float32(-140.0).view(np.uint32)
         x = np.arange(np.uint32(0x80000000), top, 211, dtype=np.uint32).view(np.float32)
     else:
         rng = np.random.default_rng(5)
-        x = np.concatenate([np.linspace(-750.0, 0.0, 3_000_001), -rng.exponential(50.0, 2_000_000)])
-    lo = -104.0 if dtype == np.float32 else -746.0
+        x = np.concatenate([np.linspace(-760.0, 0.0, 3_000_001), -rng.exponential(50.0, 2_000_000)])
+    lo = -104.0 if dtype == np.float32 else -746.0  # exp rounds to +0 below
     sub = -np.log(np.finfo(dtype).tiny)
-    edges = np.array([lo, -sub, -0.0, -np.inf, np.nan, -np.nan, -np.finfo(dtype).smallest_subnormal,
-                      -np.finfo(dtype).tiny, -1e30], dtype=dtype)
-    near = np.concatenate([np.nextafter(np.full(64, v, dtype), np.array(-np.inf, dtype)) for v in (lo, -sub)])
-    return np.concatenate([x.astype(dtype), edges, near, np.spacing(np.array([lo, -sub], dtype)) + edges[:2]])
+    edges = np.array([lo, -sub, CLAMP[dtype], -0.0, -np.inf, np.nan, -np.nan,
+                      -np.finfo(dtype).smallest_subnormal, -np.finfo(dtype).tiny, -1e30], dtype=dtype)
+    near = np.concatenate([np.nextafter(np.full(64, v, dtype), np.array(-np.inf, dtype)) for v in edges[:3]])
+    return np.concatenate([x.astype(dtype), edges, near, np.spacing(edges[:3]) + edges[:3]])
 
 
 def rows_of(op, x, k):
@@ -149,9 +158,75 @@ def test_softmax_exp_bits_do_not_depend_on_the_lanes_beside_them(isa, dtype):
 def test_exp_gives_the_same_bits_in_registers_and_alone(isa, dtype):
     # The general exp (log_softmax_backward's), past both clamps.
     top = np.log(np.finfo(dtype).max)
+    lo = np.array(CLAMP_UP[dtype], dtype)
+    near = np.nextafter(np.full(64, lo), np.array(-np.inf, dtype))
     x = np.concatenate([softmax_domain(dtype), np.linspace(0, top * 1.01, 1_000_001).astype(dtype),
+                        np.linspace(1.1 * lo, 0, 200_001).astype(dtype), near, lo + np.spacing(near),
                         np.array([np.inf, 1e30, 1e6, top, np.nextafter(top, np.inf)], dtype)])
     assert_same_bits(rows_of("exp", x, 16), rows_of("exp", x, 3), "exp, rows of 16 and 3")
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_exp_is_exactly_zero_from_where_it_rounds_to_zero_down_to_minus_inf(isa, dtype):
+    # Below ln of half the smallest subnormal exp rounds to +0; the clamps
+    # sit further down (where the scales' bits are zero), so the arguments
+    # between must give +0 too, in both forms and both exps.
+    edge = np.log(float(np.finfo(dtype).smallest_subnormal)) - np.log(2.0)
+    x = np.concatenate([np.linspace(1.2 * CLAMP_UP[dtype], edge - 1e-3, 100_001),
+                        [CLAMP[dtype], CLAMP_UP[dtype], -np.inf, -1e30]]).astype(dtype)
+    for op in ("exp", "exp_neg"):
+        for k in (16, 3):
+            got = rows_of(op, x, k)
+            assert np.all(got == 0) and not np.signbit(got).any(), f"{op}, rows of {k}"
+
+
+FE_UNDERFLOW = 0x10  # glibc's x86-64 <fenv.h>, as the MXCSR's UE bit
+
+
+def _libm():
+    import ctypes
+    import ctypes.util
+    name = ctypes.util.find_library("m")
+    return ctypes.CDLL(name) if name else None
+
+
+@pytest.mark.skipif(not (sys.platform.startswith("linux") and platform.machine() in ("x86_64", "AMD64"))
+                    or _libm() is None, reason="reads the x86-64 floating-point status through glibc")
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("k", [10, 64, 1000])
+@pytest.mark.parametrize("op", ["softmax", "log_softmax", "logsumexp", "softmax_where",
+                                "log_softmax_backward", "softmax_cross_entropy"])
+def test_minus_inf_arguments_raise_no_underflow(isa, op, k, dtype):
+    # A -inf (a mask's, or the where= mask's own) gets its +0 from a scale
+    # whose bits are zero, not from a product that underflows: an underflow
+    # costs a microcode assist per element on Intel cores (softmax of rows
+    # a fifth -inf took 6 to 13 times as long). The status flag shows
+    # whether any operation underflowed; the call runs in this thread.
+    import csoftmax
+
+    libm = _libm()
+    rng = np.random.default_rng(k)
+    x = (3 * rng.standard_normal((64, k))).astype(dtype)
+    hole = rng.random(x.shape) < 0.2
+    hole[:, 0] = False
+    kw = {"num_threads": 1}
+    if op == "softmax_where":
+        args, f, kw["where"] = (x,), csoftmax.softmax, ~hole
+        x[hole] = rng.choice([-np.inf, np.inf, np.nan, 1e30], size=hole.sum())
+    elif op == "log_softmax_backward":
+        x[hole] = -np.inf
+        args, f = (csoftmax.log_softmax(x), rng.standard_normal(x.shape).astype(dtype)), \
+            csoftmax.log_softmax_backward
+    elif op == "softmax_cross_entropy":
+        x[hole] = -np.inf
+        args, f, kw["return_grad"] = (x, np.zeros(len(x), np.int64)), csoftmax.softmax_cross_entropy, True
+    else:
+        x[hole] = -np.inf
+        args, f = (x,), getattr(csoftmax, op)
+    f(*args, **kw)  # the output cache and the first call's set-up
+    libm.feclearexcept(0x3D)
+    f(*args, **kw)
+    assert libm.fetestexcept(FE_UNDERFLOW) == 0
 
 
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
