@@ -9,6 +9,9 @@ thread pool when XLA starts):
   1.3x target's baseline), csoftmax where= (allocating, and with out=),
   jax.nn.softmax(where=) under jax.jit, and torch's masked_fill(~mask, -inf)
   followed by softmax;
+  the same with a random mask (a fifth of the elements masked, as dropout or
+  an arbitrary attention mask leaves them), and csoftmax's softmax of the
+  input with -inf where the mask is off (what a masked_fill gives);
   logsumexp: csoftmax, scipy.special.logsumexp, torch.logsumexp and
   jax.nn.logsumexp under jax.jit.
 Each entry is the best time per call over several rounds of back-to-back
@@ -26,7 +29,7 @@ import numpy as np
 
 import _timing
 
-SHAPES = [(32, 10), (64, 10), (256, 100), (1024, 1000), (4096, 128), (16384, 1000)]
+SHAPES = [(32, 10), (64, 10), (256, 100), (1024, 1000), (4096, 128), (16384, 1000), (100000, 10)]
 QUICK_SHAPES = [(64, 10), (4096, 128), (16384, 1000)]
 
 
@@ -55,6 +58,8 @@ def worker(threads, shapes, budget):
     for n, k in shapes:
         x = rng.standard_normal((n, k)).astype(np.float32)
         w = padded_mask(n, k, rng)
+        wr = rng.random((n, k)) > 0.2
+        x_inf = np.where(wr, x, np.float32(-np.inf))
         out = np.empty_like(x)
         lse_out = np.empty(n, np.float32)
         cases = {
@@ -62,6 +67,13 @@ def worker(threads, shapes, budget):
             ("softmax_masked", "csoftmax where="): lambda: csoftmax.softmax(x, where=w, num_threads=threads),
             ("softmax_masked", "csoftmax where= out="):
                 lambda: csoftmax.softmax(x, where=w, out=out, num_threads=threads),
+            ("softmax_random_mask", "csoftmax unmasked"): lambda: csoftmax.softmax(x, num_threads=threads),
+            ("softmax_random_mask", "csoftmax where="):
+                lambda: csoftmax.softmax(x, where=wr, num_threads=threads),
+            ("softmax_random_mask", "csoftmax where= out="):
+                lambda: csoftmax.softmax(x, where=wr, out=out, num_threads=threads),
+            ("softmax_random_mask", "csoftmax of -inf filled"):
+                lambda: csoftmax.softmax(x_inf, out=out, num_threads=threads),
             ("logsumexp", "csoftmax"): lambda: csoftmax.logsumexp(x, num_threads=threads),
             ("logsumexp", "csoftmax out="):
                 lambda: csoftmax.logsumexp(x, out=lse_out, num_threads=threads),
@@ -71,11 +83,17 @@ def worker(threads, shapes, budget):
             tx, tnot = torch.from_numpy(x), torch.from_numpy(~w)
             cases[("softmax_masked", "torch masked_fill+softmax")] = \
                 lambda: tx.masked_fill(tnot, float("-inf")).softmax(-1)
+            trnot = torch.from_numpy(~wr)
+            cases[("softmax_random_mask", "torch masked_fill+softmax")] = \
+                lambda: tx.masked_fill(trnot, float("-inf")).softmax(-1)
             cases[("logsumexp", "torch")] = lambda: torch.logsumexp(tx, -1)
         if jax is not None:
             jx, jw = jnp.asarray(x), jnp.asarray(w)
             cases[("softmax_masked", "jax where= (jit)")] = \
                 lambda: jax_softmax(jx, jw).block_until_ready()
+            jwr = jnp.asarray(wr)
+            cases[("softmax_random_mask", "jax where= (jit)")] = \
+                lambda: jax_softmax(jx, jwr).block_until_ready()
             cases[("logsumexp", "jax (jit)")] = lambda: jax_lse(jx).block_until_ready()
         for (case, impl), fn in cases.items():
             results.append({"case": case, "impl": impl, "shape": [n, k], "threads": threads,
@@ -102,7 +120,7 @@ def report(runs):
     missing = {k: v for run in runs for k, v in run["missing"].items()}
     print(f"float32; best time per call; peers missing: {missing or 'none'}")
     flags = []
-    for case in ("softmax_masked", "logsumexp"):
+    for case in ("softmax_masked", "softmax_random_mask", "logsumexp"):
         print(f"\n## {case}")
         keys = sorted({(tuple(r["shape"]), r["threads"]) for r in rows if r["case"] == case})
         for shape, t in keys:
@@ -117,7 +135,7 @@ def report(runs):
                 line += f"  | vs fastest peer ({best_peer}): {peers[best_peer] / ours:.2f}x faster"
                 if ours > peers[best_peer]:
                     flags.append(f"{case} {shape} {t}T: {best_peer} is faster")
-            if case == "softmax_masked":
+            if case != "logsumexp":
                 line += (f"  | masked/unmasked: "
                          f"{cell['csoftmax where=' ] / cell['csoftmax unmasked']:.2f}x")
             print(line)
