@@ -373,20 +373,24 @@ def test_interleaved_masked_rows_give_the_c_order_bits(isa, op, dtype):
 
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
 @pytest.mark.parametrize("op", ["softmax", "log_softmax", "logsumexp"])
-def test_masked_short_rows_give_each_rows_own_bits_in_any_row_layout(isa, op, dtype):
+def test_masked_rows_give_each_rows_own_bits_in_any_row_layout(isa, op, dtype):
     # Short masked rows go sixteen at a time through the lane layout, the
     # mask through a 16 x 16 byte transpose that reads past a row's K bytes
     # where the rows beyond it are the mask's own, byte by byte elsewhere
-    # (the last groups, a mask of rows going backwards). Each row, alone,
-    # takes neither: every group and every row layout must give its bits.
+    # (the last groups, a mask of rows going backwards); rows up to 256 go
+    # two at a time (a logsumexp pair with an infinite max row by row).
+    # Each row, alone, takes neither: every group and every row layout must
+    # give its bits.
     rng = np.random.default_rng(21)
     f = getattr(csoftmax, op)
     n = 3 * 16 + 5
-    for k in (1, 5, 10, 16, 17, 31, 32):
+    for k in (1, 5, 10, 16, 17, 31, 32, 33, 128, 256, 257):
         x = (3 * rng.standard_normal((2 * n, k))).astype(dtype)
         x[rng.random(x.shape) < 0.1] = -np.inf
         x[3, 0] = np.nan
         x[7, -1] = 1e30
+        x[10, k // 2] = np.inf
+        x[13] = -0.0
         w = rng.random((2 * n, k)) > 0.3
         w[5] = False
         shared = rng.random(k) > 0.3
