@@ -256,3 +256,29 @@ def test_log_is_within_two_ulp_on_softmax_sums(isa, dtype):
 def test_log_keeps_ieee_specials(isa, dtype):
     got = vm("log", np.array([1.0, np.inf, np.nan], dtype=dtype))
     assert got[0] == 0 and np.isposinf(got[1]) and np.isnan(got[2])
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("op", ["softmax", "log_softmax"])
+def test_short_rows_give_each_rows_own_bits_around_the_normal_bound(isa, op, dtype):
+    # Short rows go sixteen at a time through the lane layout, whose exps
+    # take the form without clamps where the group's minima say that every
+    # result is normal (AVX2); alone, a row takes the C form. Groups with
+    # and without arguments below the bound (subnormal results, -inf), and
+    # groups whose lanes straddle it, must give each row's own bits.
+    import csoftmax
+
+    rng = np.random.default_rng(5)
+    sub = -np.log(np.finfo(dtype).tiny)
+    for k in (3, 10, 31):
+        x = rng.uniform(-sub + 5, 0, (16 * 8, k)).astype(dtype)
+        x[:, 0] = 0
+        x[16:32, 1:] = rng.uniform(-sub - 20, -sub + 5, (16, k - 1))
+        x[40, -1] = -sub - 1
+        x[70, 1] = -np.inf
+        x[96:112, 1:] = -np.inf
+        x[120, 2 % k] = np.nan
+        f = getattr(csoftmax, op)
+        got = f(x, num_threads=1)
+        want = np.concatenate([f(x[i:i + 1], num_threads=1) for i in range(len(x))])
+        assert_same_bits(got.ravel(), want.ravel(), f"K = {k}")
