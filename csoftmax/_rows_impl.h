@@ -1720,27 +1720,20 @@ static CSM_INLINE CSM_TARGET void CSM_FN(csm_lanes_move)(CSM_T *x, ptrdiff_t ld,
 static CSM_INLINE CSM_TARGET int CSM_FN(csm_lanes_max_normal)(const CSM_T *buf, ptrdiff_t K, CSM_T *m,
                                                               const ptrdiff_t lanes)
 {
+    CSM_T mn[CSM_LANES]; /* a min per register beside each max: about free */
 #pragma omp simd
     for (ptrdiff_t l = 0; l < lanes; ++l)
-        m[l] = buf[l];
+        m[l] = mn[l] = buf[l];
     for (ptrdiff_t j = 1; j < K; ++j) {
         const CSM_T *bj = buf + j * lanes;
 #pragma omp simd
-        for (ptrdiff_t l = 0; l < lanes; ++l)
+        for (ptrdiff_t l = 0; l < lanes; ++l) {
             m[l] = bj[l] > m[l] ? bj[l] : m[l];
+            mn[l] = bj[l] < mn[l] ? bj[l] : mn[l];
+        }
     }
 #if CSM_EXP_V_NORMAL
     if (lanes == CSM_LANES) {
-        CSM_T mn[CSM_LANES];
-#pragma omp simd
-        for (ptrdiff_t l = 0; l < CSM_LANES; ++l)
-            mn[l] = buf[l];
-        for (ptrdiff_t j = 1; j < K; ++j) {
-            const CSM_T *bj = buf + j * CSM_LANES;
-#pragma omp simd
-            for (ptrdiff_t l = 0; l < CSM_LANES; ++l)
-                mn[l] = bj[l] < mn[l] ? bj[l] : mn[l];
-        }
         /* min - max below the bound where some x - max is (NaN: never). */
         int below = 0;
 #pragma omp simd reduction(| : below)
