@@ -63,6 +63,21 @@ static CSM_INLINE CSM_TARGET int CSM_FN(csm_row_has_nan)(const CSM_T *x, const C
     return 0;
 }
 
+/* K mask bytes (column j at m + j mcs) widened into tw: all ones where the
+ * element takes part, else zero (CSM_MW_T, see above). */
+static CSM_INLINE CSM_TARGET void CSM_FN(csm_mask_widen)(CSM_MW_T *tw, const unsigned char *m,
+                                                         ptrdiff_t mcs, ptrdiff_t K)
+{
+    if (mcs == 1 || K == 1) {
+#pragma omp simd
+        for (ptrdiff_t j = 0; j < K; ++j)
+            tw[j] = m[j] ? ~(CSM_MW_T)0 : 0;
+    } else {
+        for (ptrdiff_t j = 0; j < K; ++j)
+            tw[j] = m[j * mcs] ? ~(CSM_MW_T)0 : 0;
+    }
+}
+
 /* The end of a masked row of softmax, log_softmax or logsumexp once its max
  * m and its sum s (of exp(x - m) over the unmasked elements) are known: for
  * softmax y holds the terms, +0 where masked; logsumexp's m is finite. */
@@ -213,16 +228,6 @@ static CSM_INLINE CSM_TARGET void CSM_FN(csm_masked_row)(
     }
 }
 
-/* Short masked rows (K <= CSM_SMALL_K, unit column strides) of softmax and
- * log_softmax take the lane layout of the unmasked kernels (csm_small_rows):
- * row loops of a few elements spend their time in remainders and per-row
- * reductions. A group is transposed in (the data by the unmasked path's
- * tiles, the mask by csm_mask_lanes), its masked elements set to -inf,
- * which gives them exact zeros in the sum whenever the row's max is finite
- * (as the row kernels' selects do, so the bits agree), and set to 0 or
- * -inf after, which also clears the NaN of a row with nothing unmasked.
- * The selects run along the lanes (csm_lanes_keep). wide: as
- * csm_mask_lanes takes it. */
 /* buf[i] where mb[i] is set, else fill, for i < n. Under AVX-512 float64
  * by the bits, as a vector and-or: GCC's select of a double on a byte went
  * as the mask did there (softmax(where=) 100000 x 10 float64, one thread,
@@ -251,6 +256,16 @@ static CSM_INLINE CSM_TARGET void CSM_FN(csm_lanes_keep)(CSM_T *buf, const unsig
 #endif
 }
 
+/* Short masked rows (K <= CSM_SMALL_K, unit column strides) of softmax and
+ * log_softmax take the lane layout of the unmasked kernels (csm_small_rows):
+ * row loops of a few elements spend their time in remainders and per-row
+ * reductions. A group is transposed in (the data by the unmasked path's
+ * tiles, the mask by csm_mask_lanes), its masked elements set to -inf,
+ * which gives them exact zeros in the sum whenever the row's max is finite
+ * (as the row kernels' selects do, so the bits agree), and set to 0 or
+ * -inf after, which also clears the NaN of a row with nothing unmasked.
+ * The selects run along the lanes (csm_lanes_keep). wide: as
+ * csm_mask_lanes takes it. */
 static CSM_INLINE CSM_TARGET void CSM_FN(csm_small_group_m)(
     const CSM_T *x, ptrdiff_t ldx, const unsigned char *mk, ptrdiff_t ldm, CSM_T *y,
     ptrdiff_t ldy, ptrdiff_t K, int log_out, const ptrdiff_t lanes, int wide)
@@ -507,17 +522,10 @@ static CSM_TARGET ptrdiff_t CSM_FN(csm_masked_pairs)(
         CSM_T *yr[2] = {out + r * ors, out + (r + 1) * ors};
         const CSM_MW_T *mw[2] = {tw, mrs ? tw2 : tw};
         /* A mask shared by every row (mrs = 0) is widened once. */
-        if (r == 0 || mrs) {
-            const unsigned char *m0 = mk + r * mrs, *m1 = m0 + mrs;
-#pragma omp simd
-            for (ptrdiff_t j = 0; j < K; ++j)
-                tw[j] = m0[j] ? ~(CSM_MW_T)0 : 0;
-            if (mrs) {
-#pragma omp simd
-                for (ptrdiff_t j = 0; j < K; ++j)
-                    tw2[j] = m1[j] ? ~(CSM_MW_T)0 : 0;
-            }
-        }
+        if (r == 0 || mrs)
+            CSM_FN(csm_mask_widen)(tw, mk + r * mrs, 1, K);
+        if (mrs)
+            CSM_FN(csm_mask_widen)(tw2, mk + (r + 1) * mrs, 1, K);
         CSM_T m[2];
         double s[2] = {0.0, 0.0};
         for (int rr = 0; rr < 2; ++rr)
@@ -638,16 +646,8 @@ static CSM_TARGET void CSM_FN(csm_masked_rows)(
         CSM_T *orow = out + r * ors;
         if (mb) {
             /* A mask shared by every row (mrs = 0) is widened once. */
-            if (r == 0 || mrs != 0) {
-                if (mcs == 1 || K == 1) {
-#pragma omp simd
-                    for (ptrdiff_t j = 0; j < K; ++j)
-                        tw[j] = mb[j] ? ~(CSM_MW_T)0 : 0;
-                } else {
-                    for (ptrdiff_t j = 0; j < K; ++j)
-                        tw[j] = mb[j * mcs] ? ~(CSM_MW_T)0 : 0;
-                }
-            }
+            if (r == 0 || mrs != 0)
+                CSM_FN(csm_mask_widen)(tw, mb, mcs, K);
             mr = tw;
         }
         if (acs != 1 && K > 1) {
