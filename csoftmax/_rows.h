@@ -353,21 +353,23 @@ static inline void csm_mask_rows_move(const unsigned char *m, ptrdiff_t mrs, ptr
  * j lanes. A whole group goes through the 16 x 16 byte transpose where
  * every row may be read for CSM_SMALL_K bytes (csm_mask_lanes_wide); the
  * bytes past K are read and dropped. Byte by byte, with a select per
- * element, the masked cross-row path took 5.7 ms for softmax(where=) of
- * 100000 x 10 float32 with a random mask (Intel Xeon, one thread; 0.45
- * unmasked): the selects' branches went as the mask did. */
+ * element whose branch went as the mask did, softmax(where=) of 100000 x
+ * 10 float32 with a random mask took 5.7 ms, 2.9 so (Intel Xeon, one
+ * thread; 0.45 unmasked; the rest was the exp's underflow at the masked
+ * -inf, which csm_exp_core's clamps now avoid: 0.78). */
+_Static_assert(CSM_LANES == 16, "csm_mask_lanes transposes groups of sixteen rows");
 static inline void csm_mask_lanes(const unsigned char *m, ptrdiff_t ldm, ptrdiff_t K,
                                   unsigned char *mb, const ptrdiff_t lanes, int wide)
 {
 #if defined(__x86_64__) && (defined(__GNUC__) || defined(__clang__))
-    if (lanes == 16 && wide && ldm != 0) {
+    if (lanes == CSM_LANES && wide && ldm != 0) {
         for (ptrdiff_t j0 = 0; j0 < K; j0 += 16) {
             __m128i x[16];
             for (int i = 0; i < 16; ++i)
                 x[i] = _mm_loadu_si128((const __m128i *)(m + i * ldm + j0));
             csm_bytes16_transpose(x);
             for (ptrdiff_t c = 0; c < 16 && j0 + c < K; ++c)
-                _mm_storeu_si128((__m128i *)(mb + (j0 + c) * 16), x[c]);
+                _mm_storeu_si128((__m128i *)(mb + (j0 + c) * CSM_LANES), x[c]);
         }
         return;
     }
