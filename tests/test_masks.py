@@ -400,3 +400,59 @@ def test_masked_rows_give_each_rows_own_bits_in_any_row_layout(isa, op, dtype):
             for threads in (1, 2):
                 got = f(xs, where=ws, num_threads=threads)
                 np.testing.assert_array_equal(got, np.concatenate(want), err_msg=f"K = {k}")
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("op", ["softmax", "log_softmax"])
+def test_masked_rows_are_the_unmasked_rows_of_the_minus_inf_filled_input(isa, op, dtype):
+    # A row with a finite unmasked element and no unmasked NaN or +inf:
+    # masked elements take no part, so the masked row is bit for bit the
+    # unmasked row with -inf where the mask is off, whatever the input
+    # holds there, for every K, mask pattern and row grouping.
+    rng = np.random.default_rng(23)
+    f = getattr(csoftmax, op)
+    for k in (33, 40, 64, 100, 128, 129, 256, 257, 1000, 5000):
+        n = 3 + 40000 // k
+        x = (4 * rng.standard_normal((n, k))).astype(dtype)
+        x[rng.random(x.shape) < 0.05] = -np.inf
+        w = rng.random((n, k)) > 0.4
+        w[:, 0] = True
+        x[:, 0] = rng.standard_normal(n)
+        w[1] = True  # all on
+        w[2, 1:] = False  # one element on
+        shared = w[3]
+        for mask in (w, np.broadcast_to(shared, w.shape)):
+            xm = x.copy()
+            hostile = (rng.random(x.shape) < 0.1) & ~mask
+            xm[hostile] = rng.choice([np.nan, np.inf, -np.inf, 1e30, -1e30], hostile.sum())
+            filled = np.where(mask, xm, -np.inf).astype(dtype)
+            for threads in (1, 2):
+                np.testing.assert_array_equal(f(xm, where=mask, num_threads=threads), f(filled),
+                                              err_msg=f"K = {k}")
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("op", ["softmax", "log_softmax"])
+@pytest.mark.parametrize("k", [10, 33, 128, 1000, 70000])
+def test_masked_call_in_place_gives_the_bits_of_a_new_output(isa, op, k, dtype):
+    # In place the output overwrites the input as the rows are computed:
+    # rows of every kind (nothing unmasked, an unmasked NaN, +inf, only
+    # -inf unmasked, hostile values under the mask) must still come out as
+    # a new output gives them.
+    rng = np.random.default_rng(29)
+    f = getattr(csoftmax, op)
+    n = 24
+    x = (3 * rng.standard_normal((n, k))).astype(dtype)
+    w = rng.random((n, k)) > 0.3
+    w[:, 0] = True
+    w[1] = False
+    x[2, 0] = np.nan
+    x[3, 0] = np.inf
+    x[4] = -np.inf
+    x[5][~w[5]] = np.nan
+    x[6][~w[6]] = np.inf
+    for threads in (1, 2):
+        want = f(x, where=w, num_threads=threads)
+        y = x.copy()
+        assert f(y, where=w, out=y, num_threads=threads) is y
+        np.testing.assert_array_equal(y, want)
