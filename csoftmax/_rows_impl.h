@@ -819,7 +819,7 @@ static CSM_INLINE CSM_TARGET CSM_T CSM_FN(csm_row_max)(const CSM_T *x, ptrdiff_t
  * 272 -> 224, best of four alternating processes; docs/design.md). */
 _Static_assert(CSM_MAX_W == 4 * CSM_XVW, "csm_rows_max_v holds csm_row_max's accumulators in four registers");
 static CSM_INLINE CSM_TARGET void CSM_FN(csm_rows_max_v)(const int R, const CSM_T *const *x, ptrdiff_t K,
-                                                       CSM_T *m, int *normal)
+                                                       CSM_T *m, int *normal, int *lo_ok)
 {
     enum { WV_ = 16 / CSM_XVW }; /* the registers a window of 16 covers */
     CSM_XV a[CSM_ROWS_MAX][4], b[CSM_ROWS_MAX][2];
@@ -837,7 +837,7 @@ static CSM_INLINE CSM_TARGET void CSM_FN(csm_rows_max_v)(const int R, const CSM_
     do {                                                                        \
         const CSM_XV l_ = CSM_XV_(loadu)(p);                                    \
         a[rr][v] = CSM_XV_(max)(l_, a[rr][v]);                                  \
-        if (normal)                                                             \
+        if (normal || lo_ok)                                                    \
             b[rr][(v) & 1] = CSM_XV_(min)(l_, b[rr][(v) & 1]);                  \
     } while (0)
     ptrdiff_t i = 0;
@@ -886,8 +886,18 @@ static CSM_INLINE CSM_TARGET void CSM_FN(csm_rows_max_v)(const int R, const CSM_
                                        CSM_EXP_NORMAL_LO);
         *normal = !below;
     }
+    /* lo_ok (a constant: NULL or not; csm_log_bwd_dom): whether no x itself
+     * is below the bound. */
+    if (lo_ok) {
+        int below = 0;
+        CSM_EACH_ROW
+        for (int rr = 0; rr < R; ++rr)
+            below |= CSM_XV_ANY_BELOW_(CSM_XV_(min)(b[rr][0], b[rr][1]), CSM_EXP_NORMAL_LO);
+        *lo_ok = !below;
+    }
   #else
     (void)b;
+    (void)lo_ok;
   #endif
 }
 #endif
@@ -918,12 +928,12 @@ static CSM_INLINE CSM_TARGET int CSM_FN(csm_group_rows_max_normal)(const int R, 
 #if CSM_EXP_V_NORMAL
     if (K >= 16) {
         int normal;
-        CSM_FN(csm_rows_max_v)(R, x, K, m, &normal);
+        CSM_FN(csm_rows_max_v)(R, x, K, m, &normal, NULL);
         return normal ? 1 : -1;
     }
 #elif CSM_EXP_V
     if (R > 1 && K >= 16) {
-        CSM_FN(csm_rows_max_v)(R, x, K, m, NULL);
+        CSM_FN(csm_rows_max_v)(R, x, K, m, NULL, NULL);
         return 0;
     }
 #endif
@@ -2448,6 +2458,17 @@ static CSM_INLINE CSM_TARGET void CSM_FN(csm_streamed)(
 }
 
 #if CSM_EXP_V
+/* log_softmax backward's exp of a register of y, as `dom` (csm_log_bwd_dom)
+ * says: the whole exp (1), or the softmax domain's, its form known (2: no y
+ * below CSM_EXP_NORMAL_LO, -1: some y below; csm_exp_v_dom) or tested
+ * register by register (0). The same bits every way. */
+static CSM_INLINE CSM_TARGET CSM_XV CSM_FN(csm_lbwd_exp_v)(CSM_XV y, const int dom)
+{
+    if (dom == 1)
+        return CSM_FN(csm_exp_v)(y, 1);
+    return CSM_FN(csm_exp_v_dom)(y, dom == 2 ? 1 : dom);
+}
+
 /* The output forms that stream from registers (csm_nt_row): each element of
  * the output from its elements of u and v and the row's scalars c and e. */
 #ifndef CSM_NT_FORMS_  /* (this file is included once per type and ISA) */
@@ -2455,7 +2476,7 @@ static CSM_INLINE CSM_TARGET void CSM_FN(csm_streamed)(
 enum { CSM_NT_SHIFT = 0,   /* log_softmax: (u - c) - e (u = x, c its max, e the log of its sum) */
        CSM_NT_BWD = 1,     /* softmax_backward: u (v - c) (u = y, v = g, c the dot product) */
        CSM_NT_LBWD = 2,    /* log_softmax_backward: v - exp(u) c (u = y, v = g, c = sum(g));
-                            * e != 0: the whole exp, else the softmax domain's (csm_log_bwd_row) */
+                            * e: csm_log_bwd_dom's choice of exp (csm_lbwd_exp_v) */
        CSM_NT_SCALE = 3 }; /* softmax: u c (u = the row's exps, c = 1 / their sum) */
 /* Whether the form reads v. */
 #define CSM_NT_TWO(form) ((form) == CSM_NT_BWD || (form) == CSM_NT_LBWD)
@@ -2473,10 +2494,11 @@ static CSM_INLINE CSM_TARGET CSM_XV CSM_FN(csm_nt_v)(const int form, CSM_XV u, C
     if (form == CSM_NT_BWD)
         return CSM_XV_(mul)(u, CSM_XV_(sub)(v, CSM_XV_(set1)(c)));
   #if CSM_EXP_V_UP
-    if (e != 0)
+    if (e == 1)
         return CSM_XV_(fnmadd)(CSM_FN(csm_exp_v)(u, 1), CSM_XV_(set1)(c), v);
   #endif
-    return CSM_XV_(fnmadd)(CSM_FN(csm_exp_v)(u, 0), CSM_XV_(set1)(c), v);
+    /* e: log_softmax backward's dom (csm_log_bwd_dom), 1 above */
+    return CSM_XV_(fnmadd)(CSM_FN(csm_lbwd_exp_v)(u, e == 2 ? 2 : e == -1 ? -1 : 0), CSM_XV_(set1)(c), v);
 }
 
 /* Where a row of the output streams from the registers that compute it. A
@@ -3008,16 +3030,17 @@ static CSM_TARGET void CSM_FN(csm_softmax_backward_rows)(
                          a, lda, b, ldb, out, ldo, rows, K, flags);
 }
 
-/* One row of log_softmax backward: out = g - exp(y) * sg. `upper` (a
- * constant): exp over every y; 0: y <= 0 or NaN, exp on the softmax domain
- * (csm_exp_neg), whose bits there are exp's. The rows ahead are prefetched
+/* One row of log_softmax backward: out = g - exp(y) * sg. `dom` (a
+ * constant, csm_log_bwd_dom): 1, exp over every y; else y <= 0 or NaN, exp
+ * on the softmax domain (csm_exp_neg), whose bits there are exp's. The rows ahead are prefetched
  * here (pg, py), in the pass the exp makes compute-bound, not in the sum's
  * pass, which is memory-bound already (16384 x 1000 float64, one thread,
  * AVX-512: 1.8x the 3-array pass with the prefetches in the sum's pass). */
 static CSM_INLINE CSM_TARGET void CSM_FN(csm_log_bwd_row)(const CSM_T *yr, const CSM_T *gr, CSM_T *orow,
                                                           ptrdiff_t K, CSM_T sg, const char *pg,
-                                                          const char *py, const int upper)
+                                                          const char *py, const int dom)
 {
+    const int upper = dom == 1;
     ptrdiff_t i = 0;
     for (; i + CSM_PARTS <= K; i += CSM_PARTS) {
         CSM_PREFETCH_PARTS_(pg, i, 0);
@@ -3026,7 +3049,7 @@ static CSM_INLINE CSM_TARGET void CSM_FN(csm_log_bwd_row)(const CSM_T *yr, const
         if (!upper || CSM_EXP_V_UP) {
             for (ptrdiff_t h = 0; h < CSM_PARTS; h += CSM_XVW)
                 CSM_XV_(storeu)(orow + i + h,
-                                CSM_XV_(fnmadd)(CSM_FN(csm_exp_v)(CSM_XV_(loadu)(yr + i + h), upper),
+                                CSM_XV_(fnmadd)(CSM_FN(csm_lbwd_exp_v)(CSM_XV_(loadu)(yr + i + h), dom),
                                                 CSM_XV_(set1)(sg), CSM_XV_(loadu)(gr + i + h)));
             continue;
         }
@@ -3042,7 +3065,7 @@ static CSM_INLINE CSM_TARGET void CSM_FN(csm_log_bwd_row)(const CSM_T *yr, const
         for (; i < K; i += CSM_XVW) {
             const CSM_XM k = CSM_XM_FIRST(K - i < CSM_XVW ? K - i : CSM_XVW);
             CSM_XV_STOREN(orow + i, K - i < CSM_XVW ? K - i : CSM_XVW,
-                          CSM_XV_(fnmadd)(CSM_FN(csm_exp_v)(CSM_XV_LOADM(yr + i, k), upper),
+                          CSM_XV_(fnmadd)(CSM_FN(csm_lbwd_exp_v)(CSM_XV_LOADM(yr + i, k), dom),
                                           CSM_XV_(set1)(sg), CSM_XV_LOADM(gr + i, k)));
         }
 #endif
@@ -3085,14 +3108,43 @@ static CSM_INLINE CSM_TARGET int CSM_FN(csm_log_bwd_upper)(const CSM_T *yr, ptrd
     return CSM_FN(csm_log_bwd_upper_of)(CSM_FN(csm_row_max)(yr, K));
 }
 
+/* A row's `dom` for csm_log_bwd_row: csm_log_bwd_upper's choice, and where
+ * the ISA tests the exp's arguments (CSM_EXP_V_NORMAL) whether any y is
+ * below the bound, from the minima kept beside the max: the row's exp then
+ * takes one form for every register, as softmax's rows do (csm_exp_v_dom).
+ * Tested register by register, y with a fifth of it -inf (the log_softmax
+ * of an input masked by -inf) mispredicted a branch in about one register
+ * of three. AVX2 kernels on an Intel Xeon, one thread, out=, best of 60,
+ * ms, y with that -inf before -> after (without it before and after):
+ * float64 1000 x 1000 1.44-1.48 -> 0.88-0.89 (0.83-0.89), 15625 x 64
+ * 1.60-1.67 -> 0.82-0.85 (0.81-0.87), 4096 x 128 0.78-0.82 -> 0.44-0.45;
+ * float32 1000 x 1000 0.48-0.50 -> 0.41-0.42 (0.41), 15625 x 64 0.52-0.53
+ * -> 0.42-0.43. */
+static CSM_INLINE CSM_TARGET int CSM_FN(csm_log_bwd_dom)(const CSM_T *yr, ptrdiff_t K)
+{
+#if CSM_EXP_V_NORMAL
+    if (K >= 16) {
+        CSM_T m;
+        int lo_ok;
+        CSM_FN(csm_rows_max_v)(1, &yr, K, &m, NULL, &lo_ok);
+        return CSM_FN(csm_log_bwd_upper_of)(m) ? 1 : lo_ok ? 2 : -1;
+    }
+#endif
+    return CSM_FN(csm_log_bwd_upper)(yr, K);
+}
+
 /* A row of log_softmax backward with regular stores, a row whose sum of g
  * is NaN rewritten by csm_lbwd_nan_rows. */
 static CSM_INLINE CSM_TARGET void CSM_FN(csm_log_bwd_row_at)(const CSM_T *yr, const CSM_T *gr, CSM_T *orow,
                                                              ptrdiff_t K, CSM_T sg, const char *pg,
-                                                             const char *py, int upper)
+                                                             const char *py, int dom)
 {
-    if (upper)
+    if (dom == 1)
         CSM_FN(csm_log_bwd_row)(yr, gr, orow, K, sg, pg, py, 1);
+    else if (dom == 2)
+        CSM_FN(csm_log_bwd_row)(yr, gr, orow, K, sg, pg, py, 2);
+    else if (dom == -1)
+        CSM_FN(csm_log_bwd_row)(yr, gr, orow, K, sg, pg, py, -1);
     else
         CSM_FN(csm_log_bwd_row)(yr, gr, orow, K, sg, pg, py, 0);
     CSM_FN(csm_lbwd_nan_rows)(orow, 0, 1, K, &sg, 1, NULL);
@@ -3123,7 +3175,7 @@ static CSM_TARGET void CSM_FN(csm_log_softmax_backward_core)(
         CSM_FN(csm_log_bwd_row_at)(yr, gr, orow, K, sg,
                                    CSM_PF_ROW_(csm_prefetch_row, gr, ldg, K, sizeof(CSM_T)),
                                    CSM_PF_ROW_(csm_prefetch_row, yr, ldy, K, sizeof(CSM_T)),
-                                   CSM_FN(csm_log_bwd_upper)(yr, K));
+                                   CSM_FN(csm_log_bwd_dom)(yr, K));
     }
 }
 
@@ -3153,27 +3205,32 @@ static CSM_TARGET void CSM_FN(csm_log_softmax_backward_nt)(
         const CSM_T sg = (CSM_T)CSM_FN(csm_row_sum)(gr, gr, NULL, K, CSM_SUM_PLAIN, NULL, NULL, NULL);
         const char *pg = CSM_PF_ROW_(csm_prefetch_row, gr, ldg, K, sizeof(CSM_T));
         const char *py = CSM_PF_ROW_(csm_prefetch_row, yr, ldy, K, sizeof(CSM_T));
-        const int upper = CSM_FN(csm_log_bwd_upper)(yr, K);
-        if ((upper && !CSM_EXP_V_UP) || sg != sg) {
+        const int dom = CSM_FN(csm_log_bwd_dom)(yr, K);
+        if ((dom == 1 && !CSM_EXP_V_UP) || sg != sg) {
             if (op && a)
                 CSM_FN(csm_nt_part)(CSM_NT_LBWD, op, K - vw, a, vw, yp, gp, sp, ep);
-            CSM_FN(csm_log_bwd_row_at)(yr, gr, orow, K, sg, pg, py, upper);
+            CSM_FN(csm_log_bwd_row_at)(yr, gr, orow, K, sg, pg, py, dom);
             op = NULL;
             continue;
         }
         if (a && op)
-            CSM_FN(csm_nt_join)(CSM_NT_LBWD, &w, orow, K, yr, gr, sg, (CSM_T)upper, yp, gp, sp, ep);
+            CSM_FN(csm_nt_join)(CSM_NT_LBWD, &w, orow, K, yr, gr, sg, (CSM_T)dom, yp, gp, sp, ep);
         else if (a)
-            CSM_FN(csm_nt_part)(CSM_NT_LBWD, orow, 0, 0, a, yr, gr, sg, (CSM_T)upper);
-        if (upper)
+            CSM_FN(csm_nt_part)(CSM_NT_LBWD, orow, 0, 0, a, yr, gr, sg, (CSM_T)dom);
+        /* dom a constant in each call, as csm_log_bwd_row_at takes it. */
+        if (dom == 1)
             CSM_FN(csm_nt_body)(CSM_NT_LBWD, &w, orow, K, yr, gr, sg, 1, py, pg);
+        else if (dom == 2)
+            CSM_FN(csm_nt_body)(CSM_NT_LBWD, &w, orow, K, yr, gr, sg, 2, py, pg);
+        else if (dom == -1)
+            CSM_FN(csm_nt_body)(CSM_NT_LBWD, &w, orow, K, yr, gr, sg, -1, py, pg);
         else
             CSM_FN(csm_nt_body)(CSM_NT_LBWD, &w, orow, K, yr, gr, sg, 0, py, pg);
         op = orow;
         yp = yr;
         gp = gr;
         sp = sg;
-        ep = (CSM_T)upper;
+        ep = (CSM_T)dom;
     }
     if (op && CSM_FN(csm_nt_tail)(op, K))
         CSM_FN(csm_nt_part)(CSM_NT_LBWD, op, K - vw, CSM_FN(csm_nt_tail)(op, K), vw, yp, gp, sp, ep);

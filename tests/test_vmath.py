@@ -282,3 +282,34 @@ def test_short_rows_give_each_rows_own_bits_around_the_normal_bound(isa, op, dty
         got = f(x, num_threads=1)
         want = np.concatenate([f(x[i:i + 1], num_threads=1) for i in range(len(x))])
         assert_same_bits(got.ravel(), want.ravel(), f"K = {k}")
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("k", [16, 17, 64, 1000])
+def test_log_softmax_backward_rows_give_the_exps_bits_whatever_their_range(isa, k, dtype):
+    # log_softmax_backward's rows choose their exp's form once per row where
+    # the ISA tests its arguments (AVX2): the form without clamps where no y
+    # is below the normal results' bound, the clamped form where one is.
+    # With g one at column 0 and zero elsewhere, sum(g) = 1 and column j > 0
+    # is -exp(y_j): rows all normal, rows with -inf, with subnormal results,
+    # straddling the bound, and a row with y > 0 (the whole exp), against the
+    # C form's exp of each element.
+    import csoftmax
+
+    rng = np.random.default_rng(k)
+    sub = -np.log(np.finfo(dtype).tiny)
+    n = 64
+    y = rng.uniform(-sub + 5, 0, (n, k)).astype(dtype)
+    y[8:16] = rng.uniform(-sub - 20, -sub + 5, (8, k))
+    y[16:24, 1::3] = -np.inf
+    y[24:32, -1] = -sub - 1
+    y[32:40] = rng.uniform(-sub - 3, -sub + 3, (8, k))
+    y[40, 1] = np.nan
+    y[41, 2 % k] = 0.5
+    y[:, 0] = 0
+    g = np.zeros((n, k), dtype)
+    g[:, 0] = 1
+    for threads in (1, 2):
+        out = csoftmax.log_softmax_backward(y, g, num_threads=threads)
+        got = (dtype(0) - out[:, 1:]).ravel()
+        assert_same_bits(got, rows_of("exp", y[:, 1:].ravel(), 3), f"K = {k}")
