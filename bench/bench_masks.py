@@ -13,7 +13,9 @@ thread pool when XLA starts):
   an arbitrary attention mask leaves them), and csoftmax's softmax of the
   input with -inf where the mask is off (what a masked_fill gives);
   logsumexp: csoftmax, scipy.special.logsumexp, torch.logsumexp and
-  jax.nn.logsumexp under jax.jit.
+  jax.nn.logsumexp under jax.jit;
+  log_softmax_backward of the -inf-filled input's log_softmax (y with -inf),
+  out=, against the same call on a clean y and NumPy's formula.
 Each entry is the best time per call over several rounds of back-to-back
 calls. Peers that are not installed are left out and named. The summary says,
 per case, whether csoftmax is the fastest and how masked compares with
@@ -62,6 +64,10 @@ def worker(threads, shapes, budget):
         x_inf = np.where(wr, x, np.float32(-np.inf))
         out = np.empty_like(x)
         lse_out = np.empty(n, np.float32)
+        # log_softmax_backward of a -inf-filled input's log_softmax (y holds
+        # -inf where the input did), against the same call on a clean y.
+        y, y_inf = csoftmax.log_softmax(x), csoftmax.log_softmax(x_inf)
+        g = rng.standard_normal((n, k)).astype(np.float32)
         cases = {
             ("softmax_masked", "csoftmax unmasked"): lambda: csoftmax.softmax(x, num_threads=threads),
             ("softmax_masked", "csoftmax where="): lambda: csoftmax.softmax(x, where=w, num_threads=threads),
@@ -78,6 +84,12 @@ def worker(threads, shapes, budget):
             ("logsumexp", "csoftmax out="):
                 lambda: csoftmax.logsumexp(x, out=lse_out, num_threads=threads),
             ("logsumexp", "scipy"): lambda: scipy.special.logsumexp(x, axis=-1),
+            ("log_softmax_backward_minus_inf", "csoftmax unmasked"):
+                lambda: csoftmax.log_softmax_backward(y, g, out=out, num_threads=threads),
+            ("log_softmax_backward_minus_inf", "csoftmax with -inf out="):
+                lambda: csoftmax.log_softmax_backward(y_inf, g, out=out, num_threads=threads),
+            ("log_softmax_backward_minus_inf", "numpy formula"):
+                lambda: g - np.exp(y_inf) * g.sum(-1, keepdims=True),
         }
         if torch is not None:
             tx, tnot = torch.from_numpy(x), torch.from_numpy(~w)
@@ -120,7 +132,7 @@ def report(runs):
     missing = {k: v for run in runs for k, v in run["missing"].items()}
     print(f"float32; best time per call; peers missing: {missing or 'none'}")
     flags = []
-    for case in ("softmax_masked", "softmax_random_mask", "logsumexp"):
+    for case in ("softmax_masked", "softmax_random_mask", "logsumexp", "log_softmax_backward_minus_inf"):
         print(f"\n## {case}")
         keys = sorted({(tuple(r["shape"]), r["threads"]) for r in rows if r["case"] == case})
         for shape, t in keys:
@@ -135,9 +147,12 @@ def report(runs):
                 line += f"  | vs fastest peer ({best_peer}): {peers[best_peer] / ours:.2f}x faster"
                 if ours > peers[best_peer]:
                     flags.append(f"{case} {shape} {t}T: {best_peer} is faster")
-            if case != "logsumexp":
+            if case.startswith("softmax"):
                 line += (f"  | masked/unmasked: "
                          f"{cell['csoftmax where=' ] / cell['csoftmax unmasked']:.2f}x")
+            elif case == "log_softmax_backward_minus_inf":
+                line += (f"  | with -inf/without: "
+                         f"{cell['csoftmax with -inf out='] / cell['csoftmax unmasked']:.2f}x")
             print(line)
     print("\nflags:", "; ".join(flags) if flags else "none (csoftmax fastest everywhere)")
 
