@@ -197,6 +197,11 @@ def _chunk_rows(dtype):
     r = base.copy(); r[-2] = np.inf; add(r, nan=True)  # +inf in the last chunk
     r = base.copy(); r[2 * c + 9] = np.nan; add(r, nan=True)
     add(np.full(k, -np.inf), nan=True)
+    # A fifth -inf at random (an input masked by -inf) and a stretch whose
+    # exps are subnormal: chunks whose exps take the clamped form, and
+    # (AVX2) whose minima choose it for the whole chunk.
+    r = base.copy(); r[np.random.default_rng(12).random(k) < 0.2] = -np.inf; r[0] = 0; add(r)
+    r = base.copy(); r[c // 2:c // 2 + 3 * c] = -80.0 if dtype == "float32" else -720.0; add(r)
     return np.array(rows).astype(dtype), np.array(nan_rows)
 
 
