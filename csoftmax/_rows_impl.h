@@ -2513,8 +2513,8 @@ static CSM_INLINE CSM_TARGET CSM_XV CSM_FN(csm_nt_v)(const int form, CSM_XV u, C
     if (e == 1)
         return CSM_XV_(fnmadd)(CSM_FN(csm_exp_v)(u, 1), CSM_XV_(set1)(c), v);
   #endif
-    /* e: log_softmax backward's dom (csm_log_bwd_dom), 1 above */
-    return CSM_XV_(fnmadd)(CSM_FN(csm_lbwd_exp_v)(u, e == 2 ? 2 : e == -1 ? -1 : 0), CSM_XV_(set1)(c), v);
+    /* e: log_softmax backward's dom (csm_log_bwd_dom), -1 to 2, exact */
+    return CSM_XV_(fnmadd)(CSM_FN(csm_lbwd_exp_v)(u, (int)e), CSM_XV_(set1)(c), v);
 }
 
 /* Where a row of the output streams from the registers that compute it. A
@@ -3048,10 +3048,11 @@ static CSM_TARGET void CSM_FN(csm_softmax_backward_rows)(
 
 /* One row of log_softmax backward: out = g - exp(y) * sg. `dom` (a
  * constant, csm_log_bwd_dom): 1, exp over every y; else y <= 0 or NaN, exp
- * on the softmax domain (csm_exp_neg), whose bits there are exp's. The rows ahead are prefetched
- * here (pg, py), in the pass the exp makes compute-bound, not in the sum's
- * pass, which is memory-bound already (16384 x 1000 float64, one thread,
- * AVX-512: 1.8x the 3-array pass with the prefetches in the sum's pass). */
+ * on the softmax domain (csm_exp_neg), whose bits there are exp's. The rows
+ * ahead are prefetched here (pg, py), in the pass the exp makes
+ * compute-bound, not in the sum's pass, which is memory-bound already
+ * (16384 x 1000 float64, one thread, AVX-512: 1.8x the 3-array pass with the
+ * prefetches in the sum's pass). */
 static CSM_INLINE CSM_TARGET void CSM_FN(csm_log_bwd_row)(const CSM_T *yr, const CSM_T *gr, CSM_T *orow,
                                                           ptrdiff_t K, CSM_T sg, const char *pg,
                                                           const char *py, const int dom)
