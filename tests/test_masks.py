@@ -453,6 +453,6 @@ def test_masked_call_in_place_gives_the_bits_of_a_new_output(isa, op, k, dtype):
     x[6][~w[6]] = np.inf
     for threads in (1, 2):
         want = f(x, where=w, num_threads=threads)
-        y = x.copy()
-        assert f(y, where=w, out=y, num_threads=threads) is y
-        np.testing.assert_array_equal(y, want)
+        for y in (x.copy(), np.asfortranarray(x)):
+            assert f(y, where=w, out=y, num_threads=threads) is y
+            np.testing.assert_array_equal(y, want)
