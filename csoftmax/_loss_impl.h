@@ -436,6 +436,7 @@ static CSM_TARGET void CSM_FN(csm_xent_rows)(const csm_xent_args *a, ptrdiff_t r
 #undef CSM_EXP_V
 #undef CSM_EXP_V_UP
 #undef CSM_EXP_V_NORMAL
+#undef CSM_EXP_V_TEST
 #undef CSM_EXP_NORMAL_LO
 #undef CSM_XV_ANY_BELOW_
 #ifdef CSM_XV

@@ -466,21 +466,43 @@ static CSM_INLINE CSM_TARGET CSM_XV CSM_FN(csm_exp_v_q)(CSM_XV r)
  * 0.87-0.98; float64 (4096 x 128) softmax 0.88-0.91, log_softmax 0.97-0.99,
  * logsumexp 0.97, log_softmax_backward 0.88-0.94; softmax_backward, which
  * has no exp, 0.97-1.02. Under AVX-512 (float32; float64 scales by
- * vscalef) the same test measured 0.94-1.12, so it keeps the one form.
+ * vscalef) the same test, register by register, measured 0.94-1.12, so
+ * AVX-512 takes the form only where a whole group is known normal.
  * The bound: exp(-87) = 1.6e-38 and exp(-708) = 3.3e-308 are normal, and so
  * are their scales 2^n, n >= -126 (-1021). The register and C forms agree
  * on all 2^32 float32 of the softmax domain and on 1.9e8 float64 around
  * the bound, shuffled and sorted. */
-  #define CSM_EXP_V_NORMAL (CSM_ISA_ID == 1)
+/* AVX-512 takes the same form where the caller knows a whole group of rows
+ * normal (csm_exp_v_dom; it has no register test, CSM_EXP_V_TEST): the
+ * clamp's max and the 2^-64 step go (float64: the clamp's max and compare,
+ * vscalef unmasked), for a min per register in the max's pass. Intel Xeon,
+ * AVX-512 kernels, one thread, out=, best of 40-400, three alternations of
+ * the builds, us: float32 softmax 4096 x 64 76-81 -> 71-72, 64 x 8192
+ * 205-208 -> 190-194, 100000 x 64 2038-2052 -> 1947-1980, 4096 x 128
+ * 137-141 -> 136-143 (there bound by L3: 2 MiB in and out pass L2, and a
+ * copy of the array takes 130); float64 softmax 4096 x 128 328-331 ->
+ * 316-324, logsumexp 4096 x 64 142-146 -> 132, 1024 x 1000 703-719 ->
+ * 632-638. The same bits (7056 cases against the clamped form's build:
+ * rows at and below the bound, -inf, NaN, where=, the loss). */
+  #define CSM_EXP_V_NORMAL (CSM_ISA_ID == 1 || CSM_ISA_ID == 2)
+  #define CSM_EXP_V_TEST (CSM_ISA_ID == 1)
   #if CSM_EXP_V_NORMAL
     #if CSM_F32
       #define CSM_EXP_NORMAL_LO (-87.0f)
-      #define CSM_XV_ANY_BELOW_(x, c) \
-          (_mm256_movemask_ps(_mm256_cmp_ps((x), _mm256_set1_ps(c), _CMP_LT_OQ)) != 0)
+      #if CSM_ISA_ID == 2
+        #define CSM_XV_ANY_BELOW_(x, c) (_mm512_cmp_ps_mask((x), _mm512_set1_ps(c), _CMP_LT_OQ) != 0)
+      #else
+        #define CSM_XV_ANY_BELOW_(x, c) \
+            (_mm256_movemask_ps(_mm256_cmp_ps((x), _mm256_set1_ps(c), _CMP_LT_OQ)) != 0)
+      #endif
     #else
       #define CSM_EXP_NORMAL_LO (-708.0)
-      #define CSM_XV_ANY_BELOW_(x, c) \
-          (_mm256_movemask_pd(_mm256_cmp_pd((x), _mm256_set1_pd(c), _CMP_LT_OQ)) != 0)
+      #if CSM_ISA_ID == 2
+        #define CSM_XV_ANY_BELOW_(x, c) (_mm512_cmp_pd_mask((x), _mm512_set1_pd(c), _CMP_LT_OQ) != 0)
+      #else
+        #define CSM_XV_ANY_BELOW_(x, c) \
+            (_mm256_movemask_pd(_mm256_cmp_pd((x), _mm256_set1_pd(c), _CMP_LT_OQ)) != 0)
+      #endif
     #endif
     #if CSM_EXP_TAB
 /* The table of csm_exp_tab without its 64 << 23. */
@@ -489,20 +511,31 @@ static const uint32_t CSM_FN(csm_exp_tab_normal)[CSM_EXP_TAB_N] = {CSM_EXP_TAB_E
 static CSM_INLINE CSM_TARGET CSM_XV CSM_FN(csm_exp_v_normal)(CSM_XV x)
 {
     CSM_XV t, n;
+    #if CSM_ISA_ID == 2 && !CSM_EXP_TAB
+    /* csm_exp_v_clamped's vscalef form: x >= CSM_EXP_NORMAL_LO > CSM_EXP_LO
+     * (or NaN) is its own clamp, and every lane is live. */
+    const CSM_XV r = CSM_FN(csm_exp_v_reduce)(x, &t, &n);
+    const CSM_XV p = CSM_XV_(fmadd)(CSM_FN(csm_exp_v_p)(r), r, CSM_XV_(set1)(1));
+    return CSM_XV_(scalef)(CSM_XV_(fmadd)(p, r, CSM_XV_(set1)(1)), n);
+    #else
     const CSM_XV q = CSM_FN(csm_exp_v_q)(CSM_FN(csm_exp_v_reduce)(x, &t, &n));
     CSM_XVI b;
     memcpy(&b, &t, sizeof b);
-    #if CSM_EXP_TAB
+      #if CSM_EXP_TAB && CSM_ISA_ID == 2
+    const CSM_XVI tab = _mm512_permutexvar_epi32(b, _mm512_loadu_si512(CSM_FN(csm_exp_tab_normal)));
+    const CSM_XVI sb = CSM_XVI_(add)(tab, CSM_XVI_(slli)(b, CSM_EXP_TAB_SHIFT));
+      #elif CSM_EXP_TAB
     const CSM_XVI tab = _mm256_permutevar8x32_epi32(
         _mm256_loadu_si256((const __m256i *)CSM_FN(csm_exp_tab_normal)), b);
     const CSM_XVI sb = CSM_XVI_(add)(tab, CSM_XVI_(slli)(b, CSM_EXP_TAB_SHIFT));
-    #else
+      #else
     const CSM_UINT to_biased = (CSM_UINT)CSM_BIAS - (CSM_UINT)CSM_SHIFTER_BITS;
     const CSM_XVI sb = CSM_XVI_(slli)(CSM_XVI_(add)(b, CSM_XVI_SET1(to_biased)), CSM_MANT_BITS);
-    #endif
+      #endif
     CSM_XV sc;
     memcpy(&sc, &sb, sizeof sc);
     return CSM_XV_(fmadd)(q, sc, sc);
+    #endif
 }
   #endif
 /* csm_exp_v without AVX2's test: the clamped form, every lane. */
@@ -599,7 +632,7 @@ static CSM_INLINE CSM_TARGET CSM_XV CSM_FN(csm_exp_v_clamped)(CSM_XV x, const in
 
 static CSM_INLINE CSM_TARGET CSM_XV CSM_FN(csm_exp_v)(CSM_XV x, const int upper)
 {
-  #if CSM_EXP_V_NORMAL
+  #if CSM_EXP_V_TEST
     if (!upper && __builtin_expect(!CSM_XV_ANY_BELOW_(x, CSM_EXP_NORMAL_LO), 1))
         return CSM_FN(csm_exp_v_normal)(x);
   #endif
@@ -3139,7 +3172,7 @@ static CSM_INLINE CSM_TARGET int CSM_FN(csm_log_bwd_upper)(const CSM_T *yr, ptrd
  * -> 0.42-0.43. */
 static CSM_INLINE CSM_TARGET int CSM_FN(csm_log_bwd_dom)(const CSM_T *yr, ptrdiff_t K)
 {
-#if CSM_EXP_V_NORMAL
+#if CSM_EXP_V_TEST
     if (K >= 16) {
         CSM_T m;
         int lo_ok;

@@ -412,12 +412,13 @@ def test_a_rows_result_does_not_depend_on_the_batch_around_it(isa, fn, k, dtype)
 @pytest.mark.parametrize("k", [16, 17, 64, 100, 256, 257, 1000])
 @pytest.mark.parametrize("fn", ["softmax", "log_softmax", "logsumexp"])
 def test_bits_do_not_depend_on_whether_a_row_reaches_the_subnormal_exps(isa, fn, k, dtype):
-    # Under AVX2 a row, or a pair of rows taken together, whose x - max all
-    # have normal exps skips the exp's test register by register; the bits
-    # must be those of the tested path: the masked kernels (an all-true mask
-    # gives the bits of none) test every register, Fortran-ordered and
-    # strided rows go through the lane layout, and a row alone or beside
-    # another decides for itself.
+    # Under AVX2 and AVX-512 a row, or a pair of rows taken together, whose
+    # x - max all have normal exps skips the clamps (and under AVX2 the
+    # exp's test register by register); the bits must be those of the other
+    # paths: the masked kernels (an all-true mask gives the bits of none)
+    # take each register's exp on its own, Fortran-ordered and strided rows go
+    # through the lane layout, and a row alone or beside another decides
+    # for itself.
     x = rows_around_the_normal_exps(k, dtype)
     f = getattr(csoftmax, fn)
     got = f(x)

@@ -199,7 +199,7 @@ def _chunk_rows(dtype):
     add(np.full(k, -np.inf), nan=True)
     # A fifth -inf at random (an input masked by -inf) and a stretch whose
     # exps are subnormal: chunks whose exps take the clamped form, and
-    # (AVX2) whose minima choose it for the whole chunk.
+    # (AVX2, AVX-512) whose minima choose it for the whole chunk.
     r = base.copy(); r[np.random.default_rng(12).random(k) < 0.2] = -np.inf; r[0] = 0; add(r)
     r = base.copy(); r[c // 2:c // 2 + 3 * c] = -80.0 if dtype == "float32" else -720.0; add(r)
     return np.array(rows).astype(dtype), np.array(nan_rows)

@@ -263,9 +263,10 @@ def test_log_keeps_ieee_specials(isa, dtype):
 def test_short_rows_give_each_rows_own_bits_around_the_normal_bound(isa, op, dtype):
     # Short rows go sixteen at a time through the lane layout, whose exps
     # take the form without clamps where the group's minima say that every
-    # result is normal (AVX2); alone, a row takes the C form. Groups with
-    # and without arguments below the bound (subnormal results, -inf), and
-    # groups whose lanes straddle it, must give each row's own bits.
+    # result is normal (AVX2, AVX-512); alone, a row takes the C form.
+    # Groups with and without arguments below the bound (subnormal results,
+    # -inf), and groups whose lanes straddle it, must give each row's own
+    # bits.
     import csoftmax
 
     rng = np.random.default_rng(5)
