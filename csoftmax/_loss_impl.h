@@ -87,7 +87,7 @@ static CSM_INLINE CSM_TARGET void CSM_FN(csm_xent_row_sums)(
     double kc = (double)K, wsum = a->wsum;
     int normal = 0; /* csm_group_rows_max_normal's, for pass 2 */
     if (!masked) {
-        normal = CSM_FN(csm_group_rows_max_normal)(1, &x, K, &m);
+        normal = CSM_FN(csm_group_rows_max_normal)(1, &x, NULL, K, &m);
     } else {
         CSM_T mm = -CSM_INF_T;
         double cnt = 0, ws = 0;

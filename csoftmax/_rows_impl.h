@@ -839,6 +839,21 @@ static CSM_INLINE CSM_TARGET CSM_T CSM_FN(csm_row_max)(const CSM_T *x, ptrdiff_t
 }
 
 #if CSM_EXP_V
+/* v where the widened mask words at w are set, else fill: one blend (the
+ * words are all ones or zero, so their top bit says). */
+static CSM_INLINE CSM_TARGET CSM_XV CSM_FN(csm_xv_keep)(CSM_XV v, const CSM_MW_T *w, CSM_T fill)
+{
+  #if CSM_ISA_ID == 2 && CSM_F32
+    return _mm512_mask_blend_ps(_mm512_movepi32_mask(_mm512_loadu_si512(w)), _mm512_set1_ps(fill), v);
+  #elif CSM_ISA_ID == 2
+    return _mm512_mask_blend_pd(_mm512_movepi64_mask(_mm512_loadu_si512(w)), _mm512_set1_pd(fill), v);
+  #elif CSM_F32
+    return _mm256_blendv_ps(_mm256_set1_ps(fill), v, _mm256_loadu_ps((const float *)w));
+  #else
+    return _mm256_blendv_pd(_mm256_set1_pd(fill), v, _mm256_loadu_pd((const double *)w));
+  #endif
+}
+
 /* csm_row_max of R rows at once (R a constant, K >= 16), in registers: its
  * CSM_MAX_W accumulators are four registers (CSM_MAX_W = 4 CSM_XVW for
  * every register ISA), its windows of 16 the first 16 / CSM_XVW of them,
@@ -851,7 +866,8 @@ static CSM_INLINE CSM_TARGET CSM_T CSM_FN(csm_row_max)(const CSM_T *x, ptrdiff_t
  * time (perf, cpu-clock); this loop took it from 169 to 142 us (4096 x 128
  * 272 -> 224, best of four alternating processes; docs/design.md). */
 _Static_assert(CSM_MAX_W == 4 * CSM_XVW, "csm_rows_max_v holds csm_row_max's accumulators in four registers");
-static CSM_INLINE CSM_TARGET void CSM_FN(csm_rows_max_v)(const int R, const CSM_T *const *x, ptrdiff_t K,
+static CSM_INLINE CSM_TARGET void CSM_FN(csm_rows_max_v)(const int R, const CSM_T *const *x,
+                                                       const CSM_MW_T *const *mk, ptrdiff_t K,
                                                        CSM_T *m, int *normal, int *lo_ok)
 {
     enum { WV_ = 16 / CSM_XVW }; /* the registers a window of 16 covers */
@@ -865,11 +881,15 @@ static CSM_INLINE CSM_TARGET void CSM_FN(csm_rows_max_v)(const int R, const CSM_
     /* normal (a constant: NULL or not; csm_group_rows_max_normal): the
      * minima of the elements that are not NaN, in two registers per row
      * (_mm*_min_* returns its second operand where the first is NaN, and the
-     * accumulator, second, never is). */
-#define CSM_MAX_MIN_(rr, v, p)                                                   \
+     * accumulator, second, never is). mk (a constant: NULL or not): the
+     * rows' widened masks, a masked element -inf to the max, as
+     * csm_row_max_mk takes it; the minima take every element, masked or
+     * not, so that `normal` holds for each exp the row's loop computes. */
+#define CSM_MAX_MIN_(rr, v, o)                                                   \
     do {                                                                        \
-        const CSM_XV l_ = CSM_XV_(loadu)(p);                                    \
-        a[rr][v] = CSM_XV_(max)(l_, a[rr][v]);                                  \
+        const CSM_XV l_ = CSM_XV_(loadu)(x[rr] + (o));                          \
+        const CSM_XV k_ = mk ? CSM_FN(csm_xv_keep)(l_, mk[rr] + (o), -CSM_INF_T) : l_; \
+        a[rr][v] = CSM_XV_(max)(k_, a[rr][v]);                                  \
         if (normal || lo_ok)                                                    \
             b[rr][(v) & 1] = CSM_XV_(min)(l_, b[rr][(v) & 1]);                  \
     } while (0)
@@ -878,13 +898,13 @@ static CSM_INLINE CSM_TARGET void CSM_FN(csm_rows_max_v)(const int R, const CSM_
         CSM_EACH_ROW
         for (int rr = 0; rr < R; ++rr)
             for (int v = 0; v < 4; ++v)
-                CSM_MAX_MIN_(rr, v, x[rr] + i + v * CSM_XVW);
+                CSM_MAX_MIN_(rr, v, i + v * CSM_XVW);
     for (; i < K; i += 16) {
         const ptrdiff_t j = i + 16 <= K ? i : K - 16;
         CSM_EACH_ROW
         for (int rr = 0; rr < R; ++rr)
             for (int v = 0; v < WV_; ++v)
-                CSM_MAX_MIN_(rr, v, x[rr] + j + v * CSM_XVW);
+                CSM_MAX_MIN_(rr, v, j + v * CSM_XVW);
     }
 #undef CSM_MAX_MIN_
     CSM_EACH_ROW
@@ -956,22 +976,26 @@ static CSM_INLINE CSM_TARGET void CSM_FN(csm_rows_max_v)(const int R, const CSM_
  * 1 where none is below, -1 where some is (csm_exp_v_dom), 0 where it
  * did not test (short rows, the ISAs without the test). */
 static CSM_INLINE CSM_TARGET int CSM_FN(csm_group_rows_max_normal)(const int R, const CSM_T *const *x,
+                                                                 const CSM_MW_T *const *mk,
                                                                  ptrdiff_t K, CSM_T *m)
 {
 #if CSM_EXP_V_NORMAL
     if (K >= 16) {
         int normal;
-        CSM_FN(csm_rows_max_v)(R, x, K, m, &normal, NULL);
+        CSM_FN(csm_rows_max_v)(R, x, mk, K, m, &normal, NULL);
+        if (mk) /* a row with no max (nothing unmasked is above -inf) */
+            for (int rr = 0; rr < R; ++rr)
+                normal &= m[rr] != -CSM_INF_T;
         return normal ? 1 : -1;
     }
 #elif CSM_EXP_V
     if (R > 1 && K >= 16) {
-        CSM_FN(csm_rows_max_v)(R, x, K, m, NULL, NULL);
+        CSM_FN(csm_rows_max_v)(R, x, mk, K, m, NULL, NULL);
         return 0;
     }
 #endif
     for (int rr = 0; rr < R; ++rr)
-        m[rr] = CSM_FN(csm_row_max)(x[rr], K);
+        m[rr] = CSM_FN(csm_row_max_mk)(x[rr], mk ? mk[rr] : NULL, K);
     return 0;
 }
 
@@ -1501,11 +1525,8 @@ static CSM_INLINE CSM_TARGET double CSM_FN(csm_long_max_sum)(const CSM_T *x, con
          * AVX2's 4 x 300000 float64 softmax from 1.20 ms to 2.34 (Intel
          * Xeon, one thread, out=), now 1.30; log_softmax 1.49 -> 2.56-2.60,
          * now 1.57; float32 softmax 0.42 -> 0.66, now 0.42-0.43. */
-        int normal = 0;
-        if (mk)
-            m = CSM_FN(csm_row_max_m)(xj, mj, n);
-        else
-            normal = CSM_FN(csm_group_rows_max_normal)(1, &xj, n, &m);
+        int normal = mk ? CSM_FN(csm_group_rows_max_normal)(1, &xj, &mj, n, &m)
+                        : CSM_FN(csm_group_rows_max_normal)(1, &xj, NULL, n, &m);
         if (m == -CSM_INF_T)
             normal = 0;
         const CSM_T ref = m == -CSM_INF_T ? (CSM_T)0 : m;
@@ -2732,7 +2753,7 @@ static CSM_INLINE CSM_TARGET void CSM_FN(csm_softmax_row_group)(
         pfw[rr] = nt ? NULL : CSM_PF_ROW_(csm_prefetch_out_row, yr[rr], ldy, K, sizeof(CSM_T), left - 1 - rr);
         s[rr] = 0.0;
     }
-    const int normal = CSM_FN(csm_group_rows_max_normal)(R, xr, K, m);
+    const int normal = CSM_FN(csm_group_rows_max_normal)(R, xr, NULL, K, m);
     if (normal > 0)
         CSM_FN(csm_rows_exp_sum_from)(R, xr, mk, yr, m, K, s, pfr, pfw, 1);
     else
@@ -2832,7 +2853,7 @@ static CSM_INLINE CSM_TARGET void CSM_FN(csm_log_sum_group)(
         pfw[rr] = pf && y ? (const char *)(y + rr * ldy) : NULL;
         lg[rr] = 0.0;
     }
-    const int normal = CSM_FN(csm_group_rows_max_normal)(R, xr, K, mx);
+    const int normal = CSM_FN(csm_group_rows_max_normal)(R, xr, NULL, K, mx);
     if (normal > 0)
         CSM_FN(csm_rows_exp_sum_from)(R, xr, mk, none, mx, K, lg, pfx, pfw, 1);
     else
@@ -3176,7 +3197,7 @@ static CSM_INLINE CSM_TARGET int CSM_FN(csm_log_bwd_dom)(const CSM_T *yr, ptrdif
     if (K >= 16) {
         CSM_T m;
         int lo_ok;
-        CSM_FN(csm_rows_max_v)(1, &yr, K, &m, NULL, &lo_ok);
+        CSM_FN(csm_rows_max_v)(1, &yr, NULL, K, &m, NULL, &lo_ok);
         return CSM_FN(csm_log_bwd_upper_of)(m) ? 1 : lo_ok ? 2 : -1;
     }
 #endif
