@@ -562,6 +562,102 @@ static CSM_TARGET ptrdiff_t CSM_FN(csm_masked_pairs)(
     return r;
 }
 
+/* The longest rows csm_masked_short_bwd takes; longer ones take the masked
+ * row kernel. 1024 rows, a random mask, one thread, Intel Xeon, us,
+ * softmax_backward (log_softmax_backward), row kernel -> lanes: AVX2
+ * float32 K = 24 24.8 (26.2) -> 18.1 (24.3), K = 28 27.7 (30.0) -> 22.7
+ * (31.1), K = 32 15.4 (24.0) -> 23.1 (30.9); AVX2 float64 K = 16 21.2 (43.4)
+ * -> 17.7 (34.5), K = 20 21.0 (48.3) -> 25.4 (48.0); AVX-512 float32 K = 32
+ * 28.9 (30.2) -> 20.0 (23.0); AVX-512 float64 K = 24 27.2 (41.9) -> 24.2
+ * (36.3), K = 28 28.6 (47.4) -> 30.9 (46.9); baseline float32 K = 32 131
+ * (195) -> 50 (81). At K = 10, float32: AVX-512 26.6 (46.3) -> 7.6 (8.9),
+ * AVX2 23.5 (23.7) -> 7.8-8.6 (10.3-11.4), baseline 24.4 (42.1) -> 14.5
+ * (24.4); unmasked 3.8-4.4. */
+#ifndef CSM_MASKED_BWD_LANES_K
+  #define CSM_MASKED_BWD_LANES_K \
+      (CSM_ISA_ID == 1 ? (CSM_F32 ? 24 : 16) : CSM_ISA_ID == 2 && !CSM_F32 ? 24 : CSM_SMALL_K)
+#endif
+
+/* Short rows of the masked backward passes (K <= CSM_MASKED_BWD_LANES_K,
+ * unit column strides) in the lane layout of the unmasked ones
+ * (csm_small_bwd_group, whose sums are written out for K <= 32): a group of
+ * CSM_LANES rows transposed in, its masked y and g set to +0, the unmasked
+ * kernel's sums and formula, and the output's masked elements set to 0
+ * before it is transposed out. The masked row kernel takes a masked term of
+ * its sum as fma(0, 0, acc) or acc + 0, which the zeros give, and its
+ * output is the same formula where the mask is set and 0 elsewhere,
+ * log_softmax's rows whose sum of g is NaN too (csm_lbwd_nan_rows: NaN
+ * where the mask is set); the lane kernel gives the row kernels' bits
+ * (tested), so this gives the masked row kernel's. The last rows go through
+ * a whole group padded with masked rows, as csm_small_bwd_rows pads them.
+ * Row by row, short rows spent their time in the widening, the remainders
+ * and the per-row reduction. */
+static CSM_INLINE CSM_TARGET void CSM_FN(csm_small_bwd_group_m)(
+    const CSM_T *y, ptrdiff_t ldy, const CSM_T *g, ptrdiff_t ldg, const unsigned char *mk, ptrdiff_t ldm,
+    CSM_T *out, ptrdiff_t ldo, ptrdiff_t K, int logf, int wide)
+{
+    const ptrdiff_t lanes = CSM_LANES;
+    CSM_T yb[CSM_SMALL_K * CSM_LANES], gb[CSM_SMALL_K * CSM_LANES], c[CSM_LANES];
+    unsigned char mb[CSM_SMALL_K * CSM_LANES];
+    CSM_LANES_IN(yb, y, ldy, K, lanes);
+    CSM_LANES_IN(gb, g, ldg, K, lanes);
+    csm_mask_lanes(mk, ldm, K, mb, lanes, wide);
+    CSM_FN(csm_lanes_keep)(yb, mb, K * lanes, (CSM_T)0);
+    CSM_FN(csm_lanes_keep)(gb, mb, K * lanes, (CSM_T)0);
+    CSM_FN(csm_small_bwd_buf)(yb, gb, c, K, logf, lanes);
+    if (logf)
+        for (ptrdiff_t l = 0; l < lanes; ++l)
+            if (c[l] != c[l])
+                for (ptrdiff_t j = 0; j < K; ++j)
+                    yb[j * lanes + l] = (CSM_T)NAN;
+    CSM_FN(csm_lanes_keep)(yb, mb, K * lanes, (CSM_T)0);
+    CSM_LANES_OUT(out, ldo, yb, K, lanes);
+}
+
+/* A group with a constant K (which unrolls the transposes, see
+ * csm_small_rows). */
+static CSM_INLINE CSM_TARGET void CSM_FN(csm_small_bwd_switch_m)(
+    const CSM_T *y, ptrdiff_t ldy, const CSM_T *g, ptrdiff_t ldg, const unsigned char *mk, ptrdiff_t ldm,
+    CSM_T *out, ptrdiff_t ldo, ptrdiff_t K, int logf, int wide)
+{
+    switch (K) {
+#define CSM_K_CASE(kk) case kk: CSM_FN(csm_small_bwd_group_m)(y, ldy, g, ldg, mk, ldm, out, ldo, kk, logf, wide); break;
+    CSM_SMALL_K_CASES(CSM_K_CASE)
+#undef CSM_K_CASE
+    default: /* K <= CSM_SMALL_K here */
+        break;
+    }
+}
+
+static CSM_NOINLINE CSM_TARGET void CSM_FN(csm_masked_short_bwd)(
+    int logf, const CSM_T *y, ptrdiff_t ldy, const CSM_T *g, ptrdiff_t ldg, const unsigned char *mk,
+    ptrdiff_t ldm, CSM_T *out, ptrdiff_t ldo, ptrdiff_t rows, ptrdiff_t K)
+{
+    ptrdiff_t r = 0;
+    for (; r + CSM_LANES <= rows; r += CSM_LANES)
+        CSM_FN(csm_small_bwd_switch_m)(y + r * ldy, ldy, g + r * ldg, ldg, mk + r * ldm, ldm,
+                                       out + r * ldo, ldo, K, logf, csm_mask_lanes_wide(ldm, K, r, rows));
+    if (r < rows) {
+        CSM_T ty[CSM_LANES * CSM_SMALL_K], tg[CSM_LANES * CSM_SMALL_K];
+        unsigned char tm[CSM_LANES * CSM_SMALL_K];
+        const ptrdiff_t n = rows - r;
+        for (ptrdiff_t i = 0; i < CSM_LANES * K; ++i) {
+            ty[i] = tg[i] = 0;
+            tm[i] = 0;
+        }
+        for (ptrdiff_t l = 0; l < n; ++l)
+            for (ptrdiff_t j = 0; j < K; ++j) {
+                ty[l * K + j] = y[(r + l) * ldy + j];
+                tg[l * K + j] = g[(r + l) * ldg + j];
+                tm[l * K + j] = mk[(r + l) * ldm + j];
+            }
+        CSM_FN(csm_small_bwd_switch_m)(ty, K, tg, K, tm, K, ty, K, K, logf, 0);
+        for (ptrdiff_t l = 0; l < n; ++l)
+            for (ptrdiff_t j = 0; j < K; ++j)
+                out[(r + l) * ldo + j] = ty[l * K + j];
+    }
+}
+
 /* Staged rows of the masked family (csm_masked_rows says when):
  * csm_stage_rows(K) rows at a time, each operand that is not row-contiguous,
  * the mask too, gathered into buf as contiguous rows (csm_stage_in,
@@ -629,6 +725,12 @@ static CSM_TARGET void CSM_FN(csm_masked_rows)(
     if (mk && (op == CSM_OP_SOFTMAX || op == CSM_OP_LOG_SOFTMAX) && K <= CSM_SMALL_K
         && (acs == 1 || K == 1) && (ocs == 1 || K == 1) && (mcs == 1 || K == 1)) {
         CSM_FN(csm_small_rows_m)(a, ars, mk, mrs, out, ors, rows, K, op == CSM_OP_LOG_SOFTMAX);
+        return;
+    }
+    if (mk && binary && K <= CSM_MASKED_BWD_LANES_K && (acs == 1 || K == 1) && (bcs == 1 || K == 1)
+        && (ocs == 1 || K == 1) && (mcs == 1 || K == 1)) {
+        CSM_FN(csm_masked_short_bwd)(op == CSM_OP_LOG_SOFTMAX_BACKWARD, a, ars, b, brs, mk, mrs, out, ors,
+                                     rows, K);
         return;
     }
     if (op == CSM_OP_LOGSUMEXP && K <= CSM_SMALL_K && (acs == 1 || K == 1)

@@ -1946,13 +1946,9 @@ static CSM_INLINE void CSM_FN(csm_lbwd_nan_rows)(CSM_T *o, ptrdiff_t rs, ptrdiff
  * fraction of the cost: the row path spends its time in remainders and the
  * per-row reduction at K = 10 (1024 x 10 float32 took 12.3 us, Numba's plain
  * prange loop 11.5 us and a 3-array add 4.3 us on one AVX-512 thread). */
-static CSM_INLINE CSM_TARGET void CSM_FN(csm_small_bwd_group)(
-    const CSM_T *y, ptrdiff_t ldy, const CSM_T *g, ptrdiff_t ldg, CSM_T *out, ptrdiff_t ldo,
-    ptrdiff_t K, int logf, const ptrdiff_t lanes)
+static CSM_INLINE CSM_TARGET void CSM_FN(csm_small_bwd_buf)(CSM_T *yb, const CSM_T *gb, CSM_T *c,
+                                                           ptrdiff_t K, int logf, const ptrdiff_t lanes)
 {
-    CSM_T yb[CSM_SMALL_BWD_K * CSM_LANES], gb[CSM_SMALL_BWD_K * CSM_LANES], c[CSM_LANES];
-    CSM_LANES_IN(yb, y, ldy, K, lanes);
-    CSM_LANES_IN(gb, g, ldg, K, lanes);
 #define CSM_E(e, j) e[(j) * lanes + l]
 #define CSM_ACC(j, acc) (logf ? (acc) + (double)CSM_E(gb, j) \
     : CSM_FMA((double)CSM_E(gb, j), (double)CSM_E(yb, j), (acc)))
@@ -1980,6 +1976,16 @@ static CSM_INLINE CSM_TARGET void CSM_FN(csm_small_bwd_group)(
         }
     }
 #undef CSM_E
+}
+
+static CSM_INLINE CSM_TARGET void CSM_FN(csm_small_bwd_group)(
+    const CSM_T *y, ptrdiff_t ldy, const CSM_T *g, ptrdiff_t ldg, CSM_T *out, ptrdiff_t ldo,
+    ptrdiff_t K, int logf, const ptrdiff_t lanes)
+{
+    CSM_T yb[CSM_SMALL_BWD_K * CSM_LANES], gb[CSM_SMALL_BWD_K * CSM_LANES], c[CSM_LANES];
+    CSM_LANES_IN(yb, y, ldy, K, lanes);
+    CSM_LANES_IN(gb, g, ldg, K, lanes);
+    CSM_FN(csm_small_bwd_buf)(yb, gb, c, K, logf, lanes);
     CSM_LANES_OUT(out, ldo, yb, K, lanes);
     if (logf)
         CSM_FN(csm_lbwd_nan_rows)(out, ldo, 1, K, c, lanes, NULL);

@@ -456,3 +456,45 @@ def test_masked_call_in_place_gives_the_bits_of_a_new_output(isa, op, k, dtype):
         for y in (x.copy(), np.asfortranarray(x)):
             assert f(y, where=w, out=y, num_threads=threads) is y
             np.testing.assert_array_equal(y, want)
+
+
+def _same_bits_but_nan_payloads(got, want, what):
+    uint = np.uint32 if got.dtype == np.float32 else np.uint64
+    nan = np.isnan(want)
+    np.testing.assert_array_equal(np.isnan(got), nan, err_msg=what)
+    np.testing.assert_array_equal(got[~nan].view(uint), want[~nan].view(uint), err_msg=what)
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("op", ["softmax_backward", "log_softmax_backward"])
+@pytest.mark.parametrize("k", [1, 3, 10, 12, 13, 33, 300])
+@pytest.mark.parametrize("threads", [1, 2])
+def test_masked_backward_is_the_unmasked_backward_of_zeroed_operands(isa, op, k, threads, dtype):
+    # A masked term of the backward passes' sums is an exact zero: the
+    # masked call gives, bit for bit, the unmasked call on y and g with +0
+    # where the mask is off, its masked outputs then 0. Short rows (K <= 12)
+    # take their own lane kernel for it, longer ones the masked row kernel.
+    # Rows of 37 leave a partial group of lanes; g holds NaN, inf and -0.
+    rng = np.random.default_rng(k)
+    n = 37
+    x = (3 * rng.standard_normal((n, k))).astype(dtype)
+    w = rng.random((n, k)) > 0.3
+    w[0] = False
+    w[1] = True
+    y = csoftmax.softmax(x, where=w) if op == "softmax_backward" else csoftmax.log_softmax(x, where=w)
+    y[2, -1] = np.nan if op == "softmax_backward" else 4.0  # a y > 0 for log_softmax's exp
+    g = rng.standard_normal((n, k)).astype(dtype)
+    g[3::5, k // 2] = np.nan
+    g[4::7, 0] = np.inf
+    g[5::3, -1] = -0.0
+    f = getattr(csoftmax, op)
+    with np.errstate(all="ignore"):
+        got = f(y, g, where=w, num_threads=threads)
+        zy, zg = np.where(w, y, dtype(0)), np.where(w, g, dtype(0))
+        want = np.where(w, f(zy, zg, num_threads=threads), dtype(0))
+        shared = np.broadcast_to(w[7], w.shape)
+        got_shared = f(y, g, where=w[7], num_threads=threads)
+        want_shared = np.where(shared, f(np.where(shared, y, 0).astype(dtype),
+                                         np.where(shared, g, 0).astype(dtype), num_threads=threads), dtype(0))
+    _same_bits_but_nan_payloads(got, want, "per-row mask")
+    _same_bits_but_nan_payloads(got_shared, want_shared, "one mask for every row")
