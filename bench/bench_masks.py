@@ -17,7 +17,11 @@ left its 1-thread logsumexp of 16384 x 1000 on both cores of a 2-core VM,
   logsumexp: csoftmax, scipy.special.logsumexp, torch.logsumexp and
   jax.nn.logsumexp under jax.jit;
   log_softmax_backward of the -inf-filled input's log_softmax (y with -inf),
-  out=, against the same call on a clean y and NumPy's formula.
+  out=, against the same call on a clean y and NumPy's formula;
+  softmax_backward with the random mask (where=, out=) of the masked softmax,
+  against the unmasked call, NumPy's formula with np.where and torch's
+  native backward of the masked softmax (what autograd runs after a
+  masked_fill: the masked y are 0).
 Each entry is the best time per call over several rounds of back-to-back
 calls. Peers that are not installed are left out and named. The summary says,
 per case, whether csoftmax is the fastest and how masked compares with
@@ -70,6 +74,7 @@ def worker(threads, shapes, budget):
         # -inf where the input did), against the same call on a clean y.
         y, y_inf = csoftmax.log_softmax(x), csoftmax.log_softmax(x_inf)
         g = rng.standard_normal((n, k)).astype(np.float32)
+        ym = csoftmax.softmax(x, where=wr)  # the masked softmax: 0 where masked
         cases = {
             ("softmax_masked", "csoftmax unmasked"): lambda: csoftmax.softmax(x, num_threads=threads),
             ("softmax_masked", "csoftmax where="): lambda: csoftmax.softmax(x, where=w, num_threads=threads),
@@ -92,6 +97,12 @@ def worker(threads, shapes, budget):
                 lambda: csoftmax.log_softmax_backward(y_inf, g, out=out, num_threads=threads),
             ("log_softmax_backward_minus_inf", "numpy formula"):
                 lambda: g - np.exp(y_inf) * g.sum(-1, keepdims=True),
+            ("softmax_backward_masked", "csoftmax unmasked"):
+                lambda: csoftmax.softmax_backward(ym, g, out=out, num_threads=threads),
+            ("softmax_backward_masked", "csoftmax where= out="):
+                lambda: csoftmax.softmax_backward(ym, g, where=wr, out=out, num_threads=threads),
+            ("softmax_backward_masked", "numpy formula"):
+                lambda: np.where(wr, ym * (g - (np.where(wr, g, 0) * ym).sum(-1, keepdims=True)), 0),
         }
         if torch is not None:
             tx, tnot = torch.from_numpy(x), torch.from_numpy(~w)
@@ -101,6 +112,9 @@ def worker(threads, shapes, budget):
             cases[("softmax_random_mask", "torch masked_fill+softmax")] = \
                 lambda: tx.masked_fill(trnot, float("-inf")).softmax(-1)
             cases[("logsumexp", "torch")] = lambda: torch.logsumexp(tx, -1)
+            tym, tg = torch.from_numpy(ym), torch.from_numpy(g)
+            cases[("softmax_backward_masked", "torch native")] = \
+                lambda: torch._softmax_backward_data(tg, tym, -1, tym.dtype)
         if jax is not None:
             jx, jw = jnp.asarray(x), jnp.asarray(w)
             cases[("softmax_masked", "jax where= (jit)")] = \
@@ -136,7 +150,8 @@ def report(runs):
     missing = {k: v for run in runs for k, v in run["missing"].items()}
     print(f"float32; best time per call; peers missing: {missing or 'none'}")
     flags = []
-    for case in ("softmax_masked", "softmax_random_mask", "logsumexp", "log_softmax_backward_minus_inf"):
+    for case in ("softmax_masked", "softmax_random_mask", "logsumexp", "log_softmax_backward_minus_inf",
+                 "softmax_backward_masked"):
         print(f"\n## {case}")
         keys = sorted({(tuple(r["shape"]), r["threads"]) for r in rows if r["case"] == case})
         for shape, t in keys:
@@ -151,7 +166,10 @@ def report(runs):
                 line += f"  | vs fastest peer ({best_peer}): {peers[best_peer] / ours:.2f}x faster"
                 if ours > peers[best_peer]:
                     flags.append(f"{case} {shape} {t}T: {best_peer} is faster")
-            if case.startswith("softmax"):
+            if case == "softmax_backward_masked":
+                line += (f"  | masked/unmasked: "
+                         f"{cell['csoftmax where= out='] / cell['csoftmax unmasked']:.2f}x")
+            elif case.startswith("softmax"):
                 line += (f"  | masked/unmasked: "
                          f"{cell['csoftmax where=' ] / cell['csoftmax unmasked']:.2f}x")
             elif case == "log_softmax_backward_minus_inf":
