@@ -76,6 +76,14 @@ def rel_err(got, want):
     return float(np.max(np.abs(g - w) / np.maximum(np.abs(w), np.finfo(np.float64).tiny)))
 
 
+def assert_same_bits(got, want, what):
+    """Bit for bit, except NaN payloads: NaN where want is NaN."""
+    uint = np.uint32 if got.dtype == np.float32 else np.uint64
+    nan = np.isnan(want)
+    np.testing.assert_array_equal(np.isnan(got), nan, err_msg=what)
+    np.testing.assert_array_equal(got[~nan].view(uint), want[~nan].view(uint), err_msg=what)
+
+
 @pytest.fixture
 def stream_at_8mib():
     # The threshold is the machine's LLC (up to hundreds of MiB on servers):

@@ -11,6 +11,7 @@ import numpy as np
 import pytest
 
 from csoftmax import _cpu
+from conftest import assert_same_bits
 
 # float64 exp overflows above 709.78; float32 above 88.72.
 EXP_DOMAIN = {np.float32: (-110.0, 0.0), np.float64: (-750.0, 0.0)}
@@ -115,14 +116,6 @@ def rows_of(op, x, k):
     out = np.empty_like(a)
     _cpu.run(op, a, None, out, 1)
     return out.ravel()[:x.size]
-
-
-def assert_same_bits(got, want, what):
-    """Bit for bit, except NaN payloads: NaN where want is NaN."""
-    uint = np.uint32 if got.dtype == np.float32 else np.uint64
-    nan = np.isnan(want)
-    np.testing.assert_array_equal(np.isnan(got), nan, err_msg=what)
-    np.testing.assert_array_equal(got[~nan].view(uint), want[~nan].view(uint), err_msg=what)
 
 
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
