@@ -778,7 +778,13 @@ static CSM_INLINE CSM_TARGET double CSM_FN(csm_log)(double x)
 #define CSM_MAX_W_ ((CSM_ISA_ID == 2 ? 256 : CSM_ISA_ID == 1 ? 128 : 64) / (int)sizeof(CSM_T))
 #define CSM_MAX_W (CSM_MAX_W_ > 16 ? CSM_MAX_W_ : 16)
 /* mk, where not NULL, a widened mask (CSM_MW_T): a masked element counts as
- * -inf (csm_row_max_m). */
+ * -inf, so the max is the largest unmasked element (-inf when there is
+ * none; NaN is ignored, as without a mask: it reaches the sum and makes the
+ * row NaN there). In the accumulators, not one reduction, which bound each
+ * masked row by the latency of its compare and blend (4096 x 128 float32, a
+ * random mask, AVX-512, one thread, us: softmax(where=) 228 -> 212,
+ * log_softmax 290 -> 272, logsumexp 266 -> 246); the masked rows of K >= 16
+ * now take it in registers (csm_rows_max_v, its mask as selects). */
 #define CSM_MX_(j) (mk && !mk[j] ? -CSM_INF_T : x[j])
 static CSM_INLINE CSM_TARGET CSM_T CSM_FN(csm_row_max_mk)(const CSM_T *x, const CSM_MW_T *mk,
                                                            ptrdiff_t K)
@@ -997,18 +1003,6 @@ static CSM_INLINE CSM_TARGET int CSM_FN(csm_group_rows_max_normal)(const int R, 
     for (int rr = 0; rr < R; ++rr)
         m[rr] = CSM_FN(csm_row_max_mk)(x[rr], mk ? mk[rr] : NULL, K);
     return 0;
-}
-
-/* The largest unmasked element (-inf when there is none). NaN is ignored,
- * as in csm_row_max: it reaches the sum and makes the row NaN there. In
- * csm_row_max's accumulators: one, as a reduction, bound each row by the
- * latency of its compare and blend (4096 x 128 float32, a random mask,
- * AVX-512, one thread, us: softmax(where=) 228 -> 212, log_softmax 290 ->
- * 272, logsumexp 266 -> 246). */
-static CSM_INLINE CSM_TARGET CSM_T CSM_FN(csm_row_max_m)(const CSM_T *x, const CSM_MW_T *mk,
-                                                          ptrdiff_t K)
-{
-    return CSM_FN(csm_row_max_mk)(x, mk, K);
 }
 
 /* The fixed tree of csm_tree_sum over CSM_PARTS values of the element type,
