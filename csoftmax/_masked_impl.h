@@ -570,9 +570,9 @@ static CSM_TARGET ptrdiff_t CSM_FN(csm_masked_pairs)(
  * -> 17.7 (34.5), K = 20 21.0 (48.3) -> 25.4 (48.0); AVX-512 float32 K = 32
  * 28.9 (30.2) -> 20.0 (23.0); AVX-512 float64 K = 24 27.2 (41.9) -> 24.2
  * (36.3), K = 28 28.6 (47.4) -> 30.9 (46.9); baseline float32 K = 32 131
- * (195) -> 50 (81). At K = 10, float32: AVX-512 26.6 (46.3) -> 7.6 (8.9),
- * AVX2 23.5 (23.7) -> 7.8-8.6 (10.3-11.4), baseline 24.4 (42.1) -> 14.5
- * (24.4); unmasked 3.8-4.4. */
+ * (195) -> 50 (81), with K a constant per case (below). At K = 10,
+ * float32, K read at run time: AVX-512 26.6 (46.3) -> 11.6 (11.1), AVX2
+ * 23.5 (23.7) -> 11.1 (12.5); unmasked 3.8-4.4. */
 #ifndef CSM_MASKED_BWD_LANES_K
   #define CSM_MASKED_BWD_LANES_K \
       (CSM_ISA_ID == 1 ? (CSM_F32 ? 24 : 16) : CSM_ISA_ID == 2 && !CSM_F32 ? 24 : CSM_SMALL_K)
@@ -591,7 +591,9 @@ static CSM_TARGET ptrdiff_t CSM_FN(csm_masked_pairs)(
  * (tested), so this gives the masked row kernel's. The last rows go through
  * a whole group padded with masked rows, as csm_small_bwd_rows pads them.
  * Row by row, short rows spent their time in the widening, the remainders
- * and the per-row reduction. */
+ * and the per-row reduction. K is read at run time: a case per constant K,
+ * as the unmasked lanes take them, unrolled the transposes but took each
+ * ISA's compile from about 150 s to 220-290 s. */
 static CSM_INLINE CSM_TARGET void CSM_FN(csm_small_bwd_group_m)(
     const CSM_T *y, ptrdiff_t ldy, const CSM_T *g, ptrdiff_t ldg, const unsigned char *mk, ptrdiff_t ldm,
     CSM_T *out, ptrdiff_t ldo, ptrdiff_t K, int logf, int wide)
@@ -614,29 +616,14 @@ static CSM_INLINE CSM_TARGET void CSM_FN(csm_small_bwd_group_m)(
     CSM_LANES_OUT(out, ldo, yb, K, lanes);
 }
 
-/* A group with a constant K (which unrolls the transposes, see
- * csm_small_rows). */
-static CSM_INLINE CSM_TARGET void CSM_FN(csm_small_bwd_switch_m)(
-    const CSM_T *y, ptrdiff_t ldy, const CSM_T *g, ptrdiff_t ldg, const unsigned char *mk, ptrdiff_t ldm,
-    CSM_T *out, ptrdiff_t ldo, ptrdiff_t K, int logf, int wide)
-{
-    switch (K) {
-#define CSM_K_CASE(kk) case kk: CSM_FN(csm_small_bwd_group_m)(y, ldy, g, ldg, mk, ldm, out, ldo, kk, logf, wide); break;
-    CSM_SMALL_K_CASES(CSM_K_CASE)
-#undef CSM_K_CASE
-    default: /* K <= CSM_SMALL_K here */
-        break;
-    }
-}
-
 static CSM_NOINLINE CSM_TARGET void CSM_FN(csm_masked_short_bwd)(
     int logf, const CSM_T *y, ptrdiff_t ldy, const CSM_T *g, ptrdiff_t ldg, const unsigned char *mk,
     ptrdiff_t ldm, CSM_T *out, ptrdiff_t ldo, ptrdiff_t rows, ptrdiff_t K)
 {
     ptrdiff_t r = 0;
     for (; r + CSM_LANES <= rows; r += CSM_LANES)
-        CSM_FN(csm_small_bwd_switch_m)(y + r * ldy, ldy, g + r * ldg, ldg, mk + r * ldm, ldm,
-                                       out + r * ldo, ldo, K, logf, csm_mask_lanes_wide(ldm, K, r, rows));
+        CSM_FN(csm_small_bwd_group_m)(y + r * ldy, ldy, g + r * ldg, ldg, mk + r * ldm, ldm,
+                                      out + r * ldo, ldo, K, logf, csm_mask_lanes_wide(ldm, K, r, rows));
     if (r < rows) {
         CSM_T ty[CSM_LANES * CSM_SMALL_K], tg[CSM_LANES * CSM_SMALL_K];
         unsigned char tm[CSM_LANES * CSM_SMALL_K];
@@ -651,7 +638,7 @@ static CSM_NOINLINE CSM_TARGET void CSM_FN(csm_masked_short_bwd)(
                 tg[l * K + j] = g[(r + l) * ldg + j];
                 tm[l * K + j] = mk[(r + l) * ldm + j];
             }
-        CSM_FN(csm_small_bwd_switch_m)(ty, K, tg, K, tm, K, ty, K, K, logf, 0);
+        CSM_FN(csm_small_bwd_group_m)(ty, K, tg, K, tm, K, ty, K, K, logf, 0);
         for (ptrdiff_t l = 0; l < n; ++l)
             for (ptrdiff_t j = 0; j < K; ++j)
                 out[(r + l) * ldo + j] = ty[l * K + j];
