@@ -75,6 +75,7 @@ cdef extern from "_rows.h" nogil:
     int CSM_VEC_BWD_K_AVX2_F64
     int csm_best_isa()
     int csm_cpu_is_amd()
+    int csm_cpu_family()
     int csm_select_isa(int isa)
     int csm_openmp_enabled()
     int csm_max_threads()
@@ -319,11 +320,32 @@ def _cpu_is_amd():
     return bool(csm_cpu_is_amd())
 
 
+def _cpu_family():
+    """The CPU's x86 family (CPUID leaf 1), 0 off x86: the streaming rule
+    tells AMD's Zen 4 (0x19) from Zen 5 (0x1A) by it."""
+    return csm_cpu_family()
+
+
+# A Zen 4 (AMD family 0x19 with AVX-512; a 2-core VM, 32 MiB L3, 1 MiB L2
+# per core, DRAM fast enough that a 3-array pass of 196 MB took 5.5 ms)
+# streamed faster from one thread, as the Zen 3 and the Xeon did and the
+# Zen 5 did not. One process alternating the settings, operands rotated
+# past the L3, one thread, time streamed over regular, AVX-512 kernels then
+# AVX2 ones: softmax_backward float32 16384 x 1000 0.79 and 0.71 (0.62 and
+# 0.61 without the dot product's prefetches, below), float64 0.75 and 0.79,
+# 100000 x 64 0.85 and 0.88; log_softmax_backward float32 16384 x 1000 0.83
+# and 0.79, float64 0.84 and 0.95; softmax and log_softmax 16384 x 1000
+# (131 MB with the input) 0.96-1.05. Outputs between one and two LLCs did
+# better with regular stores there (the Jacobian 1000 x 100, 40 MB: 0.95
+# and 1.30 streamed at one thread, 1.17 and 1.24 at two), so Zen 4 keeps
+# the two-LLC threshold and streams from one thread.
 if csm_best_isa() == 1 or (csm_best_isa() == 2 and not csm_cpu_is_amd()):
     _stream_bytes = _stream_llc_bytes()
     _stream_threads = 1
 else:
     _stream_bytes = 2 * _stream_llc_bytes()
+    if csm_cpu_family() < 0x1A:
+        _stream_threads = 1
 
 # The row kernels prefetch the rows ahead (_rows.h, CSM_PREFETCH_BYTES) only
 # in calls whose operands and output together exceed this many bytes: the L2
@@ -351,8 +373,17 @@ cdef Py_ssize_t _prefetch_bytes = _CACHE_SIZES.get(2) or (1 << 20)
 # in its exp pass, bound by arithmetic (AVX2, 1365 x 1000, time without /
 # with: 1.24-1.33 on the Zen 5, 1.66 / 1.48 on the Zen 3), and softmax was
 # even at 6 MiB on both (0.98-1.00).
+# With an L1d of 32 KiB (AMD Zen 3, Zen 4) it does not prefetch at all:
+# Zen 4, one thread, operands rotated past the L3, time without / with the
+# prefetches: float32 16384 x 1000 0.79 (AVX-512) and 0.82 (AVX2) with
+# regular stores, 0.79 and 0.86 streamed; float64 0.86 and 0.82, 0.87 and
+# 0.82; 100000 x 64 0.92 and 0.94, 0.84 and 0.86; two threads 0.81-1.00. The
+# rows in flight (the dot product's row and the one whose output it writes:
+# 20 KiB of float32 rows of 1000) and the prefetched lines overflow such an
+# L1. The Zen 3 above was even either way; the Zen 5 (48 KiB L1d) gained.
 cdef Py_ssize_t _dot_prefetch_l2s = (
-    max(8, _llc_bytes() // (2 * _CACHE_SIZES[2])) if _CACHE_SIZES.get(2) and _llc_bytes() else 8)
+    1 << 40 if 0 < _CACHE_SIZES.get(1, 0) < 48 << 10
+    else max(8, _llc_bytes() // (2 * _CACHE_SIZES[2])) if _CACHE_SIZES.get(2) and _llc_bytes() else 8)
 
 
 def prefetch_bytes():

@@ -576,6 +576,7 @@ _Static_assert(CSM_LONG_GROUP * CSM_LONG_CHUNK <= 4 * (CSM_LONG_ROW / 8), "a gro
 
 #if (defined(__x86_64__) || defined(__i386__)) && (defined(__GNUC__) || defined(__clang__))
   #define CSM_X86_DISPATCH 1
+  #include <cpuid.h> /* csm_cpu_family */
 #else
   #define CSM_X86_DISPATCH 0
 #endif
@@ -668,6 +669,24 @@ static int csm_cpu_is_amd(void)
 #if CSM_X86_DISPATCH
     __builtin_cpu_init();
     return __builtin_cpu_is("amd") != 0;
+#else
+    return 0;
+#endif
+}
+
+/* The CPU's x86 family as CPUID leaf 1 gives it (base plus extended
+ * family; AMD Zen 3 and Zen 4 are 0x19, Zen 5 0x1A), 0 elsewhere: the
+ * streaming rule in _engine.pyx tells Zen 4 from Zen 5 by it. */
+static int csm_cpu_family(void)
+{
+#if CSM_X86_DISPATCH
+    unsigned int a, b, c, d;
+    if (!__get_cpuid(1, &a, &b, &c, &d))
+        return 0;
+    {
+        const int base = (int)((a >> 8) & 0xF);
+        return base == 0xF ? base + (int)((a >> 20) & 0xFF) : base;
+    }
 #else
     return 0;
 #endif

@@ -2,6 +2,7 @@
 the build (csoftmax._engine.CONSTANTS), the path a call takes is observed
 (csoftmax._engine.plan), and the results on both sides are checked."""
 import os
+import re
 import sys
 import time
 
@@ -158,18 +159,23 @@ def test_mid_size_calls_take_the_team_only_within_a_burst(fn):
 
 
 def test_streaming_threshold_follows_the_last_level_cache_and_the_cpu():
-    # Twice the LLC at two threads on an AMD CPU with AVX-512; one LLC at
-    # any thread count on the other x86-64 CPUs (where streaming measured
+    # Twice the LLC on an AMD CPU with AVX-512, from two threads on Zen 5
+    # (family 0x1A) and later, from one on Zen 4 (0x19); one LLC at any
+    # thread count on the other x86-64 CPUs (where streaming measured
     # faster). An LLC counts for at most 64 MiB (a server's shared L3).
     llc = _engine._llc_bytes()
     widest = _engine.supported_isas()[-1]
     one_llc = widest == "avx2" or (widest == "avx512" and not _engine._cpu_is_amd())
     if widest != "baseline" and os.path.exists("/proc/cpuinfo"):
         with open("/proc/cpuinfo") as f:
-            assert _engine._cpu_is_amd() == ("AuthenticAMD" in f.read())
+            info = f.read()
+        assert _engine._cpu_is_amd() == ("AuthenticAMD" in info)
+        families = re.findall(r"^cpu family\s*:\s*(\d+)", info, re.M)
+        if families:
+            assert _engine._cpu_family() == int(families[0])
     assert _engine._stream_llc_bytes() == min(llc or 8 << 20, 64 << 20)
     assert _engine.stream_bytes() == (1 if one_llc else 2) * min(llc or 8 << 20, 64 << 20)
-    assert _engine.stream_threads() == (1 if one_llc else 2)
+    assert _engine.stream_threads() == (1 if one_llc or _engine._cpu_family() < 0x1A else 2)
     if sys.platform.startswith("linux") and os.path.isdir("/sys/devices/system/cpu/cpu0/cache"):
         assert llc >= 1 << 20  # every x86-64 or arm64 Linux machine has an MiB of cache
     with pytest.raises(ValueError, match="nbytes"):
@@ -420,11 +426,16 @@ def test_calls_past_l2_prefetch_and_calls_in_cache_do_not():
     assert _engine.plan("log_softmax_backward", large, k)["prefetch"]
     # softmax_backward's dot product is bound by loads, which its prefetches
     # compete with: it prefetches past half the LLC (three operands of k
-    # elements per row), kept as a multiple of the L2 threshold, at least 8.
+    # elements per row), kept as a multiple of the L2 threshold, at least 8;
+    # never where the L1d is under 48 KiB (the multiple is 2^40 there).
     llc, l2_read = _engine._llc_bytes(), _engine._CACHE_SIZES.get(2)
-    times = max(8, llc // (2 * l2_read)) if llc and l2_read else 8
+    l1_small = 0 < _engine._CACHE_SIZES.get(1, 0) < 48 << 10
+    times = 1 << 40 if l1_small else max(8, llc // (2 * l2_read)) if llc and l2_read else 8
     edge = times * l2 // (3 * k * 4)
     assert not _engine.plan("softmax_backward", large, k)["prefetch"]
+    if l1_small:
+        assert not _engine.plan("softmax_backward", 1 << 30, k)["prefetch"]
+        return
     assert not _engine.plan("softmax_backward", edge, k)["prefetch"]
     assert _engine.plan("softmax_backward", edge + 1, k)["prefetch"]
     if llc and l2_read and llc >= 16 * l2_read:  # the threshold is half the LLC
