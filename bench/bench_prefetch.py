@@ -6,8 +6,9 @@
 
 The engine asks the row kernels to prefetch the rows ahead only where the
 call's operands and output exceed prefetch_bytes() (the L2 cache), and
-softmax_backward only past half the LLC: its dot product's pass is bound by
-loads, and a prefetch takes a load's slot (_engine.pyx). This bench checks
+softmax_backward only past half the LLC, and never where the L1d holds 32 KiB:
+its dot product's pass is bound by loads, and a prefetch takes a load's slot
+(_engine.pyx). This bench checks
 that rule on the machine at hand: for each op and size of operands plus
 output (in LLCs) it times the same out= call, on the same arrays (so that
 they stay in L3 where they fit), with the threshold forced to 0 (every
