@@ -381,8 +381,13 @@ cdef Py_ssize_t _prefetch_bytes = _CACHE_SIZES.get(2) or (1 << 20)
 # rows in flight (the dot product's row and the one whose output it writes:
 # 20 KiB of float32 rows of 1000) and the prefetched lines overflow such an
 # L1. The Zen 3 above was even either way; the Zen 5 (48 KiB L1d) gained.
+# softmax's long rows that keep their exps in the output (csm_long_rows,
+# csm_long_softmax_kept) always prefetch elsewhere, and take the same
+# threshold there (Zen 4, 8 x 2^20 float32 out=: 0.78x the time without
+# their prefetches at one and two threads under AVX-512; _rows_impl.h).
+cdef bint _l1_small = 0 < _CACHE_SIZES.get(1, 0) < 48 << 10
 cdef Py_ssize_t _dot_prefetch_l2s = (
-    1 << 40 if 0 < _CACHE_SIZES.get(1, 0) < 48 << 10
+    1 << 40 if _l1_small
     else max(8, _llc_bytes() // (2 * _CACHE_SIZES[2])) if _CACHE_SIZES.get(2) and _llc_bytes() else 8)
 
 
@@ -792,10 +797,11 @@ cdef int _plan(int op, Py_ssize_t n, Py_ssize_t k, Py_ssize_t acs, Py_ssize_t bc
     p.stream = big_out and _stream_threads <= 1 and not 0 < kept_row_bytes < _stream_bytes
     p.keep = False
     pf_bytes = _prefetch_bytes
-    if op == OP_SOFTMAX_BACKWARD:  # (the tests set thresholds up to 2^62)
+    if op == OP_SOFTMAX_BACKWARD or (kept_row_bytes and _l1_small):  # (the tests set thresholds up to 2^62)
         pf_bytes = (_prefetch_bytes * _dot_prefetch_l2s
                     if _prefetch_bytes <= PY_SSIZE_T_MAX // _dot_prefetch_l2s else PY_SSIZE_T_MAX)
-    p.prefetch = (work + n * k * csm_op_arity[op]) * itemsize > pf_bytes
+    p.prefetch = ((kept_row_bytes and not _l1_small)
+                  or (work + n * k * csm_op_arity[op]) * itemsize > pf_bytes)
     p.default_threads = num_threads <= 0
     p.num_threads = 1
     cost = n * (work // n + ROW_COST) * csm_op_cost[op]

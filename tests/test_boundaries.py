@@ -433,8 +433,17 @@ def test_calls_past_l2_prefetch_and_calls_in_cache_do_not():
     times = 1 << 40 if l1_small else max(8, llc // (2 * l2_read)) if llc and l2_read else 8
     edge = times * l2 // (3 * k * 4)
     assert not _engine.plan("softmax_backward", large, k)["prefetch"]
+    # softmax's long rows that keep their exps in the output prefetch at any
+    # size, but with such an L1d, where they take softmax_backward's rule.
+    assert _engine.plan("softmax", 8, 1 << 20)["prefetch"] == (not l1_small)
+    assert _engine.plan("log_softmax", 8, 1 << 20)["prefetch"]
     if l1_small:
         assert not _engine.plan("softmax_backward", 1 << 30, k)["prefetch"]
+        old = _engine.set_prefetch_bytes(0)
+        try:
+            assert _engine.plan("softmax", 8, 1 << 20)["prefetch"]
+        finally:
+            _engine.set_prefetch_bytes(old)
         return
     assert not _engine.plan("softmax_backward", edge, k)["prefetch"]
     assert _engine.plan("softmax_backward", edge + 1, k)["prefetch"]
@@ -471,6 +480,29 @@ def test_prefetching_never_changes_a_bit(isa, fn, dtype, k, threads):
     if fn != "softmax_jacobian":
         np.testing.assert_array_equal(results[0][1], results[1][1], strict=True)
         np.testing.assert_array_equal(results[0][0], results[0][1], strict=True)
+
+
+@pytest.mark.parametrize("threads", [1, 2])
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_long_kept_rows_give_the_same_bits_with_and_without_prefetches(isa, dtype, threads):
+    # softmax's rows past L2 that keep their exps in the output prefetch
+    # or not by the plan (never with a 32 KiB L1d unless the threshold is
+    # forced to 0); the masked kernels' long rows always do.
+    k = (1 << 20) // np.dtype(dtype).itemsize + 777
+    rng = np.random.default_rng(8)
+    x = (rng.standard_normal((3, k)) * 4).astype(dtype)
+    x[1, 5000:9000] = -np.inf
+    x[2, 123] = 80.0
+    got = []
+    for threshold in (0, 1 << 62):
+        old = _engine.set_prefetch_bytes(threshold)
+        try:
+            got.append(csoftmax.softmax(x, num_threads=threads))
+        finally:
+            _engine.set_prefetch_bytes(old)
+    np.testing.assert_array_equal(got[0], got[1], strict=True)
+    np.testing.assert_array_equal(csoftmax.softmax(x, where=np.ones(k, bool)), got[0], strict=True)
+    np.testing.assert_allclose(got[0], ref_softmax(x), rtol=2e-6 if dtype == np.float32 else 1e-13, atol=1e-30)
 
 
 # Row lengths whose last elements fill less than the 16 partial sums of a row
