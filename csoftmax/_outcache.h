@@ -22,8 +22,8 @@
  * thread, float32 16384 x 1000, with y at offset 64 and g at 16 (NumPy's),
  * softmax_backward out= took 6.9 ms with its output at offset 64, 6.2 at
  * 128, 5.4 at 0 or 16, and 5.0-5.4 at 256, 512, 576, 1088, 2112, 3136,
- * 3648 or 4032 (best of 12, two runs). Only outputs of CSM_OC_MIN_BYTES or more come here
- * (_alloc.pyx); smaller ones keep NumPy's own allocator.
+ * 3648 or 4032 (best of 12, two runs). Only outputs of CSM_OC_MIN_BYTES or
+ * more come here (_alloc.pyx); smaller ones keep NumPy's own allocator.
  *
  * The cache holds at most CSM_OC_SLOTS blocks and csm_oc.limit bytes; a
  * block larger than the limit is freed at once, and freeing a block into a
