@@ -493,11 +493,19 @@ def test_long_kept_rows_give_the_same_bits_with_and_without_prefetches(isa, dtyp
     x = (rng.standard_normal((3, k)) * 4).astype(dtype)
     x[1, 5000:9000] = -np.inf
     x[2, 123] = 80.0
+    wide = np.zeros((3, 2 * k), dtype)
+    wide[:, ::2] = x
     got = []
     for threshold in (0, 1 << 62):
         old = _engine.set_prefetch_bytes(threshold)
         try:
             got.append(csoftmax.softmax(x, num_threads=threads))
+            # Every other column (gathered into a row, the same kernel) and
+            # Fortran order (csm_long_rows_strided) give the C-order bits.
+            np.testing.assert_array_equal(csoftmax.softmax(wide[:, ::2], num_threads=threads), got[-1],
+                                          strict=True)
+            np.testing.assert_array_equal(csoftmax.softmax(np.asfortranarray(x), num_threads=threads),
+                                          got[-1], strict=True)
         finally:
             _engine.set_prefetch_bytes(old)
     np.testing.assert_array_equal(got[0], got[1], strict=True)
