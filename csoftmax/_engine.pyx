@@ -339,11 +339,24 @@ def _cpu_family():
 # better with regular stores there (the Jacobian 1000 x 100, 40 MB: 0.95
 # and 1.30 streamed at one thread, 1.17 and 1.24 at two), so Zen 4 keeps
 # the two-LLC threshold and streams from one thread.
+#
+# log_softmax's long rows (and softmax's past CSM_LONG_KEEP) stream from one
+# LLC under that rule too (_long_stream_div): their output pass reads x
+# again and writes y with no exps to hide the reads for ownership behind,
+# and past the LLC neither stays in it. Zen 4, operands rotated (three
+# sets) or reused (one), time streamed / regular, log_softmax out=, one and
+# two threads: float32 8 x 2^20 (32 MiB, one LLC) AVX-512 0.67-0.73 and
+# 0.84-0.87, AVX2 0.75-0.77 and 0.90-0.93; float64 8 x 2^19 0.87 and
+# 0.90-0.94, AVX2 0.85-0.90 and 0.91-0.97; but float32 4 x 2^20 (16 MiB,
+# which stays in the L3 between calls) two threads with one set reused 1.14
+# and 1.17 (one thread 0.74-0.88).
+cdef Py_ssize_t _long_stream_div = 1
 if csm_best_isa() == 1 or (csm_best_isa() == 2 and not csm_cpu_is_amd()):
     _stream_bytes = _stream_llc_bytes()
     _stream_threads = 1
 else:
     _stream_bytes = 2 * _stream_llc_bytes()
+    _long_stream_div = 2
     if csm_cpu_family() < 0x1A:
         _stream_threads = 1
 
@@ -413,6 +426,23 @@ def stream_bytes():
     AMD CPU with AVX-512, that size once on other x86-64 CPUs. (The ops
     bound by their exps keep regular stores: stream_exp_ops.)"""
     return _stream_bytes
+
+
+def long_stream_bytes():
+    """log_softmax's rows past L2 (and softmax's past the kept length)
+    stream outputs of at least this many bytes: stream_bytes(), halved where
+    that is two LLCs (an AMD CPU with AVX-512)."""
+    return _stream_bytes // _long_stream_div
+
+
+def _set_long_stream_div(Py_ssize_t div):
+    """Set the long rows' divisor of the streaming threshold (tests);
+    returns the old one."""
+    global _long_stream_div
+    if div < 1:
+        raise ValueError("_set_long_stream_div: div must be >= 1")
+    old, _long_stream_div = _long_stream_div, div
+    return old
 
 
 def stream_threads():
@@ -773,7 +803,9 @@ cdef int _plan(int op, Py_ssize_t n, Py_ssize_t k, Py_ssize_t acs, Py_ssize_t bc
     if op == OP_SOFTMAX_BACKWARD or nt_rows:
         foot = work + n * k * csm_op_arity[op]
     big_out = (not (flags & RUN_FRESH_OUT) and not masked
-               and foot * itemsize >= _stream_bytes
+               and foot * itemsize >= (_stream_bytes // _long_stream_div
+                                       if long_rows and not (op == OP_SOFTMAX and k <= CSM_LONG_KEEP)
+                                       else _stream_bytes)
                and (csm_op_cost[op] < 3 or long_rows or nt_rows or _stream_exp_ops))
     # softmax's long rows of at most CSM_LONG_KEEP elements keep their exps
     # in the output (csm_long_rows) and compute them again from x where it

@@ -176,6 +176,8 @@ def test_streaming_threshold_follows_the_last_level_cache_and_the_cpu():
     assert _engine._stream_llc_bytes() == min(llc or 8 << 20, 64 << 20)
     assert _engine.stream_bytes() == (1 if one_llc else 2) * min(llc or 8 << 20, 64 << 20)
     assert _engine.stream_threads() == (1 if one_llc or _engine._cpu_family() < 0x1A else 2)
+    # log_softmax's long rows stream from one LLC under either rule.
+    assert _engine.long_stream_bytes() == _engine._stream_llc_bytes()
     if sys.platform.startswith("linux") and os.path.isdir("/sys/devices/system/cpu/cpu0/cache"):
         assert llc >= 1 << 20  # every x86-64 or arm64 Linux machine has an MiB of cache
     with pytest.raises(ValueError, match="nbytes"):
@@ -225,6 +227,34 @@ def test_streaming_threshold_is_where_streaming_starts(dtype, itemsize, stream_a
     # An output that fits in the LLC stays there.
     _engine.set_stream_bytes(1 << 30)
     assert not _engine.plan("softmax_backward", n_at + 1, k, dtype, num_threads=2)["stream"]
+
+
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
+@pytest.mark.parametrize("halved", [False, True])
+def test_long_log_softmax_rows_stream_from_the_long_rows_threshold(dtype, halved, stream_at_8mib):
+    # log_softmax's rows past L2 (and softmax's past the kept length) stream
+    # from long_stream_bytes(): the threshold itself, or half of it where the
+    # threshold is two LLCs. softmax's kept rows keep the threshold.
+    itemsize = np.dtype(dtype).itemsize
+    old = _engine._set_long_stream_div(2 if halved else 1)
+    try:
+        at = _engine.long_stream_bytes()
+        assert at == stream_at_8mib // (2 if halved else 1)
+        k = _engine.CONSTANTS["long_row_bytes"] // itemsize + 64
+        n_at = -(-at // (k * itemsize))  # the fewest rows whose output reaches it
+        assert not _engine.plan("log_softmax", n_at - 1, k, dtype, num_threads=2)["stream"]
+        assert _engine.plan("log_softmax", n_at, k, dtype, num_threads=2)["stream"]
+        # A freshly allocated output never streams.
+        assert not _engine.plan("log_softmax", n_at, k, dtype, fresh_out=True, num_threads=2)["stream"]
+        n_sm = -(-stream_at_8mib // (k * itemsize))
+        if halved:
+            assert not _engine.plan("softmax", n_sm - 1, k, dtype, num_threads=2)["stream"]
+        # Rows past the kept length (each past any threshold here) stream as
+        # log_softmax's do.
+        kp = _engine.CONSTANTS["long_keep"] + 16
+        assert _engine.plan("softmax", 2, kp, dtype, num_threads=2)["stream"]
+    finally:
+        _engine._set_long_stream_div(old)
 
 
 @pytest.mark.parametrize("dtype", ["float32", "float64"])
