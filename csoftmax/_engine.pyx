@@ -398,6 +398,13 @@ cdef Py_ssize_t _prefetch_bytes = _CACHE_SIZES.get(2) or (1 << 20)
 # csm_long_softmax_kept) always prefetch elsewhere, and take the same
 # threshold there (Zen 4, 8 x 2^20 float32 out=: 0.78x the time without
 # their prefetches at one and two threads under AVX-512; _rows_impl.h).
+# So does the Jacobian, whose prefetches fetch the next block of its output
+# for ownership: Zen 4, out=, two outputs in turn (as bench_targets.py
+# rotates them), time without / with, AVX-512 and AVX2: float32 1000 x 100
+# one thread 0.77-0.79 and 0.76-0.84, two 0.93-0.97 and 0.91-0.98; float64
+# 1000 x 100 (regular stores) one thread 0.79-0.82 and 0.80-0.84, two
+# 0.93-0.97 and 0.81-0.92; float32 10000 x 32 one thread 0.97 and
+# 0.89-0.91, two 0.96-1.02 and 1.00-1.02.
 cdef bint _l1_small = 0 < _CACHE_SIZES.get(1, 0) < 48 << 10
 cdef Py_ssize_t _dot_prefetch_l2s = (
     1 << 40 if _l1_small
@@ -829,7 +836,7 @@ cdef int _plan(int op, Py_ssize_t n, Py_ssize_t k, Py_ssize_t acs, Py_ssize_t bc
     p.stream = big_out and _stream_threads <= 1 and not 0 < kept_row_bytes < _stream_bytes
     p.keep = False
     pf_bytes = _prefetch_bytes
-    if op == OP_SOFTMAX_BACKWARD or (kept_row_bytes and _l1_small):  # (the tests set thresholds up to 2^62)
+    if op == OP_SOFTMAX_BACKWARD or ((kept_row_bytes or jacobian) and _l1_small):  # (the tests set thresholds up to 2^62)
         pf_bytes = (_prefetch_bytes * _dot_prefetch_l2s
                     if _prefetch_bytes <= PY_SSIZE_T_MAX // _dot_prefetch_l2s else PY_SSIZE_T_MAX)
     p.prefetch = ((kept_row_bytes and not _l1_small)
