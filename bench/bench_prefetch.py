@@ -8,7 +8,9 @@ The engine asks the row kernels to prefetch the rows ahead only where the
 call's operands and output exceed prefetch_bytes() (the L2 cache), and
 softmax_backward only past half the LLC, and never where the L1d holds 32 KiB:
 its dot product's pass is bound by loads, and a prefetch takes a load's slot
-(_engine.pyx). This bench checks
+(_engine.pyx). The Jacobian, whose prefetches fetch its output's next block
+for ownership, takes no prefetches either where the L1d holds 32 KiB. This
+bench checks
 that rule on the machine at hand: for each op and size of operands plus
 output (in LLCs) it times the same out= call, on the same arrays (so that
 they stay in L3 where they fit), with the threshold forced to 0 (every
@@ -32,6 +34,8 @@ def cases(llc, quick):
         for op, arrays in (("softmax_backward", 3), ("log_softmax_backward", 3), ("softmax", 2)):
             for k in (128, 1000):
                 out.append((op, (max(nbytes // (arrays * 4 * k), 1), k)))
+        for k in (32, 100):  # the Jacobian: its (n, k, k) output
+            out.append(("softmax_jacobian", (max(nbytes // (4 * k * k), 1), k)))
     return out
 
 
@@ -51,8 +55,8 @@ def main():
     for op, shape in cases(llc, args.quick):
         f = getattr(csoftmax, op)
         operands = _timing.operands(op, shape, rng)
-        out = np.empty_like(operands[0])
-        mib = (len(operands) + 1) * out.nbytes / 2**20
+        out = np.empty(shape + shape[1:] if op == "softmax_jacobian" else shape, np.float32)
+        mib = (sum(a.nbytes for a in operands) + out.nbytes) / 2**20
         for threads in (1, 2):
             def call():
                 f(*operands, out=out, num_threads=threads)
