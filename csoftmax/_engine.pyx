@@ -809,10 +809,11 @@ cdef int _plan(int op, Py_ssize_t n, Py_ssize_t k, Py_ssize_t acs, Py_ssize_t bc
     foot = work
     if op == OP_SOFTMAX_BACKWARD or nt_rows:
         foot = work + n * k * csm_op_arity[op]
+    kept_row_bytes = (2 * k * itemsize if op == OP_SOFTMAX and long_rows and k <= CSM_LONG_KEEP
+                      else 0)
     big_out = (not (flags & RUN_FRESH_OUT) and not masked
                and foot * itemsize >= (_stream_bytes // _long_stream_div
-                                       if long_rows and not (op == OP_SOFTMAX and k <= CSM_LONG_KEEP)
-                                       else _stream_bytes)
+                                       if long_rows and not kept_row_bytes else _stream_bytes)
                and (csm_op_cost[op] < 3 or long_rows or nt_rows or _stream_exp_ops))
     # softmax's long rows of at most CSM_LONG_KEEP elements keep their exps
     # in the output (csm_long_rows) and compute them again from x where it
@@ -831,8 +832,6 @@ cdef int _plan(int op, Py_ssize_t n, Py_ssize_t k, Py_ssize_t acs, Py_ssize_t bc
     # two threads, 0.84 and 0.91 with the same operands at each call, 0.84
     # and 1.02 rotated; one thread 0.93 and 1.21 (rotated); float64
     # 8 x 2^19, bound by its exps, 1.13 and 1.08-1.13 (one and two threads).
-    kept_row_bytes = (2 * k * itemsize if op == OP_SOFTMAX and k * itemsize > CSM_LONG_ROW
-                      and k <= CSM_LONG_KEEP else 0)
     p.stream = big_out and _stream_threads <= 1 and not 0 < kept_row_bytes < _stream_bytes
     p.keep = False
     pf_bytes = _prefetch_bytes

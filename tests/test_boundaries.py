@@ -257,6 +257,40 @@ def test_long_log_softmax_rows_stream_from_the_long_rows_threshold(dtype, halved
         _engine._set_long_stream_div(old)
 
 
+@pytest.mark.parametrize("order", ["C", "F", "strided"])
+@pytest.mark.parametrize("threads", [1, 2])
+def test_long_log_softmax_rows_streamed_at_the_halved_threshold_give_the_regular_bits(
+        isa, threads, order, stream_at_8mib):
+    # Where the threshold is two LLCs, log_softmax's long rows stream from
+    # half of it: at that size, with the plan's own thresholds (not forced
+    # to 0), a reused output streams and holds the bits of regular stores,
+    # in every layout (Fortran order and strided rows take the gathered
+    # path, which writes with regular stores).
+    old_div, old_threads = _engine._set_long_stream_div(2), _engine.set_stream_threads(1)
+    try:
+        k = _engine.CONSTANTS["long_row_bytes"] // 4 + 64
+        n = -(-_engine.long_stream_bytes() // (k * 4))
+        x = (np.random.default_rng(9).standard_normal((n, 2 * k)) * 5).astype(np.float32)
+        x[1, 100:3000] = -np.inf
+        x = {"C": np.ascontiguousarray(x[:, :k]), "F": np.asfortranarray(x[:, :k]),
+             "strided": x[:, ::2]}[order]
+        old_bytes = _engine.set_stream_bytes(1 << 60)
+        try:
+            regular = csoftmax.log_softmax(x, num_threads=threads)
+        finally:
+            _engine.set_stream_bytes(old_bytes)
+        out = np.empty(x.shape, np.float32, order="F" if order == "F" else "C")
+        before = _engine.streamed_blocks()
+        csoftmax.log_softmax(x, out=out, num_threads=threads)
+        if order == "C":
+            assert _engine.streamed_blocks() > before
+        np.testing.assert_array_equal(out, regular, strict=True)
+        np.testing.assert_allclose(regular, ref_log_softmax(x), rtol=2e-6, atol=2e-6)
+    finally:
+        _engine._set_long_stream_div(old_div)
+        _engine.set_stream_threads(old_threads)
+
+
 @pytest.mark.parametrize("dtype", ["float32", "float64"])
 @pytest.mark.parametrize("threads", [1, 2])
 def test_long_softmax_rows_keep_their_exps_where_the_rows_in_flight_fit_the_llc(threads, dtype, stream_at_8mib):
