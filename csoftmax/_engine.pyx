@@ -73,6 +73,7 @@ cdef extern from "_rows.h" nogil:
     int CSM_VEC_BWD_MIN
     int CSM_VEC_BWD_K
     int CSM_VEC_BWD_K_AVX2_F64
+    int CSM_BWD_PIPE_BYTES
     int csm_best_isa()
     int csm_cpu_is_amd()
     int csm_cpu_family()
@@ -1102,6 +1103,7 @@ CONSTANTS = {
     "vec_bwd_min": CSM_VEC_BWD_MIN,
     "vec_bwd_k": CSM_VEC_BWD_K,
     "vec_bwd_k_avx2_f64": CSM_VEC_BWD_K_AVX2_F64,
+    "bwd_pipe_bytes": CSM_BWD_PIPE_BYTES,
     "block_elems": BLOCK_ELEMS,
     "block_share": _block_share,
     "team": _team,

@@ -153,6 +153,21 @@ _Static_assert(CSM_SMALL_BWD_K == 12, "CSM_SMALL_BWD_K_CASES lists K = 1 .. 12")
  * 14.9 and K = 32 15.6 -> 21.4). */
 #define CSM_VEC_BWD_K_AVX2_F64 12
 
+/* softmax_backward pipelines a row's output pass with the next row's dot
+ * product (csm_row_dot_out) only in rows of at most this many bytes; longer
+ * rows take the two passes one after the other. AMD Zen 4, one process per
+ * form, operands rotated between two sets, best quarter of 30-1000 calls,
+ * out=, us pipelined -> one after the other (AVX-512; AVX2 alike), one
+ * thread: float32 1024 x 1000 303-323 -> 207-222 (torch's
+ * _softmax_backward_data 203-221), 8192 x 256 794 -> 536, 8192 x 200 525 ->
+ * 379, 4096 x 512 679 -> 471, float64 4096 x 128 327 -> 266, 50000 x 64
+ * (512 bytes) 2532 -> 2147, float32 16384 x 1000 (from DRAM, streaming off)
+ * 7550 -> 5886; two threads: float32 1024 x 1000 141 -> 104, 16384 x 1000
+ * 5307 -> 3929. Rows of 512 bytes and less went the other way at two
+ * threads: float32 4096 x 128 43.0-45.7 -> 44.6-46.9, 16384 x 96 154 -> 161,
+ * and one thread 4096 x 128 83.3-84.0 -> 86.1-86.6. */
+#define CSM_BWD_PIPE_BYTES 512
+
 /* The cases K = 1 .. CSM_SMALL_K of the short-row drivers' switch: each
  * calls its group kernel with a constant K, which unrolls the transposes. */
 #define CSM_SMALL_K_CASES(CASE)                                                     \

@@ -2991,7 +2991,8 @@ static CSM_INLINE CSM_TARGET int CSM_FN(csm_short_bwd)(
 }
 
 /* softmax backward: out = y * (g - sum(g * y)). One pass for the dot product,
- * one fused elementwise pass; the row stays in cache in between. The two are
+ * one fused elementwise pass; the row stays in cache in between. In rows of
+ * at most CSM_BWD_PIPE_BYTES the two are
  * pipelined across rows: the loop that takes row r + 1's dot product writes
  * row r's output (csm_row_dot_out), so the stores of one row overlap the
  * loads from memory of the next instead of following them; the sums and the
@@ -3020,7 +3021,21 @@ static CSM_TARGET void CSM_FN(csm_softmax_backward_core)(
         return;
     if (rows <= 0)
         return;
-    /* The dot product in double, for the reason given at csm_row_sum. */
+    if (K * (ptrdiff_t)sizeof(CSM_T) > CSM_BWD_PIPE_BYTES) {
+        for (ptrdiff_t r = 0; r < rows; ++r) {
+            const CSM_T *yr = y + r * ldy, *gr = g + r * ldg;
+            CSM_T *orow = out + r * ldo;
+            /* The dot product in double, for the reason given at csm_row_sum. */
+            const CSM_T d = (CSM_T)CSM_FN(csm_row_sum)(gr, yr, NULL, K, CSM_SUM_DOT,
+                                                       CSM_PF_ROW_(csm_prefetch_row, gr, ldg, K, sizeof(CSM_T)),
+                                                       CSM_PF_ROW_(csm_prefetch_row, yr, ldy, K, sizeof(CSM_T)),
+                                                       NULL);
+#pragma omp simd
+            for (ptrdiff_t i = 0; i < K; ++i)
+                orow[i] = yr[i] * (gr[i] - d);
+        }
+        return;
+    }
     CSM_T d = (CSM_T)CSM_FN(csm_row_sum)(g, y, NULL, K, CSM_SUM_DOT,
                                          CSM_PF_ROW_(csm_prefetch_row, g, ldg, K, sizeof(CSM_T)),
                                          CSM_PF_ROW_(csm_prefetch_row, y, ldy, K, sizeof(CSM_T)), NULL);

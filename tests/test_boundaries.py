@@ -769,7 +769,9 @@ def test_log_softmax_backward_row_whose_grad_sums_to_nan_is_the_quiet_nan(dtype,
 @pytest.mark.parametrize("fn", ["softmax_backward", "log_softmax_backward"])
 def test_backward_rows_in_a_batch_give_the_bits_of_a_row_alone(fn, dtype, isa):
     # softmax_backward takes row r + 1's dot product in the loop that writes
-    # row r: each row's bits must still be those the row gives alone, beside
+    # row r in rows of up to bwd_pipe_bytes, and the two passes one after
+    # the other in longer rows: each row's bits must still be those the row
+    # gives alone (on either side of that length), beside
     # hostile rows, at any thread count, with prefetches and streaming stores
     # forced, with the output written over y or g, and with rows strided
     # (views into wider arrays) or in Fortran order.
@@ -777,7 +779,8 @@ def test_backward_rows_in_a_batch_give_the_bits_of_a_row_alone(fn, dtype, isa):
     rng = np.random.default_rng(22)
     pf, st, sth = _engine.prefetch_bytes(), _engine.stream_bytes(), _engine.stream_threads()
     try:
-        for k in [C["vec_bwd_k"] + 1, 100, 1000]:
+        pipe_k = C["bwd_pipe_bytes"] // np.dtype(dtype).itemsize
+        for k in [C["vec_bwd_k"] + 1, 100, pipe_k, pipe_k + 1, 1000]:
             y, g = _tail_inputs(fn, 11, k, dtype, rng)
             g[3, :] = np.nan
             y[4, k // 3] = np.inf
