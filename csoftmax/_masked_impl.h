@@ -143,6 +143,94 @@ static CSM_INLINE CSM_TARGET void CSM_FN(csm_masked_softmax_row)(
     CSM_FN(csm_masked_finish)(CSM_OP_SOFTMAX, x, mk, y, K, m, s);
 }
 
+/* The output of a masked row of a backward pass once its sum s is known
+ * (the dot product of g and x for softmax_backward, the sum of g for
+ * log_softmax_backward, over the unmasked elements), the mask mk read at
+ * its declared type: the widened row (csm_masked_bwd_out) or the caller's
+ * bytes (csm_masked_bwd_out_bytes). One body, so the two give the same
+ * bits; its NaN rows are csm_lbwd_nan_rows's. */
+#define CSM_MASKED_BWD_OUT_BODY_                                                          \
+    {                                                                                         \
+        if (op == CSM_OP_SOFTMAX_BACKWARD) {                                                  \
+            const CSM_T d = (CSM_T)s;                                                         \
+            _Pragma("omp simd")                                                               \
+            for (ptrdiff_t i = 0; i < K; ++i)                                                 \
+                y[i] = mk[i] ? x[i] * (g[i] - d) : (CSM_T)0;                                  \
+            return;                                                                           \
+        }                                                                                     \
+        const CSM_T sg = (CSM_T)s;                                                            \
+        CSM_MASKED_LBWD_OUT_;                                                                 \
+        /* As csm_lbwd_nan_rows: a row whose sum of g is NaN is NaN where kept. */           \
+        if (sg != sg)                                                                         \
+            for (ptrdiff_t j = 0; j < K; ++j)                                                 \
+                y[j] = mk[j] ? (CSM_T)NAN : (CSM_T)0;                                         \
+    }
+#if CSM_EXP_TAB
+  #define CSM_MASKED_LBWD_OUT_                                                                \
+    CSM_T e[CSM_EXP_CHUNK];                                                                   \
+    for (ptrdiff_t i0 = 0; i0 < K; i0 += CSM_EXP_CHUNK) {                                     \
+        const ptrdiff_t nb = K - i0 < CSM_EXP_CHUNK ? K - i0 : CSM_EXP_CHUNK;                 \
+        CSM_FN(csm_exp_lanes)(e, x + i0, NULL, 0, nb, 1);                                     \
+        _Pragma("omp simd")                                                                   \
+        for (ptrdiff_t p = 0; p < nb; ++p)                                                    \
+            y[i0 + p] = mk[i0 + p] ? g[i0 + p] - e[p] * sg : (CSM_T)0;                        \
+    }
+#else
+/* One loop where the C form vectorises (float64, baseline; see
+ * csm_exp_lanes): chunked, it cost 3% here (AVX-512 float32 when its C form
+ * was the degree-6 polynomial, 4096 x 128). */
+  #define CSM_MASKED_LBWD_OUT_                                                                \
+    _Pragma("omp simd")                                                                       \
+    for (ptrdiff_t i = 0; i < K; ++i)                                                         \
+        y[i] = mk[i] ? g[i] - CSM_FN(csm_exp)(x[i]) * sg : (CSM_T)0
+#endif
+static CSM_INLINE CSM_TARGET void CSM_FN(csm_masked_bwd_out)(int op, const CSM_T *x, const CSM_T *g,
+                                                             const CSM_MW_T *mk, CSM_T *y, ptrdiff_t K,
+                                                             double s)
+CSM_MASKED_BWD_OUT_BODY_
+static CSM_INLINE CSM_TARGET void CSM_FN(csm_masked_bwd_out_bytes)(int op, const CSM_T *x, const CSM_T *g,
+                                                                   const unsigned char *mk, CSM_T *y,
+                                                                   ptrdiff_t K, double s)
+CSM_MASKED_BWD_OUT_BODY_
+#undef CSM_MASKED_BWD_OUT_BODY_
+#undef CSM_MASKED_LBWD_OUT_
+
+#if CSM_EXP_V && CSM_ISA_ID == 2
+/* AVX-512: a masked row of a backward pass with unit strides, its mask the
+ * caller's bytes, not widened: csm_masked_row's sums (csm_row_sum_bytes) and
+ * output, the same bits; softmax_backward's output in registers, each
+ * register's masked lanes +0 as the select makes them. Out of line: inlined
+ * into csm_masked_rows, its loops spilled registers to the stack. AMD Zen 4,
+ * one thread, a random mask (90% kept), out=, us, widened -> bytes,
+ * softmax_backward (log_softmax_backward): float32 4096 x 128 158-163 ->
+ * 124-127 (243-250 -> 194-203; unmasked 79-84), 8192 x 129 448-464 -> 303
+ * (642 -> 452), 2048 x 1000 807 -> 678 (982 -> 717), float64 4096 x 128
+ * 224-267 -> 164-188, 1024 x 1000 760 -> 530. AVX2 has no mask registers:
+ * rebuilding a lane mask from the bytes took two or three operations per
+ * register, and the same form there measured 0.78-1.35x the widened row's
+ * time (float32 8192 x 129 405 -> 547, 2048 x 1000 671 -> 757, 4096 x 128
+ * 175 -> 173; float64 4096 x 128 262 -> 203), so AVX2 and baseline widen. */
+static CSM_NOINLINE CSM_TARGET void CSM_FN(csm_masked_bwd_bytes)(int op, const CSM_T *x, const CSM_T *g,
+                                                                 const unsigned char *m, CSM_T *y,
+                                                                 ptrdiff_t K)
+{
+    if (op != CSM_OP_SOFTMAX_BACKWARD) {
+        CSM_FN(csm_masked_bwd_out_bytes)(op, x, g, m, y, K, CSM_FN(csm_row_sum_bytes)(g, g, m, K, CSM_SUM_PLAIN));
+        return;
+    }
+    const CSM_XV d = CSM_XV_(set1)((CSM_T)CSM_FN(csm_row_sum_bytes)(g, x, m, K, CSM_SUM_DOT));
+    ptrdiff_t i = 0;
+    for (; i + CSM_XVW <= K; i += CSM_XVW)
+        CSM_XV_(storeu)(y + i, CSM_XV_(maskz_mul)(CSM_FN(csm_keep_bytes)(m + i, CSM_XVW), CSM_XV_(loadu)(x + i),
+                                                  CSM_XV_(sub)(CSM_XV_(loadu)(g + i), d)));
+    if (i < K) {
+        const CSM_XM k = CSM_FN(csm_keep_bytes)(m + i, K - i);
+        CSM_XV_STOREN(y + i, K - i,
+                      CSM_XV_(maskz_mul)(k, CSM_XV_LOADM(x + i, k), CSM_XV_(sub)(CSM_XV_LOADM(g + i, k), d)));
+    }
+}
+#endif
+
 /* One row of op, contiguous operands (x: the input or y; g: grad; mk: the
  * mask, NULL only for logsumexp), into y (row-shaped ops), y[0]
  * (logsumexp) or the K x K block y (the Jacobian). y may be x or g. */
@@ -167,35 +255,14 @@ static CSM_INLINE CSM_TARGET void CSM_FN(csm_masked_row)(
         CSM_FN(csm_masked_finish)(CSM_OP_LOG_SOFTMAX, x, mk, y, K, m, s);
         break;
     }
-    case CSM_OP_SOFTMAX_BACKWARD: {
-        const CSM_T d = (CSM_T)CSM_FN(csm_row_sum)(g, x, mk, K, CSM_SUM_DOT, NULL, NULL, NULL);
-#pragma omp simd
-        for (ptrdiff_t i = 0; i < K; ++i)
-            y[i] = mk[i] ? x[i] * (g[i] - d) : (CSM_T)0;
+    case CSM_OP_SOFTMAX_BACKWARD:
+        CSM_FN(csm_masked_bwd_out)(op, x, g, mk, y, K,
+                                   CSM_FN(csm_row_sum)(g, x, mk, K, CSM_SUM_DOT, NULL, NULL, NULL));
         break;
-    }
-    case CSM_OP_LOG_SOFTMAX_BACKWARD: {
-        const CSM_T sg = (CSM_T)CSM_FN(csm_row_sum)(g, g, mk, K, CSM_SUM_PLAIN, NULL, NULL, NULL);
-#if CSM_EXP_TAB
-        CSM_T e[CSM_EXP_CHUNK];
-        for (ptrdiff_t i0 = 0; i0 < K; i0 += CSM_EXP_CHUNK) {
-            const ptrdiff_t nb = K - i0 < CSM_EXP_CHUNK ? K - i0 : CSM_EXP_CHUNK;
-            CSM_FN(csm_exp_lanes)(e, x + i0, NULL, 0, nb, 1);
-#pragma omp simd
-            for (ptrdiff_t p = 0; p < nb; ++p)
-                y[i0 + p] = mk[i0 + p] ? g[i0 + p] - e[p] * sg : (CSM_T)0;
-        }
-#else
-        /* One loop where the C form vectorises (float64, baseline; see
-         * csm_exp_lanes): chunked, it cost 3% here (AVX-512 float32 when
-         * its C form was the degree-6 polynomial, 4096 x 128). */
-#pragma omp simd
-        for (ptrdiff_t i = 0; i < K; ++i)
-            y[i] = mk[i] ? g[i] - CSM_FN(csm_exp)(x[i]) * sg : (CSM_T)0;
-#endif
-        CSM_FN(csm_lbwd_nan_rows)(y, 0, 1, K, &sg, 1, mk);
+    case CSM_OP_LOG_SOFTMAX_BACKWARD:
+        CSM_FN(csm_masked_bwd_out)(op, x, g, mk, y, K,
+                                   CSM_FN(csm_row_sum)(g, g, mk, K, CSM_SUM_PLAIN, NULL, NULL, NULL));
         break;
-    }
     case CSM_OP_SOFTMAX_JACOBIAN: {
         /* s into the block's last row (scratch until it is written last),
          * then the block, with row and column i exactly 0 where element i is
@@ -750,6 +817,12 @@ static CSM_TARGET void CSM_FN(csm_masked_rows)(
         const unsigned char *mb = mk ? mk + r * mrs : 0;
         const CSM_MW_T *mr = 0;
         CSM_T *orow = out + r * ors;
+#if CSM_EXP_V && CSM_ISA_ID == 2
+        if (mb && binary && acs == 1 && bcs == 1 && ocs == 1 && mcs == 1) {
+            CSM_FN(csm_masked_bwd_bytes)(op, ar, br, mb, orow, K);
+            continue;
+        }
+#endif
         if (mb) {
             /* A mask shared by every row (mrs = 0) is widened once. */
             if (r == 0 || mrs != 0)

@@ -1448,6 +1448,69 @@ static CSM_INLINE CSM_TARGET double CSM_FN(csm_row_dot_out)(const CSM_T *a, cons
     CSM_FN(csm_rows_sum)(1, &a, &b, &mk, K, CSM_SUM_DOT, &s, &pfa, &pfb, &pfw, sy, sg, so, sd, NULL, 1);
     return s;
 }
+#if CSM_EXP_V && CSM_ISA_ID == 2
+/* AVX-512: the lanes of a register kept by the mask bytes at m (nonzero:
+ * the element takes part), as a mask register, from one vptestmb; n < CSM_XVW
+ * in a row's tail, where no byte past m + n is read and the lanes past n are
+ * dropped. */
+static CSM_INLINE CSM_TARGET CSM_XM CSM_FN(csm_keep_bytes)(const unsigned char *m, ptrdiff_t n)
+{
+  #if CSM_F32
+    const __m128i b = n < CSM_XVW ? _mm_maskz_loadu_epi8(CSM_XM_FIRST(n), m)
+                                  : _mm_loadu_si128((const __m128i *)m);
+    return _mm_test_epi8_mask(b, b);
+  #else
+    const __m128i b = n < CSM_XVW ? _mm_maskz_loadu_epi8(CSM_XM_FIRST(n), m)
+                                  : _mm_loadl_epi64((const __m128i *)m);
+    return (CSM_XM)(_mm_test_epi8_mask(b, b) & 0xffu);
+  #endif
+}
+
+/* csm_row_sum with the mask as the caller's bytes (m, unit stride) instead
+ * of a widened row: each register's masked lanes load as +0 (a zero-masked
+ * load or conversion), the term csm_sum_v makes of a masked lane (0 * 0, or
+ * 0), in the same partials and order, so the same bits. */
+static CSM_INLINE CSM_TARGET double CSM_FN(csm_row_sum_bytes)(const CSM_T *a, const CSM_T *b,
+                                                              const unsigned char *m, ptrdiff_t K,
+                                                              const int what)
+{
+    enum { NV_ = CSM_PARTS / CSM_XVW, ND_ = CSM_PARTS / CSM_XVDW };
+    CSM_XVD av[ND_];
+    for (int h = 0; h < ND_; ++h)
+        av[h] = CSM_XVD_(setzero)();
+    ptrdiff_t i = 0;
+    for (; i + CSM_PARTS <= K; i += CSM_PARTS)
+        for (int h = 0; h < NV_; ++h) {
+            const ptrdiff_t j = i + h * CSM_XVW;
+            const CSM_XM k = CSM_FN(csm_keep_bytes)(m + j, CSM_XVW);
+  #if CSM_F32
+            /* Each half widened straight from memory (csm_sum_reg's reason:
+             * no extract per half). */
+            for (int half = 0; half < 2; ++half) {
+                const __mmask8 kh = (__mmask8)(k >> (8 * half));
+                const CSM_XVD wa = _mm512_maskz_cvtps_pd(kh, _mm256_loadu_ps(a + j + 8 * half));
+                av[2 * h + half] = what == CSM_SUM_DOT
+                    ? CSM_XVD_(fmadd)(wa, _mm512_maskz_cvtps_pd(kh, _mm256_loadu_ps(b + j + 8 * half)),
+                                      av[2 * h + half])
+                    : CSM_XVD_(add)(av[2 * h + half], wa);
+            }
+  #else
+            CSM_FN(csm_sum_v)(av, h, CSM_XV_LOADM(a + j, k),
+                              what == CSM_SUM_DOT ? CSM_XV_LOADM(b + j, k) : CSM_XV_(setzero)(), NULL, what,
+                              k, 0);
+  #endif
+        }
+    for (int h = 0; h < NV_ && i + h * CSM_XVW < K; ++h) {
+        const ptrdiff_t j = i + h * CSM_XVW, n = K - j < CSM_XVW ? K - j : CSM_XVW;
+        const CSM_XM k = CSM_FN(csm_keep_bytes)(m + j, n);
+        CSM_FN(csm_sum_v)(av, h, CSM_XV_LOADM(a + j, k),
+                          what == CSM_SUM_DOT ? CSM_XV_LOADM(b + j, k) : CSM_XV_(setzero)(), NULL, what,
+                          k, 1);
+    }
+    return CSM_FN(csm_xvd_tree)(av);
+}
+#endif
+
 /* csm_row_sum over a chunk of a row, its partials carried in carry (16
  * doubles, zero before the first chunk); the last chunk (fin) returns the
  * row's sum. */
@@ -1919,7 +1982,8 @@ static CSM_TARGET void CSM_FN(csm_small_rows)(
  * and the compiler picks a form at each site by the registers around it:
  * a streamed row's boundary register took g's NaN where the row's loop took
  * exp's. Every site of the op (rows, lanes, streamed, masked) writes its
- * output and then calls this, so their bits agree. Where c is not NaN, no g
+ * output and then calls this (csm_masked_bwd_out, which reads the mask as
+ * bytes or widened, writes the same NaN itself), so their bits agree. Where c is not NaN, no g
  * is, and exp(y) alone can be: the result is its NaN at every site. */
 static CSM_INLINE void CSM_FN(csm_lbwd_nan_rows)(CSM_T *o, ptrdiff_t rs, ptrdiff_t cs, ptrdiff_t K,
                                                  const CSM_T *c, ptrdiff_t n, const CSM_MW_T *mk)
