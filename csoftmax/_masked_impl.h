@@ -196,29 +196,14 @@ CSM_MASKED_BWD_OUT_BODY_
 #undef CSM_MASKED_LBWD_OUT_
 
 #if CSM_EXP_V && CSM_ISA_ID == 2
-/* AVX-512: a masked row of a backward pass with unit strides, its mask the
- * caller's bytes, not widened: csm_masked_row's sums (csm_row_sum_bytes) and
- * output, the same bits; softmax_backward's output in registers, each
- * register's masked lanes +0 as the select makes them. Out of line: inlined
- * into csm_masked_rows, its loops spilled registers to the stack. AMD Zen 4,
- * one thread, a random mask (90% kept), out=, us, widened -> bytes,
- * softmax_backward (log_softmax_backward): float32 4096 x 128 158-163 ->
- * 124-127 (243-250 -> 194-203; unmasked 79-84), 8192 x 129 448-464 -> 303
- * (642 -> 452), 2048 x 1000 807 -> 678 (982 -> 717), float64 4096 x 128
- * 224-267 -> 164-188, 1024 x 1000 760 -> 530. AVX2 has no mask registers:
- * rebuilding a lane mask from the bytes took two or three operations per
- * register, and the same form there measured 0.78-1.35x the widened row's
- * time (float32 8192 x 129 405 -> 547, 2048 x 1000 671 -> 757, 4096 x 128
- * 175 -> 173; float64 4096 x 128 262 -> 203), so AVX2 and baseline widen. */
-static CSM_NOINLINE CSM_TARGET void CSM_FN(csm_masked_bwd_bytes)(int op, const CSM_T *x, const CSM_T *g,
-                                                                 const unsigned char *m, CSM_T *y,
-                                                                 ptrdiff_t K)
+/* AVX-512: softmax_backward's output of a masked row whose dot product is s,
+ * the mask the caller's bytes (unit stride), in registers: each register's
+ * masked lanes +0, as csm_masked_bwd_out's select makes them. */
+static CSM_INLINE CSM_TARGET void CSM_FN(csm_masked_sbwd_out_bytes)(const CSM_T *x, const CSM_T *g,
+                                                                    const unsigned char *m, CSM_T *y,
+                                                                    ptrdiff_t K, double s)
 {
-    if (op != CSM_OP_SOFTMAX_BACKWARD) {
-        CSM_FN(csm_masked_bwd_out_bytes)(op, x, g, m, y, K, CSM_FN(csm_row_sum_bytes)(g, g, m, K, CSM_SUM_PLAIN));
-        return;
-    }
-    const CSM_XV d = CSM_XV_(set1)((CSM_T)CSM_FN(csm_row_sum_bytes)(g, x, m, K, CSM_SUM_DOT));
+    const CSM_XV d = CSM_XV_(set1)((CSM_T)s);
     ptrdiff_t i = 0;
     for (; i + CSM_XVW <= K; i += CSM_XVW)
         CSM_XV_(storeu)(y + i, CSM_XV_(maskz_mul)(CSM_FN(csm_keep_bytes)(m + i, CSM_XVW), CSM_XV_(loadu)(x + i),
@@ -228,6 +213,65 @@ static CSM_NOINLINE CSM_TARGET void CSM_FN(csm_masked_bwd_bytes)(int op, const C
         CSM_XV_STOREN(y + i, K - i,
                       CSM_XV_(maskz_mul)(k, CSM_XV_LOADM(x + i, k), CSM_XV_(sub)(CSM_XV_LOADM(g + i, k), d)));
     }
+}
+
+/* AVX-512: masked rows of a backward pass with unit strides (row r of a, b,
+ * the mask and out at r ars, r brs, r mrs and r ors; mrs = 0: one mask for
+ * every row), the mask read as the caller's bytes, not widened into a row
+ * first: csm_masked_row's sums (csm_row_sum_bytes) and outputs, so the same
+ * bits. Out of line: inlined into csm_masked_rows, these loops spilled
+ * registers to the stack. softmax_backward's short rows are pipelined as the
+ * unmasked kernel's are (CSM_BWD_PIPE_BYTES): row r's dot product before row
+ * r - 1's output, so the sum's tree resolves while the next row's loads
+ * run. AMD Zen 4, one thread, a random mask (90% kept), out=, two
+ * alternations of the builds, us, widened -> bytes, softmax_backward
+ * (log_softmax_backward): float32 4096 x 128 168-204 -> 93-94 (249-285 ->
+ * 180; unmasked 81), 8192 x 129 447-474 -> 266-267 (640-669 -> 421-429),
+ * 8192 x 256 595-665 -> 444-497 (955-969 -> 688-710), 2048 x 1000 643-687
+ * -> 518-607 (883-941 -> 697-736); float64 8192 x 64 297-372 -> 178-182,
+ * 1024 x 1000 876-974 -> 483-504. The pipeline alone: float32 4096 x 128
+ * 104.5 -> 94, but 2048 x 1000 719-764 -> 848-920. float64
+ * log_softmax_backward widens (csm_masked_rows): its output loop (the C
+ * form's exp) selected by bytes took 1.02-1.17x the widened row's time
+ * (8192 x 64 621-701 -> 706-710, 1024 x 1000 1344-1426 -> 1570-1608). AVX2
+ * has no mask registers: rebuilding a lane mask from the bytes took two or
+ * three operations per register, and the same form there measured
+ * 0.78-1.35x the widened row's time (float32 8192 x 129 405 -> 547, 2048 x
+ * 1000 671 -> 757, 4096 x 128 175 -> 173; float64 4096 x 128 262 -> 203),
+ * so AVX2 and baseline widen. */
+static CSM_NOINLINE CSM_TARGET void CSM_FN(csm_masked_bwd_bytes_rows)(
+    int op, const CSM_T *a, ptrdiff_t ars, const CSM_T *b, ptrdiff_t brs, const unsigned char *mk,
+    ptrdiff_t mrs, CSM_T *out, ptrdiff_t ors, ptrdiff_t rows, ptrdiff_t K)
+{
+    if (op == CSM_OP_LOG_SOFTMAX_BACKWARD) {
+        for (ptrdiff_t r = 0; r < rows; ++r) {
+            const CSM_T *gr = b + r * brs;
+            const unsigned char *mr = mk + r * mrs;
+            CSM_FN(csm_masked_bwd_out_bytes)(op, a + r * ars, gr, mr, out + r * ors, K,
+                                             CSM_FN(csm_row_sum_bytes)(gr, gr, mr, K, CSM_SUM_PLAIN));
+        }
+        return;
+    }
+    if (K * (ptrdiff_t)sizeof(CSM_T) > CSM_BWD_PIPE_BYTES) {
+        for (ptrdiff_t r = 0; r < rows; ++r) {
+            const CSM_T *yr = a + r * ars, *gr = b + r * brs;
+            const unsigned char *mr = mk + r * mrs;
+            CSM_FN(csm_masked_sbwd_out_bytes)(yr, gr, mr, out + r * ors, K,
+                                              CSM_FN(csm_row_sum_bytes)(gr, yr, mr, K, CSM_SUM_DOT));
+        }
+        return;
+    }
+    if (rows <= 0)
+        return;
+    double sp = CSM_FN(csm_row_sum_bytes)(b, a, mk, K, CSM_SUM_DOT);
+    for (ptrdiff_t r = 1; r < rows; ++r) {
+        const double sr = CSM_FN(csm_row_sum_bytes)(b + r * brs, a + r * ars, mk + r * mrs, K, CSM_SUM_DOT);
+        CSM_FN(csm_masked_sbwd_out_bytes)(a + (r - 1) * ars, b + (r - 1) * brs, mk + (r - 1) * mrs,
+                                          out + (r - 1) * ors, K, sp);
+        sp = sr;
+    }
+    CSM_FN(csm_masked_sbwd_out_bytes)(a + (rows - 1) * ars, b + (rows - 1) * brs, mk + (rows - 1) * mrs,
+                                      out + (rows - 1) * ors, K, sp);
 }
 #endif
 
@@ -808,6 +852,13 @@ static CSM_TARGET void CSM_FN(csm_masked_rows)(
         CSM_FN(csm_masked_staged)(op, a, ars, acs, b, brs, bcs, mk, mrs, mcs, out, ors, ocs, rows, K, buf);
         return;
     }
+#if CSM_EXP_V && CSM_ISA_ID == 2
+    if (mk && (op == CSM_OP_SOFTMAX_BACKWARD || (op == CSM_OP_LOG_SOFTMAX_BACKWARD && CSM_F32)) && acs == 1
+        && bcs == 1 && ocs == 1 && mcs == 1) {
+        CSM_FN(csm_masked_bwd_bytes_rows)(op, a, ars, b, brs, mk, mrs, out, ors, rows, K);
+        return;
+    }
+#endif
     ptrdiff_t r = 0;
     if (mk && (op == CSM_OP_SOFTMAX || op == CSM_OP_LOG_SOFTMAX || op == CSM_OP_LOGSUMEXP)
         && CSM_ROWS_AT_ONCE(K) == 2 && K > 1 && acs == 1 && mcs == 1 && (blocks || ocs == 1))
@@ -817,12 +868,6 @@ static CSM_TARGET void CSM_FN(csm_masked_rows)(
         const unsigned char *mb = mk ? mk + r * mrs : 0;
         const CSM_MW_T *mr = 0;
         CSM_T *orow = out + r * ors;
-#if CSM_EXP_V && CSM_ISA_ID == 2
-        if (mb && binary && acs == 1 && bcs == 1 && ocs == 1 && mcs == 1) {
-            CSM_FN(csm_masked_bwd_bytes)(op, ar, br, mb, orow, K);
-            continue;
-        }
-#endif
         if (mb) {
             /* A mask shared by every row (mrs = 0) is widened once. */
             if (r == 0 || mrs != 0)
