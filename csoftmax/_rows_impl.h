@@ -1983,8 +1983,9 @@ static CSM_TARGET void CSM_FN(csm_small_rows)(
  * a streamed row's boundary register took g's NaN where the row's loop took
  * exp's. Every site of the op (rows, lanes, streamed, masked) writes its
  * output and then calls this (csm_masked_bwd_out, which reads the mask as
- * bytes or widened, writes the same NaN itself), so their bits agree. Where c is not NaN, no g
- * is, and exp(y) alone can be: the result is its NaN at every site. */
+ * bytes or widened, writes the same NaN itself), so their bits agree.
+ * Where c is not NaN, no g is, and exp(y) alone can be: the result is its
+ * NaN at every site. */
 static CSM_INLINE void CSM_FN(csm_lbwd_nan_rows)(CSM_T *o, ptrdiff_t rs, ptrdiff_t cs, ptrdiff_t K,
                                                  const CSM_T *c, ptrdiff_t n, const CSM_MW_T *mk)
 {
