@@ -143,22 +143,13 @@ static CSM_INLINE CSM_TARGET void CSM_FN(csm_masked_softmax_row)(
     CSM_FN(csm_masked_finish)(CSM_OP_SOFTMAX, x, mk, y, K, m, s);
 }
 
-/* The output of a masked row of a backward pass once its sum s is known
- * (the dot product of g and x for softmax_backward, the sum of g for
- * log_softmax_backward, over the unmasked elements), the mask mk read at
- * its declared type: the widened row (csm_masked_bwd_out) or the caller's
- * bytes (csm_masked_bwd_out_bytes). One body, so the two give the same
+/* log_softmax_backward's output of a masked row whose sum of g (over the
+ * unmasked elements) is sg, the mask mk read at its declared type: the
+ * widened row (csm_masked_lbwd_out) or the caller's bytes
+ * (csm_masked_lbwd_out_bytes, AVX-512). One body, so the two give the same
  * bits; its NaN rows are csm_lbwd_nan_rows's. */
-#define CSM_MASKED_BWD_OUT_BODY_                                                          \
+#define CSM_MASKED_LBWD_OUT_BODY_                                                             \
     {                                                                                         \
-        if (op == CSM_OP_SOFTMAX_BACKWARD) {                                                  \
-            const CSM_T d = (CSM_T)s;                                                         \
-            _Pragma("omp simd")                                                               \
-            for (ptrdiff_t i = 0; i < K; ++i)                                                 \
-                y[i] = mk[i] ? x[i] * (g[i] - d) : (CSM_T)0;                                  \
-            return;                                                                           \
-        }                                                                                     \
-        const CSM_T sg = (CSM_T)s;                                                            \
         CSM_MASKED_LBWD_OUT_;                                                                 \
         /* As csm_lbwd_nan_rows: a row whose sum of g is NaN is NaN where kept. */           \
         if (sg != sg)                                                                         \
@@ -184,17 +175,35 @@ static CSM_INLINE CSM_TARGET void CSM_FN(csm_masked_softmax_row)(
     for (ptrdiff_t i = 0; i < K; ++i)                                                         \
         y[i] = mk[i] ? g[i] - CSM_FN(csm_exp)(x[i]) * sg : (CSM_T)0
 #endif
+static CSM_INLINE CSM_TARGET void CSM_FN(csm_masked_lbwd_out)(const CSM_T *x, const CSM_T *g,
+                                                              const CSM_MW_T *mk, CSM_T *y, ptrdiff_t K,
+                                                              const CSM_T sg)
+CSM_MASKED_LBWD_OUT_BODY_
+#if CSM_EXP_V && CSM_ISA_ID == 2
+static CSM_INLINE CSM_TARGET void CSM_FN(csm_masked_lbwd_out_bytes)(const CSM_T *x, const CSM_T *g,
+                                                                    const unsigned char *mk, CSM_T *y,
+                                                                    ptrdiff_t K, const CSM_T sg)
+CSM_MASKED_LBWD_OUT_BODY_
+#endif
+#undef CSM_MASKED_LBWD_OUT_BODY_
+#undef CSM_MASKED_LBWD_OUT_
+
+/* The output of a masked row of a backward pass once its sum s is known
+ * (the dot product of g and x for softmax_backward, the sum of g for
+ * log_softmax_backward, over the unmasked elements), the mask widened. */
 static CSM_INLINE CSM_TARGET void CSM_FN(csm_masked_bwd_out)(int op, const CSM_T *x, const CSM_T *g,
                                                              const CSM_MW_T *mk, CSM_T *y, ptrdiff_t K,
                                                              double s)
-CSM_MASKED_BWD_OUT_BODY_
-static CSM_INLINE CSM_TARGET void CSM_FN(csm_masked_bwd_out_bytes)(int op, const CSM_T *x, const CSM_T *g,
-                                                                   const unsigned char *mk, CSM_T *y,
-                                                                   ptrdiff_t K, double s)
-CSM_MASKED_BWD_OUT_BODY_
-#undef CSM_MASKED_BWD_OUT_BODY_
-#undef CSM_MASKED_LBWD_OUT_
-
+{
+    if (op == CSM_OP_LOG_SOFTMAX_BACKWARD) {
+        CSM_FN(csm_masked_lbwd_out)(x, g, mk, y, K, (CSM_T)s);
+        return;
+    }
+    const CSM_T d = (CSM_T)s;
+#pragma omp simd
+    for (ptrdiff_t i = 0; i < K; ++i)
+        y[i] = mk[i] ? x[i] * (g[i] - d) : (CSM_T)0;
+}
 #if CSM_EXP_V && CSM_ISA_ID == 2
 /* AVX-512: softmax_backward's output of a masked row whose dot product is s,
  * the mask the caller's bytes (unit stride), in registers: each register's
@@ -247,8 +256,8 @@ static CSM_NOINLINE CSM_TARGET void CSM_FN(csm_masked_bwd_bytes_rows)(
         for (ptrdiff_t r = 0; r < rows; ++r) {
             const CSM_T *gr = b + r * brs;
             const unsigned char *mr = mk + r * mrs;
-            CSM_FN(csm_masked_bwd_out_bytes)(op, a + r * ars, gr, mr, out + r * ors, K,
-                                             CSM_FN(csm_row_sum_bytes)(gr, gr, mr, K, CSM_SUM_PLAIN));
+            CSM_FN(csm_masked_lbwd_out_bytes)(a + r * ars, gr, mr, out + r * ors, K,
+                                              (CSM_T)CSM_FN(csm_row_sum_bytes)(gr, gr, mr, K, CSM_SUM_PLAIN));
         }
         return;
     }
