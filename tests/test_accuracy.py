@@ -206,6 +206,22 @@ def test_log_softmax_bits_do_not_depend_on_where_the_output_starts(isa, dtype, t
 
 
 @pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("threads", [1, 2])
+def test_softmax_backward_bits_do_not_depend_on_where_the_output_starts(isa, dtype, threads):
+    # Outputs at every offset within a cache line, through the short rows'
+    # kernels, the rows pipelined with the next row's dot product (up to 512
+    # bytes) and longer ones, with -inf and NaN rows among them.
+    for k in (3, 33, 63, 64, 65, 100, 127, 128, 129, 1000):
+        y = csoftmax.softmax(_hostile_rows((7, k), dtype, k))
+        g = _hostile_rows((7, k), dtype, k + 1)
+
+        def backward(_, **kw):
+            return csoftmax.softmax_backward(y, g, **kw)
+
+        _assert_same_bits_at_every_offset(backward, y, threads)
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
 @pytest.mark.parametrize("offset", [0, 1, 3])
 @pytest.mark.parametrize("threads", [1, 2])
 def test_streamed_jacobian_gives_the_bits_of_regular_stores_across_groups(isa, dtype, offset, threads):
