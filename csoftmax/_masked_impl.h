@@ -151,10 +151,9 @@ static CSM_INLINE CSM_TARGET void CSM_FN(csm_masked_softmax_row)(
 #define CSM_MASKED_LBWD_OUT_BODY_                                                             \
     {                                                                                         \
         CSM_MASKED_LBWD_OUT_;                                                                 \
-        /* As csm_lbwd_nan_rows: a row whose sum of g is NaN is NaN where kept. */           \
+        /* csm_lbwd_nan_rows's rule, for either type of mask. */                             \
         if (sg != sg)                                                                         \
-            for (ptrdiff_t j = 0; j < K; ++j)                                                 \
-                y[j] = mk[j] ? (CSM_T)NAN : (CSM_T)0;                                         \
+            CSM_LBWD_NAN_ROW_(y, 1, K, mk);                                                   \
     }
 #if CSM_EXP_TAB
   #define CSM_MASKED_LBWD_OUT_                                                                \

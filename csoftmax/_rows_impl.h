@@ -1982,17 +1982,23 @@ static CSM_TARGET void CSM_FN(csm_small_rows)(
  * and the compiler picks a form at each site by the registers around it:
  * a streamed row's boundary register took g's NaN where the row's loop took
  * exp's. Every site of the op (rows, lanes, streamed, masked) writes its
- * output and then calls this (csm_masked_bwd_out, which reads the mask as
- * bytes or widened, writes the same NaN itself), so their bits agree.
+ * output and then calls this (the masked rows, whose mask is widened or
+ * the caller's bytes, take its one-row rule, CSM_LBWD_NAN_ROW_), so their
+ * bits agree.
  * Where c is not NaN, no g is, and exp(y) alone can be: the result is its
  * NaN at every site. */
+/* One such row (o, column stride cs): NaN where its element takes part (mk
+ * NULL, or mk[j] nonzero, a widened mask or the caller's bytes), +0 where
+ * it is masked. */
+#define CSM_LBWD_NAN_ROW_(o, cs, K, mk)                                                       \
+    for (ptrdiff_t j_ = 0; j_ < (K); ++j_)                                                    \
+        (o)[j_ * (cs)] = !(mk) || (mk)[j_] ? (CSM_T)NAN : (CSM_T)0
 static CSM_INLINE void CSM_FN(csm_lbwd_nan_rows)(CSM_T *o, ptrdiff_t rs, ptrdiff_t cs, ptrdiff_t K,
                                                  const CSM_T *c, ptrdiff_t n, const CSM_MW_T *mk)
 {
     for (ptrdiff_t l = 0; l < n; ++l)
         if (c[l] != c[l])
-            for (ptrdiff_t j = 0; j < K; ++j)
-                o[l * rs + j * cs] = !mk || mk[j] ? (CSM_T)NAN : (CSM_T)0;
+            CSM_LBWD_NAN_ROW_(o + l * rs, cs, K, mk);
 }
 
 /* The backward passes of a group of short rows (K <= CSM_SMALL_BWD_K) with unit
