@@ -172,6 +172,8 @@ def limit_impls(op, nb, threads):
         out.append(Limit("add", "np.add out=", 1, lambda b, t: lambda: np.add(b["a"], b["b"], out=b["dst"])))
     if "fill" in kinds:
         out.append(Limit("fill", "ndarray.fill", 1, lambda b, t: lambda: b["o"].fill(0)))
+    if "fill≠0" in kinds:
+        out.append(Limit("fill≠0", "ndarray.fill", 1, lambda b, t: lambda: b["o"].fill(1)))
     if "empty+fill" in kinds:
         out.append(Limit("empty+fill", "np.empty + fill", 1,
                          lambda b, t: lambda: np.empty(b["o"].shape, b["o"].dtype).fill(0)))
@@ -193,6 +195,9 @@ def limit_impls(op, nb, threads):
             if "fill" in kinds:
                 out.append(Limit("fill", f"numba prange, {t} parts", t,
                                  lambda b, t_, t=t: _nb_call(nb["par_fill"], flat(b["o"]), 0.0, t)))
+            if "fill≠0" in kinds:
+                out.append(Limit("fill≠0", f"numba prange, {t} parts", t,
+                                 lambda b, t_, t=t: _nb_call(nb["par_fill"], flat(b["o"]), 1.0, t)))
             if "empty+fill" in kinds:
                 def mk_ef(b, t_, t=t):
                     pf, shape, dt = nb["par_fill"], b["o"].shape, b["o"].dtype

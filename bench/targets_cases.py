@@ -83,7 +83,7 @@ LIMITS_FOR = {
     "logsumexp": ("copy", "np.exp"),
     "softmax_backward": ("add", "copy", "fill", "np.exp"),
     "log_softmax_backward": ("add", "copy", "fill", "np.exp"),
-    "jacobian": ("fill", "empty+fill", "np.exp"),
+    "jacobian": ("fill", "fill≠0", "empty+fill", "np.exp"),
 }
 # np.empty + fill timed in each csoftmax worker (bench_targets.own_limit_impls):
 # the allocating-call target's reference, shown beside the call.
@@ -92,6 +92,9 @@ LIMIT_TEXT = {
     "copy": "copy of the input (np.copyto; 2T: numba prange halves)",
     "add": "3-array pass c = a + b (np.add out=; 2T: numba prange halves)",
     "fill": "fill of the output (ndarray.fill; 2T: numba prange halves)",
+    "fill≠0": "fill of the output with 1.0, the same two methods: a fill of zeros may be faster than any "
+              "data can be written (2T: numba's fill of 0.0 is memset, whose streaming stores of zero lines "
+              "a 2-core AMD Zen 4 VM wrote 1.2-3x faster than lines of ones); the Jacobian's output is not zeros",
     "empty+fill": "np.empty + fill of the output (what an allocating call must at least do)",
     OWN_EMPTY_FILL: "np.empty + fill timed in csoftmax's own worker process, whose allocator "
                     "state the allocating call shares (2T: two Python threads on halves)",
