@@ -8,7 +8,8 @@ The engine writes an output with streaming (non-temporal) stores only where
 it is at least stream_bytes() (one LLC, counted at most 64 MiB; twice that
 on an AMD CPU with AVX-512) and stream_threads() (1; there 2) or more threads
 write it, and only for the ops that are not bound by an exp per element
-(softmax_backward, the Jacobian; softmax's and log_softmax's rows past
+(softmax_backward, the Jacobian but on an AMD Zen 4: set_stream_jacobian;
+softmax's and log_softmax's rows past
 CSM_LONG_ROW) or that write their rows from the registers (rows that follow
 one another in the output, or whole registers)
 (log_softmax, log_softmax_backward past its short rows, softmax from 2 KiB up to its
@@ -52,9 +53,9 @@ def _forced(nbytes):
     bound by their exps included: set_stream_exp_ops)."""
     def apply():
         old_bytes, old_threads = _engine.set_stream_bytes(nbytes), _engine.set_stream_threads(1)
-        old_exp = _engine.set_stream_exp_ops(True)
+        old_exp, old_jac = _engine.set_stream_exp_ops(True), _engine.set_stream_jacobian(True)
         return lambda: (_engine.set_stream_bytes(old_bytes), _engine.set_stream_threads(old_threads),
-                        _engine.set_stream_exp_ops(old_exp))
+                        _engine.set_stream_exp_ops(old_exp), _engine.set_stream_jacobian(old_jac))
     return apply
 
 

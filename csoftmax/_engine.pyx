@@ -361,6 +361,28 @@ else:
     if csm_cpu_family() < 0x1A:
         _stream_threads = 1
 
+# The Jacobian keeps regular stores at any size on a Zen 4 (AMD family 0x19
+# with AVX-512; the Zen 3, family 0x19 without it, streams as measured
+# above). Its streamed form builds rows in an L1 scratch and copies them out
+# (csm_stream_copy), and this core's streaming stores top out near 28 GB/s
+# (an 80 MB fill of ones: 2.84 ms at one thread, 2.81 at two), where its
+# regular stores of the Jacobian did better. 2-core VM, 32 MiB L3, float32
+# and float64 out=, one process alternating the settings, best of 8 calls,
+# three rounds, time regular / streamed with one output reused (as a caller's
+# out= is) and with two in turn, one and two threads, AVX-512 kernels then
+# AVX2 ones:
+#   1000 x 100 float64 (76 MiB)  0.93 0.99 0.70 0.89 | 0.70 0.78 0.63 0.76
+#   3000 x 100 float32 (114 MiB) 0.82 0.91 0.82 0.95 | 0.72 0.81 0.77 0.90
+#   2000 x 100 float64 (153 MiB) 0.97 0.97 0.88 0.96 | 0.74 0.78 0.88 0.95
+#   12000 x 64 float32 (188 MiB) 0.95 1.01 0.92 0.98 | 0.98 0.98 0.93 0.99
+#   1500 x 128 float64 (188 MiB) 1.09 1.12 0.91 0.99 | 0.90 0.92 0.91 0.98
+# and bench_targets.py's jacobian 1000 x 100 float64 out= (one output
+# reused), two runs each: 2.95-3.07 and 2.19-2.32 ms regular against
+# 3.17-3.18 and 2.82-2.84 streamed (Numba's prange kernel 3.08-3.16 and
+# 1.48-2.28). set_stream_jacobian lets the tests and bench_streaming.py
+# stream it there.
+cdef bint _stream_jacobian = not (csm_cpu_is_amd() and csm_cpu_family() == 0x19 and csm_best_isa() == 2)
+
 # The row kernels prefetch the rows ahead (_rows.h, CSM_PREFETCH_BYTES) only
 # in calls whose operands and output together exceed this many bytes: the L2
 # cache of CPU 0, read at import; where it cannot be, 1 MiB, the smaller L2
@@ -481,6 +503,20 @@ def set_stream_exp_ops(bint flag):
     benchmarks); returns the old setting."""
     global _stream_exp_ops
     old, _stream_exp_ops = _stream_exp_ops, flag
+    return bool(old)
+
+
+def stream_jacobian():
+    """Whether the Jacobian streams outputs past the threshold as the other
+    ops do: True, but on an AMD Zen 4, where regular stores measured faster."""
+    return bool(_stream_jacobian)
+
+
+def set_stream_jacobian(bint flag):
+    """Let the Jacobian stream (or not) past the threshold (tests,
+    benchmarks); returns the old setting."""
+    global _stream_jacobian
+    old, _stream_jacobian = _stream_jacobian, flag
     return bool(old)
 
 
@@ -815,7 +851,8 @@ cdef int _plan(int op, Py_ssize_t n, Py_ssize_t k, Py_ssize_t acs, Py_ssize_t bc
     big_out = (not (flags & RUN_FRESH_OUT) and not masked
                and foot * itemsize >= (_stream_bytes // _long_stream_div
                                        if long_rows and not kept_row_bytes else _stream_bytes)
-               and (csm_op_cost[op] < 3 or long_rows or nt_rows or _stream_exp_ops))
+               and (csm_op_cost[op] < 3 or long_rows or nt_rows or _stream_exp_ops)
+               and (_stream_jacobian or not jacobian))
     # softmax's long rows of at most CSM_LONG_KEEP elements keep their exps
     # in the output (csm_long_rows) and compute them again from x where it
     # streams: a second exp per element. While the rows in flight (one per

@@ -122,11 +122,13 @@ def _streamed_jacobian(x, out, num_threads=None):
     """softmax_jacobian(x, out=out) with streaming stores forced (checked)."""
     before = _engine.streamed_blocks()
     old_bytes, old_threads = _engine.set_stream_bytes(0), _engine.set_stream_threads(1)
+    old_jac = _engine.set_stream_jacobian(True)
     try:
         csoftmax.softmax_jacobian(x, out=out, num_threads=num_threads)
     finally:
         _engine.set_stream_bytes(old_bytes)
         _engine.set_stream_threads(old_threads)
+        _engine.set_stream_jacobian(old_jac)
     assert _engine.streamed_blocks() > before
     return out
 

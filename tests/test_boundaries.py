@@ -367,6 +367,39 @@ def test_blocks_share_evenly_over_the_default_team(op, n, k, unit_columns):
     assert p["block"] % p["group"] == 0
 
 
+def test_the_jacobian_streams_everywhere_but_on_a_zen_4():
+    # AMD family 0x19 with AVX-512 is a Zen 4, where the Jacobian's regular
+    # stores measured faster at every size (_engine.pyx); the Zen 3 (the same
+    # family, no AVX-512) and every other CPU stream it as the other ops.
+    zen4 = _engine._cpu_is_amd() and _engine._cpu_family() == 0x19 and "avx512" in _engine.supported_isas()
+    assert _engine.stream_jacobian() is (not zen4)
+
+
+@pytest.mark.parametrize("threads", [1, 2])
+def test_a_jacobian_that_may_not_stream_keeps_regular_stores_and_its_bits(threads, stream_at_8mib):
+    k = 40
+    n = stream_at_8mib // (4 * k * k) + 1
+    x = np.random.default_rng(2).standard_normal((n, k)).astype(np.float32)
+    x[1] = -np.inf
+    x[2, 3] = np.nan
+    want = csoftmax.softmax_jacobian(x, num_threads=1)
+    out = np.full((n, k, k), 7.0, np.float32)
+    old_threads = _engine.set_stream_threads(1)
+    try:
+        assert _engine.plan("softmax_jacobian", n, k, "float32", num_threads=threads)["stream"]
+        old = _engine.set_stream_jacobian(False)
+        try:
+            assert not _engine.plan("softmax_jacobian", n, k, "float32", num_threads=threads)["stream"]
+            before = _engine.streamed_blocks()
+            csoftmax.softmax_jacobian(x, out=out, num_threads=threads)
+            assert _engine.streamed_blocks() == before
+        finally:
+            _engine.set_stream_jacobian(old)
+    finally:
+        _engine.set_stream_threads(old_threads)
+    np.testing.assert_array_equal(out, want, strict=True)
+
+
 @pytest.mark.parametrize("fn", ["softmax_backward", "softmax_jacobian"])
 def test_large_reused_outputs_are_written_with_streaming_stores(fn, stream_at_8mib):
     # The kernels count the blocks they stream: a reused output past the
