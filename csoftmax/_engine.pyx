@@ -231,7 +231,13 @@ cdef int _stream_threads = 2
 # the one case where softmax streamed faster was 144 MiB at two threads, by
 # 2% (6.92 / 7.05).
 # set_stream_exp_ops lets the tests and bench_streaming.py stream them.
-cdef bint _stream_exp_ops = False
+# The switches of which ops may stream, each read by _plan and set by its
+# own setter (tests, benchmarks): these ops, and the Jacobian (below).
+cdef enum:
+    SWITCH_EXP_OPS = 0
+    SWITCH_JACOBIAN = 1
+cdef bint _stream_switch[2]
+_stream_switch[SWITCH_EXP_OPS] = False
 
 
 def _cache_sizes():
@@ -381,7 +387,15 @@ else:
 # 3.17-3.18 and 2.82-2.84 streamed (Numba's prange kernel 3.08-3.16 and
 # 1.48-2.28). set_stream_jacobian lets the tests and bench_streaming.py
 # stream it there.
-cdef bint _stream_jacobian = not (csm_cpu_is_amd() and csm_cpu_family() == 0x19 and csm_best_isa() == 2)
+_stream_switch[SWITCH_JACOBIAN] = not (csm_cpu_is_amd() and csm_cpu_family() == 0x19
+                                       and csm_best_isa() == 2)
+
+
+cdef bint _set_switch(int which, bint flag):
+    """Set a streaming switch; returns the old setting."""
+    old = _stream_switch[which]
+    _stream_switch[which] = flag
+    return old
 
 # The row kernels prefetch the rows ahead (_rows.h, CSM_PREFETCH_BYTES) only
 # in calls whose operands and output together exceed this many bytes: the L2
@@ -495,29 +509,25 @@ def stream_exp_ops():
     """Whether the ops that take an exp per element (softmax, log_softmax
     and log_softmax_backward) stream their outputs: False, but for softmax's
     and log_softmax's long rows, which stream as every other op does."""
-    return bool(_stream_exp_ops)
+    return bool(_stream_switch[SWITCH_EXP_OPS])
 
 
 def set_stream_exp_ops(bint flag):
     """Let the ops that take an exp per element stream too (tests,
     benchmarks); returns the old setting."""
-    global _stream_exp_ops
-    old, _stream_exp_ops = _stream_exp_ops, flag
-    return bool(old)
+    return bool(_set_switch(SWITCH_EXP_OPS, flag))
 
 
 def stream_jacobian():
     """Whether the Jacobian streams outputs past the threshold as the other
     ops do: True, but on an AMD Zen 4, where regular stores measured faster."""
-    return bool(_stream_jacobian)
+    return bool(_stream_switch[SWITCH_JACOBIAN])
 
 
 def set_stream_jacobian(bint flag):
     """Let the Jacobian stream (or not) past the threshold (tests,
     benchmarks); returns the old setting."""
-    global _stream_jacobian
-    old, _stream_jacobian = _stream_jacobian, flag
-    return bool(old)
+    return bool(_set_switch(SWITCH_JACOBIAN, flag))
 
 
 def set_stream_bytes(Py_ssize_t nbytes):
@@ -785,7 +795,8 @@ cdef int _plan(int op, Py_ssize_t n, Py_ssize_t k, Py_ssize_t acs, Py_ssize_t bc
         work = work * k
     # Streaming never changes a value, only how it reaches memory. (The
     # masked family writes with regular stores, and so do the ops bound by
-    # their exps: _stream_exp_ops.) It needs _stream_threads.
+    # their exps: SWITCH_EXP_OPS; the Jacobian on a Zen 4: SWITCH_JACOBIAN.)
+    # It needs _stream_threads.
     # At least the threshold, not past it: an output as large as the LLC
     # cannot stay there beside its input (softmax and log_softmax 8 x 2^20
     # float32, 32 MiB, on a 32 MiB L3, AVX2, rotated inputs: log_softmax
@@ -851,8 +862,8 @@ cdef int _plan(int op, Py_ssize_t n, Py_ssize_t k, Py_ssize_t acs, Py_ssize_t bc
     big_out = (not (flags & RUN_FRESH_OUT) and not masked
                and foot * itemsize >= (_stream_bytes // _long_stream_div
                                        if long_rows and not kept_row_bytes else _stream_bytes)
-               and (csm_op_cost[op] < 3 or long_rows or nt_rows or _stream_exp_ops)
-               and (_stream_jacobian or not jacobian))
+               and (csm_op_cost[op] < 3 or long_rows or nt_rows or _stream_switch[SWITCH_EXP_OPS])
+               and (_stream_switch[SWITCH_JACOBIAN] or not jacobian))
     # softmax's long rows of at most CSM_LONG_KEEP elements keep their exps
     # in the output (csm_long_rows) and compute them again from x where it
     # streams: a second exp per element. While the rows in flight (one per
