@@ -375,14 +375,16 @@ def test_the_jacobian_streams_everywhere_but_on_a_zen_4():
     assert _engine.stream_jacobian() is (not zen4)
 
 
+@pytest.mark.parametrize("order", ["C", "F"])
 @pytest.mark.parametrize("threads", [1, 2])
-def test_a_jacobian_that_may_not_stream_keeps_regular_stores_and_its_bits(threads, stream_at_8mib):
+def test_a_jacobian_that_may_not_stream_keeps_regular_stores_and_its_bits(isa, threads, order, stream_at_8mib):
     k = 40
     n = stream_at_8mib // (4 * k * k) + 1
     x = np.random.default_rng(2).standard_normal((n, k)).astype(np.float32)
     x[1] = -np.inf
     x[2, 3] = np.nan
     want = csoftmax.softmax_jacobian(x, num_threads=1)
+    x = np.asarray(x, order=order)
     out = np.full((n, k, k), 7.0, np.float32)
     old_threads = _engine.set_stream_threads(1)
     try:
