@@ -83,6 +83,7 @@ cdef extern from "_rows.h" nogil:
     int csm_num_procs()
     double csm_now()
     long csm_streamed_blocks
+    int csm_widen_256
     int CSM_RUN_STREAM
     int CSM_RUN_PREFETCH
     int CSM_RUN_KEEP
@@ -387,8 +388,27 @@ else:
 # 3.17-3.18 and 2.82-2.84 streamed (Numba's prange kernel 3.08-3.16 and
 # 1.48-2.28). set_stream_jacobian lets the tests and bench_streaming.py
 # stream it there.
-_stream_switch[SWITCH_JACOBIAN] = not (csm_cpu_is_amd() and csm_cpu_family() == 0x19
-                                       and csm_best_isa() == 2)
+cdef bint _zen4 = csm_cpu_is_amd() and csm_cpu_family() == 0x19 and csm_best_isa() == 2
+_stream_switch[SWITCH_JACOBIAN] = not _zen4
+
+# The AVX-512 kernels' double sums of float32 terms (softmax_backward's dot
+# product, log_softmax_backward's sum of g) widen four floats per conversion
+# on a Zen 4, whose 512-bit conversions to double cost more than two 256-bit
+# ones (_rows_impl.h, csm_rows_sum, has the C loop's numbers). The bits are
+# the same either way. Zen 4, 2-core VM, out=, one process alternating the
+# settings (best of 300 calls, four rounds), us, AVX-512 kernels eight ->
+# four floats per conversion, one thread / two:
+#   softmax_backward float32 4096 x 128   81.0 -> 78.4 / 42.7 -> 41.1
+#                                         (the AVX2 kernels: 76.5 / 40.5)
+#                            4096 x 256   175.5 -> 157.6 / 89.1 -> 79.5
+#                            1000 x 1000  175.4 -> 155.3 / 90.1 -> 76.1
+#                            50000 x 128  (DRAM) even, within 2%
+#                            100000 x 64  (DRAM) 1637-1668 -> 1683-1733 / even
+#   log_softmax_backward     4096 x 128   144.2 -> 135.7 / 74.0 -> 69.7
+#                            100000 x 64  2331 -> 2245 / 1172 -> 1132
+# The one loss, softmax_backward's rows of 64 from DRAM at one thread (3%),
+# is smaller than the gains, so the rule has no threshold on K.
+csm_widen_256 = _zen4
 
 
 cdef bint _set_switch(int which, bint flag):
@@ -528,6 +548,22 @@ def set_stream_jacobian(bint flag):
     """Let the Jacobian stream (or not) past the threshold (tests,
     benchmarks); returns the old setting."""
     return bool(_set_switch(SWITCH_JACOBIAN, flag))
+
+
+def widen_256():
+    """Whether the AVX-512 kernels widen float32 terms to double four at a
+    time in their sums: True on an AMD Zen 4, False elsewhere. The bits are
+    the same either way."""
+    return bool(csm_widen_256)
+
+
+def set_widen_256(bint flag):
+    """Widen four floats (True) or eight (False) per conversion in the
+    AVX-512 kernels' sums (tests, benchmarks); returns the old setting."""
+    global csm_widen_256
+    old = csm_widen_256
+    csm_widen_256 = flag
+    return bool(old)
 
 
 def set_stream_bytes(Py_ssize_t nbytes):

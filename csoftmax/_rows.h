@@ -638,9 +638,17 @@ static inline void csm_count_streamed(void)
 #endif
 }
 
+/* Whether the AVX-512 kernels widen float32 terms to double four at a time
+ * (vcvtps2pd ymm) rather than eight (zmm) in their double sums (csm_rows_sum):
+ * the same partials in the same order, so the same bits, and the faster form
+ * on a core that runs AVX-512 in 256-bit halves. Set by csoftmax._engine's
+ * rule at import (and by its tests); read once per row. */
+extern CSM_HIDDEN int csm_widen_256;
+
 #ifndef CSM_ISA_UNIT /* the dispatch: csoftmax._engine's own translation unit */
 
 CSM_HIDDEN long csm_streamed_blocks = 0;
+CSM_HIDDEN int csm_widen_256 = 0;
 
 static const char *const csm_isa_names[CSM_N_ISA] = {"baseline", "avx2", "avx512"};
 

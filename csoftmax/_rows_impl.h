@@ -1336,7 +1336,9 @@ static CSM_INLINE CSM_TARGET void CSM_FN(csm_rows_sum)(
     CSM_EACH_ROW
     for (int rr = 0; rr < R; ++rr)
         pfon |= pfar[rr] || pfbr[rr] || pfwr[rr];
-#define CSM_SUM_LOOP_(PF)                                                                      \
+    /* STEP adds the block of CSM_PARTS terms at i to the partials and
+     * writes the block of so there. */
+#define CSM_SUM_LOOP_(PF, STEP)                                                                \
     for (; i + CSM_PARTS <= K; i += CSM_PARTS) {                                               \
         if (PF)                                                                                \
             CSM_EACH_ROW                                                                       \
@@ -1345,22 +1347,73 @@ static CSM_INLINE CSM_TARGET void CSM_FN(csm_rows_sum)(
                 CSM_PREFETCH_PARTS_(pfbr[rr], i, 0);                                           \
                 CSM_PREFETCH_PARTS_(pfwr[rr], i, 1);                                           \
             }                                                                                  \
-        for (int h = 0; h < NV_; ++h)                                                          \
-            CSM_EACH_ROW                                                                       \
-            for (int rr = 0; rr < R; ++rr)                                                     \
-                CSM_FN(csm_sum_reg)(av[rr], h, ar[rr] + i + h * CSM_XVW, br[rr] + i + h * CSM_XVW, \
-                                    mkr[rr] ? mkr[rr] + i + h * CSM_XVW : NULL, what, all);    \
-        if (so)                                                                                \
-            for (int h = 0; h < NV_; ++h)                                                      \
-                CSM_XV_(storeu)(so + i + h * CSM_XVW,                                          \
-                                CSM_XV_(mul)(CSM_XV_(loadu)(sy + i + h * CSM_XVW),             \
-                                             CSM_XV_(sub)(CSM_XV_(loadu)(sg + i + h * CSM_XVW), \
-                                                          CSM_XV_(set1)(sd))));                \
+        STEP                                                                                   \
     }
+#define CSM_SUM_STEP_                                                                          \
+    for (int h = 0; h < NV_; ++h)                                                              \
+        CSM_EACH_ROW                                                                           \
+        for (int rr = 0; rr < R; ++rr)                                                         \
+            CSM_FN(csm_sum_reg)(av[rr], h, ar[rr] + i + h * CSM_XVW, br[rr] + i + h * CSM_XVW,     \
+                                mkr[rr] ? mkr[rr] + i + h * CSM_XVW : NULL, what, all);        \
+    if (so)                                                                                    \
+        for (int h = 0; h < NV_; ++h)                                                          \
+            CSM_XV_(storeu)(so + i + h * CSM_XVW,                                              \
+                            CSM_XV_(mul)(CSM_XV_(loadu)(sy + i + h * CSM_XVW),                 \
+                                         CSM_XV_(sub)(CSM_XV_(loadu)(sg + i + h * CSM_XVW),     \
+                                                      CSM_XV_(set1)(sd))));
+  #if CSM_ISA_ID == 2 && CSM_F32
+    /* csm_widen_256: each 512-bit double partial as two 256-bit ones (lanes
+     * 0-3 and 4-7), each fed by one vcvtps2pd ymm from memory, joined at the
+     * end; a lane adds the same terms in the same order, so the bits are the
+     * zmm form's. The output row before (so) is written by 256-bit
+     * operations too. AMD Zen 4 (AVX-512 in 256-bit halves), 2-core VM, a C
+     * loop of softmax_backward's pipelined row in L1, ns per element:
+     * vcvtps2pd zmm into two 512-bit partials 0.146, ymm into four 256-bit
+     * partials 0.117 (AVX2 throughout 0.122; two ymm conversions joined by
+     * vinsertf64x4 0.151-0.156); _engine.pyx has the kernels' times. A core
+     * with whole 512-bit units converts eight floats in the time of four,
+     * so there the zmm form stays. */
+    int masked = 0;
+    CSM_EACH_ROW
+    for (int rr = 0; rr < R; ++rr)
+        masked |= mkr[rr] != NULL;
+    if (csm_widen_256 && !masked) {
+        __m256d q[CSM_ROWS_MAX][4];
+        CSM_EACH_ROW
+        for (int rr = 0; rr < R; ++rr)
+            for (int p = 0; p < 4; ++p)
+                q[rr][p] = p & 1 ? _mm512_extractf64x4_pd(av[rr][p >> 1], 1)
+                                 : _mm512_castpd512_pd256(av[rr][p >> 1]);
+#define CSM_SUM_STEP_256_                                                                      \
+        CSM_EACH_ROW                                                                           \
+        for (int rr = 0; rr < R; ++rr)                                                         \
+            for (int p = 0; p < 4; ++p) {                                                      \
+                const __m256d w = _mm256_cvtps_pd(_mm_loadu_ps(ar[rr] + i + 4 * p));           \
+                q[rr][p] = _mm256_add_pd(q[rr][p], what == CSM_SUM_DOT                          \
+                    ? _mm256_mul_pd(w, _mm256_cvtps_pd(_mm_loadu_ps(br[rr] + i + 4 * p))) : w); \
+            }                                                                                  \
+        if (so)                                                                                \
+            for (int p = 0; p < 2; ++p)                                                        \
+                _mm256_storeu_ps(so + i + 8 * p,                                               \
+                                 _mm256_mul_ps(_mm256_loadu_ps(sy + i + 8 * p),                \
+                                               _mm256_sub_ps(_mm256_loadu_ps(sg + i + 8 * p),  \
+                                                             _mm256_set1_ps(sd))));
+        if (pfon)
+            CSM_SUM_LOOP_(1, CSM_SUM_STEP_256_)
+        else
+            CSM_SUM_LOOP_(0, CSM_SUM_STEP_256_)
+#undef CSM_SUM_STEP_256_
+        CSM_EACH_ROW
+        for (int rr = 0; rr < R; ++rr)
+            for (int h = 0; h < 2; ++h)
+                av[rr][h] = _mm512_insertf64x4(_mm512_castpd256_pd512(q[rr][2 * h]), q[rr][2 * h + 1], 1);
+    } else
+  #endif
     if (pfon)
-        CSM_SUM_LOOP_(1)
+        CSM_SUM_LOOP_(1, CSM_SUM_STEP_)
     else
-        CSM_SUM_LOOP_(0)
+        CSM_SUM_LOOP_(0, CSM_SUM_STEP_)
+#undef CSM_SUM_STEP_
 #undef CSM_SUM_LOOP_
     if (!fin) {
         for (int h = 0; h < ND_; ++h)

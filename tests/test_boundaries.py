@@ -588,6 +588,59 @@ def test_prefetching_never_changes_a_bit(isa, fn, dtype, k, threads):
         np.testing.assert_array_equal(results[0][0], results[0][1], strict=True)
 
 
+def test_the_sums_widen_four_floats_at_a_time_only_on_a_zen_4():
+    # A Zen 4 runs AVX-512 in 256-bit halves, where two 256-bit conversions
+    # to double beat one 512-bit one (_engine.pyx); elsewhere the AVX-512
+    # kernels convert eight floats at a time.
+    zen4 = _engine._cpu_is_amd() and _engine._cpu_family() == 0x19 and "avx512" in _engine.supported_isas()
+    assert _engine.widen_256() is zen4
+
+
+@pytest.mark.parametrize("threads", [1, 2])
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("fn", ["softmax_backward", "log_softmax_backward"])
+@pytest.mark.parametrize("k", [16, 40, 128, 1000, (1 << 18) + 777])
+def test_widening_four_floats_at_a_time_never_changes_a_bit(isa, fn, dtype, k, threads):
+    # The backward ops' double sums widen float32 four or eight at a time
+    # (_engine.set_widen_256) into the same partials in the same order: the
+    # same bits, in C and Fortran order, in place, past L2 (the chunked long
+    # rows), with where= (the masked sums keep one form), on every ISA.
+    n = 9 if k > 4096 else 300
+    rng = np.random.default_rng(9)
+    x = (rng.standard_normal((n, k)) * 4).astype(dtype)
+    x[1, :5] = -np.inf
+    y = getattr(csoftmax, fn.replace("_backward", ""))(x)
+    g = rng.standard_normal((n, k)).astype(dtype)
+    g[2, 7] = 1e30
+    # Rows 4-8: y uniform, g ones but +1e20 and -1e20 at two places of each
+    # block of 16 (the 16 partials), which cancel exactly only where the
+    # partials' tree pairs them before the ones: another grouping of the
+    # partials changes the result (by far more than a bit).
+    for r, (a, b) in enumerate([(0, 8), (0, 4), (0, 2), (0, 1), (3, 12)], start=4):
+        x[r] = 0
+        g[r] = 1.0
+        g[r, a::16] = 1e20
+        g[r, b::16] = -1e20
+    y[4:9] = getattr(csoftmax, fn.replace("_backward", ""))(x[4:9])
+    where = rng.random(k) < 0.7
+    f = getattr(csoftmax, fn)
+    got = []
+    for flag in (False, True):
+        old = _engine.set_widen_256(flag)
+        try:
+            out = f(y, g, num_threads=threads)
+            inplace = g.copy()
+            f(y, inplace, out=inplace, num_threads=threads)
+            got.append((out, f(np.asfortranarray(y), np.asfortranarray(g), num_threads=threads), inplace,
+                        f(y, g, where=where, num_threads=threads)))
+        finally:
+            _engine.set_widen_256(old)
+    for a, b in zip(*got):
+        np.testing.assert_array_equal(a, b, strict=True)
+    np.testing.assert_array_equal(got[0][0], got[0][1], strict=True)
+    np.testing.assert_array_equal(got[0][0], got[0][2], strict=True)
+
+
 @pytest.mark.parametrize("threads", [1, 2])
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
 def test_long_kept_rows_give_the_same_bits_with_and_without_prefetches(isa, dtype, threads):
