@@ -742,6 +742,35 @@ cdef inline Py_ssize_t _long_group_block(Py_ssize_t n) noexcept nogil:
     return block if block < CSM_LONG_GROUP else CSM_LONG_GROUP
 
 
+# log_softmax's rows past L2 run their streamed output pass beside the first
+# pass of the row after them (csm_out_pass_t in _rows_impl.h), within a
+# block: so they take up to this many rows per block, an even share for each
+# of the default team's threads where that is fewer. AMD Zen 4 (AVX-512), 8
+# x 2^20 float32 out=, rotated operands, one process alternating the
+# settings, time against blocks of one row: 4 rows 0.94 (one thread) and
+# 0.87 (two), 2 rows 0.99 and 0.92 (in a noisier run). Four rows of 2^20
+# still leave a thread's block a few milliseconds, for the shares to
+# balance (_shares.h).
+cdef Py_ssize_t _long_pipe_rows = 4
+
+
+def set_long_pipe_rows(Py_ssize_t rows):
+    """Sets the rows per block of log_softmax's rows past L2 (1: each row
+    alone, its output pass after its own first pass); returns the old
+    value. For tests and measurements: the bits never change."""
+    global _long_pipe_rows
+    if rows < 1:
+        raise ValueError("set_long_pipe_rows: rows must be >= 1")
+    old = _long_pipe_rows
+    _long_pipe_rows = rows
+    return old
+
+
+cdef inline Py_ssize_t _long_pipe_block(Py_ssize_t n) noexcept nogil:
+    cdef Py_ssize_t block = (n + _team - 1) // _team
+    return block if block < _long_pipe_rows else _long_pipe_rows
+
+
 cdef int _plan(int op, Py_ssize_t n, Py_ssize_t k, Py_ssize_t acs, Py_ssize_t bcs,
                Py_ssize_t ocs, int num_threads, int flags, Py_ssize_t itemsize,
                Plan* p, bint masked=False, Py_ssize_t mcs=1) noexcept nogil:
@@ -785,6 +814,8 @@ cdef int _plan(int op, Py_ssize_t n, Py_ssize_t k, Py_ssize_t acs, Py_ssize_t bc
         p.block = work // k
         if p.block < 1:
             p.block = 1
+        if op == OP_LOG_SOFTMAX and k * itemsize > CSM_LONG_ROW:
+            p.block = _long_pipe_block(n)
     else:
         if op >= OP_EXP:  # the test ops have row kernels only
             return RUN_INVALID

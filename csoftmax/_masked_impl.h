@@ -125,7 +125,7 @@ static CSM_INLINE CSM_TARGET void CSM_FN(csm_masked_softmax_row)(
         /* A row past L2 and past CSM_LONG_KEEP, as csm_long_rows takes it:
          * the max and the sum in one read, then exp(x - max) * c. */
         CSM_T m;
-        const CSM_T c = (CSM_T)(1.0 / CSM_FN(csm_long_max_sum)(x, mk, K, &m, NULL, NULL, 1));
+        const CSM_T c = (CSM_T)(1.0 / CSM_FN(csm_long_max_sum)(x, mk, K, &m, NULL, NULL, 1, NULL));
         CSM_T e[CSM_EXP_CHUNK];
         for (ptrdiff_t i0 = 0; i0 < K; i0 += CSM_EXP_CHUNK) {
             const ptrdiff_t nb = K - i0 < CSM_EXP_CHUNK ? K - i0 : CSM_EXP_CHUNK;
@@ -345,7 +345,7 @@ static CSM_INLINE CSM_TARGET void CSM_FN(csm_masked_row)(
         double s;
         if (K * (ptrdiff_t)sizeof(CSM_T) > CSM_LONG_ROW) {
             /* A row past L2 takes its max and sum as csm_long_rows does. */
-            s = CSM_FN(csm_long_max_sum)(x, mk, K, &m, NULL, NULL, 1);
+            s = CSM_FN(csm_long_max_sum)(x, mk, K, &m, NULL, NULL, 1, NULL);
         } else {
             const int normal = CSM_FN(csm_group_rows_max_normal)(1, &x, &mk, K, &m);
             s = normal > 0 ? CSM_FN(csm_row_exp_sum_from)(x, mk, NULL, m, K, 0.0, NULL, NULL, 1)

@@ -548,7 +548,7 @@ enum { CSM_ISA_BASELINE = 0, CSM_ISA_AVX2 = 1, CSM_ISA_AVX512 = 2, CSM_N_ISA = 3
  * argument of csm_rows_f32_t, a bit set): write the output with streaming
  * stores (see csm_streamed), prefetch the rows ahead (see
  * CSM_PREFETCH_BYTES), and, with CSM_RUN_STREAM, let softmax's long rows
- * keep their exps in a scratch row (csm_long_softmax_kept_nt). None
+ * keep their exps in a scratch row (csm_long_rows). None
  * changes a value. */
 enum { CSM_RUN_STREAM = 1, CSM_RUN_PREFETCH = 2, CSM_RUN_KEEP = 4 };
 

@@ -171,6 +171,62 @@ def test_streamed_long_rows_give_the_bits_of_regular_stores_at_every_alignment(i
         _engine.set_stream_bytes(old_bytes)
 
 
+@pytest.mark.parametrize("num_threads", [1, 2])
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
+def test_log_softmax_rows_past_l2_give_the_same_bits_with_the_output_pass_beside_the_next_row(
+        isa, dtype, num_threads):
+    # Streamed, log_softmax's rows past L2 write a row's output while the
+    # row after it takes its max and sum, a block of rows at a time
+    # (csm_out_pass_t). Rows of odd length start at every alignment; a row
+    # of -inf (all NaN out), a NaN, a +inf and a max that grows chunk by
+    # chunk sit between ordinary rows. Whatever the rows per block, the bits
+    # must be those of each row alone and of regular stores, and nothing
+    # outside the output may change.
+    from csoftmax import _engine
+
+    itemsize = np.dtype(dtype).itemsize
+    k = _engine.CONSTANTS["long_row_bytes"] // itemsize + 13
+    n = 7
+    x = (np.random.default_rng(5).standard_normal((n, k)) * 3).astype(dtype)
+    x[2] = -np.inf
+    x[3, 100] = np.nan
+    x[4, k // 2] = np.inf
+    x[5, ::5] = np.linspace(-80, 80, x[5, ::5].size)
+    old_bytes = _engine.set_stream_bytes(1 << 60)
+    try:
+        regular = csoftmax.log_softmax(x, num_threads=1)
+        assert np.isnan(regular[2]).all() and np.isnan(regular[4]).all()
+        _engine.set_stream_bytes(0)
+        old_threads = _engine.set_stream_threads(1)
+        try:
+            for rows in (1, 2, 4, n):
+                old_rows = _engine.set_long_pipe_rows(rows)
+                try:
+                    p = _engine.plan("log_softmax", n, k, dtype, num_threads=num_threads)
+                    # an even share for each thread of the default team, up to rows
+                    team = max(_engine.max_threads(), 2)
+                    assert p["stream"] and p["block"] == min(rows, -(-n // team))
+                    for off in (0, 3):
+                        buf = np.full(n * k + 64, 7.0, dtype)
+                        out = buf[off:off + n * k].reshape(n, k)
+                        csoftmax.log_softmax(x, out=out, num_threads=num_threads)
+                        assert out.tobytes() == regular.tobytes(), (rows, off)
+                        assert (buf[:off] == 7).all() and (buf[off + n * k:] == 7).all(), (rows, off)
+                finally:
+                    _engine.set_long_pipe_rows(old_rows)
+        finally:
+            _engine.set_stream_threads(old_threads)
+    finally:
+        _engine.set_stream_bytes(old_bytes)
+
+
+def test_rows_per_block_of_the_long_rows_must_be_positive():
+    from csoftmax import _engine
+
+    with pytest.raises(ValueError, match="rows must be >= 1"):
+        _engine.set_long_pipe_rows(0)
+
+
 def _chunk_rows(dtype):
     """Rows past L2 whose chunks (csm_long_max_sum: max and sum per chunk,
     rescaled as the max grows) hold hostile values, with a ragged last
