@@ -3750,8 +3750,8 @@ static CSM_TARGET void CSM_FN(csm_long_rows)(
             pending = 0;
             if (ks) {
                 /* Whole, at once: beside the next row's first pass (with a
-                 * second scratch row for its exps) it measured no faster,
-                 * 0.84-1.23x (median 1.03) on the Zen 4 of CSM_OUT_PASS_STEP. */
+                 * second scratch row for its exps) it measured slower
+                 * (docs/design.md). */
                 if (CSM_FN(csm_long_softmax_nan)(NULL, yr, K, M, s))
                     continue;
                 for (ptrdiff_t c = 0; c * CSM_LONG_CHUNK < K; ++c)
