@@ -747,10 +747,11 @@ cdef inline Py_ssize_t _long_group_block(Py_ssize_t n) noexcept nogil:
 # block: so they take up to this many rows per block, an even share for each
 # of the default team's threads where that is fewer. AMD Zen 4 (AVX-512), 8
 # x 2^20 float32 out=, rotated operands, one process alternating the
-# settings, time against blocks of one row: 4 rows 0.94 (one thread) and
-# 0.87 (two), 2 rows 0.99 and 0.92 (in a noisier run). Four rows of 2^20
-# still leave a thread's block a few milliseconds, for the shares to
-# balance (_shares.h).
+# settings, time against blocks of one row: 4 rows 0.97 (one thread) and
+# 0.89 (two), medians of eight alternations; in a shorter run, 2 rows 0.98
+# and 0.88 where 4 rows gave 0.96 and 0.83. Four rows of 2^20 still leave
+# a thread's block a few milliseconds, for the shares to balance
+# (_shares.h).
 cdef Py_ssize_t _long_pipe_rows = 4
 
 

@@ -1582,7 +1582,18 @@ static CSM_INLINE CSM_TARGET double CSM_FN(csm_row_sum_chunk)(const CSM_T *a, co
 #undef CSM_SUM_ACC_
 #undef CSM_KEEP_
 
-/* The state of csm_out_pass_open, _run and _close (below). */
+/* The output pass of a streamed long row (csm_long_rows), run a piece at a
+ * time: y = (x - M) - c (log_softmax: CSM_OUT_LOG), exp(x - M) c (softmax
+ * past CSM_LONG_KEEP: CSM_OUT_EXP), or ks f_c with ks the row's kept exps
+ * and f_c its chunk's scale (softmax's kept rows: CSM_OUT_KEPT), streamed
+ * from the registers that compute it, with regular stores before the first
+ * aligned element and after the last whole register. Run whole (open,
+ * then close), or beside the first pass of the row after it,
+ * CSM_OUT_PASS_STEP elements per as many of its sum (csm_long_max_sum):
+ * that pass is bound by its exps, this one by memory, and a core that
+ * alternates them finely keeps both busy where it ran them one after the
+ * other (docs/design.md has the numbers). Each element is the same
+ * expression either way, so the bits are. Its state: */
 #ifndef CSM_OUT_FORMS_ /* (this file is included once per type and ISA) */
 #define CSM_OUT_FORMS_
 enum { CSM_OUT_LOG, CSM_OUT_EXP, CSM_OUT_KEPT };
@@ -1613,19 +1624,6 @@ static CSM_INLINE ptrdiff_t CSM_FN(csm_nt_lead_row)(const CSM_T *y, ptrdiff_t K)
     const ptrdiff_t a = CSM_FN(csm_nt_lead)(y);
     return (uintptr_t)y % sizeof(CSM_T) != 0 || a > K ? K : a;
 }
-
-/* The output pass of a streamed long row (csm_long_rows), run a piece at a
- * time: y = (x - M) - c (log_softmax: CSM_OUT_LOG), exp(x - M) c (softmax
- * past CSM_LONG_KEEP: CSM_OUT_EXP), or ks f_c with ks the row's kept exps
- * and f_c its chunk's scale (softmax's kept rows: CSM_OUT_KEPT), streamed
- * from the registers that compute it, with regular stores before the first
- * aligned element and after the last whole register. Run whole (open,
- * then close), or beside the first pass of the row after it,
- * CSM_OUT_PASS_STEP elements per as many of its sum (csm_long_max_sum):
- * that pass is bound by its exps, this one by memory, and a core that
- * alternates them finely keeps both busy where it ran them one after the
- * other (docs/design.md has the numbers). Each element is the same
- * expression either way, so the bits are. */
 
 /* Elements of the output pass per block of the first pass's sum beside it.
  * AMD Zen 4, AVX-512, log_softmax 8 x 2^20 float32 out=, four rows per
