@@ -1758,27 +1758,28 @@ static CSM_INLINE CSM_TARGET double CSM_FN(csm_long_max_sum)(const CSM_T *x, con
         const CSM_T ref = m == -CSM_INF_T ? (CSM_T)0 : m;
         const char *next_y = y && pf ? (const char *)((uintptr_t)(y + j + CSM_LONG_CHUNK)) : NULL;
         CSM_T *yj = y ? y + j : NULL;
-        double sj = 0.0;
+        /* The sum in one call, or, with the previous row's output pass beside
+         * it (o), CSM_OUT_PASS_STEP elements at a time, each followed by as
+         * many of that pass: the blocks' sums add to sj in the same order. */
 #if CSM_EXP_V
-        if (o) {
-            /* The previous row's output pass beside the sum, a block of the
-             * sum at a time: the blocks' sums add to sj in the same order. */
-            for (ptrdiff_t b = 0; b < n; b += CSM_OUT_PASS_STEP) {
-                const ptrdiff_t nb = n - b < CSM_OUT_PASS_STEP ? n - b : CSM_OUT_PASS_STEP;
-                const char *nx = next ? next + b * sizeof(CSM_T) : NULL;
-                const char *ny = next_y ? next_y + b * sizeof(CSM_T) : NULL;
-                sj = normal > 0
-                    ? CSM_FN(csm_row_exp_sum_from)(xj + b, mj ? mj + b : NULL, yj ? yj + b : NULL, ref,
-                                                   nb, sj, nx, ny, 1)
-                    : CSM_FN(csm_row_exp_sum_from)(xj + b, mj ? mj + b : NULL, yj ? yj + b : NULL, ref,
-                                                   nb, sj, nx, ny, normal);
-                CSM_FN(csm_out_pass_run)(o, nb);
-            }
-        } else
+        const ptrdiff_t step = o ? CSM_OUT_PASS_STEP : n;
+#else
+        const ptrdiff_t step = n;
 #endif
-        sj = normal > 0
-            ? CSM_FN(csm_row_exp_sum_from)(xj, mj, yj, ref, n, 0.0, next, next_y, 1)
-            : CSM_FN(csm_row_exp_sum_from)(xj, mj, yj, ref, n, 0.0, next, next_y, normal);
+        double sj = 0.0;
+        for (ptrdiff_t b = 0; b < n; b += step) {
+            const ptrdiff_t nb = n - b < step ? n - b : step;
+            const char *nx = next ? next + b * sizeof(CSM_T) : NULL;
+            const char *ny = next_y ? next_y + b * sizeof(CSM_T) : NULL;
+            const CSM_MW_T *mb = mj ? mj + b : NULL;
+            CSM_T *yb = yj ? yj + b : NULL;
+            sj = normal > 0 ? CSM_FN(csm_row_exp_sum_from)(xj + b, mb, yb, ref, nb, sj, nx, ny, 1)
+                            : CSM_FN(csm_row_exp_sum_from)(xj + b, mb, yb, ref, nb, sj, nx, ny, normal);
+#if CSM_EXP_V
+            if (o)
+                CSM_FN(csm_out_pass_run)(o, nb);
+#endif
+        }
         if (mc)
             mc[j / CSM_LONG_CHUNK] = m;
         CSM_FN(csm_long_fold)(&s, &M, m, sj);
