@@ -709,6 +709,53 @@ def _tail_inputs(fn, n, k, dtype, rng):
     return [x]
 
 
+def _tree16(f):
+    """CSM_TREE16 over partials f[..., 0..15], in f's dtype."""
+    a = [f[..., p] for p in range(16)]
+    return ((((a[0] + a[8]) + (a[4] + a[12])) + ((a[2] + a[10]) + (a[6] + a[14])))
+            + (((a[1] + a[9]) + (a[5] + a[13])) + ((a[3] + a[11]) + (a[7] + a[15]))))
+
+
+def _softmax_in_the_documented_order(x):
+    """softmax of each row by the documented order of its sum (docs/design.md,
+    "One order for every sum"): the kernels' own exp of x - max, element j
+    to partial j % 16 within each block of 128, each partial in order of j,
+    the block's partials by the fixed tree in the element type, the blocks'
+    sums added in double in order, and the exps scaled by (T)(1 / sum)."""
+    from csoftmax import _cpu
+    dtype = x.dtype.type
+    out = np.empty_like(x)
+    for r, row in enumerate(x):
+        d = (row - row.max()).astype(dtype)
+        e = np.empty_like(d).reshape(1, -1)
+        _cpu.run("exp_neg", np.ascontiguousarray(d).reshape(1, -1), None, e, 1)
+        e = e.ravel()
+        s = 0.0
+        for b in range(0, len(e), 128):
+            blk = e[b:b + 128]
+            f = np.zeros(16, dtype)
+            for j, v in enumerate(blk):
+                f[j % 16] = dtype(f[j % 16] + v)
+            s += float(_tree16(f))
+        out[r] = e * dtype(1.0 / s)
+    return out
+
+
+@pytest.mark.parametrize("threads", [1, 2])
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_softmax_sums_its_blocks_in_the_documented_order(dtype, threads, isa):
+    # Rows of one and of several 128-element blocks, with a partial block
+    # and a partial register at the end: the bits must be those of the
+    # order the design states (AVX2 adds a block's tree after the next
+    # block's loop; the order of the adds is what must not change).
+    rng = np.random.default_rng(23)
+    for k in (129, 143, 256, 257, 1000, 1001, 4099):
+        x = (rng.standard_normal((3, k)) * 3).astype(dtype)
+        want = _softmax_in_the_documented_order(x)
+        got = csoftmax.softmax(x, num_threads=threads)
+        np.testing.assert_array_equal(got, want, strict=True, err_msg=f"K = {k}")
+
+
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
 @pytest.mark.parametrize("fn", ["softmax", "log_softmax", "logsumexp"])
 def test_rows_computed_together_give_the_bits_of_a_row_alone(fn, dtype, isa):
