@@ -745,15 +745,19 @@ def _softmax_in_the_documented_order(x):
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
 def test_softmax_sums_its_blocks_in_the_documented_order(dtype, threads, isa):
     # Rows of one and of several 128-element blocks, with a partial block
-    # and a partial register at the end: the bits must be those of the
-    # order the design states (AVX2 adds a block's tree after the next
-    # block's loop; the order of the adds is what must not change).
+    # and a partial register at the end, C-contiguous, Fortran-ordered and
+    # strided: the bits must be those of the order the design states (AVX2
+    # adds a block's tree after the next block's loop; the order of the
+    # adds is what must not change).
     rng = np.random.default_rng(23)
     for k in (129, 143, 256, 257, 1000, 1001, 4099):
         x = (rng.standard_normal((3, k)) * 3).astype(dtype)
         want = _softmax_in_the_documented_order(x)
-        got = csoftmax.softmax(x, num_threads=threads)
-        np.testing.assert_array_equal(got, want, strict=True, err_msg=f"K = {k}")
+        wide = np.zeros((3, 2 * k), dtype)
+        wide[:, ::2] = x
+        for src in (x, np.asfortranarray(x), wide[:, ::2]):
+            got = csoftmax.softmax(src, num_threads=threads)
+            np.testing.assert_array_equal(got, want, strict=True, err_msg=f"K = {k}")
 
 
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
