@@ -1292,8 +1292,11 @@ static CSM_INLINE CSM_TARGET void CSM_FN(csm_rows_exp_sum_blocks)(
  * 400, three alternations), which the deferred rows do not even reach, and
  * where its logsumexp and softmax gained 5-7% at K = 1000 and 8192 (moving
  * the deferred row into a function of its own lost both the gain and not
- * the loss). Under AVX2 the same short shapes took 0.90-1.00x (4096 x 40
- * and 4096 x 100 0.90-0.95x) and K >= 256 0.87-0.93x. */
+ * the loss). Under AVX2 softmax's short shapes took 0.90-1.00x (4096 x 40
+ * and 4096 x 100 0.90-0.95x), log_softmax's 1.02-1.03x (4096 x 128,
+ * 100000 x 64), and K >= 256 0.87-0.93x; deferring in the single rows'
+ * loops only (R = 1) kept log_softmax's short rows level but took softmax
+ * at 8192 x 64 to 1.04x. */
 #define CSM_DEFER_TREES (CSM_ISA_ID == 1)
 static CSM_INLINE CSM_TARGET void CSM_FN(csm_rows_exp_sum_from)(
     const int R, const CSM_T *const *x, const CSM_MW_T *const *mk, CSM_T *const *y,
