@@ -1167,10 +1167,10 @@ static CSM_INLINE CSM_TARGET void CSM_FN(csm_rows_exp_sum_blocks)(
     const int normal, const int defer)
 {
 #if CSM_EXP_V
-    /* defer (a constant; csm_rows_exp_sum_from) waits with each block's
-     * tree until the next block's loop,
-     * when its partials are long done (pv, pend). Summed at the block's
-     * end, the tree and the double add are a chain of about 25 cycles on
+    /* defer (a constant; csm_rows_exp_sum_from chooses it) waits with each
+     * block's tree until the next block's loop, when its partials are long
+     * done (pv, pend). Summed at the block's end, the tree and the double
+     * add are a chain of about 25 cycles on
      * the last exps' results, and the operations of the next block queue
      * behind it: AMD Zen 4, one thread, float32 logsumexp at K = 8192 spent
      * a fifth of its samples there under AVX2. Deferred, in cycles per
