@@ -27,7 +27,7 @@
 static CSM_INLINE CSM_TARGET double CSM_FN(csm_xent_expsum)(
     const CSM_T *x, CSM_T *e, CSM_T m, ptrdiff_t K, const int store, const int normal)
 {
-    return CSM_FN(csm_row_exp_sum_from)(x, NULL, store ? e : NULL, m, K, 0.0, NULL, NULL, normal);
+    return CSM_FN(csm_row_exp_sum_eager)(x, NULL, store ? e : NULL, m, K, 0.0, normal);
 }
 
 /* What a row's first two passes leave for its log and its last pass. */

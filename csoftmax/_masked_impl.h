@@ -39,8 +39,8 @@
 static CSM_INLINE CSM_TARGET double CSM_FN(csm_row_exp_total)(const CSM_T *x, const CSM_MW_T *mk,
                                                               CSM_T m, ptrdiff_t K, const int normal)
 {
-    return normal > 0 ? CSM_FN(csm_row_exp_sum_from)(x, mk, NULL, m, K, 0.0, NULL, NULL, 1)
-                      : CSM_FN(csm_row_exp_sum_from)(x, mk, NULL, m, K, 0.0, NULL, NULL, normal);
+    return normal > 0 ? CSM_FN(csm_row_exp_sum_eager)(x, mk, NULL, m, K, 0.0, 1)
+                      : CSM_FN(csm_row_exp_sum_eager)(x, mk, NULL, m, K, 0.0, normal);
 }
 
 /* The same with the byte mask. */
@@ -138,8 +138,8 @@ static CSM_INLINE CSM_TARGET void CSM_FN(csm_masked_softmax_row)(
     }
     CSM_T m;
     const int normal = CSM_FN(csm_group_rows_max_normal)(1, &x, &mk, K, &m);
-    const double s = normal > 0 ? CSM_FN(csm_row_exp_sum_from)(x, mk, y, m, K, 0.0, NULL, NULL, 1)
-                                : CSM_FN(csm_row_exp_sum_from)(x, mk, y, m, K, 0.0, NULL, NULL, normal);
+    const double s = normal > 0 ? CSM_FN(csm_row_exp_sum_eager)(x, mk, y, m, K, 0.0, 1)
+                                : CSM_FN(csm_row_exp_sum_eager)(x, mk, y, m, K, 0.0, normal);
     CSM_FN(csm_masked_finish)(CSM_OP_SOFTMAX, x, mk, y, K, m, s);
 }
 
@@ -348,8 +348,8 @@ static CSM_INLINE CSM_TARGET void CSM_FN(csm_masked_row)(
             s = CSM_FN(csm_long_max_sum)(x, mk, K, &m, NULL, NULL, 1, NULL);
         } else {
             const int normal = CSM_FN(csm_group_rows_max_normal)(1, &x, &mk, K, &m);
-            s = normal > 0 ? CSM_FN(csm_row_exp_sum_from)(x, mk, NULL, m, K, 0.0, NULL, NULL, 1)
-                           : CSM_FN(csm_row_exp_sum_from)(x, mk, NULL, m, K, 0.0, NULL, NULL, normal);
+            s = normal > 0 ? CSM_FN(csm_row_exp_sum_eager)(x, mk, NULL, m, K, 0.0, 1)
+                           : CSM_FN(csm_row_exp_sum_eager)(x, mk, NULL, m, K, 0.0, normal);
         }
         CSM_FN(csm_masked_finish)(CSM_OP_LOG_SOFTMAX, x, mk, y, K, m, s);
         break;
@@ -620,7 +620,7 @@ static CSM_TARGET void CSM_FN(csm_logsumexp_rows)(
  * chunk of the group gathered into buf as rows (csm_rows_move), where a
  * gathered row read every line of the array once per row it holds: the
  * max of each row from a first read, then from a second its sum, which
- * csm_row_exp_sum_from carries from chunk to chunk as it carries it from
+ * csm_row_exp_sum_eager carries from chunk to chunk as it carries it from
  * block to block (chunks are whole blocks of CSM_SUM_BLOCK), or, for a row
  * whose max is not finite, whether it holds a NaN. The same values as the
  * row's own steps, so the bits of C order. */
@@ -653,7 +653,7 @@ static CSM_NOINLINE CSM_TARGET void CSM_FN(csm_long_lse_strided)(
             CSM_FN(csm_rows_move)(ag + j * acs, ars, acs, buf, C, n, g, 1);
             for (ptrdiff_t l = 0; l < g; ++l) {
                 if (M[l] - M[l] == 0)
-                    S[l] = CSM_FN(csm_row_exp_sum_from)(buf + l * C, NULL, NULL, M[l], n, S[l], NULL, NULL, 0);
+                    S[l] = CSM_FN(csm_row_exp_sum_eager)(buf + l * C, NULL, NULL, M[l], n, S[l], 0);
                 else
                     nan_in[l] |= CSM_FN(csm_row_has_nan)(buf + l * C, NULL, n);
             }
@@ -673,7 +673,7 @@ static CSM_TARGET void CSM_FN(csm_masked_rows)(
 /* Rows of masked softmax, log_softmax and logsumexp (unit column strides,
  * K <= CSM_ROWS_MAX_K) two at a time, as the unmasked kernels take them:
  * the pair's maxima (csm_group_rows_max_normal, the masks as selects), the
- * pair's exp-and-sum loops as one loop (csm_rows_exp_sum_from), each row's
+ * pair's exp-and-sum loops as one loop (csm_rows_exp_sum_eager), each row's
  * end (csm_masked_finish). Each row's operations are csm_masked_row's, so
  * the bits are. The masks widened into tw and tw2 (K elements each). A
  * logsumexp pair with a max that is not finite goes row by row. Returns the
@@ -719,9 +719,9 @@ static CSM_TARGET ptrdiff_t CSM_FN(csm_masked_pairs)(
         }
         CSM_T *const *ys = op == CSM_OP_SOFTMAX ? yr : none; /* softmax: the terms into y */
         if (normal > 0)
-            CSM_FN(csm_rows_exp_sum_from)(2, xr, mw, ys, m, K, s, nopf, nopf, 1);
+            CSM_FN(csm_rows_exp_sum_eager)(2, xr, mw, ys, m, K, s, nopf, nopf, 1);
         else
-            CSM_FN(csm_rows_exp_sum_from)(2, xr, mw, ys, m, K, s, nopf, nopf, normal);
+            CSM_FN(csm_rows_exp_sum_eager)(2, xr, mw, ys, m, K, s, nopf, nopf, normal);
         for (int rr = 0; rr < 2; ++rr)
             CSM_FN(csm_masked_finish)(op, xr[rr], mw[rr], yr[rr], K, m[rr], s[rr]);
     }

@@ -1310,6 +1310,33 @@ static CSM_INLINE CSM_TARGET void CSM_FN(csm_rows_exp_sum_from)(
 }
 #undef CSM_DEFER_TREES
 
+/* csm_rows_exp_sum_from with each block's tree at the block's end under
+ * every ISA, for the masked and loss kernels and the rare rows (a max that
+ * is not finite, Fortran-ordered logsumexp). The deferring loop is a second
+ * inlined copy at each call site, and theirs are many (an instance per
+ * mask, label and weight option): with them the AVX2 unit took 176 s to
+ * compile against 166 without (gcc 12 -O3, one core each, side by side),
+ * twice in CI (the editable install and the wheel), for rows that are not
+ * the ones the deferral was measured and kept for. The blocks' sums are
+ * added in the same order either way, so the bits are the same. */
+static CSM_INLINE CSM_TARGET void CSM_FN(csm_rows_exp_sum_eager)(
+    const int R, const CSM_T *const *x, const CSM_MW_T *const *mk, CSM_T *const *y,
+    const CSM_T *m, ptrdiff_t K, double *acc, const char *const *pf, const char *const *pfw,
+    const int normal)
+{
+    CSM_FN(csm_rows_exp_sum_blocks)(R, x, mk, y, m, K, acc, pf, pfw, normal, 0);
+}
+
+/* One row of csm_rows_exp_sum_eager. */
+static CSM_INLINE CSM_TARGET double CSM_FN(csm_row_exp_sum_eager)(const CSM_T *x, const CSM_MW_T *mk,
+                                                                 CSM_T *y, CSM_T m, ptrdiff_t K,
+                                                                 double acc, const int normal)
+{
+    const char *nopf = NULL;
+    CSM_FN(csm_rows_exp_sum_eager)(1, &x, &mk, &y, &m, K, &acc, &nopf, &nopf, normal);
+    return acc;
+}
+
 /* One row of csm_rows_exp_sum_from. */
 static CSM_INLINE CSM_TARGET double CSM_FN(csm_row_exp_sum_from)(const CSM_T *x, const CSM_MW_T *mk,
                                                                 CSM_T *y, CSM_T m, ptrdiff_t K,
