@@ -764,10 +764,12 @@ def test_softmax_sums_its_blocks_in_the_documented_order(dtype, threads, isa):
 @pytest.mark.parametrize("fn", ["softmax", "log_softmax", "logsumexp"])
 def test_rows_computed_together_give_the_bits_of_a_row_alone(fn, dtype, isa):
     # Under AVX2 and AVX-512, rows up to rows_at_once_k elements are computed
-    # rows_at_once at a time, their registers interleaved. A row's bits must
-    # not depend on its neighbour (a NaN, -inf, +inf or 1e30 row beside a
-    # plain one) or on whether it is the odd row out: every row of a batch
-    # must give what the same row gives alone.
+    # rows_at_once at a time, their registers interleaved, and each group's
+    # maxima are taken during the group before it. A row's bits must not
+    # depend on its neighbour (a NaN, -inf, +inf or 1e30 row beside a plain
+    # one), on the group before it, or on whether it is the odd row out or
+    # past log_softmax's chunk of 64 rows: every row of a batch must give
+    # what the same row gives alone.
     C = _engine.CONSTANTS
     assert C["rows_at_once"] == 2
     f = getattr(csoftmax, fn)
@@ -777,7 +779,10 @@ def test_rows_computed_together_give_the_bits_of_a_row_alone(fn, dtype, isa):
         (x,) = _tail_inputs(fn, 11, k, dtype, rng)
         x[9, :] = np.nan                  # whole hostile rows beside plain ones
         x[10, k // 2] = np.inf
-        for n in (2, 3, 11):
+        # 67 rows: the hostile rows in every position of a group, and a
+        # chunk of 64 and a partial one after it.
+        x = np.concatenate([x, x[rng.permutation(11)]] * 3 + [x[:1]])
+        for n in (2, 3, 11, 67):
             got = f(x[:n], num_threads=1)
             alone = np.concatenate([f(x[i:i + 1], num_threads=1) for i in range(n)])
             assert got.tobytes() == alone.tobytes(), (fn, k, n)
