@@ -1064,6 +1064,18 @@ static CSM_INLINE CSM_TARGET int CSM_FN(csm_group_rows_max_normal)(const int R, 
     return 0;
 }
 
+/* csm_group_rows_max_normal of the R rows (R a constant) from x, ldx apart,
+ * unmasked. */
+static CSM_INLINE CSM_TARGET int CSM_FN(csm_group_max_at)(const int R, const CSM_T *x, ptrdiff_t ldx,
+                                                        ptrdiff_t K, CSM_T *m)
+{
+    const CSM_T *xr[CSM_ROWS_MAX];
+    CSM_EACH_ROW
+    for (int rr = 0; rr < R; ++rr)
+        xr[rr] = x + rr * ldx;
+    return CSM_FN(csm_group_rows_max_normal)(R, xr, NULL, K, m);
+}
+
 /* The fixed tree of csm_tree_sum over CSM_PARTS values of the element type,
  * at f[0], f[stride], ... (softmax's block sums, see CSM_SUM_BLOCK). At
  * stride 1 (the row kernels) the same tree as a vector's horizontal sum:
@@ -3144,14 +3156,7 @@ static CSM_INLINE CSM_TARGET int CSM_FN(csm_softmax_row_group_m)(
         CSM_FN(csm_rows_exp_sum_from)(R, xr, mk, yr, m, K, s, pfr, pfw, 1);
     else
         CSM_FN(csm_rows_exp_sum_from)(R, xr, mk, yr, m, K, s, pfr, pfw, normal);
-    int nn = 0;
-    if (xn) {
-        const CSM_T *xnr[CSM_ROWS_MAX];
-        CSM_EACH_ROW
-        for (int rr = 0; rr < R; ++rr)
-            xnr[rr] = xn + rr * ldx;
-        nn = CSM_FN(csm_group_rows_max_normal)(R, xnr, NULL, K, mn);
-    }
+    const int nn = xn ? CSM_FN(csm_group_max_at)(R, xn, ldx, K, mn) : 0;
     CSM_EACH_ROW
     for (int rr = 0; rr < R; ++rr) {
         if (nt)
@@ -3167,12 +3172,8 @@ static CSM_INLINE CSM_TARGET void CSM_FN(csm_softmax_row_group)(
     const int R, const CSM_T *x, ptrdiff_t ldx, CSM_T *y, ptrdiff_t ldy, ptrdiff_t K, int pf,
     ptrdiff_t left, const int nt, CSM_T *c)
 {
-    const CSM_T *xr[CSM_ROWS_MAX];
     CSM_T m[CSM_ROWS_MAX];
-    CSM_EACH_ROW
-    for (int rr = 0; rr < R; ++rr)
-        xr[rr] = x + rr * ldx;
-    const int normal = CSM_FN(csm_group_rows_max_normal)(R, xr, NULL, K, m);
+    const int normal = CSM_FN(csm_group_max_at)(R, x, ldx, K, m);
     CSM_FN(csm_softmax_row_group_m)(R, x, ldx, y, ldy, K, pf, left, nt, c, m, normal, NULL, NULL);
 }
 
@@ -3242,11 +3243,7 @@ static CSM_INLINE CSM_TARGET void CSM_FN(csm_softmax_body)(
          * 81 -> 72.5 | 80 -> 77, 2048 x 256 level; float64 within 3%
          * either way. Each row's operations are the same, so its bits. */
         CSM_T mg[2][CSM_ROWS_MAX];
-        const CSM_T *xr[CSM_ROWS_MAX];
-        CSM_EACH_ROW
-        for (int rr = 0; rr < CSM_ROWS_MAX; ++rr)
-            xr[rr] = x + rr * ldx;
-        int normal = CSM_FN(csm_group_rows_max_normal)(CSM_ROWS_MAX, xr, NULL, K, mg[0]);
+        int normal = CSM_FN(csm_group_max_at)(CSM_ROWS_MAX, x, ldx, K, mg[0]);
         for (int cur = 0; r + CSM_ROWS_MAX <= rows; r += CSM_ROWS_MAX, cur ^= 1) {
             const CSM_T *xn = r + 2 * CSM_ROWS_MAX <= rows ? x + (r + CSM_ROWS_MAX) * ldx : NULL;
             normal = CSM_FN(csm_softmax_row_group_m)(CSM_ROWS_MAX, x + r * ldx, ldx, y + r * ldy, ldy, K, pf,
@@ -3279,14 +3276,7 @@ static CSM_INLINE CSM_TARGET int CSM_FN(csm_log_sum_group_m)(
     const CSM_MW_T *mk[CSM_ROWS_MAX];
     CSM_T *none[CSM_ROWS_MAX];
     const char *pfx[CSM_ROWS_MAX], *pfw[CSM_ROWS_MAX];
-    int nn = 0;
-    if (xn) {
-        const CSM_T *xnr[CSM_ROWS_MAX];
-        CSM_EACH_ROW
-        for (int rr = 0; rr < R; ++rr)
-            xnr[rr] = xn + rr * ldx;
-        nn = CSM_FN(csm_group_rows_max_normal)(R, xnr, NULL, K, mn);
-    }
+    const int nn = xn ? CSM_FN(csm_group_max_at)(R, xn, ldx, K, mn) : 0;
     CSM_EACH_ROW
     for (int rr = 0; rr < R; ++rr) {
         xr[rr] = x + rr * ldx;
@@ -3308,11 +3298,7 @@ static CSM_INLINE CSM_TARGET void CSM_FN(csm_log_sum_group)(
     const int R, const CSM_T *x, ptrdiff_t ldx, CSM_T *y, ptrdiff_t ldy, ptrdiff_t K, int pf,
     CSM_T *mx, double *lg)
 {
-    const CSM_T *xr[CSM_ROWS_MAX];
-    CSM_EACH_ROW
-    for (int rr = 0; rr < R; ++rr)
-        xr[rr] = x + rr * ldx;
-    const int normal = CSM_FN(csm_group_rows_max_normal)(R, xr, NULL, K, mx);
+    const int normal = CSM_FN(csm_group_max_at)(R, x, ldx, K, mx);
     CSM_FN(csm_log_sum_group_m)(R, x, ldx, y, ldy, K, pf, mx, normal, lg, NULL, NULL);
 }
 
@@ -3368,11 +3354,7 @@ static CSM_INLINE CSM_TARGET void CSM_FN(csm_log_softmax_body)(
              * whose loop stores nothing, was slower so (AVX2 100000 x 64
              * 2069 -> 2223 us, 2048 x 256 130 -> 138; AVX-512 2048 x 256
              * 114 -> 125) and keeps its order. */
-            const CSM_T *xr[CSM_ROWS_MAX];
-            CSM_EACH_ROW
-            for (int rr = 0; rr < CSM_ROWS_MAX; ++rr)
-                xr[rr] = x + (r0 + rr) * ldx;
-            int normal = CSM_FN(csm_group_rows_max_normal)(CSM_ROWS_MAX, xr, NULL, K, mx);
+            int normal = CSM_FN(csm_group_max_at)(CSM_ROWS_MAX, x + r0 * ldx, ldx, K, mx);
             for (; r + CSM_ROWS_MAX <= nr; r += CSM_ROWS_MAX) {
                 const int more = r + 2 * CSM_ROWS_MAX <= nr;
                 normal = CSM_FN(csm_log_sum_group_m)(CSM_ROWS_MAX, x + (r0 + r) * ldx, ldx,
