@@ -4,18 +4,19 @@
  *
  * Wheels are built for baseline x86-64, so _rows_impl.h is instantiated three
  * times per dtype: baseline, AVX2+FMA and AVX-512 (function `target`
- * attributes, GCC and Clang), each in its own translation unit so that the
- * compiler builds them in parallel: _rows_baseline.c, _rows_avx2.c and
- * _rows_avx512.c (through _rows_isa.h), extra sources of csoftmax._engine.
- * Each exports one table of its kernels (csm_kernels_<isa>, hidden from the
- * dynamic symbol table). csm_select_isa() picks the widest one the CPU
+ * attributes, GCC and Clang), each (ISA, dtype) in its own translation unit so
+ * that the compiler builds them in parallel: _rows_<isa>_<dtype>.c (through
+ * _rows_isa.h), extra sources of csoftmax._engine. Each exports one table of
+ * its kernels (csm_kernels_<dtype>_<isa>, hidden from the dynamic symbol
+ * table). csm_select_isa() picks the widest one the CPU
  * supports, once, at import; CSOFTMAX_ISA can force a narrower one, which is
  * how the tests cover every ISA on one machine. Other compilers and other
  * architectures get the portable baseline only (the AVX files are empty there).
  *
- * The ISA translation units define CSM_ISA_UNIT before including this file:
- * they get the shared definitions and the table declarations (which check
- * their definitions), not the dispatch state, which lives in _engine.c.
+ * The kernel translation units define CSM_ISA_UNIT (in _rows_isa.h) before
+ * including this file: they get the shared definitions and the table
+ * declarations (which check their definitions), not the dispatch state,
+ * which lives in _engine.c.
  */
 #ifndef CSOFTMAX_ROWS_H
 #define CSOFTMAX_ROWS_H
@@ -605,23 +606,31 @@ _Static_assert(CSM_LONG_GROUP * CSM_LONG_CHUNK <= 4 * (CSM_LONG_ROW / 8), "a gro
   #define CSM_HIDDEN
 #endif
 
-/* The kernels of one ISA, in the order of the op codes; defined by
- * _rows_isa.h in that ISA's translation unit. */
+/* The kernels of one ISA and dtype, in the order of the op codes; defined by
+ * _rows_isa.h in that ISA and dtype's translation unit. */
+#define CSM_KERNELS_OF_(sfx) struct {                                                      \
+    csm_rows_##sfx##_t rows[CSM_N_OPS];                                                 \
+    csm_strided_##sfx##_t strided;                                                      \
+    csm_masked_##sfx##_t masked;                                                        \
+    csm_xent_fn xent; /* softmax_cross_entropy (_loss.h, _loss_impl.h) */               \
+}
+typedef CSM_KERNELS_OF_(f32) csm_kernels_f32_t;
+typedef CSM_KERNELS_OF_(f64) csm_kernels_f64_t;
+#undef CSM_KERNELS_OF_
+
+/* The kernels of one ISA: its two dtypes' tables. */
 typedef struct {
-    csm_rows_f32_t rows_f32[CSM_N_OPS];
-    csm_rows_f64_t rows_f64[CSM_N_OPS];
-    csm_strided_f32_t strided_f32;
-    csm_strided_f64_t strided_f64;
-    csm_masked_f32_t masked_f32;
-    csm_masked_f64_t masked_f64;
-    csm_xent_fn xent_f32;       /* softmax_cross_entropy (_loss.h, _loss_impl.h) */
-    csm_xent_fn xent_f64;
+    const csm_kernels_f32_t *f32;
+    const csm_kernels_f64_t *f64;
 } csm_kernels_t;
 
-extern CSM_HIDDEN const csm_kernels_t csm_kernels_baseline;
+extern CSM_HIDDEN const csm_kernels_f32_t csm_kernels_f32_baseline;
+extern CSM_HIDDEN const csm_kernels_f64_t csm_kernels_f64_baseline;
 #if CSM_X86_DISPATCH
-extern CSM_HIDDEN const csm_kernels_t csm_kernels_avx2;
-extern CSM_HIDDEN const csm_kernels_t csm_kernels_avx512;
+extern CSM_HIDDEN const csm_kernels_f32_t csm_kernels_f32_avx2;
+extern CSM_HIDDEN const csm_kernels_f64_t csm_kernels_f64_avx2;
+extern CSM_HIDDEN const csm_kernels_f32_t csm_kernels_f32_avx512;
+extern CSM_HIDDEN const csm_kernels_f64_t csm_kernels_f64_avx512;
 #endif
 
 /* Blocks of rows written with streaming stores since the module loaded:
@@ -652,24 +661,25 @@ CSM_HIDDEN int csm_widen_256 = 0;
 
 static const char *const csm_isa_names[CSM_N_ISA] = {"baseline", "avx2", "avx512"};
 
-static const csm_kernels_t *const csm_all_kernels[CSM_N_ISA] = {
-    &csm_kernels_baseline,
+static const csm_kernels_t csm_all_kernels[CSM_N_ISA] = {
+    {&csm_kernels_f32_baseline, &csm_kernels_f64_baseline},
 #if CSM_X86_DISPATCH
-    &csm_kernels_avx2, &csm_kernels_avx512,
+    {&csm_kernels_f32_avx2, &csm_kernels_f64_avx2},
+    {&csm_kernels_f32_avx512, &csm_kernels_f64_avx512},
 #endif
 };
 
 /* The kernels in use; set once by csm_select_isa() at import. One pointer, so
  * that a switch of ISA (the tests) changes every kernel at once. */
-static const csm_kernels_t *csm_kernels_in_use = &csm_kernels_baseline;
-#define csm_rows_f32 (csm_kernels_in_use->rows_f32)
-#define csm_rows_f64 (csm_kernels_in_use->rows_f64)
-#define csm_strided_f32 (csm_kernels_in_use->strided_f32)
-#define csm_strided_f64 (csm_kernels_in_use->strided_f64)
-#define csm_masked_f32 (csm_kernels_in_use->masked_f32)
-#define csm_masked_f64 (csm_kernels_in_use->masked_f64)
-#define csm_xent_f32 (csm_kernels_in_use->xent_f32)
-#define csm_xent_f64 (csm_kernels_in_use->xent_f64)
+static const csm_kernels_t *csm_kernels_in_use = &csm_all_kernels[CSM_ISA_BASELINE];
+#define csm_rows_f32 (csm_kernels_in_use->f32->rows)
+#define csm_rows_f64 (csm_kernels_in_use->f64->rows)
+#define csm_strided_f32 (csm_kernels_in_use->f32->strided)
+#define csm_strided_f64 (csm_kernels_in_use->f64->strided)
+#define csm_masked_f32 (csm_kernels_in_use->f32->masked)
+#define csm_masked_f64 (csm_kernels_in_use->f64->masked)
+#define csm_xent_f32 (csm_kernels_in_use->f32->xent)
+#define csm_xent_f64 (csm_kernels_in_use->f64->xent)
 static int csm_isa_in_use = CSM_ISA_BASELINE;
 
 /* The widest ISA this CPU (and this build) can run. */
@@ -724,7 +734,7 @@ static int csm_select_isa(int isa)
         isa = best;
     if (isa > best)
         return -1;
-    csm_kernels_in_use = csm_all_kernels[isa];
+    csm_kernels_in_use = &csm_all_kernels[isa];
     csm_isa_in_use = isa;
     return isa;
 }

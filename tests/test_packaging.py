@@ -83,7 +83,8 @@ def test_installed_package_ships_cimport_api_and_type_information(name):
 # ---- the compiled modules and the source distribution ------------------------
 
 SOURCE_TREE = (PACKAGE_DIR.parent / "setup.py").is_file()
-ISA_UNITS = ["csoftmax/_rows_baseline.c", "csoftmax/_rows_avx2.c", "csoftmax/_rows_avx512.c"]
+ISA_UNITS = [f"csoftmax/_rows_{isa}_{dt}.c" for isa in ("baseline", "avx2", "avx512")
+             for dt in ("f32", "f64")]
 
 
 def _build_info():
@@ -137,7 +138,7 @@ def test_installed_wheel_ships_no_c_sources():
 
 def test_sdist_manifest_takes_the_isa_units_and_leaves_cython_output():
     # The sdist builds from its own files: the row kernels' translation units
-    # (csoftmax/_rows_<isa>.c) must be in it, Cython's output must not.
+    # (csoftmax/_rows_<isa>_<dtype>.c) must be in it, Cython's output must not.
     # (tools/wheel_check.py checks the sdist it builds the same way.)
     if not SOURCE_TREE:
         pytest.skip("no source tree beside the installed package")

@@ -85,7 +85,7 @@ _NON_BASELINE = re.compile(
     r"pcmpgtq|pmovsx\w+|pmovzx\w+|mpsadbw|phminposuw|movntdqa|crc32\w*|pcmp[ei]str[im])$")
 # Functions compiled with __attribute__((target(...))) carry the ISA in their
 # name and run only after the CPU check: the row kernels' AVX2/AVX-512 copies
-# (csoftmax/_rows_<isa>.c) and the float16 conversions with F16C (_half.h).
+# (csoftmax/_rows_<isa>_<dtype>.c) and the float16 conversions with F16C (_half.h).
 _DISPATCHED = re.compile(r"_(avx2|avx512|f16c)(\W|$)")
 
 
@@ -177,8 +177,10 @@ def check_sdist(sdist):
     required = {"LICENSE", "pyproject.toml", "setup.py", "MANIFEST.in",
                 "csoftmax/_rows.h", "csoftmax/_rows_impl.h", "csoftmax/_rows_isa.h",
                 "csoftmax/_masked_impl.h", "csoftmax/_loss.h", "csoftmax/_loss_impl.h",
-                "csoftmax/_rows_baseline.c", "csoftmax/_rows_avx2.c",
-                "csoftmax/_rows_avx512.c", "csoftmax/kernels.pxd",
+                "csoftmax/_rows_baseline_f32.c", "csoftmax/_rows_avx2_f32.c",
+                "csoftmax/_rows_avx512_f32.c", "csoftmax/_rows_baseline_f64.c",
+                "csoftmax/_rows_avx2_f64.c", "csoftmax/_rows_avx512_f64.c",
+                "csoftmax/kernels.pxd",
                 "csoftmax/__init__.pxd", "tests/test_cimport.py",
                 "tests/cimport_consumer/consumer.pyx", "tests/cimport_consumer/setup.py"}
     tracked = tracked_files()
@@ -190,7 +192,7 @@ def check_sdist(sdist):
                      or f in ("README.md", "LICENSE")}
     missing = sorted(required - names)
     # Cython's C output: csoftmax/<module>.c for each .pyx. The row kernels'
-    # units (csoftmax/_rows_<isa>.c) are sources, and required above.
+    # units (csoftmax/_rows_<isa>_<dtype>.c) are sources, and required above.
     generated = sorted(n for n in names if n.endswith((".so", ".pyd", ".o"))
                        or (re.fullmatch(r"csoftmax/[^/]+\.c", n)
                            and f"{n[:-2]}.pyx" in names))

@@ -1,0 +1,4 @@
+/* The float64 row kernels for AVX-512 (F, VL, DQ, BW) (_rows_isa.h). */
+#define CSM_ISA_ID 2
+#define CSM_UNIT_F32 0
+#include "_rows_isa.h"

@@ -1,0 +1,4 @@
+/* The float32 row kernels for the architecture's baseline (_rows_isa.h). */
+#define CSM_ISA_ID 0
+#define CSM_UNIT_F32 1
+#include "_rows_isa.h"
