@@ -52,11 +52,14 @@ def import_nvrtc():
 
 
 class CompileResult:
-    def __init__(self, ok, log, lowered, resources):
+    def __init__(self, ok, log, lowered, resources, cubin=None):
         self.ok = ok
         self.log = log  # the compiler's messages, less ptxas's -v report
         self.lowered = lowered  # name expression -> mangled name
         self.resources = resources  # name expression -> {"registers", "smem", "stack", "spill"}
+        # The cubin (None where the compile failed): STRICT's options only
+        # report, so it is compile_cubin's code for the same names and arch.
+        self.cubin = cubin
 
 
 def _check(result, what):
@@ -190,14 +193,16 @@ def compile_source(source: str, names, arch: str, options=("--std=c++17",)) -> C
         _check(nvrtc.nvrtcGetProgramLog(prog, buf), "nvrtcGetProgramLog")
         log = buf.decode(errors="replace").rstrip("\x00")
         raw, rest = _split_log(log)
-        lowered, resources = {}, {}
+        lowered, resources, cubin = {}, {}, None
         if int(err) == 0:
             for name in names:
                 mangled = _check(nvrtc.nvrtcGetLoweredName(prog, name.encode()), "nvrtcGetLoweredName")
                 mangled = mangled.decode() if isinstance(mangled, bytes) else mangled
                 lowered[name] = mangled
                 resources[name] = raw.get(mangled)
-        return CompileResult(int(err) == 0, rest, lowered, resources)
+            cubin = b" " * _check(nvrtc.nvrtcGetCUBINSize(prog), "nvrtcGetCUBINSize")
+            _check(nvrtc.nvrtcGetCUBIN(prog, cubin), "nvrtcGetCUBIN")
+        return CompileResult(int(err) == 0, rest, lowered, resources, cubin)
     finally:
         nvrtc.nvrtcDestroyProgram(prog)
 
