@@ -58,6 +58,10 @@ def test_every_layout_gives_the_c_order_bits(isa, fn, dtype, k):
     # Under every ISA: C-order rows take the row kernels, whose partial sums
     # are reduced in registers, and the other layouts the lane kernels, which
     # reduce them through memory; both by the same tree.
+    if fn == "softmax_jacobian" and dtype == np.float64 and k == KS[-1]:
+        # 216 MB per call and 7.5 s per ISA; float64 Jacobians of K = 1025
+        # and float32 ones of K = 3000 take the same paths.
+        pytest.skip("float64 Jacobians at K = 3000: covered by K = 1025 and by float32")
     n = 3 if fn == "softmax_jacobian" and k > 100 else 37
     arrays = _inputs(fn, n, k, dtype)
     want = _call(fn, arrays, -1)
