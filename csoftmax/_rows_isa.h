@@ -81,6 +81,7 @@ typedef int csm_no_kernels_here; /* ISO C wants a declaration in every unit */
 #include "_loss_impl.h"
 #undef CSM_T
 #undef CSM_F32
+#undef CSM_SFX
 #endif
 
 /* The row kernels of the unit's dtype, in op-code order: csm_<name>_rows for
@@ -90,19 +91,19 @@ typedef int csm_no_kernels_here; /* ISO C wants a declaration in every unit */
 #define CSM_ROWS_IF_CSM_OUT_BLOCKS(f) f,
 #define CSM_ROWS_IF_CSM_OUT_REDUCE(f) f,
 #define CSM_ROWS_IF_CSM_OUT_LOSS(f) 0,
+#if CSM_UNIT_F32
+  #define CSM_UNIT_DT f32
+#else
+  #define CSM_UNIT_DT f64
+#endif
 #define CSM_ROWS_(name, NAME, arity, out, gpu, cost) \
-    CSM_ROWS_IF_##out(CSM_PASTE(csm_##name##_rows, CSM_SFX))
+    CSM_ROWS_IF_##out(CSM_PASTE(CSM_PASTE(csm_##name##_rows, CSM_UNIT_DT), CSM_ISA))
 #define CSM_KERNELS_(dt, isa) CSM_HIDDEN const csm_kernels_##dt##_t csm_kernels_##dt##_##isa = { \
     {CSM_OPS(CSM_ROWS_)}, csm_strided_rows_##dt##_##isa, csm_masked_rows_##dt##_##isa,          \
     csm_xent_rows_##dt##_##isa }
 #define CSM_KERNELS(dt, isa) CSM_KERNELS_(dt, isa)
 
-#if CSM_UNIT_F32
-CSM_KERNELS(f32, CSM_ISA);
-#else
-#define CSM_SFX CSM_PASTE(f64, CSM_ISA)
-CSM_KERNELS(f64, CSM_ISA);
-#endif
+CSM_KERNELS(CSM_UNIT_DT, CSM_ISA);
 
 #undef CSM_KERNELS
 #undef CSM_KERNELS_
@@ -111,6 +112,6 @@ CSM_KERNELS(f64, CSM_ISA);
 #undef CSM_ROWS_IF_CSM_OUT_BLOCKS
 #undef CSM_ROWS_IF_CSM_OUT_REDUCE
 #undef CSM_ROWS_IF_CSM_OUT_LOSS
-#undef CSM_SFX
+#undef CSM_UNIT_DT
 #undef CSM_FMA
 #endif /* CSM_ISA */
