@@ -4287,7 +4287,7 @@ static CSM_NOINLINE CSM_TARGET void CSM_FN(csm_staged_rows)(
  * that ends at K, overlapping the one before with the same values. NV = K /
  * CSM_XVW, a constant in each copy, so that sv stays in registers. The
  * values are those of the loop below (0 - s_i s_j in one multiply-add; the
- * diagonal stored last). */
+ * diagonal si - si si, stored last or in its register: CSM_JAC_DIAG_). */
   #define CSM_JAC_REGS (CSM_ISA_ID == 2 ? 8 : 13)
   #if CSM_ISA_ID == 2 && CSM_F32
     #define CSM_XV_LANE_(v, d) _mm512_permutexvar_ps(_mm512_set1_epi32((int)(d)), (v))
@@ -4302,6 +4302,29 @@ static CSM_NOINLINE CSM_TARGET void CSM_FN(csm_staged_rows)(
     #define CSM_XV_LANE_(v, d) _mm256_castps_pd(_mm256_permutevar8x32_ps(_mm256_castpd_ps(v), \
         _mm256_set1_epi64x(((long long)(2 * (d) + 1) << 32) | (long long)(2 * (d)))))
     #define CSM_XV_FIRST_(v) _mm256_cvtsd_f64(v)
+  #endif
+/* AVX-512 rows of J of up to CSM_JAC_DIAG_REGS registers (and a tail) take
+ * their diagonal in the register that holds it, by a masked move, not in a
+ * scalar store after the row's stores: stores bound a row of J, and at
+ * K = 32 float32 the scalar one was a third of them (two registers and it).
+ * The diagonal's value is the scalar expression it was, broadcast, so the
+ * bits are the same. AMD Zen 4, out= in cache, one thread, us, output on a
+ * 64-byte boundary / 16 bytes past one (NumPy's large arrays), three
+ * alternations of the builds, before / after: float32 200 x 32 15.1-15.2 /
+ * 14.2-14.3 and 17.7-17.9 / 15.7-15.8, 100 x 20 5.5-5.6 / 5.2; float64
+ * 200 x 16 10.5-10.6 / 10.3 and 11.4-11.5 / 10.7-10.9; 10000 x 32 float32
+ * (41 MB, bound by memory) within its noise. AVX2 keeps the scalar store:
+ * its blend needs a broadcast of the lane and a compare too, and gained at
+ * 200 x 32 in cache (17.8 -> 16.5) but not at 10000 x 32, and took 2-5%
+ * longer at K = 20 float32 and K = 16 float64. Longer rows keep it under
+ * AVX-512 too: for every row length the kernel doubled in size. */
+  #if CSM_ISA_ID == 2
+    #define CSM_JAC_DIAG_REGS 4
+    #if CSM_F32
+      #define CSM_JAC_DIAG_(o, dv, l) _mm512_mask_mov_ps((o), (__mmask16)(1u << (l)), (dv))
+    #else
+      #define CSM_JAC_DIAG_(o, dv, l) _mm512_mask_mov_pd((o), (__mmask8)(1u << (l)), (dv))
+    #endif
   #endif
 static CSM_INLINE CSM_TARGET void CSM_FN(csm_jac_regs)(
     const int NV, const CSM_T *s, CSM_T *J, ptrdiff_t i0, ptrdiff_t i1, ptrdiff_t K, const char *pfw)
@@ -4324,6 +4347,25 @@ static CSM_INLINE CSM_TARGET void CSM_FN(csm_jac_regs)(
             CSM_T *Ji = J + (i - i0) * K;
             if (pfw)
                 CSM_FN(csm_prefetch_run)((const CSM_T *)pfw + (i - i0) * K, K, 1);
+  #ifdef CSM_JAC_DIAG_
+            if (NV <= CSM_JAC_DIAG_REGS) {
+                const CSM_T sd = CSM_XV_FIRST_(vsi);
+                const CSM_XV dv = CSM_XV_(set1)(sd - sd * sd);
+                for (int u = 0; u < NV; ++u) {
+                    CSM_XV o = CSM_XV_(fnmadd)(vsi, sv[u], CSM_XV_(setzero)());
+                    if (u == v)
+                        o = CSM_JAC_DIAG_(o, dv, i - base);
+                    CSM_XV_(storeu)(Ji + u * CSM_XVW, o);
+                }
+                if (tail) {
+                    CSM_XV o = CSM_XV_(fnmadd)(vsi, sv[NV], CSM_XV_(setzero)());
+                    if (i >= K - CSM_XVW)
+                        o = CSM_JAC_DIAG_(o, dv, i - (K - CSM_XVW));
+                    CSM_XV_(storeu)(Ji + K - CSM_XVW, o);
+                }
+                continue;
+            }
+  #endif
             for (int u = 0; u < NV; ++u)
                 CSM_XV_(storeu)(Ji + u * CSM_XVW, CSM_XV_(fnmadd)(vsi, sv[u], CSM_XV_(setzero)()));
             if (tail)
@@ -4335,6 +4377,10 @@ static CSM_INLINE CSM_TARGET void CSM_FN(csm_jac_regs)(
 }
   #undef CSM_XV_LANE_
   #undef CSM_XV_FIRST_
+  #ifdef CSM_JAC_DIAG_
+    #undef CSM_JAC_DIAG_
+    #undef CSM_JAC_DIAG_REGS
+  #endif
 
   #if CSM_ISA_ID == 2
 /* AVX-512: the same rows of J, each stored at 64-byte boundaries. A row of
