@@ -596,6 +596,74 @@ static CSM_INLINE CSM_TARGET CSM_XV CSM_FN(csm_exp_v_normal)(CSM_XV x)
     return CSM_XV_(fmadd)(q, sc, sc);
     #endif
 }
+/* AVX2 float64: the exp-sum loops (csm_rows_exp_sum_blocks) and log_softmax
+ * backward's rows (csm_log_bwd_row) take the exps of the normal form four
+ * registers at a time, csm_exp_v_normal_n. A float64 exp is a chain of
+ * about 17 dependent operations there (see CSM_EXPM1_SPLIT); one whole exp
+ * after another filled the scheduler with the first chains' waiting steps,
+ * where four chains side by side keep both multiply-add pipes busy. AMD
+ * Zen 4, one thread, out=, in cache, best of 450 calls over three
+ * alternations of the builds, time with / without at 1024 x 128, 256 x 64,
+ * 32 x 1000 and 4 x 8192: softmax 0.85-0.97, log_softmax 0.88-0.91,
+ * logsumexp 0.86-0.88, log_softmax_backward 0.88-0.91 (one arrangement of
+ * the same operations, whose loop GCC spilled, gained nothing there); rows
+ * of 16, which take the lane kernels, 0.97-0.99. From DRAM,
+ * log_softmax_backward 16384 x 1000 stayed at 1.4x a 3-array add. The
+ * same form under the AVX2 float32 kernels (the table's exp, 11
+ * operations) measured 0.92-1.19, under the AVX-512 ones 0.95-1.07, so
+ * those keep one exp after another. */
+    #define CSM_EXP_V_LOCKSTEP (CSM_ISA_ID == 1 && !CSM_F32)
+    #if CSM_EXP_V_LOCKSTEP
+/* csm_exp_v_normal of the four registers v[], each step taken for all four
+ * before the next: its operations on each register, so its bits
+ * (tests/test_vmath.py checks both against the C form). Its own function,
+ * not csm_exp_v_normal's body written as one register of it: that changed
+ * GCC's inlining in other kernels (csm_long_rows lost a fifth of its code
+ * under AVX-512). */
+static CSM_INLINE CSM_TARGET void CSM_FN(csm_exp_v_normal_n)(CSM_XV *v)
+{
+    enum { N = 4 };
+    CSM_XV t[N], nn[N], r[N], r2[N], p[N], o[N];
+    /* csm_exp_v_reduce */
+    for (int k = 0; k < N; ++k)
+        t[k] = CSM_XV_(fmadd)(v[k], CSM_XV_(set1)(CSM_LOG2E), CSM_XV_(set1)(CSM_SHIFTER));
+    for (int k = 0; k < N; ++k)
+        nn[k] = CSM_XV_(sub)(t[k], CSM_XV_(set1)(CSM_SHIFTER));
+    for (int k = 0; k < N; ++k)
+        r[k] = CSM_XV_(fnmadd)(nn[k], CSM_XV_(set1)(CSM_LN2_HI), v[k]);
+    for (int k = 0; k < N; ++k)
+        r[k] = CSM_XV_(fnmadd)(nn[k], CSM_XV_(set1)(CSM_LN2_LO), r[k]);
+    /* csm_exp_v_p, split */
+    for (int k = 0; k < N; ++k)
+        r2[k] = CSM_XV_(mul)(r[k], r[k]);
+#define CSM_HORNER0_(c) for (int k = 0; k < N; ++k) p[k] = CSM_XV_(set1)(c);
+#define CSM_HORNER_(c) for (int k = 0; k < N; ++k) p[k] = CSM_XV_(fmadd)(p[k], r2[k], CSM_XV_(set1)(c));
+    CSM_EXPM1_Q_EVEN(CSM_HORNER0_, CSM_HORNER_)
+#undef CSM_HORNER0_
+#undef CSM_HORNER_
+#define CSM_HORNER0_(c) for (int k = 0; k < N; ++k) o[k] = CSM_XV_(set1)(c);
+#define CSM_HORNER_(c) for (int k = 0; k < N; ++k) o[k] = CSM_XV_(fmadd)(o[k], r2[k], CSM_XV_(set1)(c));
+    CSM_EXPM1_Q_ODD(CSM_HORNER0_, CSM_HORNER_)
+#undef CSM_HORNER0_
+#undef CSM_HORNER_
+    for (int k = 0; k < N; ++k)
+        p[k] = CSM_XV_(fmadd)(CSM_XV_(fmadd)(o[k], r[k], p[k]), r[k], CSM_XV_(set1)(CSM_EXPM1_C1));
+    for (int k = 0; k < N; ++k)
+        p[k] = CSM_XV_(fmadd)(p[k], r[k], CSM_XV_(set1)(CSM_EXPM1_C0));
+    /* csm_exp_v_q, then the scale 2^n */
+    for (int k = 0; k < N; ++k)
+        p[k] = CSM_XV_(fmadd)(p[k], r2[k], r[k]);
+    const CSM_UINT to_biased = (CSM_UINT)CSM_BIAS - (CSM_UINT)CSM_SHIFTER_BITS;
+    for (int k = 0; k < N; ++k) {
+        CSM_XVI b;
+        memcpy(&b, &t[k], sizeof b);
+        const CSM_XVI sb = CSM_XVI_(slli)(CSM_XVI_(add)(b, CSM_XVI_SET1(to_biased)), CSM_MANT_BITS);
+        CSM_XV sc;
+        memcpy(&sc, &sb, sizeof sc);
+        v[k] = CSM_XV_(fmadd)(p[k], sc, sc);
+    }
+}
+    #endif
   #endif
 /* csm_exp_v without AVX2's test: the clamped form, every lane. */
 static CSM_INLINE CSM_TARGET CSM_XV CSM_FN(csm_exp_v_clamped)(CSM_XV x, const int upper)
@@ -1218,6 +1286,33 @@ static CSM_INLINE CSM_TARGET void CSM_FN(csm_rows_exp_sum_blocks)(
                 CSM_PREFETCH_PARTS_(pf[rr], i, 0);
                 CSM_PREFETCH_PARTS_(pfw[rr], i, 1);
             }
+#if CSM_EXP_V_LOCKSTEP
+            if (normal > 0) {
+                /* Register q of the R rows' NV_ (four, R = 1, or eight):
+                 * row q % R, register h = q / R, as the loop below orders
+                 * them; each sum fv[rr][h] adds its terms in the same
+                 * order, so the bits are the same. */
+                for (int q0 = 0; q0 < NV_ * R; q0 += 4) {
+                    CSM_XV v[4];
+                    for (int k = 0; k < 4; ++k) {
+                        const int q = q0 + k, rr = q % R;
+                        v[k] = CSM_XV_(sub)(CSM_XV_(loadu)(x[rr] + i + (q / R) * CSM_XVW), CSM_XV_(set1)(m[rr]));
+                    }
+                    CSM_FN(csm_exp_v_normal_n)(v);
+                    for (int k = 0; k < 4; ++k) {
+                        const int q = q0 + k, rr = q % R, h = q / R;
+                        const ptrdiff_t j = i + h * CSM_XVW;
+                        CSM_XV e = v[k];
+                        if (mk[rr])
+                            e = CSM_XV_(and)(e, CSM_XV_(loadu)((const CSM_T *)(mk[rr] + j)));
+                        if (y[rr])
+                            CSM_XV_(storeu)(y[rr] + j, e);
+                        fv[rr][h] = CSM_XV_(add)(fv[rr][h], e);
+                    }
+                }
+                continue;
+            }
+#endif
             for (int h = 0; h < NV_; ++h)
                 CSM_EACH_ROW
                 for (int rr = 0; rr < R; ++rr) {
@@ -3590,6 +3685,19 @@ static CSM_INLINE CSM_TARGET void CSM_FN(csm_log_bwd_row)(const CSM_T *yr, const
         CSM_PREFETCH_PARTS_(pg, i, 0);
         CSM_PREFETCH_PARTS_(py, i, 0);
 #if CSM_EXP_V
+  #if CSM_EXP_V_LOCKSTEP
+        if (dom == 2) { /* csm_exp_v_normal_n's four registers, the part's */
+            _Static_assert(CSM_PARTS == 4 * CSM_XVW, "a part of log_softmax backward's row is four registers");
+            CSM_XV v[4];
+            for (int k = 0; k < 4; ++k)
+                v[k] = CSM_XV_(loadu)(yr + i + k * CSM_XVW);
+            CSM_FN(csm_exp_v_normal_n)(v);
+            for (int k = 0; k < 4; ++k)
+                CSM_XV_(storeu)(orow + i + k * CSM_XVW,
+                                CSM_XV_(fnmadd)(v[k], CSM_XV_(set1)(sg), CSM_XV_(loadu)(gr + i + k * CSM_XVW)));
+            continue;
+        }
+  #endif
         if (!upper || CSM_EXP_V_UP) {
             for (ptrdiff_t h = 0; h < CSM_PARTS; h += CSM_XVW)
                 CSM_XV_(storeu)(orow + i + h,

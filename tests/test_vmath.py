@@ -313,3 +313,25 @@ def test_log_softmax_backward_rows_give_the_exps_bits_whatever_their_range(isa, 
             out = csoftmax.log_softmax_backward(ys, gs, num_threads=threads)
             got = (dtype(0) - np.ascontiguousarray(out)[:, 1:]).ravel()
             assert_same_bits(got, want, f"K = {k}, {what}")
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("k", [64, 100, 1000])
+def test_softmax_rows_give_the_exps_bits(isa, k, dtype):
+    # softmax's rows take their exps in the loop that sums them, some ISAs
+    # several registers side by side (AVX2 float64). A row of 0 and values
+    # far enough below it sums to exactly 1, so that softmax returns its
+    # exps themselves: against the C form's exp of each element, rows one
+    # and two at a time (K = 64 goes in pairs), in C and Fortran order.
+    import csoftmax
+
+    rng = np.random.default_rng(k)
+    lo, hi = (-700.0, -50.0) if dtype == np.float64 else (-86.0, -30.0)
+    x = rng.uniform(lo, hi, (40, k)).astype(dtype)
+    x[:, 0] = 0
+    want = rows_of("exp", x[:, 1:].ravel(), 3)
+    for xs, what in ((x, "C"), (np.asfortranarray(x), "F")):
+        for threads in (1, 2):
+            got = np.ascontiguousarray(csoftmax.softmax(xs, num_threads=threads))
+            assert (got[:, 0] == 1).all(), what
+            assert_same_bits(got[:, 1:].ravel(), want, f"K = {k}, {what}")
