@@ -3947,7 +3947,13 @@ static CSM_INLINE CSM_TARGET int CSM_FN(csm_long_softmax_nan)(const CSM_MW_T *mk
  * Zen 4 (1 MiB L2, 32 MiB L3), 8 x 2^20 float32 out= took 3.13 ms without
  * them against 3.86-4.11 on one thread, and 1.58-1.61 against 2.04-2.05 on
  * two (AVX-512; AVX2 3.35-4.10 against 3.99-4.70 on one thread); without
- * only y's, 3.56-3.90 against 3.88-3.99. */
+ * only y's, 3.56-3.90 against 3.88-3.99. The scaling pass of a row beside
+ * the next row's first pass (as csm_long_rows runs a streamed output pass,
+ * here with regular stores in place) took longer on one thread, and was
+ * within the host's noise on two: the same Zen 4, 8 x 2^20 float32 out=,
+ * three alternations of the builds, ms, beside / after: one thread AVX-512
+ * 3.42-3.53 / 3.15-3.33, AVX2 4.16-4.31 / 3.31-3.55; two AVX-512 2.00-2.62
+ * / 2.29-2.41, AVX2 2.23-2.54 / 2.26-2.48. */
 static CSM_INLINE CSM_TARGET void CSM_FN(csm_long_softmax_kept)(
     const CSM_T *x, const CSM_MW_T *mk, CSM_T *y, ptrdiff_t K, int pf)
 {
