@@ -1288,10 +1288,11 @@ static CSM_INLINE CSM_TARGET void CSM_FN(csm_rows_exp_sum_blocks)(
             }
 #if CSM_EXP_V_LOCKSTEP
             if (normal > 0) {
-                /* Register q of the R rows' NV_ (four, R = 1, or eight):
-                 * row q % R, register h = q / R, as the loop below orders
-                 * them; each sum fv[rr][h] adds its terms in the same
-                 * order, so the bits are the same. */
+                /* The part's registers of the R rows (four per row), four
+                 * at a time: register q is row q % R's register h = q / R,
+                 * the order of the loop below, and each sum fv[rr][h] adds
+                 * its terms in the same order, so the bits are the same. */
+                _Static_assert(CSM_PARTS / CSM_XVW == 4, "csm_exp_v_normal_n takes a row's part at a time");
                 for (int q0 = 0; q0 < NV_ * R; q0 += 4) {
                     CSM_XV v[4];
                     for (int k = 0; k < 4; ++k) {
