@@ -322,7 +322,8 @@ def test_softmax_rows_give_the_exps_bits(isa, k, dtype):
     # several registers side by side (AVX2 float64). A row of 0 and values
     # far enough below it sums to exactly 1, so that softmax returns its
     # exps themselves: against the C form's exp of each element, rows one
-    # and two at a time (K = 64 goes in pairs), in C and Fortran order.
+    # and two at a time (K = 64 goes in pairs), in C and Fortran order, as a
+    # column view, and through the masked kernels (a mask of all True).
     import csoftmax
 
     rng = np.random.default_rng(k)
@@ -330,8 +331,10 @@ def test_softmax_rows_give_the_exps_bits(isa, k, dtype):
     x = rng.uniform(lo, hi, (40, k)).astype(dtype)
     x[:, 0] = 0
     want = rows_of("exp", x[:, 1:].ravel(), 3)
-    for xs, what in ((x, "C"), (np.asfortranarray(x), "F")):
+    every_other = np.repeat(x, 2, axis=1)[:, ::2]
+    for xs, what in ((x, "C"), (np.asfortranarray(x), "F"), (every_other, "every other column")):
         for threads in (1, 2):
-            got = np.ascontiguousarray(csoftmax.softmax(xs, num_threads=threads))
-            assert (got[:, 0] == 1).all(), what
-            assert_same_bits(got[:, 1:].ravel(), want, f"K = {k}, {what}")
+            for where, how in ((None, ""), (np.ones(x.shape, bool), ", where="))[:2 if what == "C" else 1]:
+                got = np.ascontiguousarray(csoftmax.softmax(xs, where=where, num_threads=threads))
+                assert (got[:, 0] == 1).all(), what + how
+                assert_same_bits(got[:, 1:].ravel(), want, f"K = {k}, {what}{how}")
