@@ -36,10 +36,11 @@ wheel, the packaging checks), not the whole suite, which the source tree's run
 covers; --full runs the whole non-slow, non-GPU suite instead, and PYTEST_ARGS
 replace either. Pytest's exit status 5 (no test ran) fails the check.
 
-On the 2-core CI machine: about 55 s for the sdist and the tools, then about
-2.5 min per Python with a warm pip cache (the wheel build about 40 s, the
-smoke tests about 60 s). It needs the network only for PyPI (build
-requirements, test dependencies), or a warm pip cache.
+On the 2-core CI machine one CPython took 360 s in all, run alone, most of it
+the wheel build (a compile of every kernel unit, about 400 s of CPU on two
+cores); the smoke tests take 20-30 s. .ci/run runs it beside the test suite
+at nice 19. It needs the network only for PyPI (build requirements, test
+dependencies), or a warm pip cache.
 """
 import argparse
 import os
