@@ -1,8 +1,9 @@
 #!/usr/bin/env python
 """Where the arrays start: what NumPy's 16-byte offset costs, per function.
 
-    python bench/bench_offsets.py            # about three minutes
+    python bench/bench_offsets.py            # about half a minute
     python bench/bench_offsets.py --quick    # 1024 x 1000 only
+    python bench/bench_offsets.py --reps 15  # rounds (7 by default)
 
 NumPy's arrays past glibc's mmap threshold (128 KiB at first) start 16 bytes
 past a 64-byte cache line (the mmap'd chunk's header), while csoftmax's own
@@ -71,6 +72,7 @@ def main():
     a = _timing.args(__doc__)
     shapes = QUICK if a.quick else SHAPES
     isas = [i for i in _engine.supported_isas() if i != "baseline"] or ["baseline"]
+    was = _engine.isa()
     _timing.machine("inputs / output bytes past a 64-byte line")
     rng = np.random.default_rng(0)
     head = " | ".join(f"{i} / {o}" for i, o in OFFSETS)
@@ -96,7 +98,7 @@ def main():
                         print(f"{fn_name:22s} {shape[0]:>5d} x {shape[1]:<6d} {isa:7s} {threads:>3d} | {cells}",
                               flush=True)
                 finally:
-                    _engine.select_isa(None)
+                    _engine.select_isa(was)
 
 
 if __name__ == "__main__":
