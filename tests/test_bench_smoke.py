@@ -148,3 +148,29 @@ def test_the_allocating_jacobian_is_judged_against_empty_and_fill_in_its_own_pro
     row = {"bound": 1.3}
     _check(tg, runs, "avx512", 1, row)
     assert row["value"] == pytest.approx(6.0 / 5.0) and row["status"] == "PASS"
+
+
+OFFSETS = ROOT / "bench" / "bench_offsets.py"
+
+
+def test_offsets_bench_times_every_function_at_every_offset():
+    # bench_offsets.py's quick mode, one round: a row per function, vector ISA
+    # and thread count, the five layouts timed (logsumexp, whose output is a
+    # value per row, the three where the output lies as the input does), each
+    # as a ratio to both on a line.
+    env = dict(os.environ, PYTHONPATH=str(ROOT))
+    env.pop("CSOFTMAX_ISA", None)
+    proc = subprocess.run([sys.executable, str(OFFSETS), "--quick", "--reps", "1"], cwd=ROOT, env=env,
+                          stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    rows = [line for line in proc.stdout.splitlines() if re.match(r"^\w+\s+1024 x 1000\s", line)]
+    isas = [i for i in csoftmax.kernels.supported_isas() if i != "baseline"] or ["baseline"]
+    funcs = ["softmax", "log_softmax", "logsumexp", "softmax_backward", "log_softmax_backward"]
+    assert sorted((r.split()[0], r.split()[4], r.split()[5]) for r in rows) == sorted(
+        (f, i, t) for f in funcs for i in isas for t in ("1", "2"))
+    for row in rows:
+        cells = row.split("|")[1:]
+        timed = [c for c in cells if c.strip()]
+        assert len(cells) == 5 and len(timed) == (3 if row.startswith("logsumexp") else 5), row
+        assert "(1.00x)" in cells[0], row
+        assert all(re.fullmatch(r"\s*\d+\.\d \(\d+\.\d\dx\)\s*", c) for c in timed), row
