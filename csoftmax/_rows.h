@@ -212,12 +212,15 @@ _Static_assert(CSM_SMALL_K == 32, "CSM_SMALL_K_CASES lists K = 1 .. 32");
  * softmax 1.65x a same-size copy on one AVX-512 thread. */
 #define CSM_LONG_ROW (1 << 20)
 
-/* Elements per chunk of csm_long_max_sum: the chunk's max reads it from
- * memory (or from the prefetches), its sum again from L1. The chunk, its
+/* Elements per chunk of csm_long_max_sum: one read takes the chunk's sum
+ * against the max of the chunks before it and its own max and min
+ * (csm_long_chunk); a chunk that read cannot take is read again from L1. The
+ * bits of a long row depend on this constant. The chunk, its
  * kept exps (csm_long_softmax_kept) and the next chunk's prefetched lines
  * fit in a 48 KiB L1 at 2048 float32 (8 KiB each); at 8192 they did not.
- * Intel Xeon (AVX-512), 8 x 2^20 float32 softmax out=, best of 30, ms,
- * chunks of 8192 / 4096 / 2048 / 1024: one thread 3.8 / 3.65 / 3.44 /
+ * Intel Xeon (AVX-512; two reads of every chunk, before the one read),
+ * 8 x 2^20 float32 softmax out=, best of 30, ms, chunks of 8192 / 4096 /
+ * 2048 / 1024: one thread 3.8 / 3.65 / 3.44 /
  * 3.5 (AVX2 kernels 3.85 / 3.6 / 3.45 / 3.5), two 1.92 / 1.83 / 1.75 /
  * 1.77; log_softmax and logsumexp within 3%. */
 #define CSM_LONG_CHUNK 2048

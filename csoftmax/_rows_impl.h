@@ -1231,6 +1231,26 @@ static CSM_INLINE CSM_TARGET void CSM_FN(csm_prefetch_run)(const CSM_T *p, ptrdi
             CSM_FN(csm_prefetch_run)((const CSM_T *)(pf) + (i), CSM_PARTS, w);         \
     } while (0)
 
+/* ext (csm_rows_exp_sum_blocks, R = 1; NULL, a constant, elsewhere): the
+ * running max of the elements that take part (masked ones -inf, as
+ * csm_rows_max_v takes them) in ext[0] and the min of every element in
+ * ext[1], lane by lane, over the whole registers the loop reads; a call's
+ * tail (its last K % CSM_PARTS elements) is the caller's
+ * (csm_long_fused_chunk). */
+#if CSM_EXP_V
+  #define CSM_XV_EXT_ CSM_XV
+  #define CSM_EXT_TRACK_(p, w)                                                                 \
+    do {                                                                                    \
+        if (ext) {                                                                          \
+            const CSM_XV l_ = CSM_XV_(loadu)(p);                                            \
+            ext[0] = CSM_XV_(max)((w) ? CSM_FN(csm_xv_keep)(l_, (w), -CSM_INF_T) : l_, ext[0]); \
+            ext[1] = CSM_XV_(min)(l_, ext[1]);                                              \
+        }                                                                                   \
+    } while (0)
+#else
+  #define CSM_XV_EXT_ void
+#endif
+
 /* For each of R rows (R a constant, 1 or CSM_ROWS_MAX): y = exp(x - m),
  * adding the sum to acc in the order of CSM_SUM_BLOCK (_rows.h):
  * per block of 128 elements, CSM_PARTS partial sums and their fixed tree in
@@ -1244,7 +1264,7 @@ static CSM_INLINE CSM_TARGET void CSM_FN(csm_prefetch_run)(const CSM_T *p, ptrdi
 static CSM_INLINE CSM_TARGET void CSM_FN(csm_rows_exp_sum_blocks)(
     const int R, const CSM_T *const *x, const CSM_MW_T *const *mk, CSM_T *const *y,
     const CSM_T *m, ptrdiff_t K, double *acc, const char *const *pf, const char *const *pfw,
-    const int normal, const int defer)
+    const int normal, const int defer, CSM_XV_EXT_ *ext)
 {
 #if CSM_EXP_V
     /* defer (a constant; csm_rows_exp_sum_from chooses it) waits with each
@@ -1264,6 +1284,7 @@ static CSM_INLINE CSM_TARGET void CSM_FN(csm_rows_exp_sum_blocks)(
     int pend = 0;
 #else
     (void)defer;
+    (void)ext;
 #endif
     for (ptrdiff_t blk = 0; blk < K; blk += CSM_SUM_BLOCK) {
         const ptrdiff_t end = K - blk < CSM_SUM_BLOCK ? K : blk + CSM_SUM_BLOCK;
@@ -1297,7 +1318,9 @@ static CSM_INLINE CSM_TARGET void CSM_FN(csm_rows_exp_sum_blocks)(
                     CSM_XV v[4];
                     for (int k = 0; k < 4; ++k) {
                         const int q = q0 + k, rr = q % R;
-                        v[k] = CSM_XV_(sub)(CSM_XV_(loadu)(x[rr] + i + (q / R) * CSM_XVW), CSM_XV_(set1)(m[rr]));
+                        const CSM_T *xq = x[rr] + i + (q / R) * CSM_XVW;
+                        CSM_EXT_TRACK_(xq, mk[rr] ? mk[rr] + i + (q / R) * CSM_XVW : NULL);
+                        v[k] = CSM_XV_(sub)(CSM_XV_(loadu)(xq), CSM_XV_(set1)(m[rr]));
                     }
                     CSM_FN(csm_exp_v_normal_n)(v);
                     for (int k = 0; k < 4; ++k) {
@@ -1318,6 +1341,7 @@ static CSM_INLINE CSM_TARGET void CSM_FN(csm_rows_exp_sum_blocks)(
                 CSM_EACH_ROW
                 for (int rr = 0; rr < R; ++rr) {
                     const ptrdiff_t j = i + h * CSM_XVW;
+                    CSM_EXT_TRACK_(x[rr] + j, mk[rr] ? mk[rr] + j : NULL);
                     CSM_XV e = CSM_FN(csm_exp_v_dom)(
                         CSM_XV_(sub)(CSM_XV_(loadu)(x[rr] + j), CSM_XV_(set1)(m[rr])), normal);
                     if (mk[rr])
@@ -1393,6 +1417,9 @@ static CSM_INLINE CSM_TARGET void CSM_FN(csm_rows_exp_sum_blocks)(
     }
 }
 
+#undef CSM_XV_EXT_
+#undef CSM_EXT_TRACK_
+
 /* Under AVX2, rows of more than one block defer their trees (above).
  * AVX-512 does not: with the deferring copy of the loop beside the other,
  * its float32 softmax took 2-7% longer at K = 64..256 (AMD Zen 4, one
@@ -1412,9 +1439,9 @@ static CSM_INLINE CSM_TARGET void CSM_FN(csm_rows_exp_sum_from)(
     const int normal)
 {
     if (CSM_DEFER_TREES && K > CSM_SUM_BLOCK)
-        CSM_FN(csm_rows_exp_sum_blocks)(R, x, mk, y, m, K, acc, pf, pfw, normal, 1);
+        CSM_FN(csm_rows_exp_sum_blocks)(R, x, mk, y, m, K, acc, pf, pfw, normal, 1, NULL);
     else
-        CSM_FN(csm_rows_exp_sum_blocks)(R, x, mk, y, m, K, acc, pf, pfw, normal, 0);
+        CSM_FN(csm_rows_exp_sum_blocks)(R, x, mk, y, m, K, acc, pf, pfw, normal, 0, NULL);
 }
 #undef CSM_DEFER_TREES
 
@@ -1432,7 +1459,7 @@ static CSM_INLINE CSM_TARGET void CSM_FN(csm_rows_exp_sum_eager)(
     const CSM_T *m, ptrdiff_t K, double *acc, const char *const *pf, const char *const *pfw,
     const int normal)
 {
-    CSM_FN(csm_rows_exp_sum_blocks)(R, x, mk, y, m, K, acc, pf, pfw, normal, 0);
+    CSM_FN(csm_rows_exp_sum_blocks)(R, x, mk, y, m, K, acc, pf, pfw, normal, 0, NULL);
 }
 
 /* One row of csm_rows_exp_sum_eager. */
@@ -1960,24 +1987,178 @@ static CSM_INLINE CSM_TARGET void CSM_FN(csm_long_fold)(double *s, CSM_T *M, CSM
     }
 }
 
+#if CSM_EXP_V_NORMAL
+/* A chunk of a row past L2 in one read (csm_long_chunk): exp(x - r) against
+ * the row's running max r = M of the chunks before, in the loop that takes
+ * the chunk's own max and min (csm_rows_exp_sum_blocks' ext), instead of a
+ * read for the chunk's max and another for the sum. The max's read waits on
+ * memory and the sum's on the exps, one after the other; in one loop they
+ * overlap. Returns 1 where the chunk holds nothing above r, no x - r below
+ * CSM_EXP_NORMAL_LO (the exp's normal form) and no NaN: its sum, against r
+ * = M, joins s. Otherwise the caller takes the chunk again by its own max
+ * (it is in L1 by then), overwriting the stores to y; o's steps, which ran
+ * here, are done. 0: the chunk's max is above r (a new max, or +inf). Its
+ * exps are not kept against r: exp(x - r) > 1 scaled by exp(r - M) / S
+ * would take that scale below float32's normal range (subnormal, its
+ * precision lost) where exp(x - M) / S itself is normal. -1: an exp out of
+ * the normal form (-inf, a stretch far below the max) or a NaN. */
+static CSM_INLINE CSM_TARGET int CSM_FN(csm_long_fused_chunk)(const CSM_T *xj, const CSM_MW_T *mj,
+                                                             CSM_T *yj, ptrdiff_t n, double *s,
+                                                             const CSM_T *M, const char *next,
+                                                             const char *next_y,
+                                                             CSM_FN(csm_out_pass_t) *o)
+{
+    const CSM_T r = *M;
+    CSM_XV ext[2] = {CSM_XV_(set1)(-CSM_INF_T), CSM_XV_(set1)(CSM_INF_T)};
+    CSM_T mx = -CSM_INF_T, mn = CSM_INF_T;
+  #if CSM_EXP_V
+    const ptrdiff_t step = o ? CSM_OUT_PASS_STEP : n;
+  #else
+    const ptrdiff_t step = n;
+  #endif
+    double sj = 0.0;
+    for (ptrdiff_t b = 0; b < n; b += step) {
+        const ptrdiff_t nb = n - b < step ? n - b : step;
+        const CSM_T *xb = xj + b;
+        const CSM_MW_T *mb = mj ? mj + b : NULL;
+        CSM_T *yb = yj ? yj + b : NULL;
+        const char *nx = next ? next + b * sizeof(CSM_T) : NULL;
+        const char *ny = next_y ? next_y + b * sizeof(CSM_T) : NULL;
+        /* AVX2's deferred trees (csm_rows_exp_sum_from): the same bits */
+        CSM_FN(csm_rows_exp_sum_blocks)(1, &xb, &mb, &yb, &r, nb, &sj, &nx, &ny, 1, CSM_ISA_ID == 1, ext);
+        for (ptrdiff_t i = nb - nb % CSM_PARTS; i < nb; ++i) {
+            if ((!mb || mb[i]) && xb[i] > mx)
+                mx = xb[i];
+            if (xb[i] < mn)
+                mn = xb[i];
+        }
+  #if CSM_EXP_V
+        if (o)
+            CSM_FN(csm_out_pass_run)(o, nb);
+  #endif
+    }
+    CSM_T hx[CSM_XVW], hn[CSM_XVW];
+    CSM_XV_(storeu)(hx, ext[0]);
+    CSM_XV_(storeu)(hn, ext[1]);
+    for (ptrdiff_t l = 0; l < CSM_XVW; ++l) {
+        mx = hx[l] > mx ? hx[l] : mx;
+        mn = hn[l] < mn ? hn[l] : mn;
+    }
+    if (!((CSM_T)(mn - r) >= CSM_EXP_NORMAL_LO))
+        return -1;
+    if (mx > r)
+        return 0;
+    if (sj - sj != 0) /* a NaN, which the max and the min pass over */
+        return -1;
+    *s += sj;
+    return 1;
+}
+#endif
+
+/* Chunk j of a row past L2 (xj: its n elements; first: whether it is the
+ * row's first) into the row's running max M and sum s (csm_long_max_sum),
+ * its exps into yj where not NULL, and its reference (the max its exps are
+ * taken against) into *mc where not NULL. After the first chunk, while M is
+ * finite, in one read (csm_long_fused_chunk); a chunk that reading cannot
+ * take goes on in the two reads below. So does every later chunk of the
+ * row (*fuse = 0) after an exp out of the normal form or a NaN, or after
+ * two chunks in a row with a new max (*fuse = 2 after the first): a row
+ * with -inf in every chunk (a mask's), or one that rises all along, pays
+ * the one read once, not per chunk, and a row of stationary noise, whose
+ * max rises in a few chunks near its start, a few times. yj may be xj. The chunk boundaries and this order are the same on
+ * every path to a long row (C order, Fortran order, masks, streamed or not),
+ * so their bits are the same. Two reads: the chunk's max m_c, read from
+ * memory, then its sum s_c = sum(exp(x - m_c)) from L1, while the next
+ * chunk is prefetched (next, next_y, where not NULL), folded into s and M
+ * (csm_long_fold). o, where not NULL: the previous row's output pass, run
+ * beside the sum CSM_OUT_PASS_STEP elements at a time. */
+static CSM_INLINE CSM_TARGET void CSM_FN(csm_long_chunk)(const CSM_T *xj, const CSM_MW_T *mj, CSM_T *yj,
+                                                        ptrdiff_t n, int later, double *s, CSM_T *M,
+                                                        int *fuse, CSM_T *mc, const char *next,
+                                                        const char *next_y,
+                                                        CSM_FN(csm_out_pass_t) *o)
+{
+#if CSM_EXP_V_NORMAL
+    if (*fuse && later && *M - *M == 0) {
+        const CSM_T r = *M;
+        /* In place (y = x), the exps wait in L1 until the chunk is taken:
+         * a chunk taken again needs its x. */
+        CSM_T tmp[CSM_LONG_CHUNK];
+        CSM_T *fy = yj && yj == xj ? tmp : yj;
+        const int took = CSM_FN(csm_long_fused_chunk)(xj, mj, fy, n, s, M, next, next_y, o);
+        if (took > 0) {
+            if (fy != yj)
+                memcpy(yj, tmp, (size_t)n * sizeof(CSM_T));
+            if (mc)
+                *mc = r;
+            *fuse = 1;
+            return;
+        }
+        *fuse = took == 0 && *fuse == 1 ? 2 : 0;
+        o = NULL;
+    }
+#else
+    (void)later;
+    (void)fuse;
+#endif
+    CSM_T m;
+    /* The chunk's exps take one form where its minima say which
+     * (csm_group_rows_max_normal), as the rows in cache do; a chunk with
+     * no max (-inf: its exps are of x - 0) tests register by register.
+     * Tested register by register, a fifth of x -inf at random took
+     * AVX2's 4 x 300000 float64 softmax from 1.20 ms to 2.34 (Intel
+     * Xeon, one thread, out=), now 1.30; log_softmax 1.49 -> 2.56-2.60,
+     * now 1.57; float32 softmax 0.42 -> 0.66, now 0.42-0.43. */
+    int normal = mj ? CSM_FN(csm_group_rows_max_normal)(1, &xj, &mj, n, &m)
+                    : CSM_FN(csm_group_rows_max_normal)(1, &xj, NULL, n, &m);
+    if (m == -CSM_INF_T)
+        normal = 0;
+    const CSM_T ref = m == -CSM_INF_T ? (CSM_T)0 : m;
+    /* The sum in one call, or, with the previous row's output pass beside
+     * it (o), CSM_OUT_PASS_STEP elements at a time, each followed by as
+     * many of that pass: the blocks' sums add to sj in the same order. */
+#if CSM_EXP_V
+    const ptrdiff_t step = o ? CSM_OUT_PASS_STEP : n;
+#else
+    const ptrdiff_t step = n;
+#endif
+    double sj = 0.0;
+    for (ptrdiff_t b = 0; b < n; b += step) {
+        const ptrdiff_t nb = n - b < step ? n - b : step;
+        const char *nx = next ? next + b * sizeof(CSM_T) : NULL;
+        const char *ny = next_y ? next_y + b * sizeof(CSM_T) : NULL;
+        const CSM_MW_T *mb = mj ? mj + b : NULL;
+        CSM_T *yb = yj ? yj + b : NULL;
+        sj = normal > 0 ? CSM_FN(csm_row_exp_sum_from)(xj + b, mb, yb, ref, nb, sj, nx, ny, 1)
+                        : CSM_FN(csm_row_exp_sum_from)(xj + b, mb, yb, ref, nb, sj, nx, ny, normal);
+#if CSM_EXP_V
+        if (o)
+            CSM_FN(csm_out_pass_run)(o, nb);
+#endif
+    }
+    if (mc)
+        *mc = m;
+    CSM_FN(csm_long_fold)(s, M, m, sj);
+}
+
 /* The max M of a row past L2 and its sum S = sum(exp(x - M)), reading the
  * row from memory once instead of twice (a pass for the max, a pass for the
- * sum): chunk by chunk (CSM_LONG_CHUNK elements), the chunk's max m_c, read
- * from memory, then its sum s_c = sum(exp(x - m_c)) from L1, while the next
- * chunk is prefetched; S = sum_c s_c exp(m_c - M), rescaled in double as M
- * grows (the online normalizer of Milakov and Gimelshein, "Online
- * normalizer calculation for softmax", 2018, per chunk instead of per
- * element, so that the rescaling costs one exp per chunk). The chunk sums
- * are softmax's blocked sum (csm_row_exp_sum_from), for log_softmax too:
- * within 7e-7 relative (CSM_SUM_BLOCK), so log(S) within 7e-7 absolute,
- * inside the 2e-6 that log_softmax's rows keep. mk, where not NULL, is a
- * widened mask (the masked kernels): masked elements take no part, so an
- * all-true mask gives the bits of no mask. A chunk with no finite or +inf
- * element (m_c = -inf: -inf, NaN or masked elements only) adds its terms
- * exp(x - 0), 0 or NaN, unscaled: S keeps the row's NaN, and is 0 for a
- * row of only -inf or masked elements, whose output pass then gives NaN
- * (exp(-inf - -inf)) or the masked kernels' zeros and -inf, as rows of the
- * three-pass kernels get. A +inf makes S NaN, as there. */
+ * sum), chunk by chunk (CSM_LONG_CHUNK elements, csm_long_chunk), with S
+ * rescaled in double as M grows (the online normalizer of Milakov and
+ * Gimelshein, "Online normalizer calculation for softmax", 2018, per chunk
+ * instead of per element, so that the rescaling costs one exp per chunk).
+ * The chunk sums are softmax's blocked sum (csm_rows_exp_sum_blocks), for
+ * log_softmax too: within 7e-7 relative (CSM_SUM_BLOCK), so log(S) within
+ * 7e-7 absolute, inside the 2e-6 that log_softmax's rows keep. mk, where
+ * not NULL, is a widened mask (the masked kernels): masked elements take no
+ * part, so an all-true mask gives the bits of no mask. A chunk with no
+ * finite or +inf element (m_c = -inf: -inf, NaN or masked elements only)
+ * adds its terms exp(x - 0), 0 or NaN, unscaled: S keeps the row's NaN, and
+ * is 0 for a row of only -inf or masked elements, whose output pass then
+ * gives NaN (exp(-inf - -inf)) or the masked kernels' zeros and -inf, as
+ * rows of the three-pass kernels get. A +inf makes S NaN, as there. mc,
+ * where not NULL, takes each chunk's reference r_c (y's chunk holds
+ * exp(x - r_c)). */
 static CSM_INLINE CSM_TARGET double CSM_FN(csm_long_max_sum)(const CSM_T *x, const CSM_MW_T *mk,
                                                              ptrdiff_t K, CSM_T *max_out,
                                                              CSM_T *y, CSM_T *mc, int pf,
@@ -1985,53 +2166,15 @@ static CSM_INLINE CSM_TARGET double CSM_FN(csm_long_max_sum)(const CSM_T *x, con
 {
     double s = 0.0;
     CSM_T M = -CSM_INF_T;
+    int fuse = 1;
     for (ptrdiff_t j = 0; j < K; j += CSM_LONG_CHUNK) {
         const ptrdiff_t n = K - j < CSM_LONG_CHUNK ? K - j : CSM_LONG_CHUNK;
-        const CSM_T *xj = x + j;
-        const CSM_MW_T *mj = mk ? mk + j : NULL;
         /* The next chunk (or the next row's first, past the last one), where
          * pf: a prefetch never faults (see CSM_PREFETCH_BYTES). */
-        const char *next = pf ? (const char *)((uintptr_t)(xj + CSM_LONG_CHUNK)) : NULL;
-        CSM_T m;
-        /* The chunk's exps take one form where its minima say which
-         * (csm_group_rows_max_normal), as the rows in cache do; a chunk with
-         * no max (-inf: its exps are of x - 0) tests register by register.
-         * Tested register by register, a fifth of x -inf at random took
-         * AVX2's 4 x 300000 float64 softmax from 1.20 ms to 2.34 (Intel
-         * Xeon, one thread, out=), now 1.30; log_softmax 1.49 -> 2.56-2.60,
-         * now 1.57; float32 softmax 0.42 -> 0.66, now 0.42-0.43. */
-        int normal = mk ? CSM_FN(csm_group_rows_max_normal)(1, &xj, &mj, n, &m)
-                        : CSM_FN(csm_group_rows_max_normal)(1, &xj, NULL, n, &m);
-        if (m == -CSM_INF_T)
-            normal = 0;
-        const CSM_T ref = m == -CSM_INF_T ? (CSM_T)0 : m;
+        const char *next = pf ? (const char *)((uintptr_t)(x + j + CSM_LONG_CHUNK)) : NULL;
         const char *next_y = y && pf ? (const char *)((uintptr_t)(y + j + CSM_LONG_CHUNK)) : NULL;
-        CSM_T *yj = y ? y + j : NULL;
-        /* The sum in one call, or, with the previous row's output pass beside
-         * it (o), CSM_OUT_PASS_STEP elements at a time, each followed by as
-         * many of that pass: the blocks' sums add to sj in the same order. */
-#if CSM_EXP_V
-        const ptrdiff_t step = o ? CSM_OUT_PASS_STEP : n;
-#else
-        const ptrdiff_t step = n;
-#endif
-        double sj = 0.0;
-        for (ptrdiff_t b = 0; b < n; b += step) {
-            const ptrdiff_t nb = n - b < step ? n - b : step;
-            const char *nx = next ? next + b * sizeof(CSM_T) : NULL;
-            const char *ny = next_y ? next_y + b * sizeof(CSM_T) : NULL;
-            const CSM_MW_T *mb = mj ? mj + b : NULL;
-            CSM_T *yb = yj ? yj + b : NULL;
-            sj = normal > 0 ? CSM_FN(csm_row_exp_sum_from)(xj + b, mb, yb, ref, nb, sj, nx, ny, 1)
-                            : CSM_FN(csm_row_exp_sum_from)(xj + b, mb, yb, ref, nb, sj, nx, ny, normal);
-#if CSM_EXP_V
-            if (o)
-                CSM_FN(csm_out_pass_run)(o, nb);
-#endif
-        }
-        if (mc)
-            mc[j / CSM_LONG_CHUNK] = m;
-        CSM_FN(csm_long_fold)(&s, &M, m, sj);
+        CSM_FN(csm_long_chunk)(x + j, mk ? mk + j : NULL, y ? y + j : NULL, n, j > 0, &s, &M, &fuse,
+                               mc ? mc + j / CSM_LONG_CHUNK : NULL, next, next_y, o);
     }
     *max_out = M;
     return s;
@@ -3906,9 +4049,10 @@ static CSM_TARGET void CSM_FN(csm_log_softmax_backward_rows)(
 }
 #undef CSM_NT_FN_
 
-/* f_c = exp(m_c - M) / S, the scale of a chunk whose exps were taken
- * against its own max m_c (+0 for m_c = -inf): csm_long_softmax_kept and
- * the streamed rows of csm_long_rows. */
+/* f_c = exp(r_c - M) / S, the scale of a chunk whose exps were taken
+ * against its reference r_c (csm_long_chunk: its own max or the max of the
+ * chunks before it; +0 for r_c = -inf): csm_long_softmax_kept and the
+ * streamed rows of csm_long_rows. */
 static CSM_INLINE CSM_TARGET CSM_T CSM_FN(csm_long_chunk_scale)(CSM_T m, CSM_T M, double S)
 {
     return m == -CSM_INF_T ? (CSM_T)0
@@ -3932,13 +4076,13 @@ static CSM_INLINE CSM_TARGET int CSM_FN(csm_long_softmax_nan)(const CSM_MW_T *mk
 
 /* softmax of one row past L2 of at most CSM_LONG_KEEP elements, into y (y
  * may be x), masked where mk is not NULL: the max and the sum in one read
- * (csm_long_max_sum), which also stores each chunk's exp(x - m_c) in y, then
+ * (csm_long_max_sum), which also stores each chunk's exp(x - r_c) in y, then
  * each chunk of y scaled by f_c (csm_long_chunk_scale). One exp per
  * element, as the rows in cache take, where recomputing exp(x - M) in a
  * second read of x took two: y is still in L2 or L3 for the scaling pass,
  * and costs it no more than the second read of x did. f_c, computed in
  * double and rounded once, adds the half ulp that the rounding of 1 / S
- * added before; a chunk of only -inf or masked elements (m_c = -inf) is +0
+ * added before; a chunk of only -inf or masked elements (r_c = -inf) is +0
  * times 0. Regular stores only: the scaling pass rewrites lines that the
  * first pass left dirty in cache, and streaming them would write each line
  * to memory twice (its eviction, then the streamed store); the streamed
@@ -3984,7 +4128,7 @@ static CSM_INLINE CSM_TARGET void CSM_FN(csm_long_softmax_kept)(
 
 /* n elements of a long row's output pass from x into dst: (x - m) - c
  * (log_out) or exp(x - m) c, with m and c the row's (log_softmax, softmax
- * past CSM_LONG_KEEP) or the chunk's (m_c and f_c: the kept rows' bits);
+ * past CSM_LONG_KEEP) or the chunk's (r_c and f_c: the kept rows' bits);
  * px and py, where not NULL, the lines to prefetch ahead of x and dst. */
 static CSM_INLINE CSM_TARGET void CSM_FN(csm_long_out_chunk)(const CSM_T *xj, CSM_T *dst, ptrdiff_t n,
                                                             CSM_T m, CSM_T c, const int log_out,
@@ -4061,7 +4205,7 @@ static CSM_TARGET void CSM_FN(csm_long_rows)(
         const CSM_T *xr = x + r * ldx;
         CSM_T *yr = y + r * ldy;
         /* softmax rows of at most CSM_LONG_KEEP elements have the kept
-         * rows' bits, exp(x - m_c) * f_c chunk by chunk: kept in y where
+         * rows' bits, exp(x - r_c) * f_c chunk by chunk: kept in y where
          * the stores are regular, in a scratch row or recomputed from x
          * where they stream (csm_long_softmax_kept says why). */
         const int kept = !log_out && K <= CSM_LONG_KEEP;
@@ -4160,10 +4304,10 @@ static CSM_INLINE CSM_TARGET void CSM_FN(csm_rows_move)(CSM_T *a, ptrdiff_t ars,
  * so that a column's elements of the group are read together, in Fortran
  * order one run of the column, where gathering a whole row at a time read
  * each line of the array once per row it holds. The first read takes each
- * chunk's max and sum as csm_long_max_sum does (csm_row_max,
- * csm_row_exp_sum_from, csm_long_fold), the second the output as
- * csm_long_rows' chunks do (csm_long_out_chunk, with a kept row's m_c and
- * f_c), so the bits are those of C order. buf holds CSM_LONG_GROUP rows
+ * chunk's max and sum as csm_long_max_sum does (csm_long_chunk, each row
+ * its own *fuse), the second the output as csm_long_rows' chunks do
+ * (csm_long_out_chunk, with a kept row's r_c and f_c), so the bits are
+ * those of C order. buf holds CSM_LONG_GROUP rows
  * of CSM_LONG_CHUNK, then each row's chunk maxima
  * (csm_long_strided_scratch). The output may be the input (the same
  * strides): each chunk is read whole before it is written. */
@@ -4180,22 +4324,18 @@ static CSM_NOINLINE CSM_TARGET void CSM_FN(csm_long_rows_strided)(
         CSM_T *ag = (CSM_T *)(a + r0 * ars), *og = out + r0 * ors;
         CSM_T M[G], cM[G];
         double S[G];
-        int nan_row[G];
+        int nan_row[G], fuse[G];
         for (ptrdiff_t l = 0; l < g; ++l) {
             M[l] = -CSM_INF_T;
             S[l] = 0.0;
+            fuse[l] = 1;
         }
         for (ptrdiff_t c = 0; c < nch; ++c) {
             const ptrdiff_t j = c * C, n = K - j < C ? K - j : C;
             CSM_FN(csm_rows_move)(ag + j * acs, ars, acs, buf, C, n, g, 1);
-            for (ptrdiff_t l = 0; l < g; ++l) {
-                const CSM_T *xl = buf + l * C;
-                const CSM_T m = CSM_FN(csm_row_max)(xl, n);
-                const double sj = CSM_FN(csm_row_exp_sum_from)(xl, NULL, NULL, m == -CSM_INF_T ? (CSM_T)0 : m,
-                                                               n, 0.0, NULL, NULL, 0);
-                mc[l * nch + c] = m;
-                CSM_FN(csm_long_fold)(&S[l], &M[l], m, sj);
-            }
+            for (ptrdiff_t l = 0; l < g; ++l)
+                CSM_FN(csm_long_chunk)(buf + l * C, NULL, NULL, n, c > 0, &S[l], &M[l], &fuse[l],
+                                       &mc[l * nch + c], NULL, NULL, NULL);
         }
         for (ptrdiff_t l = 0; l < g; ++l) {
             /* csm_long_softmax_nan's rows, all NaN */

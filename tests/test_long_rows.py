@@ -258,6 +258,15 @@ def _chunk_rows(dtype):
     # (AVX2, AVX-512) whose minima choose it for the whole chunk.
     r = base.copy(); r[np.random.default_rng(12).random(k) < 0.2] = -np.inf; r[0] = 0; add(r)
     r = base.copy(); r[c // 2:c // 2 + 3 * c] = -80.0 if dtype == "float32" else -720.0; add(r)
+    # After the first chunk, a chunk takes its exps against the max of the
+    # chunks before it, in the read that finds its own max (csm_long_chunk);
+    # a chunk with a new max takes them again against its own, and so does
+    # every chunk after two such in a row, or after an exp past the normal
+    # form. A chunk's exps kept against an older max would put its scale
+    # below float32's normal range (subnormal) where its results are not.
+    add(np.arange(k) // c * 30.0 + base * 0.01)  # 30 up in every chunk
+    r = base.copy(); r[3 * c:] += 45; r[6 * c:] += 100; add(r)  # up in two chunks apart
+    r = base.copy(); r[4 * c + 7] = -100; add(r)  # an exp past the normal form
     return np.array(rows).astype(dtype), np.array(nan_rows)
 
 
@@ -298,6 +307,9 @@ def test_rows_past_l2_match_the_float64_reference_whatever_chunk_holds_the_max(i
     np.testing.assert_array_equal(f(x[::-1, ::-1]), f(x[::-1, ::-1].copy()))
     np.testing.assert_array_equal(f(x, where=np.ones(x.shape, bool)), got.astype(dtype))
     np.testing.assert_array_equal(f(x, num_threads=2), got.astype(dtype))
+    inplace = x.copy()
+    f(inplace, out=inplace)
+    np.testing.assert_array_equal(inplace, got.astype(dtype))
     from csoftmax import _engine
 
     streamed = np.full_like(x, 7)
