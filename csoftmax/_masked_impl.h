@@ -330,6 +330,23 @@ static CSM_NOINLINE CSM_TARGET void CSM_FN(csm_masked_bwd_wide_rows)(
     }
 }
 
+/* logsumexp of a row past L2 (mk: a widened mask or NULL): its max M and
+ * sum S in one read, chunk by chunk, as softmax's and log_softmax's long
+ * rows take them (csm_long_max_sum), where a max over the whole row, then
+ * the sum, read it twice from memory; then M + log(S) in double, or, where
+ * M is not finite, scipy.special.logsumexp's rules (NaN where an element
+ * that takes part is NaN, else M: +inf, or -inf for nothing but -inf). A
+ * NaN with M finite makes S NaN. AMD Zen 4, 8 x 2^20 float32, one thread:
+ * docs/design.md. */
+static CSM_INLINE CSM_TARGET CSM_T CSM_FN(csm_lse_long)(const CSM_T *x, const CSM_MW_T *mk, ptrdiff_t K)
+{
+    CSM_T m;
+    const double s = CSM_FN(csm_long_max_sum)(x, mk, K, &m, NULL, NULL, 1, NULL);
+    if (m - m != 0)
+        return CSM_FN(csm_row_has_nan)(x, mk, K) ? (CSM_T)NAN : m;
+    return (CSM_T)((double)m + CSM_PASTE(csm_log, CSM_PASTE(f64, CSM_ISA))(s));
+}
+
 /* One row of op, contiguous operands (x: the input or y; g: grad; mk: the
  * mask, NULL only for logsumexp), into y (row-shaped ops), y[0]
  * (logsumexp) or the K x K block y (the Jacobian). y may be x or g. */
@@ -386,6 +403,11 @@ static CSM_INLINE CSM_TARGET void CSM_FN(csm_masked_row)(
          * nothing but -inf (or nothing at all) -> -inf; else
          * max + log(sum(exp(x - max))), in double. */
         CSM_T m;
+        if (K * (ptrdiff_t)sizeof(CSM_T) > CSM_LONG_ROW) {
+            /* A row past L2, as csm_logsumexp_rows takes it (csm_lse_long) */
+            y[0] = CSM_FN(csm_lse_long)(x, mk, K);
+            break;
+        }
         const int normal = mk ? CSM_FN(csm_group_rows_max_normal)(1, &x, &mk, K, &m)
                               : CSM_FN(csm_group_rows_max_normal)(1, &x, NULL, K, &m);
         if (m - m != 0) { /* +-inf (m is never NaN) */
@@ -587,6 +609,11 @@ static CSM_TARGET void CSM_FN(csm_logsumexp_rows)(
         CSM_FN(csm_small_lse_rows)(x, ldx, 0, 0, out, ldo, rows, K);
         return;
     }
+    if (K * (ptrdiff_t)sizeof(CSM_T) > CSM_LONG_ROW) {
+        for (ptrdiff_t r = 0; r < rows; ++r)
+            out[r * ldo] = CSM_FN(csm_lse_long)(x + r * ldx, NULL, K);
+        return;
+    }
     /* In chunks of CSM_LOG_CHUNK rows, as csm_log_softmax_core: maxima and
      * sums, then one vectorised log over the chunk's sums (a log per row was
      * 30% of the time at 4096 x 128 float32, AVX-512); the same values as
@@ -615,15 +642,14 @@ static CSM_TARGET void CSM_FN(csm_logsumexp_rows)(
 }
 
 /* logsumexp of rows past L2 without a mask whose elements are interleaved
- * (Fortran order: |row stride| < |column stride|), csm_masked_row's steps
- * a group of up to CSM_LONG_GROUP rows at a time, chunk by chunk, each
- * chunk of the group gathered into buf as rows (csm_rows_move), where a
- * gathered row read every line of the array once per row it holds: the
- * max of each row from a first read, then from a second its sum, which
- * csm_row_exp_sum_eager carries from chunk to chunk as it carries it from
- * block to block (chunks are whole blocks of CSM_SUM_BLOCK), or, for a row
- * whose max is not finite, whether it holds a NaN. The same values as the
- * row's own steps, so the bits of C order. */
+ * (Fortran order: |row stride| < |column stride|), csm_lse_long's steps a
+ * group of up to CSM_LONG_GROUP rows at a time, chunk by chunk, each chunk
+ * of the group gathered into buf as rows (csm_rows_move), where a gathered
+ * row read every line of the array once per row it holds: each row's max
+ * and sum carried from chunk to chunk as csm_long_max_sum carries them
+ * (csm_long_chunk, each row its own *fuse), so the bits of C order; then,
+ * for a group with a row whose max is not finite, a second read for
+ * whether such a row holds a NaN. */
 static CSM_NOINLINE CSM_TARGET void CSM_FN(csm_long_lse_strided)(
     const CSM_T *a, ptrdiff_t ars, ptrdiff_t acs, CSM_T *out, ptrdiff_t ors, ptrdiff_t rows,
     ptrdiff_t K, CSM_T *buf)
@@ -634,29 +660,28 @@ static CSM_NOINLINE CSM_TARGET void CSM_FN(csm_long_lse_strided)(
         CSM_T *ag = (CSM_T *)(a + r0 * ars);
         CSM_T M[G];
         double S[G];
-        int nan_in[G];
+        int nan_in[G], fuse[G], finite = 1;
         for (ptrdiff_t l = 0; l < g; ++l) {
             M[l] = -CSM_INF_T;
             S[l] = 0.0;
             nan_in[l] = 0;
+            fuse[l] = 1;
         }
         for (ptrdiff_t j = 0; j < K; j += C) {
             const ptrdiff_t n = K - j < C ? K - j : C;
             CSM_FN(csm_rows_move)(ag + j * acs, ars, acs, buf, C, n, g, 1);
-            for (ptrdiff_t l = 0; l < g; ++l) {
-                const CSM_T m = CSM_FN(csm_row_max)(buf + l * C, n);
-                M[l] = m > M[l] ? m : M[l];
-            }
+            for (ptrdiff_t l = 0; l < g; ++l)
+                CSM_FN(csm_long_chunk)(buf + l * C, NULL, NULL, n, j > 0, &S[l], &M[l], &fuse[l], NULL,
+                                       NULL, NULL, NULL);
         }
-        for (ptrdiff_t j = 0; j < K; j += C) {
+        for (ptrdiff_t l = 0; l < g; ++l)
+            finite &= M[l] - M[l] == 0;
+        for (ptrdiff_t j = 0; !finite && j < K; j += C) {
             const ptrdiff_t n = K - j < C ? K - j : C;
             CSM_FN(csm_rows_move)(ag + j * acs, ars, acs, buf, C, n, g, 1);
-            for (ptrdiff_t l = 0; l < g; ++l) {
-                if (M[l] - M[l] == 0)
-                    S[l] = CSM_FN(csm_row_exp_sum_eager)(buf + l * C, NULL, NULL, M[l], n, S[l], 0);
-                else
+            for (ptrdiff_t l = 0; l < g; ++l)
+                if (M[l] - M[l] != 0)
                     nan_in[l] |= CSM_FN(csm_row_has_nan)(buf + l * C, NULL, n);
-            }
         }
         for (ptrdiff_t l = 0; l < g; ++l)
             out[(r0 + l) * ors] = M[l] - M[l] == 0

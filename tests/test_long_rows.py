@@ -325,6 +325,32 @@ def test_rows_past_l2_match_the_float64_reference_whatever_chunk_holds_the_max(i
 
 
 @pytest.mark.parametrize("dtype", ["float32", "float64"])
+def test_logsumexp_of_rows_past_l2_matches_the_float64_reference_whatever_chunk_holds_the_max(isa, dtype):
+    # logsumexp's rows past L2 take their max and sum chunk by chunk as
+    # softmax's do (csm_lse_long), with scipy's rules where the max is not
+    # finite; every path to such a row gives its bits.
+    import scipy.special
+
+    x, _ = _chunk_rows(dtype)
+    got = csoftmax.logsumexp(x)
+    with np.errstate(all="ignore"):
+        want = scipy.special.logsumexp(x.astype(np.float64), axis=-1)
+    assert np.array_equal(np.isnan(got), np.isnan(want))
+    ok = ~np.isnan(want)
+    assert np.array_equal(got[np.isinf(want)], want[np.isinf(want)])
+    # log(S) within 7e-7 absolute (the blocked sum), then rounded to dtype
+    tol = (2e-6, np.finfo(np.float32).eps) if dtype == "float32" else (1e-13, np.finfo(np.float64).eps)
+    fin = ok & np.isfinite(want)
+    assert np.all(np.abs(got[fin] - want[fin]) <= tol[0] + tol[1] * np.abs(want[fin]))
+    np.testing.assert_array_equal(csoftmax.logsumexp(np.asfortranarray(x)), got)
+    np.testing.assert_array_equal(csoftmax.logsumexp(x[::-1, ::-1]), csoftmax.logsumexp(x[::-1, ::-1].copy()))
+    np.testing.assert_array_equal(csoftmax.logsumexp(x[::-1]), got[::-1])
+    np.testing.assert_array_equal(csoftmax.logsumexp(x, where=np.ones(x.shape, bool)), got)
+    np.testing.assert_array_equal(csoftmax.logsumexp(x, num_threads=2), got)
+    np.testing.assert_array_equal(csoftmax.logsumexp(x.T, axis=0), got)
+
+
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
 @pytest.mark.parametrize("fn", ["softmax", "log_softmax"])
 def test_fortran_ordered_groups_of_rows_past_l2_give_the_bits_of_c_order(isa, fn, dtype):
     # Rows past L2 that are not contiguous are read a group at a time, chunk
