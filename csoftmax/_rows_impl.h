@@ -2011,11 +2011,7 @@ static CSM_INLINE CSM_TARGET int CSM_FN(csm_long_fused_chunk)(const CSM_T *xj, c
     const CSM_T r = *M;
     CSM_XV ext[2] = {CSM_XV_(set1)(-CSM_INF_T), CSM_XV_(set1)(CSM_INF_T)};
     CSM_T mx = -CSM_INF_T, mn = CSM_INF_T;
-  #if CSM_EXP_V
     const ptrdiff_t step = o ? CSM_OUT_PASS_STEP : n;
-  #else
-    const ptrdiff_t step = n;
-  #endif
     double sj = 0.0;
     for (ptrdiff_t b = 0; b < n; b += step) {
         const ptrdiff_t nb = n - b < step ? n - b : step;
@@ -2032,10 +2028,8 @@ static CSM_INLINE CSM_TARGET int CSM_FN(csm_long_fused_chunk)(const CSM_T *xj, c
             if (xb[i] < mn)
                 mn = xb[i];
         }
-  #if CSM_EXP_V
         if (o)
             CSM_FN(csm_out_pass_run)(o, nb);
-  #endif
     }
     CSM_T hx[CSM_XVW], hn[CSM_XVW];
     CSM_XV_(storeu)(hx, ext[0]);
