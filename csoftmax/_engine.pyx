@@ -781,6 +781,23 @@ cdef inline Py_ssize_t _long_pipe_block(Py_ssize_t n) noexcept nogil:
     return block if block < _long_pipe_rows else _long_pipe_rows
 
 
+cdef inline int _solo_rows(int op, Py_ssize_t n, Py_ssize_t k, Py_ssize_t itemsize,
+                           Plan* p) noexcept nogil:
+    """Once the call's thread count is known: log_softmax's rows past L2
+    run each alone (blocks of one row, no output pass beside the next row's
+    first pass) where the AVX2 kernels run them on one thread. There, since
+    their first pass takes each chunk in one read (csm_long_chunk), the
+    pipeline cost more than it hid: AMD Zen 4, 8 x 2^20 float32 out=, rotated
+    operands, twelve alternations in one process, ms, blocks of one row /
+    of four: AVX2 one thread 3.41 / 3.57 (medians; best 3.38 / 3.53), two
+    threads 2.24 / 2.11; AVX-512 one thread 3.10 / 2.98. Returns RUN_OK."""
+    if (p.num_threads == 1 and op == OP_LOG_SOFTMAX and p.rowwise and k * itemsize > CSM_LONG_ROW
+            and csm_isa_in_use == CSM_ISA_AVX2):
+        p.block = 1
+        p.n_blocks = n
+    return RUN_OK
+
+
 cdef int _plan(int op, Py_ssize_t n, Py_ssize_t k, Py_ssize_t acs, Py_ssize_t bcs,
                Py_ssize_t ocs, int num_threads, int flags, Py_ssize_t itemsize,
                Plan* p, bint masked=False, Py_ssize_t mcs=1) noexcept nogil:
@@ -974,10 +991,10 @@ cdef int _plan(int op, Py_ssize_t n, Py_ssize_t k, Py_ssize_t acs, Py_ssize_t bc
         # Before any OpenMP query: libgomp's omp_get_num_procs reads the
         # affinity mask by a syscall on every call (perf: a quarter of a
         # 1x10 softmax call, at both of its call sites below).
-        return RUN_OK
+        return _solo_rows(op, n, k, itemsize, p)
     if cost < WAKE_GRAIN and not (flags & PLAN_IN_BURST):
         if flags & PLAN_ISOLATED or csm_now() >= _burst_until:
-            return RUN_OK
+            return _solo_rows(op, n, k, itemsize, p)
     if p.default_threads:
         num_threads = csm_max_threads()
     # A thread without a block would idle, and a huge request must not spawn
@@ -994,7 +1011,7 @@ cdef int _plan(int op, Py_ssize_t n, Py_ssize_t k, Py_ssize_t acs, Py_ssize_t bc
               and 0 < kept_row_bytes * num_threads < _stream_bytes)
     p.stream = (big_out and num_threads >= _stream_threads
                 and (p.keep or not 0 < kept_row_bytes * num_threads < _stream_bytes))
-    return RUN_OK
+    return _solo_rows(op, n, k, itemsize, p)
 
 
 cdef int _run(int op, const real_t* a, Py_ssize_t ars, Py_ssize_t acs,

@@ -327,6 +327,26 @@ def test_long_softmax_rows_keep_their_exps_where_the_rows_in_flight_fit_the_llc(
         _engine.set_stream_threads(old)
 
 
+def test_log_softmax_rows_past_l2_run_alone_under_avx2_on_one_thread():
+    # log_softmax's rows past L2 run their output pass beside the next row's
+    # first pass, within blocks of up to four rows; under the AVX2 kernels on
+    # one thread each row runs alone (_solo_rows). The bits are the same.
+    k = C["long_row_bytes"] // 4 + 1
+    before = _engine.isa()
+    try:
+        for isa in _engine.supported_isas():
+            _engine.select_isa(isa)
+            for threads in (1, 2):
+                p = _engine.plan("log_softmax", 8, k, "float32", num_threads=threads)
+                assert p["threads"] == threads
+                solo = isa == "avx2" and threads == 1
+                assert (p["block"], p["n_blocks"]) == ((1, 8) if solo else (4, 2)), (isa, threads)
+                # softmax's long rows keep their exps and never pipeline
+                assert _engine.plan("softmax", 8, k, "float32", num_threads=threads)["block"] == 1
+    finally:
+        _engine.select_isa(before)
+
+
 def _even_blocks(n, block):
     # The block count rounded up to a multiple of the default team, the rows
     # spread evenly over the blocks.
