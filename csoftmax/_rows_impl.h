@@ -1989,13 +1989,13 @@ static CSM_INLINE CSM_TARGET void CSM_FN(csm_long_fold)(double *s, CSM_T *M, CSM
 
 #if CSM_EXP_V_NORMAL
 /* A chunk of a row past L2 in one read (csm_long_chunk): exp(x - r) against
- * the row's running max r = M of the chunks before, in the loop that takes
+ * the row's running max r of the chunks before, in the loop that takes
  * the chunk's own max and min (csm_rows_exp_sum_blocks' ext), instead of a
  * read for the chunk's max and another for the sum. The max's read waits on
  * memory and the sum's on the exps, one after the other; in one loop they
  * overlap. Returns 1 where the chunk holds nothing above r, no x - r below
  * CSM_EXP_NORMAL_LO (the exp's normal form) and no NaN: its sum, against r
- * = M, joins s. Otherwise the caller takes the chunk again by its own max
+ * (the row's M), joins s. Otherwise the caller takes the chunk again by its own max
  * (it is in L1 by then), overwriting the stores to y; o's steps, which ran
  * here, are done. 0: the chunk's max is above r (a new max, or +inf). Its
  * exps are not kept against r: exp(x - r) > 1 scaled by exp(r - M) / S
@@ -2004,11 +2004,10 @@ static CSM_INLINE CSM_TARGET void CSM_FN(csm_long_fold)(double *s, CSM_T *M, CSM
  * the normal form (-inf, a stretch far below the max) or a NaN. */
 static CSM_INLINE CSM_TARGET int CSM_FN(csm_long_fused_chunk)(const CSM_T *xj, const CSM_MW_T *mj,
                                                              CSM_T *yj, ptrdiff_t n, double *s,
-                                                             const CSM_T *M, const char *next,
+                                                             const CSM_T r, const char *next,
                                                              const char *next_y,
                                                              CSM_FN(csm_out_pass_t) *o)
 {
-    const CSM_T r = *M;
     CSM_XV ext[2] = {CSM_XV_(set1)(-CSM_INF_T), CSM_XV_(set1)(CSM_INF_T)};
     CSM_T mx = -CSM_INF_T, mn = CSM_INF_T;
     const ptrdiff_t step = o ? CSM_OUT_PASS_STEP : n;
@@ -2049,19 +2048,21 @@ static CSM_INLINE CSM_TARGET int CSM_FN(csm_long_fused_chunk)(const CSM_T *xj, c
 }
 #endif
 
-/* Chunk j of a row past L2 (xj: its n elements; first: whether it is the
- * row's first) into the row's running max M and sum s (csm_long_max_sum),
- * its exps into yj where not NULL, and its reference (the max its exps are
- * taken against) into *mc where not NULL. After the first chunk, while M is
- * finite, in one read (csm_long_fused_chunk); a chunk that reading cannot
- * take goes on in the two reads below. So does every later chunk of the
- * row (*fuse = 0) after an exp out of the normal form or a NaN, or after
- * two chunks in a row with a new max (*fuse = 2 after the first): a row
- * with -inf in every chunk (a mask's), or one that rises all along, pays
- * the one read once, not per chunk, and a row of stationary noise, whose
- * max rises in a few chunks near its start, a few times. yj may be xj. The chunk boundaries and this order are the same on
- * every path to a long row (C order, Fortran order, masks, streamed or not),
- * so their bits are the same. Two reads: the chunk's max m_c, read from
+/* A chunk of a row past L2 (xj: its n elements; later: whether a chunk of
+ * the row came before it) into the row's running max M and sum s
+ * (csm_long_max_sum), its exps into yj where not NULL (yj may be xj), and
+ * its reference (the max its exps are taken against) into *mc where not
+ * NULL. After the first chunk, while M is finite, in one read
+ * (csm_long_fused_chunk); a chunk that reading cannot take goes on in the
+ * two reads below. So does every later chunk of the row (*fuse = 0, the
+ * row's state, 1 at its start) after an exp out of the normal form or a
+ * NaN, or after two chunks in a row with a new max (*fuse = 2 after the
+ * first): a row with -inf in every chunk (a mask's), or one that rises all
+ * along, pays the one read once, not per chunk, and a row of stationary
+ * noise, whose max rises in a few chunks near its start, a few times. The
+ * chunk boundaries and these rules are the same on every path to a long
+ * row (C order, Fortran order, masks, streamed or not), so their bits are
+ * the same. Two reads: the chunk's max m_c, read from
  * memory, then its sum s_c = sum(exp(x - m_c)) from L1, while the next
  * chunk is prefetched (next, next_y, where not NULL), folded into s and M
  * (csm_long_fold). o, where not NULL: the previous row's output pass, run
@@ -2079,7 +2080,7 @@ static CSM_INLINE CSM_TARGET void CSM_FN(csm_long_chunk)(const CSM_T *xj, const 
          * a chunk taken again needs its x. */
         CSM_T tmp[CSM_LONG_CHUNK];
         CSM_T *fy = yj && yj == xj ? tmp : yj;
-        const int took = CSM_FN(csm_long_fused_chunk)(xj, mj, fy, n, s, M, next, next_y, o);
+        const int took = CSM_FN(csm_long_fused_chunk)(xj, mj, fy, n, s, r, next, next_y, o);
         if (took > 0) {
             if (fy != yj)
                 memcpy(yj, tmp, (size_t)n * sizeof(CSM_T));
