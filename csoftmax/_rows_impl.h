@@ -4083,17 +4083,15 @@ static CSM_INLINE CSM_TARGET int CSM_FN(csm_long_softmax_nan)(const CSM_MW_T *mk
  * to memory twice (its eviction, then the streamed store); the streamed
  * rows of csm_long_rows take these bits another way. pf: whether both
  * passes prefetch ahead of themselves (the next chunk of x and of y, and y
- * 4 KiB ahead). Where the L1d holds 32 KiB the engine says no: on an AMD
- * Zen 4 (1 MiB L2, 32 MiB L3), 8 x 2^20 float32 out= took 3.13 ms without
- * them against 3.86-4.11 on one thread, and 1.58-1.61 against 2.04-2.05 on
- * two (AVX-512; AVX2 3.35-4.10 against 3.99-4.70 on one thread); without
- * only y's, 3.56-3.90 against 3.88-3.99. The scaling pass of a row beside
- * the next row's first pass (as csm_long_rows runs a streamed output pass,
- * here with regular stores in place) took longer on one thread, and was
- * within the host's noise on two: the same Zen 4, 8 x 2^20 float32 out=,
- * three alternations of the builds, ms, beside / after: one thread AVX-512
- * 3.42-3.53 / 3.15-3.33, AVX2 4.16-4.31 / 3.31-3.55; two AVX-512 2.00-2.62
- * / 2.29-2.41, AVX2 2.23-2.54 / 2.26-2.48. */
+ * 4 KiB ahead). The engine says yes on every machine (_engine.pyx has the
+ * numbers; an AMD Zen 4 with a 32 KiB L1d ran without them until the first
+ * pass took its chunks in one read). The scaling pass of a row beside the
+ * next row's first pass (as csm_long_rows runs a streamed output pass,
+ * here with regular stores in place) took longer: the same Zen 4, 8 x 2^20
+ * float32 out=, before the prefetches, one process alternating blocks of
+ * four rows (beside) and of one (after), best of eight rounds, ms, beside /
+ * after: one thread AVX-512 3.35 / 2.95, AVX2 4.52 / 3.20; two AVX-512
+ * 2.45 / 2.25, AVX2 2.64 / 2.31. */
 static CSM_INLINE CSM_TARGET void CSM_FN(csm_long_softmax_kept)(
     const CSM_T *x, const CSM_MW_T *mk, CSM_T *y, ptrdiff_t K, int pf)
 {
