@@ -467,16 +467,17 @@ cdef Py_ssize_t _prefetch_bytes = _CACHE_SIZES.get(2) or (1 << 20)
 # of five rounds, time with / without the prefetches, AVX-512 and AVX2, one
 # thread then two: float32 4 x 2^20 (in L3) 0.94-0.95 and 0.93-0.95,
 # 0.70-0.77 and 0.69-0.83; 8 x 300000 0.89 and 0.91, 0.77 and 0.78; 8 x 2^20
-# (three sets rotated) 1.00 and 1.00, 0.98 and 1.01; 16 x 2^20 1.00 and
-# 1.00-1.02, 0.93 and 0.94; float64 8 x 2^19 1.00 and 1.00, 0.98 and 1.00.
-# (Before the one read they took 1.27x the time with them there.)
+# (three sets rotated) 1.00 and 1.00, 0.98 and 1.01; 16 x 2^20 1.00-1.05
+# and 1.00-1.02, 0.93-0.94 and 0.94-1.00; float64 8 x 2^19 1.00 and 1.00,
+# 0.98 and 1.00.
+# (Before the one read they took 1.27x the time with them on the Zen 4.)
 # The Jacobian keeps softmax_backward's rule on such an L1d: its prefetches
-# fetch the next block of its output for ownership. Zen 4, out=, two outputs in turn (as bench_targets.py
-# rotates them), time without / with, AVX-512 and AVX2: float32 1000 x 100
-# one thread 0.77-0.79 and 0.76-0.84, two 0.93-0.97 and 0.91-0.98; float64
-# 1000 x 100 (regular stores) one thread 0.79-0.82 and 0.80-0.84, two
-# 0.93-0.97 and 0.81-0.92; float32 10000 x 32 one thread 0.97 and
-# 0.89-0.91, two 0.96-1.02 and 1.00-1.02.
+# fetch the next block of its output for ownership. Zen 4, out=, two outputs
+# in turn (as bench_targets.py rotates them), time without / with, AVX-512
+# and AVX2: float32 1000 x 100 one thread 0.77-0.79 and 0.76-0.84, two
+# 0.93-0.97 and 0.91-0.98; float64 1000 x 100 (regular stores) one thread
+# 0.79-0.82 and 0.80-0.84, two 0.93-0.97 and 0.81-0.92; float32 10000 x 32
+# one thread 0.97 and 0.89-0.91, two 0.96-1.02 and 1.00-1.02.
 cdef bint _l1_small = 0 < _CACHE_SIZES.get(1, 0) < 48 << 10
 cdef Py_ssize_t _dot_prefetch_l2s = (
     1 << 40 if _l1_small
