@@ -9,9 +9,10 @@ call's operands and output exceed prefetch_bytes() (the L2 cache), and
 softmax_backward only past half the LLC, and never where the L1d holds 32 KiB:
 its dot product's pass is bound by loads, and a prefetch takes a load's slot
 (_engine.pyx). The Jacobian, whose prefetches fetch its output's next block
-for ownership, takes no prefetches either where the L1d holds 32 KiB. This
-bench checks
-that rule on the machine at hand: for each op and size of operands plus
+for ownership, takes no prefetches either where the L1d holds 32 KiB.
+softmax's rows past 1 MiB that keep their exps in the output take the L2
+threshold with any L1d, which they always pass. This bench checks that rule
+on the machine at hand: for each op and size of operands plus
 output (in LLCs) it times the same out= call, on the same arrays (so that
 they stay in L3 where they fit), with the threshold forced to 0 (every
 call prefetches) and to 2^62 (none does), interleaved, best of several
@@ -27,13 +28,16 @@ from csoftmax import _engine
 
 def cases(llc, quick):
     """(op, x shape): operands and output of about 0.2, 0.4, 0.75 and 1.5
-    LLCs, rows of 128 and 1000 float32 elements."""
+    LLCs, rows of 128 and 1000 float32 elements; softmax's rows past 1 MiB
+    too (300000 and 2^20 elements)."""
     out = []
     for llcs in ((0.2, 0.75) if quick else (0.2, 0.4, 0.75, 1.5)):
         nbytes = int(llcs * llc)
         for op, arrays in (("softmax_backward", 3), ("log_softmax_backward", 3), ("softmax", 2)):
             for k in (128, 1000):
                 out.append((op, (max(nbytes // (arrays * 4 * k), 1), k)))
+        for k in (300000, 1 << 20):  # softmax's long rows, their exps kept in the output
+            out.append(("softmax", (max(nbytes // (2 * 4 * k), 1), k)))
         for k in (32, 100):  # the Jacobian: its (n, k, k) output
             out.append(("softmax_jacobian", (max(nbytes // (4 * k * k), 1), k)))
     return out

@@ -461,16 +461,21 @@ cdef Py_ssize_t _prefetch_bytes = _CACHE_SIZES.get(2) or (1 << 20)
 # 20 KiB of float32 rows of 1000) and the prefetched lines overflow such an
 # L1. The Zen 3 above was even either way; the Zen 5 (48 KiB L1d) gained.
 # softmax's long rows that keep their exps in the output (csm_long_rows,
-# csm_long_softmax_kept) prefetch on every machine: since their first pass
-# takes a chunk in one read (csm_long_chunk), the Zen 4 gained by it too.
-# Zen 4, out= (NumPy's outputs), one process alternating the settings, best
-# of five rounds, time with / without the prefetches, AVX-512 and AVX2, one
-# thread then two: float32 4 x 2^20 (in L3) 0.94-0.95 and 0.93-0.95,
-# 0.70-0.77 and 0.69-0.83; 8 x 300000 0.89 and 0.91, 0.77 and 0.78; 8 x 2^20
-# (three sets rotated) 1.00 and 1.00, 0.98 and 1.01; 16 x 2^20 1.00-1.05
-# and 1.00-1.02, 0.93-0.94 and 0.94-1.00; float64 8 x 2^19 1.00 and 1.00,
-# 0.98 and 1.00.
-# (Before the one read they took 1.27x the time with them on the Zen 4.)
+# csm_long_softmax_kept) take the L2 threshold on every machine (a row past
+# CSM_LONG_ROW, with its output, is past any L2 measured, so they prefetch):
+# since their first pass takes a chunk in one read (csm_long_chunk), the Zen
+# 4 no longer loses by them. Zen 4, float32 out= (NumPy's outputs), time
+# with / without the prefetches, AVX-512 and AVX2, one thread then two, best
+# of seven, one array called with its L3 flushed before each call (cold) or
+# again at once (hot): 8 x 300000 cold 1.02 and 0.99, 0.91 and 0.95, hot
+# 0.90 and 0.93, 0.94 and 0.95; 4 x 2^20 cold 0.98 and 1.01, 0.96 and 1.02,
+# hot 0.97 and 0.99, 0.96 and 0.99; 8 x 2^20 cold 1.00 and 1.01, 1.01 and
+# 1.02, hot 0.99 and 1.00, 0.99 and 1.00. Three shapes called in turn, each
+# partly evicted by the others, best of five: 8 x 300000 0.89 and 0.89, 0.77
+# and 0.80; 4 x 2^20 0.94 and 0.97, 0.71 and 0.85; 3 x 2^20 0.89 and 0.93,
+# 0.92 and 0.90. 8 x 2^20 with three sets rotated 1.00 and 1.00, 0.98 and
+# 1.01; float64 8 x 2^19 1.00 and 1.00, 0.98 and 1.00. (Before the one read
+# they took 1.27x the time with them on the Zen 4.)
 # The Jacobian keeps softmax_backward's rule on such an L1d: its prefetches
 # fetch the next block of its output for ownership. Zen 4, out=, two outputs
 # in turn (as bench_targets.py rotates them), time without / with, AVX-512
@@ -988,7 +993,7 @@ cdef int _plan(int op, Py_ssize_t n, Py_ssize_t k, Py_ssize_t acs, Py_ssize_t bc
     if op == OP_SOFTMAX_BACKWARD or (jacobian and _l1_small):  # (the tests set thresholds up to 2^62)
         pf_bytes = (_prefetch_bytes * _dot_prefetch_l2s
                     if _prefetch_bytes <= PY_SSIZE_T_MAX // _dot_prefetch_l2s else PY_SSIZE_T_MAX)
-    p.prefetch = kept_row_bytes > 0 or (work + n * k * csm_op_arity[op]) * itemsize > pf_bytes
+    p.prefetch = (work + n * k * csm_op_arity[op]) * itemsize > pf_bytes
     p.default_threads = num_threads <= 0
     p.num_threads = 1
     cost = n * (work // n + ROW_COST) * csm_op_cost[op]

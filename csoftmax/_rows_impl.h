@@ -4083,9 +4083,9 @@ static CSM_INLINE CSM_TARGET int CSM_FN(csm_long_softmax_nan)(const CSM_MW_T *mk
  * to memory twice (its eviction, then the streamed store); the streamed
  * rows of csm_long_rows take these bits another way. pf: whether both
  * passes prefetch ahead of themselves (the next chunk of x and of y, and y
- * 4 KiB ahead). The engine says yes on every machine (_engine.pyx has the
- * numbers; an AMD Zen 4 with a 32 KiB L1d ran without them until the first
- * pass took its chunks in one read). The scaling pass of a row beside the
+ * 4 KiB ahead). The engine asks for them past L2, where every such row
+ * is (_engine.pyx has the numbers; an AMD Zen 4 with a 32 KiB L1d ran
+ * without them until the first pass took its chunks in one read). The scaling pass of a row beside the
  * next row's first pass (as csm_long_rows runs a streamed output pass,
  * here with regular stores in place) took longer: the same Zen 4, 8 x 2^20
  * float32 out=, before the prefetches, one process alternating blocks of

@@ -555,10 +555,16 @@ def test_calls_past_l2_prefetch_and_calls_in_cache_do_not():
     times = 1 << 40 if l1_small else max(8, llc // (2 * l2_read)) if llc and l2_read else 8
     edge = times * l2 // (3 * k * 4)
     assert not _engine.plan("softmax_backward", large, k)["prefetch"]
-    # softmax's long rows that keep their exps in the output prefetch at any
-    # size, with any L1d.
+    # softmax's long rows that keep their exps in the output take the L2
+    # threshold with any L1d: a row past 1 MiB and its output pass it.
+    assert _engine.plan("softmax", 1, (1 << 18) + 1)["prefetch"]
     assert _engine.plan("softmax", 8, 1 << 20)["prefetch"]
     assert _engine.plan("softmax", 8, 1 << 20, num_threads=2)["prefetch"]
+    old = _engine.set_prefetch_bytes(1 << 62)
+    try:
+        assert not _engine.plan("softmax", 8, 1 << 20)["prefetch"]
+    finally:
+        _engine.set_prefetch_bytes(old)
     assert _engine.plan("log_softmax", 8, 1 << 20)["prefetch"]
     # The Jacobian, whose prefetches are of its output's next block, takes
     # softmax_backward's rule with such an L1d.
