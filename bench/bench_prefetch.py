@@ -11,13 +11,12 @@ its dot product's pass is bound by loads, and a prefetch takes a load's slot
 (_engine.pyx). The Jacobian, whose prefetches fetch its output's next block
 for ownership, takes no prefetches either where the L1d holds 32 KiB.
 softmax's rows past 1 MiB that keep their exps in the output take the L2
-threshold with any L1d, which they always pass. This bench checks that rule
-on the machine at hand: for each op and size of operands plus
-output (in LLCs) it times the same out= call, on the same arrays (so that
-they stay in L3 where they fit), with the threshold forced to 0 (every
-call prefetches) and to 2^62 (none does), interleaved, best of several
-repeats, at 1 and 2 threads. The last column says which the rule picks and
-whether that is the faster one here.
+threshold with any L1d, which they always pass. This bench checks that rule on
+the machine at hand: for each op and size of operands plus output (in LLCs) it
+times the same out= call, on the same arrays (so that they stay in L3 where
+they fit), with the threshold forced to 0 (every call prefetches) and to 2^62
+(none does), interleaved, best of several repeats, at 1 and 2 threads. The
+last column says which the rule picks and whether that is the faster one here.
 """
 import numpy as np
 

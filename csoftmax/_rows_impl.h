@@ -4083,15 +4083,15 @@ static CSM_INLINE CSM_TARGET int CSM_FN(csm_long_softmax_nan)(const CSM_MW_T *mk
  * to memory twice (its eviction, then the streamed store); the streamed
  * rows of csm_long_rows take these bits another way. pf: whether both
  * passes prefetch ahead of themselves (the next chunk of x and of y, and y
- * 4 KiB ahead). The engine asks for them past L2, where every such row
- * is (_engine.pyx has the numbers; an AMD Zen 4 with a 32 KiB L1d ran
- * without them until the first pass took its chunks in one read). The scaling pass of a row beside the
- * next row's first pass (as csm_long_rows runs a streamed output pass,
- * here with regular stores in place) took longer: the same Zen 4, 8 x 2^20
- * float32 out=, before the prefetches, one process alternating blocks of
- * four rows (beside) and of one (after), best of eight rounds, ms, beside /
- * after: one thread AVX-512 3.35 / 2.95, AVX2 4.52 / 3.20; two AVX-512
- * 2.45 / 2.25, AVX2 2.64 / 2.31. */
+ * 4 KiB ahead). The engine asks for them past L2, where every such row is
+ * (_engine.pyx has the numbers; an AMD Zen 4 with a 32 KiB L1d ran without
+ * them until the first pass took its chunks in one read). The scaling pass
+ * of a row beside the next row's first pass (as csm_long_rows runs a
+ * streamed output pass, here with regular stores in place) took longer: the
+ * same Zen 4, 8 x 2^20 float32 out=, before the prefetches, one process
+ * alternating blocks of four rows (beside) and of one (after), best of
+ * eight rounds, ms, beside / after: one thread AVX-512 3.35 / 2.95, AVX2
+ * 4.52 / 3.20; two AVX-512 2.45 / 2.25, AVX2 2.64 / 2.31. */
 static CSM_INLINE CSM_TARGET void CSM_FN(csm_long_softmax_kept)(
     const CSM_T *x, const CSM_MW_T *mk, CSM_T *y, ptrdiff_t K, int pf)
 {
