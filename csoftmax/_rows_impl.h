@@ -3573,8 +3573,9 @@ static CSM_INLINE CSM_TARGET void CSM_FN(csm_log_softmax_body)(
 #if CSM_EXP_V
     CSM_T mp = 0, lp = 0;
 #endif
-    for (ptrdiff_t r0 = 0; r0 < rows; r0 += CSM_LOG_CHUNK) {
-        const ptrdiff_t nr = rows - r0 < CSM_LOG_CHUNK ? rows - r0 : CSM_LOG_CHUNK;
+    const ptrdiff_t chunk = nt ? CSM_LOG_NT_CHUNK(K, sizeof(CSM_T)) : CSM_LOG_CHUNK;
+    for (ptrdiff_t r0 = 0; r0 < rows; r0 += chunk) {
+        const ptrdiff_t nr = rows - r0 < chunk ? rows - r0 : chunk;
         ptrdiff_t r = 0;
 #if CSM_EXP_V
         if (CSM_ROWS_AT_ONCE(K) == CSM_ROWS_MAX && nr >= CSM_ROWS_MAX) {
