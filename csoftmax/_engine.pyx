@@ -210,7 +210,7 @@ cdef int _stream_threads = 2
 # stream chunks of a row too long for the caches, and measured faster so,
 # log_softmax's rows (whole registers, or any that follow one another in
 # the output), which stream straight from the registers, and softmax's
-# such rows of 2 KiB or more, which
+# such rows of 512 bytes or more, which
 # stream from a ring of their exps in L1 (_plan: nt_rows;
 # CSM_SOFTMAX_NT_ROWS in _rows.h has the numbers).
 # `python bench/bench_streaming.py`, AMD Zen 3, AVX2, float32 out=, ms
@@ -944,7 +944,7 @@ cdef int _plan(int op, Py_ssize_t n, Py_ssize_t k, Py_ssize_t acs, Py_ssize_t bc
     # rotated, time streamed / regular: 100000 x 64 0.64 (3.65 / 5.70 ms)
     # at one thread and 0.65 at two. Every row past the short rows'
     # kernels (csm_short_bwd_k) now streams where the rule says.
-    # softmax streams such rows from 2 KiB up to what its
+    # softmax streams such rows from 512 bytes up to what its
     # ring of exps holds (CSM_SOFTMAX_NT_ROWS in _rows.h, with the numbers),
     # weighing its input with its output as log_softmax does.
     # Rows that follow one another in the output stream at any K of a

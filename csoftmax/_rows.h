@@ -221,10 +221,25 @@ _Static_assert(CSM_SMALL_K == 32, "CSM_SMALL_K_CASES lists K = 1 .. 32");
  * float64 8192 x 256 0.97 | 1.01, 16384 x 1000 1.00 | 0.99, 4096 x 2048
  * 0.99 | 1.02 (the spread is the host's: its other tenants share the
  * memory bus). The ring stays within L1 (32 KiB on the machines measured):
- * float64 rows of 2048 elements keep regular stores. */
+ * float64 rows of 2048 elements keep regular stores. The floor, 2 KiB on
+ * that machine, is 512 bytes since an AMD Zen 4 (AVX-512) measured rows of
+ * 512 bytes to 1 KiB far faster from the ring (there the regular path took
+ * 0.45-0.53 ns per element at K = 128 and 192 float32 against 0.35 at K = 64
+ * and 96): out=, best of 9 calls on two arrays in turn, three alternations,
+ * ms regular / ring, AVX-512 | AVX2, one thread; two threads: float32 100000
+ * x 128 5.80-6.11 / 4.22-4.42 | 6.42-6.76 / 4.75-4.87; 2.96-3.06 / 2.10-2.15
+ * | 3.21-3.37 / 2.36-2.40, 65536 x 192 6.65-6.78 / 4.14-4.35 | 6.68-6.77 /
+ * 4.56-4.83; 3.48-3.61 / 2.14-2.20 | 3.39-3.45 / 2.38-2.46, 32768 x 256
+ * 3.58-4.11 / 2.82-2.85 | 3.74-4.33 / 3.18-3.21; 2.08 / 1.45-1.53 |
+ * 2.07-2.23 / 1.72-1.81; float64 65536 x 128 9.40-11.04 / 7.71-9.99 |
+ * 10.85-12.63 / 8.74-9.41; 4.79-5.54 / 3.95-4.12 | 5.41-6.29 / 4.35-4.41.
+ * At the floor, float64 200000 x 64 goes either way: 11.2-11.5 / 11.9-12.7
+ * | 15.2-15.6 / 14.4-14.9; 5.9-6.3 / 6.0 | 7.6-8.0 / 7.2-7.4. Below it the
+ * ring gained nothing: float32 100000 x 96 3.50 / 3.46 | 3.62 / 3.85; 1.80
+ * / 1.71 | 1.85 / 1.90 (and 100000 x 64 on the Zen 3 above). */
 #define CSM_NT_GROUPS 3
 #define CSM_NT_RING_BYTES 24576
-#define CSM_NT_MIN_BYTES 2048
+#define CSM_NT_MIN_BYTES 512
 #define CSM_SOFTMAX_NT_ROWS(K, itemsize)                                              \
     ((K) * (ptrdiff_t)(itemsize) >= CSM_NT_MIN_BYTES                                 \
      && CSM_NT_GROUPS * CSM_ROWS_AT_ONCE(K) * (K) * (ptrdiff_t)(itemsize) <= CSM_NT_RING_BYTES)

@@ -515,10 +515,10 @@ def test_ops_bound_by_their_exps_stream_only_from_their_registers(fn, threads, i
 
 
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
-def test_softmax_streams_only_rows_from_2_kib_whose_ring_fits(dtype, isa, stream_at_8mib):
+def test_softmax_streams_only_rows_from_512_bytes_whose_ring_fits(dtype, isa, stream_at_8mib):
     # softmax's output streams from a ring of its exps (three rows or pairs
     # of rows in 24 KiB) only where that measured faster than regular
-    # stores: rows of 2 KiB and more, up to the ring's size, under a
+    # stores: rows of 512 bytes and more, up to the ring's size, under a
     # register ISA. Shorter rows and rows too long for the ring keep regular
     # stores however large the output, and so do rows that end in a partial
     # register where they do not follow one another in the output.
@@ -529,7 +529,7 @@ def test_softmax_streams_only_rows_from_2_kib_whose_ring_fits(dtype, isa, stream
     last = C["softmax_nt_ring_bytes"] // (C["softmax_nt_groups"] * item)  # (past rows_at_once_k: one row)
     assert first < last and last > C["rows_at_once_k"]
     for k, streams in [(first, True), (first - reg, False), (first + 1, True), (last, True),
-                       (last + reg, False), (64, False)]:
+                       (last + reg, False), (first // 2, False)]:
         n = 4 * stream_at_8mib // (k * item) + 1
         got = _engine.plan("softmax", n, k, np.dtype(dtype).name, num_threads=2)["stream"]
         assert got == (streams and isa != "baseline"), (k, isa)
@@ -837,7 +837,7 @@ def _nan_pairs(y, g):
 def test_streamed_rows_give_the_bits_of_regular_stores_at_every_alignment(fn, dtype, threads, isa):
     # softmax, softmax_backward, log_softmax and log_softmax_backward stream
     # their output from their registers where a row is a whole number of
-    # registers (softmax from a ring of its exps, rows of 2 KiB and more,
+    # registers (softmax from a ring of its exps, rows of 512 bytes and more,
     # one or two at a time: float64 K = 256 is two); an output that does not
     # start at a register's alignment takes each row boundary's elements in
     # one register across the two rows. At every element offset in a cache
