@@ -3536,11 +3536,12 @@ static CSM_INLINE CSM_TARGET void CSM_FN(csm_log_sum_group)(
     CSM_FN(csm_log_sum_group_m)(R, x, ldx, y, ldy, K, pf, mx, normal, lg, NULL, NULL);
 }
 
-/* log_softmax in chunks of CSM_LOG_CHUNK rows: maxima and sums for the chunk,
- * one vectorised log over the chunk's sums (a scalar libm log per row costs
- * more than a short row), then y = (x - max) - log(sum): that order keeps
- * [1000, 1] -> [0, -999] exact (PyTorch issue 11752). nt (a constant): the
- * output streams from the registers (csm_nt_row; csm_fwd_nt says where). */
+/* log_softmax in chunks of CSM_LOG_CHUNK rows (CSM_LOG_NT_CHUNK where the
+ * output streams): maxima and sums for the chunk, one vectorised log over
+ * the chunk's sums (a scalar libm log per row costs more than a short row),
+ * then y = (x - max) - log(sum): that order keeps [1000, 1] -> [0, -999]
+ * exact (PyTorch issue 11752). nt (a constant): the output streams from the
+ * registers (csm_nt_row; csm_fwd_nt says where). */
 #if CSM_EXP_V
 /* The elements of a row at p before its first register-aligned address:
  * 0 where p is on one, is not aligned to its element, or the row is shorter

@@ -855,7 +855,8 @@ def test_streamed_rows_give_the_bits_of_regular_stores_at_every_alignment(fn, dt
     streamed_before = _engine.streamed_blocks()
     f = getattr(csoftmax, fn)
     try:
-        for k in [48, 64, 1000, 1024, 100, 1001] + {"softmax": [256, 512], "log_softmax": [128, 256]}.get(fn, []):
+        more = {"softmax": [256, 512], "log_softmax": [128, 256]}.get(fn, [])
+        for k in [48, 64, 1000, 1024, 100, 1001] + more:
             n = 13 if k < 1000 else 101  # (101 rows: blocks of 6 rows on two threads)
             if "backward" in fn:
                 ins = list(_tail_inputs(fn, n, k, dtype, rng))
