@@ -116,10 +116,12 @@ static inline const char *csm_prefetch_out_row(const void *row, ptrdiff_t ld, pt
  * ms), and so does a chunk of 4 KiB where the output does not stream (4096
  * x 128 in cache, 4 rows: 0.179 against 0.157 ms), which keeps 64 rows. */
 #define CSM_LOG_NT_CHUNK_BYTES 4096
-#define CSM_LOG_NT_CHUNK(K, itemsize)                                                       \
-    ((K) * (ptrdiff_t)(itemsize) * CSM_ROWS_MAX >= CSM_LOG_NT_CHUNK_BYTES ? CSM_ROWS_MAX   \
-     : (K) * (ptrdiff_t)(itemsize) * CSM_LOG_CHUNK <= CSM_LOG_NT_CHUNK_BYTES ? CSM_LOG_CHUNK \
-     : CSM_LOG_NT_CHUNK_BYTES / ((K) * (ptrdiff_t)(itemsize)))
+#define CSM_LOG_NT_CHUNK(K, itemsize) \
+    csm_clamp(CSM_LOG_NT_CHUNK_BYTES / ((K) * (ptrdiff_t)(itemsize)), CSM_ROWS_MAX, CSM_LOG_CHUNK)
+static inline ptrdiff_t csm_clamp(ptrdiff_t v, ptrdiff_t lo, ptrdiff_t hi)
+{
+    return v < lo ? lo : v > hi ? hi : v;
+}
 
 #define CSM_INF_T ((CSM_T)INFINITY)
 
