@@ -3199,22 +3199,32 @@ enum { CSM_NT_SHIFT = 0,   /* log_softmax: (u - c) - e (u = x, c its max, e the 
 #endif
 
 /* One register of the output, the expression the regular path computes, so
- * that the bits are the same. */
+ * that the bits are the same: c and e as registers (a row's scalars
+ * broadcast, or two rows' lane by lane: csm_nt_join), dom log_softmax
+ * backward's choice of exp (csm_log_bwd_dom, -1 to 2). */
+static CSM_INLINE CSM_TARGET CSM_XV CSM_FN(csm_nt_vv)(const int form, CSM_XV u, CSM_XV v, CSM_XV c,
+                                                     CSM_XV e, const int dom)
+{
+    if (form == CSM_NT_SHIFT)
+        return CSM_XV_(sub)(CSM_XV_(sub)(u, c), e);
+    if (form == CSM_NT_SCALE)
+        return CSM_XV_(mul)(u, c);
+    if (form == CSM_NT_BWD)
+        return CSM_XV_(mul)(u, CSM_XV_(sub)(v, c));
+  #if CSM_EXP_V_UP
+    if (dom == 1)
+        return CSM_XV_(fnmadd)(CSM_FN(csm_exp_v)(u, 1), c, v);
+  #endif
+    return CSM_XV_(fnmadd)(CSM_FN(csm_lbwd_exp_v)(u, dom), c, v);
+}
+
+/* csm_nt_vv of one row: its scalars c and e (for log_softmax backward, e is
+ * its dom, exact in the element type). */
 static CSM_INLINE CSM_TARGET CSM_XV CSM_FN(csm_nt_v)(const int form, CSM_XV u, CSM_XV v, CSM_T c,
                                                     CSM_T e)
 {
-    if (form == CSM_NT_SHIFT)
-        return CSM_XV_(sub)(CSM_XV_(sub)(u, CSM_XV_(set1)(c)), CSM_XV_(set1)(e));
-    if (form == CSM_NT_SCALE)
-        return CSM_XV_(mul)(u, CSM_XV_(set1)(c));
-    if (form == CSM_NT_BWD)
-        return CSM_XV_(mul)(u, CSM_XV_(sub)(v, CSM_XV_(set1)(c)));
-  #if CSM_EXP_V_UP
-    if (e == 1)
-        return CSM_XV_(fnmadd)(CSM_FN(csm_exp_v)(u, 1), CSM_XV_(set1)(c), v);
-  #endif
-    /* e: log_softmax backward's dom (csm_log_bwd_dom), -1 to 2, exact */
-    return CSM_XV_(fnmadd)(CSM_FN(csm_lbwd_exp_v)(u, (int)e), CSM_XV_(set1)(c), v);
+    return CSM_FN(csm_nt_vv)(form, u, v, CSM_XV_(set1)(c), CSM_XV_(set1)(e),
+                             form == CSM_NT_LBWD ? (int)e : 0);
 }
 
 /* Where a row of the output streams from the registers that compute it. A
@@ -3273,13 +3283,24 @@ static CSM_INLINE CSM_TARGET void CSM_FN(csm_nt_part)(const int form, CSM_T *oro
 
 /* The register across the boundary of a row (u, v, c, e, written at orow)
  * and the row before (up, vp, cp, ep), when a > 0: the row before's last
- * CSM_XVW - a elements from one register of its operands, the row's first a
- * from one of its own, blended. Their loads are masked to each row's own
- * elements: an input's rows may lie anywhere (negative strides, a row
- * broadcast to all of them), and a lane past a row's end may be past the
- * array's, on a page that is not mapped. (Where two operands of an element
- * are NaN, the form of the multiply-add decides the NaN; the ops make those
- * elements' bits the same on every path: csm_lbwd_nan_rows.) */
+ * CSM_XVW - a elements and the row's first a. log_softmax backward takes
+ * them from one register of operands that holds both rows' lanes, with
+ * each row's sum of g in its lanes: one register of exps, not one per row
+ * (each lane's operations are its row's, so its bits are). Rows of 64
+ * elements at NumPy's 16-byte offset took five registers of exps per four
+ * of output; AMD Zen 4, streamed out= in cache, one thread, us, two
+ * alternations of the builds, two registers / one: float32 2000 x 64
+ * AVX-512 44.4-44.8 / 40.3-41.8, AVX2 48.3-50.3 / 46.3-47.2, float64 1000 x
+ * 64 49.2-49.9 / 44.2-45.4 and 66.8-67.9 / 64.4-65.1 (at a 64-byte boundary
+ * 37-43 and 42-63 both). The other forms have no exp to share, and keep a
+ * register per row, blended: one register from both rows' merged loads cost
+ * softmax_backward 1-4% under AVX-512 (25.2-26.2 / 26.3-26.7). So do rows
+ * whose log_softmax backward takes different exps (dom). The loads are
+ * masked to each row's own elements: an input's rows may lie anywhere
+ * (negative strides, a row broadcast to all of them), and a lane past a
+ * row's end may be past the array's, on a page that is not mapped. (Where two operands of an element are NaN, the
+ * form of the multiply-add decides the NaN; the ops make those elements'
+ * bits the same on every path: csm_lbwd_nan_rows.) */
 static CSM_INLINE CSM_TARGET void CSM_FN(csm_nt_join)(
     const int form, const CSM_FN(csm_nt_t) *w, CSM_T *orow, ptrdiff_t K,
     const CSM_T *u, const CSM_T *v, CSM_T c, CSM_T e,
@@ -3287,17 +3308,31 @@ static CSM_INLINE CSM_TARGET void CSM_FN(csm_nt_join)(
 {
     const ptrdiff_t vw = CSM_XVW, a = w->a, o = K - vw + a;  /* (the row before's elements in it) */
     const int two = CSM_NT_TWO(form);
-    const CSM_XV p = CSM_FN(csm_nt_v)(form, CSM_XV_LOADM(up + o, w->kp),
-                                      two ? CSM_XV_LOADM(vp + o, w->kp) : CSM_XV_(setzero)(), cp, ep);
-    const CSM_XV q = CSM_FN(csm_nt_v)(form, CSM_XV_LOADM(u - (vw - a), w->kq),
-                                      two ? CSM_XV_LOADM(v - (vw - a), w->kq) : CSM_XV_(setzero)(), c, e);
   #if CSM_ISA_ID == 2
-    CSM_XV_(stream)(orow - (vw - a), CSM_XV_(mask_blend)(w->kq, p, q));
+    #define CSM_NT_BOTH_(pp, p) CSM_XV_(mask_loadu)(CSM_XV_LOADM((pp) + o, w->kp), w->kq, (p) - (vw - a))
+    #define CSM_NT_BLEND_(x, y) CSM_XV_(mask_blend)(w->kq, (x), (y))
   #elif CSM_F32
-    CSM_XV_(stream)(orow - (vw - a), _mm256_blendv_ps(p, q, _mm256_castsi256_ps(w->kq)));
+    /* (a masked load's other lanes are +0, all bits clear) */
+    #define CSM_NT_BOTH_(pp, p) _mm256_or_ps(CSM_XV_LOADM((pp) + o, w->kp), CSM_XV_LOADM((p) - (vw - a), w->kq))
+    #define CSM_NT_BLEND_(x, y) _mm256_blendv_ps((x), (y), _mm256_castsi256_ps(w->kq))
   #else
-    CSM_XV_(stream)(orow - (vw - a), _mm256_blendv_pd(p, q, _mm256_castsi256_pd(w->kq)));
+    #define CSM_NT_BOTH_(pp, p) _mm256_or_pd(CSM_XV_LOADM((pp) + o, w->kp), CSM_XV_LOADM((p) - (vw - a), w->kq))
+    #define CSM_NT_BLEND_(x, y) _mm256_blendv_pd((x), (y), _mm256_castsi256_pd(w->kq))
   #endif
+    if (form == CSM_NT_LBWD && e == ep) {
+        CSM_XV_(stream)(orow - (vw - a),
+                        CSM_FN(csm_nt_vv)(form, CSM_NT_BOTH_(up, u), CSM_NT_BOTH_(vp, v),
+                                          CSM_NT_BLEND_(CSM_XV_(set1)(cp), CSM_XV_(set1)(c)),
+                                          CSM_XV_(setzero)(), (int)e));
+    } else {
+        const CSM_XV p = CSM_FN(csm_nt_v)(form, CSM_XV_LOADM(up + o, w->kp),
+                                          two ? CSM_XV_LOADM(vp + o, w->kp) : CSM_XV_(setzero)(), cp, ep);
+        const CSM_XV q = CSM_FN(csm_nt_v)(form, CSM_XV_LOADM(u - (vw - a), w->kq),
+                                          two ? CSM_XV_LOADM(v - (vw - a), w->kq) : CSM_XV_(setzero)(), c, e);
+        CSM_XV_(stream)(orow - (vw - a), CSM_NT_BLEND_(p, q));
+    }
+  #undef CSM_NT_BOTH_
+  #undef CSM_NT_BLEND_
 }
 
 /* The row's whole aligned registers, streamed; pu and pv (or NULL): the row
