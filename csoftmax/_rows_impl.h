@@ -3200,7 +3200,7 @@ enum { CSM_NT_SHIFT = 0,   /* log_softmax: (u - c) - e (u = x, c its max, e the 
 
 /* One register of the output, the expression the regular path computes, so
  * that the bits are the same: c and e as registers (a row's scalars
- * broadcast, or two rows' lane by lane: csm_nt_join), dom log_softmax
+ * broadcast; csm_nt_join's c holds two rows' lane by lane), dom log_softmax
  * backward's choice of exp (csm_log_bwd_dom, -1 to 2). */
 static CSM_INLINE CSM_TARGET CSM_XV CSM_FN(csm_nt_vv)(const int form, CSM_XV u, CSM_XV v, CSM_XV c,
                                                      CSM_XV e, const int dom)
@@ -3284,23 +3284,19 @@ static CSM_INLINE CSM_TARGET void CSM_FN(csm_nt_part)(const int form, CSM_T *oro
 /* The register across the boundary of a row (u, v, c, e, written at orow)
  * and the row before (up, vp, cp, ep), when a > 0: the row before's last
  * CSM_XVW - a elements and the row's first a. log_softmax backward takes
- * them from one register of operands that holds both rows' lanes, with
- * each row's sum of g in its lanes: one register of exps, not one per row
- * (each lane's operations are its row's, so its bits are). Rows of 64
- * elements at NumPy's 16-byte offset took five registers of exps per four
- * of output; AMD Zen 4, streamed out= in cache, one thread, us, two
- * alternations of the builds, two registers / one: float32 2000 x 64
- * AVX-512 44.4-44.8 / 40.3-41.8, AVX2 48.3-50.3 / 46.3-47.2, float64 1000 x
- * 64 49.2-49.9 / 44.2-45.4 and 66.8-67.9 / 64.4-65.1 (at a 64-byte boundary
- * 37-43 and 42-63 both). The other forms have no exp to share, and keep a
- * register per row, blended: one register from both rows' merged loads cost
- * softmax_backward 1-4% under AVX-512 (25.2-26.2 / 26.3-26.7). So do rows
- * whose log_softmax backward takes different exps (dom). The loads are
- * masked to each row's own elements: an input's rows may lie anywhere
- * (negative strides, a row broadcast to all of them), and a lane past a
- * row's end may be past the array's, on a page that is not mapped. (Where two operands of an element are NaN, the
- * form of the multiply-add decides the NaN; the ops make those elements'
- * bits the same on every path: csm_lbwd_nan_rows.) */
+ * them from one register of operands that holds both rows' lanes, each
+ * row's sum of g in its own lanes: one register of exps, not one per row,
+ * and each lane's operations are its row's, so its bits are (rows of 64
+ * floats at NumPy's 16-byte offset took five registers of exps per four of
+ * output, and 0.90-0.96x the time with one: docs/design.md). The forms
+ * without an exp compute a register per row and blend them: merged loads
+ * cost softmax_backward 1-4% under AVX-512. So do rows whose log_softmax
+ * backward takes different exps (dom). The loads are masked to each row's
+ * own elements: an input's rows may lie anywhere (negative strides, a row
+ * broadcast to all of them), and a lane past a row's end may be past the
+ * array's, on a page that is not mapped. (Where two operands of an element
+ * are NaN, the form of the multiply-add decides the NaN; the ops make those
+ * elements' bits the same on every path: csm_lbwd_nan_rows.) */
 static CSM_INLINE CSM_TARGET void CSM_FN(csm_nt_join)(
     const int form, const CSM_FN(csm_nt_t) *w, CSM_T *orow, ptrdiff_t K,
     const CSM_T *u, const CSM_T *v, CSM_T c, CSM_T e,
@@ -3313,10 +3309,12 @@ static CSM_INLINE CSM_TARGET void CSM_FN(csm_nt_join)(
     #define CSM_NT_BLEND_(x, y) CSM_XV_(mask_blend)(w->kq, (x), (y))
   #elif CSM_F32
     /* (a masked load's other lanes are +0, all bits clear) */
-    #define CSM_NT_BOTH_(pp, p) _mm256_or_ps(CSM_XV_LOADM((pp) + o, w->kp), CSM_XV_LOADM((p) - (vw - a), w->kq))
+    #define CSM_NT_BOTH_(pp, p) \
+        _mm256_or_ps(CSM_XV_LOADM((pp) + o, w->kp), CSM_XV_LOADM((p) - (vw - a), w->kq))
     #define CSM_NT_BLEND_(x, y) _mm256_blendv_ps((x), (y), _mm256_castsi256_ps(w->kq))
   #else
-    #define CSM_NT_BOTH_(pp, p) _mm256_or_pd(CSM_XV_LOADM((pp) + o, w->kp), CSM_XV_LOADM((p) - (vw - a), w->kq))
+    #define CSM_NT_BOTH_(pp, p) \
+        _mm256_or_pd(CSM_XV_LOADM((pp) + o, w->kp), CSM_XV_LOADM((p) - (vw - a), w->kq))
     #define CSM_NT_BLEND_(x, y) _mm256_blendv_pd((x), (y), _mm256_castsi256_pd(w->kq))
   #endif
     if (form == CSM_NT_LBWD && e == ep) {
