@@ -102,8 +102,9 @@ static inline const char *csm_prefetch_out_row(const void *row, ptrdiff_t ld, pt
  * exps) and its output pass only writes (x again, from cache): in chunks of
  * 64 rows (256 KiB of x at K = 1000 float32) a thread reads for a long
  * stretch and then writes for one, and re-reads x from L2, not L1 (our
- * reading; the VM has no performance counters). AMD Zen 4, float32 out=, best of 9 calls on two arrays in turn,
- * ms, 64 rows -> this chunk, AVX-512 | AVX2, one thread / two: 16384 x 1000
+ * reading; the VM has no performance counters). AMD Zen 4, float32 out=,
+ * best of 9 calls on two arrays in turn, ms, 64 rows -> this chunk,
+ * AVX-512 | AVX2, one thread / two: 16384 x 1000
  * (2 rows) 6.15 -> 5.18-5.28 | 6.45 -> 5.53-5.63 / 3.65-3.80 -> 2.84-2.92 |
  * 3.58-3.69 -> 2.93-2.99; 32768 x 256 (4 rows) 3.47 -> 3.17 | 3.64 -> 3.11
  * / 2.10 -> 1.61 | 2.19 -> 1.57; 100000 x 128 (8) 5.55-5.94 -> 4.11-4.23 |

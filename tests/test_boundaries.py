@@ -840,7 +840,9 @@ def test_streamed_rows_give_the_bits_of_regular_stores_at_every_alignment(fn, dt
     # registers (softmax from a ring of its exps, rows of 512 bytes and more,
     # one or two at a time: float64 K = 256 is two); an output that does not
     # start at a register's alignment takes each row boundary's elements in
-    # one register across the two rows. At every element offset in a cache
+    # one register across the two rows (log_softmax_backward computes it
+    # from both rows' lanes at once, one exp for the two, where their exps
+    # take the same form). At every element offset in a cache
     # line, in place over an input too, beside hostile rows (and, for
     # log_softmax_backward, a row of positive y, which takes regular stores
     # where its exp has no register form, and rows that sum to NaN), the
