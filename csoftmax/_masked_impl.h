@@ -99,16 +99,20 @@ static CSM_INLINE CSM_TARGET void CSM_FN(csm_masked_finish)(int op, const CSM_T 
 #pragma omp simd
         for (ptrdiff_t i = 0; i < K; ++i)
             y[i] = mk[i] ? y[i] * c : (CSM_T)0;
+        if (c != c) /* csm_nan_rows's rule */
+            CSM_NAN_ROW_(y, 1, K, mk, (CSM_T)0);
     } else if (op == CSM_OP_LOG_SOFTMAX) {
         /* s >= 1 whenever an unmasked element is finite, NaN when one is
          * NaN; s = 0 only when nothing is unmasked, and the select gives
-         * -inf. */
-        const CSM_T l = (CSM_T)CSM_PASTE(csm_log, CSM_PASTE(f64, CSM_ISA))(s == 0 ? 1.0 : s);
+         * -inf. A NaN row's scalars the quiet NaN (csm_nan_q, csm_nan_max). */
+        const CSM_T l =
+            CSM_FN(csm_nan_q)((CSM_T)CSM_PASTE(csm_log, CSM_PASTE(f64, CSM_ISA))(s == 0 ? 1.0 : s));
+        const CSM_T mq = CSM_FN(csm_nan_max)(m, l);
 #pragma omp simd
         for (ptrdiff_t i = 0; i < K; ++i)
-            y[i] = mk[i] ? (x[i] - m) - l : -CSM_INF_T;
+            y[i] = mk[i] ? (x[i] - mq) - l : -CSM_INF_T;
     } else {
-        y[0] = (CSM_T)((double)m + CSM_PASTE(csm_log, CSM_PASTE(f64, CSM_ISA))(s));
+        y[0] = CSM_FN(csm_nan_q)((CSM_T)((double)m + CSM_PASTE(csm_log, CSM_PASTE(f64, CSM_ISA))(s)));
     }
 }
 
@@ -134,6 +138,8 @@ static CSM_INLINE CSM_TARGET void CSM_FN(csm_masked_softmax_row)(
             for (ptrdiff_t p = 0; p < nb; ++p)
                 y[i0 + p] = mk[i0 + p] ? e[p] * c : (CSM_T)0;
         }
+        if (c != c) /* csm_nan_rows's rule */
+            CSM_NAN_ROW_(y, 1, K, mk, (CSM_T)0);
         return;
     }
     CSM_T m;
@@ -147,13 +153,13 @@ static CSM_INLINE CSM_TARGET void CSM_FN(csm_masked_softmax_row)(
  * unmasked elements) is sg, the mask mk read at its declared type: the
  * widened row (csm_masked_lbwd_out) or the caller's bytes
  * (csm_masked_lbwd_out_bytes, AVX-512). One body, so the two give the same
- * bits; its NaN rows are csm_lbwd_nan_rows's. */
+ * bits; its NaN rows are csm_nan_rows's. */
 #define CSM_MASKED_LBWD_OUT_BODY_                                                             \
     {                                                                                         \
         CSM_MASKED_LBWD_OUT_;                                                                 \
-        /* csm_lbwd_nan_rows's rule, for either type of mask. */                             \
+        /* csm_nan_rows's rule, for either type of mask. */                                  \
         if (sg != sg)                                                                         \
-            CSM_LBWD_NAN_ROW_(y, 1, K, mk);                                                   \
+            CSM_NAN_ROW_(y, 1, K, mk, (CSM_T)0);                                              \
     }
 #if CSM_EXP_TAB
   #define CSM_MASKED_LBWD_OUT_                                                                \
@@ -202,6 +208,8 @@ static CSM_INLINE CSM_TARGET void CSM_FN(csm_masked_bwd_out)(int op, const CSM_T
 #pragma omp simd
     for (ptrdiff_t i = 0; i < K; ++i)
         y[i] = mk[i] ? x[i] * (g[i] - d) : (CSM_T)0;
+    if (d != d) /* csm_nan_rows's rule */
+        CSM_NAN_ROW_(y, 1, K, mk, (CSM_T)0);
 }
 #if CSM_EXP_V && CSM_ISA_ID == 2
 /* AVX-512: softmax_backward's output of a masked row whose dot product is s,
@@ -221,6 +229,8 @@ static CSM_INLINE CSM_TARGET void CSM_FN(csm_masked_sbwd_out_bytes)(const CSM_T 
         CSM_XV_STOREN(y + i, K - i,
                       CSM_XV_(maskz_mul)(k, CSM_XV_LOADM(x + i, k), CSM_XV_(sub)(CSM_XV_LOADM(g + i, k), d)));
     }
+    if (s != s) /* csm_nan_rows's rule */
+        CSM_NAN_ROW_(y, 1, K, m, (CSM_T)0);
 }
 
 /* AVX-512: masked rows of a backward pass with unit strides (row r of a, b,
@@ -347,7 +357,7 @@ static CSM_NOINLINE CSM_TARGET CSM_T CSM_FN(csm_lse_long)(const CSM_T *x, const 
     const double s = CSM_FN(csm_long_max_sum)(x, mk, K, &m, NULL, NULL, 1, NULL);
     if (m - m != 0)
         return CSM_FN(csm_row_has_nan)(x, mk, K) ? (CSM_T)NAN : m;
-    return (CSM_T)((double)m + CSM_PASTE(csm_log, CSM_PASTE(f64, CSM_ISA))(s));
+    return CSM_FN(csm_nan_q)((CSM_T)((double)m + CSM_PASTE(csm_log, CSM_PASTE(f64, CSM_ISA))(s)));
 }
 
 /* One row of op, contiguous operands (x: the input or y; g: grad; mk: the
@@ -533,6 +543,7 @@ static CSM_INLINE CSM_TARGET void CSM_FN(csm_small_lse_group)(
 #pragma omp simd
     for (ptrdiff_t l = 0; l < lanes; ++l)
         lg[l] = CSM_PASTE(csm_log, CSM_PASTE(f64, CSM_ISA))((double)CSM_TREE16(CSM_PAIR));
+    CSM_FN(csm_nan_d)(lg, lanes); /* m + lg then the quiet NaN (csm_nan_q) */
 #undef CSM_PAIR
 #undef CSM_E
     for (ptrdiff_t l = 0; l < lanes; ++l) {
@@ -636,6 +647,7 @@ static CSM_TARGET void CSM_FN(csm_logsumexp_rows)(
 #pragma omp simd
         for (ptrdiff_t r = 0; r < nr; ++r)
             sm[r] = CSM_PASTE(csm_log, CSM_PASTE(f64, CSM_ISA))(sm[r]);
+        CSM_FN(csm_nan_d)(sm, nr); /* m + sm then the quiet NaN (csm_nan_q) */
         for (ptrdiff_t r = 0; r < nr; ++r) {
             const CSM_T m = mx[r];
             out[(r0 + r) * ldo] = m - m == 0 ? (CSM_T)((double)m + sm[r])
@@ -688,7 +700,8 @@ static CSM_NOINLINE CSM_TARGET void CSM_FN(csm_long_lse_strided)(
         }
         for (ptrdiff_t l = 0; l < g; ++l)
             out[(r0 + l) * ors] = M[l] - M[l] == 0
-                ? (CSM_T)((double)M[l] + CSM_PASTE(csm_log, CSM_PASTE(f64, CSM_ISA))(S[l]))
+                ? CSM_FN(csm_nan_q)((CSM_T)((double)M[l]
+                                            + CSM_PASTE(csm_log, CSM_PASTE(f64, CSM_ISA))(S[l])))
                 : nan_in[l] ? (CSM_T)NAN : M[l];
     }
 }
@@ -780,7 +793,7 @@ static CSM_TARGET ptrdiff_t CSM_FN(csm_masked_pairs)(
  * before it is transposed out. The masked row kernel takes a masked term of
  * its sum as fma(0, 0, acc) or acc + 0, which the zeros give, and its
  * output is the same formula where the mask is set and 0 elsewhere,
- * log_softmax's rows whose sum of g is NaN too (csm_lbwd_nan_rows: NaN
+ * the rows whose sum (of g * y, or of g) is NaN too (csm_nan_rows: NaN
  * where the mask is set); the lane kernel gives the row kernels' bits
  * (tested), so this gives the masked row kernel's. The last rows go through
  * a whole group padded with masked rows, as csm_small_bwd_rows pads them.
@@ -801,11 +814,7 @@ static CSM_INLINE CSM_TARGET void CSM_FN(csm_small_bwd_group_m)(
     CSM_FN(csm_lanes_keep)(yb, mb, K * lanes, (CSM_T)0);
     CSM_FN(csm_lanes_keep)(gb, mb, K * lanes, (CSM_T)0);
     CSM_FN(csm_small_bwd_buf)(yb, gb, c, K, logf, lanes);
-    if (logf)
-        for (ptrdiff_t l = 0; l < lanes; ++l)
-            if (c[l] != c[l])
-                for (ptrdiff_t j = 0; j < K; ++j)
-                    yb[j * lanes + l] = (CSM_T)NAN;
+    CSM_FN(csm_nan_rows)(yb, 1, lanes, K, c, lanes, NULL, (CSM_T)0);
     CSM_FN(csm_lanes_keep)(yb, mb, K * lanes, (CSM_T)0);
     CSM_LANES_OUT(out, ldo, yb, K, lanes);
 }

@@ -41,9 +41,11 @@
 #if defined(__GNUC__)
   #define CSM_INLINE inline __attribute__((always_inline))
   #define CSM_NOINLINE __attribute__((noinline))
+  #define CSM_COLD __attribute__((noinline, cold))
 #else
   #define CSM_INLINE inline
   #define CSM_NOINLINE
+  #define CSM_COLD
 #endif
 
 /* The row kernels prefetch the row about CSM_PREFETCH_BYTES ahead of the

@@ -2457,6 +2457,164 @@ static CSM_INLINE CSM_TARGET int CSM_FN(csm_lanes_max_normal)(const CSM_T *buf, 
     return 0;
 }
 
+/* The rows of an op whose row scalar is NaN (c[l], row l at o + l rs,
+ * element j at j cs): the NaN rows of the semantics (a NaN or +inf in x, a
+ * row of -inf; for the backward passes a NaN sum of g * y or of g), where
+ * every output is NaN. Each is rewritten the quiet NaN at every element, z
+ * (+0, or -inf for log_softmax) where mk, if not NULL, masks it. Which NaN
+ * an operation returns where two of its operands are NaN (sign, payload)
+ * depends on its form (which operand the instruction overwrites, which one
+ * a commutative product takes first), and the compiler picks a form at
+ * each site by the registers around it: a streamed row's boundary register
+ * took g's NaN where the row's loop took exp's, and a Fortran-ordered
+ * input's lanes took another NaN than its C-ordered copy's rows. Every site
+ * of an op (rows, lanes, streamed, long, masked) writes its output and then
+ * calls this (the masked rows, whose mask is widened or the caller's bytes,
+ * take its one-row rule, CSM_NAN_ROW_), so their bits agree. (log_softmax
+ * and logsumexp make their row scalars the quiet NaN instead, csm_nan_q and
+ * csm_nan_max: their outputs take no commutative operation of two NaNs.)
+ * Where c is not NaN, at most one operand of each output is a NaN, and
+ * every form returns it. */
+/* One such row (o, column stride cs): NaN where its element takes part (mk
+ * NULL, or mk[j] nonzero, a widened mask or the caller's bytes), z where
+ * it is masked. */
+#define CSM_NAN_ROW_(o, cs, K, mk, z)                                                         \
+    for (ptrdiff_t j_ = 0; j_ < (K); ++j_)                                                    \
+        (o)[j_ * (cs)] = !(mk) || (mk)[j_] ? (CSM_T)NAN : (z)
+static CSM_COLD void CSM_FN(csm_nan_row)(CSM_T *o, ptrdiff_t cs, ptrdiff_t K, const CSM_MW_T *mk,
+                                        CSM_T z)
+{
+    CSM_NAN_ROW_(o, cs, K, mk, z);
+}
+/* Whether v[0..n) holds a NaN (of the element type, or double: _d). Under
+ * AVX2 and AVX-512 a compare per register and a mask test; a vectorised sum
+ * of v[l] * 0 in its place (a chain of adds in order, and the horizontal
+ * add) took logsumexp and log_softmax at 1024 x 10 4-9% longer (one thread,
+ * in cache; an int reduction of scalar compares much the same). */
+static CSM_INLINE CSM_TARGET int CSM_FN(csm_any_nan)(const CSM_T *v, ptrdiff_t n)
+{
+    int any = 0;
+    ptrdiff_t l = 0;
+#if CSM_X86_DISPATCH && CSM_ISA_ID == 2 && CSM_F32
+    for (; l < n - n % CSM_XVW; l += CSM_XVW) {
+        const CSM_XV x = CSM_XV_(loadu)(v + l);
+        any |= _mm512_cmp_ps_mask(x, x, _CMP_UNORD_Q) != 0;
+    }
+#elif CSM_X86_DISPATCH && CSM_ISA_ID == 2
+    for (; l < n - n % CSM_XVW; l += CSM_XVW) {
+        const CSM_XV x = CSM_XV_(loadu)(v + l);
+        any |= _mm512_cmp_pd_mask(x, x, _CMP_UNORD_Q) != 0;
+    }
+#elif CSM_X86_DISPATCH && CSM_ISA_ID == 1 && CSM_F32
+    for (; l < n - n % CSM_XVW; l += CSM_XVW) {
+        const CSM_XV x = CSM_XV_(loadu)(v + l);
+        any |= _mm256_movemask_ps(_mm256_cmp_ps(x, x, _CMP_UNORD_Q)) != 0;
+    }
+#elif CSM_X86_DISPATCH && CSM_ISA_ID == 1
+    for (; l < n - n % CSM_XVW; l += CSM_XVW) {
+        const CSM_XV x = CSM_XV_(loadu)(v + l);
+        any |= _mm256_movemask_pd(_mm256_cmp_pd(x, x, _CMP_UNORD_Q)) != 0;
+    }
+#endif
+    for (; l < n; ++l)
+        any |= v[l] != v[l];
+    return any;
+}
+static CSM_INLINE CSM_TARGET int CSM_FN(csm_any_nan_d)(const double *v, ptrdiff_t n)
+{
+    int any = 0;
+    ptrdiff_t l = 0;
+#if CSM_X86_DISPATCH && CSM_ISA_ID == 2
+    for (; l < n - n % CSM_XVDW; l += CSM_XVDW) {
+        const CSM_XVD x = CSM_XVD_(loadu)(v + l);
+        any |= _mm512_cmp_pd_mask(x, x, _CMP_UNORD_Q) != 0;
+    }
+#elif CSM_X86_DISPATCH && CSM_ISA_ID == 1
+    for (; l < n - n % CSM_XVDW; l += CSM_XVDW) {
+        const CSM_XVD x = CSM_XVD_(loadu)(v + l);
+        any |= _mm256_movemask_pd(_mm256_cmp_pd(x, x, _CMP_UNORD_Q)) != 0;
+    }
+#endif
+    for (; l < n; ++l)
+        any |= v[l] != v[l];
+    return any;
+}
+
+/* One row's test, c by value (through memory, the pipelined rows of
+ * softmax_backward took 3-5% longer), the rewrite out of line. */
+static CSM_INLINE CSM_TARGET void CSM_FN(csm_nan_row_if)(CSM_T *o, ptrdiff_t cs, ptrdiff_t K, CSM_T c,
+                                                         const CSM_MW_T *mk, CSM_T z)
+{
+    if (__builtin_expect(c != c, 0))
+        CSM_FN(csm_nan_row)(o, cs, K, mk, z);
+}
+/* A lane group's: csm_any_nan over c, the rewrite out of line. Scalar
+ * compares, in the loop that takes c or apart, took softmax_backward at
+ * 1024 x 10 and softmax in Fortran order 3-9% longer (one thread, in
+ * cache). */
+static CSM_COLD void CSM_FN(csm_nan_rows_fix)(CSM_T *o, ptrdiff_t rs, ptrdiff_t cs, ptrdiff_t K,
+                                             const CSM_T *c, ptrdiff_t n, const CSM_MW_T *mk, CSM_T z)
+{
+    for (ptrdiff_t l = 0; l < n; ++l)
+        if (c[l] != c[l])
+            CSM_NAN_ROW_(o + l * rs, cs, K, mk, z);
+}
+static CSM_INLINE CSM_TARGET void CSM_FN(csm_nan_rows)(CSM_T *o, ptrdiff_t rs, ptrdiff_t cs, ptrdiff_t K,
+                                                       const CSM_T *c, ptrdiff_t n, const CSM_MW_T *mk,
+                                                       CSM_T z)
+{
+    if (__builtin_expect(CSM_FN(csm_any_nan)(c, n), 0))
+        CSM_FN(csm_nan_rows_fix)(o, rs, cs, K, c, n, mk, z);
+}
+
+/* x, or the quiet NaN where x is a NaN: logsumexp's value, log_softmax's
+ * log of the sum. */
+static CSM_INLINE CSM_T CSM_FN(csm_nan_q)(CSM_T x)
+{
+    return x != x ? (CSM_T)NAN : x;
+}
+
+/* log_softmax's max m in a row whose log of the sum l is NaN (a NaN row):
+ * the quiet NaN, whatever m was, so that (x - m) - l is x's own NaN where
+ * x is one and the quiet NaN elsewhere, on every path. A path's max may
+ * skip a NaN that another's takes, and x - m at x = m = +inf makes the
+ * machine's NaN, not l's. */
+static CSM_INLINE CSM_T CSM_FN(csm_nan_max)(CSM_T m, CSM_T l)
+{
+    return l != l ? (CSM_T)NAN : m;
+}
+
+/* The same for a lane group's maxima m and logs of the sums c, after
+ * csm_any_nan: the select in the loop that takes c did not vectorise there
+ * (GCC unrolled it into a compare and a branch per lane) and took
+ * log_softmax at 1024 x 10 and 1024 x 16 3-9% longer (one thread, in
+ * cache). */
+static CSM_COLD void CSM_FN(csm_nan_lanes_fix)(CSM_T *m, CSM_T *c, ptrdiff_t n)
+{
+    for (ptrdiff_t l = 0; l < n; ++l) {
+        m[l] = CSM_FN(csm_nan_max)(m[l], c[l]);
+        c[l] = CSM_FN(csm_nan_q)(c[l]);
+    }
+}
+static CSM_INLINE CSM_TARGET void CSM_FN(csm_nan_lanes)(CSM_T *m, CSM_T *c, ptrdiff_t n)
+{
+    if (__builtin_expect(CSM_FN(csm_any_nan)(c, n), 0))
+        CSM_FN(csm_nan_lanes_fix)(m, c, n);
+}
+
+/* v[l] the quiet NaN where NaN, for l < n, after the same test:
+ * logsumexp's logs of the sums, in double, before m + log. */
+static CSM_COLD void CSM_FN(csm_nan_d_fix)(double *v, ptrdiff_t n)
+{
+    for (ptrdiff_t l = 0; l < n; ++l)
+        v[l] = v[l] != v[l] ? (double)NAN : v[l];
+}
+static CSM_INLINE CSM_TARGET void CSM_FN(csm_nan_d)(double *v, ptrdiff_t n)
+{
+    if (__builtin_expect(CSM_FN(csm_any_nan_d)(v, n), 0))
+        CSM_FN(csm_nan_d_fix)(v, n);
+}
+
 /* softmax (log_out = 0) or log_softmax (log_out = 1) of the lanes rows held
  * in buf (K <= CSM_SMALL_K), in place. The sums follow CSM_PARTS and
  * CSM_SUM_BLOCK exactly as the row kernels take them, written out for short
@@ -2491,6 +2649,7 @@ static CSM_INLINE CSM_TARGET void CSM_FN(csm_lanes_softmax_buf)(
             for (ptrdiff_t l = 0; l < lanes; ++l)
                 bj[l] *= c[l];
         }
+        CSM_FN(csm_nan_rows)(buf, 1, lanes, K, c, lanes, NULL, (CSM_T)0);
     } else {
         for (ptrdiff_t j = 0; j < K; ++j) {
             const CSM_T *bj = buf + j * lanes;
@@ -2503,6 +2662,7 @@ static CSM_INLINE CSM_TARGET void CSM_FN(csm_lanes_softmax_buf)(
         for (ptrdiff_t l = 0; l < lanes; ++l)
             c[l] = (CSM_T)CSM_PASTE(csm_log, CSM_PASTE(f64, CSM_ISA))((double)CSM_TREE(CSM_PAIR));
 #undef CSM_PAIR
+        CSM_FN(csm_nan_lanes)(m, c, lanes);
         for (ptrdiff_t j = 0; j < K; ++j) {
             CSM_T *bj = buf + j * lanes;
 #pragma omp simd
@@ -2547,33 +2707,6 @@ static CSM_TARGET void CSM_FN(csm_small_rows)(
     }
     for (; r < rows; ++r)
         CSM_FN(csm_small_group)(x + r * ldx, ldx, y + r * ldy, ldy, K, log_out, 1);
-}
-
-/* log_softmax backward's rows whose sum of g is NaN (c[l], row l at o +
- * l rs, element j at j cs), rewritten NaN at every element (+0 where mk, if
- * not NULL, masks it). Every output of such a row is NaN, but which NaN
- * (sign, payload) g - exp(y) c returns where two of its operands are NaN
- * depends on the form of the multiply-add (which operand it overwrites),
- * and the compiler picks a form at each site by the registers around it:
- * a streamed row's boundary register took g's NaN where the row's loop took
- * exp's. Every site of the op (rows, lanes, streamed, masked) writes its
- * output and then calls this (the masked rows, whose mask is widened or
- * the caller's bytes, take its one-row rule, CSM_LBWD_NAN_ROW_), so their
- * bits agree.
- * Where c is not NaN, no g is, and exp(y) alone can be: the result is its
- * NaN at every site. */
-/* One such row (o, column stride cs): NaN where its element takes part (mk
- * NULL, or mk[j] nonzero, a widened mask or the caller's bytes), +0 where
- * it is masked. */
-#define CSM_LBWD_NAN_ROW_(o, cs, K, mk)                                                       \
-    for (ptrdiff_t j_ = 0; j_ < (K); ++j_)                                                    \
-        (o)[j_ * (cs)] = !(mk) || (mk)[j_] ? (CSM_T)NAN : (CSM_T)0
-static CSM_INLINE void CSM_FN(csm_lbwd_nan_rows)(CSM_T *o, ptrdiff_t rs, ptrdiff_t cs, ptrdiff_t K,
-                                                 const CSM_T *c, ptrdiff_t n, const CSM_MW_T *mk)
-{
-    for (ptrdiff_t l = 0; l < n; ++l)
-        if (c[l] != c[l])
-            CSM_LBWD_NAN_ROW_(o + l * rs, cs, K, mk);
 }
 
 /* The backward passes of a group of short rows (K <= CSM_SMALL_BWD_K) with unit
@@ -2627,8 +2760,7 @@ static CSM_INLINE CSM_TARGET void CSM_FN(csm_small_bwd_group)(
     CSM_LANES_IN(gb, g, ldg, K, lanes);
     CSM_FN(csm_small_bwd_buf)(yb, gb, c, K, logf, lanes);
     CSM_LANES_OUT(out, ldo, yb, K, lanes);
-    if (logf)
-        CSM_FN(csm_lbwd_nan_rows)(out, ldo, 1, K, c, lanes, NULL);
+    CSM_FN(csm_nan_rows)(out, ldo, 1, K, c, lanes, NULL, (CSM_T)0);
 }
 
 /* A group of CSM_LANES rows with a constant K (which unrolls the transposes,
@@ -2830,8 +2962,7 @@ static CSM_INLINE CSM_TARGET void CSM_FN(csm_vec_bwd_rows_n)(
             }
             CSM_VSTORE_(out + r * ldo + v * CSM_VL_, mk[v], K - v * CSM_VL_, o);
         }
-        if (logf)
-            CSM_FN(csm_lbwd_nan_rows)(out + r * ldo, 0, 1, K, &c, 1, NULL);
+        CSM_FN(csm_nan_row_if)(out + r * ldo, 1, K, c, NULL, (CSM_T)0);
     }
 }
 
@@ -2961,6 +3092,7 @@ static CSM_INLINE CSM_TARGET void CSM_FN(csm_lane_group)(
 #pragma omp simd
             for (ptrdiff_t l = 0; l < lanes; ++l)
                 c[l] = (CSM_T)CSM_PASTE(csm_log, CSM_PASTE(f64, CSM_ISA))(sd[l]);
+            CSM_FN(csm_nan_lanes)(m, c, lanes);
         }
         for (ptrdiff_t j = 0; j < K; ++j) {
             CSM_T *yj = out + j * ocs;
@@ -2977,6 +3109,8 @@ static CSM_INLINE CSM_TARGET void CSM_FN(csm_lane_group)(
                     yj[l * ors] = logf ? (bj[l] - m[l]) - c[l] : bj[l] * c[l];
             }
         }
+        if (!logf)
+            CSM_FN(csm_nan_rows)(out, ors, ocs, K, c, lanes, NULL, (CSM_T)0);
         return;
     }
     /* Backward: y into buf and g into gbuf, summing g * y (softmax) or g
@@ -3042,8 +3176,7 @@ static CSM_INLINE CSM_TARGET void CSM_FN(csm_lane_group)(
                 oj[l * ors] = bj[l] * (hj[l] - c[l]);
         }
     }
-    if (logf)
-        CSM_FN(csm_lbwd_nan_rows)(out, ors, ocs, K, c, lanes, NULL);
+    CSM_FN(csm_nan_rows)(out, ors, ocs, K, c, lanes, NULL, (CSM_T)0);
 }
 
 /* Defined below; the lane kernels hand them their rows past L2. */
@@ -3296,7 +3429,7 @@ static CSM_INLINE CSM_TARGET void CSM_FN(csm_nt_part)(const int form, CSM_T *oro
  * broadcast to all of them), and a lane past a row's end may be past the
  * array's, on a page that is not mapped. (Where two operands of an element
  * are NaN, the form of the multiply-add decides the NaN; the ops make those
- * elements' bits the same on every path: csm_lbwd_nan_rows.) */
+ * elements' bits the same on every path: csm_nan_rows.) */
 static CSM_INLINE CSM_TARGET void CSM_FN(csm_nt_join)(
     const int form, const CSM_FN(csm_nt_t) *w, CSM_T *orow, ptrdiff_t K,
     const CSM_T *u, const CSM_T *v, CSM_T c, CSM_T e,
@@ -3426,10 +3559,16 @@ static CSM_INLINE CSM_TARGET int CSM_FN(csm_softmax_row_group_m)(
     const int nn = xn ? CSM_FN(csm_group_max_at)(R, xn, ldx, K, mn) : 0;
     CSM_EACH_ROW
     for (int rr = 0; rr < R; ++rr) {
-        if (nt)
-            c[rr] = (CSM_T)(1.0 / s[rr]);
-        else
-            CSM_FN(csm_row_scale)(yr[rr], (CSM_T)(1.0 / s[rr]), K);
+        const CSM_T cr = (CSM_T)(1.0 / s[rr]);
+        if (nt) {
+            /* A NaN row's exps and scale the quiet NaN: its streamed
+             * products are then that NaN (csm_nan_rows). */
+            c[rr] = CSM_FN(csm_nan_q)(cr);
+            CSM_FN(csm_nan_row_if)(yr[rr], 1, K, cr, NULL, (CSM_T)0);
+        } else {
+            CSM_FN(csm_row_scale)(yr[rr], cr, K);
+            CSM_FN(csm_nan_row_if)(yr[rr], 1, K, cr, NULL, (CSM_T)0);
+        }
     }
     return nn;
 }
@@ -3642,7 +3781,7 @@ static CSM_INLINE CSM_TARGET void CSM_FN(csm_log_softmax_body)(
         for (ptrdiff_t r = 0; r < nr; ++r) {
             const CSM_T *xr = x + (r0 + r) * ldx;
             CSM_T *yr = y + (r0 + r) * ldy;
-            const CSM_T m = mx[r], l = (CSM_T)lg[r];
+            const CSM_T l = CSM_FN(csm_nan_q)((CSM_T)lg[r]), m = CSM_FN(csm_nan_max)(mx[r], l);
 #if CSM_EXP_V
             if (nt) {
                 const ptrdiff_t i = r0 + r;
@@ -3760,6 +3899,7 @@ static CSM_TARGET void CSM_FN(csm_softmax_backward_core)(
 #pragma omp simd
             for (ptrdiff_t i = 0; i < K; ++i)
                 orow[i] = yr[i] * (gr[i] - d);
+            CSM_FN(csm_nan_row_if)(orow, 1, K, d, NULL, (CSM_T)0);
         }
         return;
     }
@@ -3768,10 +3908,12 @@ static CSM_TARGET void CSM_FN(csm_softmax_backward_core)(
                                          CSM_PF_ROW_(csm_prefetch_row, y, ldy, K, sizeof(CSM_T)), NULL);
     for (ptrdiff_t r = 0; r + 1 < rows; ++r) {
         const CSM_T *yn = y + (r + 1) * ldy, *gn = g + (r + 1) * ldg;
+        const CSM_T dr = d;
         d = (CSM_T)CSM_FN(csm_row_dot_out)(gn, yn, K,
                                            CSM_PF_ROW_(csm_prefetch_row, gn, ldg, K, sizeof(CSM_T)),
                                            CSM_PF_ROW_(csm_prefetch_row, yn, ldy, K, sizeof(CSM_T)),
-                                           y + r * ldy, g + r * ldg, out + r * ldo, d);
+                                           y + r * ldy, g + r * ldg, out + r * ldo, dr);
+        CSM_FN(csm_nan_row_if)(out + r * ldo, 1, K, dr, NULL, (CSM_T)0);
     }
     {
         const CSM_T *yr = y + (rows - 1) * ldy, *gr = g + (rows - 1) * ldg;
@@ -3779,6 +3921,7 @@ static CSM_TARGET void CSM_FN(csm_softmax_backward_core)(
 #pragma omp simd
         for (ptrdiff_t i = 0; i < K; ++i)
             orow[i] = yr[i] * (gr[i] - d);
+        CSM_FN(csm_nan_row_if)(orow, 1, K, d, NULL, (CSM_T)0);
     }
 }
 
@@ -3792,19 +3935,40 @@ static CSM_TARGET void CSM_FN(csm_softmax_backward_nt)(
     const CSM_T *y, ptrdiff_t ldy, const CSM_T *g, ptrdiff_t ldg,
     CSM_T *out, ptrdiff_t ldo, ptrdiff_t rows, ptrdiff_t K, int pf)
 {
-    CSM_T dp = 0;
+    const ptrdiff_t vw = CSM_XVW;
+    /* The row before, while its last elements wait for the register across
+     * the boundary (op not NULL), as in csm_log_softmax_backward_nt. */
+    const CSM_T *yp = y, *gp = g;
+    CSM_T *op = NULL, dp = 0;
     for (ptrdiff_t r = 0; r < rows; ++r) {
         const CSM_T *yr = y + r * ldy, *gr = g + r * ldg;
+        CSM_T *orow = out + r * ldo;
         /* The dot product in double, for the reason given at csm_row_sum. */
         const CSM_T d = (CSM_T)CSM_FN(csm_row_sum)(gr, yr, NULL, K, CSM_SUM_DOT,
                                                    CSM_PF_ROW_(csm_prefetch_row, gr, ldg, K, sizeof(CSM_T)),
                                                    CSM_PF_ROW_(csm_prefetch_row, yr, ldy, K, sizeof(CSM_T)),
                                                    NULL);
-        const CSM_FN(csm_nt_t) w = CSM_FN(csm_nt_start)(out + r * ldo);
-        CSM_FN(csm_nt_row)(CSM_NT_BWD, &w, out + r * ldo, K, yr, gr, d, 0, r ? yr - ldy : yr,
-                           r ? gr - ldg : gr, dp, 0, r == 0, r == rows - 1);
+        const CSM_FN(csm_nt_t) w = CSM_FN(csm_nt_start)(orow);
+        const ptrdiff_t a = w.a;
+        if (d != d) { /* a NaN row (csm_nan_rows), with regular stores */
+            if (op && a)
+                CSM_FN(csm_nt_part)(CSM_NT_BWD, op, K - vw, a, vw, yp, gp, dp, 0);
+            CSM_NAN_ROW_(orow, 1, K, (const CSM_MW_T *)NULL, (CSM_T)0);
+            op = NULL;
+            continue;
+        }
+        if (a && op)
+            CSM_FN(csm_nt_join)(CSM_NT_BWD, &w, orow, K, yr, gr, d, 0, yp, gp, dp, 0);
+        else if (a)
+            CSM_FN(csm_nt_part)(CSM_NT_BWD, orow, 0, 0, a, yr, gr, d, 0);
+        CSM_FN(csm_nt_body)(CSM_NT_BWD, &w, orow, K, yr, gr, d, 0, NULL, NULL);
+        op = orow;
+        yp = yr;
+        gp = gr;
         dp = d;
     }
+    if (op && CSM_FN(csm_nt_tail)(op, K))
+        CSM_FN(csm_nt_part)(CSM_NT_BWD, op, K - vw, CSM_FN(csm_nt_tail)(op, K), vw, yp, gp, dp, 0);
 }
 #endif
 
@@ -3967,7 +4131,7 @@ static CSM_INLINE CSM_TARGET int CSM_FN(csm_log_bwd_dom)(const CSM_T *yr, ptrdif
 }
 
 /* A row of log_softmax backward with regular stores, a row whose sum of g
- * is NaN rewritten by csm_lbwd_nan_rows. */
+ * is NaN rewritten by csm_nan_rows. */
 static CSM_INLINE CSM_TARGET void CSM_FN(csm_log_bwd_row_at)(const CSM_T *yr, const CSM_T *gr, CSM_T *orow,
                                                              ptrdiff_t K, CSM_T sg, const char *pg,
                                                              const char *py, int dom)
@@ -3980,7 +4144,7 @@ static CSM_INLINE CSM_TARGET void CSM_FN(csm_log_bwd_row_at)(const CSM_T *yr, co
         CSM_FN(csm_log_bwd_row)(yr, gr, orow, K, sg, pg, py, -1);
     else
         CSM_FN(csm_log_bwd_row)(yr, gr, orow, K, sg, pg, py, 0);
-    CSM_FN(csm_lbwd_nan_rows)(orow, 0, 1, K, &sg, 1, NULL);
+    CSM_FN(csm_nan_row_if)(orow, 1, K, sg, NULL, (CSM_T)0);
 }
 
 /* log_softmax backward: out = g - exp(y) * sum(g). out may be y or g. A
@@ -4018,7 +4182,7 @@ static CSM_TARGET void CSM_FN(csm_log_softmax_backward_core)(
  * csm_log_bwd_row's g - exp(y) sum(g), with its choice of exp, so the bits
  * are the same. A row that needs the whole exp where it has no register form
  * (AVX2 float64, a row with y > 0: not a log_softmax's output), or whose
- * sum of g is NaN (csm_lbwd_nan_rows), takes the regular stores of
+ * sum of g is NaN (csm_nan_rows), takes the regular stores of
  * csm_log_bwd_row_at, and the rows beside it end and begin there as at the
  * ends of the block. */
 static CSM_TARGET void CSM_FN(csm_log_softmax_backward_nt)(
@@ -4260,9 +4424,15 @@ static CSM_TARGET void CSM_FN(csm_long_rows)(
                 CSM_FN(csm_out_pass_open)(&pass, ks, yr, K, 0, 0, f, CSM_OUT_KEPT);
                 CSM_FN(csm_out_pass_close)(&pass);
             } else {
-                const CSM_T c = log_out ? (CSM_T)CSM_PASTE(csm_log, CSM_PASTE(f64, CSM_ISA))(s)
-                                        : (CSM_T)(1.0 / s);
-                CSM_FN(csm_out_pass_open)(&pass, xr, yr, K, M, c, NULL, log_out ? CSM_OUT_LOG : CSM_OUT_EXP);
+                /* A NaN row: softmax's the quiet NaN (csm_nan_rows),
+                 * log_softmax's scalars (csm_nan_q, csm_nan_max). */
+                if (!log_out && CSM_FN(csm_long_softmax_nan)(NULL, yr, K, M, s))
+                    continue;
+                const CSM_T c = log_out
+                    ? CSM_FN(csm_nan_q)((CSM_T)CSM_PASTE(csm_log, CSM_PASTE(f64, CSM_ISA))(s))
+                    : (CSM_T)(1.0 / s);
+                CSM_FN(csm_out_pass_open)(&pass, xr, yr, K, log_out ? CSM_FN(csm_nan_max)(M, c) : M, c,
+                                          NULL, log_out ? CSM_OUT_LOG : CSM_OUT_EXP);
                 pending = 1;
             }
             continue;
@@ -4272,10 +4442,13 @@ static CSM_TARGET void CSM_FN(csm_long_rows)(
         const char *pfy = (const char *)((uintptr_t)yr + AHEAD * sizeof(CSM_T));
         CSM_T M, mc[CSM_LONG_KEEP / CSM_LONG_CHUNK];
         const double s = CSM_FN(csm_long_max_sum)(xr, NULL, K, &M, NULL, kept ? mc : NULL, 1, NULL);
-        if (kept && CSM_FN(csm_long_softmax_nan)(NULL, yr, K, M, s))
+        if (!log_out && CSM_FN(csm_long_softmax_nan)(NULL, yr, K, M, s))
             continue;
-        const CSM_T cM = log_out ? (CSM_T)CSM_PASTE(csm_log, CSM_PASTE(f64, CSM_ISA))(s)
-                                 : (CSM_T)(1.0 / s);
+        const CSM_T cM = log_out
+            ? CSM_FN(csm_nan_q)((CSM_T)CSM_PASTE(csm_log, CSM_PASTE(f64, CSM_ISA))(s))
+            : (CSM_T)(1.0 / s);
+        if (log_out)
+            M = CSM_FN(csm_nan_max)(M, cM);
         for (ptrdiff_t j = 0; j < K; j += CSM_LONG_CHUNK) {
             const ptrdiff_t n = K - j < CSM_LONG_CHUNK ? K - j : CSM_LONG_CHUNK;
             const CSM_T mj = kept ? mc[j / CSM_LONG_CHUNK] : M;
@@ -4450,6 +4623,7 @@ static CSM_NOINLINE CSM_TARGET void CSM_FN(csm_long_bwd_strided)(
 #pragma omp simd
                     for (ptrdiff_t i = 0; i < n; ++i)
                         yl[i] = yl[i] * (gl[i] - dl);
+                    CSM_FN(csm_nan_row_if)(yl, 1, n, dl, NULL, (CSM_T)0);
                 }
             }
             CSM_FN(csm_rows_move)(og + j * ocs, ors, ocs, yb, C, n, gn, 0);

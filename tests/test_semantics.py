@@ -222,6 +222,82 @@ def test_thread_count_does_not_change_nan_rows():
     assert np.isnan(a[::7]).all() and not np.isnan(a[1::7]).any()
 
 
+def _nan_rows(rng, n, k, dtype):
+    """Rows holding NaNs of both signs, +-inf, all -inf, beside finite rows."""
+    x = rng.standard_normal((n, k)).astype(dtype)
+    for r in range(0, n, 2):
+        for _ in range(rng.integers(1, 4)):
+            x[r, rng.integers(0, k)] = rng.choice([nan, -nan, inf, -inf, 1e30])
+    x[1] = -inf
+    x[3, 0], x[3, -1] = -nan, inf  # a max that one path takes as +inf, another as NaN
+    return x
+
+
+@pytest.mark.parametrize("dtype", FLOATS)
+@pytest.mark.parametrize("fn", UNARY + ["logsumexp", "softmax_backward", "log_softmax_backward",
+                                        "softmax_jacobian"])
+def test_nan_rows_have_the_same_bits_on_every_path(fn, dtype, isa):
+    # Which NaN an operation returns where two of its operands are NaN
+    # (sign, payload) depends on the instruction's form, which the compiler
+    # picks site by site: every path (lanes, rows, long rows, Fortran order,
+    # strided, streamed, masked, one or two threads) must still give the
+    # C-ordered result's bytes. NaN rows of softmax, softmax_backward and
+    # the Jacobian are the quiet NaN; logsumexp's NaN is; log_softmax's
+    # elements are its scalars' quiet NaN, or the element's own NaN.
+    from csoftmax import _engine
+    rng = np.random.default_rng(26)
+    f = getattr(csoftmax, fn)
+    quiet = np.array(nan, dtype).view(np.uint32 if dtype == np.float32 else np.uint64)
+    uint = np.uint32 if dtype == np.float32 else np.uint64
+    ks = [2, 3, 16, 33, 100] if fn == "softmax_jacobian" else [2, 3, 16, 24, 33, 100, 1000, 70000]
+    st, sth, sxo = _engine.stream_bytes(), _engine.stream_threads(), _engine.stream_exp_ops()
+    try:
+        for k in ks:
+            n = 6 if k > 1000 else 40
+            x = _nan_rows(rng, n, k, dtype)
+            if fn in ("softmax_backward", "log_softmax_backward"):
+                args = [csoftmax.softmax(x) if fn == "softmax_backward" else csoftmax.log_softmax(x),
+                        _nan_rows(rng, n, k, dtype)]
+            else:
+                args = [x]
+            where = rng.random((n, k)) < 0.8
+            where[[1, 3], 0] = True  # rows 1 and 3 NaN rows under the mask too
+            for mask in (None, where):
+                kw = {} if mask is None else {"where": mask}
+                want = np.ascontiguousarray(f(*args, num_threads=1, **kw)).view(uint)
+                got = {}
+                for layout in ("fortran", "strided_rows", "strided_cols", "negative"):
+                    for threads in (1, 2):
+                        got[layout, threads] = f(*[make_layout(a, layout) for a in args],
+                                                 num_threads=threads, **kw)
+                _engine.set_stream_bytes(0)
+                _engine.set_stream_threads(1)
+                _engine.set_stream_exp_ops(True)
+                got["streamed"] = f(*args, num_threads=1, **kw)
+                _engine.set_stream_bytes(st)
+                _engine.set_stream_threads(sth)
+                _engine.set_stream_exp_ops(sxo)
+                for name, o in got.items():
+                    o = np.ascontiguousarray(o).view(uint)
+                    assert o.shape == want.shape
+                    bad = np.argwhere(o != want)
+                    assert not len(bad), (k, mask is not None, name, bad[:3].tolist())
+                isn = np.isnan(want.view(dtype)).reshape(n, -1)
+                assert isn[3].any() and not isn[5].any()
+                if mask is None and fn not in ("log_softmax", "log_softmax_backward"):
+                    # A NaN row (every output NaN) is the quiet NaN. (Elsewhere a
+                    # NaN an operation makes, inf - inf in a backward pass, is the
+                    # machine's own, the same on every path; log_softmax_backward's
+                    # rows of NaN y keep y's: test_boundaries.py has its rule.)
+                    rows = isn.all(axis=1)
+                    assert rows[3] and (fn == "logsumexp" or rows[1])
+                    assert (want.reshape(n, -1)[rows] == quiet).all(), (k, fn)
+    finally:
+        _engine.set_stream_bytes(st)
+        _engine.set_stream_threads(sth)
+        _engine.set_stream_exp_ops(sxo)
+
+
 @pytest.mark.parametrize("dtype", FLOATS)
 @pytest.mark.parametrize("fn", UNARY + ["softmax_jacobian"])
 def test_fast_path_and_general_path_agree_bitwise(fn, dtype):
