@@ -439,6 +439,8 @@ static CSM_TARGET void CSM_FN(csm_xent_rows)(const csm_xent_args *a, ptrdiff_t r
 #undef CSM_EXP_V_TEST
 #undef CSM_EXP_NORMAL_LO
 #undef CSM_XV_ANY_BELOW_
+#undef CSM_XV_ANY_NAN_
+#undef CSM_XV_ANY_CMP_
 #ifdef CSM_XV
   #undef CSM_XM
   #undef CSM_XM_FIRST

@@ -549,20 +549,21 @@ static CSM_INLINE CSM_TARGET CSM_XV CSM_FN(csm_exp_v_q)(CSM_XV r)
     #if CSM_F32
       #define CSM_EXP_NORMAL_LO (-87.0f)
       #if CSM_ISA_ID == 2
-        #define CSM_XV_ANY_BELOW_(x, c) (_mm512_cmp_ps_mask((x), _mm512_set1_ps(c), _CMP_LT_OQ) != 0)
+        #define CSM_XV_ANY_CMP_(x, y, p) (_mm512_cmp_ps_mask((x), (y), (p)) != 0)
       #else
-        #define CSM_XV_ANY_BELOW_(x, c) \
-            (_mm256_movemask_ps(_mm256_cmp_ps((x), _mm256_set1_ps(c), _CMP_LT_OQ)) != 0)
+        #define CSM_XV_ANY_CMP_(x, y, p) (_mm256_movemask_ps(_mm256_cmp_ps((x), (y), (p))) != 0)
       #endif
     #else
       #define CSM_EXP_NORMAL_LO (-708.0)
       #if CSM_ISA_ID == 2
-        #define CSM_XV_ANY_BELOW_(x, c) (_mm512_cmp_pd_mask((x), _mm512_set1_pd(c), _CMP_LT_OQ) != 0)
+        #define CSM_XV_ANY_CMP_(x, y, p) (_mm512_cmp_pd_mask((x), (y), (p)) != 0)
       #else
-        #define CSM_XV_ANY_BELOW_(x, c) \
-            (_mm256_movemask_pd(_mm256_cmp_pd((x), _mm256_set1_pd(c), _CMP_LT_OQ)) != 0)
+        #define CSM_XV_ANY_CMP_(x, y, p) (_mm256_movemask_pd(_mm256_cmp_pd((x), (y), (p))) != 0)
       #endif
     #endif
+    /* Whether a lane of x is below c; whether one is a NaN (csm_any_nan). */
+    #define CSM_XV_ANY_BELOW_(x, c) CSM_XV_ANY_CMP_((x), CSM_XV_(set1)(c), _CMP_LT_OQ)
+    #define CSM_XV_ANY_NAN_(x) CSM_XV_ANY_CMP_((x), (x), _CMP_UNORD_Q)
     #if CSM_EXP_TAB
 /* The table of csm_exp_tab without its 64 << 23. */
 static const uint32_t CSM_FN(csm_exp_tab_normal)[CSM_EXP_TAB_N] = {CSM_EXP_TAB_ENTRIES(CSM_EXP_TAB_NORMAL_E)};
@@ -2486,53 +2487,19 @@ static CSM_COLD void CSM_FN(csm_nan_row)(CSM_T *o, ptrdiff_t cs, ptrdiff_t K, co
 {
     CSM_NAN_ROW_(o, cs, K, mk, z);
 }
-/* Whether v[0..n) holds a NaN (of the element type, or double: _d). Under
- * AVX2 and AVX-512 a compare per register and a mask test; a vectorised sum
- * of v[l] * 0 in its place (a chain of adds in order, and the horizontal
- * add) took logsumexp and log_softmax at 1024 x 10 4-9% longer (one thread,
- * in cache; an int reduction of scalar compares much the same). */
+/* Whether v[0..n) holds a NaN. Under AVX2 and AVX-512 a compare per
+ * register and a mask test; a vectorised sum of v[l] * 0 in its place (a
+ * chain of adds in order, and the horizontal add) took logsumexp and
+ * log_softmax at 1024 x 10 4-9% longer (one thread, in cache; an int
+ * reduction of scalar compares much the same). */
 static CSM_INLINE CSM_TARGET int CSM_FN(csm_any_nan)(const CSM_T *v, ptrdiff_t n)
 {
     int any = 0;
     ptrdiff_t l = 0;
-#if CSM_X86_DISPATCH && CSM_ISA_ID == 2 && CSM_F32
+#if CSM_EXP_V_NORMAL
     for (; l < n - n % CSM_XVW; l += CSM_XVW) {
         const CSM_XV x = CSM_XV_(loadu)(v + l);
-        any |= _mm512_cmp_ps_mask(x, x, _CMP_UNORD_Q) != 0;
-    }
-#elif CSM_X86_DISPATCH && CSM_ISA_ID == 2
-    for (; l < n - n % CSM_XVW; l += CSM_XVW) {
-        const CSM_XV x = CSM_XV_(loadu)(v + l);
-        any |= _mm512_cmp_pd_mask(x, x, _CMP_UNORD_Q) != 0;
-    }
-#elif CSM_X86_DISPATCH && CSM_ISA_ID == 1 && CSM_F32
-    for (; l < n - n % CSM_XVW; l += CSM_XVW) {
-        const CSM_XV x = CSM_XV_(loadu)(v + l);
-        any |= _mm256_movemask_ps(_mm256_cmp_ps(x, x, _CMP_UNORD_Q)) != 0;
-    }
-#elif CSM_X86_DISPATCH && CSM_ISA_ID == 1
-    for (; l < n - n % CSM_XVW; l += CSM_XVW) {
-        const CSM_XV x = CSM_XV_(loadu)(v + l);
-        any |= _mm256_movemask_pd(_mm256_cmp_pd(x, x, _CMP_UNORD_Q)) != 0;
-    }
-#endif
-    for (; l < n; ++l)
-        any |= v[l] != v[l];
-    return any;
-}
-static CSM_INLINE CSM_TARGET int CSM_FN(csm_any_nan_d)(const double *v, ptrdiff_t n)
-{
-    int any = 0;
-    ptrdiff_t l = 0;
-#if CSM_X86_DISPATCH && CSM_ISA_ID == 2
-    for (; l < n - n % CSM_XVDW; l += CSM_XVDW) {
-        const CSM_XVD x = CSM_XVD_(loadu)(v + l);
-        any |= _mm512_cmp_pd_mask(x, x, _CMP_UNORD_Q) != 0;
-    }
-#elif CSM_X86_DISPATCH && CSM_ISA_ID == 1
-    for (; l < n - n % CSM_XVDW; l += CSM_XVDW) {
-        const CSM_XVD x = CSM_XVD_(loadu)(v + l);
-        any |= _mm256_movemask_pd(_mm256_cmp_pd(x, x, _CMP_UNORD_Q)) != 0;
+        any |= CSM_XV_ANY_NAN_(x);
     }
 #endif
     for (; l < n; ++l)
@@ -2611,7 +2578,7 @@ static CSM_COLD void CSM_FN(csm_nan_d_fix)(double *v, ptrdiff_t n)
 }
 static CSM_INLINE CSM_TARGET void CSM_FN(csm_nan_d)(double *v, ptrdiff_t n)
 {
-    if (__builtin_expect(CSM_FN(csm_any_nan_d)(v, n), 0))
+    if (__builtin_expect(CSM_PASTE(csm_any_nan, CSM_PASTE(f64, CSM_ISA))(v, n), 0))
         CSM_FN(csm_nan_d_fix)(v, n);
 }
 
