@@ -100,7 +100,7 @@ static CSM_INLINE CSM_TARGET void CSM_FN(csm_masked_finish)(int op, const CSM_T 
         for (ptrdiff_t i = 0; i < K; ++i)
             y[i] = mk[i] ? y[i] * c : (CSM_T)0;
         if (c != c) /* csm_nan_rows's rule */
-            CSM_NAN_ROW_(y, 1, K, mk, (CSM_T)0);
+            CSM_NAN_ROW_(y, 1, K, mk);
     } else if (op == CSM_OP_LOG_SOFTMAX) {
         /* s >= 1 whenever an unmasked element is finite, NaN when one is
          * NaN; s = 0 only when nothing is unmasked, and the select gives
@@ -139,7 +139,7 @@ static CSM_INLINE CSM_TARGET void CSM_FN(csm_masked_softmax_row)(
                 y[i0 + p] = mk[i0 + p] ? e[p] * c : (CSM_T)0;
         }
         if (c != c) /* csm_nan_rows's rule */
-            CSM_NAN_ROW_(y, 1, K, mk, (CSM_T)0);
+            CSM_NAN_ROW_(y, 1, K, mk);
         return;
     }
     CSM_T m;
@@ -157,9 +157,9 @@ static CSM_INLINE CSM_TARGET void CSM_FN(csm_masked_softmax_row)(
 #define CSM_MASKED_LBWD_OUT_BODY_                                                             \
     {                                                                                         \
         CSM_MASKED_LBWD_OUT_;                                                                 \
-        /* csm_nan_rows's rule, for either type of mask. */                                  \
+        /* csm_nan_rows's rule, for either type of mask. */                                   \
         if (sg != sg)                                                                         \
-            CSM_NAN_ROW_(y, 1, K, mk, (CSM_T)0);                                              \
+            CSM_NAN_ROW_(y, 1, K, mk);                                                        \
     }
 #if CSM_EXP_TAB
   #define CSM_MASKED_LBWD_OUT_                                                                \
@@ -209,7 +209,7 @@ static CSM_INLINE CSM_TARGET void CSM_FN(csm_masked_bwd_out)(int op, const CSM_T
     for (ptrdiff_t i = 0; i < K; ++i)
         y[i] = mk[i] ? x[i] * (g[i] - d) : (CSM_T)0;
     if (d != d) /* csm_nan_rows's rule */
-        CSM_NAN_ROW_(y, 1, K, mk, (CSM_T)0);
+        CSM_NAN_ROW_(y, 1, K, mk);
 }
 #if CSM_EXP_V && CSM_ISA_ID == 2
 /* AVX-512: softmax_backward's output of a masked row whose dot product is s,
@@ -230,7 +230,7 @@ static CSM_INLINE CSM_TARGET void CSM_FN(csm_masked_sbwd_out_bytes)(const CSM_T 
                       CSM_XV_(maskz_mul)(k, CSM_XV_LOADM(x + i, k), CSM_XV_(sub)(CSM_XV_LOADM(g + i, k), d)));
     }
     if (s != s) /* csm_nan_rows's rule */
-        CSM_NAN_ROW_(y, 1, K, m, (CSM_T)0);
+        CSM_NAN_ROW_(y, 1, K, m);
 }
 
 /* AVX-512: masked rows of a backward pass with unit strides (row r of a, b,
@@ -814,7 +814,7 @@ static CSM_INLINE CSM_TARGET void CSM_FN(csm_small_bwd_group_m)(
     CSM_FN(csm_lanes_keep)(yb, mb, K * lanes, (CSM_T)0);
     CSM_FN(csm_lanes_keep)(gb, mb, K * lanes, (CSM_T)0);
     CSM_FN(csm_small_bwd_buf)(yb, gb, c, K, logf, lanes);
-    CSM_FN(csm_nan_rows)(yb, 1, lanes, K, c, lanes, NULL, (CSM_T)0);
+    CSM_FN(csm_nan_rows)(yb, 1, lanes, K, c, lanes);
     CSM_FN(csm_lanes_keep)(yb, mb, K * lanes, (CSM_T)0);
     CSM_LANES_OUT(out, ldo, yb, K, lanes);
 }

@@ -2461,8 +2461,8 @@ static CSM_INLINE CSM_TARGET int CSM_FN(csm_lanes_max_normal)(const CSM_T *buf, 
 /* The rows of an op whose row scalar is NaN (c[l], row l at o + l rs,
  * element j at j cs): the NaN rows of the semantics (a NaN or +inf in x, a
  * row of -inf; for the backward passes a NaN sum of g * y or of g), where
- * every output is NaN. Each is rewritten the quiet NaN at every element, z
- * (+0, or -inf for log_softmax) where mk, if not NULL, masks it. Which NaN
+ * every output is NaN. Each is rewritten the quiet NaN at every element
+ * (+0 where the masked kernels' mask masks it). Which NaN
  * an operation returns where two of its operands are NaN (sign, payload)
  * depends on its form (which operand the instruction overwrites, which one
  * a commutative product takes first), and the compiler picks a form at
@@ -2477,20 +2477,19 @@ static CSM_INLINE CSM_TARGET int CSM_FN(csm_lanes_max_normal)(const CSM_T *buf, 
  * Where c is not NaN, at most one operand of each output is a NaN, and
  * every form returns it. */
 /* One such row (o, column stride cs): NaN where its element takes part (mk
- * NULL, or mk[j] nonzero, a widened mask or the caller's bytes), z where
+ * NULL, or mk[j] nonzero, a widened mask or the caller's bytes), +0 where
  * it is masked. */
-#define CSM_NAN_ROW_(o, cs, K, mk, z)                                                         \
+#define CSM_NAN_ROW_(o, cs, K, mk)                                                            \
     for (ptrdiff_t j_ = 0; j_ < (K); ++j_)                                                    \
-        (o)[j_ * (cs)] = !(mk) || (mk)[j_] ? (CSM_T)NAN : (z)
-static CSM_COLD void CSM_FN(csm_nan_row)(CSM_T *o, ptrdiff_t cs, ptrdiff_t K, const CSM_MW_T *mk,
-                                        CSM_T z)
+        (o)[j_ * (cs)] = !(mk) || (mk)[j_] ? (CSM_T)NAN : (CSM_T)0
+static CSM_COLD void CSM_FN(csm_nan_row)(CSM_T *o, ptrdiff_t cs, ptrdiff_t K)
 {
-    CSM_NAN_ROW_(o, cs, K, mk, z);
+    CSM_NAN_ROW_(o, cs, K, (const CSM_MW_T *)NULL);
 }
 /* Whether v[0..n) holds a NaN. Under AVX2 and AVX-512 a compare per
  * register and a mask test; a vectorised sum of v[l] * 0 in its place (a
  * chain of adds in order, and the horizontal add) took logsumexp and
- * log_softmax at 1024 x 10 4-9% longer (one thread, in cache; an int
+ * log_softmax at 1024 x 10 4-14% longer (one thread, in cache; an int
  * reduction of scalar compares much the same). */
 static CSM_INLINE CSM_TARGET int CSM_FN(csm_any_nan)(const CSM_T *v, ptrdiff_t n)
 {
@@ -2509,29 +2508,27 @@ static CSM_INLINE CSM_TARGET int CSM_FN(csm_any_nan)(const CSM_T *v, ptrdiff_t n
 
 /* One row's test, c by value (through memory, the pipelined rows of
  * softmax_backward took 3-5% longer), the rewrite out of line. */
-static CSM_INLINE CSM_TARGET void CSM_FN(csm_nan_row_if)(CSM_T *o, ptrdiff_t cs, ptrdiff_t K, CSM_T c,
-                                                         const CSM_MW_T *mk, CSM_T z)
+static CSM_INLINE CSM_TARGET void CSM_FN(csm_nan_row_if)(CSM_T *o, ptrdiff_t cs, ptrdiff_t K, CSM_T c)
 {
     if (__builtin_expect(c != c, 0))
-        CSM_FN(csm_nan_row)(o, cs, K, mk, z);
+        CSM_FN(csm_nan_row)(o, cs, K);
 }
 /* A lane group's: csm_any_nan over c, the rewrite out of line. Scalar
  * compares, in the loop that takes c or apart, took softmax_backward at
  * 1024 x 10 and softmax in Fortran order 3-9% longer (one thread, in
  * cache). */
 static CSM_COLD void CSM_FN(csm_nan_rows_fix)(CSM_T *o, ptrdiff_t rs, ptrdiff_t cs, ptrdiff_t K,
-                                             const CSM_T *c, ptrdiff_t n, const CSM_MW_T *mk, CSM_T z)
+                                             const CSM_T *c, ptrdiff_t n)
 {
     for (ptrdiff_t l = 0; l < n; ++l)
         if (c[l] != c[l])
-            CSM_NAN_ROW_(o + l * rs, cs, K, mk, z);
+            CSM_FN(csm_nan_row)(o + l * rs, cs, K);
 }
 static CSM_INLINE CSM_TARGET void CSM_FN(csm_nan_rows)(CSM_T *o, ptrdiff_t rs, ptrdiff_t cs, ptrdiff_t K,
-                                                       const CSM_T *c, ptrdiff_t n, const CSM_MW_T *mk,
-                                                       CSM_T z)
+                                                       const CSM_T *c, ptrdiff_t n)
 {
     if (__builtin_expect(CSM_FN(csm_any_nan)(c, n), 0))
-        CSM_FN(csm_nan_rows_fix)(o, rs, cs, K, c, n, mk, z);
+        CSM_FN(csm_nan_rows_fix)(o, rs, cs, K, c, n);
 }
 
 /* x, or the quiet NaN where x is a NaN: logsumexp's value, log_softmax's
@@ -2616,7 +2613,7 @@ static CSM_INLINE CSM_TARGET void CSM_FN(csm_lanes_softmax_buf)(
             for (ptrdiff_t l = 0; l < lanes; ++l)
                 bj[l] *= c[l];
         }
-        CSM_FN(csm_nan_rows)(buf, 1, lanes, K, c, lanes, NULL, (CSM_T)0);
+        CSM_FN(csm_nan_rows)(buf, 1, lanes, K, c, lanes);
     } else {
         for (ptrdiff_t j = 0; j < K; ++j) {
             const CSM_T *bj = buf + j * lanes;
@@ -2727,7 +2724,7 @@ static CSM_INLINE CSM_TARGET void CSM_FN(csm_small_bwd_group)(
     CSM_LANES_IN(gb, g, ldg, K, lanes);
     CSM_FN(csm_small_bwd_buf)(yb, gb, c, K, logf, lanes);
     CSM_LANES_OUT(out, ldo, yb, K, lanes);
-    CSM_FN(csm_nan_rows)(out, ldo, 1, K, c, lanes, NULL, (CSM_T)0);
+    CSM_FN(csm_nan_rows)(out, ldo, 1, K, c, lanes);
 }
 
 /* A group of CSM_LANES rows with a constant K (which unrolls the transposes,
@@ -2929,7 +2926,7 @@ static CSM_INLINE CSM_TARGET void CSM_FN(csm_vec_bwd_rows_n)(
             }
             CSM_VSTORE_(out + r * ldo + v * CSM_VL_, mk[v], K - v * CSM_VL_, o);
         }
-        CSM_FN(csm_nan_row_if)(out + r * ldo, 1, K, c, NULL, (CSM_T)0);
+        CSM_FN(csm_nan_row_if)(out + r * ldo, 1, K, c);
     }
 }
 
@@ -3077,7 +3074,7 @@ static CSM_INLINE CSM_TARGET void CSM_FN(csm_lane_group)(
             }
         }
         if (!logf)
-            CSM_FN(csm_nan_rows)(out, ors, ocs, K, c, lanes, NULL, (CSM_T)0);
+            CSM_FN(csm_nan_rows)(out, ors, ocs, K, c, lanes);
         return;
     }
     /* Backward: y into buf and g into gbuf, summing g * y (softmax) or g
@@ -3143,7 +3140,7 @@ static CSM_INLINE CSM_TARGET void CSM_FN(csm_lane_group)(
                 oj[l * ors] = bj[l] * (hj[l] - c[l]);
         }
     }
-    CSM_FN(csm_nan_rows)(out, ors, ocs, K, c, lanes, NULL, (CSM_T)0);
+    CSM_FN(csm_nan_rows)(out, ors, ocs, K, c, lanes);
 }
 
 /* Defined below; the lane kernels hand them their rows past L2. */
@@ -3531,10 +3528,10 @@ static CSM_INLINE CSM_TARGET int CSM_FN(csm_softmax_row_group_m)(
             /* A NaN row's exps and scale the quiet NaN: its streamed
              * products are then that NaN (csm_nan_rows). */
             c[rr] = CSM_FN(csm_nan_q)(cr);
-            CSM_FN(csm_nan_row_if)(yr[rr], 1, K, cr, NULL, (CSM_T)0);
+            CSM_FN(csm_nan_row_if)(yr[rr], 1, K, cr);
         } else {
             CSM_FN(csm_row_scale)(yr[rr], cr, K);
-            CSM_FN(csm_nan_row_if)(yr[rr], 1, K, cr, NULL, (CSM_T)0);
+            CSM_FN(csm_nan_row_if)(yr[rr], 1, K, cr);
         }
     }
     return nn;
@@ -3866,7 +3863,7 @@ static CSM_TARGET void CSM_FN(csm_softmax_backward_core)(
 #pragma omp simd
             for (ptrdiff_t i = 0; i < K; ++i)
                 orow[i] = yr[i] * (gr[i] - d);
-            CSM_FN(csm_nan_row_if)(orow, 1, K, d, NULL, (CSM_T)0);
+            CSM_FN(csm_nan_row_if)(orow, 1, K, d);
         }
         return;
     }
@@ -3880,7 +3877,7 @@ static CSM_TARGET void CSM_FN(csm_softmax_backward_core)(
                                            CSM_PF_ROW_(csm_prefetch_row, gn, ldg, K, sizeof(CSM_T)),
                                            CSM_PF_ROW_(csm_prefetch_row, yn, ldy, K, sizeof(CSM_T)),
                                            y + r * ldy, g + r * ldg, out + r * ldo, dr);
-        CSM_FN(csm_nan_row_if)(out + r * ldo, 1, K, dr, NULL, (CSM_T)0);
+        CSM_FN(csm_nan_row_if)(out + r * ldo, 1, K, dr);
     }
     {
         const CSM_T *yr = y + (rows - 1) * ldy, *gr = g + (rows - 1) * ldg;
@@ -3888,7 +3885,7 @@ static CSM_TARGET void CSM_FN(csm_softmax_backward_core)(
 #pragma omp simd
         for (ptrdiff_t i = 0; i < K; ++i)
             orow[i] = yr[i] * (gr[i] - d);
-        CSM_FN(csm_nan_row_if)(orow, 1, K, d, NULL, (CSM_T)0);
+        CSM_FN(csm_nan_row_if)(orow, 1, K, d);
     }
 }
 
@@ -3920,7 +3917,7 @@ static CSM_TARGET void CSM_FN(csm_softmax_backward_nt)(
         if (d != d) { /* a NaN row (csm_nan_rows), with regular stores */
             if (op && a)
                 CSM_FN(csm_nt_part)(CSM_NT_BWD, op, K - vw, a, vw, yp, gp, dp, 0);
-            CSM_NAN_ROW_(orow, 1, K, (const CSM_MW_T *)NULL, (CSM_T)0);
+            CSM_NAN_ROW_(orow, 1, K, (const CSM_MW_T *)NULL);
             op = NULL;
             continue;
         }
@@ -4111,7 +4108,7 @@ static CSM_INLINE CSM_TARGET void CSM_FN(csm_log_bwd_row_at)(const CSM_T *yr, co
         CSM_FN(csm_log_bwd_row)(yr, gr, orow, K, sg, pg, py, -1);
     else
         CSM_FN(csm_log_bwd_row)(yr, gr, orow, K, sg, pg, py, 0);
-    CSM_FN(csm_nan_row_if)(orow, 1, K, sg, NULL, (CSM_T)0);
+    CSM_FN(csm_nan_row_if)(orow, 1, K, sg);
 }
 
 /* log_softmax backward: out = g - exp(y) * sum(g). out may be y or g. A
@@ -4590,7 +4587,7 @@ static CSM_NOINLINE CSM_TARGET void CSM_FN(csm_long_bwd_strided)(
 #pragma omp simd
                     for (ptrdiff_t i = 0; i < n; ++i)
                         yl[i] = yl[i] * (gl[i] - dl);
-                    CSM_FN(csm_nan_row_if)(yl, 1, n, dl, NULL, (CSM_T)0);
+                    CSM_FN(csm_nan_row_if)(yl, 1, n, dl);
                 }
             }
             CSM_FN(csm_rows_move)(og + j * ocs, ors, ocs, yb, C, n, gn, 0);
