@@ -402,12 +402,13 @@ static CSM_INLINE CSM_TARGET void CSM_FN(csm_masked_row)(
         CSM_FN(csm_masked_softmax_row)(x, mk, y + (K - 1) * K, K);
         for (ptrdiff_t i = 0; i < K; ++i) {
             const CSM_T si = sv[i];
+            const CSM_T di = CSM_JAC_DIAG_OF_(si, sv, K); /* before row i's stores (masked s_j are 0) */
             const CSM_MW_T mi = mk[i];
             CSM_T *Ji = y + i * K;
 #pragma omp simd
             for (ptrdiff_t j = 0; j < K; ++j)
                 Ji[j] = (mi & mk[j]) ? (CSM_T)0 - si * sv[j] : (CSM_T)0;
-            Ji[i] = mi ? si - si * si : (CSM_T)0;
+            Ji[i] = mi ? di : (CSM_T)0;
         }
         break;
     }

@@ -343,6 +343,75 @@ def test_log_softmax_backward_equals_jacobian_transpose_times_grad(dtype):
     np.testing.assert_allclose(got, want, rtol=RTOL[dtype] * 50, atol=RTOL[dtype] * 10)
 
 
+# One class ahead by these margins: s_i about 0.957, 0.9997 and 0.99998 in
+# float32 (1 - s_i down to 16 of its ulps near 1), to 1 - 7e-13 in float64.
+_DOMINANT_GAPS = {np.float32: [0.0, 3.0, 7.0, 12.0, 15.0], np.float64: [0.0, 7.0, 15.0, 25.0, 32.0]}
+
+
+def _diagonal_reference(x):
+    """s_i (1 - s_i) of each row of x, in extended precision, with 1 - s_i
+    as the sum of the other classes' exps (no cancellation)."""
+    xl = x.astype(np.longdouble)
+    e = np.exp(xl - xl.max(axis=1, keepdims=True))
+    tot = e.sum(axis=1, keepdims=True)
+    k = x.shape[1]
+    others = np.where(np.eye(k, dtype=bool)[None], 0, e[:, None, :]).sum(axis=2)
+    return (e / tot) * (others / tot)
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("k", [2, 3, 10, 16, 17, 32, 33, 64, 100, 130, 300])
+def test_jacobian_diagonal_keeps_its_relative_accuracy_where_one_class_dominates(isa, dtype, k):
+    # s_i - s_i^2 would lose 1 - s_i to the rounding of s_i near 1 (float32
+    # diagonals 0.22 off at s_i = 0.99998); s_i times the sum of the other s_j
+    # keeps the accuracy of s. K covers the register kernels, the aligned
+    # AVX-512 rows and the rows past them; C, Fortran and strided inputs.
+    rng = np.random.default_rng(k)
+    gaps = _DOMINANT_GAPS[dtype]
+    x = rng.standard_normal((8 * len(gaps), k))
+    x[np.arange(x.shape[0]), rng.integers(0, k, x.shape[0])] += np.repeat(gaps, 8)
+    x = x.astype(dtype)
+    want = _diagonal_reference(x)
+    for variant in (x, np.asfortranarray(x), np.repeat(x, 2, axis=1)[:, ::2]):
+        J = csoftmax.softmax_jacobian(variant)
+        got = np.diagonal(J, axis1=1, axis2=2).astype(np.float64)
+        assert np.max(np.abs(got - want) / want) <= 2 * RTOL[dtype]
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_masked_jacobian_diagonal_keeps_its_relative_accuracy(isa, dtype):
+    k = 40
+    rng = np.random.default_rng(7)
+    x = rng.standard_normal((40, k))
+    x[:, 5] += np.repeat(_DOMINANT_GAPS[dtype], 8)
+    x = x.astype(dtype)
+    where = rng.random((40, k)) < 0.7
+    where[:, 5] = True
+    masked = np.where(where, x, -np.inf)
+    got = np.diagonal(csoftmax.softmax_jacobian(x, where=where), axis1=1, axis2=2).astype(np.float64)
+    want = np.where(where, _diagonal_reference(masked.astype(np.float64)), 0)
+    assert np.all(got[~where] == 0)
+    assert np.max(np.abs(got - want)[where] / want[where]) <= 2 * RTOL[dtype]
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("k", [10, 33, 100])
+def test_dominant_rows_of_the_jacobian_sum_to_zero_to_the_rounding_of_their_entries(isa, dtype, k):
+    # The row of a dominant class (s_i > 1/2) is s_i times the sum of the
+    # other s_j on the diagonal and -s_i s_j beside it: it sums to 0 but for
+    # the entries' own roundings, a few ulps of the diagonal. s_i - s_i^2
+    # left s_i (1 - sum(s)) there, the rounding of the whole row of s.
+    rng = np.random.default_rng(k)
+    x = rng.standard_normal((40, k))
+    top = rng.integers(0, k, 40)
+    x[np.arange(40), top] += np.repeat(_DOMINANT_GAPS[dtype][1:], 10)
+    x = x.astype(dtype)
+    J = csoftmax.softmax_jacobian(x)[np.arange(40), top].astype(np.longdouble)  # the dominant rows
+    sums = np.abs(J.sum(axis=1)).astype(np.float64)  # in extended precision: float64's roundings show
+    diag = J[np.arange(40), top].astype(np.float64)
+    assert np.all(sums <= 4 * np.finfo(dtype).eps * diag)
+
+
 @pytest.mark.parametrize("dtype", DTYPES)
 def test_jacobian_is_symmetric_with_zero_row_sums(isa, dtype):
     J = csoftmax.softmax_jacobian(logits((50, 33), dtype))
@@ -374,9 +443,13 @@ def test_jacobian_is_bitwise_symmetric_where_products_underflow(isa, dtype, k):
 
 @pytest.mark.parametrize("dtype", DTYPES)
 def test_jacobian_equals_diag_s_minus_outer(isa, dtype):
+    # J = diag(s (1 - s)) - s s^T, 1 - s_i being the sum of the other s_j (to
+    # the rounding of the row's sum: the kernels take s_i - s_i^2 where
+    # s_i <= 1/2, and the other s_j's sum where s_i > 1/2).
     x = logits((20, 9), dtype)
     s = csoftmax.softmax(x).astype(np.float64)
-    want = np.einsum("ni,ij->nij", s, np.eye(9)) - np.einsum("ni,nj->nij", s, s)
+    others = s.sum(axis=1, keepdims=True) - s
+    want = np.einsum("ni,ij->nij", s * others, np.eye(9)) - np.einsum("ni,nj->nij", s, s) * (1 - np.eye(9))
     np.testing.assert_allclose(csoftmax.softmax_jacobian(x), want,
                                rtol=RTOL[dtype] * 4, atol=np.finfo(dtype).eps)
 
