@@ -780,7 +780,10 @@ __global__ void __launch_bounds__(VEC > 1 ? CSM_MAX_THREADS_VEC : CSM_MAX_THREAD
 // J[n, i, j] = s_i * (delta_ij - s_j): the diagonal as s_i - s_i * s_i, the
 // rest as -(s_i * s_j). The product commutes exactly, so J is symmetric bit
 // for bit provided s_i is the same bits wherever it is used; each kernel
-// computes every s_i by one expression, csm_prob. With a mask, s is the masked
+// computes every s_i by one expression, csm_prob. Where s_i > 1/2 (a row has
+// at most one), s_i - s_i * s_i cancels and keeps the rounding of s_i as its
+// error, so the diagonal is s_i times the sum of the other s_j, the row's
+// s_j <= 1/2 (`rest`, a sum of positive terms), as the CPU kernels take it. With a mask, s is the masked
 // softmax, and the rows and columns of masked elements are exactly 0, also
 // where an unmasked s_i is NaN: a masked s_i is carried as -0.0, a value no
 // unmasked s_i takes (exp(.) * inv is +0 at the smallest, or NaN), and any
@@ -795,8 +798,13 @@ __device__ __forceinline__ bool csm_is_masked_prob(double v) {
     return __double_as_longlong(v) == (long long)0x8000000000000000ULL;
 }
 
-template <typename A> __device__ __forceinline__ A csm_jacobian_entry(A si, A sj, bool diagonal, bool zero) {
-    return zero ? A(0) : diagonal ? si - csm_mul_rn(si, si) : -(si * sj);
+template <typename A> __device__ __forceinline__ A csm_jacobian_entry(A si, A sj, bool diagonal, bool zero, A rest) {
+    return zero ? A(0) : diagonal ? (si > A(0.5) ? si * rest : si - csm_mul_rn(si, si)) : -(si * sj);
+}
+
+// A row's share of `rest`: an unmasked s_j <= 1/2 (a NaN too: the row is NaN).
+template <typename A> __device__ __forceinline__ A csm_rest_term(A s, bool kept) {
+    return kept && !(s > A(0.5)) ? s : A(0);
 }
 
 template <typename A> __device__ __forceinline__ A csm_prob(A x, A m, A inv, bool kept) {
@@ -830,6 +838,7 @@ __global__ void __launch_bounds__(CSM_WARP_THREADS)
         const A e = valid ? csm_exp(v - m) : A(0);
         const A inv = A(1) / csm_group_reduce<csm_sum_op>(e, width);
         const A s = valid ? e * inv : csm_masked_prob<A>();
+        const A rest = csm_group_reduce<csm_sum_op>(csm_rest_term(s, valid), width);
         T* const po = out + row * (long long)kk;
         for (int r0 = 0; r0 < kk; r0 += width) {
             const int r = r0 + col_lane;
@@ -838,7 +847,7 @@ __global__ void __launch_bounds__(CSM_WARP_THREADS)
             const A si = __shfl_sync(0xffffffffu, s, i, width);
             const A sj = __shfl_sync(0xffffffffu, s, j, width);
             const bool zero = csm_is_masked_prob(si) || csm_is_masked_prob(sj);
-            if (row < n_rows && r < kk) po[r] = csm_from_acc<T>(csm_jacobian_entry(si, sj, i == j, zero));
+            if (row < n_rows && r < kk) po[r] = csm_from_acc<T>(csm_jacobian_entry(si, sj, i == j, zero, rest));
         }
     }
 }
@@ -873,6 +882,12 @@ __global__ void __launch_bounds__(CSM_MAX_THREADS, 1)
             if (csm_kept(mask, mrow + c)) s += csm_exp(csm_to_acc(px[c]) - m);
         }
         const A inv = A(1) / csm_block_reduce<csm_sum_op>(s, scratch + 32 * (turn++ & 1));
+        A rest = A(0);
+        for (int c = threadIdx.x; c < k; c += blockDim.x) {
+            const bool kept = csm_kept(mask, mrow + c);
+            rest += csm_rest_term(csm_prob(csm_to_acc(px[c]), m, inv, kept), kept);
+        }
+        rest = csm_block_reduce<csm_sum_op>(rest, scratch + 32 * (turn++ & 1));
 
         for (int j0 = 0; j0 < k; j0 += blockDim.x) {
             const int j = j0 + threadIdx.x;
@@ -889,7 +904,7 @@ __global__ void __launch_bounds__(CSM_MAX_THREADS, 1)
                         const int i = i0 + ii;
                         const A si = tile[ii];
                         const bool zero = column_masked || csm_is_masked_prob(si);
-                        po[i * (long long)k + j] = csm_from_acc<T>(csm_jacobian_entry(si, sj, i == j, zero));
+                        po[i * (long long)k + j] = csm_from_acc<T>(csm_jacobian_entry(si, sj, i == j, zero, rest));
                     }
                 }
             }

@@ -198,12 +198,34 @@ def test_jacobian_is_symmetric_bit_for_bit(emulated, dtype, k):
     a, _ = inputs("softmax_jacobian", 1 if k > 1000 else 7, k, dtype, seed=5)
     jac = emulate("softmax_jacobian", a)
     assert np.array_equal(jac, np.swapaxes(jac, 1, 2), equal_nan=True)
-    # and the diagonal is s - s*s of the very s used off the diagonal
+    # and the diagonal is s (1 - s) of the very s used off the diagonal, 1 - s_i
+    # as the sum of the other s_j where s_i > 1/2
     s = np.asarray(emulate("softmax", a), np.float64)
     finite = np.isfinite(s).all(axis=1)
     diag = np.diagonal(jac, axis1=1, axis2=2).astype(np.float64)
-    np.testing.assert_allclose(diag[finite], (s - s * s)[finite], rtol=1e-2 if dtype == np.float16 else 1e-5,
+    others = np.where(s > 0.5, s.sum(axis=1, keepdims=True) - s, 1 - s)
+    np.testing.assert_allclose(diag[finite], (s * others)[finite], rtol=1e-2 if dtype == np.float16 else 1e-5,
                                atol=1e-3 if dtype == np.float16 else 1e-7)
+
+
+@pytest.mark.parametrize("dtype", (np.float32, np.float64), ids=lambda d: np.dtype(d).name)
+@pytest.mark.parametrize("k", (10, 32, 33, 64))
+def test_jacobian_diagonal_keeps_its_relative_accuracy_where_one_class_dominates(emulated, dtype, k):
+    # Both tiers (a warp's group up to 32, a block from 33). s_i - s_i^2 would
+    # lose 1 - s_i to the rounding of s_i near 1 (float32: 0.22 off at s_i =
+    # 0.99998); s_i times the sum of the other s_j keeps the accuracy of s.
+    gaps = (0.0, 3.0, 7.0, 12.0, 15.0) if dtype == np.float32 else (0.0, 7.0, 15.0, 25.0, 32.0)
+    rng = np.random.default_rng(k)
+    x = rng.standard_normal((len(gaps), k))
+    x[np.arange(len(gaps)), rng.integers(0, k, len(gaps))] += gaps
+    x = x.astype(dtype)
+    xl = x.astype(np.longdouble)
+    e = np.exp(xl - xl.max(axis=1, keepdims=True))
+    tot = e.sum(axis=1, keepdims=True)
+    others = np.where(np.eye(k, dtype=bool)[None], 0, e[:, None, :]).sum(axis=2)
+    want = ((e / tot) * (others / tot)).astype(np.float64)
+    got = np.diagonal(emulate("softmax_jacobian", x), axis1=1, axis2=2).astype(np.float64)
+    assert np.max(np.abs(got - want) / want) <= (1e-5 if dtype == np.float32 else 1e-12)
 
 
 @pytest.mark.parametrize("k", (7, 1000, 4097))
