@@ -778,16 +778,16 @@ __global__ void __launch_bounds__(VEC > 1 ? CSM_MAX_THREADS_VEC : CSM_MAX_THREAD
 // ---------------------------------------------------------------- Jacobian
 
 // J[n, i, j] = s_i * (delta_ij - s_j): the diagonal as s_i - s_i * s_i, the
-// rest as -(s_i * s_j). The product commutes exactly, so J is symmetric bit
-// for bit provided s_i is the same bits wherever it is used; each kernel
-// computes every s_i by one expression, csm_prob. Where s_i > 1/2 (a row has
-// at most one), s_i - s_i * s_i cancels and keeps the rounding of s_i as its
-// error, so the diagonal is s_i times the sum of the other s_j, the row's
-// s_j <= 1/2 (`rest`, a sum of positive terms), as the CPU kernels take it. With a mask, s is the masked
-// softmax, and the rows and columns of masked elements are exactly 0, also
-// where an unmasked s_i is NaN: a masked s_i is carried as -0.0, a value no
-// unmasked s_i takes (exp(.) * inv is +0 at the smallest, or NaN), and any
-// entry with a -0.0 factor is 0.
+// rest as -(s_i * s_j). Where s_i > 1/2 (a row has at most one), s_i - s_i *
+// s_i cancels and keeps the rounding of s_i as its error, so the diagonal
+// there is s_i times the sum of the other s_j, the row's s_j <= 1/2 (`rest`,
+// a sum of positive terms), as the CPU kernels take it. The product commutes
+// exactly, so J is symmetric bit for bit provided s_i is the same bits
+// wherever it is used; each kernel computes every s_i by one expression,
+// csm_prob. With a mask, s is the masked softmax, and the rows and columns
+// of masked elements are exactly 0, also where an unmasked s_i is NaN: a
+// masked s_i is carried as -0.0, a value no unmasked s_i takes (exp(.) * inv
+// is +0 at the smallest, or NaN), and any entry with a -0.0 factor is 0.
 template <typename A> __device__ __forceinline__ A csm_masked_prob();
 template <> __device__ __forceinline__ float csm_masked_prob<float>() { return __int_as_float(0x80000000); }
 template <> __device__ __forceinline__ double csm_masked_prob<double>() {

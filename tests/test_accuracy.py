@@ -5,8 +5,9 @@ import scipy.special
 
 import csoftmax
 from csoftmax import _engine
-from conftest import (ref_jacobian, ref_log_softmax, ref_log_softmax_backward,
-                      ref_softmax, ref_softmax_backward, rel_err, rows_around_the_normal_exps)
+from conftest import (DOMINANT_GAPS, ref_jacobian, ref_jacobian_diagonal, ref_log_softmax,
+                      ref_log_softmax_backward, ref_softmax, ref_softmax_backward, rel_err,
+                      rows_around_the_normal_exps)
 
 # float32 within 2e-6 and float64 within 1e-12 relative of a float64 reference
 # (the issue's bounds; the kernels' exp is within 1.2 ulp in float32 and 1.01 ulp
@@ -343,22 +344,6 @@ def test_log_softmax_backward_equals_jacobian_transpose_times_grad(dtype):
     np.testing.assert_allclose(got, want, rtol=RTOL[dtype] * 50, atol=RTOL[dtype] * 10)
 
 
-# One class ahead by these margins: s_i about 0.957, 0.9997 and 0.99998 in
-# float32 (1 - s_i down to 16 of its ulps near 1), to 1 - 7e-13 in float64.
-_DOMINANT_GAPS = {np.float32: [0.0, 3.0, 7.0, 12.0, 15.0], np.float64: [0.0, 7.0, 15.0, 25.0, 32.0]}
-
-
-def _diagonal_reference(x):
-    """s_i (1 - s_i) of each row of x, in extended precision, with 1 - s_i
-    as the sum of the other classes' exps (no cancellation)."""
-    xl = x.astype(np.longdouble)
-    e = np.exp(xl - xl.max(axis=1, keepdims=True))
-    tot = e.sum(axis=1, keepdims=True)
-    k = x.shape[1]
-    others = np.where(np.eye(k, dtype=bool)[None], 0, e[:, None, :]).sum(axis=2)
-    return (e / tot) * (others / tot)
-
-
 @pytest.mark.parametrize("dtype", DTYPES)
 @pytest.mark.parametrize("k", [2, 3, 10, 16, 17, 32, 33, 64, 100, 130, 300])
 def test_jacobian_diagonal_keeps_its_relative_accuracy_where_one_class_dominates(isa, dtype, k):
@@ -367,11 +352,11 @@ def test_jacobian_diagonal_keeps_its_relative_accuracy_where_one_class_dominates
     # keeps the accuracy of s. K covers the register kernels, the aligned
     # AVX-512 rows and the rows past them; C, Fortran and strided inputs.
     rng = np.random.default_rng(k)
-    gaps = _DOMINANT_GAPS[dtype]
+    gaps = DOMINANT_GAPS[np.dtype(dtype)]
     x = rng.standard_normal((8 * len(gaps), k))
     x[np.arange(x.shape[0]), rng.integers(0, k, x.shape[0])] += np.repeat(gaps, 8)
     x = x.astype(dtype)
-    want = _diagonal_reference(x)
+    want = ref_jacobian_diagonal(x)
     for variant in (x, np.asfortranarray(x), np.repeat(x, 2, axis=1)[:, ::2]):
         J = csoftmax.softmax_jacobian(variant)
         got = np.diagonal(J, axis1=1, axis2=2).astype(np.float64)
@@ -383,13 +368,13 @@ def test_masked_jacobian_diagonal_keeps_its_relative_accuracy(isa, dtype):
     k = 40
     rng = np.random.default_rng(7)
     x = rng.standard_normal((40, k))
-    x[:, 5] += np.repeat(_DOMINANT_GAPS[dtype], 8)
+    x[:, 5] += np.repeat(DOMINANT_GAPS[np.dtype(dtype)], 8)
     x = x.astype(dtype)
     where = rng.random((40, k)) < 0.7
     where[:, 5] = True
     masked = np.where(where, x, -np.inf)
     got = np.diagonal(csoftmax.softmax_jacobian(x, where=where), axis1=1, axis2=2).astype(np.float64)
-    want = np.where(where, _diagonal_reference(masked.astype(np.float64)), 0)
+    want = np.where(where, ref_jacobian_diagonal(masked.astype(np.float64)), 0)
     assert np.all(got[~where] == 0)
     assert np.max(np.abs(got - want)[where] / want[where]) <= 2 * RTOL[dtype]
 
@@ -404,7 +389,7 @@ def test_dominant_rows_of_the_jacobian_sum_to_zero_to_the_rounding_of_their_entr
     rng = np.random.default_rng(k)
     x = rng.standard_normal((40, k))
     top = rng.integers(0, k, 40)
-    x[np.arange(40), top] += np.repeat(_DOMINANT_GAPS[dtype][1:], 10)
+    x[np.arange(40), top] += np.repeat(DOMINANT_GAPS[np.dtype(dtype)][1:], 10)
     x = x.astype(dtype)
     J = csoftmax.softmax_jacobian(x)[np.arange(40), top].astype(np.longdouble)  # the dominant rows
     sums = np.abs(J.sum(axis=1)).astype(np.float64)  # in extended precision: float64's roundings show

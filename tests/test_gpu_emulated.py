@@ -14,6 +14,7 @@ from csoftmax import _gpu
 from cuda_emu import EmuModule, devices, install
 from cuda_emu.reference import DTYPES, HUGE, MASK_KINDS, OPS, ROW_OPS, check, inputs, masked_inputs, reference
 from cuda_emu.runner import emulate
+from conftest import DOMINANT_GAPS, ref_jacobian_diagonal
 
 pytestmark = pytest.mark.skipif(
     not __import__("shutil").which("g++"), reason="the CUDA emulator needs g++ with OpenMP"
@@ -214,16 +215,12 @@ def test_jacobian_diagonal_keeps_its_relative_accuracy_where_one_class_dominates
     # Both tiers (a warp's group up to 32, a block from 33). s_i - s_i^2 would
     # lose 1 - s_i to the rounding of s_i near 1 (float32: 0.22 off at s_i =
     # 0.99998); s_i times the sum of the other s_j keeps the accuracy of s.
-    gaps = (0.0, 3.0, 7.0, 12.0, 15.0) if dtype == np.float32 else (0.0, 7.0, 15.0, 25.0, 32.0)
+    gaps = DOMINANT_GAPS[np.dtype(dtype)]
     rng = np.random.default_rng(k)
     x = rng.standard_normal((len(gaps), k))
     x[np.arange(len(gaps)), rng.integers(0, k, len(gaps))] += gaps
     x = x.astype(dtype)
-    xl = x.astype(np.longdouble)
-    e = np.exp(xl - xl.max(axis=1, keepdims=True))
-    tot = e.sum(axis=1, keepdims=True)
-    others = np.where(np.eye(k, dtype=bool)[None], 0, e[:, None, :]).sum(axis=2)
-    want = ((e / tot) * (others / tot)).astype(np.float64)
+    want = ref_jacobian_diagonal(x)
     got = np.diagonal(emulate("softmax_jacobian", x), axis1=1, axis2=2).astype(np.float64)
     assert np.max(np.abs(got - want) / want) <= (1e-5 if dtype == np.float32 else 1e-12)
 
