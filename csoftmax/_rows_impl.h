@@ -4710,7 +4710,7 @@ static CSM_NOINLINE CSM_TARGET void CSM_FN(csm_staged_rows)(
  * the row of J's stores, as s may be J's last row). A masked s_j is 0 and
  * adds nothing; a NaN s_i fails the compare and gives NaN as before.
  * Taking the sum for every s_i instead cost 25-70% on Jacobians in cache
- * at K = 10 to 100, this form up to 8% (AVX2 13%) at 64 x 10 and even at
+ * at K = 10 to 100, this form 8-9% (AVX2 8-13%) at 64 x 10 and even at
  * 50 x 100 (docs/design.md). Inline: out of line, the call cost AVX2's
  * register kernel its registers of s (64 x 10 1.5 -> 2.1-3.0 us). */
 static CSM_INLINE CSM_TARGET double CSM_FN(csm_jac_rest)(const CSM_T *s, ptrdiff_t K)
