@@ -402,7 +402,7 @@ static CSM_INLINE CSM_TARGET void CSM_FN(csm_masked_row)(
         CSM_FN(csm_masked_softmax_row)(x, mk, y + (K - 1) * K, K);
         for (ptrdiff_t i = 0; i < K; ++i) {
             const CSM_T si = sv[i];
-            const CSM_T di = CSM_JAC_DIAG_OF_(si, sv, K); /* before row i's stores (masked s_j are 0) */
+            const CSM_T di = CSM_FN(csm_jac_diag)(si, sv, K); /* before row i's stores (masked s_j are 0) */
             const CSM_MW_T mi = mk[i];
             CSM_T *Ji = y + i * K;
 #pragma omp simd

@@ -4706,7 +4706,7 @@ static CSM_NOINLINE CSM_TARGET void CSM_FN(csm_staged_rows)(
  * now 5e-7 to 6e-7. Where s_i <= 1/2, s_i - s_i s_i is within two
  * roundings of s_i (1 - s_i), and keeps its bits. The sum goes in double,
  * four lanes in one order, so a row's bits do not depend on the path that
- * writes it; it is taken at most once per row of s (CSM_JAC_DIAG_OF_: before
+ * writes it; it is taken at most once per row of s (csm_jac_diag: before
  * the row of J's stores, as s may be J's last row). A masked s_j is 0 and
  * adds nothing; a NaN s_i fails the compare and gives NaN as before.
  * Taking the sum for every s_i instead cost 25-70% on Jacobians in cache
@@ -4725,14 +4725,13 @@ static CSM_INLINE CSM_TARGET double CSM_FN(csm_jac_rest)(const CSM_T *s, ptrdiff
     return (rest[0] + rest[1]) + (rest[2] + rest[3]);
 }
 
-static CSM_INLINE CSM_TARGET CSM_T CSM_FN(csm_jac_diag_dominant)(CSM_T si, const CSM_T *s, ptrdiff_t K)
-{
-    return (CSM_T)((double)si * CSM_FN(csm_jac_rest)(s, K));
-}
-
 /* The diagonal of row i of J, from s_i and the row s of K elements. */
-#define CSM_JAC_DIAG_OF_(si, s, K) \
-    (__builtin_expect((si) > (CSM_T)0.5, 0) ? CSM_FN(csm_jac_diag_dominant)((si), (s), (K)) : (si) - (si) * (si))
+static CSM_INLINE CSM_TARGET CSM_T CSM_FN(csm_jac_diag)(CSM_T si, const CSM_T *s, ptrdiff_t K)
+{
+    if (__builtin_expect(si > (CSM_T)0.5, 0))
+        return (CSM_T)((double)si * CSM_FN(csm_jac_rest)(s, K));
+    return si - si * si;
+}
 
 #if CSM_EXP_V
 /* Rows of up to CSM_JAC_REGS registers: s in registers for the whole block.
@@ -4808,7 +4807,7 @@ static CSM_INLINE CSM_TARGET void CSM_FN(csm_jac_regs)(
   #ifdef CSM_JAC_DIAG_
             if (NV <= CSM_JAC_DIAG_REGS) {
                 const CSM_T sd = CSM_XV_FIRST_(vsi);
-                const CSM_XV dv = CSM_XV_(set1)(CSM_JAC_DIAG_OF_(sd, s, K));
+                const CSM_XV dv = CSM_XV_(set1)(CSM_FN(csm_jac_diag)(sd, s, K));
                 for (int u = 0; u < NV; ++u) {
                     CSM_XV o = CSM_XV_(fnmadd)(vsi, sv[u], CSM_XV_(setzero)());
                     if (u == v)
@@ -4825,7 +4824,7 @@ static CSM_INLINE CSM_TARGET void CSM_FN(csm_jac_regs)(
             }
   #endif
             const CSM_T si = CSM_XV_FIRST_(vsi);
-            const CSM_T di = CSM_JAC_DIAG_OF_(si, s, K); /* before the stores: s may be J's last row */
+            const CSM_T di = CSM_FN(csm_jac_diag)(si, s, K); /* before the stores: s may be J's last row */
             for (int u = 0; u < NV; ++u)
                 CSM_XV_(storeu)(Ji + u * CSM_XVW, CSM_XV_(fnmadd)(vsi, sv[u], CSM_XV_(setzero)()));
             if (tail)
@@ -4883,7 +4882,7 @@ static CSM_INLINE CSM_TARGET void CSM_FN(csm_jac_aligned)(
     for (ptrdiff_t i = i0; i < i1; ++i) {
         const CSM_XV vsi = CSM_JA_LANE_(sv[i / W], i % W);
         const CSM_T si = CSM_JA_FIRST_(vsi);
-        const CSM_T di = CSM_JAC_DIAG_OF_(si, s, K); /* before the stores: s may be J's last row */
+        const CSM_T di = CSM_FN(csm_jac_diag)(si, s, K); /* before the stores: s may be J's last row */
         CSM_T *Ji = J + (i - i0) * K;
         if (pfw)
             CSM_FN(csm_prefetch_run)((const CSM_T *)pfw + (i - i0) * K, K, 1);
@@ -4949,7 +4948,7 @@ static CSM_INLINE CSM_TARGET void CSM_FN(csm_jacobian_block)(
     #endif
         for (ptrdiff_t i = i0; i < i1; ++i) {
             const CSM_T si = s[i]; /* before row i's stores: s may be J's last row */
-            const CSM_T di = CSM_JAC_DIAG_OF_(si, s, K);
+            const CSM_T di = CSM_FN(csm_jac_diag)(si, s, K);
             CSM_T *Ji = J + (i - i0) * K;
             if (pfw)
                 CSM_FN(csm_prefetch_run)((const CSM_T *)pfw + (i - i0) * K, K, 1);
@@ -4999,7 +4998,7 @@ static CSM_INLINE CSM_TARGET void CSM_FN(csm_jacobian_block)(
 #endif
     for (ptrdiff_t i = i0; i < i1; ++i) {
         const CSM_T si = s[i];
-        const CSM_T di = CSM_JAC_DIAG_OF_(si, s, K); /* before the stores: s may be J's last row */
+        const CSM_T di = CSM_FN(csm_jac_diag)(si, s, K); /* before the stores: s may be J's last row */
         CSM_T *Ji = J + (i - i0) * K;
         if (pfw)
             CSM_FN(csm_prefetch_run)((const CSM_T *)pfw + (i - i0) * K, K, 1);
